@@ -1,0 +1,70 @@
+"""The metric and recording-rule names shared by every part of mqttlb.
+
+These names are the API between the parts: exporters emit the raw series, ``rules/``
+turns them into the recording rules below, dashboards plot the recording rules, alerts
+fire on them and the webhook queries them.  Code refers to the constants here instead of
+repeating strings; the PromQL behind each recording rule lives only in the rule
+generator (``mqttlb/rulegen.py``).
+
+Every broker series carries ``cluster`` and ``node`` labels; Envoy endpoint series carry
+``cluster`` (the Envoy cluster name), ``endpoint`` (``host:port``) and ``node`` (the EDS
+endpoint hostname, which the stack sets to the broker's node name).
+"""
+
+# --- broker exporter (one schema for every broker kind) -----------------------------
+BROKER_UP = "mqtt_broker_up"  # 1 if the node answered its last scrape
+BROKER_INFO = "mqtt_broker_info"  # labels: kind, address
+BROKER_CLIENTS_CONNECTED = "mqtt_broker_clients_connected"
+BROKER_CONNECTS = "mqtt_broker_connects_total"
+BROKER_DISCONNECTS = "mqtt_broker_disconnects_total"
+BROKER_MESSAGES_RECEIVED = "mqtt_broker_messages_received_total"
+BROKER_MESSAGES_SENT = "mqtt_broker_messages_sent_total"
+BROKER_PUBLISH_RECEIVED = "mqtt_broker_publish_messages_received_total"
+BROKER_PUBLISH_SENT = "mqtt_broker_publish_messages_sent_total"
+BROKER_PUBLISH_DROPPED = "mqtt_broker_publish_messages_dropped_total"
+BROKER_BYTES_RECEIVED = "mqtt_broker_received_bytes_total"
+BROKER_BYTES_SENT = "mqtt_broker_sent_bytes_total"
+BROKER_SUBSCRIPTIONS = "mqtt_broker_subscriptions"
+BROKER_RETAINED = "mqtt_broker_retained_messages"
+BROKER_QUEUED = "mqtt_broker_messages_queued"
+BROKER_CPU_SECONDS = "mqtt_broker_process_cpu_seconds_total"
+BROKER_CPU_CAPACITY = "mqtt_broker_cpu_capacity_cores"
+BROKER_RESIDENT_MEMORY = "mqtt_broker_process_resident_memory_bytes"
+BROKER_OVERLOAD_LEVEL = "mqtt_broker_overload_protection_level"
+BROKER_SCRAPE_DURATION = "mqtt_broker_scrape_duration_seconds"
+BROKER_SCRAPE_ERRORS = "mqtt_broker_scrape_errors_total"
+
+# --- Envoy exporter (per cluster / endpoint / listener) -----------------------------
+ENVOY_UP = "mqttlb_envoy_up"
+ENVOY_ENDPOINT_CX_ACTIVE = "mqttlb_envoy_endpoint_connections_active"
+ENVOY_ENDPOINT_CX_TOTAL = "mqttlb_envoy_endpoint_connections_total"
+ENVOY_ENDPOINT_CX_FAIL = "mqttlb_envoy_endpoint_connect_failures_total"
+ENVOY_ENDPOINT_WEIGHT = "mqttlb_envoy_endpoint_weight"
+ENVOY_ENDPOINT_HEALTH = "mqttlb_envoy_endpoint_health_status"  # label status=healthy|draining|unhealthy
+
+# --- webhook (rebalancer) -----------------------------------------------------------
+WEBHOOK_ACTIONS = "mqttlb_webhook_actions_total"  # label kind
+WEBHOOK_FAILURES = "mqttlb_webhook_action_failures_total"  # labels kind, reason
+WEBHOOK_DECISION_SECONDS = "mqttlb_webhook_decision_duration_seconds"
+WEBHOOK_WEIGHT = "mqttlb_webhook_endpoint_weight"  # labels cluster, node, endpoint
+WEBHOOK_SHED_LEVEL = "mqttlb_webhook_shed_level"  # 0 = not shedding
+
+# --- recording rules (level:metric:operations) --------------------------------------
+# per node (labels cluster, node)
+NODE_CPU = "node:mqtt_broker_cpu_utilisation:ratio"  # rate(cpu seconds) / capacity, 0..1
+NODE_CPU_DEVIATION = "node:mqtt_broker_cpu_utilisation:deviation"  # node - cluster mean
+NODE_CONNECTIONS = "node:mqtt_broker_connections:sum"
+NODE_CONNECTIONS_SHARE = "node:mqtt_broker_connections:share"  # node / cluster total, 0..1
+NODE_CONNECTIONS_DEVIATION = "node:mqtt_broker_connections:deviation"  # share - 1/N
+NODE_PUBLISH_RATE = "node:mqtt_broker_publish_received:rate"  # messages/s
+NODE_CONNECTS_RATE = "node:mqtt_broker_connects:rate"  # connects/s
+NODE_DISCONNECTS_RATE = "node:mqtt_broker_disconnects:rate"
+# per cluster (label cluster)
+CLUSTER_CPU_MEAN = "cluster:mqtt_broker_cpu_utilisation:avg"
+CLUSTER_CPU_MAD = "cluster:mqtt_broker_cpu_utilisation:mean_abs_deviation"
+CLUSTER_CPU_MSD = "cluster:mqtt_broker_cpu_utilisation:max_squared_deviation"
+CLUSTER_CPU_MAX_OVER_MIN = "cluster:mqtt_broker_cpu_utilisation:max_over_min"
+CLUSTER_CONNECTIONS_MAD = "cluster:mqtt_broker_connections_share:mean_abs_deviation"
+CLUSTER_CONNECTIONS_MSD = "cluster:mqtt_broker_connections_share:max_squared_deviation"
+CLUSTER_CONNECTIONS_MAX_OVER_MIN = "cluster:mqtt_broker_connections:max_over_min"
+CLUSTER_CONNECTS_RATE = "cluster:mqtt_broker_connects:rate"  # connection churn, connects/s
