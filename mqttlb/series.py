@@ -68,3 +68,19 @@ CLUSTER_CONNECTIONS_MAD = "cluster:mqtt_broker_connections_share:mean_abs_deviat
 CLUSTER_CONNECTIONS_MSD = "cluster:mqtt_broker_connections_share:max_squared_deviation"
 CLUSTER_CONNECTIONS_MAX_OVER_MIN = "cluster:mqtt_broker_connections:max_over_min"
 CLUSTER_CONNECTS_RATE = "cluster:mqtt_broker_connects:rate"  # connection churn, connects/s
+CLUSTER_CONNECTIONS = "cluster:mqtt_broker_connections:sum"  # connections on the up nodes
+CLUSTER_NODES_UP = "cluster:mqtt_broker_up:sum"  # number of nodes whose last scrape answered
+
+# --- added by the exporters (issue 4) -----------------------------------------------
+BROKER_SAMPLE_AGE = "mqtt_broker_sample_age_seconds"  # age of the newest pushed data (Mosquitto $SYS)
+ENVOY_SCRAPE_DURATION = "mqttlb_envoy_scrape_duration_seconds"
+ENVOY_SCRAPE_ERRORS = "mqttlb_envoy_scrape_errors_total"
+# Envoy keeps bytes per cluster only (the per-host stats in /clusters have no byte counters).
+ENVOY_CLUSTER_RX_BYTES = "mqttlb_envoy_cluster_upstream_received_bytes_total"  # label cluster
+ENVOY_CLUSTER_TX_BYTES = "mqttlb_envoy_cluster_upstream_sent_bytes_total"
+ENVOY_CLUSTER_CX_OVERFLOW = "mqttlb_envoy_cluster_connections_overflow_total"  # circuit breaker rejections
+ENVOY_CLUSTER_MAX_CONNECTIONS = "mqttlb_envoy_cluster_max_connections"  # labels cluster, priority
+ENVOY_LISTENER_CX_ACTIVE = "mqttlb_envoy_listener_connections_active"  # label listener
+ENVOY_LISTENER_CX_TOTAL = "mqttlb_envoy_listener_connections_total"
+ENVOY_LISTENER_CX_OVERFLOW = "mqttlb_envoy_listener_connections_overflow_total"
+ENVOY_LISTENER_CX_OVERLOAD_REJECT = "mqttlb_envoy_listener_connections_overload_rejected_total"

@@ -1,0 +1,54 @@
+# mqttlb: the two commands are `make stack-up` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# make stack-up NODES=5 (any stack setting can also come from MQTTLB_* variables)
+NODES ?=
+export NODES
+
+.PHONY: help install stack-up stack-down stack-status test lint typecheck rules dashboards experiment bench clean
+
+help:
+	@echo "make stack-up       install what is missing, start the local stack, print addresses (NODES=n)"
+	@echo "make stack-down     stop every process the stack started"
+	@echo "make stack-status   one line per component; non-zero exit if any is down"
+	@echo "make test           install what is missing, lint, type-check and run the whole test suite"
+	@echo "make rules          regenerate rules/ from mqttlb/params.yaml"
+	@echo "make dashboards     regenerate dashboards/generated/ from dashboards/*.py"
+	@echo "make experiment     compare round robin, least request and weighted CPU (report in reports/)"
+	@echo "make bench          run the benchmarks in bench/ and print figures"
+
+install:
+	@bash stack/install.sh
+
+stack-up: install
+	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m mqttlb.cli stack up
+
+stack-down:
+	@$(PY) -m mqttlb.cli stack down
+
+stack-status:
+	@$(PY) -m mqttlb.cli stack status
+
+lint: install
+	$(PY) -m ruff check .
+
+typecheck: install
+	$(PY) -m mypy mqttlb webhook stack
+
+test: install lint typecheck
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -ra
+
+rules: install
+	$(PY) -m mqttlb.cli rules generate --out rules/
+
+dashboards: install
+	$(PY) -m mqttlb.cli dashboards generate
+
+experiment: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m mqttlb.cli experiment --out reports/experiment
+
+bench: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" sh -c 'for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done'
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,307 @@
+"""Small building blocks shared by every mqttlb dashboard.
+
+One function per panel kind (time series, stat, state timeline), one per template variable and a
+layout helper that turns rows of (panel, width, height) cells into grid positions and stable panel
+ids.  Dashboards in this package are assembled from these pieces only, so every panel gets the
+templated datasource, a description and a unit the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import attr
+import grafanalib.core as G
+
+from mqttlb import series
+from mqttlb.params import Params
+
+# Grafana >= 10 understands this schema; older Grafana migrates it on load.
+SCHEMA_VERSION = 39
+GRID_WIDTH = 24
+
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+
+# Defaults for the query variables; they match the local stack (stack/stack.yaml) so an offline
+# `queries` listing resolves to what Grafana would show there.  Grafana replaces them with the
+# values it finds in Prometheus.
+DEFAULT_CLUSTER = "local"
+DEFAULT_ENVOY_CLUSTER = "mqtt_brokers"
+ALL = "$__all"
+
+# Alerts shown on the rebalancer dashboard: every alert the mqttlb rules define starts with one of
+# these prefixes (broker/cluster alerts "Mqtt...", Envoy alerts "Envoy...").
+ALERTNAME_REGEX = "Mqtt.*|Envoy.*"
+
+GREEN, ORANGE, RED, BLUE = "green", "orange", "red", "blue"
+
+
+# --- selectors --------------------------------------------------------------------------------
+def node_selector() -> str:
+    """Labels of every per-node recording rule."""
+    return 'cluster="$cluster", node=~"$node"'
+
+
+def cluster_selector() -> str:
+    return 'cluster="$cluster"'
+
+
+def broker_selector(params: Params) -> str:
+    return f'{params.broker_selector}, cluster="$cluster", node=~"$node"'
+
+
+def envoy_selector(params: Params) -> str:
+    # Envoy series carry the *Envoy* cluster name in `cluster`, hence a variable of its own.
+    return f'{params.envoy_selector}, cluster="$envoy_cluster", node=~"$node"'
+
+
+def webhook_selector(params: Params) -> str:
+    return params.webhook_selector
+
+
+# --- template variables -----------------------------------------------------------------------
+def datasource_variable() -> G.Template:
+    return G.Template(name="datasource", label="Data source", query="prometheus", type="datasource")
+
+
+def cluster_variable(params: Params) -> G.Template:
+    return G.Template(
+        name="cluster",
+        label="Broker cluster",
+        query=f"label_values({series.BROKER_UP}{{{params.broker_selector}}}, cluster)",
+        dataSource=DATASOURCE,
+        default=DEFAULT_CLUSTER,
+        refresh=G.REFRESH_ON_TIME_RANGE_CHANGE,
+    )
+
+
+def node_variable(params: Params) -> G.Template:
+    return G.Template(
+        name="node",
+        label="Node",
+        query=f'label_values({series.BROKER_UP}{{{params.broker_selector}, cluster="$cluster"}}, node)',
+        dataSource=DATASOURCE,
+        default=ALL,
+        multi=True,
+        includeAll=True,
+        refresh=G.REFRESH_ON_TIME_RANGE_CHANGE,
+    )
+
+
+def envoy_cluster_variable(params: Params) -> G.Template:
+    return G.Template(
+        name="envoy_cluster",
+        label="Envoy cluster",
+        query=f"label_values({series.ENVOY_ENDPOINT_WEIGHT}{{{params.envoy_selector}}}, cluster)",
+        dataSource=DATASOURCE,
+        default=DEFAULT_ENVOY_CLUSTER,
+        refresh=G.REFRESH_ON_TIME_RANGE_CHANGE,
+    )
+
+
+def templating(params: Params, *, envoy: bool = False) -> G.Templating:
+    variables = [datasource_variable(), cluster_variable(params), node_variable(params)]
+    if envoy:
+        variables.append(envoy_cluster_variable(params))
+    return G.Templating(list=variables)
+
+
+# --- annotations ------------------------------------------------------------------------------
+def actions_annotation(params: Params) -> dict:
+    """Marks every rebalancer action (EDS weight change, shedding step...) on the time axis."""
+    return {
+        "datasource": DATASOURCE,
+        "enable": True,
+        "expr": (
+            f"sum by (kind) (increase({series.WEBHOOK_ACTIONS}{{{webhook_selector(params)}}}"
+            "[$__rate_interval])) > 0"
+        ),
+        "iconColor": "rgba(255, 152, 48, 1)",
+        "name": "Rebalancer actions",
+        "step": "5s",
+        "tagKeys": "kind",
+        "titleFormat": "rebalancer: {{kind}}",
+        "textFormat": "{{kind}} actions in the window: {{value}}",
+        "useValueForTime": False,
+    }
+
+
+def annotations(params: Params) -> G.Annotations:
+    return G.Annotations(list=[actions_annotation(params)])
+
+
+# --- thresholds -------------------------------------------------------------------------------
+def step(color: str, value: float | None) -> dict:
+    """One threshold step; the first step of a list has value None (Grafana's "base")."""
+    return {"color": color, "value": value}
+
+
+def cpu_thresholds(params: Params) -> list[dict]:
+    return [step(GREEN, None), step(ORANGE, params.cpu_high), step(RED, params.cpu_critical)]
+
+
+def critical_thresholds(params: Params) -> list[dict]:
+    return [step(GREEN, None), step(RED, params.cpu_critical)]
+
+
+def imbalance_thresholds(params: Params) -> list[dict]:
+    return [step(GREEN, None), step(RED, params.imbalance_max_squared_deviation)]
+
+
+def deviation_thresholds(params: Params) -> list[dict]:
+    """+-sqrt(max squared deviation): the distance from the mean at which the imbalance alert fires."""
+    limit = round(math.sqrt(params.imbalance_max_squared_deviation), 6)
+    return [step(RED, None), step(GREEN, -limit), step(RED, limit)]
+
+
+def no_thresholds() -> list[dict]:
+    return [step(GREEN, None)]
+
+
+# --- targets ----------------------------------------------------------------------------------
+def target(expr: str, legend: str, ref_id: str = "A") -> G.Target:
+    return G.Target(expr=expr, legendFormat=legend, refId=ref_id, datasource=DATASOURCE, intervalFactor=1)
+
+
+def targets(*pairs: tuple[str, str]) -> list[G.Target]:
+    """(expr, legend) pairs with refIds A, B, C..."""
+    return [target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(pairs)]
+
+
+# --- panels -----------------------------------------------------------------------------------
+def timeseries(
+    title: str,
+    description: str,
+    queries: list[G.Target],
+    unit: str,
+    thresholds: list[dict] | None = None,
+    *,
+    stepped: bool = False,
+    bars: bool = False,
+    stacked: bool = False,
+    centred: bool = False,
+    min_value: int | None = None,
+    max_value: int | None = None,
+) -> G.TimeSeries:
+    """A time series; thresholds (if any) are drawn as lines at the alert marks."""
+    custom: dict = {}
+    if centred:
+        custom["axisCenteredZero"] = True
+    return G.TimeSeries(
+        title=title,
+        description=description,
+        dataSource=DATASOURCE,
+        targets=queries,
+        unit=unit,
+        thresholds=thresholds or no_thresholds(),
+        thresholdsStyleMode="line" if thresholds else "off",
+        lineInterpolation="stepAfter" if stepped else "linear",
+        drawStyle="bars" if bars else "line",
+        fillOpacity=40 if (stacked or bars) else 0,
+        stacking={"mode": "normal", "group": "A"} if stacked else {},
+        showPoints="never",
+        lineWidth=2 if stepped else 1,
+        valueMin=min_value,
+        valueMax=max_value,
+        legendDisplayMode="table",
+        legendCalcs=["lastNotNull", "max"],
+        tooltipMode="multi",
+        maxDataPoints=None,
+        extraJson={"fieldConfig": {"defaults": {"custom": custom}}} if custom else None,
+    )
+
+
+def stat(
+    title: str,
+    description: str,
+    queries: list[G.Target],
+    unit: str,
+    thresholds: list[dict] | None = None,
+) -> G.Stat:
+    """The last value of a cluster-wide series, coloured by the alert marks."""
+    return G.Stat(
+        title=title,
+        description=description,
+        dataSource=DATASOURCE,
+        targets=queries,
+        format=unit,
+        thresholds=thresholds or no_thresholds(),
+        colorMode="value" if thresholds else "none",
+        graphMode="area",
+        reduceCalc="lastNotNull",
+        decimals=2,
+        maxDataPoints=None,
+    )
+
+
+def state_timeline(title: str, description: str, queries: list[G.Target], unit: str) -> G.StateTimeline:
+    """States over time (1 = active); used for alert states."""
+    return G.StateTimeline(
+        title=title,
+        description=description,
+        dataSource=DATASOURCE,
+        targets=queries,
+        thresholds=[step(GREEN, None), step(RED, 1.0)],
+        mappings=[{"type": "value", "options": {"1": {"text": "active", "color": RED}}}],
+        maxDataPoints=None,
+        extraJson={"fieldConfig": {"defaults": {"unit": unit}}},
+    )
+
+
+def row(title: str, description: str, repeat: str | None = None) -> G.RowPanel:
+    return G.RowPanel(
+        title=title,
+        description=description,
+        repeat=G.Repeat(variable=repeat, direction="h" if repeat else None),
+        maxDataPoints=None,
+    )
+
+
+# --- layout -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cell:
+    panel: G.Panel
+    width: int
+    height: int = 8
+
+
+def assemble(sections: Sequence[tuple[G.RowPanel, Sequence[Sequence[Cell]]]]) -> list[G.Panel]:
+    """Place rows of cells on Grafana's 24-column grid; ids follow reading order, so they are stable."""
+    panels: list[G.Panel] = []
+    y = 0
+    for row_panel, lines in sections:
+        panels.append(
+            attr.evolve(row_panel, id=len(panels) + 1, gridPos=G.GridPos(h=1, w=GRID_WIDTH, x=0, y=y))
+        )
+        y += 1
+        for line in lines:
+            if sum(cell.width for cell in line) > GRID_WIDTH:
+                raise ValueError(f"cells of row {row_panel.title!r} are wider than {GRID_WIDTH} columns")
+            x = 0
+            for cell in line:
+                grid = G.GridPos(h=cell.height, w=cell.width, x=x, y=y)
+                panels.append(attr.evolve(cell.panel, id=len(panels) + 1, gridPos=grid))
+                x += cell.width
+            y += max(cell.height for cell in line)
+    return panels
+
+
+def dashboard(
+    uid: str, title: str, description: str, params: Params, sections, *, envoy: bool = False
+) -> G.Dashboard:
+    return G.Dashboard(
+        uid=uid,
+        title=title,
+        description=description,
+        tags=["mqttlb"],
+        timezone="utc",
+        refresh="10s",
+        time=G.Time("now-15m", "now"),
+        graphTooltip=G.GRAPH_TOOLTIP_MODE_SHARED_CROSSHAIR,
+        schemaVersion=SCHEMA_VERSION,
+        templating=templating(params, envoy=envoy),
+        annotations=annotations(params),
+        panels=assemble(sections),
+    )

@@ -1,0 +1,46 @@
+"""The `mqttlb` command: one entry point that dispatches to each part's own CLI."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module with main(argv), one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "stack": ("stack.cli", "start, stop and inspect the local stack (up|down|status|check)"),
+    "broker-exporter": ("exporters.broker_cli", "Prometheus exporter for MQTT brokers (Mosquitto, HiveMQ)"),
+    "envoy-exporter": ("exporters.envoy_cli", "Prometheus exporter for Envoy's per-endpoint state"),
+    "webhook": ("webhook.cli", "the Alertmanager webhook that rebalances Envoy by CPU"),
+    "rules": ("mqttlb.rulegen", "generate / check the Prometheus rule files from params.yaml"),
+    "alertmanager-config": ("mqttlb.alertmanager_config", "render the Alertmanager config"),
+    "dashboards": ("dashboards.cli", "generate, check and render the Grafana dashboards"),
+    "loadgen": ("loadgen.cli", "MQTT load generator (loopback only unless told otherwise)"),
+    "experiment": ("loadgen.experiment", "compare balancing policies on one seeded workload"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: mqttlb <command> [options]   (mqttlb <command> --help for each)", "", "commands:"]
+    lines += [f"  {name:<20} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if args else 2
+    if args[0] in ("-V", "--version"):
+        from mqttlb import __version__
+
+        print(f"mqttlb {__version__}")
+        return 0
+    if args[0] not in COMMANDS:
+        print(f"mqttlb: unknown command '{args[0]}'\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[args[0]][0])
+    return int(module.main(args[1:]) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

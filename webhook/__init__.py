@@ -1,0 +1,1 @@
+"""The Alertmanager webhook receiver that rebalances Envoy endpoints by CPU."""

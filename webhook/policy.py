@@ -1,0 +1,217 @@
+"""Weighted-CPU rebalancing policy: per-node samples and current weights in, new weights and a reason out.
+
+Pure functions, no I/O and no clock: the caller passes ``now``.  A node's target weight grows with
+its spare CPU capacity (1 - smoothed utilisation), normalised so the mean target of the nodes that
+take part equals ``neutral_weight``.  Each decision moves a weight at most ``max_step`` toward its
+target, keeps it in ``[min_weight, max_weight]`` (``min_weight`` > 0, so never all zero), ignores
+differences below ``hysteresis`` and respects ``cooldown_seconds`` between two changes.  Nodes
+without a fresh sample, and DRAINING nodes, keep their weight.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from mqttlb.params import PolicyParams
+
+# A node at 100 % CPU still gets a sliver of spare capacity so its target never collapses to 0;
+# min_weight is the real floor.
+_MIN_SPARE = 0.01
+
+
+@dataclass(frozen=True)
+class NodeSample:
+    cpu: float | None  # utilisation 0..1 of the node's cores (NODE_CPU); None = no sample
+    connections: float | None  # MQTT connections held (NODE_CONNECTIONS)
+    age_seconds: float | None  # age of the CPU sample; None = unknown (treated as stale)
+
+
+@dataclass(frozen=True)
+class NodeDecision:
+    node: str
+    cpu: float | None  # raw sample
+    smoothed_cpu: float | None
+    fresh: bool
+    weight_before: int
+    target_weight: float | None
+    weight_after: int
+    connections: float | None
+    weight_share: float  # weight_after / sum of the weights of nodes taking connections
+    connection_share: float | None  # connections / total connections
+    # Connections held above (+) or below (-) the node's weight share of all connections.  A
+    # bounded-eviction lever (e.g. EMQX rebalance: donors = surplus > 0, recipients < 0) plugs in here.
+    connection_surplus: float | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    weights: dict[str, int]
+    smoothed_cpu: dict[str, float]
+    changed: bool
+    reason: str
+    nodes: list[NodeDecision] = field(default_factory=list)
+
+    def donors(self) -> list[str]:
+        """Nodes holding more connections than their weight share, largest surplus first."""
+        with_surplus = [
+            n for n in self.nodes if n.connection_surplus is not None and n.connection_surplus > 0
+        ]
+        return [n.node for n in sorted(with_surplus, key=lambda n: -(n.connection_surplus or 0.0))]
+
+    def recipients(self) -> list[str]:
+        short = [n for n in self.nodes if n.connection_surplus is not None and n.connection_surplus < 0]
+        return [n.node for n in sorted(short, key=lambda n: n.connection_surplus or 0.0)]
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    return max(low, min(high, value))
+
+
+def _step_toward(current: int, target: float, max_step: int, low: int, high: int) -> int:
+    delta = _clamp(target - current, -max_step, max_step)
+    moved = current + delta
+    # round toward the current weight so a step never overshoots the target
+    rounded = math.floor(moved) if delta > 0 else math.ceil(moved)
+    return int(_clamp(rounded, low, high))
+
+
+def smooth(previous: float | None, sample: float, alpha: float) -> float:
+    """Exponentially weighted moving average; the first sample is taken as is."""
+    if previous is None:
+        return sample
+    return alpha * sample + (1 - alpha) * previous
+
+
+def _initial_weight(weights: Mapping[str, int], node: str, params: PolicyParams) -> int:
+    return int(_clamp(weights.get(node, params.neutral_weight), params.min_weight, params.max_weight))
+
+
+def _node_details(
+    nodes: list[str],
+    samples: Mapping[str, NodeSample],
+    before: Mapping[str, int],
+    after: Mapping[str, int],
+    smoothed: Mapping[str, float],
+    targets: Mapping[str, float],
+    fresh: set[str],
+    active: set[str],
+) -> list[NodeDecision]:
+    total_weight = sum(after[n] for n in nodes if n in active) or 1
+    conns = {n: samples[n].connections for n in nodes if n in samples and samples[n].connections is not None}
+    total_conns = sum(c for c in conns.values() if c is not None)
+    details = []
+    for n in nodes:
+        sample = samples.get(n)
+        held = conns.get(n)
+        share = after[n] / total_weight if n in active else 0.0
+        details.append(
+            NodeDecision(
+                node=n,
+                cpu=sample.cpu if sample else None,
+                smoothed_cpu=smoothed.get(n),
+                fresh=n in fresh,
+                weight_before=before[n],
+                target_weight=targets.get(n),
+                weight_after=after[n],
+                connections=held,
+                weight_share=share,
+                connection_share=(held / total_conns) if held is not None and total_conns > 0 else None,
+                connection_surplus=(held - share * total_conns) if held is not None else None,
+            )
+        )
+    return details
+
+
+def _is_fresh(sample: NodeSample, params: PolicyParams) -> bool:
+    if sample.cpu is None or sample.age_seconds is None or not math.isfinite(sample.cpu):
+        return False
+    return sample.age_seconds <= params.sample_max_age_seconds
+
+
+def decide(
+    nodes: list[str],
+    samples: Mapping[str, NodeSample],
+    weights: Mapping[str, int],
+    smoothed_cpu: Mapping[str, float],
+    params: PolicyParams,
+    now: float,
+    last_change: float | None,
+    draining: frozenset[str] = frozenset(),
+) -> Decision:
+    """One rebalancing decision over *all* ``nodes`` (never the alerting node alone)."""
+    if not nodes:
+        raise ValueError("decide() needs at least one node")
+    before = {n: _initial_weight(weights, n, params) for n in nodes}
+    fresh = {n for n in nodes if n in samples and _is_fresh(samples[n], params)}
+    smoothed = dict(smoothed_cpu)
+    for n in fresh:
+        raw = samples[n].cpu
+        assert raw is not None
+        smoothed[n] = smooth(smoothed.get(n), _clamp(raw, 0.0, 1.0), params.ewma_alpha)
+    active = {n for n in nodes if n not in draining}
+    steerable = sorted(fresh & active)
+
+    def result(after: Mapping[str, int], targets: Mapping[str, float], reason: str) -> Decision:
+        after = dict(after)
+        return Decision(
+            weights=after,
+            smoothed_cpu=smoothed,
+            changed=after != before,
+            reason=reason,
+            nodes=_node_details(nodes, samples, before, after, smoothed, targets, fresh, active),
+        )
+
+    stale = sorted(set(nodes) - fresh)
+    stale_note = f"; no fresh data for {', '.join(stale)} (weights kept)" if stale else ""
+    if len(steerable) < 2:
+        return result(before, {}, f"fewer than two fresh, non-draining nodes: nothing to balance{stale_note}")
+    if last_change is not None and now - last_change < params.cooldown_seconds:
+        remaining = params.cooldown_seconds - (now - last_change)
+        return result(before, {}, f"cooldown: {remaining:.1f}s left{stale_note}")
+
+    cpu = {n: smoothed[n] for n in steerable}
+    spread = max(cpu.values()) - min(cpu.values())
+    spare = {n: max(_MIN_SPARE, 1.0 - cpu[n]) for n in steerable}
+    mean_spare = sum(spare.values()) / len(spare)
+    # Keep the sum of the steered weights: moving weight between nodes, not inflating it.
+    budget = sum(before[n] for n in steerable)
+    targets = {n: budget * spare[n] / (mean_spare * len(steerable)) for n in steerable}
+    if spread < params.hysteresis:
+        return result(
+            before, targets, f"CPU spread {spread:.3f} below hysteresis {params.hysteresis}{stale_note}"
+        )
+
+    band = params.hysteresis * params.neutral_weight
+    after = dict(before)
+    for n in steerable:
+        if abs(targets[n] - before[n]) > band:
+            after[n] = _step_toward(
+                before[n], targets[n], params.max_step, params.min_weight, params.max_weight
+            )
+    hottest = max(steerable, key=lambda n: cpu[n])
+    coolest = min(steerable, key=lambda n: cpu[n])
+    summary = (
+        f"weighted CPU: spread {spread:.3f} (hottest {hottest} {cpu[hottest]:.2f}, "
+        f"coolest {coolest} {cpu[coolest]:.2f})"
+    )
+    if after == before:
+        return result(after, targets, f"{summary}; weights already within hysteresis of target{stale_note}")
+    return result(after, targets, f"{summary}; weights moved toward spare capacity{stale_note}")
+
+
+def recover(weights: Mapping[str, int], params: PolicyParams) -> tuple[dict[str, int], bool]:
+    """One slow-ramp step of every weight toward neutral (after the alert resolved)."""
+    after = {
+        n: _step_toward(
+            int(_clamp(w, params.min_weight, params.max_weight)),
+            params.neutral_weight,
+            params.recover_step,
+            params.min_weight,
+            params.max_weight,
+        )
+        for n, w in weights.items()
+    }
+    neutral = all(w == params.neutral_weight for w in after.values())
+    return after, neutral

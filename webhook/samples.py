@@ -1,0 +1,68 @@
+"""Per-node samples for the policy, from the recording rules in ``mqttlb.series``.
+
+Always asks for *every* node of the cluster: a decision taken on the alerting node alone would
+push its load onto a neighbour that may be just as hot.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from mqttlb import series
+from webhook.policy import NodeSample
+from webhook.prometheus_client_query import InstantSample, PrometheusClient, PrometheusError
+
+_LABEL_VALUE = re.compile(r'^[^"\\\n]*$')
+
+
+def _selector(cluster: str) -> str:
+    if not _LABEL_VALUE.match(cluster):
+        raise ValueError(f"cluster name {cluster!r} cannot be used in a label matcher")
+    return f'{{cluster="{cluster}"}}'
+
+
+def _by_node(samples: list[InstantSample], what: str) -> dict[str, InstantSample]:
+    result: dict[str, InstantSample] = {}
+    for sample in samples:
+        node = sample.labels.get("node")
+        if node is None:
+            raise PrometheusError(f"{what} series without a node label: {sample.labels}")
+        if node in result:
+            raise PrometheusError(f"{what} has more than one series for node {node}")
+        result[node] = sample
+    return result
+
+
+def node_samples_from(
+    cpu: list[InstantSample],
+    cpu_timestamps: list[InstantSample],
+    connections: list[InstantSample],
+    nodes: Sequence[str],
+    now: float,
+) -> dict[str, NodeSample]:
+    """Combine the three query results; ``timestamp()`` gives each CPU sample's real age."""
+    cpu_by = _by_node(cpu, series.NODE_CPU)
+    ts_by = _by_node(cpu_timestamps, f"timestamp({series.NODE_CPU})")
+    conn_by = _by_node(connections, series.NODE_CONNECTIONS)
+    result = {}
+    for node in nodes:
+        c = cpu_by.get(node)
+        t = ts_by.get(node)
+        k = conn_by.get(node)
+        result[node] = NodeSample(
+            cpu=c.value if c is not None else None,
+            connections=k.value if k is not None else None,
+            age_seconds=max(0.0, now - t.value) if t is not None else None,
+        )
+    return result
+
+
+def fetch_node_samples(
+    client: PrometheusClient, cluster: str, nodes: Sequence[str], now: float
+) -> dict[str, NodeSample]:
+    selector = _selector(cluster)
+    cpu = client.query(f"{series.NODE_CPU}{selector}")
+    stamps = client.query(f"timestamp({series.NODE_CPU}{selector})")
+    connections = client.query(f"{series.NODE_CONNECTIONS}{selector}")
+    return node_samples_from(cpu, stamps, connections, nodes, now)
