@@ -52,9 +52,14 @@ def broker_selector(params: Params) -> str:
     return f'{params.broker_selector}, cluster="$cluster", node=~"$node"'
 
 
+def envoy_endpoint_labels() -> str:
+    # Endpoint series (Envoy exporter, webhook weights) carry the *Envoy* cluster name in
+    # `cluster`, hence a variable of its own.
+    return 'cluster="$envoy_cluster", node=~"$node"'
+
+
 def envoy_selector(params: Params) -> str:
-    # Envoy series carry the *Envoy* cluster name in `cluster`, hence a variable of its own.
-    return f'{params.envoy_selector}, cluster="$envoy_cluster", node=~"$node"'
+    return f"{params.envoy_selector}, {envoy_endpoint_labels()}"
 
 
 def webhook_selector(params: Params) -> str:

@@ -21,7 +21,7 @@ def weights(params: Params) -> G.TimeSeries:
         f"{policy.neutral_weight}.",
         c.targets(
             (
-                f'{series.WEBHOOK_WEIGHT}{{{c.webhook_selector(params)}, node=~"$node"}}',
+                f"{series.WEBHOOK_WEIGHT}{{{c.webhook_selector(params)}, {c.envoy_endpoint_labels()}}}",
                 "decided {{node}}",
             ),
             (f"{series.ENVOY_ENDPOINT_WEIGHT}{{{c.envoy_selector(params)}}}", "envoy {{node}}"),

@@ -18,7 +18,6 @@ matplotlib.use("Agg")
 import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.gridspec import GridSpec  # noqa: E402
 from matplotlib.ticker import FuncFormatter, PercentFormatter  # noqa: E402
 
 from dashboards.execute import PanelResult, TargetResult, Window  # noqa: E402
@@ -28,6 +27,8 @@ from dashboards.resolve import ResolvedPanel, legend  # noqa: E402
 GRID_COLUMNS = 24
 INCH_PER_COLUMN = 0.85
 INCH_PER_ROW = 0.42
+MARGIN_INCH = 0.3
+HEADER_INCH = 0.8
 COLOURS = {"green": "#37872d", "orange": "#fa6400", "red": "#c4162a", "blue": "#1f60c4"}
 
 
@@ -45,6 +46,16 @@ def format_value(value: float, unit: str) -> str:
 
 def _times(series: Series) -> list[dt.datetime]:
     return [dt.datetime.fromtimestamp(t, tz=dt.UTC) for t, _ in series.points]
+
+
+def with_gaps(series: Series, step: float) -> Series:
+    """Insert a NaN where samples are missing, so lines break there as they do in Grafana."""
+    points: list[tuple[float, float]] = []
+    for t, v in series.points:
+        if points and t - points[-1][0] > 1.5 * step:
+            points.append((points[-1][0] + step, math.nan))
+        points.append((t, v))
+    return Series(series.labels, points)
 
 
 def _threshold_colour(panel: ResolvedPanel, value: float) -> str:
@@ -95,8 +106,9 @@ def _draw_timeseries(ax: Axes, panel: ResolvedPanel, results: Sequence[TargetRes
     step_days = window.interval.step_seconds / 86400
     stack_base: dict[float, float] = {}
     for result in results:
-        for series in result.series:
-            name = legend(result.target.legend, series.labels)
+        for found in result.series:
+            name = legend(result.target.legend, found.labels)
+            series = with_gaps(found, window.interval.step_seconds)
             times = _times(series)
             values = [v for _, v in series.points]
             if panel.bars:
@@ -190,21 +202,36 @@ def render_png(
     """Draw one dashboard: ``rows`` are the resolved row panels, ``results`` the data panels."""
     items: list[ResolvedPanel] = list(rows) + [r.panel for r in results]
     height = max((p.grid[1] + p.grid[3] for p in items), default=1)
-    fig = plt.figure(figsize=(GRID_COLUMNS * INCH_PER_COLUMN, height * INCH_PER_ROW + 1.2))
-    grid = GridSpec(
-        height, GRID_COLUMNS, figure=fig, hspace=3.5, wspace=1.2, top=1 - 0.9 / fig.get_figheight()
-    )
-    fig.suptitle(f"{title}\n{subtitle}", fontsize=12, y=1 - 0.1 / fig.get_figheight(), va="top")
+    fig_w = GRID_COLUMNS * INCH_PER_COLUMN + 2 * MARGIN_INCH
+    fig_h = height * INCH_PER_ROW + HEADER_INCH + MARGIN_INCH
+    fig = plt.figure(figsize=(fig_w, fig_h))
+    fig.suptitle(f"{title}\n{subtitle}", fontsize=12, y=1 - 0.15 / fig_h, va="top")
+
+    def cell(
+        grid: tuple[int, int, int, int],
+        pad_top: float,
+        pad_bottom: float,
+        pad_side: float,
+        pad_left: float = 0,
+    ) -> list[float]:
+        """Figure-fraction rectangle of a grid cell, shrunk by paddings (inches) for titles and ticks."""
+        x, y, w, h = grid
+        left = MARGIN_INCH + x * INCH_PER_COLUMN + pad_side + pad_left
+        top = HEADER_INCH + y * INCH_PER_ROW + pad_top
+        width = w * INCH_PER_COLUMN - 2 * pad_side - pad_left
+        box_h = max(h * INCH_PER_ROW - pad_top - pad_bottom, 0.1)
+        return [left / fig_w, 1 - (top + box_h) / fig_h, width / fig_w, box_h / fig_h]
+
     try:
         for row in rows:
-            x, y, w, _h = row.grid
-            ax = fig.add_subplot(grid[y, x : x + w])
+            ax = fig.add_axes(cell(row.grid, 0.0, 0.0, 0.0))
             ax.set_axis_off()
             ax.text(0, 0.2, row.title, fontsize=11, weight="bold", transform=ax.transAxes)
         for result in results:
             panel = result.panel
-            x, y, w, h = panel.grid
-            ax = fig.add_subplot(grid[y : y + h, x : x + w])
+            side = 0.1 if panel.type == "stat" else 0.45
+            labels = 2.0 if panel.type == "state-timeline" else 0.0  # room for the series names
+            ax = fig.add_axes(cell(panel.grid, 0.3, 0.4, side, labels))
             ax.set_title(panel.title + (f" [{panel.repeat_value}]" if panel.repeat_value else ""), fontsize=9)
             if result.errors:
                 ax.set_axis_off()

@@ -59,12 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=CONFIG_HELP + "\n" + metrics_help(),
     )
     parser.add_argument("--config", required=True, type=Path, help="broker exporter YAML config (see below)")
-    parser.add_argument("--listen", help="host:port to serve /metrics on (default: config 'listen', "
-                        "which defaults to 127.0.0.1:9641)")
-    parser.add_argument("--check-config", action="store_true",
-                        help="validate the config, print a summary and exit (0 = valid)")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
-                        help="logging level (default: info)")
+    parser.add_argument(
+        "--listen",
+        help="host:port to serve /metrics on (default: config 'listen', which defaults to 127.0.0.1:9641)",
+    )
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the config, print a summary and exit (0 = valid)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="logging level (default: info)",
+    )
     return parser
 
 

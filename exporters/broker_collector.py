@@ -99,7 +99,9 @@ class BrokerCollector(Collector):
         results: dict[str, ScrapeResult] = {}
         for entry in self.nodes:
             if entry.adapter.blocking and self._pool is not None:
-                pending.append((entry.adapter, self._pool.submit(_timed_snapshot, entry.adapter, self.timeout)))
+                pending.append(
+                    (entry.adapter, self._pool.submit(_timed_snapshot, entry.adapter, self.timeout))
+                )
         for entry in self.nodes:
             if not entry.adapter.blocking:
                 sample, duration = _timed_snapshot(entry.adapter, self.timeout)
@@ -123,8 +125,12 @@ class BrokerCollector(Collector):
                     self._errors[name] += 1
                 if self._was_up[name] is not sample.up:
                     if sample.up:
-                        log.info("node %s (%s): up%s", name, result.adapter.kind,
-                                 f" (partial: {sample.error})" if sample.error else "")
+                        log.info(
+                            "node %s (%s): up%s",
+                            name,
+                            result.adapter.kind,
+                            f" (partial: {sample.error})" if sample.error else "",
+                        )
                     else:
                         log.warning("node %s (%s): down: %s", name, result.adapter.kind, sample.error)
                     self._was_up[name] = sample.up

@@ -10,6 +10,8 @@ sample with exactly the name below.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporters.node_adapter import NodeSample
@@ -62,7 +64,7 @@ def parse_values(text: str) -> dict[str, float]:
 def to_sample(values: dict[str, float]) -> NodeSample:
     if not values:
         raise HiveMQParseError("no com_hivemq_* series found (is this the HiveMQ Prometheus extension?)")
-    fields: dict[str, float] = {f: values[name] for f, name in DIRECT.items() if name in values}
+    fields: dict[str, Any] = {f: values[name] for f, name in DIRECT.items() if name in values}
     if CPU_USER_MS in values and CPU_KERNEL_MS in values:
         fields["cpu_seconds"] = (values[CPU_USER_MS] + values[CPU_KERNEL_MS]) / 1000.0
     elif CPU_JVM_NS in values and values[CPU_JVM_NS] >= 0:

@@ -64,7 +64,7 @@ class MosquittoAdapter:
         log.debug("node %s: connect to %s failed; retrying with backoff", self.name, self.address)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._tree.on_message(message.topic, message.payload, bool(message.retain), time.monotonic())
+        self._tree.on_message(message.topic, bytes(message.payload), bool(message.retain), time.monotonic())
 
     # --- NodeAdapter -----------------------------------------------------------------------
     def start(self) -> None:

@@ -6,14 +6,18 @@ import logging
 import signal
 import threading
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
+
+from exporters.exposition import make_server
 
 log = logging.getLogger(__name__)
 
 
 def serve_until_signal(registry: CollectorRegistry, host: str, port: int, name: str) -> None:
     """Blocks; raises OSError if the address cannot be bound."""
-    server, thread = start_http_server(port, addr=host, registry=registry)
+    server = make_server(registry, host, port, name)
+    thread = threading.Thread(target=server.serve_forever, name=f"{name}-http", daemon=True)
+    thread.start()
     stop = threading.Event()
 
     def _stop(signum: int, frame: object) -> None:
@@ -21,7 +25,7 @@ def serve_until_signal(registry: CollectorRegistry, host: str, port: int, name: 
         stop.set()
 
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    log.info("%s: serving /metrics on http://%s:%d/metrics", name, host, server.server_port)
+    log.info("%s: serving on http://%s:%d/metrics", name, host, server.server_address[1])
     try:
         stop.wait()
     finally:

@@ -10,6 +10,7 @@ housekeeping for all connections runs from one shared ticker (``Connection.tick`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -96,7 +97,7 @@ class Connection:
 
     def _on_message(self, _c: Any, _u: Any, message: mqtt.MQTTMessage) -> None:
         if self._on_message_cb is not None:
-            self._on_message_cb(message.payload, message.topic)
+            self._on_message_cb(bytes(message.payload), message.topic)
 
     def _on_socket_open(self, _c: Any, _u: Any, sock: Any) -> None:
         self._loop.add_reader(sock, self._read)
@@ -151,8 +152,9 @@ class Connection:
             raise ConnectError("tcp connect timeout") from None
         except OSError as exc:
             sock.close()
-            raise ConnectError("tcp connect refused" if isinstance(exc, ConnectionRefusedError) else "tcp error",
-                               str(exc)) from None
+            raise ConnectError(
+                "tcp connect refused" if isinstance(exc, ConnectionRefusedError) else "tcp error", str(exc)
+            ) from None
         self._client.preconnected = sock
         try:
             self._client.connect(self._host, self._port, self._keepalive)
@@ -212,10 +214,8 @@ class Connection:
         """Drop the socket without DISCONNECT (also used on timeouts)."""
         sock = self._client.socket()
         if sock is not None:
-            try:
+            with contextlib.suppress(ValueError, OSError):
                 self._loop.remove_reader(sock)
-            except (ValueError, OSError):
-                pass
         if self._writer_fd is not None:
             self._loop.remove_writer(self._writer_fd)
             self._writer_fd = None

@@ -35,6 +35,16 @@ DRAIN_POLL_S = 0.05
 ProgressCallback = Callable[[dict[str, Any]], None]
 
 
+def client_name(workload: Workload, profile: Profile, index: int) -> str:
+    return f"{workload.client_prefix}-{profile.name}-{index}"
+
+
+def client_rng(workload: Workload, client_id: str) -> random.Random:
+    """Each client's own random stream (session lengths, phase, back-off): the same seed and client id
+    give the same draws whatever the scheduling of the other clients."""
+    return random.Random(f"{workload.seed}:{client_id}")
+
+
 class _ConnectPacer:
     """Global token bucket for connects (first connects and reconnects alike)."""
 
@@ -55,17 +65,21 @@ class _ConnectPacer:
 
 
 class _Run:
-    def __init__(self, workload: Workload, progress: ProgressCallback | None) -> None:
+    def __init__(self, workload: Workload, progress: ProgressCallback | None, shards: int) -> None:
         self.w = workload
         self.progress = progress
         self.start = time.monotonic()
         self.deadline = self.start + workload.duration
-        self.pacer = _ConnectPacer(workload.connect_rate)
+        self.pacer = _ConnectPacer(workload.connect_rate / shards)
+        # Connects in progress at once: when the generator (or the target) cannot keep up with
+        # the asked-for rate, clients queue here instead of timing out behind a growing backlog.
+        self.pending = asyncio.Semaphore(max(1, workload.max_pending_connects // shards))
         self.tracker = SequenceTracker()
         self.latency = LatencyHistogram()
         self.live: set[Connection] = set()
         self.connect_attempts = 0
         self.connects_ok = 0
+        self.connects_by_second: list[int] = []
         self.connect_failures: collections.Counter[str] = collections.Counter()
         self.unexpected_disconnects = 0
         self.peak_connected = 0
@@ -74,6 +88,7 @@ class _Run:
         self.received = 0
         self.timeline: list[dict[str, Any]] = []
         self.stopping = False
+        self.clients = 0
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -90,8 +105,8 @@ class _Run:
 
     # --- one client -----------------------------------------------------------------------------
     async def client(self, profile: Profile, index: int) -> None:
-        client_id = f"{self.w.client_prefix}-{profile.name}-{index}"
-        rng = random.Random(f"{self.w.seed}:{client_id}")
+        client_id = client_name(self.w, profile, index)
+        rng = client_rng(self.w, client_id)
         if profile.start:
             await asyncio.sleep(min(profile.start, max(0.0, self.remaining())))
         session = 0
@@ -122,25 +137,37 @@ class _Run:
 
         receives = checked or profile.role == "sub"
         conn = Connection(
-            client_id, self.w.host, self.w.port, self.w.keepalive,
+            client_id,
+            self.w.host,
+            self.w.port,
+            self.w.keepalive,
             on_message=on_message if receives else None,
             on_puback=on_puback if checked else None,
         )
         self.connect_attempts += 1
         topic = profile.topic or (
-            f"{self.w.topic_prefix}/#" if profile.role == "sub" else f"{self.w.topic_prefix}/{profile.name}/{client_id}"
+            f"{self.w.topic_prefix}/#"
+            if profile.role == "sub"
+            else f"{self.w.topic_prefix}/{profile.name}/{client_id}"
         )
         try:
-            await conn.connect(self.w.connect_timeout)
-            if profile.role == "sub":
-                await conn.subscribe(topic, profile.qos, self.w.connect_timeout)
-            elif checked:
-                await conn.subscribe(topic, 1, self.w.connect_timeout)
+            async with self.pending:
+                await conn.connect(self.w.connect_timeout)
+                if profile.role == "sub":
+                    await conn.subscribe(topic, profile.qos, self.w.connect_timeout)
+                elif checked:
+                    await conn.subscribe(topic, 1, self.w.connect_timeout)
         except ConnectError as exc:
             self.connect_failures[exc.reason] += 1
             conn.abort()
             return False
+        except asyncio.CancelledError:
+            conn.abort()
+            raise
         self.connects_ok += 1
+        second = int(time.monotonic() - self.start)
+        self.connects_by_second.extend([0] * (second + 1 - len(self.connects_by_second)))
+        self.connects_by_second[second] += 1
         self.live.add(conn)
         self.peak_connected = max(self.peak_connected, len(self.live))
         try:
@@ -172,8 +199,14 @@ class _Run:
             await asyncio.wait({conn.closed}, timeout=timeout)
 
     async def _publish(
-        self, conn: Connection, profile: Profile, client_id: str, session: int, session_end: float,
-        rng: random.Random, mid_to_seq: dict[int, int],
+        self,
+        conn: Connection,
+        profile: Profile,
+        client_id: str,
+        session: int,
+        session_end: float,
+        rng: random.Random,
+        mid_to_seq: dict[int, int],
     ) -> None:
         interval = 1.0 / profile.rate
         # Random phase so that thousands of slow sensors do not publish in lock step.
@@ -205,7 +238,9 @@ class _Run:
             if wait > 0:
                 await asyncio.wait({conn.closed}, timeout=wait)
 
-    async def _drain(self, conn: Connection, client_id: str, session: int, mid_to_seq: dict[int, int]) -> None:
+    async def _drain(
+        self, conn: Connection, client_id: str, session: int, mid_to_seq: dict[int, int]
+    ) -> None:
         limit = time.monotonic() + self.w.drain
         while time.monotonic() < limit and not conn.closed.done():
             if not mid_to_seq and self.tracker.missing(client_id, session) == 0:
@@ -249,7 +284,7 @@ class _Run:
             workload=self.w.describe(),
             seed=self.w.seed,
             elapsed_s=round(time.monotonic() - self.start, 3),
-            clients=self.w.total_clients,
+            clients=self.clients,
             connect_attempts=self.connect_attempts,
             connects_ok=self.connects_ok,
             connect_failures=dict(self.connect_failures),
@@ -261,20 +296,38 @@ class _Run:
             qos1=self.tracker.counts(),
             latency_ms=self.latency.summary_ms(),
             timeline=self.timeline,
+            connects_by_second=self.connects_by_second,
             stopped_early=stopped_early,
+            latency_state=self.latency.state(),
         )
 
 
+def shard_members(workload: Workload, shard: int, shards: int) -> list[tuple[Profile, int]]:
+    """The (profile, index) pairs one shard runs: every ``shards``-th client, so each shard gets a
+    slice of every profile and client ids (hence their random streams) do not depend on sharding."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} of {shards}")
+    members = [(profile, i) for profile in workload.profiles for i in range(profile.count)]
+    return members[shard::shards]
+
+
 async def run(
-    workload: Workload, *, stop: asyncio.Event | None = None, progress: ProgressCallback | None = None
+    workload: Workload,
+    *,
+    stop: asyncio.Event | None = None,
+    progress: ProgressCallback | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> Report:
-    """Run ``workload`` to its end (or until ``stop`` is set) and return the report."""
-    state = _Run(workload, progress)
+    """Run ``workload`` to its end (or until ``stop`` is set) and return the report.
+
+    ``shard=(k, n)`` runs only the k-th of n slices of the clients at 1/n of the connect rate
+    (``loadgen.shard`` runs n such slices in n processes and merges their reports).
+    """
+    members = shard_members(workload, *shard)
+    state = _Run(workload, progress, shard[1])
     log.info("load run starting: %s", workload.describe().replace("\n", "; "))
     clients = [
-        asyncio.create_task(state.client(profile, i), name=f"lg-{profile.name}-{i}")
-        for profile in workload.profiles
-        for i in range(profile.count)
+        asyncio.create_task(state.client(profile, i), name=f"lg-{profile.name}-{i}") for profile, i in members
     ]
     helpers = [asyncio.create_task(state.keepalive_ticker()), asyncio.create_task(state.progress_reporter())]
     stopped_early = False
@@ -295,8 +348,10 @@ async def run(
                 task.cancel()
             await asyncio.wait({all_done}, timeout=workload.drain + 5)
     finally:
-        for task in [*helpers, *([stop_task] if stop_task else [])]:
-            task.cancel()
+        for helper in helpers:
+            helper.cancel()
+        if stop_task is not None:
+            stop_task.cancel()
         for conn in list(state.live):
             conn.abort()
         if not all_done.done():
@@ -305,6 +360,7 @@ async def run(
     for result in all_done.result() if all_done.done() and not all_done.cancelled() else []:
         if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
             log.error("client task failed: %r", result)
+    state.clients = len(members)
     report = state.report(stopped_early)
     log.info("load run finished after %.1f s", report.elapsed_s)
     return report

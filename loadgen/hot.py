@@ -8,6 +8,7 @@ the publishers and ``hot.report`` holds the result).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from types import TracebackType
 
@@ -17,14 +18,27 @@ from loadgen.workload import Profile, Workload, build_workload
 
 
 def hot_workload(
-    port: int, *, host: str = "127.0.0.1", publishers: int = 4, rate: float = 1000.0, size: int = 256,
-    qos: int = 0, duration: float = 30.0, seed: int = 0, client_prefix: str = "hot",
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    publishers: int = 4,
+    rate: float = 1000.0,
+    size: int = 256,
+    qos: int = 0,
+    duration: float = 30.0,
+    seed: int = 0,
+    client_prefix: str = "hot",
 ) -> Workload:
     profile = Profile.model_validate(
         {"name": "hot", "count": publishers, "rate": rate, "size": size, "qos": qos}
     )
     return build_workload(
-        [profile], host=host, port=port, duration=duration, seed=seed, client_prefix=client_prefix,
+        [profile],
+        host=host,
+        port=port,
+        duration=duration,
+        seed=seed,
+        client_prefix=client_prefix,
         topic_prefix=f"mqttlb/hot/{port}",
     )
 
@@ -67,10 +81,8 @@ class HotNodeDriver:
 
     def stop(self, timeout: float = 30.0) -> Report | None:
         if self._loop is not None and self._stop is not None and not self._loop.is_closed():
-            try:
+            with contextlib.suppress(RuntimeError):  # loop already finished
                 self._loop.call_soon_threadsafe(self._stop.set)
-            except RuntimeError:  # loop already finished
-                pass
         self._thread.join(timeout)
         if self.error is not None:
             raise RuntimeError("hot node driver failed") from self.error

@@ -27,7 +27,9 @@ class Report:
     qos1: dict[str, int]  # acked, received_unique, lost, duplicates, received_without_ack, streams
     latency_ms: dict[str, float | None]
     timeline: list[dict[str, Any]] = field(default_factory=list)
+    connects_by_second: list[int] = field(default_factory=list)  # successful connects in second i of the run
     stopped_early: bool = False
+    latency_state: dict[str, Any] | None = field(default=None, repr=False)  # for merging shards
 
     @property
     def connect_failures_total(self) -> int:
@@ -47,6 +49,7 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data.pop("latency_state")
         data["connect_failures_total"] = self.connect_failures_total
         data["publish_rate"] = round(self.publish_rate, 2)
         data["receive_rate"] = round(self.receive_rate, 2)

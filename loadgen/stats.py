@@ -113,6 +113,20 @@ class LatencyHistogram:
                 return min(self._floor * math.exp(index * self._log_base), self.max)
         return self.max
 
+    def state(self) -> dict[str, object]:
+        """Everything needed to merge this histogram into another one (e.g. across processes)."""
+        return {"buckets": dict(self._buckets), "count": self.count, "total": self.total, "max": self.max}
+
+    def merge(self, state: dict[str, object]) -> None:
+        """Add another histogram's ``state()`` (same precision and floor) into this one."""
+        buckets = state["buckets"]
+        assert isinstance(buckets, dict)
+        for index, n in buckets.items():
+            self._buckets[int(index)] = self._buckets.get(int(index), 0) + int(n)
+        self.count += int(state["count"])  # type: ignore[call-overload]
+        self.total += float(state["total"])  # type: ignore[arg-type]
+        self.max = max(self.max, float(state["max"]))  # type: ignore[arg-type]
+
     def summary_ms(self) -> dict[str, float | None]:
         def ms(value: float | None) -> float | None:
             return None if value is None else round(value * 1000, 3)

@@ -132,6 +132,7 @@ class Workload(BaseModel):
     connect_rate: float = Field(default=500.0, gt=0, le=100_000)  # connects/s, all clients together
     connect_timeout: float = Field(default=5.0, gt=0, le=120)
     keepalive: int = Field(default=60, ge=5, le=65535)
+    max_pending_connects: int = Field(default=256, ge=1, le=10_000)  # connects in progress at once
     drain: float = Field(default=2.0, ge=0, le=60)  # max wait for echoes before a checked client leaves
     topic_prefix: str = Field(default="mqttlb/load", min_length=1, max_length=200)
     client_prefix: str = Field(default="lg", pattern=r"^[A-Za-z0-9_-]{1,40}$")
@@ -198,7 +199,11 @@ def parse_profile(spec: str) -> Profile:
         count = int(count_text)
     except ValueError:
         raise WorkloadError(f"profile {spec!r}: COUNT must be an integer, got {count_text!r}") from None
-    fields: dict[str, Any] = {"name": name, "count": count, "role": "sub" if name.startswith("sub") else "pub"}
+    fields: dict[str, Any] = {
+        "name": name,
+        "count": count,
+        "role": "sub" if name.startswith("sub") else "pub",
+    }
     if len(parts) == 3 and parts[2]:
         for item in parts[2].split(","):
             key, sep, value = item.partition("=")

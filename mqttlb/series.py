@@ -84,3 +84,6 @@ ENVOY_LISTENER_CX_ACTIVE = "mqttlb_envoy_listener_connections_active"  # label l
 ENVOY_LISTENER_CX_TOTAL = "mqttlb_envoy_listener_connections_total"
 ENVOY_LISTENER_CX_OVERFLOW = "mqttlb_envoy_listener_connections_overflow_total"
 ENVOY_LISTENER_CX_OVERLOAD_REJECT = "mqttlb_envoy_listener_connections_overload_rejected_total"
+# Requests refused before any decision (bad token, malformed, too large, unknown action): kept
+# apart from WEBHOOK_FAILURES so noise on /alerts does not fire the rebalancer-failing alert.
+WEBHOOK_REJECTED = "mqttlb_webhook_rejected_requests_total"  # labels route, reason

@@ -116,8 +116,7 @@ def envoy_config(cfg: StackConfig, paths: Paths) -> dict[str, Any]:
         "admin": {"address": {"socket_address": {"address": LOOPBACK, "port_value": cfg.ports.envoy_admin}}},
         "layered_runtime": {
             "layers": [
-                # Envoy warns at start-up without a global connection limit.
-                {"name": "static", "static_layer": {"overload.global_downstream_max_connections": 100000}},
+                {"name": "static", "static_layer": {}},
                 {"name": "admin", "admin_layer": {}},
             ]
         },

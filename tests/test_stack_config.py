@@ -52,7 +52,7 @@ def test_bad_stack_file_gives_one_line_error_and_starts_nothing(tmp_path: Path, 
     stack_file = tmp_path / "bad.yaml"
     stack_file.write_text(content)
     state = tmp_path / "state"
-    with pytest.raises(StackConfigError, match="") as caught:
+    with pytest.raises(StackConfigError) as caught:
         load_stack_config(stack_file, env={})
     assert expected in str(caught.value)
     assert "\n" not in str(caught.value)

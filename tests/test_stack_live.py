@@ -48,7 +48,7 @@ def test_cli_up_is_idempotent_status_reports_and_down_leaves_nothing(tmp_path: P
         status = stack_cli(stack_file, "status")
         assert status.returncode == 0, status.stdout
         lines = status.stdout.strip().splitlines()
-        assert len(lines) == 2 + 7  # 2 Mosquitto nodes + Envoy, 2 exporters, webhook, Alertmanager, Prometheus
+        assert len(lines) == 2 + 6  # 2 Mosquitto nodes + Envoy, 2 exporters, webhook, Alertmanager, Prometheus
         assert all(" up " in line for line in lines), status.stdout
 
         pids = [pid for pid in pids_before.values() if pid]

@@ -52,7 +52,15 @@ def test_cooldown_blocks_a_second_change():
     first = decide(NODES, samples, dict.fromkeys(NODES, 100), {}, P, now=100.0, last_change=None)
     second = decide(NODES, samples, first.weights, first.smoothed_cpu, P, now=105.0, last_change=100.0)
     assert first.changed and not second.changed and "cooldown" in second.reason
-    third = decide(NODES, samples, first.weights, first.smoothed_cpu, P, now=100.0 + P.cooldown_seconds, last_change=100.0)
+    third = decide(
+        NODES,
+        samples,
+        first.weights,
+        first.smoothed_cpu,
+        P,
+        now=100.0 + P.cooldown_seconds,
+        last_change=100.0,
+    )
     assert third.changed
 
 
@@ -79,8 +87,15 @@ def test_draining_nodes_are_not_steered():
 def test_ewma_smooths_a_single_spike():
     weights = dict.fromkeys(NODES, 100)
     smoothed = {"node1": 0.3, "node2": 0.3, "node3": 0.3}
-    d = decide(NODES, {"node1": fresh(0.9), "node2": fresh(0.3), "node3": fresh(0.3)}, weights, smoothed,
-               params(ewma_alpha=0.5), 0.0, None)
+    d = decide(
+        NODES,
+        {"node1": fresh(0.9), "node2": fresh(0.3), "node3": fresh(0.3)},
+        weights,
+        smoothed,
+        params(ewma_alpha=0.5),
+        0.0,
+        None,
+    )
     assert abs(d.smoothed_cpu["node1"] - 0.6) < 1e-9
 
 
@@ -111,10 +126,18 @@ cpus = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 weight_values = st.integers(min_value=P.min_weight, max_value=P.max_weight)
 policy_params = st.builds(
     lambda mn, span, step, alpha, hyst: params(
-        min_weight=mn, max_weight=mn + span, neutral_weight=mn + span // 2, max_step=step, ewma_alpha=alpha,
+        min_weight=mn,
+        max_weight=mn + span,
+        neutral_weight=mn + span // 2,
+        max_step=step,
+        ewma_alpha=alpha,
         hysteresis=hyst,
     ),
-    st.integers(1, 50), st.integers(0, 500), st.integers(1, 100), st.floats(0.05, 1.0), st.floats(0.0, 0.2),
+    st.integers(1, 50),
+    st.integers(0, 500),
+    st.integers(1, 100),
+    st.floats(0.05, 1.0),
+    st.floats(0.0, 0.2),
 )
 
 
@@ -138,14 +161,18 @@ def test_weights_stay_in_bounds_and_never_all_zero(cpu, w, p, ages):
 
 
 @settings(max_examples=200, deadline=None)
-@given(cpu=st.lists(cpus, min_size=3, max_size=3), w=st.lists(weight_values, min_size=3, max_size=3),
-       p=policy_params)
+@given(
+    cpu=st.lists(cpus, min_size=3, max_size=3),
+    w=st.lists(weight_values, min_size=3, max_size=3),
+    p=policy_params,
+)
 def test_converges_for_static_input(cpu, w, p):
     weights = {n: max(p.min_weight, min(p.max_weight, x)) for n, x in zip(NODES, w, strict=True)}
     samples = {n: fresh(c) for n, c in zip(NODES, cpu, strict=True)}
     smoothed: dict[str, float] = {}
     history = []
-    for i in range(200):
+    rounds = (p.max_weight - p.min_weight) // p.max_step + 300
+    for i in range(rounds):
         d = decide(NODES, samples, weights, smoothed, p, i * (p.cooldown_seconds + 1), None)
         weights, smoothed = d.weights, d.smoothed_cpu
         history.append(weights)
@@ -153,7 +180,12 @@ def test_converges_for_static_input(cpu, w, p):
 
 
 @settings(max_examples=300, deadline=None)
-@given(hot=st.floats(0.0, 1.0), cool=st.floats(0.0, 1.0), mid=st.floats(0.0, 1.0), w=weight_values)
+@given(
+    hot=st.floats(0.0, 1.0),
+    cool=st.floats(0.0, 1.0),
+    mid=st.floats(0.0, 1.0),
+    w=st.one_of(st.just(P.neutral_weight), weight_values),
+)
 def test_moves_toward_the_cooler_node(hot, cool, mid, w):
     if hot - cool <= P.hysteresis:
         hot, cool = min(1.0, cool + P.hysteresis + 0.01), cool
@@ -163,4 +195,6 @@ def test_moves_toward_the_cooler_node(hot, cool, mid, w):
     samples = {"node1": fresh(hot), "node2": fresh(cool), "node3": fresh(mid)}
     d = decide(NODES, samples, weights, {}, P, 0.0, None)
     assert d.weights["node2"] >= d.weights["node1"]
-    assert d.weights["node1"] <= w <= d.weights["node2"]
+    if w == P.neutral_weight and hot - cool >= 0.2 and hot >= mid >= cool:
+        # from balanced weights a clearly hotter node loses and the coolest one gains
+        assert d.weights["node1"] < w < d.weights["node2"]

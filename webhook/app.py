@@ -49,7 +49,9 @@ def create_app(
     start: bool = True,
 ) -> Flask:
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    # one byte more than allowed: werkzeug truncates a chunked body at the limit silently, so the
+    # extra byte is what tells "exactly the limit" from "too large" in _read_body
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes + 1
     expected = (token if token is not None else load_token(config)).encode()
     rb = rebalancer or Rebalancer(config)
     if start:
@@ -58,7 +60,7 @@ def create_app(
     metrics = rb.metrics
 
     def reject(kind: str, status: int, reason: str, message: str) -> tuple[Response, int]:
-        metrics.failures.labels(kind, reason).inc()
+        metrics.rejected.labels(kind, reason).inc()
         log.warning(
             "rejected %s %s from %s: %s (%d)",
             request.method,
@@ -126,7 +128,7 @@ def create_app(
     @app.post("/v3/discovery:endpoints")
     def discovery_endpoints() -> Any:
         try:
-            body = _read_body(64 * 1024)
+            body = _read_body(config.max_body_bytes)  # Envoy sends its node, extensions list included
             document = json.loads(body or b"{}")
             if not isinstance(document, dict):
                 raise ValueError("DiscoveryRequest must be a JSON object")

@@ -65,6 +65,7 @@ def write_eds_file(path: Path, version: int, cluster: str, endpoints: Sequence[E
     """Publish a complete snapshot to the file Envoy watches (temp file outside the watched dir)."""
     document = discovery_response(version, [cluster_load_assignment(cluster, endpoints)])
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(document, indent=2, sort_keys=True) + "\n", tmp_dir=path.parent.parent)
 
 

@@ -27,6 +27,12 @@ class WebhookMetrics:
             ["kind", "reason"],
             registry=self.registry,
         )
+        self.rejected = Counter(
+            _base(series.WEBHOOK_REJECTED, "_total"),
+            "Requests refused before any decision (401, 400, 413, 422), by route and reason",
+            ["route", "reason"],
+            registry=self.registry,
+        )
         self.decision_seconds = Histogram(
             series.WEBHOOK_DECISION_SECONDS,
             "Time from a valid notification to its decision applied (query, decide, publish, verify)",

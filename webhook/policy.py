@@ -175,9 +175,9 @@ def decide(
     spread = max(cpu.values()) - min(cpu.values())
     spare = {n: max(_MIN_SPARE, 1.0 - cpu[n]) for n in steerable}
     mean_spare = sum(spare.values()) / len(spare)
-    # Keep the sum of the steered weights: moving weight between nodes, not inflating it.
-    budget = sum(before[n] for n in steerable)
-    targets = {n: budget * spare[n] / (mean_spare * len(steerable)) for n in steerable}
+    # Targets depend on the samples only (mean target = neutral), never on the current weights:
+    # bounded steps then converge, and the weights cannot inflate or deflate over time.
+    targets = {n: params.neutral_weight * spare[n] / mean_spare for n in steerable}
     if spread < params.hysteresis:
         return result(
             before, targets, f"CPU spread {spread:.3f} below hysteresis {params.hysteresis}{stale_note}"

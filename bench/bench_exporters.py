@@ -1,0 +1,172 @@
+"""Scrape-time benchmark of both exporters; prints median and p95 (targets: Envoy 1,000 endpoints
+< 100 ms, broker exporter 50 nodes < 20 ms).
+
+    python bench/bench_exporters.py [--rounds 200]
+
+Envoy: the recorded-shape synthetic fixture tests/fixtures/envoy/clusters_1000.json, measured
+(a) in process: parse + collect + render text, and (b) end to end over HTTP: a local stub serves
+the fixture as the admin API and the exporter's own /metrics endpoint is scraped.
+Broker: 50 in-memory node adapters fed with full samples (inline path, as Mosquitto), and the same
+50 marked blocking (worker-pool path, as HiveMQ without the network).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+from prometheus_client import CollectorRegistry
+
+from exporters.broker_collector import BrokerCollector, NodeEntry
+from exporters.envoy_collector import EnvoyCollector
+from exporters.exposition import make_server, render
+from exporters.node_adapter import NodeSample
+
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "envoy"
+
+
+class MemoryAdapter:
+    kind = "bench"
+
+    def __init__(self, name: str, sample: NodeSample, blocking: bool) -> None:
+        self.name, self.address, self.sample, self.blocking = name, f"10.0.0.1:{1883}", sample, blocking
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def snapshot(self, timeout: float) -> NodeSample:
+        return self.sample
+
+
+def sample_for(i: int) -> NodeSample:
+    return NodeSample(
+        up=True,
+        clients_connected=100 + i,
+        connects=1000 + i,
+        disconnects=900 + i,
+        messages_received=1e6 + i,
+        messages_sent=2e6 + i,
+        publish_received=5e5 + i,
+        publish_sent=9e5 + i,
+        publish_dropped=i,
+        bytes_received=1e9 + i,
+        bytes_sent=2e9 + i,
+        subscriptions=300 + i,
+        retained=40 + i,
+        queued=i,
+        cpu_seconds=1000.5 + i,
+        resident_memory_bytes=5e8 + i,
+        overload_level=0,
+        sample_age_seconds=0.4,
+    )
+
+
+def measure(fn: Callable[[], object], rounds: int, warmup: int = 5) -> tuple[float, float, int]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    size = 0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+        size = len(out) if isinstance(out, (bytes, str)) else size
+    times.sort()
+    return statistics.median(times) * 1000, times[int(0.95 * (len(times) - 1))] * 1000, size
+
+
+def report(label: str, result: tuple[float, float, int], target_ms: float) -> None:
+    median, p95, size = result
+    verdict = "ok" if p95 < target_ms else "OVER TARGET"
+    print(
+        f"{label:<58} median {median:7.2f} ms   p95 {p95:7.2f} ms   ({size / 1024:.0f} KiB)  "
+        f"target <{target_ms:g} ms: {verdict}"
+    )
+
+
+def registry_of(collector: object) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(collector)  # type: ignore[arg-type]
+    return registry
+
+
+def serve_fixture(clusters: str, stats: str) -> http.server.ThreadingHTTPServer:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = (clusters if self.path.startswith("/clusters") else stats).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=200, help="timed scrapes per case (default: 200)")
+    args = parser.parse_args(argv)
+    if not 1 <= args.rounds <= 100_000:
+        parser.error("--rounds must be 1..100000")
+
+    clusters = (FIXTURES / "clusters_1000.json").read_text()
+    stats = (FIXTURES / "stats.json").read_text()
+    envoy = EnvoyCollector(
+        "http://bench:9901", 5, fetch=lambda url, t: clusters if "/clusters" in url else stats
+    )
+    envoy_registry = registry_of(envoy)
+    report(
+        "envoy exporter, 1,000 endpoints, in process",
+        measure(lambda: render(envoy_registry), args.rounds),
+        100,
+    )
+
+    admin = serve_fixture(clusters, stats)
+    live = EnvoyCollector(f"http://127.0.0.1:{admin.server_port}", 5)
+    server = make_server(registry_of(live), "127.0.0.1", 0, "bench")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    with requests.Session() as session:
+        report(
+            "envoy exporter, 1,000 endpoints, HTTP end to end",
+            measure(lambda: session.get(url, timeout=10).content, args.rounds),
+            100,
+        )
+    server.shutdown()
+    server.server_close()
+    admin.shutdown()
+    envoy.close()
+    live.close()
+
+    for blocking, label in ((False, "inline adapters"), (True, "worker-pool adapters")):
+        nodes = [NodeEntry(MemoryAdapter(f"node{i}", sample_for(i), blocking), 2.0) for i in range(1, 51)]
+        collector = BrokerCollector("bench", nodes, timeout=2)
+        registry = registry_of(collector)
+        report(
+            f"broker exporter, 50 nodes, {label}",
+            measure(lambda r=registry: render(r), args.rounds),
+            20,
+        )
+        collector.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""The generated alertmanager.yml: valid for this Alertmanager (amtool), routes on `action`."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mqttlb import alertmanager_config as amc
+from mqttlb.params import load_params
+
+WEBHOOK_URL = "http://127.0.0.1:9643/alerts"
+PAGE_URL = "http://127.0.0.1:9643/page"
+TOKEN_FILE = "/var/lib/mqttlb/webhook/token"
+ARGS = ["--webhook-url", WEBHOOK_URL, "--page-url", PAGE_URL, "--token-file", TOKEN_FILE]
+AMTOOL = shutil.which("amtool")
+
+
+def _amtool(*args: str) -> subprocess.CompletedProcess[str]:
+    assert AMTOOL is not None, "amtool is not installed (Debian package prometheus-alertmanager)"
+    return subprocess.run([AMTOOL, *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture()
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(amc.render(load_params(), WEBHOOK_URL, PAGE_URL, TOKEN_FILE))
+    return path
+
+
+def test_amtool_check_config_accepts_it(config_file: Path) -> None:
+    result = _amtool("check-config", str(config_file))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+    assert "2 inhibit rules" in result.stdout
+    assert "3 receivers" in result.stdout
+
+
+def test_amtool_rejects_a_mistyped_field(config_file: Path, tmp_path: Path) -> None:
+    # amtool parses strictly, so the check above really vouches for credentials_file and matchers.
+    broken = tmp_path / "broken.yml"
+    broken.write_text(config_file.read_text().replace("credentials_file:", "credential_file:"))
+    assert _amtool("check-config", str(broken)).returncode != 0
+    broken.write_text(config_file.read_text().replace('action="page"', 'action=="page"'))
+    assert _amtool("check-config", str(broken)).returncode != 0
+
+
+@pytest.mark.parametrize(
+    ("labels", "receiver"),
+    [
+        (["alertname=MqttBrokerCpuHigh", "action=rebalance", "cluster=local"], "mqttlb-webhook"),
+        (["alertname=MqttClusterImbalanced", "action=rebalance"], "mqttlb-webhook"),
+        (["alertname=MqttBrokerCpuCritical", "action=shed"], "mqttlb-webhook"),
+        (["alertname=MqttBrokerDown", "action=page"], "page"),
+        (["alertname=Watchdog"], "default"),
+        (["alertname=Other", "action=rebalancex"], "default"),
+    ],
+)
+def test_amtool_routes_on_action(config_file: Path, labels: list[str], receiver: str) -> None:
+    result = _amtool("config", "routes", "test", f"--config.file={config_file}", *labels)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == receiver
+
+
+def test_structure_and_timing_from_params() -> None:
+    timing = {"group_wait": "1s", "group_interval": "3s", "repeat_interval": "7m"}
+    params = load_params({"alertmanager": timing})
+    config = yaml.safe_load(amc.render(params, WEBHOOK_URL, PAGE_URL, TOKEN_FILE))
+    route = config["route"]
+    assert route["group_by"] == ["alertname", "cluster", "action"]
+    assert (route["group_wait"], route["group_interval"], route["repeat_interval"]) == ("1s", "3s", "7m")
+    receivers = {r["name"]: r for r in config["receivers"]}
+    webhook = receivers["mqttlb-webhook"]["webhook_configs"][0]
+    assert webhook["url"] == WEBHOOK_URL
+    assert webhook["send_resolved"] is True
+    assert webhook["http_config"]["authorization"]["credentials_file"] == TOKEN_FILE
+    page = receivers["page"]["webhook_configs"][0]
+    assert page["url"] == PAGE_URL
+    assert page["http_config"]["authorization"]["credentials_file"] == TOKEN_FILE
+    assert "webhook_configs" not in receivers["default"]
+    inhibit = {
+        (rule["source_matchers"][0], rule["target_matchers"][0]): rule["equal"]
+        for rule in config["inhibit_rules"]
+    }
+    assert inhibit == {
+        ('alertname="MqttBrokerCpuCritical"', 'alertname="MqttBrokerCpuHigh"'): ["cluster"],
+        ('alertname="MqttBrokerDown"', 'alertname="MqttClusterImbalanced"'): ["cluster"],
+    }
+
+
+def test_page_token_choices() -> None:
+    params = load_params()
+    pager = "https://pager.example/hook"
+    other = yaml.safe_load(amc.render(params, WEBHOOK_URL, pager, TOKEN_FILE, "/etc/pager"))
+    page = {r["name"]: r for r in other["receivers"]}["page"]["webhook_configs"][0]
+    assert page["http_config"]["authorization"]["credentials_file"] == "/etc/pager"
+    none = yaml.safe_load(amc.render(params, WEBHOOK_URL, pager, TOKEN_FILE, None))
+    assert "http_config" not in {r["name"]: r for r in none["receivers"]}["page"]["webhook_configs"][0]
+
+
+def test_render_is_deterministic() -> None:
+    params = load_params()
+    first = amc.render(params, WEBHOOK_URL, PAGE_URL, TOKEN_FILE)
+    assert first == amc.render(params, WEBHOOK_URL, PAGE_URL, TOKEN_FILE)
+
+
+@pytest.mark.parametrize(
+    ("webhook_url", "page_url", "token_file", "message"),
+    [
+        ("127.0.0.1:9643/alerts", PAGE_URL, TOKEN_FILE, "webhook_url"),
+        ("ftp://host/alerts", PAGE_URL, TOKEN_FILE, "webhook_url"),
+        (WEBHOOK_URL, "http:///page", TOKEN_FILE, "page_url"),
+        (WEBHOOK_URL, PAGE_URL, "  ", "token_file"),
+        (WEBHOOK_URL, PAGE_URL, "a\nb", "token_file"),
+    ],
+)
+def test_bad_arguments_are_refused(webhook_url: str, page_url: str, token_file: str, message: str) -> None:
+    with pytest.raises(amc.AlertmanagerConfigError, match=message):
+        amc.render(load_params(), webhook_url, page_url, token_file)
+
+
+def test_cli_writes_the_config(tmp_path: Path) -> None:
+    out = tmp_path / "am" / "alertmanager.yml"
+    argv = [*ARGS, "--out", str(out)]
+    assert amc.main(argv) == 0
+    assert out.read_text() == amc.render(load_params(), WEBHOOK_URL, PAGE_URL, TOKEN_FILE)
+    assert _amtool("check-config", str(out)).returncode == 0
+
+
+def test_cli_stdout_and_no_page_token(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [*ARGS, "--no-page-token"]
+    assert amc.main(argv) == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert "http_config" not in {r["name"]: r for r in config["receivers"]}["page"]["webhook_configs"][0]
+
+
+def test_cli_bad_input_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "alertmanager.yml"
+    argv = ["--webhook-url", "not a url", *ARGS[2:], "--out", str(out)]
+    assert amc.main(argv) == 2
+    assert "webhook_url" in capsys.readouterr().err
+    assert not out.exists()
+    overrides = tmp_path / "o.yaml"
+    overrides.write_text("alertmanager: {group_wait: 1s}\n")  # incomplete timing block is fine (merged)
+    ok = ARGS
+    assert amc.main([*ok, "--overrides", str(overrides), "--out", str(out)]) == 0
+    assert "group_wait: 1s" in out.read_text()
+    overrides.write_text("alertmanager: {group_wiat: 1s}\n")
+    before = out.read_text()
+    assert amc.main([*ok, "--overrides", str(overrides), "--out", str(out)]) == 2
+    assert "invalid parameters" in capsys.readouterr().err
+    assert out.read_text() == before

@@ -1,0 +1,214 @@
+"""The generated config in a real Alertmanager: routes on `action`, sends the bearer token, inhibits."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from stackutil import free_port
+
+from mqttlb import alertmanager_config
+from mqttlb.params import load_params
+
+TOKEN = "live-test-token-0123456789abcdef"
+HIGH = {"action": "rebalance", "severity": "warning"}
+
+
+@dataclass
+class Received:
+    path: str
+    authorization: str
+    body: dict[str, Any]
+
+
+@dataclass
+class Receiver:
+    """A loopback HTTP server that records every notification Alertmanager sends."""
+
+    port: int = 0
+    requests: list[Received] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def snapshot(self) -> list[Received]:
+        with self.lock:
+            return list(self.requests)
+
+
+@pytest.fixture()
+def receiver() -> Iterator[Receiver]:
+    record = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server API)
+            length = int(self.headers.get("Content-Length", "0"))
+            body = json.loads(self.rfile.read(length) or b"{}")
+            with record.lock:
+                record.requests.append(Received(self.path, self.headers.get("Authorization", ""), body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    record.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        yield record
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture()
+def alertmanager(tmp_path: Path, receiver: Receiver) -> Iterator[str]:
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    assert binary is not None, "prometheus-alertmanager is not installed"
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    timing = {"group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"}
+    params = load_params({"alertmanager": timing})
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(
+        alertmanager_config.render(
+            params,
+            webhook_url=f"http://127.0.0.1:{receiver.port}/alerts",
+            page_url=f"http://127.0.0.1:{receiver.port}/page",
+            token_file=str(token_file),
+        )
+    )
+    port = free_port()
+    log = (tmp_path / "alertmanager.log").open("w")
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",  # no HA gossip port
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(lambda: _ready(url), timeout=20, what="Alertmanager ready")
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        log.close()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/-/ready", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _alert(name: str, labels: dict[str, str], ends_in: float = 600) -> dict[str, Any]:
+    now = dt.datetime.now(dt.UTC)
+    return {
+        "labels": {"alertname": name, **labels},
+        "annotations": {"summary": name},
+        "startsAt": (now - dt.timedelta(seconds=5)).isoformat(),
+        "endsAt": (now + dt.timedelta(seconds=ends_in)).isoformat(),
+    }
+
+
+def _delivered(receiver: Receiver, path: str) -> dict[tuple[str, str, str], set[str]]:
+    """(alertname, cluster, node) -> statuses seen at ``path``."""
+    seen: dict[tuple[str, str, str], set[str]] = {}
+    for request in receiver.snapshot():
+        if request.path != path:
+            continue
+        for alert in request.body["alerts"]:
+            labels = alert["labels"]
+            key = (labels["alertname"], labels.get("cluster", ""), labels.get("node", ""))
+            seen.setdefault(key, set()).add(alert["status"])
+    return seen
+
+
+@pytest.mark.live
+def test_routing_token_inhibition_and_resolve(alertmanager: str, receiver: Receiver) -> None:
+    alerts = [
+        _alert("MqttBrokerCpuCritical", {"cluster": "local", "action": "shed", "severity": "critical"}),
+        _alert("MqttBrokerCpuHigh", {"cluster": "local", "node": "n1", **HIGH}),
+        _alert("MqttBrokerCpuHigh", {"cluster": "east", "node": "e1", **HIGH}),
+        _alert("MqttBrokerDown", {"cluster": "east", "node": "e2", "action": "page", "severity": "critical"}),
+        _alert("MqttClusterImbalanced", {"cluster": "east", "action": "rebalance", "severity": "warning"}),
+        _alert("Watchdog", {}),
+    ]
+    response = requests.post(f"{alertmanager}/api/v2/alerts", json=alerts, timeout=5)
+    assert response.status_code == 200, response.text
+
+    def all_delivered() -> bool:
+        return (
+            ("MqttBrokerCpuCritical", "local", "") in _delivered(receiver, "/alerts")
+            and ("MqttBrokerCpuHigh", "east", "e1") in _delivered(receiver, "/alerts")
+            and ("MqttBrokerDown", "east", "e2") in _delivered(receiver, "/page")
+        )
+
+    _wait_for(all_delivered, timeout=20, what="notifications at the receiver")
+    time.sleep(2)  # two more group intervals: anything inhibited would have been sent by now
+
+    assert receiver.snapshot()
+    for request in receiver.snapshot():
+        assert request.authorization == f"Bearer {TOKEN}", request.path
+        assert request.path in ("/alerts", "/page")
+    to_webhook = _delivered(receiver, "/alerts")
+    to_page = _delivered(receiver, "/page")
+    # Critical inhibits High of the same cluster only; BrokerDown inhibits Imbalanced.
+    assert set(to_webhook) == {("MqttBrokerCpuCritical", "local", ""), ("MqttBrokerCpuHigh", "east", "e1")}
+    assert set(to_page) == {("MqttBrokerDown", "east", "e2")}
+    for request in receiver.snapshot():
+        if request.path == "/alerts":
+            assert request.body["commonLabels"]["action"] in ("rebalance", "shed")
+            assert set(request.body["groupLabels"]) <= {"alertname", "cluster", "action"}
+
+    state = requests.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
+    inhibited = {
+        a["labels"]["alertname"] + "/" + a["labels"].get("cluster", "")
+        for a in state
+        if a["status"]["inhibitedBy"]
+    }
+    assert inhibited == {"MqttBrokerCpuHigh/local", "MqttClusterImbalanced/east"}
+
+    # send_resolved: ending the east High alert produces a resolved notification for the webhook.
+    ended = _alert("MqttBrokerCpuHigh", {"cluster": "east", "node": "e1", **HIGH}, ends_in=-1)
+    assert requests.post(f"{alertmanager}/api/v2/alerts", json=[ended], timeout=5).status_code == 200
+    _wait_for(
+        lambda: "resolved" in _delivered(receiver, "/alerts").get(("MqttBrokerCpuHigh", "east", "e1"), set()),
+        timeout=20,
+        what="the resolved notification",
+    )

@@ -1,0 +1,213 @@
+"""Static validation of the committed dashboard JSON and the Grafana provisioning files."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dashboards.build import GENERATED_DIR
+from mqttlb import rulegen, series
+from mqttlb.params import load_params
+
+REPO = Path(__file__).resolve().parents[1]
+PROVISIONING = REPO / "stack" / "grafana" / "provisioning"
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+FILES = sorted(GENERATED_DIR.glob("*.json"))
+
+# Every name of series.py, plus what Prometheus itself provides and histogram sub-series.
+KNOWN_SERIES = {v for k, v in vars(series).items() if k.isupper() and isinstance(v, str)}
+KNOWN_SERIES |= {"ALERTS"} | {f"{series.WEBHOOK_DECISION_SECONDS}_{s}" for s in ("sum", "count", "bucket")}
+PROMQL_WORDS = {
+    "sum",
+    "max",
+    "min",
+    "avg",
+    "count",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "rate",
+    "increase",
+    "irate",
+    "abs",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "histogram_quantile",
+}
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _all_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    panels = []
+    for panel in dashboard["panels"]:
+        panels.append(panel)
+        panels.extend(panel.get("panels") or [])
+    return panels
+
+
+def _data_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in _all_panels(dashboard) if p["type"] != "row"]
+
+
+def _metric_names(expr: str) -> set[str]:
+    without_strings = re.sub(r'"[^"]*"', '""', expr)
+    without_ranges = re.sub(r"\[[^\]]*\]", "", without_strings)
+    without_matchers = re.sub(r"\{[^}]*\}", "{}", without_ranges)
+    without_groupings = re.sub(
+        r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", without_matchers
+    )
+    names = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", without_groupings))
+    return {n for n in names if n not in PROMQL_WORDS}
+
+
+def test_three_dashboards_are_committed() -> None:
+    assert [p.name for p in FILES] == [
+        "mqttlb-cluster-balance.json",
+        "mqttlb-connections.json",
+        "mqttlb-rebalancer.json",
+    ]
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_dashboard_structure(path: Path) -> None:
+    dashboard = _load(path)
+    assert isinstance(dashboard.get("schemaVersion"), int) and dashboard["schemaVersion"] >= 36
+    assert dashboard["uid"] == path.stem and dashboard["title"] and dashboard["description"]
+    ids = [p["id"] for p in _all_panels(dashboard)]
+    assert len(ids) == len(set(ids)), f"duplicate panel ids in {path.name}: {ids}"
+    assert all(isinstance(i, int) and i > 0 for i in ids)
+    for panel in _all_panels(dashboard):
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
+        assert panel.get("description"), f"{path.name}: panel {panel['title']!r} has no description"
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_every_panel_queries_the_templated_datasource(path: Path) -> None:
+    for panel in _data_panels(_load(path)):
+        title = panel["title"]
+        assert panel["datasource"] == DATASOURCE, title
+        assert panel["targets"], f"{title}: no queries"
+        assert panel["fieldConfig"]["defaults"].get("unit"), f"{title}: no unit"
+        ref_ids = [t["refId"] for t in panel["targets"]]
+        assert len(ref_ids) == len(set(ref_ids)), title
+        for target in panel["targets"]:
+            assert target["datasource"] == DATASOURCE, f"{title} {target['refId']}"
+            assert target["expr"].strip(), f"{title} {target['refId']}: empty query"
+            assert target["expr"].count("(") == target["expr"].count(")"), title
+    for annotation in _load(path)["annotations"]["list"]:
+        assert annotation["datasource"] == DATASOURCE and annotation["expr"].strip()
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_queries_use_only_the_shared_names(path: Path) -> None:
+    dashboard = _load(path)
+    exprs = [t["expr"] for p in _data_panels(dashboard) for t in p["targets"]]
+    exprs += [a["expr"] for a in dashboard["annotations"]["list"]]
+    for expr in exprs:
+        unknown = _metric_names(expr) - KNOWN_SERIES
+        assert not unknown, f"{expr!r} uses names not in mqttlb/series.py: {sorted(unknown)}"
+
+
+def test_recording_rules_used_by_the_dashboards_are_generated() -> None:
+    recorded = {
+        r["record"] for g in rulegen.recording_groups(load_params()) for r in g["rules"] if "record" in r
+    }
+    used = set()
+    for path in FILES:
+        for panel in _data_panels(_load(path)):
+            used |= {n for t in panel["targets"] for n in _metric_names(t["expr"]) if ":" in n}
+    assert used, "the dashboards plot no recording rule"
+    assert used <= recorded, f"plotted but never recorded: {sorted(used - recorded)}"
+
+
+def test_alert_panel_covers_every_generated_alert() -> None:
+    rebalancer = _load(GENERATED_DIR / "mqttlb-rebalancer.json")
+    (panel,) = [p for p in _data_panels(rebalancer) if p["title"] == "Alert states"]
+    regex = re.search(r'alertname=~"([^"]+)"', panel["targets"][0]["expr"]).group(1)
+    names = [a.name for a in rulegen.alerts(load_params())]
+    assert names
+    for name in names:
+        assert re.fullmatch(regex, name), f"alert {name} does not show on the rebalancer dashboard"
+
+
+def test_templating_has_datasource_cluster_and_repeatable_node() -> None:
+    for path in FILES:
+        variables = {v["name"]: v for v in _load(path)["templating"]["list"]}
+        assert variables["datasource"]["type"] == "datasource"
+        assert variables["datasource"]["query"] == "prometheus"
+        assert variables["cluster"]["type"] == "query" and variables["cluster"]["datasource"] == DATASOURCE
+        node = variables["node"]
+        assert node["multi"] and node["includeAll"] and "$cluster" in node["query"]
+    balance = _load(GENERATED_DIR / "mqttlb-cluster-balance.json")
+    repeated = [p for p in balance["panels"] if p["type"] == "row" and p.get("repeat") == "node"]
+    assert len(repeated) == 1 and "$node" in repeated[0]["title"]
+
+
+def test_thresholds_sit_at_the_alert_marks() -> None:
+    params = load_params()
+    balance = {p["title"]: p for p in _data_panels(_load(GENERATED_DIR / "mqttlb-cluster-balance.json"))}
+
+    def steps(title: str) -> list[float | None]:
+        return [s["value"] for s in balance[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+
+    assert steps("CPU utilisation per node") == [None, params.cpu_high, params.cpu_critical]
+    assert steps("Max squared deviation of CPU") == [None, params.imbalance_max_squared_deviation]
+    limit = math.sqrt(params.imbalance_max_squared_deviation)
+    deviation = steps("CPU deviation from the cluster mean")
+    assert (
+        deviation[0] is None
+        and deviation[1] == pytest.approx(-limit)
+        and deviation[2] == pytest.approx(limit)
+    )
+    assert balance["CPU deviation from the cluster mean"]["fieldConfig"]["defaults"]["custom"][
+        "axisCenteredZero"
+    ]
+
+
+def test_staircase_panels_are_stepped() -> None:
+    connections = {p["title"]: p for p in _data_panels(_load(GENERATED_DIR / "mqttlb-connections.json"))}
+    for title in (
+        "Connections per node",
+        "Envoy active connections per endpoint",
+        "Envoy configured weight per endpoint",
+    ):
+        assert connections[title]["fieldConfig"]["defaults"]["custom"]["lineInterpolation"] == "stepAfter"
+
+
+def test_rebalancer_actions_are_annotated() -> None:
+    for path in FILES:
+        (annotation,) = _load(path)["annotations"]["list"]
+        assert series.WEBHOOK_ACTIONS in annotation["expr"] and "increase(" in annotation["expr"]
+
+
+def test_provisioning_points_at_the_generated_dashboards() -> None:
+    datasources = yaml.safe_load((PROVISIONING / "datasources" / "mqttlb.yml").read_text())
+    (source,) = datasources["datasources"]
+    assert source["type"] == "prometheus" and source["isDefault"] is True and source["url"].startswith("http")
+    providers = yaml.safe_load((PROVISIONING / "dashboards" / "mqttlb.yml").read_text())
+    (provider,) = providers["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards/mqttlb"
+    assert datasources["apiVersion"] == providers["apiVersion"] == 1
+
+
+def test_datasource_time_interval_matches_the_stack_scrape_interval() -> None:
+    stack_file = yaml.safe_load((REPO / "stack" / "stack.yaml").read_text())
+    datasources = yaml.safe_load((PROVISIONING / "datasources" / "mqttlb.yml").read_text())
+    assert datasources["datasources"][0]["jsonData"]["timeInterval"] == stack_file["scrape_interval"]

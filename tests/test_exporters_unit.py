@@ -1,0 +1,527 @@
+"""Unit tests of the exporters on recorded fixtures and in-process fakes (no external processes
+except promtool, which lints the rendered output)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporters import broker_cli, envoy_cli
+from exporters.broker_collector import SAMPLE_METRICS, BrokerCollector, NodeEntry
+from exporters.broker_config import ConfigError, load_config, parse_config
+from exporters.envoy_collector import EnvoyCollector
+from exporters.envoy_parse import EnvoyParseError, health_of, listeners, parse_clusters, parse_stats
+from exporters.hivemq_adapter import HiveMQAdapter
+from exporters.hivemq_mapping import HiveMQParseError, parse_values, to_sample
+from exporters.http_fetch import FetchError
+from exporters.mosquitto_sys import SysTree, classify_log_line
+from exporters.node_adapter import NodeAdapter, NodeSample
+from mqttlb import series
+
+FIXTURES = Path(__file__).parent / "fixtures"
+HIVEMQ_TEXT = (FIXTURES / "hivemq" / "metrics.txt").read_text()
+CLUSTERS_JSON = (FIXTURES / "envoy" / "clusters.json").read_text()
+STATS_JSON = (FIXTURES / "envoy" / "stats.json").read_text()
+
+
+# --- helpers --------------------------------------------------------------------------------
+def scrape(collector: object) -> dict[str, list[tuple[dict[str, str], float]]]:
+    registry = CollectorRegistry()
+    registry.register(collector)  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def render(collector: object) -> str:
+    registry = CollectorRegistry()
+    registry.register(collector)  # type: ignore[arg-type]
+    return generate_latest(registry).decode()
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    matches = [v for lab, v in samples.get(name, []) if all(lab.get(k) == x for k, x in labels.items())]
+    assert len(matches) == 1, f"{name}{labels}: {matches}"
+    return matches[0]
+
+
+def promtool_check(text: str) -> subprocess.CompletedProcess:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool must be installed"
+    return subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+
+
+class FakeAdapter:
+    """In-memory NodeAdapter fed with samples (also used by the bench)."""
+
+    def __init__(
+        self,
+        name: str,
+        sample: NodeSample,
+        kind: str = "fake",
+        blocking: bool = False,
+        delay: float = 0.0,
+        raises: bool = False,
+    ) -> None:
+        self.name, self.kind, self.address = name, kind, f"127.0.0.1:{1000 + len(name)}"
+        self.blocking, self.sample, self.delay, self.raises = blocking, sample, delay, raises
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def snapshot(self, timeout: float) -> NodeSample:
+        if self.raises:
+            raise RuntimeError("boom")
+        if self.delay:
+            time.sleep(self.delay)
+        return self.sample
+
+
+FULL = NodeSample(
+    up=True,
+    clients_connected=10,
+    connects=20,
+    disconnects=10,
+    messages_received=300,
+    messages_sent=400,
+    publish_received=100,
+    publish_sent=200,
+    publish_dropped=1,
+    bytes_received=5000,
+    bytes_sent=6000,
+    subscriptions=7,
+    retained=3,
+    queued=2,
+    cpu_seconds=12.5,
+    resident_memory_bytes=1e7,
+    overload_level=1,
+    sample_age_seconds=0.5,
+)
+
+
+@pytest.fixture()
+def http_server() -> Iterator[callable]:
+    """Serves fixed bodies on 127.0.0.1 from a real HTTP server (port chosen by the kernel)."""
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def start(body: str, status: int = 200) -> str:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}/metrics"
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture()
+def silent_socket() -> Iterator[str]:
+    """A listening socket that completes TCP handshakes but never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        sock.close()
+
+
+# --- config ---------------------------------------------------------------------------------
+VALID = {
+    "listen": "127.0.0.1:9641",
+    "cluster": "local",
+    "scrape_timeout_seconds": 2,
+    "nodes": [
+        {
+            "name": "node1",
+            "kind": "mosquitto",
+            "address": "127.0.0.1:18831",
+            "pid_file": "/tmp/x.pid",
+            "cpu_cores": 0.5,
+        },
+        {
+            "name": "hq",
+            "kind": "hivemq",
+            "address": "10.0.0.5:1883",
+            "cpu_cores": 4,
+            "metrics_url": "http://10.0.0.5:9399/metrics",
+        },
+    ],
+}
+
+
+def test_config_accepts_the_documented_shape() -> None:
+    config = parse_config(VALID)
+    assert [n.name for n in config.nodes] == ["node1", "hq"]
+    assert config.sys_interval_for(config.nodes[0]) == 10.0
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda c: c["nodes"][1].pop("metrics_url"), "needs metrics_url"),
+        (lambda c: c["nodes"].append(dict(c["nodes"][0])), "appears twice"),
+        (lambda c: c["nodes"][0].update(address="localhost"), "expected host:port"),
+        (lambda c: c["nodes"][0].update(kind="emqx"), "nodes.0.kind"),
+        (lambda c: c["nodes"][0].update(cpu_cores=0), "nodes.0.cpu_cores"),
+        (lambda c: c.update(bogus=1), "bogus"),
+        (lambda c: c.update(nodes=[]), "nodes"),
+        (lambda c: c.update(listen="9641"), "expected host:port"),
+        (lambda c: c["nodes"][1].update(metrics_url="ftp://x/metrics"), "http(s) URL"),
+    ],
+)
+def test_config_errors_are_one_clear_line(mutate, expected: str) -> None:
+    data = json.loads(json.dumps(VALID))
+    mutate(data)
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "broker.yaml")
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("broker.yaml: ") and expected in message
+
+
+def test_config_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nodes: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- just a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(bad)
+
+
+def test_broker_cli_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "broker.yaml"
+    good.write_text(json.dumps(VALID))
+    assert broker_cli.main(["--config", str(good), "--check-config"]) == 0
+    assert "2 nodes" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(json.dumps({**VALID, "cluster": "has space"}))
+    assert broker_cli.main(["--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("broker-exporter: ") and "cluster" in err and "\n" not in err
+
+
+def test_help_documents_every_flag_and_metric(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        broker_cli.main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--config", "--listen", "--check-config", "--log-level"):
+        assert flag in text
+    for name in [
+        series.BROKER_UP,
+        series.BROKER_INFO,
+        series.BROKER_CPU_CAPACITY,
+        series.BROKER_SCRAPE_DURATION,
+        series.BROKER_SCRAPE_ERRORS,
+        *(m[1] for m in SAMPLE_METRICS),
+    ]:
+        assert name in text
+    with pytest.raises(SystemExit):
+        envoy_cli.main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--listen", "--envoy-admin", "--timeout", "--cluster", "--log-level"):
+        assert flag in text
+    for attr in dir(series):
+        if attr.startswith("ENVOY_"):
+            assert getattr(series, attr) in text, attr
+
+
+def test_envoy_cli_rejects_bad_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (
+        ["--timeout", "0"],
+        ["--timeout", "x"],
+        ["--envoy-admin", "127.0.0.1:9901"],
+        ["--listen", "x"],
+    ):
+        with pytest.raises(SystemExit) as info:
+            envoy_cli.main(argv)
+        assert info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+# --- Mosquitto $SYS -------------------------------------------------------------------------
+def test_log_lines_seen_on_mosquitto_2_0() -> None:
+    assert classify_log_line(
+        "1795694014: New client connected from 127.0.0.1:42156 as pub1 (p2, c1, k60)."
+    ) == ("connect", "pub1")
+    assert classify_log_line(
+        "1795694014: New client connected from 127.0.0.1:1 as a b (p2, c1, k60, u'x')."
+    ) == ("connect", "a b")
+    assert classify_log_line("1795694014: Client pub1 disconnected.") == ("disconnect", "pub1")
+    assert classify_log_line("1795694015: Client rawc closed its connection.") == ("disconnect", "rawc")
+    assert classify_log_line("1795694017: Client kac has exceeded timeout, disconnecting.") == (
+        "disconnect",
+        "kac",
+    )
+    assert classify_log_line("Socket error on client x1, disconnecting.") == ("disconnect", "x1")
+    assert classify_log_line("1795694014: New connection from 127.0.0.1:42156 on port 28831.") is None
+    assert classify_log_line("1: Client <unknown> disconnected due to protocol error.") is None
+    assert classify_log_line("1: mosquitto version 2.0.11 running") is None
+
+
+def test_sys_tree_counts_and_excludes_own_client() -> None:
+    tree = SysTree("me")
+    tree.on_connected()
+    assert tree.read().last_update is None
+    tree.on_message("$SYS/broker/clients/connected", b"0", True, 1.0)  # retained: from before we came
+    tree.on_message("$SYS/broker/subscriptions/count", b"4", True, 1.0)
+    reading = tree.read()
+    assert reading.values["clients_connected"] == 0 and reading.values["subscriptions"] == 4
+    assert reading.values["publish_received"] == 0  # never published while 0
+    tree.on_message("$SYS/broker/clients/connected", b"3", False, 2.0)  # live: includes us
+    tree.on_message("$SYS/broker/subscriptions/count", b"5", False, 2.0)
+    tree.on_message(
+        "$SYS/broker/log/N", b"5: New client connected from 1.2.3.4:5 as me (p2, c1, k10).", False, 2
+    )
+    tree.on_message(
+        "$SYS/broker/log/N", b"5: New client connected from 1.2.3.4:6 as c1 (p2, c1, k60).", False, 2
+    )
+    tree.on_message("$SYS/broker/log/N", b"6: Client c1 closed its connection.", False, 2.5)
+    tree.on_message("$SYS/broker/bytes/received", b"not-a-number", False, 3.0)
+    reading = tree.read()
+    assert reading.values["clients_connected"] == 2 and reading.values["subscriptions"] == 4
+    assert (reading.connects, reading.disconnects) == (1, 1)
+    assert reading.values["bytes_received"] == 0 and reading.last_update == 3.0
+    tree.on_disconnected()
+    assert not tree.read().connected
+    tree.on_connected()  # a restarted broker: old values are gone, counters are ours and stay
+    reading = tree.read()
+    assert reading.values == {} and (reading.connects, reading.disconnects) == (1, 1)
+
+
+# --- HiveMQ ---------------------------------------------------------------------------------
+def test_hivemq_fixture_maps_into_the_schema() -> None:
+    sample = to_sample(parse_values(HIVEMQ_TEXT))
+    assert sample.up and sample.error is None
+    assert sample.clients_connected == 1204
+    assert sample.connects == 5321 and sample.disconnects == 4117
+    assert (sample.messages_received, sample.messages_sent) == (80123456, 99876543)
+    assert (sample.publish_received, sample.publish_sent, sample.publish_dropped) == (73456789, 91234567, 45)
+    assert (sample.bytes_received, sample.bytes_sent) == (18734566123, 20123998877)
+    assert (sample.subscriptions, sample.retained, sample.queued) == (2466, 87, 1532)
+    assert sample.cpu_seconds == pytest.approx((9876543 + 1234567) / 1000)  # ms -> s
+    assert sample.resident_memory_bytes == 2147483648
+    assert sample.overload_level == 2
+
+
+def test_hivemq_cpu_falls_back_to_jvm_nanoseconds() -> None:
+    text = "\n".join(line for line in HIVEMQ_TEXT.splitlines() if "time_spent" not in line) + "\n"
+    assert to_sample(parse_values(text)).cpu_seconds == pytest.approx(11111.11)
+
+
+def test_hivemq_community_edition_has_no_overload_level() -> None:
+    text = "\n".join(line for line in HIVEMQ_TEXT.splitlines() if "overload_protection" not in line) + "\n"
+    assert to_sample(parse_values(text)).overload_level is None
+
+
+def test_hivemq_malformed_text_is_an_error() -> None:
+    with pytest.raises(HiveMQParseError, match="malformed"):
+        parse_values((FIXTURES / "hivemq" / "malformed.txt").read_text())
+    with pytest.raises(HiveMQParseError, match="no com_hivemq"):
+        to_sample(parse_values("# TYPE up gauge\nup 1\n"))
+
+
+def test_hivemq_adapter_over_http(http_server, silent_socket: str) -> None:
+    assert HiveMQAdapter("hq", "h:1883", http_server(HIVEMQ_TEXT)).snapshot(2).clients_connected == 1204
+    down = HiveMQAdapter("hq", "h:1883", http_server("oops", status=500)).snapshot(2)
+    assert not down.up and "HTTP 500" in (down.error or "")
+    down = HiveMQAdapter("hq", "h:1883", http_server("<html>not metrics</html>")).snapshot(2)
+    assert not down.up
+    start = time.monotonic()
+    down = HiveMQAdapter("hq", "h:1883", silent_socket + "/metrics").snapshot(0.5)
+    assert not down.up and "timed out" in (down.error or "") and time.monotonic() - start < 2
+
+
+# --- broker collector -----------------------------------------------------------------------
+def test_broker_collector_exports_every_series_with_labels() -> None:
+    nodes = [
+        NodeEntry(FakeAdapter("n1", FULL), 0.5),
+        NodeEntry(FakeAdapter("n2", NodeSample.down("gone")), 2),
+    ]
+    assert isinstance(nodes[0].adapter, NodeAdapter)
+    collector = BrokerCollector("local", nodes, timeout=1)
+    samples = scrape(collector)
+    for _field, name, _help, _counter in SAMPLE_METRICS:
+        assert value(samples, name, cluster="local", node="n1") == getattr(FULL, _field)
+        assert not [lab for lab, _ in samples[name] if lab["node"] == "n2"]  # down: no stale values
+    assert (
+        value(samples, series.BROKER_UP, node="n1") == 1 and value(samples, series.BROKER_UP, node="n2") == 0
+    )
+    assert value(samples, series.BROKER_CPU_CAPACITY, node="n2") == 2
+    assert value(samples, series.BROKER_INFO, node="n1", kind="fake") == 1
+    assert value(samples, series.BROKER_SCRAPE_ERRORS, node="n2") == 1
+    assert value(samples, series.BROKER_SCRAPE_ERRORS, node="n1") == 0
+    samples = scrape(collector)
+    assert value(samples, series.BROKER_SCRAPE_ERRORS, node="n2") == 2
+
+
+def test_broker_collector_bounds_slow_and_broken_adapters() -> None:
+    nodes = [
+        NodeEntry(FakeAdapter("ok", FULL), 1),
+        NodeEntry(FakeAdapter("slow", FULL, blocking=True, delay=3), 1),
+        NodeEntry(FakeAdapter("fast-remote", FULL, blocking=True), 1),
+        NodeEntry(FakeAdapter("broken", FULL, raises=True), 1),
+    ]
+    collector = BrokerCollector("local", nodes, timeout=0.5)
+    start = time.monotonic()
+    samples = scrape(collector)
+    assert time.monotonic() - start < 1.5
+    ups = {lab["node"]: v for lab, v in samples[series.BROKER_UP]}
+    assert ups == {"ok": 1, "slow": 0, "fast-remote": 1, "broken": 0}
+    collector.close()
+
+
+def test_broker_output_passes_promtool(http_server) -> None:
+    nodes = [
+        NodeEntry(HiveMQAdapter("hq", "h:1883", http_server(HIVEMQ_TEXT)), 4),
+        NodeEntry(FakeAdapter("n1", FULL), 0.5),
+    ]
+    result = promtool_check(render(BrokerCollector("local", nodes, timeout=2)))
+    assert result.returncode == 0 and result.stdout == "" and result.stderr == "", result
+
+
+# --- Envoy ------------------------------------------------------------------------------------
+def test_envoy_recorded_clusters_fixture() -> None:
+    (cluster,) = parse_clusters(CLUSTERS_JSON)
+    assert cluster.name == "mqtt_brokers" and cluster.max_connections == {"default": 10, "high": 1024}
+    by_node = {e.node: e for e in cluster.endpoints}
+    assert by_node["node1"].endpoint == "127.0.0.1:28831"
+    assert (by_node["node1"].cx_active, by_node["node1"].cx_total, by_node["node1"].weight) == (3, 5, 100)
+    assert by_node["node2"].health == "draining" and by_node["node2"].weight == 50
+    assert by_node["node2"].cx_total == 0  # zero stats have no "value" key
+    assert by_node["node3"].cx_connect_fail == 5
+    assert parse_clusters(CLUSTERS_JSON, only=frozenset({"other"})) == []
+
+
+def test_envoy_stats_and_listeners() -> None:
+    stats = parse_stats(STATS_JSON)
+    assert stats["cluster.mqtt_brokers.upstream_cx_rx_bytes_total"] == 20
+    found = {item.listener: item for item in listeners(stats)}
+    assert set(found) == {"127.0.0.1_21883", "admin"}  # per-worker stats are folded away
+    assert (found["127.0.0.1_21883"].cx_active, found["127.0.0.1_21883"].cx_total) == (3, 10)
+
+
+def test_envoy_health_precedence() -> None:
+    assert health_of({"eds_health_status": "HEALTHY"}) == "healthy"
+    assert health_of({"eds_health_status": "DRAINING"}) == "draining"
+    assert health_of({"eds_health_status": "DRAINING", "failed_active_health_check": True}) == "unhealthy"
+    assert health_of({"eds_health_status": "TIMEOUT"}) == "unhealthy"
+    assert health_of({"eds_health_status": "DEGRADED"}) == "degraded"
+    assert health_of({}) == "healthy"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{",
+        "[]",
+        '{"cluster_statuses": [{"host_statuses": []}]}',
+        '{"cluster_statuses": [{"name": "c", "host_statuses": [{"address": '
+        '{"socket_address": {"address": "a", "port_value": "x"}}}]}]}',
+    ],
+)
+def test_envoy_malformed_clusters(text: str) -> None:
+    with pytest.raises(EnvoyParseError):
+        parse_clusters(text)
+
+
+def test_envoy_synthetic_1000_endpoints() -> None:
+    (cluster,) = parse_clusters((FIXTURES / "envoy" / "clusters_1000.json").read_text())
+    assert len(cluster.endpoints) == 1000 and len({e.endpoint for e in cluster.endpoints}) == 1000
+    counts = {s: sum(e.health == s for e in cluster.endpoints) for s in ("healthy", "draining", "unhealthy")}
+    assert counts["draining"] > 0 and counts["unhealthy"] > 0 and counts["healthy"] > 800
+
+
+def fake_fetch(clusters: str | Exception, stats: str | Exception, delay: float = 0.0):
+    def fetch(url: str, timeout: float) -> str:
+        if delay:
+            time.sleep(delay)
+        body = clusters if "/clusters" in url else stats
+        if isinstance(body, Exception):
+            raise body
+        return body
+
+    return fetch
+
+
+def test_envoy_collector_series() -> None:
+    collector = EnvoyCollector("http://envoy:9901", 1, fetch=fake_fetch(CLUSTERS_JSON, STATS_JSON))
+    samples = scrape(collector)
+    ep = {"cluster": "mqtt_brokers", "endpoint": "127.0.0.1:28831", "node": "node1"}
+    assert value(samples, series.ENVOY_ENDPOINT_CX_ACTIVE, **ep) == 3
+    assert value(samples, series.ENVOY_ENDPOINT_CX_TOTAL, **ep) == 5
+    assert value(samples, series.ENVOY_ENDPOINT_CX_FAIL, node="node3") == 5
+    assert value(samples, series.ENVOY_ENDPOINT_WEIGHT, node="node2") == 50
+    assert value(samples, series.ENVOY_ENDPOINT_HEALTH, node="node2", status="draining") == 1
+    assert value(samples, series.ENVOY_ENDPOINT_HEALTH, node="node2", status="healthy") == 0
+    assert value(samples, series.ENVOY_CLUSTER_MAX_CONNECTIONS, priority="default") == 10
+    assert value(samples, series.ENVOY_CLUSTER_RX_BYTES, cluster="mqtt_brokers") == 20
+    assert value(samples, series.ENVOY_CLUSTER_TX_BYTES, cluster="mqtt_brokers") == 219
+    assert value(samples, series.ENVOY_CLUSTER_CX_OVERFLOW, cluster="mqtt_brokers") == 0
+    assert value(samples, series.ENVOY_LISTENER_CX_ACTIVE, listener="127.0.0.1_21883") == 3
+    assert value(samples, series.ENVOY_LISTENER_CX_OVERLOAD_REJECT, listener="127.0.0.1_21883") == 0
+    assert value(samples, series.ENVOY_UP) == 1 and value(samples, series.ENVOY_SCRAPE_ERRORS) == 0
+    result = promtool_check(render(collector))
+    assert result.returncode == 0 and result.stdout == "" and result.stderr == "", result
+
+
+def test_envoy_collector_failures() -> None:
+    down = EnvoyCollector("http://e:1", 1, fetch=fake_fetch(FetchError("refused"), FetchError("refused")))
+    samples = scrape(down)
+    assert value(samples, series.ENVOY_UP) == 0 and value(samples, series.ENVOY_SCRAPE_ERRORS) == 1
+    assert series.ENVOY_ENDPOINT_CX_ACTIVE not in samples
+    partial = EnvoyCollector("http://e:1", 1, fetch=fake_fetch(CLUSTERS_JSON, "not json"))
+    samples = scrape(partial)
+    assert value(samples, series.ENVOY_UP) == 1 and value(samples, series.ENVOY_SCRAPE_ERRORS) == 1
+    assert series.ENVOY_ENDPOINT_CX_ACTIVE in samples and series.ENVOY_LISTENER_CX_ACTIVE not in samples
+    slow = EnvoyCollector("http://e:1", 0.3, fetch=fake_fetch(CLUSTERS_JSON, STATS_JSON, delay=2))
+    start = time.monotonic()
+    assert value(scrape(slow), series.ENVOY_UP) == 0
+    assert time.monotonic() - start < 1.0
+    for collector in (down, partial, slow):
+        collector.close()
+
+
+def test_envoy_collector_against_a_silent_admin(silent_socket: str) -> None:
+    collector = EnvoyCollector(silent_socket, 0.5)
+    start = time.monotonic()
+    samples = scrape(collector)
+    assert time.monotonic() - start < 1.5 and value(samples, series.ENVOY_UP) == 0
+    collector.close()

@@ -1,0 +1,94 @@
+"""The committed rules pass `promtool check rules` and the unit tests in rules/tests/."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mqttlb import rulegen
+from mqttlb.params import load_params
+
+REPO = Path(__file__).resolve().parents[1]
+RULES_DIR = REPO / "rules"
+UNIT_TESTS = sorted((RULES_DIR / "tests").glob("*.yml"))
+PROMTOOL = shutil.which("promtool")
+
+
+def _promtool(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL is not None, "promtool is not installed (Debian package prometheus)"
+    return subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_promtool_check_rules() -> None:
+    files = [str(RULES_DIR / name) for name in (rulegen.RECORDING_FILE, rulegen.ALERTS_FILE)]
+    result = _promtool("check", "rules", *files)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 7 rules found" in result.stdout
+
+
+def test_promtool_check_rules_rejects_bad_promql(tmp_path: Path) -> None:
+    # The check is not vacuous: a broken expression fails it.
+    bad = tmp_path / "bad.yml"
+    bad.write_text("groups:\n- name: x\n  rules:\n  - record: a:b:c\n    expr: sum by (node (x)\n")
+    assert _promtool("check", "rules", str(bad)).returncode != 0
+
+
+def test_unit_tests_exist() -> None:
+    assert {p.name for p in UNIT_TESTS} >= {
+        "recording_test.yml",
+        "alerts_load_test.yml",
+        "alerts_availability_test.yml",
+    }
+
+
+@pytest.mark.parametrize("unit_test", UNIT_TESTS, ids=lambda p: p.name)
+def test_promtool_unit_tests_pass(unit_test: Path) -> None:
+    result = _promtool("test", "rules", str(unit_test))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def _unit_test_cases() -> list[dict]:
+    return [case for path in UNIT_TESTS for case in yaml.safe_load(path.read_text())["tests"]]
+
+
+def test_every_alert_is_tested_firing_and_silent() -> None:
+    firing: set[str] = set()
+    silent: set[str] = set()
+    for case in _unit_test_cases():
+        for check in case.get("alert_rule_test", []):
+            (firing if check.get("exp_alerts") else silent).add(check["alertname"])
+    assert firing == set(rulegen.ALERT_NAMES)
+    assert silent == set(rulegen.ALERT_NAMES)
+
+
+def test_every_recording_rule_value_is_asserted() -> None:
+    recorded = {
+        rule["record"]
+        for group in rulegen.recording_groups(load_params())
+        for rule in group["rules"]
+    }
+    asserted = {
+        check["expr"].split("{")[0].strip()
+        for case in _unit_test_cases()
+        for check in case.get("promql_expr_test", [])
+        if check.get("exp_samples")
+    }
+    assert recorded <= asserted, f"recording rules without a value test: {sorted(recorded - asserted)}"
+
+
+def test_unit_tests_catch_a_changed_threshold(tmp_path: Path) -> None:
+    # Rules generated with another threshold must fail the committed unit tests, so they check values.
+    rules = tmp_path / "rules"
+    (rules / "tests").mkdir(parents=True)
+    rulegen.write_rule_files(load_params({"cpu_high": 0.95, "imbalance_max_squared_deviation": 0.1}), rules)
+    for path in UNIT_TESTS:
+        shutil.copy(path, rules / "tests" / path.name)
+    result = _promtool("test", "rules", str(rules / "tests" / "alerts_load_test.yml"))
+    assert result.returncode != 0
+    assert "MqttBrokerCpuHigh" in result.stdout + result.stderr
+    assert "MqttClusterImbalanced" in result.stdout + result.stderr

@@ -1,0 +1,93 @@
+"""The CLI: --help, clear errors on bad config, and a real waitress server (live)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from webhook.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for action in build_parser()._actions:
+        for flag in action.option_strings:
+            assert flag in out
+        assert action.help
+
+
+def test_bad_config_exits_2_and_writes_nothing(tmp_path):
+    bad = tmp_path / "webhook.yaml"
+    bad.write_text(yaml.safe_dump({"nodes": [], "eds_path": str(tmp_path / "eds.json")}))
+    assert main(["--config", str(bad)]) == 2
+    assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["webhook.yaml"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_serves_with_waitress_and_becomes_ready(tmp_path, dry_run):
+    token = "cli-test-token-0123456789"
+    (tmp_path / "token").write_text(token)
+    port = free_port()
+    config = {
+        "listen": "127.0.0.1:1",
+        "envoy_admin": f"http://127.0.0.1:{free_port()}",
+        "prometheus_url": f"http://127.0.0.1:{free_port()}",
+        "eds_path": str(tmp_path / "eds" / "eds.json"),
+        "overload_file": str(tmp_path / "pressure"),
+        "token_file": str(tmp_path / "token"),
+        "state_file": str(tmp_path / "state.json"),
+        "audit_log": str(tmp_path / "audit.jsonl"),
+        "nodes": [
+            {"name": "node1", "host": "127.0.0.1", "port": 18831},
+            {"name": "node2", "host": "127.0.0.1", "port": 18832},
+        ],
+    }
+    path = tmp_path / "webhook.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "webhook.cli", "--config", str(path), "--listen", f"127.0.0.1:{port}"]
+    if dry_run:
+        cmd.append("--dry-run")
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 20
+        ready = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                ready = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        assert ready is not None and ready.status_code == 200, proc.poll()
+        assert (tmp_path / "eds" / "eds.json").exists() != dry_run
+        unauth = requests.post(f"http://127.0.0.1:{port}/alerts", json={}, timeout=2)
+        assert unauth.status_code == 401
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        assert "mqttlb_webhook_rejected_requests_total" in metrics
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+    assert b"serving on 127.0.0.1" in out
