@@ -18,6 +18,7 @@ import logging
 import resource
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,18 +68,19 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def ramp_and_hold(
-    port: int, clients: int, rate: float, hold: float, workers: int
+    port: int, clients: int, rate: float, hold: float, workers: int, max_ramp: float
 ) -> tuple[Report, float | None]:
-    duration = clients / rate + hold
+    """Ramp until every client is connected (at most ``max_ramp`` s), hold ``hold`` s, stop."""
     workload = build_workload(
         [parse_profile(f"idle:{clients}:rate=0")],
         port=port,
-        duration=duration,
+        duration=max_ramp + hold,
         connect_rate=rate,
-        progress_interval=0.5,
+        progress_interval=1.0,
         client_prefix="bench",
     )
     reached: list[float] = []
+    stop = threading.Event()
 
     def progress(snap: dict[str, Any]) -> None:
         print(
@@ -88,8 +90,9 @@ def ramp_and_hold(
         )
         if not reached and snap["connected"] >= clients:
             reached.append(snap["t"])
+            threading.Timer(hold, stop.set).start()
 
-    report = run_sharded(workload, workers, progress=progress)
+    report = run_sharded(workload, workers, progress=progress, stop=stop)
     return report, reached[0] if reached else None
 
 
@@ -124,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--direct", action="store_true", help="one standalone Mosquitto instead of Envoy + 3 nodes"
     )
+    p.add_argument("--max-ramp", type=float, default=60, help="give up the ramp after this many seconds")
     p.add_argument("--workers", type=int, default=2, help="generator processes (default 2)")
     p.add_argument("--json-out", type=Path, help="also write the figures as JSON")
     args = p.parse_args(argv)
@@ -141,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     ):
         print(f"phase 1: ramp {args.clients} clients at {args.connect_rate:g}/s, hold {args.hold:g} s")
         cpu0, gen0, t0 = cpu_seconds(pids), me.cpu_times(), time.monotonic()
-        report, ramp_s = ramp_and_hold(port, args.clients, args.connect_rate, args.hold, args.workers)
+        report, ramp_s = ramp_and_hold(
+            port, args.clients, args.connect_rate, args.hold, args.workers, args.max_ramp
+        )
         wall = time.monotonic() - t0
         gen1 = me.cpu_times()
         figures["ramp"] = {

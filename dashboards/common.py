@@ -133,7 +133,7 @@ def actions_annotation(params: Params) -> dict:
     }
 
 
-def annotations(params: Params) -> G.Annotations:
+def dashboard_annotations(params: Params) -> G.Annotations:
     return G.Annotations(list=[actions_annotation(params)])
 
 
@@ -307,6 +307,6 @@ def dashboard(
         graphTooltip=G.GRAPH_TOOLTIP_MODE_SHARED_CROSSHAIR,
         schemaVersion=SCHEMA_VERSION,
         templating=templating(params, envoy=envoy),
-        annotations=annotations(params),
+        annotations=dashboard_annotations(params),
         panels=assemble(sections),
     )

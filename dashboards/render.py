@@ -44,8 +44,13 @@ def format_value(value: float, unit: str) -> str:
     return f"{value:.4g}"
 
 
-def _times(series: Series) -> list[dt.datetime]:
-    return [dt.datetime.fromtimestamp(t, tz=dt.UTC) for t, _ in series.points]
+def _x(t: float) -> float:
+    """Unix time -> matplotlib's date number (UTC)."""
+    return float(mdates.date2num(dt.datetime.fromtimestamp(t, tz=dt.UTC)))
+
+
+def _times(series: Series) -> list[float]:
+    return [_x(t) for t, _ in series.points]
 
 
 def with_gaps(series: Series, step: float) -> Series:
@@ -77,9 +82,7 @@ def _format_axis(ax: Axes, panel: ResolvedPanel, window: Window) -> None:
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     else:
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_value(v, panel.unit)))
-    ax.set_xlim(
-        dt.datetime.fromtimestamp(window.start, tz=dt.UTC), dt.datetime.fromtimestamp(window.end, tz=dt.UTC)
-    )
+    ax.set_xlim(_x(window.start), _x(window.end))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=dt.UTC))
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
@@ -158,22 +161,20 @@ def _draw_state_timeline(ax: Axes, results: Sequence[TargetResult], window: Wind
     for i, (_, series) in enumerate(rows):
         spans = [(t, step) for t, v in series.points if not math.isnan(v) and v >= 1]
         ax.broken_barh(
-            [(mdates.date2num(dt.datetime.fromtimestamp(t, tz=dt.UTC)), w / 86400) for t, w in spans],
+            [(_x(t), w / 86400) for t, w in spans],
             (i - 0.4, 0.8),
             color=COLOURS["red"],
             alpha=0.8,
         )
     ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=7)
-    ax.set_xlim(
-        dt.datetime.fromtimestamp(window.start, tz=dt.UTC), dt.datetime.fromtimestamp(window.end, tz=dt.UTC)
-    )
+    ax.set_xlim(_x(window.start), _x(window.end))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=dt.UTC))
     ax.tick_params(axis="x", labelsize=7)
 
 
 def _draw_annotations(ax: Axes, annotation_times: Sequence[float]) -> None:
     for t in annotation_times:
-        ax.axvline(dt.datetime.fromtimestamp(t, tz=dt.UTC), color=COLOURS["orange"], linewidth=0.8, alpha=0.6)
+        ax.axvline(_x(t), color=COLOURS["orange"], linewidth=0.8, alpha=0.6)
 
 
 def annotation_times(annotations: Sequence[tuple[str, list[Series], str | None]]) -> list[float]:
@@ -213,14 +214,14 @@ def render_png(
         pad_bottom: float,
         pad_side: float,
         pad_left: float = 0,
-    ) -> list[float]:
+    ) -> tuple[float, float, float, float]:
         """Figure-fraction rectangle of a grid cell, shrunk by paddings (inches) for titles and ticks."""
         x, y, w, h = grid
         left = MARGIN_INCH + x * INCH_PER_COLUMN + pad_side + pad_left
         top = HEADER_INCH + y * INCH_PER_ROW + pad_top
         width = w * INCH_PER_COLUMN - 2 * pad_side - pad_left
         box_h = max(h * INCH_PER_ROW - pad_top - pad_bottom, 0.1)
-        return [left / fig_w, 1 - (top + box_h) / fig_h, width / fig_w, box_h / fig_h]
+        return (left / fig_w, 1 - (top + box_h) / fig_h, width / fig_w, box_h / fig_h)
 
     try:
         for row in rows:

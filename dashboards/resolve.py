@@ -254,7 +254,7 @@ def resolve_panels(
     dy = 0
     for row, members in _sections(dashboard.get("panels") or []):
         repeat = row.get("repeat") if row else None
-        if repeat and repeat not in variables:
+        if row and repeat and repeat not in variables:
             raise ResolveError(f"{uid}: row {row.get('title')!r} repeats over unknown variable ${repeat}")
         values: list[str | None] = list(variables[repeat].values) if repeat else [None]
         if repeat and variables[repeat].all_regex is not None:

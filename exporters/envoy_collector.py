@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from exporters.envoy_parse import (
     HEALTH_STATUSES,
@@ -141,17 +142,25 @@ class EnvoyCollector(Collector):
             "Circuit-breaker max_connections now in force.",
             labels=["cluster", "priority"],
         )
+        # One label dict per endpoint (and per endpoint+status), shared by every family, so the
+        # text renderer escapes each label set once (exporters.exposition caches by identity).
+        active_samples, total_samples, failed_samples = active.samples, total.samples, failed.samples
+        weight_samples, health_samples = weight.samples, health.samples
+        total_name = series.ENVOY_ENDPOINT_CX_TOTAL
+        failed_name = series.ENVOY_ENDPOINT_CX_FAIL
         for cluster in clusters:
             for priority, limit in sorted(cluster.max_connections.items()):
                 limits.add_metric([cluster.name, priority], float(limit))
             for ep in cluster.endpoints:
-                labels = [ep.cluster, ep.endpoint, ep.node]
-                active.add_metric(labels, float(ep.cx_active))
-                total.add_metric(labels, float(ep.cx_total))
-                failed.add_metric(labels, float(ep.cx_connect_fail))
-                weight.add_metric(labels, float(ep.weight))
+                labels = {"cluster": ep.cluster, "endpoint": ep.endpoint, "node": ep.node}
+                active_samples.append(Sample(active.name, labels, float(ep.cx_active)))
+                total_samples.append(Sample(total_name, labels, float(ep.cx_total)))
+                failed_samples.append(Sample(failed_name, labels, float(ep.cx_connect_fail)))
+                weight_samples.append(Sample(weight.name, labels, float(ep.weight)))
                 for status in HEALTH_STATUSES:
-                    health.add_metric([*labels, status], 1.0 if ep.health == status else 0.0)
+                    health_samples.append(
+                        Sample(health.name, {**labels, "status": status}, 1.0 if ep.health == status else 0.0)
+                    )
         yield from (active, total, failed, weight, health, limits)
 
     def _stats_families(self, clusters: list[ClusterStatus], stats: dict[str, int]) -> Iterator[Metric]:

@@ -79,12 +79,13 @@ def _int(value: Any, what: str) -> int:
 
 def health_of(health_status: dict[str, Any]) -> str:
     eds = str(health_status.get("eds_health_status", "HEALTHY")).upper()
-    if eds in ("UNHEALTHY", "TIMEOUT") or any(health_status.get(flag) for flag in _UNHEALTHY_FLAGS):
-        return "unhealthy"
-    if eds == "DRAINING" or health_status.get("pending_dynamic_removal"):
-        return "draining"
-    if eds == "DEGRADED" or health_status.get("failed_active_degraded_check"):
-        return "degraded"
+    if len(health_status) > 1 or eds != "HEALTHY":  # the common case is {"eds_health_status": "HEALTHY"}
+        if eds in ("UNHEALTHY", "TIMEOUT") or any(health_status.get(flag) for flag in _UNHEALTHY_FLAGS):
+            return "unhealthy"
+        if eds == "DRAINING" or health_status.get("pending_dynamic_removal"):
+            return "draining"
+        if eds == "DEGRADED" or health_status.get("failed_active_degraded_check"):
+            return "degraded"
     return "healthy"
 
 
@@ -93,22 +94,20 @@ def _endpoint(cluster: str, host: dict[str, Any]) -> EndpointStatus | None:
     if not isinstance(socket, dict):
         return None  # pipe / internal addresses: not a broker endpoint
     ip = str(socket.get("address", ""))
-    endpoint = f"{ip}:{_int(socket.get('port_value', 0), f'{cluster} port')}"
-    raw: dict[str, Any] = {}
-    for stat in host.get("stats", ()):
-        if "value" in stat:  # Envoy leaves "value" out when it is 0
-            raw[stat["name"]] = stat["value"]
-    where = f"{cluster} {endpoint}"
-    return EndpointStatus(
-        cluster=cluster,
-        endpoint=endpoint,
-        node=str(host.get("hostname") or ip),
-        cx_active=_int(raw.get("cx_active", 0), f"{where} cx_active"),
-        cx_total=_int(raw.get("cx_total", 0), f"{where} cx_total"),
-        cx_connect_fail=_int(raw.get("cx_connect_fail", 0), f"{where} cx_connect_fail"),
-        weight=_int(host.get("weight", 1), f"{where} weight"),
-        health=health_of(host.get("health_status", {}) or {}),
-    )
+    raw = {stat["name"]: stat["value"] for stat in host.get("stats", ()) if "value" in stat}  # absent = 0
+    try:
+        return EndpointStatus(
+            cluster=cluster,
+            endpoint=f"{ip}:{int(socket.get('port_value', 0))}",
+            node=str(host.get("hostname") or ip),
+            cx_active=int(raw.get("cx_active", 0)),
+            cx_total=int(raw.get("cx_total", 0)),
+            cx_connect_fail=int(raw.get("cx_connect_fail", 0)),
+            weight=int(host.get("weight", 1)),
+            health=health_of(host.get("health_status") or {}),
+        )
+    except (TypeError, ValueError) as exc:
+        raise EnvoyParseError(f"{cluster} endpoint {ip}: non-numeric port, stat or weight: {exc}") from None
 
 
 def parse_clusters(text: str, only: frozenset[str] | None = None) -> list[ClusterStatus]:

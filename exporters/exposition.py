@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import http.server
 import logging
-import math
 from collections.abc import Iterable
 from socketserver import ThreadingMixIn
 
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import CollectorRegistry
-from prometheus_client.samples import Sample
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_SPECIAL = {"nan": "NaN", "inf": "+Inf", "-inf": "-Inf"}  # Python repr -> text format
 _TYPE_MAP = {"info": "gauge", "stateset": "gauge", "gaugehistogram": "histogram", "unknown": "untyped"}
 
 log = logging.getLogger(__name__)
@@ -29,42 +29,45 @@ def _escape_label_value(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
-def format_value(value: float) -> str:
-    if value == math.inf:
-        return "+Inf"
-    if value == -math.inf:
-        return "-Inf"
-    if value != value:
-        return "NaN"
-    return repr(float(value))
-
-
 def render(registry: CollectorRegistry) -> bytes:
     return render_families(registry.collect())
 
 
-def render_families(families: Iterable) -> bytes:
+def render_families(families: Iterable[Metric]) -> bytes:
     out: list[str] = []
-    label_cache: dict[tuple[tuple[str, str], ...], str] = {}
+    # Label sets are escaped once: by identity for dicts shared between samples (the collectors
+    # share one dict per endpoint/node), else by content.
+    by_id: dict[int, tuple[dict[str, str], str]] = {}  # holds the dict so its id is not reused
+    by_content: dict[tuple[tuple[str, str], ...], str] = {}
+    append = out.append
     for family in families:
         name = family.name + ("_total" if family.type == "counter" else "")
         if family.type == "info":
             name = family.name + "_info"
         documentation = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        out.append(f"# HELP {name} {documentation}\n# TYPE {name} {_TYPE_MAP.get(family.type, family.type)}\n")
-        sample: Sample
-        for sample in family.samples:
-            if sample.name.endswith("_created"):
-                continue  # OpenMetrics-only sample
-            if sample.labels:
-                key = tuple(sample.labels.items())
-                labels = label_cache.get(key)
-                if labels is None:
-                    inner = ",".join(f'{k}="{_escape_label_value(str(v))}"' for k, v in key)
-                    labels = label_cache[key] = "{" + inner + "}"
-                out.append(f"{sample.name}{labels} {format_value(sample.value)}\n")
+        append(f"# HELP {name} {documentation}\n# TYPE {name} {_TYPE_MAP.get(family.type, family.type)}\n")
+        created = family.name + "_created"  # OpenMetrics-only sample, not in this format
+        for sample_name, labels, value, *_rest in family.samples:
+            text = repr(float(value))
+            if text[-1] in "fn":  # nan, inf, -inf
+                text = _SPECIAL[text]
+            if not labels:
+                if sample_name != created:
+                    append(f"{sample_name} {text}\n")
+                continue
+            cached = by_id.get(id(labels))
+            if cached is not None:
+                label_text = cached[1]
             else:
-                out.append(f"{sample.name} {format_value(sample.value)}\n")
+                key = tuple(labels.items())
+                found = by_content.get(key)
+                if found is None:
+                    inner = ",".join(f'{k}="{_escape_label_value(str(v))}"' for k, v in key)
+                    found = by_content[key] = "{" + inner + "}"
+                label_text = found
+                by_id[id(labels)] = (labels, label_text)
+            if sample_name != created:
+                append(f"{sample_name}{label_text} {text}\n")
     return "".join(out).encode("utf-8")
 
 

@@ -19,11 +19,16 @@ MQTTLB_LB_POLICY, MQTTLB_NODE_CPU_CORES, MQTTLB_DRY_RUN, MQTTLB_PORT_<NAME>)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mqttlb stack", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stack-file", type=Path, help="stack file with settings that override stack/stack.yaml")
+    parser = argparse.ArgumentParser(
+        prog="mqttlb stack", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--stack-file", type=Path, help="stack file with settings that override stack/stack.yaml"
+    )
     parser.add_argument("--nodes", type=int, help="number of Mosquitto nodes (overrides the stack file)")
-    parser.add_argument("--state-dir", type=Path, help="where configs, logs, data and PIDs live (default .stack)")
+    parser.add_argument(
+        "--state-dir", type=Path, help="where configs, logs, data and PIDs live (default .stack)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="render configs, start everything, wait until each part answers")
     up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness (default 90)")

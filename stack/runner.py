@@ -108,8 +108,11 @@ class Stack:
     def programs(self) -> list[Program]:
         from stack.render import programs
 
-        return programs(self.cfg, self.paths, {name: name for name in ("mosquitto", "envoy", "prometheus",
-                                                                        "prometheus-alertmanager")})
+        return programs(
+            self.cfg,
+            self.paths,
+            {name: name for name in ("mosquitto", "envoy", "prometheus", "prometheus-alertmanager")},
+        )
 
     # --- up -----------------------------------------------------------------------------
     def up(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
@@ -158,22 +161,25 @@ class Stack:
         busy = [f"{name} ({port})" for name, port in ports.items() if port_accepts(port, timeout=0.2)]
         if busy:
             raise StackConfigError(
-                "ports already in use, nothing started: " + ", ".join(busy) +
-                " (stop what holds them or set MQTTLB_PORT_<NAME> / ports: in the stack file)"
+                "ports already in use, nothing started: "
+                + ", ".join(busy)
+                + " (stop what holds them or set MQTTLB_PORT_<NAME> / ports: in the stack file)"
             )
 
     def _wait_ready(self, progs: list[Program], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         pending = {prog.name: prog for prog in progs}
-        last_report = 0.0
+        last_report = time.monotonic()
         while pending and time.monotonic() < deadline:
             for name, prog in list(pending.items()):
                 if self._component_answers(prog):
                     self.out(f"  ready: {name:<18} {prog.address}")
                     del pending[name]
             fatal = [
-                info["name"] for info in self._process_infos()
-                if info["name"] in pending and info["statename"] in ("FATAL", "EXITED", "BACKOFF")
+                info["name"]
+                for info in self._process_infos()
+                if info["name"] in pending
+                and info["statename"] in ("FATAL", "EXITED", "BACKOFF")
                 and info.get("spawnerr")
             ]
             if fatal:
@@ -215,7 +221,8 @@ class Stack:
     def print_addresses(self) -> None:
         p = self.cfg.ports
         self.out("")
-        self.out(f"mqttlb stack '{self.cfg.cluster}' is up ({self.cfg.nodes} Mosquitto nodes, {self.cfg.lb_policy})")
+        cfg = self.cfg
+        self.out(f"mqttlb stack '{cfg.cluster}' is up ({cfg.nodes} Mosquitto nodes, {cfg.lb_policy})")
         self.out(f"  MQTT (through Envoy)   mqtt://{LOOPBACK}:{p.envoy_listener}")
         self.out(f"  brokers (direct)       {', '.join(f'{LOOPBACK}:{x}' for x in self.cfg.broker_ports)}")
         self.out(f"  Envoy admin            http://{LOOPBACK}:{p.envoy_admin}/clusters")
@@ -223,7 +230,8 @@ class Stack:
         self.out(f"  Alertmanager           http://{LOOPBACK}:{p.alertmanager}")
         self.out(f"  broker exporter        http://{LOOPBACK}:{p.broker_exporter}/metrics")
         self.out(f"  Envoy exporter         http://{LOOPBACK}:{p.envoy_exporter}/metrics")
-        self.out(f"  webhook                http://{LOOPBACK}:{p.webhook}/metrics (token {self.paths.webhook_token})")
+        self.out(f"  webhook                http://{LOOPBACK}:{p.webhook}/metrics")
+        self.out(f"  webhook token          {self.paths.webhook_token}")
         self.out(f"  logs                   {self.paths.logs}/")
         self.out("  stop with `make stack-down`; status with `make stack-status`")
 
@@ -234,7 +242,7 @@ class Stack:
         for prog in self.programs():
             info = infos.get(prog.name)
             pid = int(info["pid"]) if info and info.get("pid") else None
-            running = bool(info) and info["statename"] == "RUNNING"
+            running = info is not None and info["statename"] == "RUNNING"
             answers = running and self._component_answers(prog)
             detail = "" if answers else (info["statename"].lower() if info else "not started")
             if running and not answers:

@@ -12,8 +12,14 @@ from stack.config import StackConfig, load_stack_config
 from stack.runner import Stack
 
 PORT_NAMES = (
-    "envoy_listener", "envoy_admin", "prometheus", "alertmanager",
-    "broker_exporter", "envoy_exporter", "webhook", "supervisor",
+    "envoy_listener",
+    "envoy_admin",
+    "prometheus",
+    "alertmanager",
+    "broker_exporter",
+    "envoy_exporter",
+    "webhook",
+    "supervisor",
 )
 
 

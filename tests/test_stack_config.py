@@ -16,7 +16,11 @@ from stack.render import render_all
 
 def run_stack_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mqttlb.cli", "stack", *args], capture_output=True, text=True, env=env, timeout=60
+        [sys.executable, "-m", "mqttlb.cli", "stack", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
 
 
@@ -30,7 +34,9 @@ def test_defaults_match_the_documented_ports() -> None:
 
 
 def test_environment_overrides_nodes_and_ports() -> None:
-    cfg = load_stack_config(env={"NODES": "5", "MQTTLB_PORT_ENVOY_LISTENER": "11883", "MQTTLB_LB_POLICY": "LEAST_REQUEST"})
+    cfg = load_stack_config(
+        env={"NODES": "5", "MQTTLB_PORT_ENVOY_LISTENER": "11883", "MQTTLB_LB_POLICY": "LEAST_REQUEST"}
+    )
     assert cfg.nodes == 5 and cfg.ports.envoy_listener == 11883 and cfg.lb_policy == "LEAST_REQUEST"
     assert cfg.node_names == ["node1", "node2", "node3", "node4", "node5"]
 
@@ -48,7 +54,9 @@ def test_environment_overrides_nodes_and_ports() -> None:
         ("nodes: [\n", "not valid YAML"),
     ],
 )
-def test_bad_stack_file_gives_one_line_error_and_starts_nothing(tmp_path: Path, content: str, expected: str) -> None:
+def test_bad_stack_file_gives_one_line_error_and_starts_nothing(
+    tmp_path: Path, content: str, expected: str
+) -> None:
     stack_file = tmp_path / "bad.yaml"
     stack_file.write_text(content)
     state = tmp_path / "state"
@@ -70,7 +78,9 @@ def test_nodes_zero_from_environment_is_refused(tmp_path: Path) -> None:
 
 
 def test_missing_binary_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr("stack.config.find_binary", lambda name: None if name == "prometheus" else "/bin/true")
+    monkeypatch.setattr(
+        "stack.config.find_binary", lambda name: None if name == "prometheus" else "/bin/true"
+    )
     with pytest.raises(StackConfigError, match="missing binary 'prometheus'.*apt-get install prometheus"):
         check_binaries()
 
@@ -90,23 +100,34 @@ def test_rendered_configs_are_valid_for_the_real_binaries(tmp_path: Path) -> Non
     binaries = check_binaries()
     cfg = free_ports_config(tmp_path / "state", nodes=4)
     paths, progs = render_all(cfg, binaries)
-    envoy = subprocess.run([binaries["envoy"], "--mode", "validate", "-c", str(paths.envoy_yaml)],
-                           capture_output=True, text=True, timeout=60)
+    envoy = subprocess.run(
+        [binaries["envoy"], "--mode", "validate", "-c", str(paths.envoy_yaml)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert envoy.returncode == 0, envoy.stdout + envoy.stderr
-    prom = subprocess.run([binaries["promtool"], "check", "config", str(paths.prometheus_yaml)],
-                          capture_output=True, text=True, timeout=60)
+    prom = subprocess.run(
+        [binaries["promtool"], "check", "config", str(paths.prometheus_yaml)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert prom.returncode == 0, prom.stdout + prom.stderr
     amtool = find_binary("amtool")
     assert amtool is not None
-    am = subprocess.run([amtool, "check-config", str(paths.alertmanager_yaml)], capture_output=True, text=True,
-                        timeout=60)
+    am = subprocess.run(
+        [amtool, "check-config", str(paths.alertmanager_yaml)], capture_output=True, text=True, timeout=60
+    )
     assert am.returncode == 0, am.stdout + am.stderr
     eds = yaml.safe_load(paths.eds_file.read_text())
     hosts = eds["resources"][0]["endpoints"][0]["lb_endpoints"]
     assert [h["endpoint"]["hostname"] for h in hosts] == ["node1", "node2", "node3", "node4"]
     names = [p.name for p in progs]
     assert names[:4] == ["mosquitto-node1", "mosquitto-node2", "mosquitto-node3", "mosquitto-node4"]
-    assert {"envoy", "prometheus", "alertmanager", "broker-exporter", "envoy-exporter", "webhook"} <= set(names)
+    assert {"envoy", "prometheus", "alertmanager", "broker-exporter", "envoy-exporter", "webhook"} <= set(
+        names
+    )
     supervisord = paths.supervisord_conf.read_text()
     assert all(f"[program:{name}]" in supervisord for name in names)
     for node in cfg.node_names:

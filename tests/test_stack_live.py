@@ -24,16 +24,24 @@ pytestmark = pytest.mark.live
 def stack_cli(stack_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mqttlb.cli", "stack", "--stack-file", str(stack_file), *args],
-        capture_output=True, text=True, timeout=180,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
 
 
 def test_cli_up_is_idempotent_status_reports_and_down_leaves_nothing(tmp_path: Path) -> None:
     cfg = free_ports_config(tmp_path / "state", nodes=2)
     stack_file = tmp_path / "stack.yaml"
-    stack_file.write_text(yaml.safe_dump({
-        "state_dir": str(cfg.state_dir), "nodes": 2, "ports": cfg.ports.model_dump(),
-    }))
+    stack_file.write_text(
+        yaml.safe_dump(
+            {
+                "state_dir": str(cfg.state_dir),
+                "nodes": 2,
+                "ports": cfg.ports.model_dump(),
+            }
+        )
+    )
     stack = Stack(cfg)
     try:
         first = stack_cli(stack_file, "up")
@@ -42,21 +50,30 @@ def test_cli_up_is_idempotent_status_reports_and_down_leaves_nothing(tmp_path: P
         pids_before = {s.name: s.pid for s in stack.status()}
 
         second = stack_cli(stack_file, "up")
-        assert second.returncode == 0 and "already running" in second.stdout and "nothing changed" in second.stdout
+        assert (
+            second.returncode == 0
+            and "already running" in second.stdout
+            and "nothing changed" in second.stdout
+        )
         assert {s.name: s.pid for s in stack.status()} == pids_before
 
         status = stack_cli(stack_file, "status")
         assert status.returncode == 0, status.stdout
         lines = status.stdout.strip().splitlines()
-        assert len(lines) == 2 + 6  # 2 Mosquitto nodes + Envoy, 2 exporters, webhook, Alertmanager, Prometheus
+        assert (
+            len(lines) == 2 + 6
+        )  # 2 Mosquitto nodes + Envoy, 2 exporters, webhook, Alertmanager, Prometheus
         assert all(" up " in line for line in lines), status.stdout
 
         pids = [pid for pid in pids_before.values() if pid]
         supervisord_pid = stack.supervisord_pid()
         down = stack_cli(stack_file, "down")
         assert down.returncode == 0, down.stdout + down.stderr
-        assert not [pid for pid in [*pids, supervisord_pid] if pid and psutil.pid_exists(pid)
-                    and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        assert not [
+            pid
+            for pid in [*pids, supervisord_pid]
+            if pid and psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        ]
         assert stack.listening_ports() == []
 
         after = stack_cli(stack_file, "status")
@@ -68,7 +85,14 @@ def test_cli_up_is_idempotent_status_reports_and_down_leaves_nothing(tmp_path: P
 def test_a_component_that_dies_shows_down_in_status(live_stack: Stack) -> None:
     statuses = {s.name: s for s in live_stack.status()}
     assert all(s.up for s in statuses.values()), [s.line() for s in statuses.values()]
-    assert set(statuses) >= {"envoy", "prometheus", "alertmanager", "broker-exporter", "envoy-exporter", "webhook"}
+    assert set(statuses) >= {
+        "envoy",
+        "prometheus",
+        "alertmanager",
+        "broker-exporter",
+        "envoy-exporter",
+        "webhook",
+    }
 
 
 def test_qos1_message_reaches_a_subscriber_through_envoy(live_stack: Stack) -> None:
@@ -116,13 +140,16 @@ def test_prometheus_scrapes_every_target_and_envoy_lists_every_node(live_stack: 
     targets: list[dict] = []
     while time.monotonic() < deadline:
         targets = requests.get(f"http://127.0.0.1:{cfg.ports.prometheus}/api/v1/targets", timeout=5).json()[
-            "data"]["activeTargets"]
+            "data"
+        ]["activeTargets"]
         if targets and all(t["health"] == "up" for t in targets):
             break
         time.sleep(1)
     jobs = {t["labels"]["job"]: t["health"] for t in targets}
-    assert jobs == {job: "up" for job in
-                    ("prometheus", "mqtt-brokers", "mqttlb-envoy", "envoy", "alertmanager", "mqttlb-webhook")}
+    assert jobs == {
+        job: "up"
+        for job in ("prometheus", "mqtt-brokers", "mqttlb-envoy", "envoy", "alertmanager", "mqttlb-webhook")
+    }
     hosts = live_stack.envoy_hosts()
     assert sorted(h["hostname"] for h in hosts) == cfg.node_names
     ports = sorted(h["address"]["socket_address"]["port_value"] for h in hosts)
