@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 NODES ?=
 export NODES
 
-.PHONY: help install stack-up stack-down stack-status test lint typecheck rules dashboards experiment bench clean
+.PHONY: help install stack-up stack-down stack-status test lint typecheck rules compose dashboards experiment bench clean
 
 help:
 	@echo "make stack-up       install what is missing, start the local stack, print addresses (NODES=n)"
@@ -13,6 +13,7 @@ help:
 	@echo "make stack-status   one line per component; non-zero exit if any is down"
 	@echo "make test           install what is missing, lint, type-check and run the whole test suite"
 	@echo "make rules          regenerate rules/ from mqttlb/params.yaml"
+	@echo "make compose        regenerate stack/docker-compose.yml and stack/compose/ (Docker path)"
 	@echo "make dashboards     regenerate dashboards/generated/ from dashboards/*.py"
 	@echo "make experiment     compare round robin, least request and weighted CPU (report in reports/)"
 	@echo "make bench          run the benchmarks in bench/ and print figures"
@@ -40,6 +41,9 @@ test: install lint typecheck
 
 rules: install
 	$(PY) -m mqttlb.cli rules generate --out rules/
+
+compose: install
+	$(PY) -m stack.compose_render
 
 dashboards: install
 	$(PY) -m mqttlb.cli dashboards generate

@@ -62,6 +62,16 @@ def envoy_selector(params: Params) -> str:
     return f"{params.envoy_selector}, {envoy_endpoint_labels()}"
 
 
+def envoy_cluster_selector(params: Params) -> str:
+    """Envoy cluster-wide series (circuit breakers, overflow) have no node label."""
+    return f'{params.envoy_selector}, cluster="$envoy_cluster"'
+
+
+def envoy_listener_selector(params: Params) -> str:
+    """Envoy listener series, without the admin listener."""
+    return f'{params.envoy_selector}, listener!="admin"'
+
+
 def webhook_selector(params: Params) -> str:
     return params.webhook_selector
 

@@ -52,6 +52,47 @@ def shed_level(params: Params) -> G.TimeSeries:
     )
 
 
+def connection_cap(params: Params) -> G.TimeSeries:
+    selector = f'{c.envoy_cluster_selector(params)}, priority="default"'
+    return c.timeseries(
+        "Circuit-breaker connection cap",
+        f"Envoy's max_connections for the broker cluster ({series.ENVOY_CLUSTER_MAX_CONNECTIONS}, default "
+        "priority): the shedding lever lowers it at runtime to cap new connections, and lifts it stepwise.",
+        c.targets(
+            (
+                f"{series.ENVOY_CLUSTER_MAX_CONNECTIONS}{{{selector}}}",
+                "max_connections",
+            )
+        ),
+        "short",
+        stepped=True,
+        min_value=0,
+    )
+
+
+def refused_connections(params: Params) -> G.TimeSeries:
+    return c.timeseries(
+        "Connections refused by shedding",
+        f"New connections Envoy closed at once: over the circuit-breaker cap "
+        f"({series.ENVOY_CLUSTER_CX_OVERFLOW}) or by the overload manager "
+        f"({series.ENVOY_LISTENER_CX_OVERLOAD_REJECT}). Existing clients are not affected.",
+        c.targets(
+            (
+                f"sum(rate({series.ENVOY_CLUSTER_CX_OVERFLOW}{{{c.envoy_cluster_selector(params)}}}"
+                "[$__rate_interval]))",
+                "circuit breaker",
+            ),
+            (
+                f"sum(rate({series.ENVOY_LISTENER_CX_OVERLOAD_REJECT}{{{c.envoy_listener_selector(params)}}}"
+                "[$__rate_interval]))",
+                "overload manager",
+            ),
+        ),
+        "cps",
+        min_value=0,
+    )
+
+
 def cluster_mean_cpu(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "Cluster mean CPU vs shedding mark",
@@ -101,6 +142,24 @@ def failures(params: Params) -> G.TimeSeries:
     )
 
 
+def rejected_requests(params: Params) -> G.TimeSeries:
+    return c.timeseries(
+        "Rejected requests",
+        f"Requests the webhook refused before deciding anything (increase of {series.WEBHOOK_REJECTED}), by "
+        "route and reason: bad token, malformed or oversized payload, unknown action.",
+        c.targets(
+            (
+                f"sum by (route, reason) (increase({series.WEBHOOK_REJECTED}{{{c.webhook_selector(params)}}}"
+                "[$__rate_interval]))",
+                "{{route}}: {{reason}}",
+            )
+        ),
+        "short",
+        bars=True,
+        min_value=0,
+    )
+
+
 def decision_latency(params: Params) -> G.TimeSeries:
     metric = series.WEBHOOK_DECISION_SECONDS
     selector = c.webhook_selector(params)
@@ -141,22 +200,32 @@ def build(params: Params) -> G.Dashboard:
             c.row("Decisions", "What the rebalancer decided and what Envoy applied."),
             [
                 [Cell(weights(params), 24, 9)],
-                [Cell(shed_level(params), 12), Cell(cluster_mean_cpu(params), 12)],
+                [
+                    Cell(cluster_mean_cpu(params), 6),
+                    Cell(shed_level(params), 6),
+                    Cell(connection_cap(params), 6),
+                    Cell(refused_connections(params), 6),
+                ],
             ],
         ),
         (
             c.row("Actions and alerts", "The alerts that drive the rebalancer and the actions it took."),
             [
                 [Cell(alert_states(), 24, 7)],
-                [Cell(actions(params), 8), Cell(failures(params), 8), Cell(decision_latency(params), 8)],
+                [
+                    Cell(actions(params), 6),
+                    Cell(failures(params), 6),
+                    Cell(rejected_requests(params), 6),
+                    Cell(decision_latency(params), 6),
+                ],
             ],
         ),
     ]
     return c.dashboard(
         UID,
         "mqttlb / Rebalancer",
-        "Endpoint weights over time (decided by the webhook, applied by Envoy), shedding level, actions "
-        "taken and the alert states behind them.",
+        "Endpoint weights over time (decided by the webhook, applied by Envoy), shedding level and its "
+        "effect in Envoy, actions taken and the alert states behind them.",
         params,
         sections,
         envoy=True,

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
+from exporters.exposition import LabelSet
 from exporters.node_adapter import NodeAdapter, NodeSample
 from mqttlb import series
 
@@ -59,6 +61,10 @@ class ScrapeResult:
 class NodeEntry:
     adapter: NodeAdapter
     cpu_cores: float
+
+
+def _sample_name(family: Metric) -> str:
+    return family.name + "_total" if family.type == "counter" else family.name
 
 
 def _timed_snapshot(adapter: NodeAdapter, timeout: float) -> tuple[NodeSample, float]:
@@ -156,20 +162,25 @@ class BrokerCollector(Collector):
         }
         with self._lock:
             error_counts = dict(self._errors)
+        sample_names = {field: _sample_name(family) for field, family in families.items()}
         for entry, result in zip(self.nodes, results, strict=True):
-            labels = [self.cluster, entry.adapter.name]
+            labels = LabelSet({"cluster": self.cluster, "node": entry.adapter.name})
             sample = result.sample
-            up.add_metric(labels, 1.0 if sample.up else 0.0)
-            info.add_metric([*labels, entry.adapter.kind, entry.adapter.address], 1.0)
-            capacity.add_metric(labels, entry.cpu_cores)
-            duration.add_metric(labels, result.duration)
-            errors.add_metric(labels, float(error_counts[entry.adapter.name]))
+            up.samples.append(Sample(up.name, labels, 1.0 if sample.up else 0.0))
+            info.add_metric(
+                [self.cluster, entry.adapter.name, entry.adapter.kind, entry.adapter.address], 1.0
+            )
+            capacity.samples.append(Sample(capacity.name, labels, entry.cpu_cores))
+            duration.samples.append(Sample(duration.name, labels, result.duration))
+            errors.samples.append(
+                Sample(_sample_name(errors), labels, float(error_counts[entry.adapter.name]))
+            )
             if not sample.up:
                 continue  # a down node's last values would look current: export none
             for field, family in families.items():
                 value = getattr(sample, field)
                 if value is not None:
-                    family.add_metric(labels, value)
+                    family.samples.append(Sample(sample_names[field], labels, float(value)))
         yield up
         yield info
         yield capacity

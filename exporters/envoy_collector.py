@@ -29,6 +29,7 @@ from exporters.envoy_parse import (
     parse_clusters,
     parse_stats,
 )
+from exporters.exposition import LabelSet
 from exporters.http_fetch import FetchError, fetch_text
 from mqttlb import series
 
@@ -142,8 +143,8 @@ class EnvoyCollector(Collector):
             "Circuit-breaker max_connections now in force.",
             labels=["cluster", "priority"],
         )
-        # One label dict per endpoint (and per endpoint+status), shared by every family, so the
-        # text renderer escapes each label set once (exporters.exposition caches by identity).
+        # One pre-rendered label set per endpoint (and per endpoint+status), shared by the families:
+        # with 1,000 endpoints, escaping labels per sample was most of the scrape time.
         active_samples, total_samples, failed_samples = active.samples, total.samples, failed.samples
         weight_samples, health_samples = weight.samples, health.samples
         total_name = series.ENVOY_ENDPOINT_CX_TOTAL
@@ -152,14 +153,16 @@ class EnvoyCollector(Collector):
             for priority, limit in sorted(cluster.max_connections.items()):
                 limits.add_metric([cluster.name, priority], float(limit))
             for ep in cluster.endpoints:
-                labels = {"cluster": ep.cluster, "endpoint": ep.endpoint, "node": ep.node}
+                labels = LabelSet({"cluster": ep.cluster, "endpoint": ep.endpoint, "node": ep.node})
                 active_samples.append(Sample(active.name, labels, float(ep.cx_active)))
                 total_samples.append(Sample(total_name, labels, float(ep.cx_total)))
                 failed_samples.append(Sample(failed_name, labels, float(ep.cx_connect_fail)))
                 weight_samples.append(Sample(weight.name, labels, float(ep.weight)))
                 for status in HEALTH_STATUSES:
                     health_samples.append(
-                        Sample(health.name, {**labels, "status": status}, 1.0 if ep.health == status else 0.0)
+                        Sample(
+                            health.name, labels.plus("status", status), 1.0 if ep.health == status else 0.0
+                        )
                     )
         yield from (active, total, failed, weight, health, limits)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 HEALTH_STATUSES = ("healthy", "degraded", "draining", "unhealthy")
 # Regex for Envoy's /stats `filter` parameter: only what the exporter uses, so a large Envoy
@@ -41,8 +41,7 @@ class EnvoyParseError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class EndpointStatus:
+class EndpointStatus(NamedTuple):  # a NamedTuple: built 1,000s of times per scrape, cheaply
     cluster: str
     endpoint: str  # host:port
     node: str  # EDS hostname (the broker's node name), else the host

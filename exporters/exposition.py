@@ -29,6 +29,37 @@ def _escape_label_value(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
+def label_text(labels: dict[str, str]) -> str:
+    return "{" + ",".join(f'{k}="{_escape_label_value(str(v))}"' for k, v in labels.items()) + "}"
+
+
+class LabelSet(dict[str, str]):
+    """A label dict that carries its rendered text.  Collectors that put the same label set on many
+    samples (an Envoy endpoint has eight) build one of these, so rendering costs one lookup."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        super().__init__(labels)
+        self.text = label_text(labels)
+
+    def plus(self, name: str, value: str) -> LabelSet:
+        """This label set with one more label (the new text is derived, not re-escaped)."""
+        suffix = _SUFFIXES.get((name, value))
+        if suffix is None:
+            suffix = f',{name}="{_escape_label_value(value)}"}}'
+            if len(_SUFFIXES) < 1024:  # meant for a few constant values such as health statuses
+                _SUFFIXES[(name, value)] = suffix
+        extended = LabelSet.__new__(LabelSet)
+        dict.update(extended, self)
+        extended[name] = value
+        extended.text = self.text[:-1] + suffix
+        return extended
+
+
+_SUFFIXES: dict[tuple[str, str], str] = {}  # (name, value) -> ',name="value"}' for LabelSet.plus
+
+
 def render(registry: CollectorRegistry) -> bytes:
     return render_families(registry.collect())
 
@@ -55,19 +86,19 @@ def render_families(families: Iterable[Metric]) -> bytes:
                 if sample_name != created:
                     append(f"{sample_name} {text}\n")
                 continue
-            cached = by_id.get(id(labels))
-            if cached is not None:
-                label_text = cached[1]
+            if type(labels) is LabelSet:
+                rendered = labels.text
+            elif (cached := by_id.get(id(labels))) is not None:
+                rendered = cached[1]
             else:
                 key = tuple(labels.items())
                 found = by_content.get(key)
                 if found is None:
-                    inner = ",".join(f'{k}="{_escape_label_value(str(v))}"' for k, v in key)
-                    found = by_content[key] = "{" + inner + "}"
-                label_text = found
-                by_id[id(labels)] = (labels, label_text)
+                    found = by_content[key] = label_text(labels)
+                rendered = found
+                by_id[id(labels)] = (labels, rendered)
             if sample_name != created:
-                append(f"{sample_name}{label_text} {text}\n")
+                append(f"{sample_name}{rendered} {text}\n")
     return "".join(out).encode("utf-8")
 
 

@@ -6,6 +6,8 @@ accepts and then trickles bytes cannot hold a scrape past its timeout.
 
 from __future__ import annotations
 
+import time
+
 import requests
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -16,13 +18,16 @@ class FetchError(Exception):
 
 
 def fetch_text(url: str, timeout: float, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
+    deadline = time.monotonic() + timeout
     try:
         with requests.get(url, timeout=(timeout, timeout), stream=True) as response:
             if response.status_code != 200:
                 raise FetchError(f"GET {url}: HTTP {response.status_code}")
             chunks: list[bytes] = []
             size = 0
-            for chunk in response.iter_content(chunk_size=65536):
+            for chunk in response.iter_content(chunk_size=16384):
+                if time.monotonic() > deadline:  # a server trickling bytes must not hold this thread
+                    raise FetchError(f"GET {url}: answer not complete after {timeout:g}s")
                 size += len(chunk)
                 if size > max_bytes:
                     raise FetchError(f"GET {url}: answer larger than {max_bytes} bytes")

@@ -424,7 +424,7 @@ def test_series_move_with_load(rig: Rig) -> None:
     )
 
 
-def test_killed_node_down_within_one_scrape_and_hung_targets_bounded(tmp_path: Path) -> None:
+def test_killed_or_hung_node_reported_down_and_hung_targets_bounded(tmp_path: Path) -> None:
     silent = socket.socket()  # accepts TCP connections (kernel backlog) but never answers
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)
@@ -465,5 +465,21 @@ def test_killed_node_down_within_one_scrape_and_hung_targets_bounded(tmp_path: P
 
             start_mosquitto(rig, "node2", rig.broker_ports["node2"])  # comes back: reconnect with backoff
             wait_until(lambda: nodes_up(rig, ["node1", "node2"]), 20, "node2 back up")
+
+            # A hung broker keeps its TCP connection but stops publishing $SYS: stale data = down.
+            frozen = rig.processes["node1"].pid
+            os.kill(frozen, signal.SIGSTOP)
+            try:
+                start = time.monotonic()
+                wait_until(
+                    lambda: pick(parse(rig.scrape(rig.broker_exporter)), series.BROKER_UP, node="node1") == 0,
+                    3 * SYS_INTERVAL + 3,
+                    "a stopped (hung) node reported down",
+                )
+                assert time.monotonic() - start >= 3 * SYS_INTERVAL - 1.5  # not before its data went stale
+                assert pick(parse(rig.scrape(rig.broker_exporter)), series.BROKER_UP, node="node2") == 1
+            finally:
+                os.kill(frozen, signal.SIGCONT)
+            wait_until(lambda: nodes_up(rig, ["node1", "node2"]), 30, "node1 back after SIGCONT")
     finally:
         silent.close()

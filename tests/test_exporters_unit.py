@@ -525,3 +525,63 @@ def test_envoy_collector_against_a_silent_admin(silent_socket: str) -> None:
     samples = scrape(collector)
     assert time.monotonic() - start < 1.5 and value(samples, series.ENVOY_UP) == 0
     collector.close()
+
+
+# --- text rendering -------------------------------------------------------------------------
+def test_renderer_matches_prometheus_client() -> None:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+
+    from exporters.exposition import LabelSet, render_families
+
+    def families() -> list:
+        gauge = GaugeMetricFamily("g", "help with \\ and\nnewline", labels=["a", "b"])
+        gauge.add_metric(['quote " here', "back\\slash"], 1.5)
+        gauge.add_metric(["new\nline", "x"], float("nan"))
+        shared = LabelSet({"a": 'q"', "b": "y"})
+        gauge.samples.append(gauge.samples[0]._replace(labels=shared, value=float("inf")))
+        gauge.samples.append(gauge.samples[0]._replace(labels=shared.plus("c", "z\\"), value=-float("inf")))
+        counter = CounterMetricFamily("c_total", "a counter", labels=["n"], created=None)
+        counter.add_metric(["1"], 3)
+        summary = SummaryMetricFamily("s", "a summary", count_value=2, sum_value=1.25)
+        plain = GaugeMetricFamily("plain", "no labels", value=1e16)
+        return [gauge, counter, summary, plain]
+
+    ours = render_families(families()).decode()
+    theirs = generate_latest(type("R", (), {"collect": staticmethod(families)})()).decode()
+
+    def normalised(text: str) -> list:
+        return sorted(
+            (s.name, tuple(sorted(s.labels.items())), repr(s.value))
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+        )
+
+    assert normalised(ours) == normalised(theirs)
+    assert [line for line in ours.splitlines() if line.startswith("#")] == [
+        line for line in theirs.splitlines() if line.startswith("#")
+    ]
+    result = promtool_check(ours)
+    assert result.returncode == 0, result
+
+
+def test_exporter_http_server_paths() -> None:
+    from exporters.exposition import make_server
+
+    registry = CollectorRegistry()
+    registry.register(BrokerCollector("local", [NodeEntry(FakeAdapter("n1", FULL), 1)], timeout=1))
+    server = make_server(registry, "127.0.0.1", 0, "test")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        import requests
+
+        metrics = requests.get(f"{base}/metrics", timeout=5)
+        assert metrics.status_code == 200 and metrics.headers["Content-Type"].startswith(
+            "text/plain; version=0.0.4"
+        )
+        assert f'{series.BROKER_UP}{{cluster="local",node="n1"}} 1.0' in metrics.text
+        assert requests.get(f"{base}/", timeout=5).status_code == 200
+        assert requests.get(f"{base}/nope", timeout=5).status_code == 404
+    finally:
+        server.shutdown()
+        server.server_close()

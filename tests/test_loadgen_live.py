@@ -34,7 +34,11 @@ def test_qos1_delivery_is_complete_under_churn_and_the_run_stops_by_itself(broke
             parse_profile("heavy:1:rate=300,qos=1,size=512"),
             parse_profile("fire:2:rate=200,qos=0"),
         ],
-        port=broker.port, duration=4, seed=3, connect_rate=300, progress_interval=1,
+        port=broker.port,
+        duration=4,
+        seed=3,
+        connect_rate=300,
+        progress_interval=1,
     )
     started = time.monotonic()
     report = asyncio.run(run(workload))
@@ -84,7 +88,9 @@ def test_connect_failures_are_counted_and_bounded_when_nothing_listens() -> None
 def test_subscribers_receive_publishers_on_the_same_broker(broker: Broker) -> None:
     workload = build_workload(
         [parse_profile("sub:2"), parse_profile("pub:3:rate=50,start=0.5")],
-        port=broker.port, duration=2.5, topic_prefix="mqttlb/subtest",
+        port=broker.port,
+        duration=2.5,
+        topic_prefix="mqttlb/subtest",
     )
     report = asyncio.run(run(workload))
     # each of the 2 subscribers sees every message of the 3 publishers, except the few still in
@@ -110,8 +116,22 @@ def test_hot_node_driver_loads_one_broker_and_stops_when_the_block_ends(broker: 
 def test_cli_writes_a_json_report_and_refuses_bad_input(broker: Broker, tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     rc = loadgen_main(
-        ["--port", str(broker.port), "--duration", "2", "--seed", "5", "--quiet", "--fail-on-loss",
-         "--profile", "sensor:10:rate=10,qos=1", "--churn", "fixed:0.7", "--json-out", str(out)]
+        [
+            "--port",
+            str(broker.port),
+            "--duration",
+            "2",
+            "--seed",
+            "5",
+            "--quiet",
+            "--fail-on-loss",
+            "--profile",
+            "sensor:10:rate=10,qos=1",
+            "--churn",
+            "fixed:0.7",
+            "--json-out",
+            str(out),
+        ]
     )
     assert rc == 0
     data = json.loads(out.read_text())
@@ -120,8 +140,12 @@ def test_cli_writes_a_json_report_and_refuses_bad_input(broker: Broker, tmp_path
     assert {"p50", "p95", "p99"} <= set(data["latency_ms"])
 
     bad = tmp_path / "bad.json"
-    assert loadgen_main(["--port", str(broker.port), "--profile", "x:1:qos=7", "--duration", "1",
-                         "--json-out", str(bad)]) == 2
+    assert (
+        loadgen_main(
+            ["--port", str(broker.port), "--profile", "x:1:qos=7", "--duration", "1", "--json-out", str(bad)]
+        )
+        == 2
+    )
     assert loadgen_main(["--profile", "x:1", "--json-out", str(bad)]) == 2  # no --duration
     assert loadgen_main(["--host", "192.0.2.1", "--profile", "x:1", "--duration", "1"]) == 2
     assert not bad.exists()
@@ -130,7 +154,10 @@ def test_cli_writes_a_json_report_and_refuses_bad_input(broker: Broker, tmp_path
 def test_two_worker_processes_split_the_clients_and_merge_one_report(broker: Broker) -> None:
     workload = build_workload(
         [parse_profile("sensor:20:rate=10,qos=1,session=fixed:1"), parse_profile("idle:30:rate=0")],
-        port=broker.port, duration=3, progress_interval=1, client_prefix="shard",
+        port=broker.port,
+        duration=3,
+        progress_interval=1,
+        client_prefix="shard",
     )
     ticks: list[dict[str, object]] = []
     report = run_sharded(workload, 2, progress=ticks.append)

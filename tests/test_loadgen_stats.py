@@ -102,10 +102,20 @@ def test_truncated_client_id_decodes_to_none() -> None:
 
 def _report(**over: object) -> Report:
     base: dict[str, object] = dict(
-        workload="w", seed=1, elapsed_s=10.0, clients=5, connect_attempts=6, connects_ok=5,
-        connect_failures={"connack timeout": 1}, unexpected_disconnects=0, peak_connected=5,
-        published={"0": 10, "1": 20}, publish_refused=0, received=20,
-        qos1={"acked": 20, "received_unique": 20, "lost": 0, "duplicates": 0}, latency_ms={},
+        workload="w",
+        seed=1,
+        elapsed_s=10.0,
+        clients=5,
+        connect_attempts=6,
+        connects_ok=5,
+        connect_failures={"connack timeout": 1},
+        unexpected_disconnects=0,
+        peak_connected=5,
+        published={"0": 10, "1": 20},
+        publish_refused=0,
+        received=20,
+        qos1={"acked": 20, "received_unique": 20, "lost": 0, "duplicates": 0},
+        latency_ms={},
         timeline=[{"t": 5.0, "connected": 5, "connects_ok": 5, "published": 15, "received": 10}],
         connects_by_second=[3, 2],
     )
@@ -121,9 +131,12 @@ def test_merging_shard_reports_sums_counts_and_merges_latency_exactly() -> None:
     whole.extend(a_values + b_values)
     a = _report(latency_state=ha.state())
     b = _report(
-        elapsed_s=11.0, connect_failures={"connack timeout": 2, "tcp connect refused": 1},
-        qos1={"acked": 5, "received_unique": 4, "lost": 1, "duplicates": 2}, connects_by_second=[1, 1, 4],
-        latency_state=hb.state(), stopped_early=True,
+        elapsed_s=11.0,
+        connect_failures={"connack timeout": 2, "tcp connect refused": 1},
+        qos1={"acked": 5, "received_unique": 4, "lost": 1, "duplicates": 2},
+        connects_by_second=[1, 1, 4],
+        latency_state=hb.state(),
+        stopped_early=True,
     )
     m = merge_reports([a, b])
     assert (m.clients, m.connects_ok, m.connect_attempts, m.peak_connected) == (10, 10, 12, 10)

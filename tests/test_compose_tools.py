@@ -1,0 +1,103 @@
+"""The compose stack's generated configs pass the real tools' own checks (promtool, amtool, Envoy's
+validate mode), and the `init` service's script prepares the shared state volume."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stack import compose_render as cr
+from stack.config import find_binary
+
+INIT_SCRIPT = cr.COMPOSE_DIR / "init_state.py"
+
+
+def binary(name: str) -> str:
+    found = find_binary(name)
+    assert found is not None, f"{name} is not installed (see stack/config.py REQUIRED_BINARIES)"
+    return found
+
+
+def test_promtool_accepts_the_compose_prometheus_config():
+    result = subprocess.run([binary("promtool"), "check", "config", str(cr.COMPOSE_DIR / "prometheus.yml")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout + result.stderr
+
+
+def test_amtool_accepts_the_compose_alertmanager_config():
+    amtool = shutil.which("amtool")
+    assert amtool is not None, "amtool is not installed (apt-get install prometheus-alertmanager)"
+    result = subprocess.run([amtool, "check-config", str(cr.COMPOSE_DIR / "alertmanager.yml")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 receivers" in result.stdout
+
+
+def validate(path: Path) -> subprocess.CompletedProcess[str]:
+    command = [binary("envoy"), "--mode", "validate", "-c", str(path), "--log-level", "warning"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.live
+def test_envoy_validates_the_compose_envoy_config(tmp_path):
+    # The pressure file lives on the compose volume; point the monitor at a real file here.
+    config = yaml.safe_load((cr.COMPOSE_DIR / "envoy.yaml").read_text())
+    pressure = tmp_path / "pressure"
+    pressure.write_text("0\n")
+    config["overload_manager"]["resource_monitors"][0]["typed_config"]["filename"] = str(pressure)
+    path = tmp_path / "envoy.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = validate(path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "OK" in result.stdout + result.stderr
+
+    # ... and it does reject a broken one (REST EDS naming a cluster that does not exist)
+    clusters = config["static_resources"]["clusters"]
+    eds = next(c for c in clusters if c["name"] == "mqtt_brokers")["eds_cluster_config"]["eds_config"]
+    eds["api_config_source"]["cluster_names"] = ["no_such_cluster"]
+    path.write_text(yaml.safe_dump(config))
+    result = validate(path)
+    assert result.returncode != 0
+
+
+def run_init(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(INIT_SCRIPT), *args], capture_output=True, text=True,
+                          timeout=60, cwd=cr.STACK_DIR.parent)
+
+
+def test_init_state_creates_token_and_pressure_once(tmp_path):
+    result = run_init("--state-dir", str(tmp_path), "--token-owner", str(os.getuid()))
+    assert result.returncode == 0, result.stderr
+    token = tmp_path / "webhook" / "token"
+    pressure = tmp_path / "envoy" / "pressure"
+    assert len(token.read_text().strip()) >= 32
+    assert stat.S_IMODE(token.stat().st_mode) == 0o400
+    assert token.stat().st_uid == os.getuid()
+    assert pressure.read_text() == "0\n"
+    assert (tmp_path / "eds").is_dir()
+
+    first = token.read_text()
+    pressure.write_text("0.95\n")  # the webhook's state survives a restart of the stack
+    again = run_init("--state-dir", str(tmp_path))
+    assert again.returncode == 0, again.stderr
+    assert token.read_text() == first
+    assert pressure.read_text() == "0.95\n"
+    assert "nothing, all present" in again.stderr
+
+
+def test_init_state_rejects_bad_arguments(tmp_path):
+    missing = run_init("--state-dir", str(tmp_path / "missing"))
+    assert missing.returncode == 2 and "is not a directory" in missing.stderr
+    assert not (tmp_path / "missing").exists()
+    negative = run_init("--state-dir", str(tmp_path), "--token-owner", "-5")
+    assert negative.returncode == 2 and "uid" in negative.stderr
+    assert list(tmp_path.iterdir()) == []
+
