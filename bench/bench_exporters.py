@@ -4,8 +4,9 @@
     python bench/bench_exporters.py [--rounds 200]
 
 Envoy: the recorded-shape synthetic fixture tests/fixtures/envoy/clusters_1000.json, measured
-(a) in process: parse + collect + render text, and (b) end to end over HTTP: a local stub serves
-the fixture as the admin API and the exporter's own /metrics endpoint is scraped.
+(a) in process: parse + collect + render text, and (b) end to end: the real envoy-exporter CLI in
+its own process, a local stub serving the fixture as the admin API, its /metrics scraped over HTTP.
+"cpu" is this process's CPU time (for (b) mostly the HTTP client's, not the exporter's).
 Broker: 50 in-memory node adapters fed with full samples (inline path, as Mosquitto), and the same
 50 marked blocking (worker-pool path, as HiveMQ without the network).
 """
@@ -13,9 +14,14 @@ Broker: 50 in-memory node adapters fed with full samples (inline path, as Mosqui
 from __future__ import annotations
 
 import argparse
+import functools
 import http.server
 import os
+import signal
+import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,7 +32,7 @@ from prometheus_client import CollectorRegistry
 
 from exporters.broker_collector import BrokerCollector, NodeEntry
 from exporters.envoy_collector import EnvoyCollector
-from exporters.exposition import make_server, render
+from exporters.exposition import render
 from exporters.node_adapter import NodeSample
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "envoy"
@@ -103,10 +109,13 @@ def report(label: str, result: dict[str, float], target_ms: float) -> None:
 def calibration() -> float:
     """ms of CPU for 1M iterations of an empty Python loop (about 15-25 ms on a current desktop
     core), to compare figures taken on machines of different speed."""
-    start = time.process_time()
-    for _ in range(1_000_000):
-        pass
-    return (time.process_time() - start) * 1000
+    runs = []
+    for _ in range(5):
+        start = time.process_time()
+        for _ in range(1_000_000):
+            pass
+        runs.append((time.process_time() - start) * 1000)
+    return statistics.median(runs)
 
 
 def registry_of(collector: object) -> CollectorRegistry:
@@ -131,6 +140,24 @@ def serve_fixture(clusters: str, stats: str) -> http.server.ThreadingHTTPServer:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(session: requests.Session, url: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if session.get(url, timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"exporter at {url} did not answer within {timeout}s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,21 +187,38 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     admin = serve_fixture(clusters, stats)
-    live = EnvoyCollector(f"http://127.0.0.1:{admin.server_port}", 5)
-    server = make_server(registry_of(live), "127.0.0.1", 0, "bench")
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
-    with requests.Session() as session:
-        report(
-            "envoy exporter, 1,000 endpoints, HTTP end to end",
-            measure(lambda: session.get(url, timeout=10).content, args.rounds),
-            100,
-        )
-    server.shutdown()
-    server.server_close()
-    admin.shutdown()
-    envoy.close()
-    live.close()
+    port = free_port()
+    exporter = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exporters.envoy_cli",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--envoy-admin",
+            f"http://127.0.0.1:{admin.server_port}",
+            "--timeout",
+            "5",
+            "--log-level",
+            "warning",
+        ],
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        with requests.Session() as session:
+            wait_ready(session, url)
+            report(
+                "envoy exporter CLI (own process), 1,000 endpoints, HTTP",
+                measure(lambda: session.get(url, timeout=10).content, args.rounds),
+                100,
+            )
+    finally:
+        os.killpg(exporter.pid, signal.SIGTERM)
+        exporter.wait(timeout=10)
+        admin.shutdown()
+        admin.server_close()
+        envoy.close()
 
     for blocking, label in ((False, "inline adapters"), (True, "worker-pool adapters")):
         nodes = [NodeEntry(MemoryAdapter(f"node{i}", sample_for(i), blocking), 2.0) for i in range(1, 51)]
@@ -182,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         registry = registry_of(collector)
         report(
             f"broker exporter, 50 nodes, {label}",
-            measure(lambda r=registry: render(r), args.rounds),
+            measure(functools.partial(render, registry), args.rounds),
             20,
         )
         collector.close()

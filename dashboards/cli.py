@@ -172,7 +172,9 @@ def _render(args: argparse.Namespace) -> int:
         results = run_panels(prom, panels, window)
         from dashboards.render import annotation_times, render_png  # matplotlib only when drawing
 
-        marks = annotation_times(run_annotations(prom, dashboard, variables, window))
+        marks = annotation_times(
+            run_annotations(prom, dashboard, variables, window), window.interval.step_seconds
+        )
         shown = ", ".join(f"{v.name}={v.formatted()}" for v in variables.values() if v.name != "datasource")
         end = dt.datetime.fromtimestamp(window.end, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         out = render_png(

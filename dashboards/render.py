@@ -63,6 +63,13 @@ def with_gaps(series: Series, step: float) -> Series:
     return Series(series.labels, points)
 
 
+def _time_axis(ax: Axes, window: Window) -> None:
+    locator = mdates.AutoDateLocator(tz=dt.UTC, maxticks=8)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=dt.UTC, show_offset=False))
+    ax.set_xlim(_x(window.start), _x(window.end))
+
+
 def _threshold_colour(panel: ResolvedPanel, value: float) -> str:
     colour = "black"
     for name, limit in panel.thresholds:
@@ -82,8 +89,7 @@ def _format_axis(ax: Axes, panel: ResolvedPanel, window: Window) -> None:
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     else:
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: format_value(v, panel.unit)))
-    ax.set_xlim(_x(window.start), _x(window.end))
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=dt.UTC))
+    _time_axis(ax, window)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
     if panel.extra.get("centred"):
@@ -167,8 +173,7 @@ def _draw_state_timeline(ax: Axes, results: Sequence[TargetResult], window: Wind
             alpha=0.8,
         )
     ax.set_yticks(range(len(rows)), [name for name, _ in rows], fontsize=7)
-    ax.set_xlim(_x(window.start), _x(window.end))
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=dt.UTC))
+    _time_axis(ax, window)
     ax.tick_params(axis="x", labelsize=7)
 
 
@@ -177,17 +182,22 @@ def _draw_annotations(ax: Axes, annotation_times: Sequence[float]) -> None:
         ax.axvline(_x(t), color=COLOURS["orange"], linewidth=0.8, alpha=0.6)
 
 
-def annotation_times(annotations: Sequence[tuple[str, list[Series], str | None]]) -> list[float]:
-    """Start of each run of non-zero samples: one mark per action burst, as Grafana draws it."""
+def annotation_times(annotations: Sequence[tuple[str, list[Series], str | None]], step: float) -> list[float]:
+    """Start of each run of non-zero samples: one mark per action burst, as Grafana draws it.
+
+    Annotation queries filter with ``> 0``, so a run also ends where samples are missing.
+    """
     marks = []
     for _, found, _error in annotations:
         for series in found:
-            previous = False
+            previous: float | None = None
             for t, v in series.points:
-                active = not math.isnan(v) and v > 0
-                if active and not previous:
+                if math.isnan(v) or v <= 0:
+                    previous = None
+                    continue
+                if previous is None or t - previous > 1.5 * step:
                     marks.append(t)
-                previous = active
+                previous = t
     return sorted(marks)
 
 

@@ -34,6 +34,9 @@ metrics:
     {series.ENVOY_LISTENER_CX_TOTAL} (counter): downstream connections accepted
     {series.ENVOY_LISTENER_CX_OVERFLOW} (counter): refused by the listener connection limit
     {series.ENVOY_LISTENER_CX_OVERLOAD_REJECT} (counter): rejected by the overload manager
+  overload manager (only when Envoy has one configured):
+    {series.ENVOY_OVERLOAD_ACTION_ACTIVE} (gauge, label action): 1 while the action is in force
+    {series.ENVOY_OVERLOAD_PRESSURE} (gauge, label resource): resource monitor pressure, 0..1
   exporter:
     {series.ENVOY_UP} (gauge): 1 if /clusters was read in time, else 0 (no endpoint series then)
     {series.ENVOY_SCRAPE_ERRORS} (counter): scrapes in which an admin request failed or was malformed

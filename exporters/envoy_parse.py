@@ -18,7 +18,8 @@ HEALTH_STATUSES = ("healthy", "degraded", "draining", "unhealthy")
 # does not serialise thousands of unrelated stats per scrape.
 STATS_FILTER = (
     r"^(cluster\..+\.upstream_cx_(rx_bytes_total|tx_bytes_total|overflow)"
-    r"|listener\..+\.downstream_cx_(active|total|overflow|overload_reject))$"
+    r"|listener\..+\.downstream_cx_(active|total|overflow|overload_reject)"
+    r"|overload\..+\.(active|pressure))$"
 )
 LISTENER_STATS = (
     "downstream_cx_active",
@@ -27,6 +28,7 @@ LISTENER_STATS = (
     "downstream_cx_overload_reject",
 )
 _LISTENER = re.compile(r"^listener\.(?P<listener>.+)\.(?P<stat>" + "|".join(LISTENER_STATS) + r")$")
+_OVERLOAD = re.compile(r"^overload\.(?P<name>.+)\.(?P<stat>active|pressure)$")
 _PER_THREAD = re.compile(r"\.(worker_\d+|main_thread)$")
 _UNHEALTHY_FLAGS = (
     "failed_active_health_check",
@@ -172,3 +174,14 @@ def listeners(stats: dict[str, int]) -> list[ListenerStats]:
         )
         for listener, values in sorted(found.items())
     ]
+
+
+def overload(stats: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+    """(overload action -> active 0/1, resource monitor -> pressure in percent)."""
+    actions: dict[str, int] = {}
+    pressures: dict[str, int] = {}
+    for name, value in stats.items():
+        match = _OVERLOAD.match(name)
+        if match is not None:
+            (actions if match.group("stat") == "active" else pressures)[match.group("name")] = value
+    return actions, pressures

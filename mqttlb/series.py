@@ -87,3 +87,6 @@ ENVOY_LISTENER_CX_OVERLOAD_REJECT = "mqttlb_envoy_listener_connections_overload_
 # Requests refused before any decision (bad token, malformed, too large, unknown action): kept
 # apart from WEBHOOK_FAILURES so noise on /alerts does not fire the rebalancer-failing alert.
 WEBHOOK_REJECTED = "mqttlb_webhook_rejected_requests_total"  # labels route, reason
+# Envoy overload manager (exporters): whether shedding is in force and the injected pressure.
+ENVOY_OVERLOAD_ACTION_ACTIVE = "mqttlb_envoy_overload_action_active"  # label action; 1 = action in force
+ENVOY_OVERLOAD_PRESSURE = "mqttlb_envoy_overload_resource_pressure_ratio"  # label resource; 0..1

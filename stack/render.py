@@ -251,6 +251,7 @@ def broker_exporter_config(cfg: StackConfig, paths: Paths) -> dict[str, Any]:
         "listen": f"{LOOPBACK}:{cfg.ports.broker_exporter}",
         "cluster": cfg.cluster,
         "scrape_timeout_seconds": 2,
+        "sys_interval_seconds": cfg.sys_interval,
         "nodes": [
             {
                 "name": node,

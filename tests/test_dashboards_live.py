@@ -200,18 +200,20 @@ def _webhook_failure_samples(stack: Stack) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(series.WEBHOOK_FAILURES + "{")]
 
 
-def _excused(stack: Stack, result: PanelResult) -> bool:
-    """An event panel may be empty while its source shows no event."""
+def _why_empty_is_wrong(stack: Stack, result: PanelResult) -> str | None:
+    """None if the panel may be empty (an event panel whose source shows no event), else why not."""
     if result.panel.label == ALERTS_PANEL:
         loaded = requests.get(
             f"http://127.0.0.1:{stack.cfg.ports.prometheus}/api/v1/rules", params={"type": "alert"}, timeout=5
         ).json()
         names = [r["name"] for g in loaded["data"]["groups"] for r in g["rules"]]
         assert names and all(re.fullmatch(ALERTNAME_REGEX, n) for n in names), names
-        return not _active_mqttlb_alerts(stack)
+        active = _active_mqttlb_alerts(stack)
+        return f"Prometheus reports active alerts {active}" if active else None
     if result.panel.label == FAILURES_PANEL:
-        return not _webhook_failure_samples(stack)
-    return False
+        failures = _webhook_failure_samples(stack)
+        return f"the webhook exports failures {failures}" if failures else None
+    return "no data"
 
 
 def test_every_panel_query_returns_data(loaded_stack: Stack) -> None:
@@ -221,7 +223,9 @@ def test_every_panel_query_returns_data(loaded_stack: Stack) -> None:
         errors = [f"{r.panel.label}: {'; '.join(r.errors)}" for r in results if r.errors]
         assert not errors, "broken panel queries:\n" + "\n".join(errors)
         empty = [
-            f"{r.panel.label} (targets {', '.join(r.empty_targets)})" for r in results if r.empty_targets
+            f"{r.panel.label} (targets {', '.join(r.empty_targets)}): {why}"
+            for r in results
+            if r.empty_targets and (why := _why_empty_is_wrong(loaded_stack, r))
         ]
         empty += [f"annotation {name}: {problem}" for name, problem in annotation_problems]
         if not empty:

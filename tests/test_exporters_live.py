@@ -363,6 +363,7 @@ def test_series_move_with_load(rig: Rig) -> None:
     try:
         for i in range(messages):
             clients[i % clients_n].publish(f"load/{i % 7}", b"x" * 64, qos=0)
+        clients[0].publish("load/retained", b"kept", qos=1, retain=True).wait_for_publish(timeout=10)
         for client in clients:
             client.publish("load/end", b"end", qos=1).wait_for_publish(timeout=10)
 
@@ -373,6 +374,7 @@ def test_series_move_with_load(rig: Rig) -> None:
                 and total(now, series.BROKER_PUBLISH_RECEIVED)
                 - total(broker0, series.BROKER_PUBLISH_RECEIVED)
                 >= messages
+                and total(now, series.BROKER_RETAINED) > total(broker0, series.BROKER_RETAINED)
             )
 
         wait_until(broker_moved, 6 * SYS_INTERVAL + 5, "broker series to reflect the load")

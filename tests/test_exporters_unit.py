@@ -585,3 +585,53 @@ def test_exporter_http_server_paths() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_clis_report_a_busy_listen_address(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    address = f"127.0.0.1:{busy.getsockname()[1]}"
+    config = tmp_path / "broker.yaml"
+    config.write_text(json.dumps(VALID))
+    try:
+        assert broker_cli.main(["--config", str(config), "--listen", address]) == 1
+        assert envoy_cli.main(["--listen", address]) == 1
+    finally:
+        busy.close()
+    err = capsys.readouterr().err
+    assert f"broker-exporter: cannot listen on {address}" in err
+    assert f"envoy-exporter: cannot listen on {address}" in err
+
+
+def test_envoy_collector_follows_endpoint_changes_between_scrapes() -> None:
+    bodies = {"clusters": (FIXTURES / "envoy" / "clusters_1000.json").read_text()}
+    collector = EnvoyCollector(
+        "http://e:1", 2, fetch=lambda url, t: bodies["clusters"] if "/clusters" in url else STATS_JSON
+    )
+    assert len(scrape(collector)[series.ENVOY_ENDPOINT_WEIGHT]) == 1000
+    bodies["clusters"] = CLUSTERS_JSON.replace('"weight": 100', '"weight": 7')
+    samples = scrape(collector)
+    assert {lab["node"]: v for lab, v in samples[series.ENVOY_ENDPOINT_WEIGHT]} == {
+        "node1": 7,
+        "node2": 50,
+        "node3": 7,
+    }
+    assert len(samples[series.ENVOY_ENDPOINT_HEALTH]) == 3 * 4
+    collector.close()
+
+
+def test_envoy_overload_manager_series() -> None:
+    stats = (FIXTURES / "envoy" / "stats_overload.json").read_text()  # recorded at injected pressure 0.95
+    collector = EnvoyCollector("http://e:1", 1, fetch=fake_fetch(CLUSTERS_JSON, stats))
+    samples = scrape(collector)
+    action = "envoy.overload_actions.reject_incoming_connections"
+    assert value(samples, series.ENVOY_OVERLOAD_ACTION_ACTIVE, action=action) == 1
+    resource = "envoy.resource_monitors.injected_resource"
+    assert value(samples, series.ENVOY_OVERLOAD_PRESSURE, resource=resource) == pytest.approx(0.95)
+    assert value(samples, series.ENVOY_LISTENER_CX_OVERLOAD_REJECT, listener="127.0.0.1_21884") == 1
+    plain = EnvoyCollector("http://e:1", 1, fetch=fake_fetch(CLUSTERS_JSON, STATS_JSON))
+    assert series.ENVOY_OVERLOAD_ACTION_ACTIVE not in scrape(plain)  # no overload manager configured
+    assert f"# TYPE {series.ENVOY_OVERLOAD_ACTION_ACTIVE}" not in render(plain)
+    collector.close()
+    plain.close()

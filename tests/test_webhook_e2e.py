@@ -3,8 +3,11 @@ Alertmanager -> webhook -> EDS weights in Envoy (read back from /clusters)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -29,6 +32,31 @@ def envoy_weights(stack: Stack) -> dict[str, int]:
     return {h["hostname"]: h["weight"] for h in cluster["host_statuses"]}
 
 
+@contextlib.contextmanager
+def fan_out_subscribers(port: int, count: int) -> Iterator[None]:
+    """mosquitto_sub clients on the hot broker: each published message is also delivered ``count``
+    times, which multiplies the broker's CPU cost per message without loading the (Python) publisher."""
+    procs = [
+        subprocess.Popen(
+            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", f"mqttlb/hot/{port}/#"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
 def test_hot_node_loses_weight_in_envoy(live_stack: Stack) -> None:
     stack = live_stack
     hot_node = stack.cfg.node_names[0]
@@ -36,7 +64,10 @@ def test_hot_node_loses_weight_in_envoy(live_stack: Stack) -> None:
     seen_before = len(audit_entries(stack))
     rebalanced: dict | None = None
     started = time.monotonic()
-    with HotNodeDriver(hot_port, publishers=4, rate=600.0, size=256, duration=150.0) as _hot:
+    with (
+        fan_out_subscribers(hot_port, 4),
+        HotNodeDriver(hot_port, publishers=4, rate=600.0, size=256, duration=150.0),
+    ):
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline and rebalanced is None:
             time.sleep(1.0)
@@ -56,4 +87,6 @@ def test_hot_node_loses_weight_in_envoy(live_stack: Stack) -> None:
     assert weights[hot_node] < max(w for n, w in weights.items() if n != hot_node)
     # Envoy still shows weights at least as far from the hot node (later steps only move further)
     now = envoy_weights(stack)
-    assert now[hot_node] <= weights[hot_node] or now[hot_node] < max(v for n, v in now.items() if n != hot_node)
+    assert now[hot_node] <= weights[hot_node] or now[hot_node] < max(
+        v for n, v in now.items() if n != hot_node
+    )
