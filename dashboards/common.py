@@ -147,6 +147,22 @@ def dashboard_annotations(params: Params) -> G.Annotations:
     return G.Annotations(list=[actions_annotation(params)])
 
 
+def dashboard_links() -> dict:
+    """A drop-down to the other mqttlb dashboards, keeping time range and variables."""
+    return {
+        "type": "dashboards",
+        "tags": ["mqttlb"],
+        "asDropdown": True,
+        "title": "mqttlb",
+        "includeVars": True,
+        "keepTime": True,
+        "icon": "external link",
+        "targetBlank": False,
+        "url": "",
+        "tooltip": "",
+    }
+
+
 # --- thresholds -------------------------------------------------------------------------------
 def step(color: str, value: float | None) -> dict:
     """One threshold step; the first step of a list has value None (Grafana's "base")."""
@@ -243,6 +259,7 @@ def stat(
         targets=queries,
         format=unit,
         thresholds=thresholds or no_thresholds(),
+        color={"mode": "thresholds"},
         colorMode="value" if thresholds else "none",
         graphMode="area",
         reduceCalc="lastNotNull",
@@ -318,5 +335,6 @@ def dashboard(
         schemaVersion=SCHEMA_VERSION,
         templating=templating(params, envoy=envoy),
         annotations=dashboard_annotations(params),
+        links=[dashboard_links()],
         panels=assemble(sections),
     )

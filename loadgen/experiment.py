@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import logging
+import signal
 import sys
 import tempfile
 import time
@@ -42,6 +43,11 @@ log = logging.getLogger("loadgen.experiment")
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 @dataclass(frozen=True)
@@ -72,15 +78,17 @@ SHORT_DURATION_S = 15.0
 LONG_DURATION_S = 240.0
 
 
-def default_workload(port: int, duration: float, seed: int, heavy_rate: float, sensors: int) -> Workload:
-    """Two heavy publishers that churn slowly, QoS 1 sensors that churn, and a late wave of sensors."""
-    session = max(duration / 4, 2.0)
+def default_workload(
+    port: int, duration: float, seed: int, heavy_rate: float, sensors: int, heavy_count: int = 6
+) -> Workload:
+    """Heavy publishers that churn slowly, QoS 1 sensors that churn, and a late wave of sensors."""
+    session = max(duration / 6, 2.0)
     sensor_session = max(duration / 8, 2.0)
     profiles = [
         Profile.model_validate(
             {
                 "name": "heavy",
-                "count": 2,
+                "count": heavy_count,
                 "rate": heavy_rate,
                 "size": 128,
                 "qos": 0,
@@ -157,10 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.05,
         help="CPU capacity credited to each node; small so that a modest load shows "
-        "(default 0.05 cores: one heavy publisher is about half a node)",
+        "(default 0.05 cores: one default heavy publisher is about a fifth of a node)",
     )
+    p.add_argument("--heavy-count", type=int, default=6, help="heavy publishers (default 6)")
     p.add_argument(
-        "--heavy-rate", type=float, default=1200.0, help="msg/s of each heavy publisher (default 1200)"
+        "--heavy-rate", type=float, default=400.0, help="msg/s of each heavy publisher (default 400)"
     )
     p.add_argument("--sensors", type=int, help="sensors per wave (default 100, or 40 with --short)")
     p.add_argument(
@@ -311,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--duration must be 5..3600 seconds")
         if not 1 <= args.nodes <= 16 or args.node_cpu_cores <= 0 or args.heavy_rate <= 0:
             raise ValueError("--nodes must be 1..16, --node-cpu-cores and --heavy-rate positive")
+        if not 1 <= args.heavy_count <= 1000:
+            raise ValueError("--heavy-count must be 1..1000")
         if not 0.5 <= args.sample_interval <= 60 or not 1 <= args.workers <= 16:
             raise ValueError("--sample-interval must be 0.5..60 and --workers 1..16")
         sensors = args.sensors if args.sensors is not None else (40 if args.short else 100)
@@ -323,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                 return load_workload_yaml(
                     file_text, {"host": "127.0.0.1", "port": port, "duration": duration, "seed": args.seed}
                 )
-            return default_workload(port, duration, args.seed, args.heavy_rate, sensors)
+            return default_workload(port, duration, args.seed, args.heavy_rate, sensors, args.heavy_count)
 
         make_workload(1883)  # validates the workload before any stack starts
     except (ValueError, OSError) as exc:  # WorkloadError is a ValueError
@@ -338,18 +349,26 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[Sample]] = {}
     nodes: list[str] = []
     workload_used: Workload | None = None
-    with tempfile.TemporaryDirectory(prefix="mqttlb-experiment-") as tmp:
-        state_root = out / "state" if args.keep_state else Path(tmp)
-        for name in policies:
-            try:
-                result, samples, nodes, workload_used = run_policy(name, args, make_workload, state_root)
-            except (RuntimeError, WorkloadError, OSError) as exc:
-                log.error("policy %s failed: %s", name, exc)
-                return EXIT_FAILED
-            results.append(result)
-            runs[name] = samples
-            result.load.write_json(out / f"loadgen-{name}.json")
-            atomic_write_text(out / f"samples-{name}.csv", _samples_csv(samples, nodes))
+    # SIGTERM unwinds like Ctrl-C, so every stack started so far is stopped on the way out.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with tempfile.TemporaryDirectory(prefix="mqttlb-experiment-") as tmp:
+            state_root = out / "state" if args.keep_state else Path(tmp)
+            for name in policies:
+                try:
+                    result, samples, nodes, workload_used = run_policy(name, args, make_workload, state_root)
+                except (RuntimeError, WorkloadError, OSError) as exc:
+                    log.error("policy %s failed: %s", name, exc)
+                    return EXIT_FAILED
+                except KeyboardInterrupt:
+                    log.error("interrupted during policy %s; its stack was stopped, no report written", name)
+                    return EXIT_INTERRUPTED
+                results.append(result)
+                runs[name] = samples
+                result.load.write_json(out / f"loadgen-{name}.json")
+                atomic_write_text(out / f"samples-{name}.csv", _samples_csv(samples, nodes))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert workload_used is not None
     described = workload_used.describe().replace(
         f"target {workload_used.host}:{workload_used.port}", "target: the Envoy listener of each stack"

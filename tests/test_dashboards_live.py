@@ -10,7 +10,6 @@ they may be empty only while their source confirms there is nothing to show.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import time
 import uuid
@@ -272,4 +271,4 @@ def test_queries_discovers_variables_from_prometheus(
     assert f'cluster="{cfg.envoy_cluster}"' in out
     for node in cfg.node_names:
         assert f'node=~"{node}"' in out  # the repeated row, once per discovered node
-    assert json.dumps("$") not in out and "$cluster" not in out and "$node" not in out
+    assert "$" not in out  # every variable resolved

@@ -83,7 +83,7 @@ def test_repeated_row_expands_once_per_node_below_each_other() -> None:
     cluster_wide = [p for p in panels if not p.repeat_value and p.type != "row"]
     assert any('node=~"(node1|node2|node3)"' in t.expr for p in cluster_wide for t in p.targets)
     cells = [(x, y, w, h) for p in panels for (x, y, w, h) in [p.grid]]
-    occupied = set()
+    occupied: set[tuple[int, int]] = set()
     for x, y, w, h in cells:
         area = {(cx, cy) for cx in range(x, x + w) for cy in range(y, y + h)}
         assert not area & occupied, "repeated panels overlap"

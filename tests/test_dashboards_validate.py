@@ -139,7 +139,9 @@ def test_recording_rules_used_by_the_dashboards_are_generated() -> None:
 def test_alert_panel_covers_every_generated_alert() -> None:
     rebalancer = _load(GENERATED_DIR / "mqttlb-rebalancer.json")
     (panel,) = [p for p in _data_panels(rebalancer) if p["title"] == "Alert states"]
-    regex = re.search(r'alertname=~"([^"]+)"', panel["targets"][0]["expr"]).group(1)
+    found = re.search(r'alertname=~"([^"]+)"', panel["targets"][0]["expr"])
+    assert found, panel["targets"][0]["expr"]
+    regex = found.group(1)
     names = [a.name for a in rulegen.alerts(load_params())]
     assert names
     for name in names:
@@ -211,3 +213,17 @@ def test_datasource_time_interval_matches_the_stack_scrape_interval() -> None:
     stack_file = yaml.safe_load((REPO / "stack" / "stack.yaml").read_text())
     datasources = yaml.safe_load((PROVISIONING / "datasources" / "mqttlb.yml").read_text())
     assert datasources["datasources"][0]["jsonData"]["timeInterval"] == stack_file["scrape_interval"]
+
+
+def test_compose_grafana_mounts_what_the_provisioning_expects() -> None:
+    compose = yaml.safe_load((REPO / "stack" / "docker-compose.yml").read_text())
+    services = compose["services"]
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in services["grafana"]["volumes"] if m.startswith(".")}
+    provider = yaml.safe_load((PROVISIONING / "dashboards" / "mqttlb.yml").read_text())["providers"][0]
+    assert (REPO / "stack" / mounts[provider["options"]["path"]]).resolve() == GENERATED_DIR.resolve()
+    assert (REPO / "stack" / mounts["/etc/grafana/provisioning/datasources"]).resolve() == (
+        PROVISIONING / "datasources"
+    ).resolve()
+    source = yaml.safe_load((PROVISIONING / "datasources" / "mqttlb.yml").read_text())["datasources"][0]
+    host, port = source["url"].removeprefix("http://").split(":")
+    assert host in services and f"--web.listen-address=:{port}" in services[host]["command"]

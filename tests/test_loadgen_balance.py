@@ -100,9 +100,10 @@ def test_policy_list_and_default_workload_are_validated() -> None:
     for bad in ("", "fastest", "round-robin,round-robin"):
         with pytest.raises(ValueError):
             parse_policies(bad)
-    w = default_workload(port=1883, duration=60, seed=3, heavy_rate=1000, sensors=20)
+    w = default_workload(port=1883, duration=60, seed=3, heavy_rate=1000, sensors=20, heavy_count=4)
     names = [p.name for p in w.profiles]
     assert names == ["heavy", "sensor", "late"] and w.profiles[2].start == 20
+    assert [p.count for p in w.profiles] == [4, 20, 20]
     assert all(p.session is not None for p in w.profiles)  # everything churns
 
 

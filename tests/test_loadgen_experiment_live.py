@@ -23,6 +23,8 @@ def test_short_experiment_writes_tables_charts_and_per_policy_data(tmp_path: Pat
             "8",
             "--sensors",
             "10",
+            "--heavy-count",
+            "2",
             "--heavy-rate",
             "300",
             "--sample-interval",

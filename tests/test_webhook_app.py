@@ -6,6 +6,7 @@ import copy
 import io
 import json
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -347,3 +348,23 @@ def test_bad_config_and_token_are_clear_errors(tmp_path):
     )
     with pytest.raises(ConfigError, match="params_overrides"):
         load_config(good)
+
+
+def test_concurrent_ha_duplicates_produce_one_action(tmp_path):
+    config = make_config(tmp_path)
+    app = create_app(config)
+    results: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def send() -> None:
+        client = app.test_client()
+        barrier.wait(timeout=5)
+        results.append(client.post("/alerts", json=alert_payload(), headers=auth()).json["result"])
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert sorted(results) == ["duplicate"] * 7 + ["page"]
+    assert len(app.extensions["rebalancer"].audit.read()) == 1

@@ -90,3 +90,22 @@ def test_hot_node_loses_weight_in_envoy(live_stack: Stack) -> None:
     assert now[hot_node] <= weights[hot_node] or now[hot_node] < max(
         v for n, v in now.items() if n != hot_node
     )
+
+    # Load gone -> the alert resolves -> weights ramp back to neutral stepwise (resolved + recovery
+    # ticks); this also leaves the shared stack neutral for the tests that follow.
+    neutral = stack.cfg.params.policy.neutral_weight
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline and set(envoy_weights(stack).values()) != {neutral}:
+        time.sleep(1.0)
+    assert set(envoy_weights(stack).values()) == {neutral}, envoy_weights(stack)
+    recovery = [e for e in audit_entries(stack)[seen_before:] if e.get("kind") in ("recover", "tick")]
+    assert recovery, "weights must come back through recover steps, not a jump"
+    steps = [e for e in recovery if e["kind"] == "recover"] + [
+        s for e in recovery for s in e.get("steps", [])
+    ]
+    assert all(
+        abs(step["after"][n] - step["before"][n]) <= stack.cfg.params.policy.recover_step
+        for step in steps
+        for n in step["after"]
+    )
+    print(f"load start -> back to neutral: {time.monotonic() - started:.0f} s in {len(steps)} recover steps")
