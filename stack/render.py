@@ -299,6 +299,9 @@ class Program:
 
 
 def programs(cfg: StackConfig, paths: Paths, binaries: dict[str, str]) -> list[Program]:
+    # One Envoy worker: round robin then cycles through the endpoints exactly (each worker keeps
+    # its own cursor), which keeps policy comparisons honest; one worker proxies far more MQTT
+    # traffic than the local brokers can take.
     python = sys.executable
     progs = [
         Program(
@@ -317,8 +320,7 @@ def programs(cfg: StackConfig, paths: Paths, binaries: dict[str, str]) -> list[P
                 binaries["envoy"],
                 "-c",
                 str(paths.envoy_yaml),
-                "--concurrency",
-                "2",
+                "--concurrency", "1",
                 "--log-level",
                 "warning",
                 "--base-id",
