@@ -187,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers == 1:
         report = asyncio.run(_run_with_signals(workload, args.quiet))
     else:
-        report = _run_in_processes(workload, args.workers, args.quiet)
+        try:
+            report = _run_in_processes(workload, args.workers, args.quiet)
+        except RuntimeError as exc:
+            log.error("%s", exc)
+            return 1
     print(report.to_text())
     if args.json_out is not None:
         report.write_json(args.json_out)

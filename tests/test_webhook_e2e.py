@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 
+import paho.mqtt.client as mqtt
 import pytest
 import requests
 
@@ -57,6 +58,29 @@ def fan_out_subscribers(port: int, count: int) -> Iterator[None]:
                 proc.wait(timeout=5)
 
 
+def envoy_connections_total(stack: Stack) -> dict[str, int]:
+    admin = f"http://127.0.0.1:{stack.cfg.ports.envoy_admin}"
+    document = requests.get(f"{admin}/clusters", params={"format": "json"}, timeout=2).json()
+    (cluster,) = [c for c in document["cluster_statuses"] if c["name"] == stack.cfg.envoy_cluster]
+    return {
+        h["hostname"]: int(next(s.get("value", 0) for s in h["stats"] if s["name"] == "cx_total"))
+        for h in cluster["host_statuses"]
+    }
+
+
+def connect_through_envoy(stack: Stack, count: int) -> dict[str, int]:
+    """Open ``count`` real MQTT sessions through Envoy; returns how many each node received."""
+    before = envoy_connections_total(stack)
+    for i in range(count):
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"e2e-new-{i}")
+        client.connect("127.0.0.1", stack.cfg.ports.envoy_listener, keepalive=10)
+        client.loop(timeout=0.2)  # read CONNACK
+        client.disconnect()
+    time.sleep(0.5)  # let Envoy count the last upstream connections
+    after = envoy_connections_total(stack)
+    return {node: after[node] - before.get(node, 0) for node in after}
+
+
 def test_hot_node_loses_weight_in_envoy(live_stack: Stack) -> None:
     stack = live_stack
     hot_node = stack.cfg.node_names[0]
@@ -85,6 +109,13 @@ def test_hot_node_loses_weight_in_envoy(live_stack: Stack) -> None:
     assert rebalanced["applied"]["verified"] is True
     weights = rebalanced["applied"]["envoy"]
     assert weights[hot_node] < max(w for n, w in weights.items() if n != hot_node)
+
+    # New connections now follow the weights: the hot node gets less than an equal share.
+    landed = connect_through_envoy(stack, 60)
+    print(f"60 new connections through Envoy after the decision: {landed} (weights {envoy_weights(stack)})")
+    assert sum(landed.values()) == 60
+    assert landed[hot_node] < 60 / len(landed)
+    assert landed[hot_node] < min(n for node, n in landed.items() if node != hot_node)
     # Envoy still shows weights at least as far from the hot node (later steps only move further)
     now = envoy_weights(stack)
     assert now[hot_node] <= weights[hot_node] or now[hot_node] < max(
