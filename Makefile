@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 NODES ?=
 export NODES
 
-.PHONY: help install stack-up stack-down stack-status test lint typecheck rules compose dashboards experiment bench clean
+.PHONY: help install stack-up stack-down stack-status test lint typecheck rules compose dashboards dashboard-images experiment bench clean
 
 help:
 	@echo "make stack-up       install what is missing, start the local stack, print addresses (NODES=n)"
@@ -15,6 +15,7 @@ help:
 	@echo "make rules          regenerate rules/ from mqttlb/params.yaml"
 	@echo "make compose        regenerate stack/docker-compose.yml and stack/compose/ (Docker path)"
 	@echo "make dashboards     regenerate dashboards/generated/ from dashboards/*.py"
+	@echo "make dashboard-images  draw the dashboards of a loaded throwaway stack into docs/images/ (~4 min)"
 	@echo "make experiment     compare round robin, least request and weighted CPU (report in reports/)"
 	@echo "make bench          run the benchmarks in bench/ and print figures"
 
@@ -34,7 +35,7 @@ lint: install
 	$(PY) -m ruff check .
 
 typecheck: install
-	$(PY) -m mypy mqttlb webhook stack
+	$(PY) -m mypy mqttlb webhook stack exporters dashboards loadgen
 
 test: install lint typecheck
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -ra
@@ -47,6 +48,9 @@ compose: install
 
 dashboards: install
 	$(PY) -m mqttlb.cli dashboards generate
+
+dashboard-images: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m dashboards.snapshot --out docs/images
 
 experiment: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m mqttlb.cli experiment --out reports/experiment

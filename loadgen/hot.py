@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import threading
+from collections.abc import Iterator
 from types import TracebackType
 
 from loadgen.engine import run
@@ -95,3 +97,31 @@ class HotNodeDriver:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def fan_out_subscribers(port: int, count: int, host: str = "127.0.0.1") -> Iterator[None]:
+    """``count`` mosquitto_sub clients on the hot topics of the broker on ``port``.
+
+    Each hot message is then delivered ``count`` times more, which multiplies the broker's CPU
+    per message without loading the (Python) publishers: how a small box makes one broker hot.
+    """
+    procs = [
+        subprocess.Popen(
+            ["mosquitto_sub", "-h", host, "-p", str(port), "-t", f"mqttlb/hot/{port}/#"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)

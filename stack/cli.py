@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from stack.config import StackConfigError, check_binaries, load_stack_config
+from stack.config import StackConfigError, check_binaries, load_stack_config, recorded_config
 from stack.runner import Stack, StackError
 
 DESCRIPTION = """\
@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides["state_dir"] = str(args.state_dir.resolve())
     try:
         cfg = load_stack_config(args.stack_file, overrides=overrides)
+        if args.command in ("down", "status"):
+            # A running stack is described by what it was started with, whatever the files say now.
+            cfg = recorded_config(cfg.state_dir) or cfg
         stack = Stack(cfg)
         if args.command == "up":
             stack.up(timeout=args.timeout)

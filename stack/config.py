@@ -6,6 +6,7 @@ variables < explicit overrides (used by tests and the experiment harness).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -209,3 +210,15 @@ def check_binaries() -> dict[str, str]:
             raise StackConfigError(f"missing binary '{name}': install it with {how} (or run `make stack-up`)")
         paths[name] = found
     return paths
+
+
+RECORD_FILE = "stack.json"
+
+
+def recorded_config(state_dir: Path) -> StackConfig | None:
+    """The settings a stack in ``state_dir`` was last started with (``stack.json``), if any."""
+    try:
+        data = json.loads((Path(state_dir) / RECORD_FILE).read_text())
+        return StackConfig.model_validate(data)
+    except (FileNotFoundError, ValueError, ValidationError):
+        return None

@@ -18,7 +18,7 @@ import yaml
 from mqttlb.alertmanager_config import render as render_alertmanager_config
 from mqttlb.atomic import atomic_write_text
 from mqttlb.rulegen import render_rule_files
-from stack.config import StackConfig
+from stack.config import RECORD_FILE, StackConfig
 from webhook.eds import Endpoint, write_eds_file
 
 LOOPBACK = "127.0.0.1"
@@ -504,5 +504,5 @@ def render_all(cfg: StackConfig, binaries: dict[str, str]) -> tuple[Paths, list[
 
     progs = programs(cfg, paths, binaries)
     atomic_write_text(paths.supervisord_conf, supervisord_config(cfg, paths, progs))
-    atomic_write_text(paths.root / "stack.json", json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
+    atomic_write_text(paths.root / RECORD_FILE, json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
     return paths, progs

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import requests
 
-from stack.config import StackConfig, StackConfigError, check_binaries
+from stack.config import RECORD_FILE, StackConfig, StackConfigError, check_binaries
 from stack.render import LOOPBACK, Paths, Program, render_all
 
 log = logging.getLogger("mqttlb.stack")
@@ -150,7 +150,7 @@ class Stack:
 
     def _recorded_config(self) -> dict | None:
         try:
-            return json.loads((self.paths.root / "stack.json").read_text())
+            return json.loads((self.paths.root / RECORD_FILE).read_text())
         except (FileNotFoundError, ValueError):
             return None
 

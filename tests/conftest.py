@@ -11,22 +11,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from stackutil import free_ports_config, running_stack  # noqa: E402
 
+from stack.ephemeral import FAST_PARAMS  # noqa: E402
 from stack.runner import Stack  # noqa: E402
 
 # The venv's bin holds envoy and supervisord; make sure subprocesses find them.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
-# Test stacks react faster than the defaults: short `for` durations and a short cooldown,
-# so alert-driven tests finish in a minute, not five.
-LIVE_PARAMS = {
-    "rate_window": "20s",
-    "cpu_high_for": "10s",
-    "cpu_critical_for": "10s",
-    "imbalance_for": "10s",
-    "broker_down_for": "10s",
-    "alertmanager": {"group_wait": "2s", "group_interval": "5s", "repeat_interval": "10s"},
-    "policy": {"cooldown_seconds": 5},
-}
+LIVE_PARAMS = FAST_PARAMS
 
 
 @pytest.fixture(scope="session")

@@ -3,17 +3,14 @@ Alertmanager -> webhook -> EDS weights in Envoy (read back from /clusters)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import subprocess
 import time
-from collections.abc import Iterator
 
 import paho.mqtt.client as mqtt
 import pytest
 import requests
 
-from loadgen.hot import HotNodeDriver
+from loadgen.hot import HotNodeDriver, fan_out_subscribers
 from stack.runner import Stack
 
 pytestmark = pytest.mark.live
@@ -31,31 +28,6 @@ def envoy_weights(stack: Stack) -> dict[str, int]:
     document = requests.get(f"{admin}/clusters", params={"format": "json"}, timeout=2).json()
     (cluster,) = [c for c in document["cluster_statuses"] if c["name"] == stack.cfg.envoy_cluster]
     return {h["hostname"]: h["weight"] for h in cluster["host_statuses"]}
-
-
-@contextlib.contextmanager
-def fan_out_subscribers(port: int, count: int) -> Iterator[None]:
-    """mosquitto_sub clients on the hot broker: each published message is also delivered ``count``
-    times, which multiplies the broker's CPU cost per message without loading the (Python) publisher."""
-    procs = [
-        subprocess.Popen(
-            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", f"mqttlb/hot/{port}/#"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(count)
-    ]
-    try:
-        yield
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
 
 
 def envoy_connections_total(stack: Stack) -> dict[str, int]:

@@ -63,6 +63,7 @@ class Rebalancer:
         # Within this window an identical notification (same key) is a duplicate; after it, a
         # repeat_interval re-send of a still-firing alert acts again (one step per cooldown).
         self.dedup_window = self.policy.cooldown_seconds
+        self._decision_started = time.perf_counter()  # of the decision holding the lock
 
     # ---------------------------------------------------------------- snapshot
     def neutral_state(self) -> WebhookState:
@@ -151,6 +152,7 @@ class Rebalancer:
         key = notification.idempotency_key()
         started = time.perf_counter()
         with self.lock:
+            self._decision_started = started
             now = self.clock()
             seen_at = self.state.seen.get(key)
             if seen_at is not None and now - seen_at < self.dedup_window:
@@ -244,6 +246,7 @@ class Rebalancer:
         except (OSError, ValueError) as exc:
             raise ActionFailed("eds_publish", f"cannot publish EDS: {exc}") from exc
         self.eds_published = True
+        published_ms = round((time.perf_counter() - self._decision_started) * 1000, 2)
         try:
             hosts, verified = self.envoy.wait_for_weights(
                 self.config.envoy_cluster, new.weights, timeout=self.verify_timeout
@@ -252,7 +255,13 @@ class Rebalancer:
             # The file is published: Envoy picks it up when it is back.  Record, count, go on.
             self.metrics.failures.labels("verify", "envoy_unreachable").inc()
             log.warning("EDS version %d published but not verified: %s", new.version, exc)
-            return {"eds_version": new.version, "envoy": None, "verified": False, "verify_error": str(exc)}
+            return {
+                "eds_version": new.version,
+                "envoy": None,
+                "verified": False,
+                "verify_error": str(exc),
+                "published_after_ms": published_ms,
+            }
         if not verified:
             self.metrics.failures.labels("verify", "weights_not_applied").inc()
             log.warning(
@@ -262,6 +271,9 @@ class Rebalancer:
             "eds_version": new.version,
             "envoy": {n: h["weight"] for n, h in hosts.items()},
             "verified": verified,
+            # from the notification's arrival: EDS file renamed into place / weights seen in Envoy
+            "published_after_ms": published_ms,
+            "visible_after_ms": round((time.perf_counter() - self._decision_started) * 1000, 2),
         }
 
     def _rebalance(self, new: WebhookState, now: float) -> dict[str, Any]:
@@ -390,6 +402,7 @@ class Rebalancer:
         """
         started = time.perf_counter()
         with self.lock:
+            self._decision_started = started
             now = self.clock()
             new = self.state.model_copy(deep=True)
             entries = []
