@@ -58,11 +58,32 @@ def node_samples_from(
     return result
 
 
+PART_LABEL = "mqttlb_part"  # tags which of the three results a series of the combined query is
+
+
+def samples_query(cluster: str) -> str:
+    """CPU, its sample timestamps and connections for every node in ONE query (one round trip).
+
+    Each part is tagged with a label so the union (``or``) keeps all three and they can be split.
+    """
+    selector = _selector(cluster)
+    parts = {
+        "cpu": f"{series.NODE_CPU}{selector}",
+        "cpu_timestamp": f"timestamp({series.NODE_CPU}{selector})",
+        "connections": f"{series.NODE_CONNECTIONS}{selector}",
+    }
+    return " or ".join(
+        f'label_replace({expr}, "{PART_LABEL}", "{part}", "", "")' for part, expr in parts.items()
+    )
+
+
 def fetch_node_samples(
     client: PrometheusClient, cluster: str, nodes: Sequence[str], now: float
 ) -> dict[str, NodeSample]:
-    selector = _selector(cluster)
-    cpu = client.query(f"{series.NODE_CPU}{selector}")
-    stamps = client.query(f"timestamp({series.NODE_CPU}{selector})")
-    connections = client.query(f"{series.NODE_CONNECTIONS}{selector}")
-    return node_samples_from(cpu, stamps, connections, nodes, now)
+    parts: dict[str, list[InstantSample]] = {"cpu": [], "cpu_timestamp": [], "connections": []}
+    for sample in client.query(samples_query(cluster)):
+        part = sample.labels.get(PART_LABEL)
+        if part not in parts:
+            raise PrometheusError(f"unexpected series in the samples query: {sample.labels}")
+        parts[part].append(sample)
+    return node_samples_from(parts["cpu"], parts["cpu_timestamp"], parts["connections"], nodes, now)
