@@ -90,10 +90,17 @@ class Stack:
         return xmlrpc.client.ServerProxy(f"http://{LOOPBACK}:{self.cfg.ports.supervisor}/RPC2")
 
     def supervisord_pid(self) -> int | None:
+        """PID of this stack's supervisord, if it runs (a stale PID file of a crash is ignored)."""
         try:
             pid = int(self.paths.supervisord_pid.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        if b"supervisord" not in cmdline or str(self.paths.supervisord_conf).encode() not in cmdline:
+            return None  # the PID was reused by another process
         return pid if _pid_alive(pid) else None
 
     def is_running(self) -> bool:

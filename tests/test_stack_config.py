@@ -132,3 +132,15 @@ def test_rendered_configs_are_valid_for_the_real_binaries(tmp_path: Path) -> Non
     assert all(f"[program:{name}]" in supervisord for name in names)
     for node in cfg.node_names:
         assert f"sys_interval {cfg.sys_interval}" in paths.mosquitto_conf(node).read_text()
+
+
+def test_stale_pid_file_reused_by_another_process_is_not_a_running_stack(tmp_path: Path) -> None:
+    import os
+
+    from stack.runner import Stack
+
+    cfg = free_ports_config(tmp_path / "state", nodes=1)
+    stack = Stack(cfg, out=lambda line: None)
+    stack.paths.supervisord_pid.parent.mkdir(parents=True)
+    stack.paths.supervisord_pid.write_text(f"{os.getpid()}\n")  # alive, but not our supervisord
+    assert stack.supervisord_pid() is None and not stack.is_running()
