@@ -7,6 +7,7 @@ tests (and the docker-compose check) can look at a config without touching disk.
 from __future__ import annotations
 
 import json
+import resource
 import secrets
 import sys
 from dataclasses import dataclass
@@ -409,6 +410,9 @@ def supervisord_config(cfg: StackConfig, paths: Paths, progs: list[Program]) -> 
         f"childlogdir={paths.logs}",
         f"directory={paths.root.parent if paths.root.parent.exists() else paths.root}",
         "identifier=mqttlb-" + cfg.cluster,
+        # Envoy needs two descriptors per proxied MQTT connection and the brokers one each:
+        # raise the soft limit the children inherit as far as the hard limit allows.
+        f"minfds={_fd_limit()}",
         "",
         "[inet_http_server]",
         f"port={LOOPBACK}:{cfg.ports.supervisor}",
@@ -439,6 +443,11 @@ def supervisord_config(cfg: StackConfig, paths: Paths, progs: list[Program]) -> 
             "",
         ]
     return "\n".join(lines)
+
+
+def _fd_limit(ceiling: int = 1_048_576) -> int:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return ceiling if hard == resource.RLIM_INFINITY or hard < 0 else min(hard, ceiling)
 
 
 def _quote(part: str) -> str:
