@@ -61,6 +61,34 @@ def policy_table(results: Sequence[PolicyResult], nodes: Sequence[str]) -> str:
     return "\n".join(rows)
 
 
+def improvement(results: Sequence[PolicyResult], baseline: str, candidate: str) -> float | None:
+    """How many times lower ``candidate``'s mean CPU max squared deviation is than ``baseline``'s."""
+    by_name = {r.name: r.balance.cpu_msd_mean for r in results}
+    if baseline not in by_name or candidate not in by_name:
+        return None
+    base, cand = by_name[baseline], by_name[candidate]
+    if cand <= 0:
+        return float("inf") if base > 0 else None
+    return base / cand
+
+
+def comparison_lines(results: Sequence[PolicyResult]) -> list[str]:
+    lines = []
+    for other in ("round-robin", "least-request"):
+        ratio = improvement(results, other, "weighted-cpu")
+        if ratio is not None:
+            factor = f"{ratio:.1f}x lower" if ratio >= 1 else f"{1 / ratio:.1f}x higher"
+            lines.append(
+                f"- weighted-cpu vs {other}: mean CPU max squared deviation {factor} "
+                f"({_msd(results, other)} -> {_msd(results, 'weighted-cpu')})."
+            )
+    return [*lines, ""] if lines else []
+
+
+def _msd(results: Sequence[PolicyResult], name: str) -> str:
+    return next(f"{r.balance.cpu_msd_mean:.4f}" for r in results if r.name == name)
+
+
 def render(
     results: Sequence[PolicyResult],
     nodes: Sequence[str],
@@ -86,19 +114,24 @@ def render(
         workload,
         "```",
         "",
-        "Weights only steer *new* connections: heavy publishers and sensors churn (reconnect after a "
-        "random session length) and a second wave of sensors connects a third of the way in, while the "
-        "load is already unequal.",
+        "Weights only steer *new* connections, so the workload needs clients that arrive or reconnect "
+        "while the load is unequal. In the built-in workload the gateway sites connect first, one after "
+        "the other, each opening its heavy uplink and then two light links: with 3 nodes, round robin "
+        "gives every uplink the same node, reproducibly. The uplinks stay connected, so no policy can "
+        "move them; what a policy can steer is where the mobile gateways (which join later and reconnect "
+        "every 20-60 s) and the churning sensors go.",
         "",
         "## Results",
         "",
-        f"Means are over the samples from t = {first.window_start_s:.0f} s to the end ({first.samples} "
+        f"Means are over the settled second half of each run, the samples from t = "
+        f"{first.window_start_s:.0f} s to the end ({first.samples} "
         f"samples of the first policy); max squared deviation is computed per sample as in the recording "
         f"rules; *time to settle* is when the CPU max squared deviation last went below the imbalance "
         f"threshold ({threshold:g}) and stayed there.",
         "",
         policy_table(results, nodes),
         "",
+        *comparison_lines(results),
         "| policy | what it is | QoS1 acked | publish rate | latency p50 / p95 / p99 (ms) "
         "| webhook actions |",
         "| --- | --- | --- | --- | --- | --- |",

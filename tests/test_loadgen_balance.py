@@ -13,8 +13,9 @@ from loadgen.balance import (
     summarise,
     time_to_settle,
 )
-from loadgen.experiment import POLICIES, default_workload, main, parse_policies
+from loadgen.experiment import POLICIES, main, parse_policies
 from loadgen.experiment_report import PolicyResult, render
+from loadgen.experiment_workload import experiment_workload
 from loadgen.report import Report
 
 NODES = ["node1", "node2", "node3"]
@@ -100,11 +101,13 @@ def test_policy_list_and_default_workload_are_validated() -> None:
     for bad in ("", "fastest", "round-robin,round-robin"):
         with pytest.raises(ValueError):
             parse_policies(bad)
-    w = default_workload(port=1883, duration=60, seed=3, heavy_rate=1000, sensors=20, heavy_count=4)
+    w = experiment_workload(
+        1883, 60, 3, sites=4, uplink_rate=1000, mobiles=10, mobile_rate=5, sensors=20
+    )
     names = [p.name for p in w.profiles]
-    assert names == ["heavy", "sensor", "late"] and w.profiles[2].start == 20
-    assert [p.count for p in w.profiles] == [4, 20, 20]
-    assert all(p.session is not None for p in w.profiles)  # everything churns
+    assert names[:2] == ["uplink0", "link0"] and names[-3:] == ["mobile", "sensor", "late"]
+    assert [p.count for p in w.profiles[-3:]] == [10, 20, 20] and w.profiles[-1].start == 20
+    assert all(p.session is not None for p in w.profiles[-3:])  # the steerable load churns
 
 
 @pytest.mark.parametrize(
