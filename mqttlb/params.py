@@ -28,6 +28,7 @@ class PolicyParams(_Strict):
     max_weight: int = Field(gt=0)
     max_step: int = Field(gt=0)
     ewma_alpha: float = Field(gt=0, le=1)
+    spare_exponent: float = Field(gt=0, le=4)
     hysteresis: float = Field(ge=0, lt=1)
     cooldown_seconds: float = Field(ge=0)
     recover_step: int = Field(gt=0)

@@ -173,7 +173,9 @@ def decide(
 
     cpu = {n: smoothed[n] for n in steerable}
     spread = max(cpu.values()) - min(cpu.values())
-    spare = {n: max(_MIN_SPARE, 1.0 - cpu[n]) for n in steerable}
+    # spare ** exponent: above 1 the hotter node's share falls faster than its spare capacity,
+    # which offsets load that weights cannot move (connections that stay where they are).
+    spare = {n: max(_MIN_SPARE, 1.0 - cpu[n]) ** params.spare_exponent for n in steerable}
     mean_spare = sum(spare.values()) / len(spare)
     # Targets depend on the samples only (mean target = neutral), never on the current weights:
     # bounded steps then converge, and the weights cannot inflate or deflate over time.
