@@ -8,7 +8,6 @@ part answers, and on the way down stops exactly the PIDs it started.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import requests
 
-from stack.config import RECORD_FILE, StackConfig, StackConfigError, check_binaries
+from stack.config import StackConfig, StackConfigError, check_binaries, recorded_config
 from stack.render import LOOPBACK, Paths, Program, render_all
 
 log = logging.getLogger("mqttlb.stack")
@@ -124,9 +123,8 @@ class Stack:
     # --- up -----------------------------------------------------------------------------
     def up(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
         if self.is_running():
-            recorded = self._recorded_config()
-            now = json.loads(json.dumps(self.cfg.model_dump(mode="json")))
-            if recorded is not None and recorded != now:
+            recorded = recorded_config(self.paths.root)
+            if recorded is not None and recorded.model_dump(mode="json") != self.cfg.model_dump(mode="json"):
                 raise StackError(
                     f"the stack in {self.paths.root} is already running with other settings; "
                     "run `make stack-down` first to apply the new ones"
@@ -154,12 +152,6 @@ class Stack:
             self.down(quiet=True)
             raise
         self.print_addresses()
-
-    def _recorded_config(self) -> dict | None:
-        try:
-            return json.loads((self.paths.root / RECORD_FILE).read_text())
-        except (FileNotFoundError, ValueError):
-            return None
 
     def _refuse_busy_ports(self) -> None:
         ports = {**self.cfg.ports.model_dump()}
