@@ -41,7 +41,7 @@ def target(direct: bool, state_root: Path) -> Iterator[tuple[int, list[int]]]:
         with standalone_mosquitto() as broker:
             yield broker.port, [broker.pid]
         return
-    from loadgen.stackctl import running_stack, stack_config
+    from stack.ephemeral import running_stack, stack_config
 
     cfg = stack_config(state_root / "stack", nodes=3, dry_run=True)
     with running_stack(cfg, out=lambda line: print(f"[stack] {line}", flush=True)) as stack:

@@ -224,7 +224,7 @@ def _samples_csv(samples: list[Sample], nodes: list[str]) -> str:
 def run_policy(
     name: str, args: argparse.Namespace, make_workload: Any, state_root: Path
 ) -> tuple[PolicyResult, list[Sample], list[str], Workload]:
-    from loadgen.stackctl import running_stack, stack_config  # imports the stack only when needed
+    from stack.ephemeral import running_stack, stack_config  # imports the stack only when needed
 
     setup = POLICIES[name]
     cfg = stack_config(
