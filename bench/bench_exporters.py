@@ -18,7 +18,6 @@ import functools
 import http.server
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from exporters.broker_collector import BrokerCollector, NodeEntry
 from exporters.envoy_collector import EnvoyCollector
 from exporters.exposition import render
 from exporters.node_adapter import NodeSample
+from stack.ephemeral import free_port
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "envoy"
 
@@ -140,12 +140,6 @@ def serve_fixture(clusters: str, stats: str) -> http.server.ThreadingHTTPServer:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_ready(session: requests.Session, url: str, timeout: float = 20) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.server
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,16 +28,11 @@ import yaml
 from mqttlb import series
 from stack import compose_render as cr
 from stack.config import find_binary
+from stack.ephemeral import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 HIVEMQ_SCRAPE = REPO / "tests" / "fixtures" / "hivemq" / "metrics.txt"
 pytestmark = pytest.mark.live
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:

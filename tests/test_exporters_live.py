@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporters.broker_collector import SAMPLE_METRICS
 from mqttlb import series
+from stack.ephemeral import free_port
 from webhook.eds import Endpoint, write_eds_file
 
 pytestmark = pytest.mark.live
@@ -32,12 +33,6 @@ SYS_INTERVAL = 1
 ENVOY_CLUSTER = "mqtt_brokers"
 TCP_PROXY_TYPE = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 Samples = dict[str, list[tuple[dict[str, str], float]]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float = 0.2) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pytest
 import requests
 import yaml
 
+from stack.ephemeral import free_port
 from webhook.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,12 +36,6 @@ def test_bad_config_exits_2_and_writes_nothing(tmp_path):
     assert main(["--config", str(bad)]) == 2
     assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["webhook.yaml"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.live

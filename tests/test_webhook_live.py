@@ -27,6 +27,7 @@ import yaml
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from mqttlb import series
+from stack.ephemeral import free_port
 from webhook.actuators import EnvoyAdmin, circuit_breaker_key
 from webhook.app import create_app
 from webhook.config import WebhookConfig
@@ -37,12 +38,6 @@ pytestmark = pytest.mark.live
 TOKEN = "live-test-token-0123456789"
 CLUSTER = "mqtt_brokers"
 NODES = ["node1", "node2", "node3"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
