@@ -137,10 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--mobiles",
         type=int,
         help="mobile gateways joining a sixth of the way in, reconnecting every 20-60 s "
-        "(default 60, or 20 with --short)",
+        "(default 180, or 60 with --short)",
     )
     p.add_argument(
-        "--mobile-rate", type=float, default=40.0, help="msg/s of each mobile gateway (default 40)"
+        "--mobile-rate", type=float, default=10.0, help="msg/s of each mobile gateway (default 10)"
     )
     p.add_argument("--sensors", type=int, help="sensors per wave (default 100, or 40 with --short)")
     p.add_argument(
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--nodes must be 1..16 and --node-cpu-cores positive")
         if not 1 <= args.sites <= 100 or not 0 < args.uplink_rate <= 10_000:
             raise ValueError("--sites must be 1..100 and --uplink-rate 0..10000 msg/s")
-        mobiles = args.mobiles if args.mobiles is not None else (20 if args.short else 60)
+        mobiles = args.mobiles if args.mobiles is not None else (60 if args.short else 180)
         if not 0 < mobiles <= 5_000 or not 0 < args.mobile_rate <= 10_000:
             raise ValueError("--mobiles must be 1..5000 and --mobile-rate 0..10000 msg/s")
         if not 0.5 <= args.sample_interval <= 60 or not 1 <= args.workers <= 16:
