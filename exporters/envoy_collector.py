@@ -206,7 +206,7 @@ class EnvoyCollector(Collector):
         )
         l_overflow = CounterMetricFamily(
             series.ENVOY_LISTENER_CX_OVERFLOW,
-            "Downstream connections refused by the listener's limit.",
+            "Downstream connections refused by the listener's limit or Envoy's global connection cap.",
             labels=["listener"],
         )
         l_reject = CounterMetricFamily(

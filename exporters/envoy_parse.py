@@ -18,7 +18,7 @@ HEALTH_STATUSES = ("healthy", "degraded", "draining", "unhealthy")
 # does not serialise thousands of unrelated stats per scrape.
 STATS_FILTER = (
     r"^(cluster\..+\.upstream_cx_(rx_bytes_total|tx_bytes_total|overflow)"
-    r"|listener\..+\.downstream_cx_(active|total|overflow|overload_reject)"
+    r"|listener\..+\.downstream_(cx_(active|total|overflow|overload_reject)|global_cx_overflow)"
     r"|overload\..+\.(active|pressure))$"
 )
 LISTENER_STATS = (
@@ -26,6 +26,7 @@ LISTENER_STATS = (
     "downstream_cx_total",
     "downstream_cx_overflow",
     "downstream_cx_overload_reject",
+    "downstream_global_cx_overflow",  # refused by the global_downstream_max_connections cap
 )
 _LISTENER = re.compile(r"^listener\.(?P<listener>.+)\.(?P<stat>" + "|".join(LISTENER_STATS) + r")$")
 _OVERLOAD = re.compile(r"^overload\.(?P<name>.+)\.(?P<stat>active|pressure)$")
@@ -169,7 +170,7 @@ def listeners(stats: dict[str, int]) -> list[ListenerStats]:
             listener,
             values.get("downstream_cx_active", 0),
             values.get("downstream_cx_total", 0),
-            values.get("downstream_cx_overflow", 0),
+            values.get("downstream_cx_overflow", 0) + values.get("downstream_global_cx_overflow", 0),
             values.get("downstream_cx_overload_reject", 0),
         )
         for listener, values in sorted(found.items())

@@ -78,6 +78,8 @@ PROMETHEUS_UID = 65534  # the prom/* images run as nobody; Alertmanager must rea
 
 # Where the compose file mounts things (paths in the containers).
 ENVOY_CONFIG_MOUNT = "/etc/envoy/envoy.yaml"
+# The Envoy container's open-files limit (set in the compose file); its connection cap follows it.
+ENVOY_NOFILE = 65536
 MQTTLB_CONFIG_DIR = "/etc/mqttlb"
 PROMETHEUS_CONFIG_MOUNT = "/etc/prometheus/prometheus.yml"
 ALERTMANAGER_CONFIG_MOUNT = "/etc/alertmanager/alertmanager.yml"
@@ -161,7 +163,7 @@ def bind_any(address: str) -> str:
 # ------------------------------------------------------------------ configs (dicts / text)
 def compose_envoy(cfg: StackConfig) -> dict[str, Any]:
     """The local Envoy config, listening on all interfaces and fetching EDS from the webhook (REST)."""
-    config = copy.deepcopy(envoy_config(cfg, Paths(CONTAINER_STATE)))
+    config = copy.deepcopy(envoy_config(cfg, Paths(CONTAINER_STATE), fd_limit=ENVOY_NOFILE))
     config["admin"]["address"]["socket_address"]["address"] = ANY_ADDRESS
     resources = config["static_resources"]
     for listener in resources["listeners"]:
@@ -406,6 +408,7 @@ def compose_file(cfg: StackConfig) -> dict[str, Any]:
         # Root, so Envoy can read the pressure file the webhook (root) writes with mode 0600.
         "environment": {"ENVOY_UID": "0"},
         "volumes": [f"./compose/envoy.yaml:{ENVOY_CONFIG_MOUNT}:ro", f"mqttlb-state:{state}:ro"],
+        "ulimits": {"nofile": {"soft": ENVOY_NOFILE, "hard": ENVOY_NOFILE}},
         "ports": [
             f"127.0.0.1:{p.envoy_listener}:{p.envoy_listener}",
             f"127.0.0.1:{p.envoy_admin}:{p.envoy_admin}",

@@ -55,6 +55,9 @@ class StackConfig(BaseModel):
     lb_policy: Literal["ROUND_ROBIN", "LEAST_REQUEST"]
     slow_start_window: str = Field(pattern=r"^[0-9]+s$")
     dry_run: bool
+    # Cap on client connections through Envoy; None = derived from the open-files limit (see
+    # stack.render.envoy_connection_limit).
+    envoy_max_connections: int | None = Field(default=None, ge=1)
     ports: Ports
     params: Params
     envoy_cluster: str = ENVOY_CLUSTER

@@ -105,7 +105,24 @@ def url(port: int, path: str = "") -> str:
     return f"http://{LOOPBACK}:{port}{path}"
 
 
-def envoy_config(cfg: StackConfig, paths: Paths) -> dict[str, Any]:
+# Descriptors Envoy keeps for itself (admin, listeners, EDS watch, logs, stats flushing).
+ENVOY_FD_RESERVE = 256
+
+
+def envoy_connection_limit(cfg: StackConfig, fd_limit: int | None = None) -> int:
+    """The most client connections Envoy may hold: the stack file's value, or what its fds allow.
+
+    Each proxied connection costs Envoy two descriptors (client and broker side).  When socket(2)
+    fails with EMFILE, Envoy 1.40 hits an ENVOY_BUG and then dies with SIGSEGV, dropping every
+    connection; with this cap it refuses the extra clients instead.
+    """
+    if cfg.envoy_max_connections is not None:
+        return cfg.envoy_max_connections
+    limit = _fd_limit() if fd_limit is None else fd_limit
+    return max(1, (limit - min(ENVOY_FD_RESERVE, limit // 4)) // 2)
+
+
+def envoy_config(cfg: StackConfig, paths: Paths, fd_limit: int | None = None) -> dict[str, Any]:
     lb_key = "round_robin_lb_config" if cfg.lb_policy == "ROUND_ROBIN" else "least_request_lb_config"
     slow_start = {
         "slow_start_window": cfg.slow_start_window,
@@ -131,7 +148,16 @@ def envoy_config(cfg: StackConfig, paths: Paths) -> dict[str, Any]:
                         "injected_resource.v3.InjectedResourceConfig",
                         "filename": str(paths.pressure_file),
                     },
-                }
+                },
+                {
+                    # Proactive: Envoy refuses connections above the cap at accept time.
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors."
+                        "downstream_connections.v3.DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": envoy_connection_limit(cfg, fd_limit),
+                    },
+                },
             ],
             "actions": [
                 {

@@ -329,3 +329,15 @@ def test_dockerfile_installs_the_project_with_the_mqttlb_entrypoint():
     for pattern in re.findall(r'"([a-z_]+)\*"', include.group(1)):
         assert pattern in copied, f"package {pattern} is not copied into the image"
     assert "README.md" in copied  # pyproject's readme
+
+
+def test_compose_envoy_cap_matches_the_container_open_files_limit(compose):
+    envoy = compose["services"]["envoy"]
+    assert envoy["ulimits"]["nofile"] == {"soft": cr.ENVOY_NOFILE, "hard": cr.ENVOY_NOFILE}
+    config = load(STACK / "compose" / "envoy.yaml")
+    (monitor,) = [
+        m
+        for m in config["overload_manager"]["resource_monitors"]
+        if m["name"] == "envoy.resource_monitors.global_downstream_max_connections"
+    ]
+    assert monitor["typed_config"]["max_active_downstream_connections"] == (cr.ENVOY_NOFILE - 256) // 2

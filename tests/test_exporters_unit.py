@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -21,7 +22,14 @@ from exporters import broker_cli, envoy_cli
 from exporters.broker_collector import SAMPLE_METRICS, BrokerCollector, NodeEntry
 from exporters.broker_config import ConfigError, load_config, parse_config
 from exporters.envoy_collector import EnvoyCollector
-from exporters.envoy_parse import EnvoyParseError, health_of, listeners, parse_clusters, parse_stats
+from exporters.envoy_parse import (
+    STATS_FILTER,
+    EnvoyParseError,
+    health_of,
+    listeners,
+    parse_clusters,
+    parse_stats,
+)
 from exporters.hivemq_adapter import HiveMQAdapter
 from exporters.hivemq_mapping import HiveMQParseError, parse_values, to_sample
 from exporters.http_fetch import FetchError
@@ -436,6 +444,17 @@ def test_envoy_stats_and_listeners() -> None:
     found = {item.listener: item for item in listeners(stats)}
     assert set(found) == {"127.0.0.1_21883", "admin"}  # per-worker stats are folded away
     assert (found["127.0.0.1_21883"].cx_active, found["127.0.0.1_21883"].cx_total) == (3, 10)
+
+
+def test_envoy_listener_overflow_counts_the_global_connection_cap_too() -> None:
+    stats = {
+        "listener.127.0.0.1_1883.downstream_cx_overflow": 2,
+        "listener.127.0.0.1_1883.downstream_global_cx_overflow": 5,
+        "listener.127.0.0.1_1883.downstream_cx_active": 9872,
+    }
+    (item,) = listeners(stats)
+    assert (item.cx_active, item.cx_overflow) == (9872, 7)
+    assert re.fullmatch(STATS_FILTER, "listener.127.0.0.1_1883.downstream_global_cx_overflow")
 
 
 def test_envoy_health_precedence() -> None:

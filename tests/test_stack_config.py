@@ -11,7 +11,7 @@ import yaml
 from stackutil import free_ports_config
 
 from stack.config import StackConfigError, check_binaries, find_binary, load_stack_config
-from stack.render import render_all
+from stack.render import Paths, envoy_config, envoy_connection_limit, render_all
 
 
 def run_stack_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -144,3 +144,29 @@ def test_stale_pid_file_reused_by_another_process_is_not_a_running_stack(tmp_pat
     stack.paths.supervisord_pid.parent.mkdir(parents=True)
     stack.paths.supervisord_pid.write_text(f"{os.getpid()}\n")  # alive, but not our supervisord
     assert stack.supervisord_pid() is None and not stack.is_running()
+
+
+def _envoy_cap(envoy: dict) -> int:
+    (monitor,) = [
+        m
+        for m in envoy["overload_manager"]["resource_monitors"]
+        if m["name"] == "envoy.resource_monitors.global_downstream_max_connections"
+    ]
+    return int(monitor["typed_config"]["max_active_downstream_connections"])
+
+
+def test_envoy_connection_cap_follows_the_open_files_limit_or_the_stack_file(tmp_path: Path) -> None:
+    cfg = free_ports_config(tmp_path / "state", nodes=3)
+    paths = Paths(cfg.state_dir)
+    # Two descriptors per proxied connection, a reserve for Envoy itself (a quarter of small limits).
+    assert envoy_connection_limit(cfg, fd_limit=20_000) == (20_000 - 256) // 2
+    assert envoy_connection_limit(cfg, fd_limit=400) == (400 - 100) // 2
+    assert _envoy_cap(envoy_config(cfg, paths, fd_limit=20_000)) == 9_872
+    assert _envoy_cap(envoy_config(cfg, paths)) == envoy_connection_limit(cfg)  # this process's limit
+    fixed = free_ports_config(tmp_path / "fixed", nodes=3, envoy_max_connections=500)
+    assert _envoy_cap(envoy_config(fixed, Paths(fixed.state_dir), fd_limit=20_000)) == 500
+
+
+def test_envoy_connection_cap_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(StackConfigError, match="envoy_max_connections"):
+        free_ports_config(tmp_path / "state", nodes=3, envoy_max_connections=0)

@@ -14,7 +14,7 @@ import psutil
 import pytest
 import requests
 import yaml
-from stackutil import free_ports_config
+from stackutil import free_ports_config, running_stack
 
 from stack.runner import Stack, port_accepts
 
@@ -155,3 +155,58 @@ def test_prometheus_scrapes_every_target_and_envoy_lists_every_node(live_stack: 
     ports = sorted(h["address"]["socket_address"]["port_value"] for h in hosts)
     assert ports == cfg.broker_ports
     assert all(port_accepts(p) for p in cfg.broker_ports)
+
+
+def _mqtt_connects(port: int, client_id: str, timeout: float = 3.0) -> mqtt.Client | None:
+    """A connected client (loop running) if a CONNACK arrives within ``timeout``, else None."""
+    connected = threading.Event()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    client.on_connect = lambda c, u, f, rc, p: connected.set() if not rc.is_failure else None
+    try:
+        client.connect("127.0.0.1", port, keepalive=30)
+    except OSError:
+        return None
+    client.loop_start()
+    if connected.wait(timeout):
+        return client
+    client.loop_stop()
+    client.disconnect()
+    return None
+
+
+def test_envoy_refuses_clients_above_its_connection_cap_and_stays_up(tmp_path: Path) -> None:
+    """Above the cap Envoy refuses new clients instead of running out of descriptors and crashing."""
+    cap = 4
+    cfg = free_ports_config(tmp_path / "state", nodes=1, envoy_max_connections=cap)
+    with running_stack(cfg) as stack:
+        envoy_pid = {s.name: s.pid for s in stack.status()}["envoy"]
+        port = cfg.ports.envoy_listener
+        held = [c for i in range(cap) if (c := _mqtt_connects(port, f"cap-{i}")) is not None]
+        try:
+            assert len(held) == cap, "clients below the cap must connect"
+            extra = [_mqtt_connects(port, f"over-{i}", timeout=2.0) for i in range(3)]
+            assert extra == [None, None, None], "clients above the cap must be refused"
+            stats = requests.get(f"http://127.0.0.1:{cfg.ports.envoy_admin}/stats", timeout=5).text
+            overflow = [line for line in stats.splitlines() if "global_cx_overflow" in line]
+            assert overflow and int(overflow[0].rsplit(":", 1)[1]) >= 3, overflow
+            exported = requests.get(f"http://127.0.0.1:{cfg.ports.envoy_exporter}/metrics", timeout=10).text
+            refused = [
+                float(line.rsplit(" ", 1)[1])
+                for line in exported.splitlines()
+                if line.startswith("mqttlb_envoy_listener_connections_overflow_total{")
+                and f"_{port}" in line
+            ]
+            assert refused and refused[0] >= 3, "the Envoy exporter must count the refused clients"
+            assert {s.name: s.pid for s in stack.status()}["envoy"] == envoy_pid
+
+            held.pop().disconnect()  # a freed slot is usable again
+            deadline = time.monotonic() + 10
+            again = None
+            while again is None and time.monotonic() < deadline:
+                again = _mqtt_connects(port, "cap-again", timeout=1.0)
+            assert again is not None, "a slot freed below the cap was not reusable"
+            held.append(again)
+        finally:
+            for client in held:
+                client.disconnect()
+                client.loop_stop()
