@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,16 +38,38 @@ def pid_listening_on(port: int) -> int:
     raise ProcessNotFound(f"no process found listening on port {port}")
 
 
+# A port lookup walks every socket and every process's fds (heavy on a host with 20,000
+# connections), so after a miss the next lookup waits this long instead of running every scrape.
+PORT_LOOKUP_RETRY_S = 15.0
+
+
 class ProcessLocator:
     """Keeps the psutil handle between scrapes; re-resolves when the process is gone or the
     pid file names another pid (psutil checks the create time, so a reused pid is detected)."""
 
-    def __init__(self, pid_file: Path | None, port: int | None) -> None:
+    def __init__(
+        self, pid_file: Path | None, port: int | None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if pid_file is None and port is None:
             raise ValueError("need a pid file or a port to find the process")
         self._pid_file = pid_file
         self._port = port
         self._process: psutil.Process | None = None
+        self._clock = clock
+        self._port_miss_at: float | None = None
+        self._port_miss = ""
+
+    def _pid_by_port(self, port: int) -> int:
+        now = self._clock()
+        if self._port_miss_at is not None and now - self._port_miss_at < PORT_LOOKUP_RETRY_S:
+            raise ProcessNotFound(f"{self._port_miss} (next lookup in {PORT_LOOKUP_RETRY_S:g} s)")
+        try:
+            pid = pid_listening_on(port)
+        except ProcessNotFound as exc:
+            self._port_miss_at, self._port_miss = now, str(exc)
+            raise
+        self._port_miss_at = None
+        return pid
 
     def _resolve_pid(self) -> int:
         if self._pid_file is not None:
@@ -55,7 +79,7 @@ class ProcessLocator:
                 if self._port is None:
                     raise
         assert self._port is not None
-        return pid_listening_on(self._port)
+        return self._pid_by_port(self._port)
 
     def sample(self) -> ProcessSample:
         process = self._process

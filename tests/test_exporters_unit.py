@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import re
 import shutil
 import socket
@@ -654,3 +655,28 @@ def test_envoy_overload_manager_series() -> None:
     assert f"# TYPE {series.ENVOY_OVERLOAD_ACTION_ACTIVE}" not in render(plain)
     collector.close()
     plain.close()
+
+
+def test_process_port_lookup_after_a_miss_waits_instead_of_scanning_every_scrape(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from exporters import process_stats
+
+    lookups: list[int] = []
+
+    def missing(port: int) -> int:
+        lookups.append(port)
+        raise process_stats.ProcessNotFound(f"no process found listening on port {port}")
+
+    monkeypatch.setattr(process_stats, "pid_listening_on", missing)
+    now = [100.0]
+    locator = process_stats.ProcessLocator(tmp_path / "absent.pid", 18831, clock=lambda: now[0])
+    for _ in range(5):  # five scrapes within the retry interval: one scan
+        with pytest.raises(process_stats.ProcessNotFound, match="18831"):
+            locator.sample()
+        now[0] += 1.0
+    assert lookups == [18831]
+    now[0] += process_stats.PORT_LOOKUP_RETRY_S
+    monkeypatch.setattr(process_stats, "pid_listening_on", lambda port: os.getpid())
+    sample = locator.sample()  # the retry interval passed: looked up again, and found
+    assert sample.pid == os.getpid() and sample.cpu_seconds > 0
