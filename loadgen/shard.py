@@ -110,6 +110,9 @@ def merge_reports(reports: list[Report]) -> Report:
     )
 
 
+CLOSE_RATE_FLOOR = 250.0  # clients/s a worker is assumed to close at least, for the stop margin
+
+
 def run_sharded(
     workload: Workload,
     workers: int,
@@ -130,7 +133,8 @@ def run_sharded(
     for proc in procs:
         proc.start()
     hard_limit = time.monotonic() + (start_at - time.time()) + workload.duration + workload.drain
-    hard_limit += workload.connect_timeout + 30
+    # Closing thousands of connections on a busy box takes a while: more margin for more clients.
+    hard_limit += workload.connect_timeout + 30 + workload.total_clients / CLOSE_RATE_FLOOR
     reports: dict[int, Report] = {}
     errors: list[str] = []
     ticks: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
