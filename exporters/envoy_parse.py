@@ -8,10 +8,11 @@ counters: bytes exist per cluster (``cluster.<name>.upstream_cx_{rx,tx}_bytes_to
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+import orjson
 
 HEALTH_STATUSES = ("healthy", "degraded", "draining", "unhealthy")
 # Regex for Envoy's /stats `filter` parameter: only what the exporter uses, so a large Envoy
@@ -114,8 +115,8 @@ def _endpoint(cluster: str, host: dict[str, Any]) -> EndpointStatus | None:
 
 def parse_clusters(text: str, only: frozenset[str] | None = None) -> list[ClusterStatus]:
     try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
+        document = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
         raise EnvoyParseError(f"/clusters is not JSON: {exc}") from None
     if not isinstance(document, dict) or not isinstance(document.get("cluster_statuses", []), list):
         raise EnvoyParseError("/clusters JSON has no cluster_statuses list")
@@ -146,12 +147,12 @@ def parse_clusters(text: str, only: frozenset[str] | None = None) -> list[Cluste
 def parse_stats(text: str) -> dict[str, int]:
     """Counters and gauges of ``/stats?format=json`` by name (histograms are skipped)."""
     try:
-        document = json.loads(text)
+        document = orjson.loads(text)
         values = {}
         for stat in document["stats"]:
             if "name" in stat and "value" in stat:
                 values[str(stat["name"])] = _int(stat["value"], str(stat["name"]))
-    except json.JSONDecodeError as exc:
+    except orjson.JSONDecodeError as exc:
         raise EnvoyParseError(f"/stats is not JSON: {exc}") from None
     except (KeyError, TypeError, AttributeError) as exc:
         raise EnvoyParseError(f"/stats JSON has an unexpected shape: {type(exc).__name__}: {exc}") from None
