@@ -32,6 +32,7 @@ class PolicyParams(_Strict):
     hysteresis: float = Field(ge=0, lt=1)
     cooldown_seconds: float = Field(ge=0)
     recover_step: int = Field(gt=0)
+    recover_max_spread: float = Field(gt=0, le=1)
     sample_max_age_seconds: float = Field(gt=0)
     shed_levels: list[float]
 

@@ -432,12 +432,21 @@ def test_rebalance_weights_reach_envoy_and_are_read_back(tmp_path, prometheus):
                 "/alerts", json=payload("rebalance"), headers={"Authorization": f"Bearer {TOKEN}"}
             )
             assert again.json["result"] == "rebalance" and again.json["after"]["node1"] < after["node1"]
-            # resolved: one recover step now, the tick does the rest, every step visible in Envoy
+            # resolved while node1 is still far hotter: the weights are what keeps it in check, so
+            # they are held (no EDS change), and the tick keeps checking
             clock[0] += config.params().policy.cooldown_seconds + 1
+            steered = {n: h["weight"] for n, h in envoy.cluster_hosts(CLUSTER).items()}
             resolved = client.post(
                 "/alerts", json=payload("rebalance", "resolved"), headers={"Authorization": f"Bearer {TOKEN}"}
             )
-            assert resolved.json["result"] == "recover"
+            assert resolved.json["result"] == "hold", resolved.json
+            assert "weights held" in resolved.json["reason"]
+            clock[0] += config.params().policy.cooldown_seconds + 1
+            assert rb_holder["rb"].tick() is None
+            assert {n: h["weight"] for n, h in envoy.cluster_hosts(CLUSTER).items()} == steered
+            # the load evens out: the tick walks the weights back, every step visible in Envoy
+            broker_metrics.set({"node1": 0.41, "node2": 0.4, "node3": 0.39}, {})
+            wait_for_series(prom_url, {"node1": 0.41, "node2": 0.4, "node3": 0.39})
             for _ in range(20):
                 clock[0] += config.params().policy.cooldown_seconds + 1
                 if rb_holder["rb"].tick() is None:

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mqttlb.params import PolicyParams, load_params
-from webhook.policy import NodeSample, decide, recover
+from webhook.policy import NodeSample, decide, recover, recovery_hold
 
 P = load_params().policy
 NODES = ["node1", "node2", "node3"]
@@ -120,6 +120,23 @@ def test_recover_steps_toward_neutral_and_stops_there():
         steps += 1
     assert neutral and weights == dict.fromkeys(NODES, P.neutral_weight)
     assert steps == 3  # 60 / 25 rounded up
+
+
+def test_recovery_holds_the_weights_while_the_cpu_spread_persists():
+    uneven = {"node1": fresh(0.72), "node2": fresh(0.6), "node3": fresh(0.61)}
+    reason = recovery_hold(uneven, P)
+    assert reason is not None and "0.120" in reason and "held" in reason
+    even = {"node1": fresh(0.62), "node2": fresh(0.6), "node3": fresh(0.61)}
+    assert recovery_hold(even, P) is None  # spread 0.02 < recover_max_spread: recover
+    idle = {n: fresh(0.0) for n in NODES}
+    assert recovery_hold(idle, P) is None  # load gone
+    # A draining node's CPU does not count, nor does a stale sample, and with fewer than two
+    # nodes left to compare nothing holds recovery back.
+    assert recovery_hold(uneven, P, draining=frozenset({"node1"})) is None
+    stale = {**even, "node1": NodeSample(cpu=0.99, connections=1.0, age_seconds=P.sample_max_age_seconds + 1)}
+    assert recovery_hold(stale, P) is None
+    assert recovery_hold({"node1": fresh(0.9)}, P) is None
+    assert recovery_hold(uneven, params(recover_max_spread=0.2)) is None
 
 
 cpus = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)

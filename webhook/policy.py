@@ -203,6 +203,29 @@ def decide(
     return result(after, targets, f"{summary}; weights moved toward spare capacity{stale_note}")
 
 
+def recovery_hold(
+    samples: Mapping[str, NodeSample], params: PolicyParams, draining: frozenset[str] = frozenset()
+) -> str | None:
+    """Why the weights should stay as they are instead of stepping back to neutral, or None.
+
+    A resolved imbalance alert often means the weights are doing their job: walking them back
+    would bring the imbalance back and fire the alert again.  So recovery waits until the CPU
+    spread of the fresh, non-draining nodes is below ``recover_max_spread`` (load gone or evened
+    out).  With fewer than two such nodes there is nothing to judge and recovery goes ahead.
+    """
+    cpu = [
+        _clamp(sample.cpu, 0.0, 1.0)
+        for node, sample in samples.items()
+        if node not in draining and _is_fresh(sample, params) and sample.cpu is not None
+    ]
+    if len(cpu) < 2:
+        return None
+    spread = max(cpu) - min(cpu)
+    if spread < params.recover_max_spread:
+        return None
+    return f"CPU spread {spread:.3f} still >= {params.recover_max_spread}: weights held, not recovered"
+
+
 def recover(weights: Mapping[str, int], params: PolicyParams) -> tuple[dict[str, int], bool]:
     """One slow-ramp step of every weight toward neutral (after the alert resolved)."""
     after = {

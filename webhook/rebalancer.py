@@ -311,8 +311,23 @@ class Rebalancer:
             "recipients": decision.recipients(),
         }
 
+    def _recovery_hold(self, new: WebhookState, now: float) -> str | None:
+        if all(w == self.policy.neutral_weight for w in new.weights.values()):
+            return None
+        try:
+            samples = fetch_node_samples(self.prometheus, self.config.cluster, self.config.node_names, now)
+        except PrometheusError as exc:
+            # Neutral is the safe place to be when the load cannot be seen.
+            log.warning("recovery: Prometheus unavailable (%s); stepping toward neutral anyway", exc)
+            return None
+        return policy.recovery_hold(samples, self.policy, frozenset(new.draining))
+
     def _recover_step(self, new: WebhookState, now: float, kind: str) -> dict[str, Any]:
         before = dict(new.weights)
+        hold = self._recovery_hold(new, now)
+        if hold is not None:
+            new.recovering = True  # the tick checks again
+            return {"kind": "hold", "reason": hold, "before": before, "after": before, "applied": None}
         after, neutral = policy.recover(new.weights, self.policy)
         new.recovering = not neutral
         applied: dict[str, Any] = {"eds_version": None, "envoy": None, "verified": False}
@@ -425,7 +440,10 @@ class Rebalancer:
                 self.metrics.failures.labels("tick", exc.reason).inc()
                 log.error("recovery tick failed (%s): %s; state unchanged", exc.reason, exc)
                 return None
-            if not entries:
+            if all(e["kind"] == "hold" for e in entries):
+                # Holding changes nothing: no audit line every tick, the log says it once in a while.
+                if entries:
+                    log.debug("recovery tick: %s", entries[0]["reason"])
                 return None
             entry = {
                 "alert": None,
