@@ -17,7 +17,7 @@ class WebhookMetrics:
         self.registry = CollectorRegistry()
         self.actions = Counter(
             _base(series.WEBHOOK_ACTIONS, "_total"),
-            "Actions taken by the rebalancer, by kind (rebalance, shed, unshed, recover, drain, noop, ...)",
+            "Actions taken by the rebalancer, by kind (rebalance, shed, unshed, recover, hold, noop, ...)",
             ["kind"],
             registry=self.registry,
         )
