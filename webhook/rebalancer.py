@@ -327,7 +327,7 @@ class Rebalancer:
         hold = self._recovery_hold(new, now)
         if hold is not None:
             new.recovering = True  # the tick checks again
-            return {"kind": "hold", "reason": hold, "before": before, "after": before, "applied": None}
+            return {"kind": "hold", "reason": hold, "before": before, "after": before, "applied": False}
         after, neutral = policy.recover(new.weights, self.policy)
         new.recovering = not neutral
         applied: dict[str, Any] = {"eds_version": None, "envoy": None, "verified": False}
@@ -441,7 +441,7 @@ class Rebalancer:
                 log.error("recovery tick failed (%s): %s; state unchanged", exc.reason, exc)
                 return None
             if all(e["kind"] == "hold" for e in entries):
-                # Holding changes nothing: no audit line every tick, the log says it once in a while.
+                # Holding changes nothing: no commit and no audit line per tick, a debug log only.
                 if entries:
                     log.debug("recovery tick: %s", entries[0]["reason"])
                 return None
