@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -72,8 +73,9 @@ def test_every_recording_rule_value_is_asserted() -> None:
         for group in rulegen.recording_groups(load_params())
         for rule in group["rules"]
     }
+    # `round(<rule>, 2 ^ -20)` counts as asserting <rule> (see the comment in recording_test.yml).
     asserted = {
-        check["expr"].split("{")[0].strip()
+        re.sub(r"^round\(", "", check["expr"]).split("{")[0].split(",")[0].strip()
         for case in _unit_test_cases()
         for check in case.get("promql_expr_test", [])
         if check.get("exp_samples")
