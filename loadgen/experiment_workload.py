@@ -48,6 +48,13 @@ def site_profiles(sites: int, uplink_rate: float) -> list[Profile]:
     return profiles
 
 
+def _sensor_wave(name: str, count: int, session: dict[str, Any], start: float) -> Profile:
+    """Light QoS 1 delivery-checked sensors that churn; the workload has two such waves."""
+    return _profile(
+        name=name, count=count, rate=0.5, size=64, qos=1, session=session, start=round(start, 1)
+    )
+
+
 def experiment_workload(
     port: int,
     duration: float,
@@ -73,24 +80,8 @@ def experiment_workload(
             pause=1.0,
             start=round(max(duration / 6, sites_done), 1),
         ),
-        _profile(
-            name="sensor",
-            count=sensors,
-            rate=0.5,
-            size=64,
-            qos=1,
-            session=sensor_session,
-            start=round(sites_done, 1),
-        ),
-        _profile(
-            name="late",
-            count=sensors,
-            rate=0.5,
-            size=64,
-            qos=1,
-            session=sensor_session,
-            start=round(max(duration / 3, sites_done), 1),
-        ),
+        _sensor_wave("sensor", sensors, sensor_session, start=sites_done),
+        _sensor_wave("late", sensors, sensor_session, start=max(duration / 3, sites_done)),
     ]
     return build_workload(
         profiles,
