@@ -69,7 +69,8 @@ POLICIES = {
 # re-sends every 6 s, webhook cooldown 4 s (re-sends must come after the cooldown to act again).
 # The imbalance alert fires from 7 points of deviation (default 20): with the default the alert
 # resolved at ~15 points, the weights went back to neutral and the imbalance crept back (2.4x
-# lower than round robin in a 180 s run, seed 1).  Slower recovery for the same reason.
+# lower than round robin in a 180 s run, seed 1, before the webhook held weights while the spread
+# persists).  Slower recovery for the same reason.
 FAST_PARAMS: dict[str, Any] = {
     "rate_window": "12s",
     "cpu_high_for": "6s",
@@ -121,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.047,
         help="CPU capacity credited to each node; small so that a modest load shows (default 0.047 "
-        "cores: a 250 msg/s uplink is about an eighth of a node, the cluster about 65 %% busy)",
+        "cores: a 250 msg/s uplink is about an eighth of a node, the cluster about 70 %% busy)",
     )
     p.add_argument(
         "--sites",
