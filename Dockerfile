@@ -9,13 +9,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-# Only what `pip install .` packages (see .dockerignore): metadata first, then the packages.
+# Only what `pip install .` packages (see .dockerignore): metadata, the package, its shipped data.
 COPY pyproject.toml README.md ./
 COPY mqttlb ./mqttlb
-COPY exporters ./exporters
-COPY webhook ./webhook
-COPY dashboards ./dashboards
-COPY loadgen ./loadgen
+# Data the wheel ships inside the package (mqttlb/shipped.py): rules, dashboards, runbooks, stack files.
+COPY rules ./rules
+COPY dashboards/generated ./dashboards/generated
+COPY docs/runbooks ./docs/runbooks
 COPY stack ./stack
 RUN pip install . && rm -rf /src
 

@@ -35,7 +35,7 @@ lint: install
 	$(PY) -m ruff check .
 
 typecheck: install
-	$(PY) -m mypy mqttlb webhook stack exporters dashboards loadgen
+	$(PY) -m mypy mqttlb bench
 
 test: install lint typecheck
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -ra
@@ -44,13 +44,13 @@ rules: install
 	$(PY) -m mqttlb.cli rules generate --out rules/
 
 compose: install
-	$(PY) -m stack.compose_render
+	$(PY) -m mqttlb.stack.compose_render
 
 dashboards: install
 	$(PY) -m mqttlb.cli dashboards generate
 
 dashboard-images: install
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m dashboards.snapshot --out docs/images
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m mqttlb.dashboards.snapshot --out docs/images
 
 experiment: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m mqttlb.cli experiment --out reports/experiment

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import requests
 
-from loadgen.hot import HotNodeDriver, fan_out_subscribers
 from mqttlb import series
-from stack.ephemeral import running_stack, stack_config
+from mqttlb.loadgen.hot import HotNodeDriver, fan_out_subscribers
+from mqttlb.stack.ephemeral import running_stack, stack_config
 
 PARAMS = {"rate_window": "20s", "policy": {"cooldown_seconds": 0}}
 

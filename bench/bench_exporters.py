@@ -29,11 +29,11 @@ from pathlib import Path
 import requests
 from prometheus_client import CollectorRegistry
 
-from exporters.broker_collector import BrokerCollector, NodeEntry
-from exporters.envoy_collector import EnvoyCollector
-from exporters.exposition import render
-from exporters.node_adapter import NodeSample
-from stack.ephemeral import free_port
+from mqttlb.exporters.broker_collector import BrokerCollector, NodeEntry
+from mqttlb.exporters.envoy_collector import EnvoyCollector
+from mqttlb.exporters.exposition import render
+from mqttlb.exporters.node_adapter import NodeSample
+from mqttlb.stack.ephemeral import free_port
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "envoy"
 
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         [
             sys.executable,
             "-m",
-            "exporters.envoy_cli",
+            "mqttlb.exporters.envoy_cli",
             "--listen",
             f"127.0.0.1:{port}",
             "--envoy-admin",

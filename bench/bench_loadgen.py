@@ -28,23 +28,23 @@ from typing import Any
 
 import psutil
 
-from loadgen.limits import raise_nofile_limit
-from loadgen.report import Report
-from loadgen.shard import run_sharded
-from loadgen.workload import build_workload, parse_profile
+from mqttlb.loadgen.limits import raise_nofile_limit
+from mqttlb.loadgen.report import Report
+from mqttlb.loadgen.shard import run_sharded
+from mqttlb.loadgen.workload import build_workload, parse_profile
 
 
 @contextlib.contextmanager
 def target(direct: bool, state_root: Path) -> Iterator[tuple[int, list[int], int | None]]:
     """Yield the port to load, the PIDs whose CPU to report (brokers and Envoy) and Envoy's cap."""
     if direct:
-        from loadgen.standalone import standalone_mosquitto
+        from mqttlb.loadgen.standalone import standalone_mosquitto
 
         with standalone_mosquitto() as broker:
             yield broker.port, [broker.pid], None
         return
-    from stack.ephemeral import running_stack, stack_config
-    from stack.render import envoy_connection_limit
+    from mqttlb.stack.ephemeral import running_stack, stack_config
+    from mqttlb.stack.render import envoy_connection_limit
 
     cfg = stack_config(state_root / "stack", nodes=3, dry_run=True)
     with running_stack(cfg, out=lambda line: print(f"[stack] {line}", flush=True)) as stack:

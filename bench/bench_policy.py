@@ -13,7 +13,7 @@ import random
 import time
 
 from mqttlb.params import load_params
-from webhook.policy import NodeSample, decide
+from mqttlb.webhook.policy import NodeSample, decide
 
 P = load_params().policy
 

@@ -7,15 +7,18 @@ import sys
 
 # subcommand -> (module with main(argv), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "stack": ("stack.cli", "start, stop and inspect the local stack (up|down|status|check)"),
-    "broker-exporter": ("exporters.broker_cli", "Prometheus exporter for MQTT brokers (Mosquitto, HiveMQ)"),
-    "envoy-exporter": ("exporters.envoy_cli", "Prometheus exporter for Envoy's per-endpoint state"),
-    "webhook": ("webhook.cli", "the Alertmanager webhook that rebalances Envoy by CPU"),
+    "stack": ("mqttlb.stack.cli", "start, stop and inspect the local stack (up|down|status|check)"),
+    "broker-exporter": (
+        "mqttlb.exporters.broker_cli",
+        "Prometheus exporter for MQTT brokers (Mosquitto, HiveMQ)",
+    ),
+    "envoy-exporter": ("mqttlb.exporters.envoy_cli", "Prometheus exporter for Envoy's per-endpoint state"),
+    "webhook": ("mqttlb.webhook.cli", "the Alertmanager webhook that rebalances Envoy by CPU"),
     "rules": ("mqttlb.rulegen", "generate / check the Prometheus rule files from params.yaml"),
     "alertmanager-config": ("mqttlb.alertmanager_config", "render the Alertmanager config"),
-    "dashboards": ("dashboards.cli", "generate, check and render the Grafana dashboards"),
-    "loadgen": ("loadgen.cli", "MQTT load generator (loopback only unless told otherwise)"),
-    "experiment": ("loadgen.experiment", "compare balancing policies on one seeded workload"),
+    "dashboards": ("mqttlb.dashboards.cli", "generate, check and render the Grafana dashboards"),
+    "loadgen": ("mqttlb.loadgen.cli", "MQTT load generator (loopback only unless told otherwise)"),
+    "experiment": ("mqttlb.loadgen.experiment", "compare balancing policies on one seeded workload"),
 }
 
 

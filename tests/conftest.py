@@ -11,8 +11,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from stackutil import free_ports_config, running_stack  # noqa: E402
 
-from stack.ephemeral import FAST_PARAMS  # noqa: E402
-from stack.runner import Stack  # noqa: E402
+from mqttlb.stack.ephemeral import FAST_PARAMS  # noqa: E402
+from mqttlb.stack.runner import Stack  # noqa: E402
 
 # The venv's bin holds envoy and supervisord; make sure subprocesses find them.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"

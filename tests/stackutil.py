@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from stack.config import StackConfig
-from stack.ephemeral import free_port
-from stack.ephemeral import running_stack as _running_stack
-from stack.ephemeral import stack_config as free_ports_config
-from stack.runner import Stack
+from mqttlb.stack.config import StackConfig
+from mqttlb.stack.ephemeral import free_port
+from mqttlb.stack.ephemeral import running_stack as _running_stack
+from mqttlb.stack.ephemeral import stack_config as free_ports_config
+from mqttlb.stack.runner import Stack
 
 __all__ = ["free_port", "free_ports_config", "running_stack"]
 

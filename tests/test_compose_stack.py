@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -17,14 +18,14 @@ import jsonschema
 import pytest
 import yaml
 
-from exporters.broker_config import parse_config as parse_broker_config
 from mqttlb.alertmanager_config import render as render_alertmanager_config
 from mqttlb.cli import COMMANDS
+from mqttlb.exporters.broker_config import parse_config as parse_broker_config
 from mqttlb.rulegen import render_rule_files
-from stack import compose_render as cr
-from stack.config import load_stack_config
-from stack.render import Paths, prometheus_config
-from webhook.config import WebhookConfig
+from mqttlb.stack import compose_render as cr
+from mqttlb.stack.config import load_stack_config
+from mqttlb.stack.render import Paths, prometheus_config
+from mqttlb.webhook.config import WebhookConfig
 
 REPO = Path(__file__).resolve().parent.parent
 STACK = REPO / "stack"
@@ -98,7 +99,7 @@ def test_the_schema_catches_a_wrong_key(compose):
 # ------------------------------------------------------------------ generated configs
 def test_generated_compose_files_are_up_to_date():
     diffs = cr.drift(cr.render_files())
-    assert diffs == [], "run `python -m stack.compose_render`:\n" + "\n".join(diffs)
+    assert diffs == [], "run `python -m mqttlb.stack.compose_render`:\n" + "\n".join(diffs)
 
 
 def test_drift_check_reports_a_changed_file():
@@ -323,11 +324,10 @@ def test_dockerfile_installs_the_project_with_the_mqttlb_entrypoint():
             assert (REPO / source).exists(), source
             assert source not in ignored, f"{source} is copied but excluded by .dockerignore"
             copied.append(source)
-    pyproject = (REPO / "pyproject.toml").read_text()
-    include = re.search(r"include = \[(.*?)\]", pyproject)
-    assert include is not None
-    for pattern in re.findall(r'"([a-z_]+)\*"', include.group(1)):
-        assert pattern in copied, f"package {pattern} is not copied into the image"
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    sources = {"mqttlb", *setuptools["package-dir"].values()}
+    for source in sources:
+        assert source in copied, f"{source} (packaged by pyproject.toml) is not copied into the image"
     assert "README.md" in copied  # pyproject's readme
 
 

@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stack import compose_render as cr
-from stack.config import find_binary
-
-INIT_SCRIPT = cr.COMPOSE_DIR / "init_state.py"
+from mqttlb.stack import compose_render as cr
+from mqttlb.stack.config import find_binary
 
 
 def binary(name: str) -> str:
@@ -69,7 +67,7 @@ def test_envoy_validates_the_compose_envoy_config(tmp_path):
 
 
 def run_init(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(INIT_SCRIPT), *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", cr.INIT_MODULE, *args], capture_output=True, text=True,
                           timeout=60, cwd=cr.STACK_DIR.parent)
 
 

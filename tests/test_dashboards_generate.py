@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboards import build, cli
+from mqttlb.dashboards import build, cli
 from mqttlb.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ def test_generation_does_not_depend_on_the_interpreter_run(tmp_path: Path) -> No
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = tmp_path / "subprocess"
     subprocess.run(
-        [sys.executable, "-m", "dashboards.cli", "generate", "--out", str(out)],
+        [sys.executable, "-m", "mqttlb.dashboards.cli", "generate", "--out", str(out)],
         check=True,
         cwd=REPO,
         env=env,

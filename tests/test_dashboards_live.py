@@ -20,10 +20,11 @@ import paho.mqtt.client as mqtt
 import pytest
 import requests
 
-from dashboards import cli
-from dashboards.build import GENERATED_DIR
-from dashboards.common import ALERTNAME_REGEX
-from dashboards.execute import (
+from mqttlb import series
+from mqttlb.dashboards import cli
+from mqttlb.dashboards.build import GENERATED_DIR
+from mqttlb.dashboards.common import ALERTNAME_REGEX
+from mqttlb.dashboards.execute import (
     PanelResult,
     Window,
     load_dashboards,
@@ -31,10 +32,9 @@ from dashboards.execute import (
     run_annotations,
     run_panels,
 )
-from dashboards.prom import Prometheus
-from dashboards.resolve import parse_duration
-from mqttlb import series
-from stack.runner import Stack
+from mqttlb.dashboards.prom import Prometheus
+from mqttlb.dashboards.resolve import parse_duration
+from mqttlb.stack.runner import Stack
 
 pytestmark = pytest.mark.live
 

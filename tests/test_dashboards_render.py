@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from dashboards.build import GENERATED_DIR
-from dashboards.execute import PanelResult, TargetResult, Window
-from dashboards.prom import Series
-from dashboards.render import annotation_times, format_value, render_png, with_gaps
-from dashboards.resolve import resolve_panels, resolve_variables
+from mqttlb.dashboards.build import GENERATED_DIR
+from mqttlb.dashboards.execute import PanelResult, TargetResult, Window
+from mqttlb.dashboards.prom import Series
+from mqttlb.dashboards.render import annotation_times, format_value, render_png, with_gaps
+from mqttlb.dashboards.resolve import resolve_panels, resolve_variables
 
 NOW = 1_800_000_000.0
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from dashboards import cli
-from dashboards.build import GENERATED_DIR
-from dashboards.resolve import (
+from mqttlb.dashboards import cli
+from mqttlb.dashboards.build import GENERATED_DIR
+from mqttlb.dashboards.resolve import (
     Interval,
     ResolveError,
     Variable,

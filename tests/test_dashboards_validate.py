@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from dashboards.build import GENERATED_DIR
 from mqttlb import rulegen, series
+from mqttlb.dashboards.build import GENERATED_DIR
 from mqttlb.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]

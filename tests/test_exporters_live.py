@@ -22,10 +22,10 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporters.broker_collector import SAMPLE_METRICS
 from mqttlb import series
-from stack.ephemeral import free_port
-from webhook.eds import Endpoint, write_eds_file
+from mqttlb.exporters.broker_collector import SAMPLE_METRICS
+from mqttlb.stack.ephemeral import free_port
+from mqttlb.webhook.eds import Endpoint, write_eds_file
 
 pytestmark = pytest.mark.live
 
@@ -149,7 +149,7 @@ def start_broker_exporter(rig: Rig, extra_nodes: list[dict] | None = None, timeo
     }
     path = rig.tmp / "broker.yaml"
     path.write_text(yaml.safe_dump(config))
-    rig.start("broker-exporter", [sys.executable, "-m", "exporters.broker_cli", "--config", str(path)])
+    rig.start("broker-exporter", [sys.executable, "-m", "mqttlb.exporters.broker_cli", "--config", str(path)])
     rig.broker_exporter = f"http://127.0.0.1:{port}/metrics"
 
 
@@ -228,7 +228,7 @@ def start_envoy_exporter(rig: Rig, admin_url: str, timeout: float = 2) -> None:
         [
             sys.executable,
             "-m",
-            "exporters.envoy_cli",
+            "mqttlb.exporters.envoy_cli",
             "--listen",
             f"127.0.0.1:{port}",
             "--envoy-admin",

@@ -19,11 +19,12 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporters import broker_cli, envoy_cli
-from exporters.broker_collector import SAMPLE_METRICS, BrokerCollector, NodeEntry
-from exporters.broker_config import ConfigError, load_config, parse_config
-from exporters.envoy_collector import EnvoyCollector
-from exporters.envoy_parse import (
+from mqttlb import series
+from mqttlb.exporters import broker_cli, envoy_cli
+from mqttlb.exporters.broker_collector import SAMPLE_METRICS, BrokerCollector, NodeEntry
+from mqttlb.exporters.broker_config import ConfigError, load_config, parse_config
+from mqttlb.exporters.envoy_collector import EnvoyCollector
+from mqttlb.exporters.envoy_parse import (
     STATS_FILTER,
     EnvoyParseError,
     health_of,
@@ -31,12 +32,11 @@ from exporters.envoy_parse import (
     parse_clusters,
     parse_stats,
 )
-from exporters.hivemq_adapter import HiveMQAdapter
-from exporters.hivemq_mapping import HiveMQParseError, parse_values, to_sample
-from exporters.http_fetch import FetchError
-from exporters.mosquitto_sys import SysTree, classify_log_line
-from exporters.node_adapter import NodeAdapter, NodeSample
-from mqttlb import series
+from mqttlb.exporters.hivemq_adapter import HiveMQAdapter
+from mqttlb.exporters.hivemq_mapping import HiveMQParseError, parse_values, to_sample
+from mqttlb.exporters.http_fetch import FetchError
+from mqttlb.exporters.mosquitto_sys import SysTree, classify_log_line
+from mqttlb.exporters.node_adapter import NodeAdapter, NodeSample
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HIVEMQ_TEXT = (FIXTURES / "hivemq" / "metrics.txt").read_text()
@@ -551,7 +551,7 @@ def test_envoy_collector_against_a_silent_admin(silent_socket: str) -> None:
 def test_renderer_matches_prometheus_client() -> None:
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
-    from exporters.exposition import LabelSet, render_families
+    from mqttlb.exporters.exposition import LabelSet, render_families
 
     def families() -> list:
         gauge = GaugeMetricFamily("g", "help with \\ and\nnewline", labels=["a", "b"])
@@ -585,7 +585,7 @@ def test_renderer_matches_prometheus_client() -> None:
 
 
 def test_exporter_http_server_paths() -> None:
-    from exporters.exposition import make_server
+    from mqttlb.exporters.exposition import make_server
 
     registry = CollectorRegistry()
     registry.register(BrokerCollector("local", [NodeEntry(FakeAdapter("n1", FULL), 1)], timeout=1))
@@ -660,7 +660,7 @@ def test_envoy_overload_manager_series() -> None:
 def test_process_port_lookup_after_a_miss_waits_instead_of_scanning_every_scrape(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from exporters import process_stats
+    from mqttlb.exporters import process_stats
 
     lookups: list[int] = []
 

@@ -6,17 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from loadgen.balance import (
+from mqttlb.loadgen.balance import (
     Sample,
     connection_share_msd,
     max_squared_deviation,
     summarise,
     time_to_settle,
 )
-from loadgen.experiment import POLICIES, main, parse_policies
-from loadgen.experiment_report import PolicyResult, render
-from loadgen.experiment_workload import experiment_workload
-from loadgen.report import Report
+from mqttlb.loadgen.experiment import POLICIES, main, parse_policies
+from mqttlb.loadgen.experiment_report import PolicyResult, render
+from mqttlb.loadgen.experiment_workload import experiment_workload
+from mqttlb.loadgen.report import Report
 
 NODES = ["node1", "node2", "node3"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from loadgen.experiment import main
+from mqttlb.loadgen.experiment import main
 
 pytestmark = pytest.mark.live
 

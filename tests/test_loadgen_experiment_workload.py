@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from loadgen.balance import BalanceSummary
-from loadgen.engine import shard_members
-from loadgen.experiment import main
-from loadgen.experiment_report import PolicyResult, comparison_lines, improvement, policy_table
-from loadgen.experiment_workload import LINKS_PER_SITE, experiment_workload
-from loadgen.report import Report
+from mqttlb.loadgen.balance import BalanceSummary
+from mqttlb.loadgen.engine import shard_members
+from mqttlb.loadgen.experiment import main
+from mqttlb.loadgen.experiment_report import PolicyResult, comparison_lines, improvement, policy_table
+from mqttlb.loadgen.experiment_workload import LINKS_PER_SITE, experiment_workload
+from mqttlb.loadgen.report import Report
 
 
 def _workload(duration: float = 180.0, sites: int = 3):

@@ -11,12 +11,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from loadgen.cli import main as loadgen_main
-from loadgen.engine import run
-from loadgen.hot import HotNodeDriver
-from loadgen.shard import run_sharded
-from loadgen.standalone import Broker, free_port, standalone_mosquitto
-from loadgen.workload import build_workload, parse_profile
+from mqttlb.loadgen.cli import main as loadgen_main
+from mqttlb.loadgen.engine import run
+from mqttlb.loadgen.hot import HotNodeDriver
+from mqttlb.loadgen.shard import run_sharded
+from mqttlb.loadgen.standalone import Broker, free_port, standalone_mosquitto
+from mqttlb.loadgen.workload import build_workload, parse_profile
 
 pytestmark = pytest.mark.live
 

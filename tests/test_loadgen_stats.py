@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from loadgen.payload import MAGIC, Stamp, decode, encode, header_size
-from loadgen.report import Report
-from loadgen.shard import merge_reports
-from loadgen.stats import LatencyHistogram, SequenceTracker
+from mqttlb.loadgen.payload import MAGIC, Stamp, decode, encode, header_size
+from mqttlb.loadgen.report import Report
+from mqttlb.loadgen.shard import merge_reports
+from mqttlb.loadgen.stats import LatencyHistogram, SequenceTracker
 
 
 def test_tracker_counts_loss_duplicates_and_unacked_receipts_on_a_synthetic_sequence() -> None:

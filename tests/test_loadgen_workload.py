@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from loadgen.engine import client_name, client_rng
-from loadgen.workload import Churn, WorkloadError, build_workload, load_workload_yaml, parse_profile
+from mqttlb.loadgen.engine import client_name, client_rng
+from mqttlb.loadgen.workload import Churn, WorkloadError, build_workload, load_workload_yaml, parse_profile
 
 
 def test_profile_spec_with_every_option() -> None:

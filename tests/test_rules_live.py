@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import requests
 
-from loadgen.hot import HotNodeDriver
 from mqttlb import rulegen
 from mqttlb import series as s
-from stack.runner import Stack
+from mqttlb.loadgen.hot import HotNodeDriver
+from mqttlb.stack.runner import Stack
 
 pytestmark = pytest.mark.live
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from stackutil import free_ports_config
 
-from stack.config import StackConfigError, check_binaries, find_binary, load_stack_config
-from stack.render import Paths, envoy_config, envoy_connection_limit, render_all
+from mqttlb.stack.config import StackConfigError, check_binaries, find_binary, load_stack_config
+from mqttlb.stack.render import Paths, envoy_config, envoy_connection_limit, render_all
 
 
 def run_stack_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -79,7 +79,7 @@ def test_nodes_zero_from_environment_is_refused(tmp_path: Path) -> None:
 
 def test_missing_binary_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(
-        "stack.config.find_binary", lambda name: None if name == "prometheus" else "/bin/true"
+        "mqttlb.stack.config.find_binary", lambda name: None if name == "prometheus" else "/bin/true"
     )
     with pytest.raises(StackConfigError, match="missing binary 'prometheus'.*apt-get install prometheus"):
         check_binaries()
@@ -137,7 +137,7 @@ def test_rendered_configs_are_valid_for_the_real_binaries(tmp_path: Path) -> Non
 def test_stale_pid_file_reused_by_another_process_is_not_a_running_stack(tmp_path: Path) -> None:
     import os
 
-    from stack.runner import Stack
+    from mqttlb.stack.runner import Stack
 
     cfg = free_ports_config(tmp_path / "state", nodes=1)
     stack = Stack(cfg, out=lambda line: None)

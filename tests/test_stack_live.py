@@ -16,7 +16,7 @@ import requests
 import yaml
 from stackutil import free_ports_config, running_stack
 
-from stack.runner import Stack, port_accepts
+from mqttlb.stack.runner import Stack, port_accepts
 
 pytestmark = pytest.mark.live
 

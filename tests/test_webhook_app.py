@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from webhook.app import create_app
-from webhook.config import ConfigError, WebhookConfig, load_config, load_token
-from webhook.eds import read_eds_file
-from webhook.rebalancer import Rebalancer
+from mqttlb.webhook.app import create_app
+from mqttlb.webhook.config import ConfigError, WebhookConfig, load_config, load_token
+from mqttlb.webhook.eds import read_eds_file
+from mqttlb.webhook.rebalancer import Rebalancer
 
 TOKEN = "s3cret-token-0123456789"
 

@@ -13,8 +13,8 @@ import pytest
 import requests
 import yaml
 
-from stack.ephemeral import free_port
-from webhook.cli import build_parser, main
+from mqttlb.stack.ephemeral import free_port
+from mqttlb.webhook.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,7 @@ def test_serves_with_waitress_and_becomes_ready(tmp_path, dry_run):
     }
     path = tmp_path / "webhook.yaml"
     path.write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "webhook.cli", "--config", str(path), "--listen", f"127.0.0.1:{port}"]
+    cmd = [sys.executable, "-m", "mqttlb.webhook.cli", "--config", str(path), "--listen", f"127.0.0.1:{port}"]
     if dry_run:
         cmd.append("--dry-run")
     proc = subprocess.Popen(

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from webhook.eds import CLA_TYPE, read_eds_file
-from webhook.state import StateError, WebhookState, load_state, save_state
+from mqttlb.webhook.eds import CLA_TYPE, read_eds_file
+from mqttlb.webhook.state import StateError, WebhookState, load_state, save_state
 
 WRITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from webhook.eds import Endpoint, write_eds_file
+    from mqttlb.webhook.eds import Endpoint, write_eds_file
     path = Path(sys.argv[1])
     deadline = time.monotonic() + 10
     for version in range(1, 200_001):  # bounded in count and time

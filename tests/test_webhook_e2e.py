@@ -10,8 +10,8 @@ import paho.mqtt.client as mqtt
 import pytest
 import requests
 
-from loadgen.hot import HotNodeDriver, fan_out_subscribers
-from stack.runner import Stack
+from mqttlb.loadgen.hot import HotNodeDriver, fan_out_subscribers
+from mqttlb.stack.runner import Stack
 
 pytestmark = pytest.mark.live
 

@@ -27,11 +27,11 @@ import yaml
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from mqttlb import series
-from stack.ephemeral import free_port
-from webhook.actuators import EnvoyAdmin, circuit_breaker_key
-from webhook.app import create_app
-from webhook.config import WebhookConfig
-from webhook.rebalancer import Rebalancer
+from mqttlb.stack.ephemeral import free_port
+from mqttlb.webhook.actuators import EnvoyAdmin, circuit_breaker_key
+from mqttlb.webhook.app import create_app
+from mqttlb.webhook.config import WebhookConfig
+from mqttlb.webhook.rebalancer import Rebalancer
 
 pytestmark = pytest.mark.live
 

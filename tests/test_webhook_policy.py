@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mqttlb.params import PolicyParams, load_params
-from webhook.policy import NodeSample, decide, recover, recovery_hold
+from mqttlb.webhook.policy import NodeSample, decide, recover, recovery_hold
 
 P = load_params().policy
 NODES = ["node1", "node2", "node3"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mqttlb import series
-from webhook.prometheus_client_query import PrometheusError, parse_vector
-from webhook.samples import _selector, node_samples_from
+from mqttlb.webhook.prometheus_client_query import PrometheusError, parse_vector
+from mqttlb.webhook.samples import _selector, node_samples_from
 
 NOW = 1_764_158_400.0
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from webhook.shedding import ShedState, escalate, max_level, plan_for, relax, validate_fractions
+from mqttlb.webhook.shedding import ShedState, escalate, max_level, plan_for, relax, validate_fractions
 
 F = [0.8, 0.6, 0.4]
 

@@ -1,0 +1,72 @@
+"""Turn the dashboard sources into JSON text, write it, and detect drift of the committed files."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import grafanalib.core as G
+from grafanalib._gen import DashboardEncoder
+
+from mqttlb.atomic import atomic_write_text
+from mqttlb.dashboards import cluster_balance, connections, rebalancer
+from mqttlb.params import Params
+from mqttlb.shipped import DASHBOARDS, shipped
+
+GENERATED_DIR = shipped(DASHBOARDS)  # the committed / shipped copies (read-only)
+DEFAULT_OUT = Path(DASHBOARDS)  # where `mqttlb dashboards generate` writes, relative to the cwd
+
+BUILDERS: tuple[Callable[[Params], G.Dashboard], ...] = (
+    cluster_balance.build,
+    connections.build,
+    rebalancer.build,
+)
+
+
+def to_json_text(dashboard: G.Dashboard) -> str:
+    """Deterministic JSON: sorted keys, fixed indentation, trailing newline."""
+    data = json.loads(json.dumps(dashboard.to_json_data(), cls=DashboardEncoder))
+    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def render_all(params: Params) -> dict[str, str]:
+    """File name (``<uid>.json``) -> JSON text for every dashboard."""
+    files: dict[str, str] = {}
+    for build in BUILDERS:
+        dashboard = build(params)
+        if not dashboard.uid:
+            raise ValueError(f"dashboard {dashboard.title!r} has no uid")
+        name = f"{dashboard.uid}.json"
+        if name in files:
+            raise ValueError(f"two dashboards share the uid {dashboard.uid!r}")
+        files[name] = to_json_text(dashboard)
+    return files
+
+
+def write_all(params: Params, out_dir: Path = DEFAULT_OUT) -> list[Path]:
+    """Write every dashboard; files whose content is unchanged are left untouched."""
+    written = []
+    for name, text in render_all(params).items():
+        path = out_dir / name
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            atomic_write_text(path, text)
+            written.append(path)
+    return written
+
+
+def drift(params: Params, out_dir: Path = GENERATED_DIR) -> list[str]:
+    """Human-readable problems: generated files that are missing, differ, or have no source."""
+    expected = render_all(params)
+    problems = []
+    for name, text in expected.items():
+        path = out_dir / name
+        if not path.exists():
+            problems.append(f"{path}: missing (run `mqttlb dashboards generate`)")
+        elif path.read_text(encoding="utf-8") != text:
+            problems.append(f"{path}: differs from its source (run `mqttlb dashboards generate`)")
+    if out_dir.is_dir():
+        for path in sorted(out_dir.glob("*.json")):
+            if path.name not in expected:
+                problems.append(f"{path}: no dashboard source generates this file")
+    return problems

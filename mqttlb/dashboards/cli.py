@@ -1,0 +1,211 @@
+"""`mqttlb dashboards`: generate, check, render and list the Grafana dashboards.
+
+generate   write dashboards/generated/<uid>.json from the Python sources (byte-identical on rerun)
+check      exit 1 and name each generated file that drifted from its source
+render     draw every dashboard to <out>/<uid>.png from a live Prometheus (no Grafana needed)
+queries    print every panel's queries with the template variables resolved
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mqttlb.dashboards import build
+from mqttlb.dashboards.execute import Window, load_dashboards, resolve_dashboard, run_annotations, run_panels
+from mqttlb.dashboards.prom import Prometheus, PrometheusError, check_url
+from mqttlb.dashboards.resolve import ResolveError, parse_duration
+from mqttlb.params import DEFAULT_PARAMS_FILE, load_params
+
+log = logging.getLogger("mqttlb.dashboards")
+
+
+def _variable(text: str) -> tuple[str, list[str]]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier() or not value:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE[,VALUE...], got {text!r}")
+    values = [v for v in value.split(",") if v]
+    if not values:
+        raise argparse.ArgumentTypeError(f"no value in {text!r}")
+    return name, values
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ResolveError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _url(text: str) -> str:
+    try:
+        return check_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _params_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=DEFAULT_PARAMS_FILE,
+        help="parameter file whose thresholds the dashboards show (default: mqttlb/params.yaml)",
+    )
+
+
+def _query_flags(parser: argparse.ArgumentParser, prometheus_required: bool) -> None:
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=build.GENERATED_DIR,
+        help="directory of the dashboard JSON (default: the shipped dashboards)",
+    )
+    parser.add_argument(
+        "--prometheus",
+        type=_url,
+        required=prometheus_required,
+        metavar="URL",
+        help="Prometheus base URL, e.g. http://127.0.0.1:9090; variables not given with --var are "
+        "discovered there the way Grafana does (label_values)",
+    )
+    parser.add_argument(
+        "--var",
+        type=_variable,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE[,VALUE...]",
+        help="set a template variable (repeatable), e.g. --var cluster=local --var node=node1,node2",
+    )
+    parser.add_argument(
+        "--range",
+        dest="range_seconds",
+        type=_duration,
+        default=parse_duration("15m"),
+        metavar="DURATION",
+        help="time range ending now, e.g. 15m, 1h (default: 15m)",
+    )
+    parser.add_argument(
+        "--scrape-interval",
+        type=_duration,
+        default=5.0,
+        metavar="DURATION",
+        help="Prometheus scrape interval, used for $__rate_interval as Grafana does (default: 5s)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=10.0, help="HTTP timeout per query in seconds (default: 10)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mqttlb dashboards", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="write the dashboard JSON from the Python sources")
+    _params_flag(gen)
+    gen.add_argument(
+        "--out",
+        type=Path,
+        default=build.DEFAULT_OUT,
+        help="output directory (default: dashboards/generated under the current directory)",
+    )
+
+    check = sub.add_parser("check", help="fail if the generated JSON differs from the sources")
+    _params_flag(check)
+    check.add_argument(
+        "--dir",
+        type=Path,
+        default=build.GENERATED_DIR,
+        help="directory of the generated JSON (default: the shipped dashboards)",
+    )
+
+    render = sub.add_parser("render", help="draw each dashboard to a PNG from a live Prometheus")
+    _query_flags(render, prometheus_required=True)
+    render.add_argument("--out", type=Path, required=True, help="directory for the PNG files (<uid>.png)")
+
+    queries = sub.add_parser("queries", help="list every panel's queries with variables resolved")
+    _query_flags(queries, prometheus_required=False)
+    return parser
+
+
+def _generate(args: argparse.Namespace) -> int:
+    written = build.write_all(load_params(path=args.params), args.out)
+    for path in written:
+        log.info("wrote %s", path)
+    log.info("%d dashboard file(s) changed in %s", len(written), args.out)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    problems = build.drift(load_params(path=args.params), args.dir)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if not problems:
+        log.info("generated dashboards in %s match their sources", args.dir)
+    return 1 if problems else 0
+
+
+def _queries(args: argparse.Namespace) -> int:
+    prom = Prometheus(args.prometheus, args.timeout) if args.prometheus else None
+    window = Window.last(args.range_seconds, args.scrape_interval)
+    for _path, dashboard in load_dashboards(args.dir):
+        _variables, panels = resolve_dashboard(dashboard, window, dict(args.var), prom)
+        print(f"# {dashboard['uid']}: {dashboard.get('title', '')}")
+        for panel in panels:
+            for target in panel.targets:
+                print(f"{panel.label}\t{target.ref_id}\t{target.expr}")
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    prom = Prometheus(args.prometheus, args.timeout)
+    window = Window.last(args.range_seconds, args.scrape_interval)
+    failures = []
+    for _path, dashboard in load_dashboards(args.dir):
+        variables, panels = resolve_dashboard(dashboard, window, dict(args.var), prom)
+        results = run_panels(prom, panels, window)
+        from mqttlb.dashboards.render import annotation_times, render_png  # matplotlib only when drawing
+
+        marks = annotation_times(
+            run_annotations(prom, dashboard, variables, window), window.interval.step_seconds
+        )
+        shown = ", ".join(f"{v.name}={v.formatted()}" for v in variables.values() if v.name != "datasource")
+        end = dt.datetime.fromtimestamp(window.end, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        out = render_png(
+            dashboard.get("title", dashboard["uid"]),
+            f"{shown}; last {int(args.range_seconds)}s until {end}; source {args.prometheus}",
+            [p for p in panels if p.type == "row"],
+            results,
+            window,
+            args.out / f"{dashboard['uid']}.png",
+            marks,
+        )
+        log.info("rendered %s (%d panels)", out, len(results))
+        failures += [f"{r.panel.label}: {'; '.join(r.errors)}" for r in results if r.errors]
+    for failure in failures:
+        print(f"query failed: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handlers = {"generate": _generate, "check": _check, "queries": _queries, "render": _render}
+    try:
+        return handlers[args.command](args)
+    except (ValueError, ResolveError, PrometheusError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

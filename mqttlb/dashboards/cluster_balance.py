@@ -1,0 +1,188 @@
+"""Cluster balance: is CPU spread evenly over the brokers, and how far is each node from the mean?"""
+
+from __future__ import annotations
+
+import grafanalib.core as G
+
+from mqttlb import series
+from mqttlb.dashboards import common as c
+from mqttlb.params import Params
+
+UID = "mqttlb-cluster-balance"
+
+
+def mean_cpu_stat(params: Params) -> G.Stat:
+    return c.stat(
+        "Cluster mean CPU",
+        f"Mean CPU utilisation over the nodes ({series.CLUSTER_CPU_MEAN}). Above {params.cpu_critical:.0%} "
+        "rebalancing cannot help any more and the rebalancer sheds new connections.",
+        c.targets((f"{series.CLUSTER_CPU_MEAN}{{{c.cluster_selector()}}}", "mean")),
+        "percentunit",
+        c.critical_thresholds(params),
+    )
+
+
+def squared_deviation_stat(params: Params) -> G.Stat:
+    return c.stat(
+        "Max squared deviation",
+        f"Largest squared distance of a node's CPU from the cluster mean ({series.CLUSTER_CPU_MSD}). "
+        f"The imbalance alert fires above {params.imbalance_max_squared_deviation} while the mean is above "
+        f"{params.imbalance_min_mean:.0%}.",
+        c.targets((f"{series.CLUSTER_CPU_MSD}{{{c.cluster_selector()}}}", "max squared deviation")),
+        "none",
+        c.imbalance_thresholds(params),
+    )
+
+
+def max_over_min_stat() -> G.Stat:
+    return c.stat(
+        "Busiest / idlest node",
+        f"CPU of the busiest node divided by that of the idlest ({series.CLUSTER_CPU_MAX_OVER_MIN}); "
+        "1 is perfectly even.",
+        c.targets((f"{series.CLUSTER_CPU_MAX_OVER_MIN}{{{c.cluster_selector()}}}", "max / min")),
+        "none",
+    )
+
+
+def nodes_up_stat(params: Params) -> G.Stat:
+    return c.stat(
+        "Nodes up",
+        f"Nodes whose broker answered the exporter's last scrape ({series.BROKER_UP}).",
+        c.targets((f"sum({series.BROKER_UP}{{{c.broker_selector(params)}}})", "up")),
+        "short",
+    )
+
+
+def cpu_per_node(params: Params) -> G.TimeSeries:
+    return c.timeseries(
+        "CPU utilisation per node",
+        f"Broker process CPU as a fraction of the node's configured cores ({series.NODE_CPU}), with the "
+        f"cluster mean. Lines: {params.cpu_high:.0%} = node hot (weights move away), "
+        f"{params.cpu_critical:.0%} = critical.",
+        c.targets(
+            (f"{series.NODE_CPU}{{{c.node_selector()}}}", "{{node}}"),
+            (f"{series.CLUSTER_CPU_MEAN}{{{c.cluster_selector()}}}", "cluster mean"),
+        ),
+        "percentunit",
+        c.cpu_thresholds(params),
+        min_value=0,
+    )
+
+
+def deviation_per_node(params: Params) -> G.TimeSeries:
+    return c.timeseries(
+        "CPU deviation from the cluster mean",
+        f"Node CPU minus the cluster mean ({series.NODE_CPU_DEVIATION}), centred on zero. Outside the "
+        "lines a node's squared deviation exceeds the imbalance threshold.",
+        c.targets((f"{series.NODE_CPU_DEVIATION}{{{c.node_selector()}}}", "{{node}}")),
+        "percentunit",
+        c.deviation_thresholds(params),
+        centred=True,
+    )
+
+
+def mean_absolute_deviation() -> G.TimeSeries:
+    return c.timeseries(
+        "Mean absolute deviation of CPU",
+        f"Average distance of the nodes' CPU from the cluster mean ({series.CLUSTER_CPU_MAD}): how uneven "
+        "the cluster is as a whole.",
+        c.targets((f"{series.CLUSTER_CPU_MAD}{{{c.cluster_selector()}}}", "mean absolute deviation")),
+        "percentunit",
+        min_value=0,
+    )
+
+
+def max_squared_deviation(params: Params) -> G.TimeSeries:
+    return c.timeseries(
+        "Max squared deviation of CPU",
+        f"Largest squared distance from the mean ({series.CLUSTER_CPU_MSD}); the line is the imbalance "
+        f"alert threshold {params.imbalance_max_squared_deviation}.",
+        c.targets((f"{series.CLUSTER_CPU_MSD}{{{c.cluster_selector()}}}", "max squared deviation")),
+        "none",
+        c.imbalance_thresholds(params),
+        min_value=0,
+    )
+
+
+# --- the per-node row (repeated over $node) ---------------------------------------------------
+def node_cpu(params: Params) -> G.TimeSeries:
+    return c.timeseries(
+        "CPU utilisation",
+        f"This node's CPU utilisation ({series.NODE_CPU}) against the hot and critical marks.",
+        c.targets((f"{series.NODE_CPU}{{{c.node_selector()}}}", "{{node}}")),
+        "percentunit",
+        c.cpu_thresholds(params),
+        min_value=0,
+    )
+
+
+def node_deviation(params: Params) -> G.TimeSeries:
+    return c.timeseries(
+        "Deviation from mean",
+        f"This node's CPU minus the cluster mean ({series.NODE_CPU_DEVIATION}).",
+        c.targets((f"{series.NODE_CPU_DEVIATION}{{{c.node_selector()}}}", "{{node}}")),
+        "percentunit",
+        c.deviation_thresholds(params),
+        centred=True,
+    )
+
+
+def node_connections() -> G.TimeSeries:
+    return c.timeseries(
+        "Connections",
+        f"Clients connected to this node ({series.NODE_CONNECTIONS}).",
+        c.targets((f"{series.NODE_CONNECTIONS}{{{c.node_selector()}}}", "{{node}}")),
+        "short",
+        stepped=True,
+        min_value=0,
+    )
+
+
+def node_publish_rate() -> G.TimeSeries:
+    return c.timeseries(
+        "Publish rate",
+        f"PUBLISH messages received per second by this node ({series.NODE_PUBLISH_RATE}).",
+        c.targets((f"{series.NODE_PUBLISH_RATE}{{{c.node_selector()}}}", "{{node}}")),
+        "ops",
+        min_value=0,
+    )
+
+
+def build(params: Params) -> G.Dashboard:
+    Cell = c.Cell
+    sections = [
+        (
+            c.row("Cluster", "Cluster-wide balance indicators from the recording rules."),
+            [
+                [
+                    Cell(mean_cpu_stat(params), 6, 4),
+                    Cell(squared_deviation_stat(params), 6, 4),
+                    Cell(max_over_min_stat(), 6, 4),
+                    Cell(nodes_up_stat(params), 6, 4),
+                ],
+                [Cell(cpu_per_node(params), 12), Cell(deviation_per_node(params), 12)],
+                [Cell(mean_absolute_deviation(), 12), Cell(max_squared_deviation(params), 12)],
+            ],
+        ),
+        (
+            c.row(
+                "Node $node", "One row per selected node (repeated over the node variable).", repeat="node"
+            ),
+            [
+                [
+                    Cell(node_cpu(params), 6, 7),
+                    Cell(node_deviation(params), 6, 7),
+                    Cell(node_connections(), 6, 7),
+                    Cell(node_publish_rate(), 6, 7),
+                ]
+            ],
+        ),
+    ]
+    return c.dashboard(
+        UID,
+        "mqttlb / Cluster balance",
+        "CPU utilisation per broker, each node's deviation from the cluster mean and the imbalance "
+        "indicators the rebalancer acts on.",
+        params,
+        sections,
+    )

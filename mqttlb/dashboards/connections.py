@@ -1,0 +1,203 @@
+"""Connections staircase: where MQTT clients land, how fast they come and go, and what Envoy does."""
+
+from __future__ import annotations
+
+import grafanalib.core as G
+
+from mqttlb import series
+from mqttlb.dashboards import common as c
+from mqttlb.params import Params
+
+UID = "mqttlb-connections"
+
+
+def connections_per_node() -> G.TimeSeries:
+    return c.timeseries(
+        "Connections per node",
+        f"Clients connected to each broker ({series.NODE_CONNECTIONS}), drawn as steps: long-lived MQTT "
+        "connections pile up in a staircase and only move when clients reconnect.",
+        c.targets((f"{series.NODE_CONNECTIONS}{{{c.node_selector()}}}", "{{node}}")),
+        "short",
+        stepped=True,
+        min_value=0,
+    )
+
+
+def total_connections() -> G.Stat:
+    return c.stat(
+        "Connections in the cluster",
+        f"Sum of the connected clients over the selected nodes ({series.NODE_CONNECTIONS}).",
+        c.targets((f"sum({series.NODE_CONNECTIONS}{{{c.node_selector()}}})", "total")),
+        "short",
+    )
+
+
+def connects_per_second() -> G.TimeSeries:
+    return c.timeseries(
+        "Connects per second",
+        f"New client connections per second per node ({series.NODE_CONNECTS_RATE}) and for the whole "
+        f"cluster ({series.CLUSTER_CONNECTS_RATE}); a spike is a reconnect storm.",
+        c.targets(
+            (f"{series.NODE_CONNECTS_RATE}{{{c.node_selector()}}}", "{{node}}"),
+            (f"{series.CLUSTER_CONNECTS_RATE}{{{c.cluster_selector()}}}", "cluster"),
+        ),
+        "cps",
+        min_value=0,
+    )
+
+
+def disconnects_per_second() -> G.TimeSeries:
+    return c.timeseries(
+        "Disconnects per second",
+        f"Client disconnections per second per node ({series.NODE_DISCONNECTS_RATE}).",
+        c.targets((f"{series.NODE_DISCONNECTS_RATE}{{{c.node_selector()}}}", "{{node}}")),
+        "cps",
+        min_value=0,
+    )
+
+
+def connection_share() -> G.TimeSeries:
+    return c.timeseries(
+        "Connection share per node",
+        f"Each node's fraction of the cluster's connections ({series.NODE_CONNECTIONS_SHARE}), stacked to "
+        "100 %.",
+        c.targets((f"{series.NODE_CONNECTIONS_SHARE}{{{c.node_selector()}}}", "{{node}}")),
+        "percentunit",
+        stepped=True,
+        stacked=True,
+        min_value=0,
+        max_value=1,
+    )
+
+
+def share_deviation() -> G.TimeSeries:
+    return c.timeseries(
+        "Connection share minus 1/N",
+        f"Each node's share minus an even share ({series.NODE_CONNECTIONS_DEVIATION}), centred on zero.",
+        c.targets((f"{series.NODE_CONNECTIONS_DEVIATION}{{{c.node_selector()}}}", "{{node}}")),
+        "percentunit",
+        stepped=True,
+        centred=True,
+    )
+
+
+def share_mean_absolute_deviation() -> G.TimeSeries:
+    return c.timeseries(
+        "Mean absolute deviation of connection share",
+        f"Average distance of the nodes' shares from 1/N ({series.CLUSTER_CONNECTIONS_MAD}).",
+        c.targets((f"{series.CLUSTER_CONNECTIONS_MAD}{{{c.cluster_selector()}}}", "mean absolute deviation")),
+        "percentunit",
+        min_value=0,
+    )
+
+
+def share_max_squared_deviation() -> G.TimeSeries:
+    return c.timeseries(
+        "Max squared deviation of connection share",
+        f"Largest squared distance of a node's share from 1/N ({series.CLUSTER_CONNECTIONS_MSD}).",
+        c.targets((f"{series.CLUSTER_CONNECTIONS_MSD}{{{c.cluster_selector()}}}", "max squared deviation")),
+        "none",
+        min_value=0,
+    )
+
+
+def connections_max_over_min() -> G.TimeSeries:
+    return c.timeseries(
+        "Most / fewest connections",
+        f"Connections on the fullest node divided by those on the emptiest "
+        f"({series.CLUSTER_CONNECTIONS_MAX_OVER_MIN}); 1 is even.",
+        c.targets((f"{series.CLUSTER_CONNECTIONS_MAX_OVER_MIN}{{{c.cluster_selector()}}}", "max / min")),
+        "none",
+    )
+
+
+def envoy_active_connections(params: Params) -> G.TimeSeries:
+    return c.timeseries(
+        "Envoy active connections per endpoint",
+        f"Connections Envoy holds open to each broker endpoint ({series.ENVOY_ENDPOINT_CX_ACTIVE}); compare "
+        "with the configured weights on the right.",
+        c.targets(
+            (f"{series.ENVOY_ENDPOINT_CX_ACTIVE}{{{c.envoy_selector(params)}}}", "{{node}} {{endpoint}}")
+        ),
+        "short",
+        stepped=True,
+        min_value=0,
+    )
+
+
+def envoy_weights(params: Params) -> G.TimeSeries:
+    return c.timeseries(
+        "Envoy configured weight per endpoint",
+        f"load_balancing_weight Envoy currently applies to each endpoint ({series.ENVOY_ENDPOINT_WEIGHT}); "
+        "new connections follow these, existing ones stay where they are.",
+        c.targets((f"{series.ENVOY_ENDPOINT_WEIGHT}{{{c.envoy_selector(params)}}}", "{{node}} {{endpoint}}")),
+        "none",
+        stepped=True,
+        min_value=0,
+    )
+
+
+def envoy_new_connections(params: Params) -> G.TimeSeries:
+    return c.timeseries(
+        "Envoy new connections per second per endpoint",
+        f"Rate of connections Envoy opened to each endpoint ({series.ENVOY_ENDPOINT_CX_TOTAL}): where new "
+        "clients are being sent right now.",
+        c.targets(
+            (
+                f"rate({series.ENVOY_ENDPOINT_CX_TOTAL}{{{c.envoy_selector(params)}}}[$__rate_interval])",
+                "{{node}} {{endpoint}}",
+            )
+        ),
+        "cps",
+        min_value=0,
+    )
+
+
+def envoy_connect_failures(params: Params) -> G.TimeSeries:
+    return c.timeseries(
+        "Envoy connect failures per second per endpoint",
+        f"Failed upstream connection attempts per endpoint ({series.ENVOY_ENDPOINT_CX_FAIL}).",
+        c.targets(
+            (
+                f"rate({series.ENVOY_ENDPOINT_CX_FAIL}{{{c.envoy_selector(params)}}}[$__rate_interval])",
+                "{{node}} {{endpoint}}",
+            )
+        ),
+        "cps",
+        min_value=0,
+    )
+
+
+def build(params: Params) -> G.Dashboard:
+    Cell = c.Cell
+    sections = [
+        (
+            c.row("Brokers", "Connections as the brokers count them (recording rules)."),
+            [
+                [Cell(connections_per_node(), 18, 9), Cell(total_connections(), 6, 9)],
+                [Cell(connects_per_second(), 12), Cell(disconnects_per_second(), 12)],
+                [Cell(connection_share(), 12), Cell(share_deviation(), 12)],
+                [
+                    Cell(share_mean_absolute_deviation(), 8),
+                    Cell(share_max_squared_deviation(), 8),
+                    Cell(connections_max_over_min(), 8),
+                ],
+            ],
+        ),
+        (
+            c.row("Envoy endpoints", "Connections as Envoy sees them, next to the weights it applies."),
+            [
+                [Cell(envoy_active_connections(params), 12), Cell(envoy_weights(params), 12)],
+                [Cell(envoy_new_connections(params), 12), Cell(envoy_connect_failures(params), 12)],
+            ],
+        ),
+    ]
+    return c.dashboard(
+        UID,
+        "mqttlb / Connections staircase",
+        "Connections per broker as a staircase, connection churn, each node's share of the cluster and "
+        "Envoy's per-endpoint connections next to the configured weights.",
+        params,
+        sections,
+        envoy=True,
+    )

@@ -1,0 +1,232 @@
+"""Rebalancer: what the webhook decided, what Envoy applied, and which alerts drove it."""
+
+from __future__ import annotations
+
+import grafanalib.core as G
+
+from mqttlb import series
+from mqttlb.dashboards import common as c
+from mqttlb.params import Params
+
+UID = "mqttlb-rebalancer"
+
+
+def weights(params: Params) -> G.TimeSeries:
+    policy = params.policy
+    return c.timeseries(
+        "Endpoint weights: decided vs applied",
+        f"Weight the rebalancer decided per endpoint ({series.WEBHOOK_WEIGHT}) and the weight Envoy reports "
+        f"as configured ({series.ENVOY_ENDPOINT_WEIGHT}); they should meet within seconds. Lines: the "
+        f"policy's min ({policy.min_weight}) and max ({policy.max_weight}) weight; neutral is "
+        f"{policy.neutral_weight}.",
+        c.targets(
+            (
+                f"{series.WEBHOOK_WEIGHT}{{{c.webhook_selector(params)}, {c.envoy_endpoint_labels()}}}",
+                "decided {{node}}",
+            ),
+            (f"{series.ENVOY_ENDPOINT_WEIGHT}{{{c.envoy_selector(params)}}}", "envoy {{node}}"),
+        ),
+        "none",
+        [
+            c.step(c.ORANGE, None),
+            c.step(c.GREEN, float(policy.min_weight)),
+            c.step(c.ORANGE, float(policy.max_weight)),
+        ],
+        stepped=True,
+        min_value=0,
+    )
+
+
+def shed_level(params: Params) -> G.TimeSeries:
+    levels = params.policy.shed_levels
+    allowed = ", ".join(f"{i + 1} = {fraction:.0%}" for i, fraction in enumerate(levels))
+    return c.timeseries(
+        "Shedding level",
+        f"How hard the rebalancer limits *new* connections ({series.WEBHOOK_SHED_LEVEL}): 0 = not shedding; "
+        f"level n caps new connections at a fraction of the current ones ({allowed}).",
+        c.targets((f"{series.WEBHOOK_SHED_LEVEL}{{{c.webhook_selector(params)}}}", "shed level")),
+        "none",
+        [c.step(c.GREEN, None), c.step(c.ORANGE, 1.0), c.step(c.RED, float(len(levels)))],
+        stepped=True,
+        min_value=0,
+    )
+
+
+def connection_cap(params: Params) -> G.TimeSeries:
+    selector = f'{c.envoy_cluster_selector(params)}, priority="default"'
+    return c.timeseries(
+        "Circuit-breaker connection cap",
+        f"Envoy's max_connections for the broker cluster ({series.ENVOY_CLUSTER_MAX_CONNECTIONS}, default "
+        "priority): the shedding lever lowers it at runtime to cap new connections, and lifts it stepwise.",
+        c.targets(
+            (
+                f"{series.ENVOY_CLUSTER_MAX_CONNECTIONS}{{{selector}}}",
+                "max_connections",
+            )
+        ),
+        "short",
+        stepped=True,
+        min_value=0,
+    )
+
+
+def refused_connections(params: Params) -> G.TimeSeries:
+    return c.timeseries(
+        "Connections refused by shedding",
+        f"New connections Envoy closed at once: over the circuit-breaker cap "
+        f"({series.ENVOY_CLUSTER_CX_OVERFLOW}) or by the overload manager "
+        f"({series.ENVOY_LISTENER_CX_OVERLOAD_REJECT}). Existing clients are not affected.",
+        c.targets(
+            (
+                f"sum(rate({series.ENVOY_CLUSTER_CX_OVERFLOW}{{{c.envoy_cluster_selector(params)}}}"
+                "[$__rate_interval]))",
+                "circuit breaker",
+            ),
+            (
+                f"sum(rate({series.ENVOY_LISTENER_CX_OVERLOAD_REJECT}{{{c.envoy_listener_selector(params)}}}"
+                "[$__rate_interval]))",
+                "overload manager",
+            ),
+        ),
+        "cps",
+        min_value=0,
+    )
+
+
+def cluster_mean_cpu(params: Params) -> G.TimeSeries:
+    return c.timeseries(
+        "Cluster mean CPU vs shedding mark",
+        f"Mean CPU over the nodes ({series.CLUSTER_CPU_MEAN}); above {params.cpu_critical:.0%} for "
+        f"{params.cpu_critical_for} the critical alert asks the rebalancer to shed.",
+        c.targets((f"{series.CLUSTER_CPU_MEAN}{{{c.cluster_selector()}}}", "cluster mean")),
+        "percentunit",
+        c.cpu_thresholds(params),
+        min_value=0,
+    )
+
+
+def actions(params: Params) -> G.TimeSeries:
+    return c.timeseries(
+        "Actions taken",
+        f"Actions of the rebalancer per kind in each interval (increase of {series.WEBHOOK_ACTIONS}); the "
+        "same increases are marked as annotations on every mqttlb dashboard.",
+        c.targets(
+            (
+                f"sum by (kind) (increase({series.WEBHOOK_ACTIONS}{{{c.webhook_selector(params)}}}"
+                "[$__rate_interval]))",
+                "{{kind}}",
+            )
+        ),
+        "short",
+        bars=True,
+        min_value=0,
+    )
+
+
+def failures(params: Params) -> G.TimeSeries:
+    return c.timeseries(
+        "Action failures",
+        f"Actions that failed per kind and reason (increase of {series.WEBHOOK_FAILURES}); any bar here "
+        "means Envoy did not get what the policy decided.",
+        c.targets(
+            (
+                f"sum by (kind, reason) (increase({series.WEBHOOK_FAILURES}{{{c.webhook_selector(params)}}}"
+                "[$__rate_interval]))",
+                "{{kind}}: {{reason}}",
+            )
+        ),
+        "short",
+        [c.step(c.GREEN, None), c.step(c.RED, 1.0)],
+        bars=True,
+        min_value=0,
+    )
+
+
+def rejected_requests(params: Params) -> G.TimeSeries:
+    return c.timeseries(
+        "Rejected requests",
+        f"Requests the webhook refused before deciding anything (increase of {series.WEBHOOK_REJECTED}), by "
+        "route and reason: bad token, malformed or oversized payload, unknown action.",
+        c.targets(
+            (
+                f"sum by (route, reason) (increase({series.WEBHOOK_REJECTED}{{{c.webhook_selector(params)}}}"
+                "[$__rate_interval]))",
+                "{{route}}: {{reason}}",
+            )
+        ),
+        "short",
+        bars=True,
+        min_value=0,
+    )
+
+
+def decision_latency(params: Params) -> G.TimeSeries:
+    metric = series.WEBHOOK_DECISION_SECONDS
+    selector = c.webhook_selector(params)
+    return c.timeseries(
+        "Decision latency",
+        f"Mean time from receiving a notification to acting, including the Prometheus queries ({metric}).",
+        c.targets(
+            (
+                f"rate({metric}_sum{{{selector}}}[$__rate_interval]) / rate({metric}_count{{{selector}}}"
+                "[$__rate_interval])",
+                "mean",
+            )
+        ),
+        "s",
+        min_value=0,
+    )
+
+
+def alert_states() -> G.StateTimeline:
+    return c.state_timeline(
+        "Alert states",
+        f'mqttlb alerts (ALERTS{{alertname=~"{c.ALERTNAME_REGEX}"}}) per name and state '
+        "(pending/firing): the input the rebalancer reacts to.",
+        c.targets(
+            (
+                f'max by (alertname, alertstate) (ALERTS{{alertname=~"{c.ALERTNAME_REGEX}"}})',
+                "{{alertname}} ({{alertstate}})",
+            )
+        ),
+        "none",
+    )
+
+
+def build(params: Params) -> G.Dashboard:
+    Cell = c.Cell
+    sections = [
+        (
+            c.row("Decisions", "What the rebalancer decided and what Envoy applied."),
+            [
+                [Cell(weights(params), 24, 9)],
+                [
+                    Cell(cluster_mean_cpu(params), 6),
+                    Cell(shed_level(params), 6),
+                    Cell(connection_cap(params), 6),
+                    Cell(refused_connections(params), 6),
+                ],
+            ],
+        ),
+        (
+            c.row("Actions and alerts", "The alerts that drive the rebalancer and the actions it took."),
+            [
+                [Cell(alert_states(), 24, 7)],
+                [
+                    Cell(actions(params), 6),
+                    Cell(failures(params), 6),
+                    Cell(rejected_requests(params), 6),
+                    Cell(decision_latency(params), 6),
+                ],
+            ],
+        ),
+    ]
+    return c.dashboard(
+        UID,
+        "mqttlb / Rebalancer",
+        "Endpoint weights over time (decided by the webhook, applied by Envoy), shedding level and its "
+        "effect in Envoy, actions taken and the alert states behind them.",
+        params,
+        sections,
+        envoy=True,
+    )

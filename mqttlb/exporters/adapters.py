@@ -1,0 +1,23 @@
+"""Build one adapter per configured node (the only place that knows every broker kind)."""
+
+from __future__ import annotations
+
+from mqttlb.exporters.broker_collector import NodeEntry
+from mqttlb.exporters.broker_config import BrokerExporterConfig, NodeConfig
+from mqttlb.exporters.hivemq_adapter import HiveMQAdapter
+from mqttlb.exporters.mosquitto_adapter import MosquittoAdapter
+from mqttlb.exporters.node_adapter import NodeAdapter
+
+
+def build_adapter(node: NodeConfig, config: BrokerExporterConfig) -> NodeAdapter:
+    if node.kind == "mosquitto":
+        stale_after = config.stale_factor * config.sys_interval_for(node)
+        return MosquittoAdapter(node.name, node.address, node.pid_file, stale_after)
+    if node.kind == "hivemq":
+        assert node.metrics_url is not None  # enforced by the config model
+        return HiveMQAdapter(node.name, node.address, node.metrics_url)
+    raise ValueError(f"unknown broker kind {node.kind!r}")
+
+
+def build_nodes(config: BrokerExporterConfig) -> list[NodeEntry]:
+    return [NodeEntry(build_adapter(node, config), node.cpu_cores) for node in config.nodes]

@@ -1,0 +1,191 @@
+"""prometheus-client custom collector: asks every node adapter for a sample at scrape time.
+
+Blocking adapters (HTTP scrapes) run in parallel in a worker pool and the whole scrape waits at
+most ``timeout`` seconds; a node that has not answered by then is reported down.  Memory-backed
+adapters (Mosquitto) answer inline.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+
+from mqttlb import series
+from mqttlb.exporters.exposition import LabelSet
+from mqttlb.exporters.node_adapter import NodeAdapter, NodeSample
+
+log = logging.getLogger(__name__)
+
+LABELS = ["cluster", "node"]
+MAX_WORKERS = 32
+
+# (NodeSample field, metric name, help, is_counter)
+SAMPLE_METRICS: tuple[tuple[str, str, str, bool], ...] = (
+    ("clients_connected", series.BROKER_CLIENTS_CONNECTED, "MQTT clients connected now.", False),
+    ("connects", series.BROKER_CONNECTS, "Client connects (sessions opened).", True),
+    ("disconnects", series.BROKER_DISCONNECTS, "Client disconnects (sessions closed, any reason).", True),
+    ("messages_received", series.BROKER_MESSAGES_RECEIVED, "MQTT packets of any type received.", True),
+    ("messages_sent", series.BROKER_MESSAGES_SENT, "MQTT packets of any type sent.", True),
+    ("publish_received", series.BROKER_PUBLISH_RECEIVED, "PUBLISH messages received.", True),
+    ("publish_sent", series.BROKER_PUBLISH_SENT, "PUBLISH messages sent.", True),
+    ("publish_dropped", series.BROKER_PUBLISH_DROPPED, "PUBLISH messages dropped by the broker.", True),
+    ("bytes_received", series.BROKER_BYTES_RECEIVED, "Bytes received by the broker.", True),
+    ("bytes_sent", series.BROKER_BYTES_SENT, "Bytes sent by the broker.", True),
+    ("subscriptions", series.BROKER_SUBSCRIPTIONS, "Active subscriptions.", False),
+    ("retained", series.BROKER_RETAINED, "Retained messages stored.", False),
+    ("queued", series.BROKER_QUEUED, "Messages queued for offline/slow clients.", False),
+    ("cpu_seconds", series.BROKER_CPU_SECONDS, "Broker process CPU time (user+system) in seconds.", True),
+    ("resident_memory_bytes", series.BROKER_RESIDENT_MEMORY, "Broker process resident memory.", False),
+    ("overload_level", series.BROKER_OVERLOAD_LEVEL, "HiveMQ overload-protection level.", False),
+    ("sample_age_seconds", series.BROKER_SAMPLE_AGE, "Age of the newest pushed broker data.", False),
+)
+
+
+@dataclass(frozen=True)
+class ScrapeResult:
+    adapter: NodeAdapter
+    sample: NodeSample
+    duration: float
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    adapter: NodeAdapter
+    cpu_cores: float
+
+
+def _sample_name(family: Metric) -> str:
+    return family.name + "_total" if family.type == "counter" else family.name
+
+
+def _timed_snapshot(adapter: NodeAdapter, timeout: float) -> tuple[NodeSample, float]:
+    start = time.perf_counter()
+    try:
+        sample = adapter.snapshot(timeout)
+    except Exception as exc:  # an adapter bug must not break the other nodes' series
+        log.exception("node %s: adapter raised", adapter.name)
+        sample = NodeSample.down(f"adapter error: {type(exc).__name__}: {exc}")
+    return sample, time.perf_counter() - start
+
+
+class BrokerCollector(Collector):
+    def __init__(self, cluster: str, nodes: Sequence[NodeEntry], timeout: float) -> None:
+        self.cluster = cluster
+        self.nodes = list(nodes)
+        self.timeout = timeout
+        self._errors = {entry.adapter.name: 0 for entry in self.nodes}
+        self._was_up: dict[str, bool | None] = {entry.adapter.name: None for entry in self.nodes}
+        self._lock = threading.Lock()
+        blocking = sum(1 for entry in self.nodes if entry.adapter.blocking)
+        self._pool = (
+            ThreadPoolExecutor(max_workers=min(MAX_WORKERS, blocking), thread_name_prefix="node-scrape")
+            if blocking
+            else None
+        )
+
+    def describe(self) -> list[Metric]:
+        return []  # registering must not trigger a scrape
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def scrape_nodes(self) -> list[ScrapeResult]:
+        deadline = time.monotonic() + self.timeout
+        pending: list[tuple[NodeAdapter, Future[tuple[NodeSample, float]]]] = []
+        results: dict[str, ScrapeResult] = {}
+        for entry in self.nodes:
+            if entry.adapter.blocking and self._pool is not None:
+                pending.append(
+                    (entry.adapter, self._pool.submit(_timed_snapshot, entry.adapter, self.timeout))
+                )
+        for entry in self.nodes:
+            if not entry.adapter.blocking:
+                sample, duration = _timed_snapshot(entry.adapter, self.timeout)
+                results[entry.adapter.name] = ScrapeResult(entry.adapter, sample, duration)
+        for adapter, future in pending:
+            try:
+                sample, duration = future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                future.cancel()
+                sample, duration = NodeSample.down(f"no answer within {self.timeout:g}s"), self.timeout
+            results[adapter.name] = ScrapeResult(adapter, sample, duration)
+        ordered = [results[entry.adapter.name] for entry in self.nodes]
+        self._account(ordered)
+        return ordered
+
+    def _account(self, results: list[ScrapeResult]) -> None:
+        with self._lock:
+            for result in results:
+                name, sample = result.adapter.name, result.sample
+                if sample.error is not None:
+                    self._errors[name] += 1
+                if self._was_up[name] is not sample.up:
+                    if sample.up:
+                        log.info(
+                            "node %s (%s): up%s",
+                            name,
+                            result.adapter.kind,
+                            f" (partial: {sample.error})" if sample.error else "",
+                        )
+                    else:
+                        log.warning("node %s (%s): down: %s", name, result.adapter.kind, sample.error)
+                    self._was_up[name] = sample.up
+
+    def collect(self) -> Iterator[Metric]:
+        results = self.scrape_nodes()
+        up = GaugeMetricFamily(series.BROKER_UP, "1 if the node answered the last scrape.", labels=LABELS)
+        info = GaugeMetricFamily(
+            series.BROKER_INFO, "Node identity (always 1).", labels=[*LABELS, "kind", "address"]
+        )
+        capacity = GaugeMetricFamily(
+            series.BROKER_CPU_CAPACITY, "CPU cores credited to the node (from config).", labels=LABELS
+        )
+        duration = GaugeMetricFamily(
+            series.BROKER_SCRAPE_DURATION, "Seconds taken to sample the node.", labels=LABELS
+        )
+        errors = CounterMetricFamily(
+            series.BROKER_SCRAPE_ERRORS, "Scrapes of the node that failed or were partial.", labels=LABELS
+        )
+        families = {
+            field: (CounterMetricFamily if is_counter else GaugeMetricFamily)(name, help_text, labels=LABELS)
+            for field, name, help_text, is_counter in SAMPLE_METRICS
+        }
+        with self._lock:
+            error_counts = dict(self._errors)
+        sample_names = {field: _sample_name(family) for field, family in families.items()}
+        for entry, result in zip(self.nodes, results, strict=True):
+            labels = LabelSet({"cluster": self.cluster, "node": entry.adapter.name})
+            sample = result.sample
+            up.samples.append(Sample(up.name, labels, 1.0 if sample.up else 0.0))
+            info.add_metric(
+                [self.cluster, entry.adapter.name, entry.adapter.kind, entry.adapter.address], 1.0
+            )
+            capacity.samples.append(Sample(capacity.name, labels, entry.cpu_cores))
+            duration.samples.append(Sample(duration.name, labels, result.duration))
+            errors.samples.append(
+                Sample(_sample_name(errors), labels, float(error_counts[entry.adapter.name]))
+            )
+            if not sample.up:
+                continue  # a down node's last values would look current: export none
+            for field, family in families.items():
+                value = getattr(sample, field)
+                if value is not None:
+                    family.samples.append(Sample(sample_names[field], labels, float(value)))
+        yield up
+        yield info
+        yield capacity
+        yield duration
+        yield errors
+        for family in families.values():
+            if family.samples:
+                yield family

@@ -1,0 +1,116 @@
+"""A throwaway stack on free loopback ports: for tests, benchmarks and the policy experiment."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from mqttlb.stack.config import StackConfig, load_stack_config
+from mqttlb.stack.render import LOOPBACK
+from mqttlb.stack.runner import Stack
+
+log = logging.getLogger(__name__)
+
+# Short-lived stacks (tests, benchmarks, demos) react faster than the defaults: short `for`
+# durations, a short cooldown and quick Alertmanager timing, so an alert-driven run takes a minute.
+FAST_PARAMS: dict[str, Any] = {
+    "rate_window": "20s",
+    "cpu_high_for": "10s",
+    "cpu_critical_for": "10s",
+    "imbalance_for": "10s",
+    "broker_down_for": "10s",
+    "alertmanager": {"group_wait": "2s", "group_interval": "5s", "repeat_interval": "10s"},
+    "policy": {"cooldown_seconds": 5},
+}
+
+SERVICE_PORTS = (
+    "envoy_listener",
+    "envoy_admin",
+    "prometheus",
+    "alertmanager",
+    "broker_exporter",
+    "envoy_exporter",
+    "webhook",
+    "supervisor",
+)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(nodes: int, attempts: int = 50) -> dict[str, int]:
+    """A port for every service plus ``nodes`` consecutive broker ports, all free right now."""
+    for _ in range(attempts):
+        base = free_port()
+        if base + nodes < 65535 and all(_port_is_free(base + i) for i in range(nodes)):
+            break
+    else:
+        raise RuntimeError(f"no {nodes} consecutive free ports found")
+    taken = set(range(base, base + nodes))
+    ports = {"broker_base": base}
+    for name in SERVICE_PORTS:
+        port = free_port()
+        while port in taken:
+            port = free_port()
+        taken.add(port)
+        ports[name] = port
+    return ports
+
+
+def stack_config(state_dir: Path, nodes: int = 3, **overrides: Any) -> StackConfig:
+    """The stack file's settings with a private state dir, free ports and ``overrides`` on top."""
+    settings: dict[str, Any] = {"state_dir": str(state_dir), "nodes": nodes, "ports": free_ports(nodes)}
+    settings.update(overrides)
+    return load_stack_config(env={}, overrides=settings)
+
+
+@contextlib.contextmanager
+def running_stack(
+    cfg: StackConfig, out: Callable[[str], None] | None = None, timeout: float = 120.0
+) -> Iterator[Stack]:
+    """Start the stack, yield it, and stop it again whatever happens inside the block.
+
+    SIGTERM (a CI timeout, `kill`) is turned into SystemExit while the block runs, so the
+    stack is stopped then too; SIGKILL leaves it running: `mqttlb stack --state-dir DIR down`.
+    """
+    stack = Stack(cfg, out=out or (lambda line: log.info("[stack] %s", line)))
+    with _sigterm_exits():
+        try:
+            stack.up(timeout=timeout)
+            yield stack
+        finally:
+            stack.down(quiet=True)
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_on_sigterm(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,78 @@
+"""Prepare the compose stack's shared state volume (run once by the `init` service).
+
+Creates, only when missing (a restart keeps the existing ones): the webhook's bearer token,
+owned by the user Alertmanager runs as so it can read it (the webhook runs as root), and the
+overload pressure file Envoy's injected_resource monitor reads ("0": no pressure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from mqttlb.atomic import atomic_write_text
+from mqttlb.stack.render import Paths
+
+log = logging.getLogger("mqttlb.compose.init")
+
+
+def init_state(state_dir: Path, token_owner: int | None) -> list[Path]:
+    """Create the missing files under ``state_dir``; returns the ones created."""
+    paths = Paths(state_dir)
+    created = []
+    for directory in (paths.webhook_dir, paths.pressure_file.parent, paths.eds_file.parent):
+        directory.mkdir(parents=True, exist_ok=True)
+    if not paths.webhook_token.exists():
+        atomic_write_text(paths.webhook_token, secrets.token_urlsafe(32) + "\n")
+        created.append(paths.webhook_token)
+    if token_owner is not None:
+        os.chown(paths.webhook_token, token_owner, token_owner)
+    paths.webhook_token.chmod(0o400)
+    if not paths.pressure_file.exists():
+        atomic_write_text(paths.pressure_file, "0\n")
+        created.append(paths.pressure_file)
+    return created
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description="Prepare the mqttlb compose stack's shared state volume.")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        required=True,
+        help="the shared volume's mount point (the webhook's state layout lives under it)",
+    )
+    parser.add_argument(
+        "--token-owner",
+        type=int,
+        default=None,
+        metavar="UID",
+        help="give the bearer token to this uid/gid (Alertmanager's user); default: leave it",
+    )
+    args = parser.parse_args(argv)
+    if not args.state_dir.is_dir():
+        print(f"error: --state-dir {args.state_dir} is not a directory", file=sys.stderr)
+        return 2
+    if args.token_owner is not None and not 0 <= args.token_owner < 2**31:
+        print(f"error: --token-owner must be a uid, got {args.token_owner}", file=sys.stderr)
+        return 2
+    try:
+        created = init_state(args.state_dir, args.token_owner)
+    except OSError as exc:
+        print(f"error: cannot prepare {args.state_dir}: {exc}", file=sys.stderr)
+        return 1
+    log.info(
+        "state volume %s ready (created: %s)",
+        args.state_dir,
+        ", ".join(str(p) for p in created) or "nothing, all present",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,287 @@
+"""Start, stop and inspect the local stack under supervisord.
+
+supervisord (from PyPI) is the process supervisor: it restarts crashed parts, keeps their
+logs and reports their PIDs.  This module renders its config, starts it, waits until every
+part answers, and on the way down stops exactly the PIDs it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import xmlrpc.client
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from mqttlb.stack.config import StackConfig, StackConfigError, check_binaries, recorded_config
+from mqttlb.stack.render import LOOPBACK, Paths, Program, render_all
+
+log = logging.getLogger("mqttlb.stack")
+
+READY_TIMEOUT_SECONDS = 90.0
+STOP_TIMEOUT_SECONDS = 30.0
+
+
+class StackError(RuntimeError):
+    """The stack could not be started or stopped; the message says which part and why."""
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    up: bool
+    pid: int | None
+    address: str
+    detail: str
+
+    def line(self) -> str:
+        state = "up" if self.up else "down"
+        pid = f"pid {self.pid}" if self.pid else "pid -"
+        detail = f"  ({self.detail})" if self.detail else ""
+        return f"{self.name:<20} {state:<5} {pid:<11} {self.address}{detail}"
+
+
+def port_accepts(port: int, host: str = LOOPBACK, timeout: float = 0.5) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+def _http_ok(url: str, timeout: float = 1.0) -> bool:
+    try:
+        return requests.get(url, timeout=timeout).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):  # gone between kill(0) and the read (ENOENT or ESRCH)
+        return False
+
+
+class Stack:
+    def __init__(self, cfg: StackConfig, out: Callable[[str], None] | None = None) -> None:
+        self.cfg = cfg
+        self.paths = Paths(cfg.state_dir)
+        self.out = out or (lambda line: print(line, flush=True))
+
+    # --- supervisord plumbing -------------------------------------------------------
+    def _rpc(self) -> xmlrpc.client.ServerProxy:
+        return xmlrpc.client.ServerProxy(f"http://{LOOPBACK}:{self.cfg.ports.supervisor}/RPC2")
+
+    def supervisord_pid(self) -> int | None:
+        """PID of this stack's supervisord, if it runs (a stale PID file of a crash is ignored)."""
+        try:
+            pid = int(self.paths.supervisord_pid.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        if b"supervisord" not in cmdline or str(self.paths.supervisord_conf).encode() not in cmdline:
+            return None  # the PID was reused by another process
+        return pid if _pid_alive(pid) else None
+
+    def is_running(self) -> bool:
+        return self.supervisord_pid() is not None
+
+    def _process_infos(self) -> list[dict]:
+        try:
+            return list(self._rpc().supervisor.getAllProcessInfo())  # type: ignore[arg-type]
+        except (OSError, xmlrpc.client.Error):
+            return []
+
+    def programs(self) -> list[Program]:
+        from mqttlb.stack.render import programs
+
+        return programs(
+            self.cfg,
+            self.paths,
+            {name: name for name in ("mosquitto", "envoy", "prometheus", "prometheus-alertmanager")},
+        )
+
+    # --- up -----------------------------------------------------------------------------
+    def up(self, timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        if self.is_running():
+            recorded = recorded_config(self.paths.root)
+            if recorded is not None and recorded.model_dump(mode="json") != self.cfg.model_dump(mode="json"):
+                raise StackError(
+                    f"the stack in {self.paths.root} is already running with other settings; "
+                    "run `make stack-down` first to apply the new ones"
+                )
+            self.out(f"stack already running (supervisord pid {self.supervisord_pid()}); nothing changed")
+            self.print_addresses()
+            return
+        binaries = check_binaries()
+        self._refuse_busy_ports()
+        paths, progs = render_all(self.cfg, binaries)
+        self.out(f"configs rendered into {paths.root}")
+        supervisord = str(Path(sys.executable).with_name("supervisord"))
+        if not Path(supervisord).exists():
+            supervisord = binaries["supervisord"]
+        result = subprocess.run(
+            [supervisord, "-c", str(paths.supervisord_conf)], capture_output=True, text=True, timeout=30
+        )
+        if result.returncode != 0:
+            raise StackError(f"supervisord failed to start: {(result.stderr or result.stdout).strip()}")
+        self.out(f"supervisord started; waiting for {len(progs)} components (up to {timeout:.0f} s)")
+        try:
+            self._wait_ready(progs, timeout)
+        except StackError:
+            self.out("start-up failed; stopping what was started")
+            self.down(quiet=True)
+            raise
+        self.print_addresses()
+
+    def _refuse_busy_ports(self) -> None:
+        ports = {**self.cfg.ports.model_dump()}
+        ports.pop("broker_base")
+        ports.update({f"node{i}": p for i, p in enumerate(self.cfg.broker_ports, start=1)})
+        busy = [f"{name} ({port})" for name, port in ports.items() if port_accepts(port, timeout=0.2)]
+        if busy:
+            raise StackConfigError(
+                "ports already in use, nothing started: "
+                + ", ".join(busy)
+                + " (stop what holds them or set MQTTLB_PORT_<NAME> / ports: in the stack file)"
+            )
+
+    def _wait_ready(self, progs: list[Program], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = {prog.name: prog for prog in progs}
+        last_report = time.monotonic()
+        while pending and time.monotonic() < deadline:
+            for name, prog in list(pending.items()):
+                if self._component_answers(prog):
+                    self.out(f"  ready: {name:<18} {prog.address}")
+                    del pending[name]
+            fatal = [
+                info["name"]
+                for info in self._process_infos()
+                if info["name"] in pending
+                and info["statename"] in ("FATAL", "EXITED", "BACKOFF")
+                and info.get("spawnerr")
+            ]
+            if fatal:
+                raise StackError(f"{', '.join(fatal)} failed to start; see {self.paths.logs}/<name>.log")
+            if pending and time.monotonic() - last_report > 10:
+                last_report = time.monotonic()
+                self.out(f"  waiting for: {', '.join(sorted(pending))}")
+            time.sleep(0.25)
+        if pending:
+            details = "; ".join(f"{n}: see {self.paths.logs / (n + '.log')}" for n in sorted(pending))
+            raise StackError(f"not ready after {timeout:.0f} s: {details}")
+        self._wait_envoy_endpoints(deadline)
+
+    def _wait_envoy_endpoints(self, deadline: float) -> None:
+        """Envoy answers /ready before the EDS file is loaded; wait until it lists every node."""
+        while time.monotonic() < deadline:
+            if len(self.envoy_hosts()) == self.cfg.nodes:
+                return
+            time.sleep(0.25)
+        raise StackError(f"Envoy did not load the {self.cfg.nodes} endpoints from {self.paths.eds_file}")
+
+    def envoy_hosts(self) -> list[dict]:
+        try:
+            body = requests.get(
+                f"http://{LOOPBACK}:{self.cfg.ports.envoy_admin}/clusters?format=json", timeout=2
+            ).json()
+        except (requests.RequestException, ValueError):
+            return []
+        for cluster in body.get("cluster_statuses", []):
+            if cluster.get("name") == self.cfg.envoy_cluster:
+                return list(cluster.get("host_statuses", []))
+        return []
+
+    def _component_answers(self, prog: Program) -> bool:
+        if prog.ready_url is not None:
+            return _http_ok(prog.ready_url)
+        return prog.ready_port is not None and port_accepts(prog.ready_port)
+
+    def print_addresses(self) -> None:
+        p = self.cfg.ports
+        self.out("")
+        cfg = self.cfg
+        self.out(f"mqttlb stack '{cfg.cluster}' is up ({cfg.nodes} Mosquitto nodes, {cfg.lb_policy})")
+        self.out(f"  MQTT (through Envoy)   mqtt://{LOOPBACK}:{p.envoy_listener}")
+        self.out(f"  brokers (direct)       {', '.join(f'{LOOPBACK}:{x}' for x in self.cfg.broker_ports)}")
+        self.out(f"  Envoy admin            http://{LOOPBACK}:{p.envoy_admin}/clusters")
+        self.out(f"  Prometheus             http://{LOOPBACK}:{p.prometheus}/targets")
+        self.out(f"  Alertmanager           http://{LOOPBACK}:{p.alertmanager}")
+        self.out(f"  broker exporter        http://{LOOPBACK}:{p.broker_exporter}/metrics")
+        self.out(f"  Envoy exporter         http://{LOOPBACK}:{p.envoy_exporter}/metrics")
+        self.out(f"  webhook                http://{LOOPBACK}:{p.webhook}/metrics")
+        self.out(f"  webhook token          {self.paths.webhook_token}")
+        self.out(f"  logs                   {self.paths.logs}/")
+        self.out("  stop with `make stack-down`; status with `make stack-status`")
+
+    # --- status ---------------------------------------------------------------------------
+    def status(self) -> list[ComponentStatus]:
+        infos = {info["name"]: info for info in self._process_infos()}
+        statuses = []
+        for prog in self.programs():
+            info = infos.get(prog.name)
+            pid = int(info["pid"]) if info and info.get("pid") else None
+            running = info is not None and info["statename"] == "RUNNING"
+            answers = running and self._component_answers(prog)
+            detail = "" if answers else (info["statename"].lower() if info else "not started")
+            if running and not answers:
+                detail = "running but not answering"
+            statuses.append(ComponentStatus(prog.name, answers, pid, prog.address, detail))
+        return statuses
+
+    # --- down -----------------------------------------------------------------------------
+    def down(self, quiet: bool = False) -> None:
+        sup_pid = self.supervisord_pid()
+        if sup_pid is None:
+            if not quiet:
+                self.out(f"stack in {self.paths.root} is not running; nothing to stop")
+            return
+        child_pids = [int(info["pid"]) for info in self._process_infos() if info.get("pid")]
+        self.out(f"stopping {len(child_pids)} processes and supervisord (pid {sup_pid})")
+        try:
+            self._rpc().supervisor.shutdown()
+        except (OSError, xmlrpc.client.Error):
+            os.kill(sup_pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        pids = [*child_pids, sup_pid]
+        while time.monotonic() < deadline and any(_pid_alive(pid) for pid in pids):
+            time.sleep(0.2)
+        survivors = [pid for pid in pids if _pid_alive(pid)]
+        for pid in survivors:
+            log.warning("pid %d did not stop in %.0f s; sending SIGKILL", pid, STOP_TIMEOUT_SECONDS)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self._wait_ports_released()
+        self.out("stack stopped")
+
+    def listening_ports(self) -> list[int]:
+        ports = [v for k, v in self.cfg.ports.model_dump().items() if k != "broker_base"]
+        return [port for port in [*ports, *self.cfg.broker_ports] if port_accepts(port, timeout=0.2)]
+
+    def _wait_ports_released(self) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.listening_ports():
+            time.sleep(0.2)
+        left = self.listening_ports()
+        if left:
+            raise StackError(f"stack stopped but something still listens on {left}")

@@ -1,0 +1,89 @@
+"""Per-node samples for the policy, from the recording rules in ``mqttlb.series``.
+
+Always asks for *every* node of the cluster: a decision taken on the alerting node alone would
+push its load onto a neighbour that may be just as hot.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from mqttlb import series
+from mqttlb.webhook.policy import NodeSample
+from mqttlb.webhook.prometheus_client_query import InstantSample, PrometheusClient, PrometheusError
+
+_LABEL_VALUE = re.compile(r'^[^"\\\n]*$')
+
+
+def _selector(cluster: str) -> str:
+    if not _LABEL_VALUE.match(cluster):
+        raise ValueError(f"cluster name {cluster!r} cannot be used in a label matcher")
+    return f'{{cluster="{cluster}"}}'
+
+
+def _by_node(samples: list[InstantSample], what: str) -> dict[str, InstantSample]:
+    result: dict[str, InstantSample] = {}
+    for sample in samples:
+        node = sample.labels.get("node")
+        if node is None:
+            raise PrometheusError(f"{what} series without a node label: {sample.labels}")
+        if node in result:
+            raise PrometheusError(f"{what} has more than one series for node {node}")
+        result[node] = sample
+    return result
+
+
+def node_samples_from(
+    cpu: list[InstantSample],
+    cpu_timestamps: list[InstantSample],
+    connections: list[InstantSample],
+    nodes: Sequence[str],
+    now: float,
+) -> dict[str, NodeSample]:
+    """Combine the three query results; ``timestamp()`` gives each CPU sample's real age."""
+    cpu_by = _by_node(cpu, series.NODE_CPU)
+    ts_by = _by_node(cpu_timestamps, f"timestamp({series.NODE_CPU})")
+    conn_by = _by_node(connections, series.NODE_CONNECTIONS)
+    result = {}
+    for node in nodes:
+        c = cpu_by.get(node)
+        t = ts_by.get(node)
+        k = conn_by.get(node)
+        result[node] = NodeSample(
+            cpu=c.value if c is not None else None,
+            connections=k.value if k is not None else None,
+            age_seconds=max(0.0, now - t.value) if t is not None else None,
+        )
+    return result
+
+
+PART_LABEL = "mqttlb_part"  # tags which of the three results a series of the combined query is
+
+
+def samples_query(cluster: str) -> str:
+    """CPU, its sample timestamps and connections for every node in ONE query (one round trip).
+
+    Each part is tagged with a label so the union (``or``) keeps all three and they can be split.
+    """
+    selector = _selector(cluster)
+    parts = {
+        "cpu": f"{series.NODE_CPU}{selector}",
+        "cpu_timestamp": f"timestamp({series.NODE_CPU}{selector})",
+        "connections": f"{series.NODE_CONNECTIONS}{selector}",
+    }
+    return " or ".join(
+        f'label_replace({expr}, "{PART_LABEL}", "{part}", "", "")' for part, expr in parts.items()
+    )
+
+
+def fetch_node_samples(
+    client: PrometheusClient, cluster: str, nodes: Sequence[str], now: float
+) -> dict[str, NodeSample]:
+    parts: dict[str, list[InstantSample]] = {"cpu": [], "cpu_timestamp": [], "connections": []}
+    for sample in client.query(samples_query(cluster)):
+        part = sample.labels.get(PART_LABEL)
+        if part not in parts:
+            raise PrometheusError(f"unexpected series in the samples query: {sample.labels}")
+        parts[part].append(sample)
+    return node_samples_from(parts["cpu"], parts["cpu_timestamp"], parts["connections"], nodes, now)
