@@ -23,7 +23,7 @@ from pathlib import Path
 
 import requests
 
-from mqttlb import series
+from mqttlb import contract
 from mqttlb.loadgen.hot import HotNodeDriver, fan_out_subscribers
 from mqttlb.stack.ephemeral import running_stack, stack_config
 
@@ -43,7 +43,7 @@ def describe(name: str, values: list[float]) -> str:
 
 
 def node_cpu(prometheus: str) -> dict[str, float]:
-    body = requests.get(f"{prometheus}/api/v1/query", params={"query": series.NODE_CPU}, timeout=5).json()
+    body = requests.get(f"{prometheus}/api/v1/query", params={"query": contract.NODE_CPU}, timeout=5).json()
     return {r["metric"]["node"]: float(r["value"][1]) for r in body["data"]["result"]}
 
 

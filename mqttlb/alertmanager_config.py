@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mqttlb.atomic import atomic_write_text
+from mqttlb.contract import RECEIVER_DEFAULT, RECEIVER_PAGE, RECEIVER_WEBHOOK
 from mqttlb.params import Params
 from mqttlb.rulegen import (
     ACTION_PAGE,
@@ -36,9 +37,7 @@ from mqttlb.rulegen import (
 
 log = logging.getLogger(__name__)
 
-RECEIVER_WEBHOOK = "mqttlb-webhook"
-RECEIVER_PAGE = "page"
-RECEIVER_DEFAULT = "default"
+
 GROUP_BY = ["alertname", "cluster", "action"]
 
 HEADER = (

@@ -25,7 +25,7 @@ import pytest
 import requests
 import yaml
 
-from mqttlb import series
+from mqttlb import contract
 from mqttlb.stack import compose_render as cr
 from mqttlb.stack.config import find_binary
 from mqttlb.stack.ephemeral import free_port
@@ -179,8 +179,8 @@ def test_broker_exporter_reads_every_hivemq_node_at_its_metrics_url(tmp_path):
     for node in config["nodes"]:
         labels = f'cluster="docker",node="{node["name"]}"'
         lines = [line for line in text.splitlines() if labels in line]
-        up = [line for line in lines if line.startswith(series.BROKER_UP)]
+        up = [line for line in lines if line.startswith(contract.BROKER_UP)]
         assert up and up[0].endswith(" 1.0"), f"{node['name']}: {up}\n{text[:1500]}"
-        cpu = [line for line in lines if line.startswith(series.BROKER_CPU_SECONDS)]
+        cpu = [line for line in lines if line.startswith(contract.BROKER_CPU_SECONDS)]
         assert cpu, f"{node['name']} has no CPU series"
-        assert f'{series.BROKER_CPU_CAPACITY}{{{labels}}} 1.0' in text
+        assert f'{contract.BROKER_CPU_CAPACITY}{{{labels}}} 1.0' in text

@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import requests
 
-from mqttlb import series
+from mqttlb import contract
 from mqttlb.dashboards import cli
 from mqttlb.dashboards.build import GENERATED_DIR
 from mqttlb.dashboards.common import ALERTNAME_REGEX
@@ -193,10 +193,10 @@ def _active_mqttlb_alerts(stack: Stack) -> list[str]:
 
 def _webhook_failure_samples(stack: Stack) -> list[str]:
     text = requests.get(f"http://127.0.0.1:{stack.cfg.ports.webhook}/metrics", timeout=5).text
-    assert f"# TYPE {series.WEBHOOK_FAILURES} counter" in text, (
+    assert f"# TYPE {contract.WEBHOOK_FAILURES} counter" in text, (
         "the webhook no longer exports its failure counter"
     )
-    return [line for line in text.splitlines() if line.startswith(series.WEBHOOK_FAILURES + "{")]
+    return [line for line in text.splitlines() if line.startswith(contract.WEBHOOK_FAILURES + "{")]
 
 
 def _why_empty_is_wrong(stack: Stack, result: PanelResult) -> str | None:

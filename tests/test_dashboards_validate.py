@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mqttlb import rulegen, series
+from mqttlb import contract, rulegen
 from mqttlb.dashboards.build import GENERATED_DIR
 from mqttlb.params import load_params
 
@@ -20,9 +20,9 @@ PROVISIONING = REPO / "stack" / "grafana" / "provisioning"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 FILES = sorted(GENERATED_DIR.glob("*.json"))
 
-# Every name of series.py, plus what Prometheus itself provides and histogram sub-series.
-KNOWN_SERIES = {v for k, v in vars(series).items() if k.isupper() and isinstance(v, str)}
-KNOWN_SERIES |= {"ALERTS"} | {f"{series.WEBHOOK_DECISION_SECONDS}_{s}" for s in ("sum", "count", "bucket")}
+# Every name of contract.py, plus what Prometheus itself provides and histogram sub-series.
+KNOWN_SERIES = {v for k, v in vars(contract).items() if k.isupper() and isinstance(v, str)}
+KNOWN_SERIES |= {"ALERTS"} | {f"{contract.WEBHOOK_DECISION_SECONDS}_{s}" for s in ("sum", "count", "bucket")}
 PROMQL_WORDS = {
     "sum",
     "max",
@@ -121,7 +121,7 @@ def test_queries_use_only_the_shared_names(path: Path) -> None:
     exprs += [a["expr"] for a in dashboard["annotations"]["list"]]
     for expr in exprs:
         unknown = _metric_names(expr) - KNOWN_SERIES
-        assert not unknown, f"{expr!r} uses names not in mqttlb/series.py: {sorted(unknown)}"
+        assert not unknown, f"{expr!r} uses names not in mqttlb/contract.py: {sorted(unknown)}"
 
 
 def test_recording_rules_used_by_the_dashboards_are_generated() -> None:
@@ -195,7 +195,7 @@ def test_staircase_panels_are_stepped() -> None:
 def test_rebalancer_actions_are_annotated() -> None:
     for path in FILES:
         (annotation,) = _load(path)["annotations"]["list"]
-        assert series.WEBHOOK_ACTIONS in annotation["expr"] and "increase(" in annotation["expr"]
+        assert contract.WEBHOOK_ACTIONS in annotation["expr"] and "increase(" in annotation["expr"]
 
 
 def test_provisioning_points_at_the_generated_dashboards() -> None:

@@ -22,7 +22,7 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from mqttlb import series
+from mqttlb import contract
 from mqttlb.exporters.broker_collector import SAMPLE_METRICS
 from mqttlb.stack.ephemeral import free_port
 from mqttlb.webhook.eds import Endpoint, write_eds_file
@@ -242,7 +242,7 @@ def start_envoy_exporter(rig: Rig, admin_url: str, timeout: float = 2) -> None:
 
 def nodes_up(rig: Rig, names: list[str]) -> bool:
     samples = parse(rig.scrape(rig.broker_exporter))
-    return all(pick(samples, series.BROKER_UP, node=n) == 1 for n in names)
+    return all(pick(samples, contract.BROKER_UP, node=n) == 1 for n in names)
 
 
 @contextlib.contextmanager
@@ -286,11 +286,11 @@ def test_every_series_present_with_labels(rig: Rig) -> None:
     broker = parse(rig.scrape(rig.broker_exporter))
     not_reported_by_mosquitto = {"queued", "overload_level"}
     names = [
-        series.BROKER_UP,
-        series.BROKER_INFO,
-        series.BROKER_CPU_CAPACITY,
-        series.BROKER_SCRAPE_DURATION,
-        series.BROKER_SCRAPE_ERRORS,
+        contract.BROKER_UP,
+        contract.BROKER_INFO,
+        contract.BROKER_CPU_CAPACITY,
+        contract.BROKER_SCRAPE_DURATION,
+        contract.BROKER_SCRAPE_ERRORS,
     ]
     names += [name for f, name, _, counter in SAMPLE_METRICS if f not in not_reported_by_mosquitto]
     for node in rig.broker_ports:
@@ -299,43 +299,43 @@ def test_every_series_present_with_labels(rig: Rig) -> None:
     assert (
         pick(
             broker,
-            series.BROKER_INFO,
+            contract.BROKER_INFO,
             node="node1",
             kind="mosquitto",
             address=f"127.0.0.1:{rig.broker_ports['node1']}",
         )
         == 1
     )
-    assert pick(broker, series.BROKER_RESIDENT_MEMORY, node="node1") > 1e6
+    assert pick(broker, contract.BROKER_RESIDENT_MEMORY, node="node1") > 1e6
     envoy = parse(rig.scrape(rig.envoy_exporter))
     for node, port in rig.broker_ports.items():
         labels = {"cluster": ENVOY_CLUSTER, "endpoint": f"127.0.0.1:{port}", "node": node}
         for name in (
-            series.ENVOY_ENDPOINT_CX_ACTIVE,
-            series.ENVOY_ENDPOINT_CX_TOTAL,
-            series.ENVOY_ENDPOINT_CX_FAIL,
+            contract.ENVOY_ENDPOINT_CX_ACTIVE,
+            contract.ENVOY_ENDPOINT_CX_TOTAL,
+            contract.ENVOY_ENDPOINT_CX_FAIL,
         ):
             pick(envoy, name, **labels)
-        assert pick(envoy, series.ENVOY_ENDPOINT_WEIGHT, **labels) == 100
-        assert pick(envoy, series.ENVOY_ENDPOINT_HEALTH, status="healthy", **labels) == 1
+        assert pick(envoy, contract.ENVOY_ENDPOINT_WEIGHT, **labels) == 100
+        assert pick(envoy, contract.ENVOY_ENDPOINT_HEALTH, status="healthy", **labels) == 1
     listener = f"127.0.0.1_{rig.envoy_listener}"
     for name in (
-        series.ENVOY_LISTENER_CX_ACTIVE,
-        series.ENVOY_LISTENER_CX_TOTAL,
-        series.ENVOY_LISTENER_CX_OVERFLOW,
-        series.ENVOY_LISTENER_CX_OVERLOAD_REJECT,
+        contract.ENVOY_LISTENER_CX_ACTIVE,
+        contract.ENVOY_LISTENER_CX_TOTAL,
+        contract.ENVOY_LISTENER_CX_OVERFLOW,
+        contract.ENVOY_LISTENER_CX_OVERLOAD_REJECT,
     ):
         pick(envoy, name, listener=listener)
     for name in (
-        series.ENVOY_CLUSTER_RX_BYTES,
-        series.ENVOY_CLUSTER_TX_BYTES,
-        series.ENVOY_CLUSTER_CX_OVERFLOW,
+        contract.ENVOY_CLUSTER_RX_BYTES,
+        contract.ENVOY_CLUSTER_TX_BYTES,
+        contract.ENVOY_CLUSTER_CX_OVERFLOW,
     ):
         pick(envoy, name, cluster=ENVOY_CLUSTER)
     assert (
-        pick(envoy, series.ENVOY_CLUSTER_MAX_CONNECTIONS, cluster=ENVOY_CLUSTER, priority="default") == 1024
+        pick(envoy, contract.ENVOY_CLUSTER_MAX_CONNECTIONS, cluster=ENVOY_CLUSTER, priority="default") == 1024
     )
-    assert pick(envoy, series.ENVOY_UP) == 1
+    assert pick(envoy, contract.ENVOY_UP) == 1
 
 
 def connect_clients(port: int, count: int) -> list[mqtt.Client]:
@@ -365,41 +365,41 @@ def test_series_move_with_load(rig: Rig) -> None:
         def broker_moved() -> bool:
             now = parse(rig.scrape(rig.broker_exporter))
             return (
-                total(now, series.BROKER_CLIENTS_CONNECTED) == clients_n
-                and total(now, series.BROKER_PUBLISH_RECEIVED)
-                - total(broker0, series.BROKER_PUBLISH_RECEIVED)
+                total(now, contract.BROKER_CLIENTS_CONNECTED) == clients_n
+                and total(now, contract.BROKER_PUBLISH_RECEIVED)
+                - total(broker0, contract.BROKER_PUBLISH_RECEIVED)
                 >= messages
-                and total(now, series.BROKER_RETAINED) > total(broker0, series.BROKER_RETAINED)
+                and total(now, contract.BROKER_RETAINED) > total(broker0, contract.BROKER_RETAINED)
             )
 
         wait_until(broker_moved, 6 * SYS_INTERVAL + 5, "broker series to reflect the load")
         broker1 = parse(rig.scrape(rig.broker_exporter))
         for name in (
-            series.BROKER_CONNECTS,
-            series.BROKER_PUBLISH_SENT,
-            series.BROKER_BYTES_RECEIVED,
-            series.BROKER_BYTES_SENT,
-            series.BROKER_MESSAGES_RECEIVED,
-            series.BROKER_CPU_SECONDS,
+            contract.BROKER_CONNECTS,
+            contract.BROKER_PUBLISH_SENT,
+            contract.BROKER_BYTES_RECEIVED,
+            contract.BROKER_BYTES_SENT,
+            contract.BROKER_MESSAGES_RECEIVED,
+            contract.BROKER_CPU_SECONDS,
         ):
             assert total(broker1, name) > total(broker0, name), name
-        assert total(broker1, series.BROKER_CONNECTS) - total(broker0, series.BROKER_CONNECTS) == clients_n
-        assert total(broker1, series.BROKER_SUBSCRIPTIONS) == clients_n
+        assert total(broker1, contract.BROKER_CONNECTS) - total(broker0, contract.BROKER_CONNECTS) == clients_n
+        assert total(broker1, contract.BROKER_SUBSCRIPTIONS) == clients_n
 
         envoy1 = parse(rig.scrape(rig.envoy_exporter))
-        assert total(envoy1, series.ENVOY_ENDPOINT_CX_ACTIVE) == clients_n
+        assert total(envoy1, contract.ENVOY_ENDPOINT_CX_ACTIVE) == clients_n
         for node in rig.broker_ports:  # both views agree on where each client landed
-            on_node = pick(broker1, series.BROKER_CLIENTS_CONNECTED, node=node)
-            assert on_node >= 1 and on_node == pick(envoy1, series.ENVOY_ENDPOINT_CX_ACTIVE, node=node)
+            on_node = pick(broker1, contract.BROKER_CLIENTS_CONNECTED, node=node)
+            assert on_node >= 1 and on_node == pick(envoy1, contract.ENVOY_ENDPOINT_CX_ACTIVE, node=node)
         assert (
-            total(envoy1, series.ENVOY_ENDPOINT_CX_TOTAL) - total(envoy0, series.ENVOY_ENDPOINT_CX_TOTAL)
+            total(envoy1, contract.ENVOY_ENDPOINT_CX_TOTAL) - total(envoy0, contract.ENVOY_ENDPOINT_CX_TOTAL)
             == clients_n
         )
         assert (
-            pick(envoy1, series.ENVOY_LISTENER_CX_ACTIVE, listener=f"127.0.0.1_{rig.envoy_listener}")
+            pick(envoy1, contract.ENVOY_LISTENER_CX_ACTIVE, listener=f"127.0.0.1_{rig.envoy_listener}")
             == clients_n
         )
-        for name in (series.ENVOY_CLUSTER_RX_BYTES, series.ENVOY_CLUSTER_TX_BYTES):
+        for name in (contract.ENVOY_CLUSTER_RX_BYTES, contract.ENVOY_CLUSTER_TX_BYTES):
             assert total(envoy1, name) > total(envoy0, name), name
     finally:
         for client in clients:
@@ -409,13 +409,13 @@ def test_series_move_with_load(rig: Rig) -> None:
     def disconnects_counted() -> bool:
         now = parse(rig.scrape(rig.broker_exporter))
         return (
-            total(now, series.BROKER_DISCONNECTS) - total(broker0, series.BROKER_DISCONNECTS) == clients_n
-            and total(now, series.BROKER_CLIENTS_CONNECTED) == 0
+            total(now, contract.BROKER_DISCONNECTS) - total(broker0, contract.BROKER_DISCONNECTS) == clients_n
+            and total(now, contract.BROKER_CLIENTS_CONNECTED) == 0
         )
 
     wait_until(disconnects_counted, 6 * SYS_INTERVAL + 5, "disconnects counted")
     wait_until(
-        lambda: total(parse(rig.scrape(rig.envoy_exporter)), series.ENVOY_ENDPOINT_CX_ACTIVE) == 0,
+        lambda: total(parse(rig.scrape(rig.envoy_exporter)), contract.ENVOY_ENDPOINT_CX_ACTIVE) == 0,
         10,
         "envoy active connections back to 0",
     )
@@ -445,20 +445,20 @@ def test_killed_or_hung_node_reported_down_and_hung_targets_bounded(tmp_path: Pa
                 start = time.monotonic()
                 text = rig.scrape(url, timeout=5)
                 assert time.monotonic() - start < 2.0, f"{url} scrape took too long"
-            assert pick(parse(text), series.ENVOY_UP) == 0
+            assert pick(parse(text), contract.ENVOY_UP) == 0
             broker = parse(rig.scrape(rig.broker_exporter))
-            assert pick(broker, series.BROKER_UP, node="hq-hung") == 0
-            assert pick(broker, series.BROKER_UP, node="node1") == 1
+            assert pick(broker, contract.BROKER_UP, node="hq-hung") == 0
+            assert pick(broker, contract.BROKER_UP, node="node1") == 1
 
             rig.kill("node2")
             time.sleep(0.3)
             broker = parse(rig.scrape(rig.broker_exporter))  # the first scrape after the kill
-            assert pick(broker, series.BROKER_UP, node="node2") == 0
-            assert pick(broker, series.BROKER_UP, node="node1") == 1
-            assert not [lab for lab, _ in broker[series.BROKER_CLIENTS_CONNECTED] if lab["node"] == "node2"]
-            pick(broker, series.BROKER_CLIENTS_CONNECTED, node="node1")
-            pick(broker, series.BROKER_CPU_SECONDS, node="node1")
-            assert pick(broker, series.BROKER_SCRAPE_ERRORS, node="node2") >= 1
+            assert pick(broker, contract.BROKER_UP, node="node2") == 0
+            assert pick(broker, contract.BROKER_UP, node="node1") == 1
+            assert not [lab for lab, _ in broker[contract.BROKER_CLIENTS_CONNECTED] if lab["node"] == "node2"]
+            pick(broker, contract.BROKER_CLIENTS_CONNECTED, node="node1")
+            pick(broker, contract.BROKER_CPU_SECONDS, node="node1")
+            assert pick(broker, contract.BROKER_SCRAPE_ERRORS, node="node2") >= 1
 
             start_mosquitto(rig, "node2", rig.broker_ports["node2"])  # comes back: reconnect with backoff
             wait_until(lambda: nodes_up(rig, ["node1", "node2"]), 20, "node2 back up")
@@ -469,12 +469,12 @@ def test_killed_or_hung_node_reported_down_and_hung_targets_bounded(tmp_path: Pa
             try:
                 start = time.monotonic()
                 wait_until(
-                    lambda: pick(parse(rig.scrape(rig.broker_exporter)), series.BROKER_UP, node="node1") == 0,
+                    lambda: pick(parse(rig.scrape(rig.broker_exporter)), contract.BROKER_UP, node="node1") == 0,
                     3 * SYS_INTERVAL + 3,
                     "a stopped (hung) node reported down",
                 )
                 assert time.monotonic() - start >= 3 * SYS_INTERVAL - 1.5  # not before its data went stale
-                assert pick(parse(rig.scrape(rig.broker_exporter)), series.BROKER_UP, node="node2") == 1
+                assert pick(parse(rig.scrape(rig.broker_exporter)), contract.BROKER_UP, node="node2") == 1
             finally:
                 os.kill(frozen, signal.SIGCONT)
             wait_until(lambda: nodes_up(rig, ["node1", "node2"]), 30, "node1 back after SIGCONT")

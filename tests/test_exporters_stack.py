@@ -11,7 +11,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from mqttlb import series
+from mqttlb import contract
 
 pytestmark = pytest.mark.live
 
@@ -32,16 +32,16 @@ def test_stack_exporters_name_every_node(live_stack) -> None:
     deadline = time.monotonic() + 30
     while True:  # the exporter may start before the brokers publish their first $SYS
         broker = requests.get(broker_url, timeout=5).text
-        ups = {lab["node"]: lab["__value__"] for lab in labels_of(broker, series.BROKER_UP)}
+        ups = {lab["node"]: lab["__value__"] for lab in labels_of(broker, contract.BROKER_UP)}
         if all(v == "1.0" for v in ups.values()) or time.monotonic() > deadline:
             break
         time.sleep(1)
     assert ups == {name: "1.0" for name in cfg.node_names}
-    assert {lab["cluster"] for lab in labels_of(broker, series.BROKER_CPU_SECONDS)} == {cfg.cluster}
-    assert {lab["node"] for lab in labels_of(broker, series.BROKER_CPU_SECONDS)} == set(cfg.node_names)
+    assert {lab["cluster"] for lab in labels_of(broker, contract.BROKER_CPU_SECONDS)} == {cfg.cluster}
+    assert {lab["node"] for lab in labels_of(broker, contract.BROKER_CPU_SECONDS)} == set(cfg.node_names)
 
     envoy = requests.get(envoy_url, timeout=5).text
-    endpoints = labels_of(envoy, series.ENVOY_ENDPOINT_WEIGHT)
+    endpoints = labels_of(envoy, contract.ENVOY_ENDPOINT_WEIGHT)
     assert {lab["node"] for lab in endpoints} == set(cfg.node_names)
     assert {lab["endpoint"] for lab in endpoints} == {f"127.0.0.1:{p}" for p in cfg.broker_ports}
     assert {lab["cluster"] for lab in endpoints} == {cfg.envoy_cluster}
@@ -56,10 +56,10 @@ def test_stack_exporters_name_every_node(live_stack) -> None:
     deadline = time.monotonic() + 30
     while True:
         result = requests.get(
-            prometheus, params={"query": f'{series.BROKER_UP}{{job="mqtt-brokers"}} == 1'}, timeout=5
+            prometheus, params={"query": f'{contract.BROKER_UP}{{job="mqtt-brokers"}} == 1'}, timeout=5
         ).json()["data"]["result"]
         envoy_up = requests.get(
-            prometheus, params={"query": f'{series.ENVOY_UP}{{job="mqttlb-envoy"}}'}, timeout=5
+            prometheus, params={"query": f'{contract.ENVOY_UP}{{job="mqttlb-envoy"}}'}, timeout=5
         ).json()["data"]["result"]
         if (len(result) == len(cfg.node_names) and envoy_up) or time.monotonic() > deadline:
             break

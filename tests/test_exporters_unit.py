@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mqttlb import series
+from mqttlb import contract
 from mqttlb.exporters import broker_cli, envoy_cli
 from mqttlb.exporters.broker_collector import SAMPLE_METRICS, BrokerCollector, NodeEntry
 from mqttlb.exporters.broker_config import ConfigError, load_config, parse_config
@@ -254,11 +254,11 @@ def test_help_documents_every_flag_and_metric(capsys: pytest.CaptureFixture[str]
     for flag in ("--config", "--listen", "--check-config", "--log-level"):
         assert flag in text
     for name in [
-        series.BROKER_UP,
-        series.BROKER_INFO,
-        series.BROKER_CPU_CAPACITY,
-        series.BROKER_SCRAPE_DURATION,
-        series.BROKER_SCRAPE_ERRORS,
+        contract.BROKER_UP,
+        contract.BROKER_INFO,
+        contract.BROKER_CPU_CAPACITY,
+        contract.BROKER_SCRAPE_DURATION,
+        contract.BROKER_SCRAPE_ERRORS,
         *(m[1] for m in SAMPLE_METRICS),
     ]:
         assert name in text
@@ -267,9 +267,9 @@ def test_help_documents_every_flag_and_metric(capsys: pytest.CaptureFixture[str]
     text = capsys.readouterr().out
     for flag in ("--listen", "--envoy-admin", "--timeout", "--cluster", "--log-level"):
         assert flag in text
-    for attr in dir(series):
-        if attr.startswith("ENVOY_"):
-            assert getattr(series, attr) in text, attr
+    for attr in dir(contract):
+        if attr.startswith("ENVOY_") and getattr(contract, attr).startswith("mqttlb_envoy_"):
+            assert getattr(contract, attr) in text, attr
 
 
 def test_envoy_cli_rejects_bad_flags(capsys: pytest.CaptureFixture[str]) -> None:
@@ -391,14 +391,14 @@ def test_broker_collector_exports_every_series_with_labels() -> None:
         assert value(samples, name, cluster="local", node="n1") == getattr(FULL, _field)
         assert not [lab for lab, _ in samples[name] if lab["node"] == "n2"]  # down: no stale values
     assert (
-        value(samples, series.BROKER_UP, node="n1") == 1 and value(samples, series.BROKER_UP, node="n2") == 0
+        value(samples, contract.BROKER_UP, node="n1") == 1 and value(samples, contract.BROKER_UP, node="n2") == 0
     )
-    assert value(samples, series.BROKER_CPU_CAPACITY, node="n2") == 2
-    assert value(samples, series.BROKER_INFO, node="n1", kind="fake") == 1
-    assert value(samples, series.BROKER_SCRAPE_ERRORS, node="n2") == 1
-    assert value(samples, series.BROKER_SCRAPE_ERRORS, node="n1") == 0
+    assert value(samples, contract.BROKER_CPU_CAPACITY, node="n2") == 2
+    assert value(samples, contract.BROKER_INFO, node="n1", kind="fake") == 1
+    assert value(samples, contract.BROKER_SCRAPE_ERRORS, node="n2") == 1
+    assert value(samples, contract.BROKER_SCRAPE_ERRORS, node="n1") == 0
     samples = scrape(collector)
-    assert value(samples, series.BROKER_SCRAPE_ERRORS, node="n2") == 2
+    assert value(samples, contract.BROKER_SCRAPE_ERRORS, node="n2") == 2
 
 
 def test_broker_collector_bounds_slow_and_broken_adapters() -> None:
@@ -412,7 +412,7 @@ def test_broker_collector_bounds_slow_and_broken_adapters() -> None:
     start = time.monotonic()
     samples = scrape(collector)
     assert time.monotonic() - start < 1.5
-    ups = {lab["node"]: v for lab, v in samples[series.BROKER_UP]}
+    ups = {lab["node"]: v for lab, v in samples[contract.BROKER_UP]}
     assert ups == {"ok": 1, "slow": 0, "fast-remote": 1, "broken": 0}
     collector.close()
 
@@ -505,19 +505,19 @@ def test_envoy_collector_series() -> None:
     collector = EnvoyCollector("http://envoy:9901", 1, fetch=fake_fetch(CLUSTERS_JSON, STATS_JSON))
     samples = scrape(collector)
     ep = {"cluster": "mqtt_brokers", "endpoint": "127.0.0.1:28831", "node": "node1"}
-    assert value(samples, series.ENVOY_ENDPOINT_CX_ACTIVE, **ep) == 3
-    assert value(samples, series.ENVOY_ENDPOINT_CX_TOTAL, **ep) == 5
-    assert value(samples, series.ENVOY_ENDPOINT_CX_FAIL, node="node3") == 5
-    assert value(samples, series.ENVOY_ENDPOINT_WEIGHT, node="node2") == 50
-    assert value(samples, series.ENVOY_ENDPOINT_HEALTH, node="node2", status="draining") == 1
-    assert value(samples, series.ENVOY_ENDPOINT_HEALTH, node="node2", status="healthy") == 0
-    assert value(samples, series.ENVOY_CLUSTER_MAX_CONNECTIONS, priority="default") == 10
-    assert value(samples, series.ENVOY_CLUSTER_RX_BYTES, cluster="mqtt_brokers") == 20
-    assert value(samples, series.ENVOY_CLUSTER_TX_BYTES, cluster="mqtt_brokers") == 219
-    assert value(samples, series.ENVOY_CLUSTER_CX_OVERFLOW, cluster="mqtt_brokers") == 0
-    assert value(samples, series.ENVOY_LISTENER_CX_ACTIVE, listener="127.0.0.1_21883") == 3
-    assert value(samples, series.ENVOY_LISTENER_CX_OVERLOAD_REJECT, listener="127.0.0.1_21883") == 0
-    assert value(samples, series.ENVOY_UP) == 1 and value(samples, series.ENVOY_SCRAPE_ERRORS) == 0
+    assert value(samples, contract.ENVOY_ENDPOINT_CX_ACTIVE, **ep) == 3
+    assert value(samples, contract.ENVOY_ENDPOINT_CX_TOTAL, **ep) == 5
+    assert value(samples, contract.ENVOY_ENDPOINT_CX_FAIL, node="node3") == 5
+    assert value(samples, contract.ENVOY_ENDPOINT_WEIGHT, node="node2") == 50
+    assert value(samples, contract.ENVOY_ENDPOINT_HEALTH, node="node2", status="draining") == 1
+    assert value(samples, contract.ENVOY_ENDPOINT_HEALTH, node="node2", status="healthy") == 0
+    assert value(samples, contract.ENVOY_CLUSTER_MAX_CONNECTIONS, priority="default") == 10
+    assert value(samples, contract.ENVOY_CLUSTER_RX_BYTES, cluster="mqtt_brokers") == 20
+    assert value(samples, contract.ENVOY_CLUSTER_TX_BYTES, cluster="mqtt_brokers") == 219
+    assert value(samples, contract.ENVOY_CLUSTER_CX_OVERFLOW, cluster="mqtt_brokers") == 0
+    assert value(samples, contract.ENVOY_LISTENER_CX_ACTIVE, listener="127.0.0.1_21883") == 3
+    assert value(samples, contract.ENVOY_LISTENER_CX_OVERLOAD_REJECT, listener="127.0.0.1_21883") == 0
+    assert value(samples, contract.ENVOY_UP) == 1 and value(samples, contract.ENVOY_SCRAPE_ERRORS) == 0
     result = promtool_check(render(collector))
     assert result.returncode == 0 and result.stdout == "" and result.stderr == "", result
 
@@ -525,15 +525,15 @@ def test_envoy_collector_series() -> None:
 def test_envoy_collector_failures() -> None:
     down = EnvoyCollector("http://e:1", 1, fetch=fake_fetch(FetchError("refused"), FetchError("refused")))
     samples = scrape(down)
-    assert value(samples, series.ENVOY_UP) == 0 and value(samples, series.ENVOY_SCRAPE_ERRORS) == 1
-    assert series.ENVOY_ENDPOINT_CX_ACTIVE not in samples
+    assert value(samples, contract.ENVOY_UP) == 0 and value(samples, contract.ENVOY_SCRAPE_ERRORS) == 1
+    assert contract.ENVOY_ENDPOINT_CX_ACTIVE not in samples
     partial = EnvoyCollector("http://e:1", 1, fetch=fake_fetch(CLUSTERS_JSON, "not json"))
     samples = scrape(partial)
-    assert value(samples, series.ENVOY_UP) == 1 and value(samples, series.ENVOY_SCRAPE_ERRORS) == 1
-    assert series.ENVOY_ENDPOINT_CX_ACTIVE in samples and series.ENVOY_LISTENER_CX_ACTIVE not in samples
+    assert value(samples, contract.ENVOY_UP) == 1 and value(samples, contract.ENVOY_SCRAPE_ERRORS) == 1
+    assert contract.ENVOY_ENDPOINT_CX_ACTIVE in samples and contract.ENVOY_LISTENER_CX_ACTIVE not in samples
     slow = EnvoyCollector("http://e:1", 0.3, fetch=fake_fetch(CLUSTERS_JSON, STATS_JSON, delay=2))
     start = time.monotonic()
-    assert value(scrape(slow), series.ENVOY_UP) == 0
+    assert value(scrape(slow), contract.ENVOY_UP) == 0
     assert time.monotonic() - start < 1.0
     for collector in (down, partial, slow):
         collector.close()
@@ -543,7 +543,7 @@ def test_envoy_collector_against_a_silent_admin(silent_socket: str) -> None:
     collector = EnvoyCollector(silent_socket, 0.5)
     start = time.monotonic()
     samples = scrape(collector)
-    assert time.monotonic() - start < 1.5 and value(samples, series.ENVOY_UP) == 0
+    assert time.monotonic() - start < 1.5 and value(samples, contract.ENVOY_UP) == 0
     collector.close()
 
 
@@ -599,7 +599,7 @@ def test_exporter_http_server_paths() -> None:
         assert metrics.status_code == 200 and metrics.headers["Content-Type"].startswith(
             "text/plain; version=0.0.4"
         )
-        assert f'{series.BROKER_UP}{{cluster="local",node="n1"}} 1.0' in metrics.text
+        assert f'{contract.BROKER_UP}{{cluster="local",node="n1"}} 1.0' in metrics.text
         assert requests.get(f"{base}/", timeout=5).status_code == 200
         assert requests.get(f"{base}/nope", timeout=5).status_code == 404
     finally:
@@ -629,15 +629,15 @@ def test_envoy_collector_follows_endpoint_changes_between_scrapes() -> None:
     collector = EnvoyCollector(
         "http://e:1", 2, fetch=lambda url, t: bodies["clusters"] if "/clusters" in url else STATS_JSON
     )
-    assert len(scrape(collector)[series.ENVOY_ENDPOINT_WEIGHT]) == 1000
+    assert len(scrape(collector)[contract.ENVOY_ENDPOINT_WEIGHT]) == 1000
     bodies["clusters"] = CLUSTERS_JSON.replace('"weight": 100', '"weight": 7')
     samples = scrape(collector)
-    assert {lab["node"]: v for lab, v in samples[series.ENVOY_ENDPOINT_WEIGHT]} == {
+    assert {lab["node"]: v for lab, v in samples[contract.ENVOY_ENDPOINT_WEIGHT]} == {
         "node1": 7,
         "node2": 50,
         "node3": 7,
     }
-    assert len(samples[series.ENVOY_ENDPOINT_HEALTH]) == 3 * 4
+    assert len(samples[contract.ENVOY_ENDPOINT_HEALTH]) == 3 * 4
     collector.close()
 
 
@@ -646,13 +646,13 @@ def test_envoy_overload_manager_series() -> None:
     collector = EnvoyCollector("http://e:1", 1, fetch=fake_fetch(CLUSTERS_JSON, stats))
     samples = scrape(collector)
     action = "envoy.overload_actions.reject_incoming_connections"
-    assert value(samples, series.ENVOY_OVERLOAD_ACTION_ACTIVE, action=action) == 1
+    assert value(samples, contract.ENVOY_OVERLOAD_ACTION_ACTIVE, action=action) == 1
     resource = "envoy.resource_monitors.injected_resource"
-    assert value(samples, series.ENVOY_OVERLOAD_PRESSURE, resource=resource) == pytest.approx(0.95)
-    assert value(samples, series.ENVOY_LISTENER_CX_OVERLOAD_REJECT, listener="127.0.0.1_21884") == 1
+    assert value(samples, contract.ENVOY_OVERLOAD_PRESSURE, resource=resource) == pytest.approx(0.95)
+    assert value(samples, contract.ENVOY_LISTENER_CX_OVERLOAD_REJECT, listener="127.0.0.1_21884") == 1
     plain = EnvoyCollector("http://e:1", 1, fetch=fake_fetch(CLUSTERS_JSON, STATS_JSON))
-    assert series.ENVOY_OVERLOAD_ACTION_ACTIVE not in scrape(plain)  # no overload manager configured
-    assert f"# TYPE {series.ENVOY_OVERLOAD_ACTION_ACTIVE}" not in render(plain)
+    assert contract.ENVOY_OVERLOAD_ACTION_ACTIVE not in scrape(plain)  # no overload manager configured
+    assert f"# TYPE {contract.ENVOY_OVERLOAD_ACTION_ACTIVE}" not in render(plain)
     collector.close()
     plain.close()
 

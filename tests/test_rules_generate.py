@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mqttlb import contract as s
 from mqttlb import rulegen
-from mqttlb import series as s
 from mqttlb.params import load_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def test_each_expression_lives_in_one_place(default_files: dict[str, str]) -> No
 def test_alerts_carry_labels_annotations_and_runbooks(default_files: dict[str, str]) -> None:
     params = load_params()
     alerts = {r["alert"]: r for r in _rules(default_files[rulegen.ALERTS_FILE])}
-    assert sorted(alerts) == sorted(rulegen.ALERT_NAMES)
+    assert sorted(alerts) == sorted(s.ALERT_NAMES)
     expected_actions = {
         "MqttBrokerCpuHigh": ("rebalance", "warning"),
         "MqttBrokerCpuCritical": ("shed", "critical"),

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import requests
 
+from mqttlb import contract as s
 from mqttlb import rulegen
-from mqttlb import series as s
 from mqttlb.loadgen.hot import HotNodeDriver
 from mqttlb.stack.runner import Stack
 
@@ -102,7 +102,7 @@ def _fanout(port: int, topic: str, count: int) -> Iterator[None]:
 def _firing_cpu_high(stack: Stack) -> list[dict[str, Any]]:
     response = requests.get(
         f"http://127.0.0.1:{stack.cfg.ports.alertmanager}/api/v2/alerts",
-        params={"filter": f'alertname="{rulegen.ALERT_CPU_HIGH}"', "active": "true"},
+        params={"filter": f'alertname="{s.ALERT_CPU_HIGH}"', "active": "true"},
         timeout=5,
     )
     response.raise_for_status()
@@ -112,7 +112,7 @@ def _firing_cpu_high(stack: Stack) -> list[dict[str, Any]]:
 def test_generated_rules_load_and_evaluate_in_prometheus(live_stack: Stack) -> None:
     url = f"http://127.0.0.1:{live_stack.cfg.ports.prometheus}/api/v1/rules"
     expected = {r["record"] for g in rulegen.recording_groups(live_stack.cfg.params) for r in g["rules"]}
-    expected |= set(rulegen.ALERT_NAMES)
+    expected |= set(s.ALERT_NAMES)
 
     def evaluated_rules() -> dict[str, str] | None:
         groups = requests.get(url, timeout=5).json()["data"]["groups"]
@@ -143,7 +143,7 @@ def test_hot_broker_fires_cpu_high_into_alertmanager(live_stack: Stack) -> None:
         alerts = _wait_for(
             lambda: [a for a in _firing_cpu_high(live_stack) if a["labels"].get("node") == hot_node],
             timeout=LOAD_SECONDS - 5,
-            what=f"{rulegen.ALERT_CPU_HIGH} for {hot_node} in Alertmanager",
+            what=f"{s.ALERT_CPU_HIGH} for {hot_node} in Alertmanager",
             interval=2.0,
         )
         fired_after = time.monotonic() - started
@@ -154,14 +154,14 @@ def test_hot_broker_fires_cpu_high_into_alertmanager(live_stack: Stack) -> None:
     assert alert["labels"]["cluster"] == cfg.cluster
     assert alert["labels"]["action"] == rulegen.ACTION_REBALANCE
     assert alert["labels"]["severity"] == "warning"
-    assert alert["annotations"]["runbook_url"].endswith(f"/{rulegen.ALERT_CPU_HIGH}.md")
+    assert alert["annotations"]["runbook_url"].endswith(f"/{s.ALERT_CPU_HIGH}.md")
     assert alert["status"]["state"] == "active"
     # Only the driven node is hot, and it sits above the mean of the cluster.
     assert cpu[hot_node] > threshold, cpu
     assert deviation[hot_node] > 0, deviation
     others = [n for n in cfg.node_names if n != hot_node]
     assert all(cpu[n] < threshold for n in others), cpu
-    print(f"{rulegen.ALERT_CPU_HIGH} for {hot_node} in Alertmanager after {fired_after:.1f}s; cpu={cpu}")
+    print(f"{s.ALERT_CPU_HIGH} for {hot_node} in Alertmanager after {fired_after:.1f}s; cpu={cpu}")
 
     # Leave the shared stack calm for the next test: the hot node cools below the threshold.
     _wait_for(lambda: _by_node(live_stack, s.NODE_CPU).get(hot_node, 1.0) < threshold, timeout=60,

@@ -26,7 +26,7 @@ import waitress
 import yaml
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
-from mqttlb import series
+from mqttlb import contract
 from mqttlb.stack.ephemeral import free_port
 from mqttlb.webhook.actuators import EnvoyAdmin, circuit_breaker_key
 from mqttlb.webhook.app import create_app
@@ -226,9 +226,9 @@ class FakeBrokerMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.cpu = Gauge(series.NODE_CPU, "node CPU", ["cluster", "node"], registry=self.registry)
+        self.cpu = Gauge(contract.NODE_CPU, "node CPU", ["cluster", "node"], registry=self.registry)
         self.conns = Gauge(
-            series.NODE_CONNECTIONS, "node connections", ["cluster", "node"], registry=self.registry
+            contract.NODE_CONNECTIONS, "node connections", ["cluster", "node"], registry=self.registry
         )
         registry = self.registry
 
@@ -301,7 +301,7 @@ def prometheus(tmp_path) -> Iterator[tuple[str, FakeBrokerMetrics]]:
 
 def wait_for_series(url: str, expected: dict[str, float], timeout: float = 15) -> None:
     def matches() -> bool:
-        result = requests.get(f"{url}/api/v1/query", params={"query": series.NODE_CPU}, timeout=1).json()
+        result = requests.get(f"{url}/api/v1/query", params={"query": contract.NODE_CPU}, timeout=1).json()
         got = {r["metric"]["node"]: float(r["value"][1]) for r in result["data"]["result"]}
         return all(abs(got.get(n, -1) - v) < 1e-9 for n, v in expected.items())
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mqttlb import series
+from mqttlb import contract
 from mqttlb.webhook.prometheus_client_query import PrometheusError, parse_vector
 from mqttlb.webhook.samples import _selector, node_samples_from
 
@@ -25,9 +25,9 @@ def vector(metric: str, values: dict[str, float], ts: float = NOW - 2) -> dict:
 
 
 def test_parse_and_combine_recorded_responses():
-    cpu = parse_vector(vector(series.NODE_CPU, {"node1": 0.91, "node2": 0.2}))
+    cpu = parse_vector(vector(contract.NODE_CPU, {"node1": 0.91, "node2": 0.2}))
     stamps = parse_vector(vector("", {"node1": NOW - 4, "node2": NOW - 100}))
-    conns = parse_vector(vector(series.NODE_CONNECTIONS, {"node1": 600, "node2": 200, "node3": 5}))
+    conns = parse_vector(vector(contract.NODE_CONNECTIONS, {"node1": 600, "node2": 200, "node3": 5}))
     samples = node_samples_from(cpu, stamps, conns, ["node1", "node2", "node3"], NOW)
     assert samples["node1"].cpu == 0.91 and samples["node1"].age_seconds == pytest.approx(4)
     assert samples["node2"].age_seconds == pytest.approx(100)
@@ -39,7 +39,7 @@ def test_parse_and_combine_recorded_responses():
 
 
 def test_nan_values_parse_and_are_not_fresh_in_policy():
-    doc = vector(series.NODE_CPU, {"node1": 0.5})
+    doc = vector(contract.NODE_CPU, {"node1": 0.5})
     doc["data"]["result"][0]["value"][1] = "NaN"
     (sample,) = parse_vector(doc)
     assert sample.value != sample.value
@@ -64,10 +64,10 @@ def test_malformed_responses_raise(document):
 
 
 def test_duplicate_or_unlabelled_series_raise():
-    two = parse_vector(vector(series.NODE_CPU, {"node1": 0.1}))
+    two = parse_vector(vector(contract.NODE_CPU, {"node1": 0.1}))
     with pytest.raises(PrometheusError, match="more than one"):
         node_samples_from(two + two, [], [], ["node1"], NOW)
-    doc = vector(series.NODE_CPU, {"node1": 0.1})
+    doc = vector(contract.NODE_CPU, {"node1": 0.1})
     del doc["data"]["result"][0]["metric"]["node"]
     with pytest.raises(PrometheusError, match="node label"):
         node_samples_from(parse_vector(doc), [], [], ["node1"], NOW)

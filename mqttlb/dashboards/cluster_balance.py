@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grafanalib.core as G
 
-from mqttlb import series
+from mqttlb import contract
 from mqttlb.dashboards import common as c
 from mqttlb.params import Params
 
@@ -14,9 +14,9 @@ UID = "mqttlb-cluster-balance"
 def mean_cpu_stat(params: Params) -> G.Stat:
     return c.stat(
         "Cluster mean CPU",
-        f"Mean CPU utilisation over the nodes ({series.CLUSTER_CPU_MEAN}). Above {params.cpu_critical:.0%} "
+        f"Mean CPU utilisation over the nodes ({contract.CLUSTER_CPU_MEAN}). Above {params.cpu_critical:.0%} "
         "rebalancing cannot help any more and the rebalancer sheds new connections.",
-        c.targets((f"{series.CLUSTER_CPU_MEAN}{{{c.cluster_selector()}}}", "mean")),
+        c.targets((f"{contract.CLUSTER_CPU_MEAN}{{{c.cluster_selector()}}}", "mean")),
         "percentunit",
         c.critical_thresholds(params),
     )
@@ -25,10 +25,10 @@ def mean_cpu_stat(params: Params) -> G.Stat:
 def squared_deviation_stat(params: Params) -> G.Stat:
     return c.stat(
         "Max squared deviation",
-        f"Largest squared distance of a node's CPU from the cluster mean ({series.CLUSTER_CPU_MSD}). "
+        f"Largest squared distance of a node's CPU from the cluster mean ({contract.CLUSTER_CPU_MSD}). "
         f"The imbalance alert fires above {params.imbalance_max_squared_deviation} while the mean is above "
         f"{params.imbalance_min_mean:.0%}.",
-        c.targets((f"{series.CLUSTER_CPU_MSD}{{{c.cluster_selector()}}}", "max squared deviation")),
+        c.targets((f"{contract.CLUSTER_CPU_MSD}{{{c.cluster_selector()}}}", "max squared deviation")),
         "none",
         c.imbalance_thresholds(params),
     )
@@ -37,9 +37,9 @@ def squared_deviation_stat(params: Params) -> G.Stat:
 def max_over_min_stat() -> G.Stat:
     return c.stat(
         "Busiest / idlest node",
-        f"CPU of the busiest node divided by that of the idlest ({series.CLUSTER_CPU_MAX_OVER_MIN}); "
+        f"CPU of the busiest node divided by that of the idlest ({contract.CLUSTER_CPU_MAX_OVER_MIN}); "
         "1 is perfectly even.",
-        c.targets((f"{series.CLUSTER_CPU_MAX_OVER_MIN}{{{c.cluster_selector()}}}", "max / min")),
+        c.targets((f"{contract.CLUSTER_CPU_MAX_OVER_MIN}{{{c.cluster_selector()}}}", "max / min")),
         "none",
     )
 
@@ -47,8 +47,8 @@ def max_over_min_stat() -> G.Stat:
 def nodes_up_stat(params: Params) -> G.Stat:
     return c.stat(
         "Nodes up",
-        f"Nodes whose broker answered the exporter's last scrape ({series.BROKER_UP}).",
-        c.targets((f"sum({series.BROKER_UP}{{{c.broker_selector(params)}}})", "up")),
+        f"Nodes whose broker answered the exporter's last scrape ({contract.BROKER_UP}).",
+        c.targets((f"sum({contract.BROKER_UP}{{{c.broker_selector(params)}}})", "up")),
         "short",
     )
 
@@ -56,12 +56,12 @@ def nodes_up_stat(params: Params) -> G.Stat:
 def cpu_per_node(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "CPU utilisation per node",
-        f"Broker process CPU as a fraction of the node's configured cores ({series.NODE_CPU}), with the "
+        f"Broker process CPU as a fraction of the node's configured cores ({contract.NODE_CPU}), with the "
         f"cluster mean. Lines: {params.cpu_high:.0%} = node hot (weights move away), "
         f"{params.cpu_critical:.0%} = critical.",
         c.targets(
-            (f"{series.NODE_CPU}{{{c.node_selector()}}}", "{{node}}"),
-            (f"{series.CLUSTER_CPU_MEAN}{{{c.cluster_selector()}}}", "cluster mean"),
+            (f"{contract.NODE_CPU}{{{c.node_selector()}}}", "{{node}}"),
+            (f"{contract.CLUSTER_CPU_MEAN}{{{c.cluster_selector()}}}", "cluster mean"),
         ),
         "percentunit",
         c.cpu_thresholds(params),
@@ -72,9 +72,9 @@ def cpu_per_node(params: Params) -> G.TimeSeries:
 def deviation_per_node(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "CPU deviation from the cluster mean",
-        f"Node CPU minus the cluster mean ({series.NODE_CPU_DEVIATION}), centred on zero. Outside the "
+        f"Node CPU minus the cluster mean ({contract.NODE_CPU_DEVIATION}), centred on zero. Outside the "
         "lines a node's squared deviation exceeds the imbalance threshold.",
-        c.targets((f"{series.NODE_CPU_DEVIATION}{{{c.node_selector()}}}", "{{node}}")),
+        c.targets((f"{contract.NODE_CPU_DEVIATION}{{{c.node_selector()}}}", "{{node}}")),
         "percentunit",
         c.deviation_thresholds(params),
         centred=True,
@@ -84,9 +84,9 @@ def deviation_per_node(params: Params) -> G.TimeSeries:
 def mean_absolute_deviation() -> G.TimeSeries:
     return c.timeseries(
         "Mean absolute deviation of CPU",
-        f"Average distance of the nodes' CPU from the cluster mean ({series.CLUSTER_CPU_MAD}): how uneven "
+        f"Average distance of the nodes' CPU from the cluster mean ({contract.CLUSTER_CPU_MAD}): how uneven "
         "the cluster is as a whole.",
-        c.targets((f"{series.CLUSTER_CPU_MAD}{{{c.cluster_selector()}}}", "mean absolute deviation")),
+        c.targets((f"{contract.CLUSTER_CPU_MAD}{{{c.cluster_selector()}}}", "mean absolute deviation")),
         "percentunit",
         min_value=0,
     )
@@ -95,9 +95,9 @@ def mean_absolute_deviation() -> G.TimeSeries:
 def max_squared_deviation(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "Max squared deviation of CPU",
-        f"Largest squared distance from the mean ({series.CLUSTER_CPU_MSD}); the line is the imbalance "
+        f"Largest squared distance from the mean ({contract.CLUSTER_CPU_MSD}); the line is the imbalance "
         f"alert threshold {params.imbalance_max_squared_deviation}.",
-        c.targets((f"{series.CLUSTER_CPU_MSD}{{{c.cluster_selector()}}}", "max squared deviation")),
+        c.targets((f"{contract.CLUSTER_CPU_MSD}{{{c.cluster_selector()}}}", "max squared deviation")),
         "none",
         c.imbalance_thresholds(params),
         min_value=0,
@@ -108,8 +108,8 @@ def max_squared_deviation(params: Params) -> G.TimeSeries:
 def node_cpu(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "CPU utilisation",
-        f"This node's CPU utilisation ({series.NODE_CPU}) against the hot and critical marks.",
-        c.targets((f"{series.NODE_CPU}{{{c.node_selector()}}}", "{{node}}")),
+        f"This node's CPU utilisation ({contract.NODE_CPU}) against the hot and critical marks.",
+        c.targets((f"{contract.NODE_CPU}{{{c.node_selector()}}}", "{{node}}")),
         "percentunit",
         c.cpu_thresholds(params),
         min_value=0,
@@ -119,8 +119,8 @@ def node_cpu(params: Params) -> G.TimeSeries:
 def node_deviation(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "Deviation from mean",
-        f"This node's CPU minus the cluster mean ({series.NODE_CPU_DEVIATION}).",
-        c.targets((f"{series.NODE_CPU_DEVIATION}{{{c.node_selector()}}}", "{{node}}")),
+        f"This node's CPU minus the cluster mean ({contract.NODE_CPU_DEVIATION}).",
+        c.targets((f"{contract.NODE_CPU_DEVIATION}{{{c.node_selector()}}}", "{{node}}")),
         "percentunit",
         c.deviation_thresholds(params),
         centred=True,
@@ -130,8 +130,8 @@ def node_deviation(params: Params) -> G.TimeSeries:
 def node_connections() -> G.TimeSeries:
     return c.timeseries(
         "Connections",
-        f"Clients connected to this node ({series.NODE_CONNECTIONS}).",
-        c.targets((f"{series.NODE_CONNECTIONS}{{{c.node_selector()}}}", "{{node}}")),
+        f"Clients connected to this node ({contract.NODE_CONNECTIONS}).",
+        c.targets((f"{contract.NODE_CONNECTIONS}{{{c.node_selector()}}}", "{{node}}")),
         "short",
         stepped=True,
         min_value=0,
@@ -141,8 +141,8 @@ def node_connections() -> G.TimeSeries:
 def node_publish_rate() -> G.TimeSeries:
     return c.timeseries(
         "Publish rate",
-        f"PUBLISH messages received per second by this node ({series.NODE_PUBLISH_RATE}).",
-        c.targets((f"{series.NODE_PUBLISH_RATE}{{{c.node_selector()}}}", "{{node}}")),
+        f"PUBLISH messages received per second by this node ({contract.NODE_PUBLISH_RATE}).",
+        c.targets((f"{contract.NODE_PUBLISH_RATE}{{{c.node_selector()}}}", "{{node}}")),
         "ops",
         min_value=0,
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import attr
 import grafanalib.core as G
 
-from mqttlb import series
+from mqttlb import contract
 from mqttlb.params import Params
 
 # Grafana >= 10 understands this schema; older Grafana migrates it on load.
@@ -28,7 +28,7 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # `queries` listing resolves to what Grafana would show there.  Grafana replaces them with the
 # values it finds in Prometheus.
 DEFAULT_CLUSTER = "local"
-DEFAULT_ENVOY_CLUSTER = "mqtt_brokers"
+DEFAULT_ENVOY_CLUSTER = contract.ENVOY_CLUSTER
 ALL = "$__all"
 
 # Alerts shown on the rebalancer dashboard: every alert the mqttlb rules define starts with one of
@@ -85,7 +85,7 @@ def cluster_variable(params: Params) -> G.Template:
     return G.Template(
         name="cluster",
         label="Broker cluster",
-        query=f"label_values({series.BROKER_UP}{{{params.broker_selector}}}, cluster)",
+        query=f"label_values({contract.BROKER_UP}{{{params.broker_selector}}}, cluster)",
         dataSource=DATASOURCE,
         default=DEFAULT_CLUSTER,
         refresh=G.REFRESH_ON_TIME_RANGE_CHANGE,
@@ -96,7 +96,7 @@ def node_variable(params: Params) -> G.Template:
     return G.Template(
         name="node",
         label="Node",
-        query=f'label_values({series.BROKER_UP}{{{params.broker_selector}, cluster="$cluster"}}, node)',
+        query=f'label_values({contract.BROKER_UP}{{{params.broker_selector}, cluster="$cluster"}}, node)',
         dataSource=DATASOURCE,
         default=ALL,
         multi=True,
@@ -109,7 +109,7 @@ def envoy_cluster_variable(params: Params) -> G.Template:
     return G.Template(
         name="envoy_cluster",
         label="Envoy cluster",
-        query=f"label_values({series.ENVOY_ENDPOINT_WEIGHT}{{{params.envoy_selector}}}, cluster)",
+        query=f"label_values({contract.ENVOY_ENDPOINT_WEIGHT}{{{params.envoy_selector}}}, cluster)",
         dataSource=DATASOURCE,
         default=DEFAULT_ENVOY_CLUSTER,
         refresh=G.REFRESH_ON_TIME_RANGE_CHANGE,
@@ -130,7 +130,7 @@ def actions_annotation(params: Params) -> dict:
         "datasource": DATASOURCE,
         "enable": True,
         "expr": (
-            f"sum by (kind) (increase({series.WEBHOOK_ACTIONS}{{{webhook_selector(params)}}}"
+            f"sum by (kind) (increase({contract.WEBHOOK_ACTIONS}{{{webhook_selector(params)}}}"
             "[$__rate_interval])) > 0"
         ),
         "iconColor": "rgba(255, 152, 48, 1)",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grafanalib.core as G
 
-from mqttlb import series
+from mqttlb import contract
 from mqttlb.dashboards import common as c
 from mqttlb.params import Params
 
@@ -14,9 +14,9 @@ UID = "mqttlb-connections"
 def connections_per_node() -> G.TimeSeries:
     return c.timeseries(
         "Connections per node",
-        f"Clients connected to each broker ({series.NODE_CONNECTIONS}), drawn as steps: long-lived MQTT "
+        f"Clients connected to each broker ({contract.NODE_CONNECTIONS}), drawn as steps: long-lived MQTT "
         "connections pile up in a staircase and only move when clients reconnect.",
-        c.targets((f"{series.NODE_CONNECTIONS}{{{c.node_selector()}}}", "{{node}}")),
+        c.targets((f"{contract.NODE_CONNECTIONS}{{{c.node_selector()}}}", "{{node}}")),
         "short",
         stepped=True,
         min_value=0,
@@ -26,8 +26,8 @@ def connections_per_node() -> G.TimeSeries:
 def total_connections() -> G.Stat:
     return c.stat(
         "Connections in the cluster",
-        f"Sum of the connected clients over the selected nodes ({series.NODE_CONNECTIONS}).",
-        c.targets((f"sum({series.NODE_CONNECTIONS}{{{c.node_selector()}}})", "total")),
+        f"Sum of the connected clients over the selected nodes ({contract.NODE_CONNECTIONS}).",
+        c.targets((f"sum({contract.NODE_CONNECTIONS}{{{c.node_selector()}}})", "total")),
         "short",
     )
 
@@ -35,11 +35,11 @@ def total_connections() -> G.Stat:
 def connects_per_second() -> G.TimeSeries:
     return c.timeseries(
         "Connects per second",
-        f"New client connections per second per node ({series.NODE_CONNECTS_RATE}) and for the whole "
-        f"cluster ({series.CLUSTER_CONNECTS_RATE}); a spike is a reconnect storm.",
+        f"New client connections per second per node ({contract.NODE_CONNECTS_RATE}) and for the whole "
+        f"cluster ({contract.CLUSTER_CONNECTS_RATE}); a spike is a reconnect storm.",
         c.targets(
-            (f"{series.NODE_CONNECTS_RATE}{{{c.node_selector()}}}", "{{node}}"),
-            (f"{series.CLUSTER_CONNECTS_RATE}{{{c.cluster_selector()}}}", "cluster"),
+            (f"{contract.NODE_CONNECTS_RATE}{{{c.node_selector()}}}", "{{node}}"),
+            (f"{contract.CLUSTER_CONNECTS_RATE}{{{c.cluster_selector()}}}", "cluster"),
         ),
         "cps",
         min_value=0,
@@ -49,8 +49,8 @@ def connects_per_second() -> G.TimeSeries:
 def disconnects_per_second() -> G.TimeSeries:
     return c.timeseries(
         "Disconnects per second",
-        f"Client disconnections per second per node ({series.NODE_DISCONNECTS_RATE}).",
-        c.targets((f"{series.NODE_DISCONNECTS_RATE}{{{c.node_selector()}}}", "{{node}}")),
+        f"Client disconnections per second per node ({contract.NODE_DISCONNECTS_RATE}).",
+        c.targets((f"{contract.NODE_DISCONNECTS_RATE}{{{c.node_selector()}}}", "{{node}}")),
         "cps",
         min_value=0,
     )
@@ -59,9 +59,9 @@ def disconnects_per_second() -> G.TimeSeries:
 def connection_share() -> G.TimeSeries:
     return c.timeseries(
         "Connection share per node",
-        f"Each node's fraction of the cluster's connections ({series.NODE_CONNECTIONS_SHARE}), stacked to "
+        f"Each node's fraction of the cluster's connections ({contract.NODE_CONNECTIONS_SHARE}), stacked to "
         "100 %.",
-        c.targets((f"{series.NODE_CONNECTIONS_SHARE}{{{c.node_selector()}}}", "{{node}}")),
+        c.targets((f"{contract.NODE_CONNECTIONS_SHARE}{{{c.node_selector()}}}", "{{node}}")),
         "percentunit",
         stepped=True,
         stacked=True,
@@ -73,8 +73,8 @@ def connection_share() -> G.TimeSeries:
 def share_deviation() -> G.TimeSeries:
     return c.timeseries(
         "Connection share minus 1/N",
-        f"Each node's share minus an even share ({series.NODE_CONNECTIONS_DEVIATION}), centred on zero.",
-        c.targets((f"{series.NODE_CONNECTIONS_DEVIATION}{{{c.node_selector()}}}", "{{node}}")),
+        f"Each node's share minus an even share ({contract.NODE_CONNECTIONS_DEVIATION}), centred on zero.",
+        c.targets((f"{contract.NODE_CONNECTIONS_DEVIATION}{{{c.node_selector()}}}", "{{node}}")),
         "percentunit",
         stepped=True,
         centred=True,
@@ -84,8 +84,8 @@ def share_deviation() -> G.TimeSeries:
 def share_mean_absolute_deviation() -> G.TimeSeries:
     return c.timeseries(
         "Mean absolute deviation of connection share",
-        f"Average distance of the nodes' shares from 1/N ({series.CLUSTER_CONNECTIONS_MAD}).",
-        c.targets((f"{series.CLUSTER_CONNECTIONS_MAD}{{{c.cluster_selector()}}}", "mean absolute deviation")),
+        f"Average distance of the nodes' shares from 1/N ({contract.CLUSTER_CONNECTIONS_MAD}).",
+        c.targets((f"{contract.CLUSTER_CONNECTIONS_MAD}{{{c.cluster_selector()}}}", "mean absolute deviation")),
         "percentunit",
         min_value=0,
     )
@@ -94,8 +94,8 @@ def share_mean_absolute_deviation() -> G.TimeSeries:
 def share_max_squared_deviation() -> G.TimeSeries:
     return c.timeseries(
         "Max squared deviation of connection share",
-        f"Largest squared distance of a node's share from 1/N ({series.CLUSTER_CONNECTIONS_MSD}).",
-        c.targets((f"{series.CLUSTER_CONNECTIONS_MSD}{{{c.cluster_selector()}}}", "max squared deviation")),
+        f"Largest squared distance of a node's share from 1/N ({contract.CLUSTER_CONNECTIONS_MSD}).",
+        c.targets((f"{contract.CLUSTER_CONNECTIONS_MSD}{{{c.cluster_selector()}}}", "max squared deviation")),
         "none",
         min_value=0,
     )
@@ -105,8 +105,8 @@ def connections_max_over_min() -> G.TimeSeries:
     return c.timeseries(
         "Most / fewest connections",
         f"Connections on the fullest node divided by those on the emptiest "
-        f"({series.CLUSTER_CONNECTIONS_MAX_OVER_MIN}); 1 is even.",
-        c.targets((f"{series.CLUSTER_CONNECTIONS_MAX_OVER_MIN}{{{c.cluster_selector()}}}", "max / min")),
+        f"({contract.CLUSTER_CONNECTIONS_MAX_OVER_MIN}); 1 is even.",
+        c.targets((f"{contract.CLUSTER_CONNECTIONS_MAX_OVER_MIN}{{{c.cluster_selector()}}}", "max / min")),
         "none",
     )
 
@@ -114,10 +114,10 @@ def connections_max_over_min() -> G.TimeSeries:
 def envoy_active_connections(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "Envoy active connections per endpoint",
-        f"Connections Envoy holds open to each broker endpoint ({series.ENVOY_ENDPOINT_CX_ACTIVE}); compare "
+        f"Connections Envoy holds open to each broker endpoint ({contract.ENVOY_ENDPOINT_CX_ACTIVE}); compare "
         "with the configured weights on the right.",
         c.targets(
-            (f"{series.ENVOY_ENDPOINT_CX_ACTIVE}{{{c.envoy_selector(params)}}}", "{{node}} {{endpoint}}")
+            (f"{contract.ENVOY_ENDPOINT_CX_ACTIVE}{{{c.envoy_selector(params)}}}", "{{node}} {{endpoint}}")
         ),
         "short",
         stepped=True,
@@ -128,9 +128,9 @@ def envoy_active_connections(params: Params) -> G.TimeSeries:
 def envoy_weights(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "Envoy configured weight per endpoint",
-        f"load_balancing_weight Envoy currently applies to each endpoint ({series.ENVOY_ENDPOINT_WEIGHT}); "
+        f"load_balancing_weight Envoy currently applies to each endpoint ({contract.ENVOY_ENDPOINT_WEIGHT}); "
         "new connections follow these, existing ones stay where they are.",
-        c.targets((f"{series.ENVOY_ENDPOINT_WEIGHT}{{{c.envoy_selector(params)}}}", "{{node}} {{endpoint}}")),
+        c.targets((f"{contract.ENVOY_ENDPOINT_WEIGHT}{{{c.envoy_selector(params)}}}", "{{node}} {{endpoint}}")),
         "none",
         stepped=True,
         min_value=0,
@@ -140,11 +140,11 @@ def envoy_weights(params: Params) -> G.TimeSeries:
 def envoy_new_connections(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "Envoy new connections per second per endpoint",
-        f"Rate of connections Envoy opened to each endpoint ({series.ENVOY_ENDPOINT_CX_TOTAL}): where new "
+        f"Rate of connections Envoy opened to each endpoint ({contract.ENVOY_ENDPOINT_CX_TOTAL}): where new "
         "clients are being sent right now.",
         c.targets(
             (
-                f"rate({series.ENVOY_ENDPOINT_CX_TOTAL}{{{c.envoy_selector(params)}}}[$__rate_interval])",
+                f"rate({contract.ENVOY_ENDPOINT_CX_TOTAL}{{{c.envoy_selector(params)}}}[$__rate_interval])",
                 "{{node}} {{endpoint}}",
             )
         ),
@@ -156,10 +156,10 @@ def envoy_new_connections(params: Params) -> G.TimeSeries:
 def envoy_connect_failures(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "Envoy connect failures per second per endpoint",
-        f"Failed upstream connection attempts per endpoint ({series.ENVOY_ENDPOINT_CX_FAIL}).",
+        f"Failed upstream connection attempts per endpoint ({contract.ENVOY_ENDPOINT_CX_FAIL}).",
         c.targets(
             (
-                f"rate({series.ENVOY_ENDPOINT_CX_FAIL}{{{c.envoy_selector(params)}}}[$__rate_interval])",
+                f"rate({contract.ENVOY_ENDPOINT_CX_FAIL}{{{c.envoy_selector(params)}}}[$__rate_interval])",
                 "{{node}} {{endpoint}}",
             )
         ),

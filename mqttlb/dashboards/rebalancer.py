@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grafanalib.core as G
 
-from mqttlb import series
+from mqttlb import contract
 from mqttlb.dashboards import common as c
 from mqttlb.params import Params
 
@@ -15,16 +15,16 @@ def weights(params: Params) -> G.TimeSeries:
     policy = params.policy
     return c.timeseries(
         "Endpoint weights: decided vs applied",
-        f"Weight the rebalancer decided per endpoint ({series.WEBHOOK_WEIGHT}) and the weight Envoy reports "
-        f"as configured ({series.ENVOY_ENDPOINT_WEIGHT}); they should meet within seconds. Lines: the "
+        f"Weight the rebalancer decided per endpoint ({contract.WEBHOOK_WEIGHT}) and the weight Envoy reports "
+        f"as configured ({contract.ENVOY_ENDPOINT_WEIGHT}); they should meet within seconds. Lines: the "
         f"policy's min ({policy.min_weight}) and max ({policy.max_weight}) weight; neutral is "
         f"{policy.neutral_weight}.",
         c.targets(
             (
-                f"{series.WEBHOOK_WEIGHT}{{{c.webhook_selector(params)}, {c.envoy_endpoint_labels()}}}",
+                f"{contract.WEBHOOK_WEIGHT}{{{c.webhook_selector(params)}, {c.envoy_endpoint_labels()}}}",
                 "decided {{node}}",
             ),
-            (f"{series.ENVOY_ENDPOINT_WEIGHT}{{{c.envoy_selector(params)}}}", "envoy {{node}}"),
+            (f"{contract.ENVOY_ENDPOINT_WEIGHT}{{{c.envoy_selector(params)}}}", "envoy {{node}}"),
         ),
         "none",
         [
@@ -42,9 +42,9 @@ def shed_level(params: Params) -> G.TimeSeries:
     allowed = ", ".join(f"{i + 1} = {fraction:.0%}" for i, fraction in enumerate(levels))
     return c.timeseries(
         "Shedding level",
-        f"How hard the rebalancer limits *new* connections ({series.WEBHOOK_SHED_LEVEL}): 0 = not shedding; "
+        f"How hard the rebalancer limits *new* connections ({contract.WEBHOOK_SHED_LEVEL}): 0 = not shedding; "
         f"level n caps new connections at a fraction of the current ones ({allowed}).",
-        c.targets((f"{series.WEBHOOK_SHED_LEVEL}{{{c.webhook_selector(params)}}}", "shed level")),
+        c.targets((f"{contract.WEBHOOK_SHED_LEVEL}{{{c.webhook_selector(params)}}}", "shed level")),
         "none",
         [c.step(c.GREEN, None), c.step(c.ORANGE, 1.0), c.step(c.RED, float(len(levels)))],
         stepped=True,
@@ -56,11 +56,11 @@ def connection_cap(params: Params) -> G.TimeSeries:
     selector = f'{c.envoy_cluster_selector(params)}, priority="default"'
     return c.timeseries(
         "Circuit-breaker connection cap",
-        f"Envoy's max_connections for the broker cluster ({series.ENVOY_CLUSTER_MAX_CONNECTIONS}, default "
+        f"Envoy's max_connections for the broker cluster ({contract.ENVOY_CLUSTER_MAX_CONNECTIONS}, default "
         "priority): the shedding lever lowers it at runtime to cap new connections, and lifts it stepwise.",
         c.targets(
             (
-                f"{series.ENVOY_CLUSTER_MAX_CONNECTIONS}{{{selector}}}",
+                f"{contract.ENVOY_CLUSTER_MAX_CONNECTIONS}{{{selector}}}",
                 "max_connections",
             )
         ),
@@ -74,16 +74,16 @@ def refused_connections(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "Connections refused by shedding",
         f"New connections Envoy closed at once: over the circuit-breaker cap "
-        f"({series.ENVOY_CLUSTER_CX_OVERFLOW}) or by the overload manager "
-        f"({series.ENVOY_LISTENER_CX_OVERLOAD_REJECT}). Existing clients are not affected.",
+        f"({contract.ENVOY_CLUSTER_CX_OVERFLOW}) or by the overload manager "
+        f"({contract.ENVOY_LISTENER_CX_OVERLOAD_REJECT}). Existing clients are not affected.",
         c.targets(
             (
-                f"sum(rate({series.ENVOY_CLUSTER_CX_OVERFLOW}{{{c.envoy_cluster_selector(params)}}}"
+                f"sum(rate({contract.ENVOY_CLUSTER_CX_OVERFLOW}{{{c.envoy_cluster_selector(params)}}}"
                 "[$__rate_interval]))",
                 "circuit breaker",
             ),
             (
-                f"sum(rate({series.ENVOY_LISTENER_CX_OVERLOAD_REJECT}{{{c.envoy_listener_selector(params)}}}"
+                f"sum(rate({contract.ENVOY_LISTENER_CX_OVERLOAD_REJECT}{{{c.envoy_listener_selector(params)}}}"
                 "[$__rate_interval]))",
                 "overload manager",
             ),
@@ -96,9 +96,9 @@ def refused_connections(params: Params) -> G.TimeSeries:
 def cluster_mean_cpu(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "Cluster mean CPU vs shedding mark",
-        f"Mean CPU over the nodes ({series.CLUSTER_CPU_MEAN}); above {params.cpu_critical:.0%} for "
+        f"Mean CPU over the nodes ({contract.CLUSTER_CPU_MEAN}); above {params.cpu_critical:.0%} for "
         f"{params.cpu_critical_for} the critical alert asks the rebalancer to shed.",
-        c.targets((f"{series.CLUSTER_CPU_MEAN}{{{c.cluster_selector()}}}", "cluster mean")),
+        c.targets((f"{contract.CLUSTER_CPU_MEAN}{{{c.cluster_selector()}}}", "cluster mean")),
         "percentunit",
         c.cpu_thresholds(params),
         min_value=0,
@@ -108,11 +108,11 @@ def cluster_mean_cpu(params: Params) -> G.TimeSeries:
 def actions(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "Actions taken",
-        f"Actions of the rebalancer per kind in each interval (increase of {series.WEBHOOK_ACTIONS}); the "
+        f"Actions of the rebalancer per kind in each interval (increase of {contract.WEBHOOK_ACTIONS}); the "
         "same increases are marked as annotations on every mqttlb dashboard.",
         c.targets(
             (
-                f"sum by (kind) (increase({series.WEBHOOK_ACTIONS}{{{c.webhook_selector(params)}}}"
+                f"sum by (kind) (increase({contract.WEBHOOK_ACTIONS}{{{c.webhook_selector(params)}}}"
                 "[$__rate_interval]))",
                 "{{kind}}",
             )
@@ -126,11 +126,11 @@ def actions(params: Params) -> G.TimeSeries:
 def failures(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "Action failures",
-        f"Actions that failed per kind and reason (increase of {series.WEBHOOK_FAILURES}); any bar here "
+        f"Actions that failed per kind and reason (increase of {contract.WEBHOOK_FAILURES}); any bar here "
         "means Envoy did not get what the policy decided.",
         c.targets(
             (
-                f"sum by (kind, reason) (increase({series.WEBHOOK_FAILURES}{{{c.webhook_selector(params)}}}"
+                f"sum by (kind, reason) (increase({contract.WEBHOOK_FAILURES}{{{c.webhook_selector(params)}}}"
                 "[$__rate_interval]))",
                 "{{kind}}: {{reason}}",
             )
@@ -145,11 +145,11 @@ def failures(params: Params) -> G.TimeSeries:
 def rejected_requests(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "Rejected requests",
-        f"Requests the webhook refused before deciding anything (increase of {series.WEBHOOK_REJECTED}), by "
+        f"Requests the webhook refused before deciding anything (increase of {contract.WEBHOOK_REJECTED}), by "
         "route and reason: bad token, malformed or oversized payload, unknown action.",
         c.targets(
             (
-                f"sum by (route, reason) (increase({series.WEBHOOK_REJECTED}{{{c.webhook_selector(params)}}}"
+                f"sum by (route, reason) (increase({contract.WEBHOOK_REJECTED}{{{c.webhook_selector(params)}}}"
                 "[$__rate_interval]))",
                 "{{route}}: {{reason}}",
             )
@@ -161,7 +161,7 @@ def rejected_requests(params: Params) -> G.TimeSeries:
 
 
 def decision_latency(params: Params) -> G.TimeSeries:
-    metric = series.WEBHOOK_DECISION_SECONDS
+    metric = contract.WEBHOOK_DECISION_SECONDS
     selector = c.webhook_selector(params)
     return c.timeseries(
         "Decision latency",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from mqttlb import series
+from mqttlb import contract
 from mqttlb.exporters.adapters import build_nodes
 from mqttlb.exporters.broker_collector import SAMPLE_METRICS, BrokerCollector
 from mqttlb.exporters.broker_config import ConfigError, load_config, parse_host_port
@@ -36,11 +36,11 @@ config file (YAML):
 def metrics_help() -> str:
     lines = ["metrics (labels cluster, node on every series):"]
     fixed = [
-        (series.BROKER_UP, "gauge", "1 if the node answered the last scrape, else 0"),
-        (series.BROKER_INFO, "gauge", "always 1; extra labels kind, address"),
-        (series.BROKER_CPU_CAPACITY, "gauge", "CPU cores credited to the node (config cpu_cores)"),
-        (series.BROKER_SCRAPE_DURATION, "gauge", "seconds taken to sample the node"),
-        (series.BROKER_SCRAPE_ERRORS, "counter", "scrapes of the node that failed or were partial"),
+        (contract.BROKER_UP, "gauge", "1 if the node answered the last scrape, else 0"),
+        (contract.BROKER_INFO, "gauge", "always 1; extra labels kind, address"),
+        (contract.BROKER_CPU_CAPACITY, "gauge", "CPU cores credited to the node (config cpu_cores)"),
+        (contract.BROKER_SCRAPE_DURATION, "gauge", "seconds taken to sample the node"),
+        (contract.BROKER_SCRAPE_ERRORS, "counter", "scrapes of the node that failed or were partial"),
     ]
     for name, kind, text in fixed:
         lines.append(f"  {name} ({kind}): {text}")

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
-from mqttlb import series
+from mqttlb import contract
 from mqttlb.exporters.exposition import LabelSet
 from mqttlb.exporters.node_adapter import NodeAdapter, NodeSample
 
@@ -30,23 +30,23 @@ MAX_WORKERS = 32
 
 # (NodeSample field, metric name, help, is_counter)
 SAMPLE_METRICS: tuple[tuple[str, str, str, bool], ...] = (
-    ("clients_connected", series.BROKER_CLIENTS_CONNECTED, "MQTT clients connected now.", False),
-    ("connects", series.BROKER_CONNECTS, "Client connects (sessions opened).", True),
-    ("disconnects", series.BROKER_DISCONNECTS, "Client disconnects (sessions closed, any reason).", True),
-    ("messages_received", series.BROKER_MESSAGES_RECEIVED, "MQTT packets of any type received.", True),
-    ("messages_sent", series.BROKER_MESSAGES_SENT, "MQTT packets of any type sent.", True),
-    ("publish_received", series.BROKER_PUBLISH_RECEIVED, "PUBLISH messages received.", True),
-    ("publish_sent", series.BROKER_PUBLISH_SENT, "PUBLISH messages sent.", True),
-    ("publish_dropped", series.BROKER_PUBLISH_DROPPED, "PUBLISH messages dropped by the broker.", True),
-    ("bytes_received", series.BROKER_BYTES_RECEIVED, "Bytes received by the broker.", True),
-    ("bytes_sent", series.BROKER_BYTES_SENT, "Bytes sent by the broker.", True),
-    ("subscriptions", series.BROKER_SUBSCRIPTIONS, "Active subscriptions.", False),
-    ("retained", series.BROKER_RETAINED, "Retained messages stored.", False),
-    ("queued", series.BROKER_QUEUED, "Messages queued for offline/slow clients.", False),
-    ("cpu_seconds", series.BROKER_CPU_SECONDS, "Broker process CPU time (user+system) in seconds.", True),
-    ("resident_memory_bytes", series.BROKER_RESIDENT_MEMORY, "Broker process resident memory.", False),
-    ("overload_level", series.BROKER_OVERLOAD_LEVEL, "HiveMQ overload-protection level.", False),
-    ("sample_age_seconds", series.BROKER_SAMPLE_AGE, "Age of the newest pushed broker data.", False),
+    ("clients_connected", contract.BROKER_CLIENTS_CONNECTED, "MQTT clients connected now.", False),
+    ("connects", contract.BROKER_CONNECTS, "Client connects (sessions opened).", True),
+    ("disconnects", contract.BROKER_DISCONNECTS, "Client disconnects (sessions closed, any reason).", True),
+    ("messages_received", contract.BROKER_MESSAGES_RECEIVED, "MQTT packets of any type received.", True),
+    ("messages_sent", contract.BROKER_MESSAGES_SENT, "MQTT packets of any type sent.", True),
+    ("publish_received", contract.BROKER_PUBLISH_RECEIVED, "PUBLISH messages received.", True),
+    ("publish_sent", contract.BROKER_PUBLISH_SENT, "PUBLISH messages sent.", True),
+    ("publish_dropped", contract.BROKER_PUBLISH_DROPPED, "PUBLISH messages dropped by the broker.", True),
+    ("bytes_received", contract.BROKER_BYTES_RECEIVED, "Bytes received by the broker.", True),
+    ("bytes_sent", contract.BROKER_BYTES_SENT, "Bytes sent by the broker.", True),
+    ("subscriptions", contract.BROKER_SUBSCRIPTIONS, "Active subscriptions.", False),
+    ("retained", contract.BROKER_RETAINED, "Retained messages stored.", False),
+    ("queued", contract.BROKER_QUEUED, "Messages queued for offline/slow clients.", False),
+    ("cpu_seconds", contract.BROKER_CPU_SECONDS, "Broker process CPU time (user+system) in seconds.", True),
+    ("resident_memory_bytes", contract.BROKER_RESIDENT_MEMORY, "Broker process resident memory.", False),
+    ("overload_level", contract.BROKER_OVERLOAD_LEVEL, "HiveMQ overload-protection level.", False),
+    ("sample_age_seconds", contract.BROKER_SAMPLE_AGE, "Age of the newest pushed broker data.", False),
 )
 
 
@@ -143,18 +143,18 @@ class BrokerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         results = self.scrape_nodes()
-        up = GaugeMetricFamily(series.BROKER_UP, "1 if the node answered the last scrape.", labels=LABELS)
+        up = GaugeMetricFamily(contract.BROKER_UP, "1 if the node answered the last scrape.", labels=LABELS)
         info = GaugeMetricFamily(
-            series.BROKER_INFO, "Node identity (always 1).", labels=[*LABELS, "kind", "address"]
+            contract.BROKER_INFO, "Node identity (always 1).", labels=[*LABELS, "kind", "address"]
         )
         capacity = GaugeMetricFamily(
-            series.BROKER_CPU_CAPACITY, "CPU cores credited to the node (from config).", labels=LABELS
+            contract.BROKER_CPU_CAPACITY, "CPU cores credited to the node (from config).", labels=LABELS
         )
         duration = GaugeMetricFamily(
-            series.BROKER_SCRAPE_DURATION, "Seconds taken to sample the node.", labels=LABELS
+            contract.BROKER_SCRAPE_DURATION, "Seconds taken to sample the node.", labels=LABELS
         )
         errors = CounterMetricFamily(
-            series.BROKER_SCRAPE_ERRORS, "Scrapes of the node that failed or were partial.", labels=LABELS
+            contract.BROKER_SCRAPE_ERRORS, "Scrapes of the node that failed or were partial.", labels=LABELS
         )
         families = {
             field: (CounterMetricFamily if is_counter else GaugeMetricFamily)(name, help_text, labels=LABELS)

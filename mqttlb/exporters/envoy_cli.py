@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 
 from prometheus_client import CollectorRegistry
 
-from mqttlb import series
+from mqttlb import contract
 from mqttlb.exporters.broker_config import parse_host_port
 from mqttlb.exporters.envoy_collector import EnvoyCollector
 from mqttlb.exporters.serve import serve_until_signal, setup_logging
@@ -16,31 +16,31 @@ from mqttlb.exporters.serve import serve_until_signal, setup_logging
 METRICS_HELP = f"""\
 metrics:
   per endpoint (labels cluster = Envoy cluster, endpoint = host:port, node = EDS hostname):
-    {series.ENVOY_ENDPOINT_CX_ACTIVE} (gauge): active upstream connections
-    {series.ENVOY_ENDPOINT_CX_TOTAL} (counter): upstream connections opened
-    {series.ENVOY_ENDPOINT_CX_FAIL} (counter): upstream connect failures
-    {series.ENVOY_ENDPOINT_WEIGHT} (gauge): load_balancing_weight in force
-    {series.ENVOY_ENDPOINT_HEALTH} (gauge, extra label status=healthy|degraded|draining|unhealthy):
+    {contract.ENVOY_ENDPOINT_CX_ACTIVE} (gauge): active upstream connections
+    {contract.ENVOY_ENDPOINT_CX_TOTAL} (counter): upstream connections opened
+    {contract.ENVOY_ENDPOINT_CX_FAIL} (counter): upstream connect failures
+    {contract.ENVOY_ENDPOINT_WEIGHT} (gauge): load_balancing_weight in force
+    {contract.ENVOY_ENDPOINT_HEALTH} (gauge, extra label status=healthy|degraded|draining|unhealthy):
       1 for the current status, 0 for the others
   per cluster (label cluster):
-    {series.ENVOY_CLUSTER_MAX_CONNECTIONS} (gauge, extra label priority=default|high):
+    {contract.ENVOY_CLUSTER_MAX_CONNECTIONS} (gauge, extra label priority=default|high):
       circuit-breaker max_connections now in force (runtime overrides included)
-    {series.ENVOY_CLUSTER_RX_BYTES} (counter): bytes from upstream hosts
-    {series.ENVOY_CLUSTER_TX_BYTES} (counter): bytes to upstream hosts
+    {contract.ENVOY_CLUSTER_RX_BYTES} (counter): bytes from upstream hosts
+    {contract.ENVOY_CLUSTER_TX_BYTES} (counter): bytes to upstream hosts
       (Envoy keeps no per-endpoint byte counters, so bytes are per cluster)
-    {series.ENVOY_CLUSTER_CX_OVERFLOW} (counter): connections refused by the circuit breaker
+    {contract.ENVOY_CLUSTER_CX_OVERFLOW} (counter): connections refused by the circuit breaker
   per listener (label listener = Envoy's listener stat name, e.g. 127.0.0.1_1883 or admin):
-    {series.ENVOY_LISTENER_CX_ACTIVE} (gauge): active downstream connections
-    {series.ENVOY_LISTENER_CX_TOTAL} (counter): downstream connections accepted
-    {series.ENVOY_LISTENER_CX_OVERFLOW} (counter): refused by the listener connection limit
-    {series.ENVOY_LISTENER_CX_OVERLOAD_REJECT} (counter): rejected by the overload manager
+    {contract.ENVOY_LISTENER_CX_ACTIVE} (gauge): active downstream connections
+    {contract.ENVOY_LISTENER_CX_TOTAL} (counter): downstream connections accepted
+    {contract.ENVOY_LISTENER_CX_OVERFLOW} (counter): refused by the listener connection limit
+    {contract.ENVOY_LISTENER_CX_OVERLOAD_REJECT} (counter): rejected by the overload manager
   overload manager (only when Envoy has one configured):
-    {series.ENVOY_OVERLOAD_ACTION_ACTIVE} (gauge, label action): 1 while the action is in force
-    {series.ENVOY_OVERLOAD_PRESSURE} (gauge, label resource): resource monitor pressure, 0..1
+    {contract.ENVOY_OVERLOAD_ACTION_ACTIVE} (gauge, label action): 1 while the action is in force
+    {contract.ENVOY_OVERLOAD_PRESSURE} (gauge, label resource): resource monitor pressure, 0..1
   exporter:
-    {series.ENVOY_UP} (gauge): 1 if /clusters was read in time, else 0 (no endpoint series then)
-    {series.ENVOY_SCRAPE_ERRORS} (counter): scrapes in which an admin request failed or was malformed
-    {series.ENVOY_SCRAPE_DURATION} (gauge): seconds taken to read the admin API
+    {contract.ENVOY_UP} (gauge): 1 if /clusters was read in time, else 0 (no endpoint series then)
+    {contract.ENVOY_SCRAPE_ERRORS} (counter): scrapes in which an admin request failed or was malformed
+    {contract.ENVOY_SCRAPE_DURATION} (gauge): seconds taken to read the admin API
 """
 
 

@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
-from mqttlb import series
+from mqttlb import contract
 from mqttlb.exporters.envoy_parse import (
     HEALTH_STATUSES,
     STATS_FILTER,
@@ -110,38 +110,38 @@ class EnvoyCollector(Collector):
         yield from self._endpoint_families(clusters or [])
         if clusters is not None and stats is not None:
             yield from self._stats_families(clusters, stats)
-        up_family = GaugeMetricFamily(series.ENVOY_UP, "1 if the Envoy admin /clusters was read.")
+        up_family = GaugeMetricFamily(contract.ENVOY_UP, "1 if the Envoy admin /clusters was read.")
         up_family.add_metric([], 1.0 if up else 0.0)
         yield up_family
         errors_family = CounterMetricFamily(
-            series.ENVOY_SCRAPE_ERRORS, "Scrapes in which an admin request failed or was malformed."
+            contract.ENVOY_SCRAPE_ERRORS, "Scrapes in which an admin request failed or was malformed."
         )
         errors_family.add_metric([], float(error_count))
         yield errors_family
-        duration = GaugeMetricFamily(series.ENVOY_SCRAPE_DURATION, "Seconds taken to read the Envoy admin.")
+        duration = GaugeMetricFamily(contract.ENVOY_SCRAPE_DURATION, "Seconds taken to read the Envoy admin.")
         duration.add_metric([], time.perf_counter() - start)
         yield duration
 
     def _endpoint_families(self, clusters: list[ClusterStatus]) -> Iterator[Metric]:
         active = GaugeMetricFamily(
-            series.ENVOY_ENDPOINT_CX_ACTIVE, "Active upstream connections.", labels=EP_LABELS
+            contract.ENVOY_ENDPOINT_CX_ACTIVE, "Active upstream connections.", labels=EP_LABELS
         )
         total = CounterMetricFamily(
-            series.ENVOY_ENDPOINT_CX_TOTAL, "Upstream connections opened.", labels=EP_LABELS
+            contract.ENVOY_ENDPOINT_CX_TOTAL, "Upstream connections opened.", labels=EP_LABELS
         )
         failed = CounterMetricFamily(
-            series.ENVOY_ENDPOINT_CX_FAIL, "Upstream connect failures.", labels=EP_LABELS
+            contract.ENVOY_ENDPOINT_CX_FAIL, "Upstream connect failures.", labels=EP_LABELS
         )
         weight = GaugeMetricFamily(
-            series.ENVOY_ENDPOINT_WEIGHT, "Configured load_balancing_weight.", labels=EP_LABELS
+            contract.ENVOY_ENDPOINT_WEIGHT, "Configured load_balancing_weight.", labels=EP_LABELS
         )
         health = GaugeMetricFamily(
-            series.ENVOY_ENDPOINT_HEALTH,
+            contract.ENVOY_ENDPOINT_HEALTH,
             "1 for the endpoint's current status (healthy|degraded|draining|unhealthy), else 0.",
             labels=[*EP_LABELS, "status"],
         )
         limits = GaugeMetricFamily(
-            series.ENVOY_CLUSTER_MAX_CONNECTIONS,
+            contract.ENVOY_CLUSTER_MAX_CONNECTIONS,
             "Circuit-breaker max_connections now in force.",
             labels=["cluster", "priority"],
         )
@@ -150,8 +150,8 @@ class EnvoyCollector(Collector):
         # per sample was most of the scrape time.
         active_samples, total_samples, failed_samples = active.samples, total.samples, failed.samples
         weight_samples, health_samples = weight.samples, health.samples
-        total_name = series.ENVOY_ENDPOINT_CX_TOTAL
-        failed_name = series.ENVOY_ENDPOINT_CX_FAIL
+        total_name = contract.ENVOY_ENDPOINT_CX_TOTAL
+        failed_name = contract.ENVOY_ENDPOINT_CX_FAIL
         previous, current = self._label_sets, {}
         for cluster in clusters:
             for priority, limit in sorted(cluster.max_connections.items()):
@@ -177,15 +177,15 @@ class EnvoyCollector(Collector):
 
     def _stats_families(self, clusters: list[ClusterStatus], stats: dict[str, int]) -> Iterator[Metric]:
         rx = CounterMetricFamily(
-            series.ENVOY_CLUSTER_RX_BYTES,
+            contract.ENVOY_CLUSTER_RX_BYTES,
             "Bytes received from upstream hosts (cluster total; Envoy has no per-endpoint byte stats).",
             labels=["cluster"],
         )
         tx = CounterMetricFamily(
-            series.ENVOY_CLUSTER_TX_BYTES, "Bytes sent to upstream hosts (cluster total).", labels=["cluster"]
+            contract.ENVOY_CLUSTER_TX_BYTES, "Bytes sent to upstream hosts (cluster total).", labels=["cluster"]
         )
         overflow = CounterMetricFamily(
-            series.ENVOY_CLUSTER_CX_OVERFLOW,
+            contract.ENVOY_CLUSTER_CX_OVERFLOW,
             "Connections refused by the max_connections circuit breaker.",
             labels=["cluster"],
         )
@@ -199,18 +199,18 @@ class EnvoyCollector(Collector):
                 if prefix + stat in stats:
                     family.add_metric([cluster.name], float(stats[prefix + stat]))
         l_active = GaugeMetricFamily(
-            series.ENVOY_LISTENER_CX_ACTIVE, "Active downstream connections.", labels=["listener"]
+            contract.ENVOY_LISTENER_CX_ACTIVE, "Active downstream connections.", labels=["listener"]
         )
         l_total = CounterMetricFamily(
-            series.ENVOY_LISTENER_CX_TOTAL, "Downstream connections accepted.", labels=["listener"]
+            contract.ENVOY_LISTENER_CX_TOTAL, "Downstream connections accepted.", labels=["listener"]
         )
         l_overflow = CounterMetricFamily(
-            series.ENVOY_LISTENER_CX_OVERFLOW,
+            contract.ENVOY_LISTENER_CX_OVERFLOW,
             "Downstream connections refused by the listener's limit or Envoy's global connection cap.",
             labels=["listener"],
         )
         l_reject = CounterMetricFamily(
-            series.ENVOY_LISTENER_CX_OVERLOAD_REJECT,
+            contract.ENVOY_LISTENER_CX_OVERLOAD_REJECT,
             "Downstream connections rejected by the overload manager.",
             labels=["listener"],
         )
@@ -221,14 +221,14 @@ class EnvoyCollector(Collector):
             l_reject.add_metric([item.listener], float(item.cx_overload_reject))
         actions, pressures = overload(stats)
         action_family = GaugeMetricFamily(
-            series.ENVOY_OVERLOAD_ACTION_ACTIVE,
+            contract.ENVOY_OVERLOAD_ACTION_ACTIVE,
             "1 while the overload-manager action is in force (e.g. reject_incoming_connections).",
             labels=["action"],
         )
         for action, active in sorted(actions.items()):
             action_family.add_metric([action], float(active))
         pressure_family = GaugeMetricFamily(
-            series.ENVOY_OVERLOAD_PRESSURE, "Overload-manager resource pressure, 0..1.", labels=["resource"]
+            contract.ENVOY_OVERLOAD_PRESSURE, "Overload-manager resource pressure, 0..1.", labels=["resource"]
         )
         for resource, percent in sorted(pressures.items()):
             pressure_family.add_metric([resource], percent / 100.0)

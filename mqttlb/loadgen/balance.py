@@ -1,6 +1,6 @@
 """Balance figures of one experiment run, from per-node samples over time.  Pure: no I/O.
 
-The definitions match the recording rules in ``mqttlb/series.py``: CPU deviation is a node's
+The definitions match the recording rules in ``mqttlb/contract.py``: CPU deviation is a node's
 utilisation minus the cluster mean, connection deviation is a node's share of connections minus
 1/N, and "max squared deviation" is the largest square over the nodes at one instant.
 """

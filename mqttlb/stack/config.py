@@ -17,11 +17,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mqttlb.contract import ENVOY_CLUSTER
 from mqttlb.params import Params, load_params
 from mqttlb.shipped import STACK_FILE, shipped
 
 DEFAULT_STACK_FILE = shipped(STACK_FILE)
-ENVOY_CLUSTER = "mqtt_brokers"
 MAX_NODES = 64
 
 

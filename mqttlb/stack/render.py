@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from mqttlb import contract
 from mqttlb.alertmanager_config import render as render_alertmanager_config
 from mqttlb.atomic import atomic_write_text
 from mqttlb.rulegen import render_rule_files
@@ -263,12 +264,12 @@ def prometheus_config(cfg: StackConfig, paths: Paths) -> dict[str, Any]:
             "alertmanagers": [{"static_configs": [{"targets": [f"{LOOPBACK}:{cfg.ports.alertmanager}"]}]}]
         },
         "scrape_configs": [
-            job("prometheus", cfg.ports.prometheus),
-            job("mqtt-brokers", cfg.ports.broker_exporter),
-            job("mqttlb-envoy", cfg.ports.envoy_exporter),
-            job("envoy", cfg.ports.envoy_admin, "/stats/prometheus"),
-            job("alertmanager", cfg.ports.alertmanager),
-            job("mqttlb-webhook", cfg.ports.webhook),
+            job(contract.JOB_PROMETHEUS, cfg.ports.prometheus),
+            job(contract.JOB_BROKERS, cfg.ports.broker_exporter),
+            job(contract.JOB_ENVOY_EXPORTER, cfg.ports.envoy_exporter),
+            job(contract.JOB_ENVOY, cfg.ports.envoy_admin, "/stats/prometheus"),
+            job(contract.JOB_ALERTMANAGER, cfg.ports.alertmanager),
+            job(contract.JOB_WEBHOOK, cfg.ports.webhook),
         ],
     }
 

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mqttlb.contract import ENVOY_CLUSTER
 from mqttlb.params import Params, load_params
 from mqttlb.webhook.shedding import validate_fractions
 
@@ -33,7 +34,7 @@ class WebhookConfig(BaseModel):
 
     listen: str = "127.0.0.1:9643"
     cluster: str = Field(default="local", min_length=1)
-    envoy_cluster: str = Field(default="mqtt_brokers", pattern=r"^[A-Za-z0-9_.-]+$")
+    envoy_cluster: str = Field(default=ENVOY_CLUSTER, pattern=r"^[A-Za-z0-9_.-]+$")
     envoy_admin: str = "http://127.0.0.1:9901"
     prometheus_url: str = "http://127.0.0.1:9090"
     eds_path: Path

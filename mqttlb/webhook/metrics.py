@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from mqttlb import series
+from mqttlb import contract
 
 
 def _base(name: str, suffix: str) -> str:
@@ -16,35 +16,35 @@ class WebhookMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.actions = Counter(
-            _base(series.WEBHOOK_ACTIONS, "_total"),
+            _base(contract.WEBHOOK_ACTIONS, "_total"),
             "Actions taken by the rebalancer, by kind (rebalance, shed, unshed, recover, hold, noop, ...)",
             ["kind"],
             registry=self.registry,
         )
         self.failures = Counter(
-            _base(series.WEBHOOK_FAILURES, "_total"),
+            _base(contract.WEBHOOK_FAILURES, "_total"),
             "Requests or actions that failed, by kind and reason",
             ["kind", "reason"],
             registry=self.registry,
         )
         self.rejected = Counter(
-            _base(series.WEBHOOK_REJECTED, "_total"),
+            _base(contract.WEBHOOK_REJECTED, "_total"),
             "Requests refused before any decision (401, 400, 413, 422), by route and reason",
             ["route", "reason"],
             registry=self.registry,
         )
         self.decision_seconds = Histogram(
-            series.WEBHOOK_DECISION_SECONDS,
+            contract.WEBHOOK_DECISION_SECONDS,
             "Time from a valid notification to its decision applied (query, decide, publish, verify)",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
         self.weight = Gauge(
-            series.WEBHOOK_WEIGHT,
+            contract.WEBHOOK_WEIGHT,
             "Current EDS load_balancing_weight per node as published",
             ["cluster", "node", "endpoint"],
             registry=self.registry,
         )
         self.shed_level = Gauge(
-            series.WEBHOOK_SHED_LEVEL, "Current shed level (0 = not shedding)", registry=self.registry
+            contract.WEBHOOK_SHED_LEVEL, "Current shed level (0 = not shedding)", registry=self.registry
         )

@@ -8,7 +8,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-ACTIONS = ("rebalance", "shed", "page")
+from mqttlb.contract import Action
+
+ACTIONS = tuple(action.value for action in Action)
 
 
 class PayloadError(ValueError):

@@ -1,4 +1,4 @@
-"""Per-node samples for the policy, from the recording rules in ``mqttlb.series``.
+"""Per-node samples for the policy, from the recording rules in ``mqttlb.contract``.
 
 Always asks for *every* node of the cluster: a decision taken on the alerting node alone would
 push its load onto a neighbour that may be just as hot.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from mqttlb import series
+from mqttlb import contract
 from mqttlb.webhook.policy import NodeSample
 from mqttlb.webhook.prometheus_client_query import InstantSample, PrometheusClient, PrometheusError
 
@@ -42,9 +42,9 @@ def node_samples_from(
     now: float,
 ) -> dict[str, NodeSample]:
     """Combine the three query results; ``timestamp()`` gives each CPU sample's real age."""
-    cpu_by = _by_node(cpu, series.NODE_CPU)
-    ts_by = _by_node(cpu_timestamps, f"timestamp({series.NODE_CPU})")
-    conn_by = _by_node(connections, series.NODE_CONNECTIONS)
+    cpu_by = _by_node(cpu, contract.NODE_CPU)
+    ts_by = _by_node(cpu_timestamps, f"timestamp({contract.NODE_CPU})")
+    conn_by = _by_node(connections, contract.NODE_CONNECTIONS)
     result = {}
     for node in nodes:
         c = cpu_by.get(node)
@@ -68,9 +68,9 @@ def samples_query(cluster: str) -> str:
     """
     selector = _selector(cluster)
     parts = {
-        "cpu": f"{series.NODE_CPU}{selector}",
-        "cpu_timestamp": f"timestamp({series.NODE_CPU}{selector})",
-        "connections": f"{series.NODE_CONNECTIONS}{selector}",
+        "cpu": f"{contract.NODE_CPU}{selector}",
+        "cpu_timestamp": f"timestamp({contract.NODE_CPU}{selector})",
+        "connections": f"{contract.NODE_CONNECTIONS}{selector}",
     }
     return " or ".join(
         f'label_replace({expr}, "{PART_LABEL}", "{part}", "", "")' for part, expr in parts.items()

@@ -1,15 +1,19 @@
-"""The metric and recording-rule names shared by every part of mqttlb.
+"""The contract between mqttlb's parts: every name more than one part uses, defined once.
 
-These names are the API between the parts: exporters emit the raw series, ``rules/``
-turns them into the recording rules below, dashboards plot the recording rules, alerts
-fire on them and the webhook queries them.  Code refers to the constants here instead of
-repeating strings; the PromQL behind each recording rule lives only in the rule
-generator (``mqttlb/rulegen.py``).
+Series and recording-rule names are the API between the parts: exporters emit the raw series,
+``rules/`` turns them into the recording rules below, dashboards plot the recording rules,
+alerts fire on them and the webhook queries them.  Alert names, the ``action`` label's values,
+Prometheus job names, the Envoy cluster name, Alertmanager receiver names and the rebalancer's
+outcome kinds live here too.  Dashboards, rules, the webhook, the stack and the tests import
+them; the PromQL behind each recording rule lives only in the rule generator
+(``mqttlb/rulegen.py``) and thresholds only in ``mqttlb/params.yaml``.
 
 Every broker series carries ``cluster`` and ``node`` labels; Envoy endpoint series carry
 ``cluster`` (the Envoy cluster name), ``endpoint`` (``host:port``) and ``node`` (the EDS
 endpoint hostname, which the stack sets to the broker's node name).
 """
+
+from enum import StrEnum
 
 # --- broker exporter (one schema for every broker kind) -----------------------------
 BROKER_UP = "mqtt_broker_up"  # 1 if the node answered its last scrape
@@ -90,3 +94,63 @@ WEBHOOK_REJECTED = "mqttlb_webhook_rejected_requests_total"  # labels route, rea
 # Envoy overload manager (exporters): whether shedding is in force and the injected pressure.
 ENVOY_OVERLOAD_ACTION_ACTIVE = "mqttlb_envoy_overload_action_active"  # label action; 1 = action in force
 ENVOY_OVERLOAD_PRESSURE = "mqttlb_envoy_overload_resource_pressure_ratio"  # label resource; 0..1
+
+# --- Prometheus jobs (the stack's scrape configs; the parameter file's selectors use them) ---
+JOB_BROKERS = "mqtt-brokers"  # the broker exporter
+JOB_ENVOY_EXPORTER = "mqttlb-envoy"  # mqttlb's Envoy exporter
+JOB_ENVOY = "envoy"  # Envoy's own /stats/prometheus
+JOB_WEBHOOK = "mqttlb-webhook"
+JOB_PROMETHEUS = "prometheus"
+JOB_ALERTMANAGER = "alertmanager"
+JOBS = (JOB_PROMETHEUS, JOB_BROKERS, JOB_ENVOY_EXPORTER, JOB_ENVOY, JOB_ALERTMANAGER, JOB_WEBHOOK)
+
+# --- Envoy ----------------------------------------------------------------------------
+ENVOY_CLUSTER = "mqtt_brokers"  # the EDS cluster of MQTT brokers (CDS name and EDS resource name)
+
+# --- alerts (rules/mqttlb-alerts.yml) --------------------------------------------------
+ALERT_CPU_HIGH = "MqttBrokerCpuHigh"
+ALERT_CPU_CRITICAL = "MqttBrokerCpuCritical"
+ALERT_IMBALANCED = "MqttClusterImbalanced"
+ALERT_BROKER_DOWN = "MqttBrokerDown"
+ALERT_ENDPOINT_UNHEALTHY = "EnvoyEndpointUnhealthy"
+ALERT_EXPORTER_DOWN = "MqttExporterDown"
+ALERT_REBALANCER_FAILING = "MqttRebalancerFailing"
+LOAD_ALERTS = (ALERT_CPU_HIGH, ALERT_CPU_CRITICAL, ALERT_IMBALANCED)
+AVAILABILITY_ALERTS = (ALERT_BROKER_DOWN, ALERT_ENDPOINT_UNHEALTHY, ALERT_EXPORTER_DOWN, ALERT_REBALANCER_FAILING)
+ALERT_NAMES = LOAD_ALERTS + AVAILABILITY_ALERTS
+
+
+class Action(StrEnum):
+    """Values of the ``action`` label every alert carries; Alertmanager routes and the webhook use them."""
+
+    REBALANCE = "rebalance"  # steer weights (MqttBrokerCpuHigh, MqttClusterImbalanced)
+    SHED = "shed"  # cap new connections (MqttBrokerCpuCritical)
+    PAGE = "page"  # a human must look (availability alerts)
+
+
+ACTION_LABEL = "action"
+
+# --- Alertmanager receivers ------------------------------------------------------------
+RECEIVER_WEBHOOK = "mqttlb-webhook"
+RECEIVER_PAGE = "page"
+RECEIVER_DEFAULT = "default"
+
+
+class OutcomeKind(StrEnum):
+    """What one rebalancer step did: the ``kind`` of audit entries and of WEBHOOK_ACTIONS."""
+
+    REBALANCE = "rebalance"  # weights changed toward spare CPU
+    RECOVER = "recover"  # weights stepped back toward neutral
+    HOLD = "hold"  # weights kept: the spread they hold even persists
+    NOOP = "noop"  # decided, nothing to change
+    SHED = "shed"  # new-connection cap tightened
+    UNSHED = "unshed"  # cap lifted one step
+    DRAIN = "drain"
+    UNDRAIN = "undrain"
+    PAGE = "page"  # recorded for a human; no lever moved
+    DUPLICATE = "duplicate"  # a notification already seen
+    TICK = "tick"  # a periodic pass
+
+
+# Failure kinds of WEBHOOK_FAILURES (label ``kind``); ``reason`` is free-form but bounded.
+FAILURE_KINDS = ("rebalance", "shed", "recover", "drain", "verify", "tick", "page")
