@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from mqttlb.atomic import atomic_write_text
 from mqttlb.contract import RECEIVER_DEFAULT, RECEIVER_PAGE, RECEIVER_WEBHOOK
+from mqttlb.logs import add_log_flags, setup_from_args
 from mqttlb.params import Params
 from mqttlb.rulegen import (
     ACTION_PAGE,
@@ -155,12 +156,13 @@ def _parser() -> argparse.ArgumentParser:
                         "(default: none)")
     parser.add_argument("--out", type=Path, metavar="FILE",
                         help="write the config here (atomically); default: print to stdout")
+    add_log_flags(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
+    setup_from_args(args)
     try:
         params = params_from_args(args.overrides)
         text = render(

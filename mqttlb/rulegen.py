@@ -37,6 +37,7 @@ from mqttlb.contract import (
     LOAD_ALERTS,
     Action,
 )
+from mqttlb.logs import add_log_flags, setup_from_args
 from mqttlb.params import Params, load_params
 
 log = logging.getLogger(__name__)
@@ -407,6 +408,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="YAML mapping of parameter overrides applied on top of mqttlb/params.yaml (default: none)",
     )
+    add_log_flags(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="write the rule files")
     gen.add_argument("--out", type=Path, default=Path("rules"), metavar="DIR",
@@ -418,8 +420,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
+    setup_from_args(args)
     try:
         params = params_from_args(args.overrides)
         if args.command == "generate":

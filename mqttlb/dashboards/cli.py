@@ -19,6 +19,7 @@ from mqttlb.dashboards import build
 from mqttlb.dashboards.execute import Window, load_dashboards, resolve_dashboard, run_annotations, run_panels
 from mqttlb.dashboards.prom import Prometheus, PrometheusError, check_url
 from mqttlb.dashboards.resolve import ResolveError, parse_duration
+from mqttlb.logs import add_log_flags, setup_from_args
 from mqttlb.params import DEFAULT_PARAMS_FILE, load_params
 
 log = logging.getLogger("mqttlb.dashboards")
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mqttlb dashboards", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    add_log_flags(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="write the dashboard JSON from the Python sources")
@@ -195,10 +196,7 @@ def _render(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_from_args(args)
     handlers = {"generate": _generate, "check": _check, "queries": _queries, "render": _render}
     try:
         return handlers[args.command](args)

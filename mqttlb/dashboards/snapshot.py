@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from mqttlb.loadgen.hot import HotNodeDriver, fan_out_subscribers
+from mqttlb.logs import add_log_flags, setup_from_args
 from mqttlb.stack.ephemeral import FAST_PARAMS, running_stack, stack_config
 
 log = logging.getLogger("mqttlb.dashboards.snapshot")
@@ -36,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, required=True, help="directory for <dashboard uid>.png")
     parser.add_argument("--seed", type=int, default=7, help="load generator seed (default 7)")
+    add_log_flags(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_from_args(args)
 
     state = Path(tempfile.mkdtemp(prefix="mqttlb-snapshot-")) / "state"
     cfg = stack_config(state, nodes=3, params=FAST_PARAMS, scrape_interval="2s", node_cpu_cores=0.25)

@@ -13,7 +13,8 @@ from mqttlb import contract
 from mqttlb.exporters.adapters import build_nodes
 from mqttlb.exporters.broker_collector import SAMPLE_METRICS, BrokerCollector
 from mqttlb.exporters.broker_config import ConfigError, load_config, parse_host_port
-from mqttlb.exporters.serve import serve_until_signal, setup_logging
+from mqttlb.exporters.serve import serve_until_signal
+from mqttlb.logs import add_log_flags, setup_from_args
 
 log = logging.getLogger("exporters.broker")
 
@@ -68,18 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="validate the config, print a summary and exit (0 = valid)",
     )
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="logging level (default: info)",
-    )
+    add_log_flags(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    setup_from_args(args)
     try:
         config = load_config(args.config)
         host, port = parse_host_port(args.listen or config.listen)

@@ -11,7 +11,8 @@ from prometheus_client import CollectorRegistry
 from mqttlb import contract
 from mqttlb.exporters.broker_config import parse_host_port
 from mqttlb.exporters.envoy_collector import EnvoyCollector
-from mqttlb.exporters.serve import serve_until_signal, setup_logging
+from mqttlb.exporters.serve import serve_until_signal
+from mqttlb.logs import add_log_flags, setup_from_args
 
 METRICS_HELP = f"""\
 metrics:
@@ -103,18 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="export only this Envoy cluster (repeatable; default: every cluster)",
     )
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="logging level (default: info)",
-    )
+    add_log_flags(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    setup_from_args(args)
     host, port = args.listen
     collector = EnvoyCollector(
         args.envoy_admin, args.timeout, frozenset(args.clusters) if args.clusters else None

@@ -25,6 +25,7 @@ from mqttlb.loadgen.engine import run
 from mqttlb.loadgen.limits import raise_nofile_limit
 from mqttlb.loadgen.shard import run_sharded
 from mqttlb.loadgen.workload import Churn, WorkloadError, build_workload, load_workload_yaml, parse_profile
+from mqttlb.logs import add_log_flags, setup_from_args
 
 log = logging.getLogger("loadgen")
 
@@ -93,12 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"exit {EXIT_LOSS} if any QoS 1 message was lost or duplicated",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="logging level (default INFO)",
-    )
+    add_log_flags(p)
     return p
 
 
@@ -174,7 +170,7 @@ def _run_in_processes(workload: Any, workers: int, quiet: bool) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_from_args(args)
     try:
         workload = workload_from_args(args)
     except WorkloadError as exc:

@@ -39,6 +39,7 @@ from mqttlb.loadgen.report import Report
 from mqttlb.loadgen.sampler import NodeSampler
 from mqttlb.loadgen.shard import run_sharded
 from mqttlb.loadgen.workload import Workload, WorkloadError, load_workload_yaml
+from mqttlb.logs import add_log_flags, setup_from_args
 
 log = logging.getLogger("mqttlb.loadgen.experiment")
 
@@ -156,12 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep each stack's state dir (configs, logs, Prometheus data) under --out",
     )
-    p.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="logging level (default INFO)",
-    )
+    add_log_flags(p)
     return p
 
 
@@ -297,7 +293,7 @@ def _progress(snap: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_from_args(args)
     try:
         policies = parse_policies(args.policies)
         duration = args.duration or (SHORT_DURATION_S if args.short else LONG_DURATION_S)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
+from mqttlb.logs import add_log_flags, setup_from_args
 from mqttlb.stack.config import StackConfigError, check_binaries, load_stack_config, recorded_config
 from mqttlb.stack.runner import Stack, StackError
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--state-dir", type=Path, help="where configs, logs, data and PIDs live (default .stack)"
     )
+    add_log_flags(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="render configs, start everything, wait until each part answers")
     up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness (default 90)")
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_from_args(args)
     overrides: dict[str, object] = {}
     if args.nodes is not None:
         overrides["nodes"] = args.nodes

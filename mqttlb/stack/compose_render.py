@@ -28,6 +28,7 @@ import yaml
 
 from mqttlb.alertmanager_config import render as render_alertmanager_config
 from mqttlb.atomic import atomic_write_text
+from mqttlb.logs import add_log_flags, setup_from_args
 from mqttlb.shipped import shipped
 from mqttlb.stack.config import StackConfig, load_stack_config
 from mqttlb.stack.render import (
@@ -557,12 +558,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write nothing; exit 1 and print a diff if a committed file is out of date",
     )
+    add_log_flags(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
+    setup_from_args(args)
     try:
         files = render_files()
     except ValueError as exc:  # StackConfigError, ComposeRenderError, alertmanager config errors

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from mqttlb.atomic import atomic_write_text
+from mqttlb.logs import add_log_flags, setup_from_args
 from mqttlb.stack.render import Paths
 
 log = logging.getLogger("mqttlb.compose.init")
@@ -39,7 +40,6 @@ def init_state(state_dir: Path, token_owner: int | None) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(description="Prepare the mqttlb compose stack's shared state volume.")
     parser.add_argument(
         "--state-dir",
@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="UID",
         help="give the bearer token to this uid/gid (Alertmanager's user); default: leave it",
     )
+    add_log_flags(parser)
     args = parser.parse_args(argv)
+    setup_from_args(args)
     if not args.state_dir.is_dir():
         print(f"error: --state-dir {args.state_dir} is not a directory", file=sys.stderr)
         return 2

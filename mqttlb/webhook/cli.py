@@ -8,6 +8,7 @@ import threading
 
 import waitress
 
+from mqttlb.logs import add_log_flags, setup_from_args
 from mqttlb.webhook.app import create_app
 from mqttlb.webhook.config import ConfigError, load_config
 from mqttlb.webhook.state import StateError
@@ -35,9 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="interval of the recovery tick that ramps weights/shedding back after a resolved alert "
         "(default: policy cooldown_seconds, at least 1)",
     )
-    parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level"
-    )
+    add_log_flags(parser)
     return parser
 
 
@@ -55,7 +54,7 @@ def _ticker(app_rebalancer: object, interval: float, stop: threading.Event) -> N
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_from_args(args)
     overrides: dict[str, object] = {}
     if args.dry_run:
         overrides["dry_run"] = True
