@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry
 from mqttlb.exporters.broker_collector import BrokerCollector, NodeEntry
 from mqttlb.exporters.envoy_collector import EnvoyCollector
 from mqttlb.exporters.exposition import render
-from mqttlb.exporters.node_adapter import NodeSample
+from mqttlb.exporters.node_adapter import BrokerSample
 from mqttlb.stack.ephemeral import free_port
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "envoy"
@@ -41,7 +41,7 @@ FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "envo
 class MemoryAdapter:
     kind = "bench"
 
-    def __init__(self, name: str, sample: NodeSample, blocking: bool) -> None:
+    def __init__(self, name: str, sample: BrokerSample, blocking: bool) -> None:
         self.name, self.address, self.sample, self.blocking = name, f"10.0.0.1:{1883}", sample, blocking
 
     def start(self) -> None:
@@ -50,12 +50,12 @@ class MemoryAdapter:
     def close(self) -> None:
         pass
 
-    def snapshot(self, timeout: float) -> NodeSample:
+    def snapshot(self, timeout: float) -> BrokerSample:
         return self.sample
 
 
-def sample_for(i: int) -> NodeSample:
-    return NodeSample(
+def sample_for(i: int) -> BrokerSample:
+    return BrokerSample(
         up=True,
         clients_connected=100 + i,
         connects=1000 + i,

@@ -15,19 +15,19 @@ from mqttlb.loadgen.cli import main as loadgen_main
 from mqttlb.loadgen.engine import run
 from mqttlb.loadgen.hot import HotNodeDriver
 from mqttlb.loadgen.shard import run_sharded
-from mqttlb.loadgen.standalone import Broker, free_port, standalone_mosquitto
+from mqttlb.loadgen.standalone import StandaloneBroker, free_port, standalone_mosquitto
 from mqttlb.loadgen.workload import build_workload, parse_profile
 
 pytestmark = pytest.mark.live
 
 
 @pytest.fixture(scope="module")
-def broker() -> Iterator[Broker]:
+def broker() -> Iterator[StandaloneBroker]:
     with standalone_mosquitto() as b:
         yield b
 
 
-def test_qos1_delivery_is_complete_under_churn_and_the_run_stops_by_itself(broker: Broker) -> None:
+def test_qos1_delivery_is_complete_under_churn_and_the_run_stops_by_itself(broker: StandaloneBroker) -> None:
     workload = build_workload(
         [
             parse_profile("sensor:30:rate=20,qos=1,session=uniform:0.5:1.5,pause=0.1"),
@@ -59,7 +59,7 @@ def test_qos1_delivery_is_complete_under_churn_and_the_run_stops_by_itself(broke
     assert report.timeline and report.timeline[-1]["connects_ok"] <= report.connects_ok
 
 
-def test_stop_event_ends_a_long_run_early_and_gracefully(broker: Broker) -> None:
+def test_stop_event_ends_a_long_run_early_and_gracefully(broker: StandaloneBroker) -> None:
     workload = build_workload([parse_profile("sensor:20:rate=5,qos=1")], port=broker.port, duration=600)
 
     async def scenario() -> tuple[float, object]:
@@ -85,7 +85,7 @@ def test_connect_failures_are_counted_and_bounded_when_nothing_listens() -> None
     assert report.connect_attempts == report.connect_failures_total
 
 
-def test_subscribers_receive_publishers_on_the_same_broker(broker: Broker) -> None:
+def test_subscribers_receive_publishers_on_the_same_broker(broker: StandaloneBroker) -> None:
     workload = build_workload(
         [parse_profile("sub:2"), parse_profile("pub:3:rate=50,start=0.5")],
         port=broker.port,
@@ -99,7 +99,7 @@ def test_subscribers_receive_publishers_on_the_same_broker(broker: Broker) -> No
     assert 2 * report.published["0"] - 30 <= report.received <= 2 * report.published["0"]
 
 
-def test_hot_node_driver_loads_one_broker_and_stops_when_the_block_ends(broker: Broker) -> None:
+def test_hot_node_driver_loads_one_broker_and_stops_when_the_block_ends(broker: StandaloneBroker) -> None:
     proc = psutil.Process(broker.pid)
     cpu_before = sum(proc.cpu_times()[:2])
     started = time.monotonic()
@@ -113,7 +113,7 @@ def test_hot_node_driver_loads_one_broker_and_stops_when_the_block_ends(broker: 
     assert sum(proc.cpu_times()[:2]) - cpu_before > 0.02
 
 
-def test_cli_writes_a_json_report_and_refuses_bad_input(broker: Broker, tmp_path: Path) -> None:
+def test_cli_writes_a_json_report_and_refuses_bad_input(broker: StandaloneBroker, tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     rc = loadgen_main(
         [
@@ -151,7 +151,7 @@ def test_cli_writes_a_json_report_and_refuses_bad_input(broker: Broker, tmp_path
     assert not bad.exists()
 
 
-def test_two_worker_processes_split_the_clients_and_merge_one_report(broker: Broker) -> None:
+def test_two_worker_processes_split_the_clients_and_merge_one_report(broker: StandaloneBroker) -> None:
     workload = build_workload(
         [parse_profile("sensor:20:rate=10,qos=1,session=fixed:1"), parse_profile("idle:30:rate=0")],
         port=broker.port,

@@ -21,14 +21,14 @@ from prometheus_client.samples import Sample
 
 from mqttlb import contract
 from mqttlb.exporters.exposition import LabelSet
-from mqttlb.exporters.node_adapter import NodeAdapter, NodeSample
+from mqttlb.exporters.node_adapter import BrokerSample, NodeAdapter
 
 log = logging.getLogger(__name__)
 
 LABELS = ["cluster", "node"]
 MAX_WORKERS = 32
 
-# (NodeSample field, metric name, help, is_counter)
+# (BrokerSample field, metric name, help, is_counter)
 SAMPLE_METRICS: tuple[tuple[str, str, str, bool], ...] = (
     ("clients_connected", contract.BROKER_CLIENTS_CONNECTED, "MQTT clients connected now.", False),
     ("connects", contract.BROKER_CONNECTS, "Client connects (sessions opened).", True),
@@ -53,7 +53,7 @@ SAMPLE_METRICS: tuple[tuple[str, str, str, bool], ...] = (
 @dataclass(frozen=True)
 class ScrapeResult:
     adapter: NodeAdapter
-    sample: NodeSample
+    sample: BrokerSample
     duration: float
 
 
@@ -67,13 +67,13 @@ def _sample_name(family: Metric) -> str:
     return family.name + "_total" if family.type == "counter" else family.name
 
 
-def _timed_snapshot(adapter: NodeAdapter, timeout: float) -> tuple[NodeSample, float]:
+def _timed_snapshot(adapter: NodeAdapter, timeout: float) -> tuple[BrokerSample, float]:
     start = time.perf_counter()
     try:
         sample = adapter.snapshot(timeout)
     except Exception as exc:  # an adapter bug must not break the other nodes' series
         log.exception("node %s: adapter raised", adapter.name)
-        sample = NodeSample.down(f"adapter error: {type(exc).__name__}: {exc}")
+        sample = BrokerSample.down(f"adapter error: {type(exc).__name__}: {exc}")
     return sample, time.perf_counter() - start
 
 
@@ -101,7 +101,7 @@ class BrokerCollector(Collector):
 
     def scrape_nodes(self) -> list[ScrapeResult]:
         deadline = time.monotonic() + self.timeout
-        pending: list[tuple[NodeAdapter, Future[tuple[NodeSample, float]]]] = []
+        pending: list[tuple[NodeAdapter, Future[tuple[BrokerSample, float]]]] = []
         results: dict[str, ScrapeResult] = {}
         for entry in self.nodes:
             if entry.adapter.blocking and self._pool is not None:
@@ -117,7 +117,7 @@ class BrokerCollector(Collector):
                 sample, duration = future.result(timeout=max(0.0, deadline - time.monotonic()))
             except FutureTimeout:
                 future.cancel()
-                sample, duration = NodeSample.down(f"no answer within {self.timeout:g}s"), self.timeout
+                sample, duration = BrokerSample.down(f"no answer within {self.timeout:g}s"), self.timeout
             results[adapter.name] = ScrapeResult(adapter, sample, duration)
         ordered = [results[entry.adapter.name] for entry in self.nodes]
         self._account(ordered)

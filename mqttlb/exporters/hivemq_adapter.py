@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mqttlb.exporters.hivemq_mapping import HiveMQParseError, parse_values, to_sample
 from mqttlb.exporters.http_fetch import FetchError, fetch_text
-from mqttlb.exporters.node_adapter import NodeSample
+from mqttlb.exporters.node_adapter import BrokerSample
 
 MAX_BYTES = 32 * 1024 * 1024
 
@@ -24,9 +24,9 @@ class HiveMQAdapter:
     def close(self) -> None:
         pass
 
-    def snapshot(self, timeout: float) -> NodeSample:
+    def snapshot(self, timeout: float) -> BrokerSample:
         try:
             text = fetch_text(self.metrics_url, timeout, MAX_BYTES)
             return to_sample(parse_values(text))
         except (FetchError, HiveMQParseError) as exc:
-            return NodeSample.down(str(exc))
+            return BrokerSample.down(str(exc))

@@ -1,4 +1,4 @@
-"""Map HiveMQ Prometheus extension text (``com_hivemq_*``) into the common ``NodeSample``.
+"""Map HiveMQ Prometheus extension text (``com_hivemq_*``) into the common ``BrokerSample``.
 
 The extension exports HiveMQ's Dropwizard registry with simpleclient's ``DropwizardExports``
 (hivemq-prometheus-extension, simpleclient 0.16): the Dropwizard name with ``.`` and ``-``
@@ -14,9 +14,9 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from mqttlb.exporters.node_adapter import NodeSample
+from mqttlb.exporters.node_adapter import BrokerSample
 
-# NodeSample field -> HiveMQ series (Dropwizard type in the comment).
+# BrokerSample field -> HiveMQ series (Dropwizard type in the comment).
 DIRECT: dict[str, str] = {
     "clients_connected": "com_hivemq_networking_connections_current",  # Gauge
     "connects": "com_hivemq_messages_incoming_connect_count",  # Counter
@@ -61,7 +61,7 @@ def parse_values(text: str) -> dict[str, float]:
     return values
 
 
-def to_sample(values: dict[str, float]) -> NodeSample:
+def to_sample(values: dict[str, float]) -> BrokerSample:
     if not values:
         raise HiveMQParseError("no com_hivemq_* series found (is this the HiveMQ Prometheus extension?)")
     fields: dict[str, Any] = {f: values[name] for f, name in DIRECT.items() if name in values}
@@ -69,4 +69,4 @@ def to_sample(values: dict[str, float]) -> NodeSample:
         fields["cpu_seconds"] = (values[CPU_USER_MS] + values[CPU_KERNEL_MS]) / 1000.0
     elif CPU_JVM_NS in values and values[CPU_JVM_NS] >= 0:
         fields["cpu_seconds"] = values[CPU_JVM_NS] / 1e9
-    return NodeSample(up=True, **fields)
+    return BrokerSample(up=True, **fields)

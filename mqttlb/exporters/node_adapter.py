@@ -1,4 +1,4 @@
-"""The broker adapter interface: every broker kind turns into one ``NodeSample`` per scrape.
+"""The broker adapter interface: every broker kind turns into one ``BrokerSample`` per scrape.
 
 Adding a broker kind (EMQX, VerneMQ, ...) means one module with a class that satisfies
 ``NodeAdapter`` and one line in ``mqttlb.exporters.adapters.build_adapter``; the collector, the
@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
-class NodeSample:
+class BrokerSample:
     """What one node reported at one scrape, in the common schema.
 
     ``None`` means "this broker kind does not report it" (or not yet): the series is then left
@@ -43,14 +43,14 @@ class NodeSample:
     sample_age_seconds: float | None = None  # age of the newest broker data (push-based kinds)
 
     @classmethod
-    def down(cls, error: str) -> NodeSample:
+    def down(cls, error: str) -> BrokerSample:
         return cls(up=False, error=error)
 
 
 @runtime_checkable
 class NodeAdapter(Protocol):
     """One broker node.  ``snapshot`` must return within ``timeout`` seconds and never raise
-    for an unreachable node: it returns ``NodeSample.down(reason)`` instead."""
+    for an unreachable node: it returns ``BrokerSample.down(reason)`` instead."""
 
     name: str
     kind: str
@@ -62,7 +62,7 @@ class NodeAdapter(Protocol):
     def start(self) -> None:
         """Open long-lived resources (e.g. an MQTT subscription); called once before scraping."""
 
-    def snapshot(self, timeout: float) -> NodeSample:
+    def snapshot(self, timeout: float) -> BrokerSample:
         """The node's current values."""
         ...
 

@@ -41,14 +41,14 @@ def mosquitto_binary() -> str:
 
 
 @dataclass(frozen=True)
-class Broker:
+class StandaloneBroker:
     port: int
     pid: int
     directory: Path
 
 
 @contextlib.contextmanager
-def standalone_mosquitto(start_timeout: float = 10.0) -> Iterator[Broker]:
+def standalone_mosquitto(start_timeout: float = 10.0) -> Iterator[StandaloneBroker]:
     """Start ``mosquitto`` (anonymous, no connection cap, no persistence) and yield its port and pid."""
     directory = Path(tempfile.mkdtemp(prefix="mqttlb-lg-broker-"))
     port = free_port()
@@ -68,7 +68,7 @@ def standalone_mosquitto(start_timeout: float = 10.0) -> Iterator[Broker]:
                 output = (directory / "mosquitto.log").read_text()
                 raise RuntimeError(f"mosquitto did not start on {port}: {output}")
             time.sleep(0.05)
-        yield Broker(port=port, pid=proc.pid, directory=directory)
+        yield StandaloneBroker(port=port, pid=proc.pid, directory=directory)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
