@@ -52,6 +52,8 @@ WEBHOOK_FAILURES = "mqttlb_webhook_action_failures_total"  # labels kind, reason
 WEBHOOK_DECISION_SECONDS = "mqttlb_webhook_decision_duration_seconds"
 WEBHOOK_WEIGHT = "mqttlb_webhook_endpoint_weight"  # labels cluster, node, endpoint
 WEBHOOK_SHED_LEVEL = "mqttlb_webhook_shed_level"  # 0 = not shedding
+WEBHOOK_PASS_SECONDS = "mqttlb_webhook_reconcile_pass_duration_seconds"
+WEBHOOK_FIRING_ALERTS = "mqttlb_webhook_firing_alerts"  # label action
 
 # --- recording rules (level:metric:operations) --------------------------------------
 # per node (labels cluster, node)
@@ -129,6 +131,10 @@ class Action(StrEnum):
 
 
 ACTION_LABEL = "action"
+# Label names the rules put on every load alert and broker series.
+ALERTNAME_LABEL = "alertname"
+CLUSTER_LABEL = "cluster"
+NODE_LABEL = "node"
 
 # --- Alertmanager receivers ------------------------------------------------------------
 RECEIVER_WEBHOOK = "mqttlb-webhook"
@@ -152,5 +158,17 @@ class OutcomeKind(StrEnum):
     TICK = "tick"  # a periodic pass
 
 
-# Failure kinds of WEBHOOK_FAILURES (label ``kind``); ``reason`` is free-form but bounded.
-FAILURE_KINDS = ("rebalance", "shed", "recover", "drain", "verify", "tick", "page")
+# Label values of WEBHOOK_FAILURES (kind -> reasons) and WEBHOOK_REJECTED (routes, reasons).  Every
+# pair is exported from 0 at start, so the first failure of each kind is visible to increase().
+FAILURE_REASONS: dict[str, tuple[str, ...]] = {
+    "observe": ("prometheus", "envoy"),  # a pass could not read the cluster: it skipped
+    "commit": ("state_write", "invalid_snapshot"),  # nothing changed
+    "publish": ("eds_write",),  # committed, not yet published: the next pass publishes again
+    "verify": ("envoy_unreachable", "weights_not_applied"),
+    "shed": ("envoy", "overload_file"),
+    "drain": ("last_node",),
+    "resync": ("alertmanager",),  # the firing set could not be rebuilt from Alertmanager's API
+    "reconcile": ("exception",),  # a pass crashed (a bug): the loop goes on
+}
+REJECT_ROUTES = ("alerts", "drain", "eds", "status")
+REJECT_REASONS = ("unauthorised", "too_large", "invalid_payload", "unknown_action", "wrong_route")

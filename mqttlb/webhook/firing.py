@@ -61,12 +61,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from mqttlb.contract import ACTION_LABEL, ALERT_CPU_HIGH, Action
-
-# Label names the alert rules put on every load alert.  Not (yet) in mqttlb/contract.py.
-ALERTNAME_LABEL = "alertname"
-CLUSTER_LABEL = "cluster"
-NODE_LABEL = "node"
+from mqttlb.contract import ACTION_LABEL, ALERT_CPU_HIGH, ALERTNAME_LABEL, CLUSTER_LABEL, NODE_LABEL, Action
 
 #: Actions whose alerts drive the controller (``page`` alerts are for humans).
 ACTIONABLE: tuple[Action, ...] = (Action.REBALANCE, Action.SHED)
