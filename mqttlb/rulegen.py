@@ -24,6 +24,7 @@ import yaml
 from pydantic import ValidationError
 
 from mqttlb import contract as s
+from mqttlb import drift
 from mqttlb.atomic import atomic_write_text
 from mqttlb.contract import (
     ALERT_BROKER_DOWN,
@@ -37,6 +38,7 @@ from mqttlb.contract import (
     LOAD_ALERTS,
     Action,
 )
+from mqttlb.drift import Drift
 from mqttlb.logs import add_log_flags, setup_from_args
 from mqttlb.params import Params, load_params
 
@@ -360,14 +362,11 @@ def write_rule_files(params: Params, out_dir: Path) -> list[Path]:
     return written
 
 
-def find_drift(params: Params, directory: Path) -> list[str]:
-    """Names of rule files in ``directory`` that are missing or differ from the generated text."""
-    drifted = []
-    for name, text in render_rule_files(params).items():
-        path = directory / name
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            drifted.append(name)
-    return drifted
+def find_drift(params: Params, directory: Path) -> list[Drift]:
+    """Rule files in ``directory`` that are missing or differ from the generated text, and other
+    ``*.yml`` files there (Prometheus loads ``rules/*.yml``, so a stale one would still be evaluated)."""
+    expected = {directory / name: text for name, text in render_rule_files(params).items()}
+    return drift.find_drift(expected, generated_dirs=[(directory, "*.yml")])
 
 
 # --- CLI ---------------------------------------------------------------------------------
@@ -436,12 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuleParamsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for name in drifted:
-        print(f"drift: {args.dir / name} differs from the generated rules; "
-              "run `python -m mqttlb.rulegen generate`", file=sys.stderr)
     if not drifted:
         log.info("rule files in %s match the generated rules", args.dir)
-    return 1 if drifted else 0
+    return drift.report(drifted, f"mqttlb rules generate --out {args.dir}")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import requests
 import yaml
 
 from mqttlb import contract
+from mqttlb.envoy_admin import EndpointStatus, EnvoyAdminClient, EnvoyAdminError
 from mqttlb.stack import compose_render as cr
 from mqttlb.stack.config import find_binary
 from mqttlb.stack.ephemeral import free_port
@@ -41,7 +42,7 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
         try:
             if check():
                 return
-        except requests.RequestException:
+        except (requests.RequestException, EnvoyAdminError):
             pass
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
@@ -110,10 +111,8 @@ def test_envoy_gets_the_brokers_from_the_webhook_over_rest_eds(tmp_path):
     with process(webhook_cmd, tmp_path / "webhook.log"), process(envoy_cmd, tmp_path / "envoy.log") as proc:
         admin = f"http://127.0.0.1:{admin_port}"
 
-        def hosts() -> dict[str, dict[str, Any]]:
-            status = requests.get(f"{admin}/clusters", params={"format": "json"}, timeout=2).json()
-            cluster = next(c for c in status["cluster_statuses"] if c["name"] == "mqtt_brokers")
-            return {h["hostname"]: h for h in cluster.get("host_statuses", [])}
+        def hosts() -> dict[str, EndpointStatus]:
+            return EnvoyAdminClient(admin).cluster(contract.ENVOY_CLUSTER).by_node()
 
         try:
             wait_until(lambda: len(hosts()) == 3, 20, "three endpoints from REST EDS")
@@ -122,10 +121,10 @@ def test_envoy_gets_the_brokers_from_the_webhook_over_rest_eds(tmp_path):
             raise AssertionError(f"envoy exit={proc.poll()}\n{logs}") from None
         got = hosts()
         assert set(got) == {n["name"] for n in webhook["nodes"]}
-        ports = {h["address"]["socket_address"]["port_value"] for h in got.values()}
+        ports = {h.port for h in got.values()}
         assert ports == set(broker_ports)
         neutral = cr.compose_config().params.policy.neutral_weight
-        assert {h["weight"] for h in got.values()} == {neutral}
+        assert {h.weight for h in got.values()} == {neutral}
         stats = requests.get(f"{admin}/stats", params={"filter": "update_success"}, timeout=2).text
         assert "cluster.mqtt_brokers.update_success" in stats
         # the overload monitor reads the pressure file the init script created

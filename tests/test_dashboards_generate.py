@@ -88,8 +88,8 @@ def test_check_reports_missing_and_orphaned_files(tmp_path: Path, capsys: pytest
     capsys.readouterr()
     assert cli.main(["check", "--dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert "mqttlb-rebalancer.json: missing" in err
-    assert "old-dashboard.json: no dashboard source" in err
+    assert f"{tmp_path / 'mqttlb-rebalancer.json'}: missing (run `mqttlb dashboards generate --out {tmp_path}`)" in err
+    assert f"{tmp_path / 'old-dashboard.json'}: no source generates this file" in err
 
 
 def test_thresholds_follow_the_parameter_file(tmp_path: Path) -> None:

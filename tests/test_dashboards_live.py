@@ -32,8 +32,8 @@ from mqttlb.dashboards.execute import (
     run_annotations,
     run_panels,
 )
-from mqttlb.dashboards.prom import Prometheus
 from mqttlb.dashboards.resolve import parse_duration
+from mqttlb.prometheus_api import PrometheusApi
 from mqttlb.stack.runner import Stack
 
 pytestmark = pytest.mark.live
@@ -56,11 +56,7 @@ def _client(port: int, name: str) -> mqtt.Client:
 
 
 def _active_per_node(stack: Stack) -> dict[str, int]:
-    active = {}
-    for host in stack.envoy_hosts():
-        stats = {s.get("name"): int(s.get("value", 0)) for s in host.get("stats", [])}
-        active[host.get("hostname", "")] = stats.get("cx_active", 0)
-    return active
+    return {host.node: host.cx_active for host in stack.envoy_hosts()}
 
 
 def _connect_clients(stack: Stack) -> list[mqtt.Client]:
@@ -169,7 +165,7 @@ def _variables(stack: Stack) -> dict[str, list[str]]:
 def _query_all(stack: Stack) -> tuple[list[PanelResult], list[tuple[str, str]]]:
     """Run every panel and annotation query; returns the results and (annotation, problem) pairs."""
     cfg = stack.cfg
-    prom = Prometheus(f"http://127.0.0.1:{cfg.ports.prometheus}", timeout=10)
+    prom = PrometheusApi(f"http://127.0.0.1:{cfg.ports.prometheus}", timeout=10)
     window = Window.last(parse_duration(RANGE), parse_duration(cfg.scrape_interval))
     results: list[PanelResult] = []
     annotation_problems = []

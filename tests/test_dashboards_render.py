@@ -10,22 +10,22 @@ import pytest
 
 from mqttlb.dashboards.build import GENERATED_DIR
 from mqttlb.dashboards.execute import PanelResult, TargetResult, Window
-from mqttlb.dashboards.prom import Series
 from mqttlb.dashboards.render import annotation_times, format_value, render_png, with_gaps
 from mqttlb.dashboards.resolve import resolve_panels, resolve_variables
+from mqttlb.prometheus_api import RangeSeries
 
 NOW = 1_800_000_000.0
 
 
 def test_annotation_marks_start_each_burst() -> None:
-    series = Series(
+    series = RangeSeries(
         {"kind": "rebalance"}, [(100, 1.0), (102, 2.0), (104, 1.0), (130, 1.0), (132, 0.0), (134, 3.0)]
     )
     assert annotation_times([("actions", [series], None)], step=2) == [100, 130, 134]
 
 
 def test_missing_samples_break_lines() -> None:
-    gapped = with_gaps(Series({}, [(0, 1.0), (2, 1.0), (20, 1.0)]), step=2)
+    gapped = with_gaps(RangeSeries({}, [(0, 1.0), (2, 1.0), (20, 1.0)]), step=2)
     assert [t for t, _ in gapped.points] == [0, 2, 4, 20]
     assert math.isnan(gapped.points[2][1])
 
@@ -50,7 +50,7 @@ def test_render_draws_each_panel_kind(name: str, tmp_path: Path) -> None:
         elif i == 1:
             results.append(PanelResult(panel, [TargetResult(t, []) for t in panel.targets]))
         else:
-            found = [Series({"node": "node1", "alertname": "MqttBrokerCpuHigh", "kind": "rebalance"}, points)]
+            found = [RangeSeries({"node": "node1", "alertname": "MqttBrokerCpuHigh", "kind": "rebalance"}, points)]
             results.append(PanelResult(panel, [TargetResult(t, found) for t in panel.targets]))
     out = render_png(
         "title",

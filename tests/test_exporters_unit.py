@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -24,19 +23,11 @@ from mqttlb.exporters import broker_cli, envoy_cli
 from mqttlb.exporters.broker_collector import SAMPLE_METRICS, BrokerCollector, NodeEntry
 from mqttlb.exporters.broker_config import ConfigError, load_config, parse_config
 from mqttlb.exporters.envoy_collector import EnvoyCollector
-from mqttlb.exporters.envoy_parse import (
-    STATS_FILTER,
-    EnvoyParseError,
-    health_of,
-    listeners,
-    parse_clusters,
-    parse_stats,
-)
 from mqttlb.exporters.hivemq_adapter import HiveMQAdapter
 from mqttlb.exporters.hivemq_mapping import HiveMQParseError, parse_values, to_sample
 from mqttlb.exporters.http_fetch import FetchError
 from mqttlb.exporters.mosquitto_sys import SysTree, classify_log_line
-from mqttlb.exporters.node_adapter import NodeAdapter, NodeSample
+from mqttlb.exporters.node_adapter import BrokerSample, NodeAdapter
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HIVEMQ_TEXT = (FIXTURES / "hivemq" / "metrics.txt").read_text()
@@ -82,7 +73,7 @@ class FakeAdapter:
     def __init__(
         self,
         name: str,
-        sample: NodeSample,
+        sample: BrokerSample,
         kind: str = "fake",
         blocking: bool = False,
         delay: float = 0.0,
@@ -97,7 +88,7 @@ class FakeAdapter:
     def close(self) -> None:
         pass
 
-    def snapshot(self, timeout: float) -> NodeSample:
+    def snapshot(self, timeout: float) -> BrokerSample:
         if self.raises:
             raise RuntimeError("boom")
         if self.delay:
@@ -105,7 +96,7 @@ class FakeAdapter:
         return self.sample
 
 
-FULL = NodeSample(
+FULL = BrokerSample(
     up=True,
     clients_connected=10,
     connects=20,
@@ -305,6 +296,60 @@ def test_log_lines_seen_on_mosquitto_2_0() -> None:
     assert classify_log_line("1: mosquitto version 2.0.11 running") is None
 
 
+def test_bridge_connects_count_like_their_disconnects() -> None:
+    # A bridge from another broker connecting in, as logged by Mosquitto 2.x (line from the
+    # Mosquitto bridge tests' log in eclipse-mosquitto/mosquitto#3493); its session ends with the
+    # same "Client X ..." notice as a client's, which was counted while the connect was not.
+    log = [
+        b"1770827457: New connection from 127.0.0.1:45806 on port 1889.",
+        b"1770827457: New bridge connected from 127.0.0.1:45806 as id_remote (p4, c1, k5).",
+        b"1770827457: Sending CONNACK to id_remote (0, 0)",
+        b"1770827469: Client id_remote closed its connection.",
+        b"1770827470: New bridge connected from 127.0.0.1:45812 as id_remote (p4, c1, k5, u'edge').",
+        b"1770827490: Client id_remote has exceeded timeout, disconnecting.",
+    ]
+    tree = SysTree("me")
+    tree.on_connected()
+    for line in log:
+        tree.on_message("$SYS/broker/log/N", line, False, 1.0)
+    reading = tree.read()
+    assert (reading.connects, reading.disconnects) == (2, 2)
+    assert classify_log_line(log[1].decode()) == ("connect", "id_remote")
+
+
+@pytest.mark.parametrize(
+    ("line", "client"),
+    [
+        # Mosquitto 1.4.12 (public log excerpt): no port after the address, no p<protocol> field
+        ("1515309375: New client connected from 172.17.0.1 as mqtt-client-NWq09wrg (c0, k60).",
+         "mqtt-client-NWq09wrg"),
+        ("1515309375: New client connected from 127.0.0.1 as c1 (c1, k60, u'user').", "c1"),
+        # Mosquitto 1.3 wrote the username without quotes
+        ("1403334375: New client connected from 121.201.8.163 as zhoujing (c0, k60, ujoyo).", "zhoujing"),
+        ("1403334375: New bridge connected from 10.1.2.3 as gw1.br (c0, k60).", "gw1.br"),
+        # Mosquitto 1.6: the p<protocol> field, still no port
+        ("1600000000: New client connected from ::1 as sensor 7 (p2, c1, k30).", "sensor 7"),
+        # a client id with parentheses still ends where the fields start
+        ("1: New client connected from 10.0.0.1:5 as a (c1, k1) (p5, c1, k60).", "a (c1, k1)"),
+    ],
+)
+def test_connect_lines_of_mosquitto_1_x_are_counted(line: str, client: str) -> None:
+    assert classify_log_line(line) == ("connect", client)
+
+
+def test_disconnect_notices_of_mosquitto_2_0_sources() -> None:
+    # src/loop.c of Mosquitto 2.0.11: every way a counted session can end
+    for text in (
+        "Client c9 disconnected due to malformed packet.",
+        "Client c9 disconnected, not authorised.",
+        "Client c9 disconnected: Connection reset by peer.",
+        "Client c9 been disconnected by administrative action.",
+        "Bad socket read/write on client c9: The connection was lost.",
+    ):
+        assert classify_log_line(f"1795694020: {text}") == ("disconnect", "c9"), text
+    assert classify_log_line("1795694020: Bad socket read/write on client <unknown>: Unknown error.") is None
+
+
 def test_sys_tree_counts_and_excludes_own_client() -> None:
     tree = SysTree("me")
     tree.on_connected()
@@ -382,7 +427,7 @@ def test_hivemq_adapter_over_http(http_server, silent_socket: str) -> None:
 def test_broker_collector_exports_every_series_with_labels() -> None:
     nodes = [
         NodeEntry(FakeAdapter("n1", FULL), 0.5),
-        NodeEntry(FakeAdapter("n2", NodeSample.down("gone")), 2),
+        NodeEntry(FakeAdapter("n2", BrokerSample.down("gone")), 2),
     ]
     assert isinstance(nodes[0].adapter, NodeAdapter)
     collector = BrokerCollector("local", nodes, timeout=1)
@@ -426,69 +471,7 @@ def test_broker_output_passes_promtool(http_server) -> None:
     assert result.returncode == 0 and result.stdout == "" and result.stderr == "", result
 
 
-# --- Envoy ------------------------------------------------------------------------------------
-def test_envoy_recorded_clusters_fixture() -> None:
-    (cluster,) = parse_clusters(CLUSTERS_JSON)
-    assert cluster.name == "mqtt_brokers" and cluster.max_connections == {"default": 10, "high": 1024}
-    by_node = {e.node: e for e in cluster.endpoints}
-    assert by_node["node1"].endpoint == "127.0.0.1:28831"
-    assert (by_node["node1"].cx_active, by_node["node1"].cx_total, by_node["node1"].weight) == (3, 5, 100)
-    assert by_node["node2"].health == "draining" and by_node["node2"].weight == 50
-    assert by_node["node2"].cx_total == 0  # zero stats have no "value" key
-    assert by_node["node3"].cx_connect_fail == 5
-    assert parse_clusters(CLUSTERS_JSON, only=frozenset({"other"})) == []
-
-
-def test_envoy_stats_and_listeners() -> None:
-    stats = parse_stats(STATS_JSON)
-    assert stats["cluster.mqtt_brokers.upstream_cx_rx_bytes_total"] == 20
-    found = {item.listener: item for item in listeners(stats)}
-    assert set(found) == {"127.0.0.1_21883", "admin"}  # per-worker stats are folded away
-    assert (found["127.0.0.1_21883"].cx_active, found["127.0.0.1_21883"].cx_total) == (3, 10)
-
-
-def test_envoy_listener_overflow_counts_the_global_connection_cap_too() -> None:
-    stats = {
-        "listener.127.0.0.1_1883.downstream_cx_overflow": 2,
-        "listener.127.0.0.1_1883.downstream_global_cx_overflow": 5,
-        "listener.127.0.0.1_1883.downstream_cx_active": 9872,
-    }
-    (item,) = listeners(stats)
-    assert (item.cx_active, item.cx_overflow) == (9872, 7)
-    assert re.fullmatch(STATS_FILTER, "listener.127.0.0.1_1883.downstream_global_cx_overflow")
-
-
-def test_envoy_health_precedence() -> None:
-    assert health_of({"eds_health_status": "HEALTHY"}) == "healthy"
-    assert health_of({"eds_health_status": "DRAINING"}) == "draining"
-    assert health_of({"eds_health_status": "DRAINING", "failed_active_health_check": True}) == "unhealthy"
-    assert health_of({"eds_health_status": "TIMEOUT"}) == "unhealthy"
-    assert health_of({"eds_health_status": "DEGRADED"}) == "degraded"
-    assert health_of({}) == "healthy"
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "{",
-        "[]",
-        '{"cluster_statuses": [{"host_statuses": []}]}',
-        '{"cluster_statuses": [{"name": "c", "host_statuses": [{"address": '
-        '{"socket_address": {"address": "a", "port_value": "x"}}}]}]}',
-    ],
-)
-def test_envoy_malformed_clusters(text: str) -> None:
-    with pytest.raises(EnvoyParseError):
-        parse_clusters(text)
-
-
-def test_envoy_synthetic_1000_endpoints() -> None:
-    (cluster,) = parse_clusters((FIXTURES / "envoy" / "clusters_1000.json").read_text())
-    assert len(cluster.endpoints) == 1000 and len({e.endpoint for e in cluster.endpoints}) == 1000
-    counts = {s: sum(e.health == s for e in cluster.endpoints) for s in ("healthy", "draining", "unhealthy")}
-    assert counts["draining"] > 0 and counts["unhealthy"] > 0 and counts["healthy"] > 800
-
-
+# --- Envoy collector (parsing: tests/test_envoy_admin.py) --------------------------------------
 def fake_fetch(clusters: str | Exception, stats: str | Exception, delay: float = 0.0):
     def fetch(url: str, timeout: float) -> str:
         if delay:
@@ -520,6 +503,17 @@ def test_envoy_collector_series() -> None:
     assert value(samples, contract.ENVOY_UP) == 1 and value(samples, contract.ENVOY_SCRAPE_ERRORS) == 0
     result = promtool_check(render(collector))
     assert result.returncode == 0 and result.stdout == "" and result.stderr == "", result
+
+
+def test_envoy_collector_labels_ipv6_endpoints_in_brackets() -> None:
+    clusters = (FIXTURES / "envoy" / "clusters_ipv6.json").read_text()  # recorded from Envoy 1.40
+    collector = EnvoyCollector("http://[::1]:9901", 1, fetch=fake_fetch(clusters, STATS_JSON))
+    samples = scrape(collector)
+    assert {lab["endpoint"] for lab, _ in samples[contract.ENVOY_ENDPOINT_WEIGHT]} == {
+        "[2001:db8::2]:18832",
+        "127.0.0.1:18831",
+    }
+    collector.close()
 
 
 def test_envoy_collector_failures() -> None:

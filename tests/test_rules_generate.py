@@ -149,6 +149,21 @@ def test_cli_generate_then_check(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert rulegen.RECORDING_FILE in capsys.readouterr().err
 
 
+def test_cli_check_reports_a_stale_rule_file_prometheus_would_still_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "rules"
+    assert rulegen.main(["generate", "--out", str(out)]) == 0
+    (out / "mqttlb-old-alerts.yml").write_text("groups: []\n")  # e.g. left behind by a rename
+    (out / "notes.txt").write_text("not a rule file\n")
+    capsys.readouterr()
+    assert rulegen.main(["check", "--dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{out / 'mqttlb-old-alerts.yml'}: no source generates this file" in err
+    assert "notes.txt" not in err and rulegen.ALERTS_FILE not in err
+    assert f"mqttlb rules generate --out {out}" in err
+
+
 def test_cli_committed_rules_have_no_drift() -> None:
     assert rulegen.main(["check", "--dir", str(RULES_DIR)]) == 0
 

@@ -151,8 +151,8 @@ def test_prometheus_scrapes_every_target_and_envoy_lists_every_node(live_stack: 
         for job in ("prometheus", "mqtt-brokers", "mqttlb-envoy", "envoy", "alertmanager", "mqttlb-webhook")
     }
     hosts = live_stack.envoy_hosts()
-    assert sorted(h["hostname"] for h in hosts) == cfg.node_names
-    ports = sorted(h["address"]["socket_address"]["port_value"] for h in hosts)
+    assert sorted(h.node for h in hosts) == cfg.node_names
+    ports = sorted(h.port for h in hosts)
     assert ports == cfg.broker_ports
     assert all(port_accepts(p) for p in cfg.broker_ports)
 

@@ -8,7 +8,6 @@ import time
 
 import paho.mqtt.client as mqtt
 import pytest
-import requests
 
 from mqttlb.loadgen.hot import HotNodeDriver, fan_out_subscribers
 from mqttlb.stack.runner import Stack
@@ -24,20 +23,11 @@ def audit_entries(stack: Stack) -> list[dict]:
 
 
 def envoy_weights(stack: Stack) -> dict[str, int]:
-    admin = f"http://127.0.0.1:{stack.cfg.ports.envoy_admin}"
-    document = requests.get(f"{admin}/clusters", params={"format": "json"}, timeout=2).json()
-    (cluster,) = [c for c in document["cluster_statuses"] if c["name"] == stack.cfg.envoy_cluster]
-    return {h["hostname"]: h["weight"] for h in cluster["host_statuses"]}
+    return {h.node: h.weight for h in stack.envoy_hosts()}
 
 
 def envoy_connections_total(stack: Stack) -> dict[str, int]:
-    admin = f"http://127.0.0.1:{stack.cfg.ports.envoy_admin}"
-    document = requests.get(f"{admin}/clusters", params={"format": "json"}, timeout=2).json()
-    (cluster,) = [c for c in document["cluster_statuses"] if c["name"] == stack.cfg.envoy_cluster]
-    return {
-        h["hostname"]: int(next(s.get("value", 0) for s in h["stats"] if s["name"] == "cx_total"))
-        for h in cluster["host_statuses"]
-    }
+    return {h.node: h.cx_total for h in stack.envoy_hosts()}
 
 
 def connect_through_envoy(stack: Stack, count: int) -> dict[str, int]:

@@ -27,8 +27,8 @@ import yaml
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from mqttlb import contract
+from mqttlb.envoy_admin import EnvoyAdminClient, circuit_breaker_key
 from mqttlb.stack.ephemeral import free_port
-from mqttlb.webhook.actuators import EnvoyAdmin, circuit_breaker_key
 from mqttlb.webhook.app import create_app
 from mqttlb.webhook.config import WebhookConfig
 from mqttlb.webhook.rebalancer import Rebalancer
@@ -393,9 +393,9 @@ def test_rebalance_weights_reach_envoy_and_are_read_back(tmp_path, prometheus):
             rb_holder["rb"] = Rebalancer(config, clock=lambda: clock[0])
             app = create_app(config, rebalancer=rb_holder["rb"], token=TOKEN)
             client = app.test_client()
-            envoy = EnvoyAdmin(config.envoy_admin)
+            envoy = EnvoyAdminClient(config.envoy_admin)
             wait_until(
-                lambda: {h["weight"] for h in envoy.cluster_hosts(CLUSTER).values()} == {100},
+                lambda: {h.weight for h in envoy.cluster(CLUSTER).by_node().values()} == {100},
                 5,
                 what="neutral weights in Envoy",
             )
@@ -409,8 +409,8 @@ def test_rebalance_weights_reach_envoy_and_are_read_back(tmp_path, prometheus):
             assert response.json["result"] == "rebalance"
             after = response.json["after"]
             assert after["node1"] < 100 < after["node3"] and after["node2"] > 100
-            hosts = envoy.cluster_hosts(CLUSTER)
-            assert {n: h["weight"] for n, h in hosts.items()} == after
+            hosts = envoy.cluster(CLUSTER).by_node()
+            assert {n: h.weight for n, h in hosts.items()} == after
             entry = rb_holder["rb"].audit.read()[-1]
             assert entry["applied"]["verified"] is True and entry["applied"]["envoy"] == after
             assert entry["before"] == dict.fromkeys(NODES, 100)
@@ -435,7 +435,7 @@ def test_rebalance_weights_reach_envoy_and_are_read_back(tmp_path, prometheus):
             # resolved while node1 is still far hotter: the weights are what keeps it in check, so
             # they are held (no EDS change), and the tick keeps checking
             clock[0] += config.params().policy.cooldown_seconds + 1
-            steered = {n: h["weight"] for n, h in envoy.cluster_hosts(CLUSTER).items()}
+            steered = {n: h.weight for n, h in envoy.cluster(CLUSTER).by_node().items()}
             resolved = client.post(
                 "/alerts", json=payload("rebalance", "resolved"), headers={"Authorization": f"Bearer {TOKEN}"}
             )
@@ -443,7 +443,7 @@ def test_rebalance_weights_reach_envoy_and_are_read_back(tmp_path, prometheus):
             assert "weights held" in resolved.json["reason"]
             clock[0] += config.params().policy.cooldown_seconds + 1
             assert rb_holder["rb"].tick() is None
-            assert {n: h["weight"] for n, h in envoy.cluster_hosts(CLUSTER).items()} == steered
+            assert {n: h.weight for n, h in envoy.cluster(CLUSTER).by_node().items()} == steered
             # the load evens out: the tick walks the weights back, every step visible in Envoy
             broker_metrics.set({"node1": 0.41, "node2": 0.4, "node3": 0.39}, {})
             wait_for_series(prom_url, {"node1": 0.41, "node2": 0.4, "node3": 0.39})
@@ -451,7 +451,7 @@ def test_rebalance_weights_reach_envoy_and_are_read_back(tmp_path, prometheus):
                 clock[0] += config.params().policy.cooldown_seconds + 1
                 if rb_holder["rb"].tick() is None:
                     break
-            assert {n: h["weight"] for n, h in envoy.cluster_hosts(CLUSTER).items()} == dict.fromkeys(
+            assert {n: h.weight for n, h in envoy.cluster(CLUSTER).by_node().items()} == dict.fromkeys(
                 NODES, 100
             )
             metrics = client.get("/metrics").text
@@ -473,8 +473,8 @@ def test_shed_caps_new_connections_keeps_held_ones_and_lifts_stepwise(tmp_path):
             config = config.model_copy(update={"envoy_admin": f"http://127.0.0.1:{admin}"})
             rb = Rebalancer(config, clock=lambda: clock[0])
             client = create_app(config, rebalancer=rb, token=TOKEN).test_client()
-            envoy = EnvoyAdmin(config.envoy_admin)
-            wait_until(lambda: len(envoy.cluster_hosts(CLUSTER)) == 3, 5, what="3 hosts")
+            envoy = EnvoyAdminClient(config.envoy_admin)
+            wait_until(lambda: len(envoy.cluster(CLUSTER).by_node()) == 3, 5, what="3 hosts")
             held = [connect(listener) for _ in range(6)]
             assert all(echoes(s) for s in held)
             wait_until(
@@ -574,9 +574,9 @@ def test_rest_eds_served_by_waitress_feeds_a_second_envoy(tmp_path):
             },
         }
         with run_envoy(tmp_path / "rest-envoy", rest, [webhook_cluster]) as (admin, _listener):
-            envoy = EnvoyAdmin(f"http://127.0.0.1:{admin}")
+            envoy = EnvoyAdminClient(f"http://127.0.0.1:{admin}")
             wait_until(
-                lambda: {h["weight"] for h in envoy.cluster_hosts(CLUSTER).values()} == {100},
+                lambda: {h.weight for h in envoy.cluster(CLUSTER).by_node().values()} == {100},
                 10,
                 what="REST EDS snapshot in the second Envoy",
             )
@@ -588,7 +588,7 @@ def test_rest_eds_served_by_waitress_feeds_a_second_envoy(tmp_path):
             )
             assert r.status_code == 200
             wait_until(
-                lambda: envoy.cluster_hosts(CLUSTER)["node2"]["health"] == "DRAINING",
+                lambda: envoy.cluster(CLUSTER).by_node()["node2"].health == "draining",
                 10,
                 what="DRAINING via REST EDS",
             )

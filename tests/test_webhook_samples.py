@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mqttlb import contract
-from mqttlb.webhook.prometheus_client_query import PrometheusError, parse_vector
+from mqttlb.prometheus_api import PrometheusApiError, parse_vector
 from mqttlb.webhook.samples import _selector, node_samples_from
 
 NOW = 1_764_158_400.0
@@ -59,17 +59,17 @@ def test_nan_values_parse_and_are_not_fresh_in_policy():
     ],
 )
 def test_malformed_responses_raise(document):
-    with pytest.raises(PrometheusError):
+    with pytest.raises(PrometheusApiError):
         parse_vector(document)
 
 
 def test_duplicate_or_unlabelled_series_raise():
     two = parse_vector(vector(contract.NODE_CPU, {"node1": 0.1}))
-    with pytest.raises(PrometheusError, match="more than one"):
+    with pytest.raises(PrometheusApiError, match="more than one"):
         node_samples_from(two + two, [], [], ["node1"], NOW)
     doc = vector(contract.NODE_CPU, {"node1": 0.1})
     del doc["data"]["result"][0]["metric"]["node"]
-    with pytest.raises(PrometheusError, match="node label"):
+    with pytest.raises(PrometheusApiError, match="node label"):
         node_samples_from(parse_vector(doc), [], [], ["node1"], NOW)
 
 

@@ -11,6 +11,7 @@ from grafanalib._gen import DashboardEncoder
 
 from mqttlb.atomic import atomic_write_text
 from mqttlb.dashboards import cluster_balance, connections, rebalancer
+from mqttlb.drift import Drift, find_drift
 from mqttlb.params import Params
 from mqttlb.shipped import DASHBOARDS, shipped
 
@@ -30,7 +31,7 @@ def to_json_text(dashboard: G.Dashboard) -> str:
     return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
-def render_all(params: Params) -> dict[str, str]:
+def render_dashboards(params: Params) -> dict[str, str]:
     """File name (``<uid>.json``) -> JSON text for every dashboard."""
     files: dict[str, str] = {}
     for build in BUILDERS:
@@ -47,7 +48,7 @@ def render_all(params: Params) -> dict[str, str]:
 def write_all(params: Params, out_dir: Path = DEFAULT_OUT) -> list[Path]:
     """Write every dashboard; files whose content is unchanged are left untouched."""
     written = []
-    for name, text in render_all(params).items():
+    for name, text in render_dashboards(params).items():
         path = out_dir / name
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             atomic_write_text(path, text)
@@ -55,18 +56,8 @@ def write_all(params: Params, out_dir: Path = DEFAULT_OUT) -> list[Path]:
     return written
 
 
-def drift(params: Params, out_dir: Path = GENERATED_DIR) -> list[str]:
-    """Human-readable problems: generated files that are missing, differ, or have no source."""
-    expected = render_all(params)
-    problems = []
-    for name, text in expected.items():
-        path = out_dir / name
-        if not path.exists():
-            problems.append(f"{path}: missing (run `mqttlb dashboards generate`)")
-        elif path.read_text(encoding="utf-8") != text:
-            problems.append(f"{path}: differs from its source (run `mqttlb dashboards generate`)")
-    if out_dir.is_dir():
-        for path in sorted(out_dir.glob("*.json")):
-            if path.name not in expected:
-                problems.append(f"{path}: no dashboard source generates this file")
-    return problems
+def drift(params: Params, out_dir: Path = GENERATED_DIR) -> list[Drift]:
+    """Generated files in ``out_dir`` that are missing or differ from their source, and ``*.json``
+    files there that no source generates (Grafana would still provision them)."""
+    expected = {out_dir / name: text for name, text in render_dashboards(params).items()}
+    return find_drift(expected, generated_dirs=[(out_dir, "*.json")])

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from mqttlb.dashboards import build
 from mqttlb.dashboards.execute import Window, load_dashboards, resolve_dashboard, run_annotations, run_panels
-from mqttlb.dashboards.prom import Prometheus, PrometheusError, check_url
 from mqttlb.dashboards.resolve import ResolveError, parse_duration
+from mqttlb.drift import report
 from mqttlb.logs import add_log_flags, setup_from_args
 from mqttlb.params import DEFAULT_PARAMS_FILE, load_params
+from mqttlb.prometheus_api import PrometheusApi, PrometheusApiError, check_url
 
 log = logging.getLogger("mqttlb.dashboards")
 
@@ -145,15 +146,14 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     problems = build.drift(load_params(path=args.params), args.dir)
-    for problem in problems:
-        print(problem, file=sys.stderr)
     if not problems:
         log.info("generated dashboards in %s match their sources", args.dir)
-    return 1 if problems else 0
+    params = f" --params {args.params}" if args.params != DEFAULT_PARAMS_FILE else ""
+    return report(problems, f"mqttlb dashboards generate{params} --out {args.dir}")
 
 
 def _queries(args: argparse.Namespace) -> int:
-    prom = Prometheus(args.prometheus, args.timeout) if args.prometheus else None
+    prom = PrometheusApi(args.prometheus, args.timeout) if args.prometheus else None
     window = Window.last(args.range_seconds, args.scrape_interval)
     for _path, dashboard in load_dashboards(args.dir):
         _variables, panels = resolve_dashboard(dashboard, window, dict(args.var), prom)
@@ -165,7 +165,7 @@ def _queries(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    prom = Prometheus(args.prometheus, args.timeout)
+    prom = PrometheusApi(args.prometheus, args.timeout)
     window = Window.last(args.range_seconds, args.scrape_interval)
     failures = []
     for _path, dashboard in load_dashboards(args.dir):
@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"generate": _generate, "check": _check, "queries": _queries, "render": _render}
     try:
         return handlers[args.command](args)
-    except (ValueError, ResolveError, PrometheusError, OSError) as exc:
+    except (ValueError, ResolveError, PrometheusApiError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

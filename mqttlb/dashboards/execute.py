@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mqttlb.dashboards.prom import Prometheus, PrometheusError, Series
 from mqttlb.dashboards.resolve import (
     Discover,
     Interval,
@@ -21,6 +20,7 @@ from mqttlb.dashboards.resolve import (
     resolve_panels,
     resolve_variables,
 )
+from mqttlb.prometheus_api import PrometheusApi, PrometheusApiError, RangeSeries
 
 
 def load_dashboard(path: Path) -> dict[str, Any]:
@@ -40,14 +40,14 @@ def load_dashboards(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
     return [(p, load_dashboard(p)) for p in paths]
 
 
-def discoverer(prom: Prometheus, start: float, end: float) -> Discover:
+def discoverer(prom: PrometheusApi, start: float, end: float) -> Discover:
     return lambda selector, label: prom.label_values(selector, label, start, end)
 
 
 @dataclass(frozen=True)
 class TargetResult:
     target: ResolvedTarget
-    series: list[Series]
+    series: list[RangeSeries]
     error: str | None = None
 
     @property
@@ -85,23 +85,23 @@ def resolve_dashboard(
     dashboard: Mapping[str, Any],
     window: Window,
     overrides: Mapping[str, Sequence[str]] | None = None,
-    prom: Prometheus | None = None,
+    prom: PrometheusApi | None = None,
 ) -> tuple[dict[str, Variable], list[ResolvedPanel]]:
     discover = discoverer(prom, window.start, window.end) if prom else None
     variables = resolve_variables(dashboard, overrides, discover)
     return variables, resolve_panels(dashboard, variables, window.interval)
 
 
-def run_target(prom: Prometheus, expr: str, window: Window) -> tuple[list[Series], str | None]:
+def run_target(prom: PrometheusApi, expr: str, window: Window) -> tuple[list[RangeSeries], str | None]:
     if not expr.strip():
         return [], "empty query"
     try:
         return prom.query_range(expr, window.start, window.end, window.interval.step_seconds), None
-    except PrometheusError as exc:
+    except PrometheusApiError as exc:
         return [], str(exc)
 
 
-def run_panels(prom: Prometheus, panels: Sequence[ResolvedPanel], window: Window) -> list[PanelResult]:
+def run_panels(prom: PrometheusApi, panels: Sequence[ResolvedPanel], window: Window) -> list[PanelResult]:
     results = []
     for panel in panels:
         if panel.type == "row":
@@ -115,8 +115,8 @@ def run_panels(prom: Prometheus, panels: Sequence[ResolvedPanel], window: Window
 
 
 def run_annotations(
-    prom: Prometheus, dashboard: Mapping[str, Any], variables: Mapping[str, Variable], window: Window
-) -> list[tuple[str, list[Series], str | None]]:
+    prom: PrometheusApi, dashboard: Mapping[str, Any], variables: Mapping[str, Variable], window: Window
+) -> list[tuple[str, list[RangeSeries], str | None]]:
     out = []
     for name, expr in resolve_annotations(dashboard, variables, window.interval):
         found, error = run_target(prom, expr, window)

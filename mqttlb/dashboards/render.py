@@ -21,8 +21,8 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.ticker import FuncFormatter, PercentFormatter  # noqa: E402
 
 from mqttlb.dashboards.execute import PanelResult, TargetResult, Window  # noqa: E402
-from mqttlb.dashboards.prom import Series  # noqa: E402
 from mqttlb.dashboards.resolve import ResolvedPanel, legend  # noqa: E402
+from mqttlb.prometheus_api import RangeSeries  # noqa: E402
 
 GRID_COLUMNS = 24
 INCH_PER_COLUMN = 0.85
@@ -49,18 +49,18 @@ def _x(t: float) -> float:
     return float(mdates.date2num(dt.datetime.fromtimestamp(t, tz=dt.UTC)))
 
 
-def _times(series: Series) -> list[float]:
+def _times(series: RangeSeries) -> list[float]:
     return [_x(t) for t, _ in series.points]
 
 
-def with_gaps(series: Series, step: float) -> Series:
+def with_gaps(series: RangeSeries, step: float) -> RangeSeries:
     """Insert a NaN where samples are missing, so lines break there as they do in Grafana."""
     points: list[tuple[float, float]] = []
     for t, v in series.points:
         if points and t - points[-1][0] > 1.5 * step:
             points.append((points[-1][0] + step, math.nan))
         points.append((t, v))
-    return Series(series.labels, points)
+    return RangeSeries(series.labels, points)
 
 
 def _time_axis(ax: Axes, window: Window) -> None:
@@ -182,7 +182,7 @@ def _draw_annotations(ax: Axes, annotation_times: Sequence[float]) -> None:
         ax.axvline(_x(t), color=COLOURS["orange"], linewidth=0.8, alpha=0.6)
 
 
-def annotation_times(annotations: Sequence[tuple[str, list[Series], str | None]], step: float) -> list[float]:
+def annotation_times(annotations: Sequence[tuple[str, list[RangeSeries], str | None]], step: float) -> list[float]:
     """Start of each run of non-zero samples: one mark per action burst, as Grafana draws it.
 
     Annotation queries filter with ``> 0``, so a run also ends where samples are missing.

@@ -11,53 +11,48 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from urllib.parse import quote
+from typing import TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from mqttlb import contract
-from mqttlb.exporters.envoy_parse import (
+from mqttlb.envoy_admin import (
     HEALTH_STATUSES,
     STATS_FILTER,
     ClusterStatus,
-    EnvoyParseError,
+    EnvoyAdminClient,
+    EnvoyAdminError,
+    Fetch,
     listeners,
     overload,
-    parse_clusters,
-    parse_stats,
 )
 from mqttlb.exporters.exposition import LabelSet
-from mqttlb.exporters.http_fetch import FetchError, fetch_text
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-Fetch = Callable[[str, float], str]  # (url, timeout) -> body; raises FetchError
 EP_LABELS = ["cluster", "endpoint", "node"]
 
 
-def http_fetch(url: str, timeout: float) -> str:
-    return fetch_text(url, timeout)
-
-
 class EnvoyCollector(Collector):
+    """Series of the Envoy admin at ``admin_url`` (only the clusters in ``clusters``, if given);
+    ``fetch`` replaces the HTTP GET (see :class:`mqttlb.envoy_admin.EnvoyAdminClient`)."""
+
     def __init__(
         self,
         admin_url: str,
         timeout: float,
         clusters: frozenset[str] | None = None,
-        fetch: Fetch = http_fetch,
+        fetch: Fetch | None = None,
     ) -> None:
-        base = admin_url.rstrip("/")
-        self.clusters_url = f"{base}/clusters?format=json"
-        self.stats_url = f"{base}/stats?format=json&filter={quote(STATS_FILTER, safe='')}"
+        self.admin = EnvoyAdminClient(admin_url, timeout, fetch=fetch)
         self.timeout = timeout
         self.only = clusters
-        self._fetch = fetch
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="envoy-admin")
         self._errors = 0
         self._label_sets: dict[tuple[str, str, str], tuple[LabelSet, tuple[LabelSet, ...]]] = {}
@@ -70,27 +65,27 @@ class EnvoyCollector(Collector):
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _wait(self, future: Future[str], deadline: float, url: str) -> str:
+    def _wait(self, future: Future[T], deadline: float, url: str) -> T:
         try:
             return future.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
             future.cancel()
-            raise FetchError(f"GET {url}: no complete answer within {self.timeout:g}s") from None
+            raise EnvoyAdminError(f"GET {url}: no complete answer within {self.timeout:g}s") from None
 
     def read(self) -> tuple[list[ClusterStatus] | None, dict[str, int] | None, list[str]]:
-        """(clusters or None, stats or None, errors)."""
+        """(clusters or None, stats or None, errors): both read in parallel, ``timeout`` s in all."""
         deadline = time.monotonic() + self.timeout
-        clusters_future = self._pool.submit(self._fetch, self.clusters_url, self.timeout)
-        stats_future = self._pool.submit(self._fetch, self.stats_url, self.timeout)
+        clusters_future = self._pool.submit(self.admin.clusters, self.only)
+        stats_future = self._pool.submit(self.admin.stats, STATS_FILTER)
         errors: list[str] = []
         clusters = stats = None
         try:
-            clusters = parse_clusters(self._wait(clusters_future, deadline, self.clusters_url), self.only)
-        except (FetchError, EnvoyParseError) as exc:
+            clusters = self._wait(clusters_future, deadline, self.admin.clusters_url)
+        except EnvoyAdminError as exc:
             errors.append(str(exc))
         try:
-            stats = parse_stats(self._wait(stats_future, deadline, self.stats_url))
-        except (FetchError, EnvoyParseError) as exc:
+            stats = self._wait(stats_future, deadline, self.admin.stats_url(STATS_FILTER))
+        except EnvoyAdminError as exc:
             errors.append(str(exc))
         return clusters, stats, errors
 

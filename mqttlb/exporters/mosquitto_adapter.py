@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 
 from mqttlb.exporters.broker_config import parse_host_port
 from mqttlb.exporters.mosquitto_sys import SysTree
-from mqttlb.exporters.node_adapter import NodeSample
+from mqttlb.exporters.node_adapter import BrokerSample
 from mqttlb.exporters.process_stats import ProcessLocator, ProcessNotFound
 
 log = logging.getLogger(__name__)
@@ -88,16 +88,16 @@ class MosquittoAdapter:
             self._client.loop_stop()
             self._client = None
 
-    def snapshot(self, timeout: float) -> NodeSample:
+    def snapshot(self, timeout: float) -> BrokerSample:
         reading = self._tree.read()
         now = time.monotonic()
         if not reading.connected:
-            return NodeSample.down(self._last_disconnect_reason)
+            return BrokerSample.down(self._last_disconnect_reason)
         if reading.last_update is None:
-            return NodeSample.down("connected but no $SYS data received yet")
+            return BrokerSample.down("connected but no $SYS data received yet")
         age = now - reading.last_update
         if age > self._stale_after:
-            return NodeSample.down(f"$SYS data is {age:.1f}s old (limit {self._stale_after:.1f}s)")
+            return BrokerSample.down(f"$SYS data is {age:.1f}s old (limit {self._stale_after:.1f}s)")
         error = None
         cpu = rss = None
         try:
@@ -105,7 +105,7 @@ class MosquittoAdapter:
             cpu, rss = proc.cpu_seconds, proc.resident_memory_bytes
         except ProcessNotFound as exc:
             error = str(exc)
-        return NodeSample(
+        return BrokerSample(
             up=True,
             error=error,
             connects=float(reading.connects),

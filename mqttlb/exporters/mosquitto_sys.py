@@ -2,12 +2,25 @@
 from the broker's notice log (``log_dest topic`` publishes it on ``$SYS/broker/log/N``).
 
 Pure and thread-safe: the MQTT network thread calls ``on_*``; scrapes call ``read``.
-Log texts verified on mosquitto 2.0.11 (``<ts>: `` prefix from the default log_timestamp)::
+Log texts (``<ts>: `` prefix from the default log_timestamp), from Mosquitto's sources
+(src/handle_connect.c, src/loop.c) and checked on mosquitto 2.0.11::
 
-    New client connected from 127.0.0.1:42156 as pub1 (p2, c1, k60).
+    New client connected from 127.0.0.1:42156 as pub1 (p2, c1, k60).          2.x
+    New client connected from 127.0.0.1:42156 as pub1 (p2, c1, k60, u'bob').  2.x with a username
+    New bridge connected from 10.0.0.7:51200 as br-edge (p2, c0, k60).        2.x, a bridge connecting in
+    New client connected from 127.0.0.1 as pub1 (p2, c1, k60).                1.6 (no port)
+    New client connected from 127.0.0.1 as pub1 (c1, k60, u'bob').           1.4 / 1.5 (no port, no p)
+    New client connected from 127.0.0.1 as pub1 (c1, k60, ubob).             1.3
     Client pub1 disconnected.
     Client rawc closed its connection.
     Client kac has exceeded timeout, disconnecting.
+    Client pub1 disconnected due to protocol error.
+    Client pub1 been disconnected by administrative action.
+    Bad socket read/write on client pub1: <reason>
+    Socket error on client pub1, disconnecting.                                1.x
+
+A bridge's session ends with the same ``Client X ...`` lines as a client's, so bridge connects
+must be counted too, or the two rates drift apart.
 """
 
 from __future__ import annotations
@@ -16,7 +29,7 @@ import re
 import threading
 from dataclasses import dataclass
 
-# $SYS topic -> NodeSample field.  "$SYS/broker/store/messages/count" is not mapped to queued:
+# $SYS topic -> BrokerSample field.  "$SYS/broker/store/messages/count" is not mapped to queued:
 # it also counts retained messages, so it is not a queue depth.
 SYS_TOPICS: dict[str, str] = {
     "$SYS/broker/clients/connected": "clients_connected",
@@ -35,11 +48,18 @@ SELF_INCLUDED = ("clients_connected", "subscriptions")
 LOG_TOPIC_PREFIX = "$SYS/broker/log/"
 
 _TIMESTAMP = re.compile(r"^\d+:\s*")
-_CONNECT = re.compile(r"^New client connected from \S+ as (?P<client>.+?) \(p\d")
+# "(p2, c1, k60" (1.6+) or "(c1, k60" (1.3-1.5), then an optional ", u'<username>'" (", u<username>"
+# before 1.4), then ")."; a client id may contain spaces and parentheses, so the match is anchored on
+# this tail.
+_CONNECT = re.compile(
+    r"^New (?:client|bridge) connected from \S+ as (?P<client>.+?) "
+    r"\((?:p\d+, )?c\d+, k\d+(?:, u.*)?\)\.$"
+)
 _DISCONNECT = re.compile(
     r"^(?:Client (?P<client>.+?) (?:disconnected|closed its connection|has exceeded timeout"
-    r"|already connected, closing old connection)"
-    r"|Socket error on client (?P<client2>.+?), disconnecting)"
+    r"|been disconnected by administrative action|already connected, closing old connection)"
+    r"|Socket error on client (?P<client2>.+?), disconnecting"
+    r"|Bad socket read/write on client (?P<client3>.+?): )"
 )
 
 
@@ -51,7 +71,7 @@ def classify_log_line(line: str) -> tuple[str, str] | None:
         return "connect", match.group("client")
     match = _DISCONNECT.match(text)
     if match:
-        client = match.group("client") or match.group("client2")
+        client = match.group("client") or match.group("client2") or match.group("client3")
         if client == "<unknown>":  # never completed CONNECT, so it was never counted as connected
             return None
         return "disconnect", client

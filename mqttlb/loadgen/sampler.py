@@ -2,7 +2,7 @@
 
 CPU comes straight from the broker processes (the ground truth the exporter also reads), as
 utilisation of the node's configured cores; connections and weights come from Envoy's admin
-``/clusters`` (parsed by the Envoy exporter's parser), so they are what Envoy balances on.
+``/clusters`` (read with :mod:`mqttlb.envoy_admin`), so they are what Envoy balances on.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import time
 from collections.abc import Callable, Mapping
 
 import psutil
-import requests
 
-from mqttlb.exporters.envoy_parse import EnvoyParseError, parse_clusters
+from mqttlb.envoy_admin import EnvoyAdminClient, EnvoyAdminError
 from mqttlb.loadgen.balance import Sample
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ class NodeSampler:
         max_samples: int = 10_000,
     ) -> None:
         self._pid_of = dict(pids)
-        self._admin = envoy_admin.rstrip("/")
+        self._admin = EnvoyAdminClient(envoy_admin, timeout=2.0)
         self._cluster = envoy_cluster
         self._cores = node_cpu_cores
         self._interval = interval
@@ -76,14 +75,13 @@ class NodeSampler:
         return float(times.user + times.system)
 
     def _envoy(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(node -> active upstream connections, node -> weight); empty (and counted) on an error."""
         try:
-            text = requests.get(f"{self._admin}/clusters?format=json", timeout=2).text
-            clusters = parse_clusters(text, only=frozenset({self._cluster}))
-        except (requests.RequestException, EnvoyParseError) as exc:
+            endpoints = self._admin.cluster(self._cluster).endpoints
+        except EnvoyAdminError as exc:
             self.errors += 1
             log.warning("Envoy admin not readable: %s", exc)
             return {}, {}
-        endpoints = [e for c in clusters for e in c.endpoints]
         return {e.node: e.cx_active for e in endpoints}, {e.node: e.weight for e in endpoints}
 
     def start(self) -> NodeSampler:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import difflib
 import logging
 import sys
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import yaml
 
 from mqttlb.alertmanager_config import render as render_alertmanager_config
 from mqttlb.atomic import atomic_write_text
+from mqttlb.drift import find_drift, report
 from mqttlb.logs import add_log_flags, setup_from_args
 from mqttlb.shipped import shipped
 from mqttlb.stack.config import StackConfig, load_stack_config
@@ -526,25 +526,13 @@ def render_files(cfg: StackConfig | None = None) -> dict[Path, str]:
     }
 
 
+REGENERATE = "python -m mqttlb.stack.compose_render"
+
+
 def drift(files: dict[Path, str]) -> list[str]:
-    """Unified diffs of every committed file that differs from ``files`` (empty: up to date)."""
-    diffs = []
-    for path, text in files.items():
-        current = path.read_text() if path.exists() else ""
-        if current != text:
-            rel = path.relative_to(STACK_DIR.parent)
-            diffs.append(
-                "".join(
-                    difflib.unified_diff(
-                        current.splitlines(keepends=True),
-                        text.splitlines(keepends=True),
-                        f"{rel} (committed)",
-                        f"{rel} (rendered)",
-                    )
-                )
-                or f"{rel}: missing\n"
-            )
-    return diffs
+    """A unified diff (committed -> rendered) for every committed file that differs from ``files``
+    or is missing; empty: up to date.  See :mod:`mqttlb.drift`."""
+    return [d.diff or d.line(REGENERATE) for d in find_drift(files, root=STACK_DIR.parent)]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -571,17 +559,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.check:
-        diffs = drift(files)
-        for diff in diffs:
-            sys.stdout.write(diff)
-        if diffs:
-            print(
-                f"{len(diffs)} compose file(s) out of date: run `python -m mqttlb.stack.compose_render`",
-                file=sys.stderr,
-            )
-            return 1
-        log.info("all %d compose files are up to date", len(files))
-        return 0
+        problems = find_drift(files, root=STACK_DIR.parent)
+        if not problems:
+            log.info("all %d compose files are up to date", len(files))
+        return report(problems, REGENERATE, diffs=sys.stdout)
     for path, text in files.items():
         atomic_write_text(path, text)
         path.chmod(0o644)  # bind-mounted into containers that run as other users (nobody, hivemq)

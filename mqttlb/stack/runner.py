@@ -22,6 +22,7 @@ from pathlib import Path
 
 import requests
 
+from mqttlb.envoy_admin import EndpointStatus, EnvoyAdminClient, EnvoyAdminError
 from mqttlb.stack.config import StackConfig, StackConfigError, check_binaries, recorded_config
 from mqttlb.stack.render import LOOPBACK, Paths, Program, render_all
 
@@ -200,17 +201,13 @@ class Stack:
             time.sleep(0.25)
         raise StackError(f"Envoy did not load the {self.cfg.nodes} endpoints from {self.paths.eds_file}")
 
-    def envoy_hosts(self) -> list[dict]:
+    def envoy_hosts(self) -> list[EndpointStatus]:
+        """The stack cluster's endpoints as Envoy applies them; empty while Envoy cannot answer."""
+        admin = EnvoyAdminClient(f"http://{LOOPBACK}:{self.cfg.ports.envoy_admin}", timeout=2)
         try:
-            body = requests.get(
-                f"http://{LOOPBACK}:{self.cfg.ports.envoy_admin}/clusters?format=json", timeout=2
-            ).json()
-        except (requests.RequestException, ValueError):
+            return list(admin.cluster(self.cfg.envoy_cluster).endpoints)
+        except EnvoyAdminError:
             return []
-        for cluster in body.get("cluster_statuses", []):
-            if cluster.get("name") == self.cfg.envoy_cluster:
-                return list(cluster.get("host_statuses", []))
-        return []
 
     def _component_answers(self, prog: Program) -> bool:
         if prog.ready_url is not None:

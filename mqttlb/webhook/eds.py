@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mqttlb.atomic import atomic_write_text
+from mqttlb.envoy_admin import host_port
 
 CLA_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 HEALTH_STATUSES = ("HEALTHY", "DRAINING", "UNHEALTHY")
@@ -29,7 +30,8 @@ class Endpoint:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        """``host:port``, IPv6 in brackets: the form Envoy's admin and the exporter's labels use."""
+        return host_port(self.host, self.port)
 
 
 def cluster_load_assignment(cluster: str, endpoints: Sequence[Endpoint]) -> dict[str, Any]:

@@ -14,15 +14,16 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from mqttlb.envoy_admin import EnvoyAdminClient, EnvoyAdminError
 from mqttlb.params import Params
+from mqttlb.prometheus_api import PrometheusApi, PrometheusApiError
 from mqttlb.webhook import policy, shedding
-from mqttlb.webhook.actuators import EnvoyAdmin, EnvoyError, publish_eds, write_overload
+from mqttlb.webhook.actuators import publish_eds, write_overload
 from mqttlb.webhook.audit import AuditLog
 from mqttlb.webhook.config import WebhookConfig
 from mqttlb.webhook.eds import Endpoint, cluster_load_assignment, discovery_response
 from mqttlb.webhook.metrics import WebhookMetrics
 from mqttlb.webhook.payload import Notification
-from mqttlb.webhook.prometheus_client_query import PrometheusClient, PrometheusError
 from mqttlb.webhook.samples import fetch_node_samples
 from mqttlb.webhook.state import WebhookState, load_state, save_state
 
@@ -40,8 +41,8 @@ class Rebalancer:
         self,
         config: WebhookConfig,
         *,
-        prometheus: PrometheusClient | None = None,
-        envoy: EnvoyAdmin | None = None,
+        prometheus: PrometheusApi | None = None,
+        envoy: EnvoyAdminClient | None = None,
         audit: AuditLog | None = None,
         metrics: WebhookMetrics | None = None,
         clock: Callable[[], float] = time.time,
@@ -50,8 +51,8 @@ class Rebalancer:
         self.config = config
         self.params: Params = config.params()
         self.policy = self.params.policy
-        self.prometheus = prometheus or PrometheusClient(config.prometheus_url, config.http_timeout_seconds)
-        self.envoy = envoy or EnvoyAdmin(config.envoy_admin, config.http_timeout_seconds)
+        self.prometheus = prometheus or PrometheusApi(config.prometheus_url, config.http_timeout_seconds)
+        self.envoy = envoy or EnvoyAdminClient(config.envoy_admin, config.http_timeout_seconds)
         self.audit = audit or AuditLog(config.audit_log)
         self.metrics = metrics or WebhookMetrics()
         self.clock = clock
@@ -251,7 +252,7 @@ class Rebalancer:
             hosts, verified = self.envoy.wait_for_weights(
                 self.config.envoy_cluster, new.weights, timeout=self.verify_timeout
             )
-        except EnvoyError as exc:
+        except EnvoyAdminError as exc:
             # The file is published: Envoy picks it up when it is back.  Record, count, go on.
             self.metrics.failures.labels("verify", "envoy_unreachable").inc()
             log.warning("EDS version %d published but not verified: %s", new.version, exc)
@@ -269,7 +270,7 @@ class Rebalancer:
             )
         return {
             "eds_version": new.version,
-            "envoy": {n: h["weight"] for n, h in hosts.items()},
+            "envoy": {n: h.weight for n, h in hosts.items()},
             "verified": verified,
             # from the notification's arrival: EDS file renamed into place / weights seen in Envoy
             "published_after_ms": published_ms,
@@ -280,7 +281,7 @@ class Rebalancer:
         names = self.config.node_names
         try:
             samples = fetch_node_samples(self.prometheus, self.config.cluster, names, now)
-        except PrometheusError as exc:
+        except PrometheusApiError as exc:
             raise ActionFailed("prometheus", str(exc)) from exc
         decision = policy.decide(
             names,
@@ -316,7 +317,7 @@ class Rebalancer:
             return None
         try:
             samples = fetch_node_samples(self.prometheus, self.config.cluster, self.config.node_names, now)
-        except PrometheusError as exc:
+        except PrometheusApiError as exc:
             # Neutral is the safe place to be when the load cannot be seen.
             log.warning("recovery: Prometheus unavailable (%s); stepping toward neutral anyway", exc)
             return None
@@ -355,7 +356,7 @@ class Rebalancer:
             return {"plan": asdict(plan), "applied": False}
         try:
             self.envoy.set_max_connections(self.config.envoy_cluster, plan.max_connections)
-        except EnvoyError as exc:
+        except EnvoyAdminError as exc:
             raise ActionFailed("envoy", f"cannot set the circuit-breaker cap: {exc}") from exc
         try:
             write_overload(self.config.overload_file, plan.hard_stop)
@@ -382,7 +383,7 @@ class Rebalancer:
         if escalate:
             try:
                 active = self.envoy.active_connections(self.config.envoy_cluster) if current.level == 0 else 0
-            except EnvoyError as exc:
+            except EnvoyAdminError as exc:
                 raise ActionFailed("envoy", f"cannot read active connections: {exc}") from exc
             target = shedding.escalate(current, active, self.policy.shed_levels)
             new.shed_relaxing = False

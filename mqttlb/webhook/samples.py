@@ -10,8 +10,8 @@ import re
 from collections.abc import Sequence
 
 from mqttlb import contract
+from mqttlb.prometheus_api import InstantSample, PrometheusApi, PrometheusApiError
 from mqttlb.webhook.policy import NodeSample
-from mqttlb.webhook.prometheus_client_query import InstantSample, PrometheusClient, PrometheusError
 
 _LABEL_VALUE = re.compile(r'^[^"\\\n]*$')
 
@@ -27,9 +27,9 @@ def _by_node(samples: list[InstantSample], what: str) -> dict[str, InstantSample
     for sample in samples:
         node = sample.labels.get("node")
         if node is None:
-            raise PrometheusError(f"{what} series without a node label: {sample.labels}")
+            raise PrometheusApiError(f"{what} series without a node label: {sample.labels}")
         if node in result:
-            raise PrometheusError(f"{what} has more than one series for node {node}")
+            raise PrometheusApiError(f"{what} has more than one series for node {node}")
         result[node] = sample
     return result
 
@@ -78,12 +78,12 @@ def samples_query(cluster: str) -> str:
 
 
 def fetch_node_samples(
-    client: PrometheusClient, cluster: str, nodes: Sequence[str], now: float
+    client: PrometheusApi, cluster: str, nodes: Sequence[str], now: float
 ) -> dict[str, NodeSample]:
     parts: dict[str, list[InstantSample]] = {"cpu": [], "cpu_timestamp": [], "connections": []}
     for sample in client.query(samples_query(cluster)):
         part = sample.labels.get(PART_LABEL)
         if part not in parts:
-            raise PrometheusError(f"unexpected series in the samples query: {sample.labels}")
+            raise PrometheusApiError(f"unexpected series in the samples query: {sample.labels}")
         parts[part].append(sample)
     return node_samples_from(parts["cpu"], parts["cpu_timestamp"], parts["connections"], nodes, now)
