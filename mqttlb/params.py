@@ -1,15 +1,90 @@
-"""Load the one parameter file (``params.yaml``) with optional overrides."""
+"""The one parameter file (``params.yaml``), validated once, at load.
+
+Every parameter is checked here and nowhere else: Prometheus durations (:data:`Duration`), label
+selectors (:data:`Selector`), thresholds, the weight order, the shed levels and every rule between
+two fields.  The rule generator, the Alertmanager config, the dashboards, the stack and the webhook
+take a :class:`Params` as valid.  A bad value is refused with one line naming the key and where it
+came from (:class:`ParamsError`, or the loader of the config that embeds the parameters).
+"""
 
 from __future__ import annotations
 
-import copy
+import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlparse
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mqttlb.yamlfile import ConfigError, Sources, deep_merge, invalid, load_yaml_mapping, one_line
 
 DEFAULT_PARAMS_FILE = Path(__file__).with_name("params.yaml")
+
+# Prometheus' own duration grammar (prometheus/common model.ParseDuration): units largest first,
+# each at most once, e.g. 1h30m, 90s, 500ms, 0s.
+DURATION_UNITS: tuple[tuple[str, float], ...] = (
+    ("y", 365 * 86400),
+    ("w", 7 * 86400),
+    ("d", 86400),
+    ("h", 3600),
+    ("m", 60),
+    ("s", 1),
+    ("ms", 0.001),
+)
+_DURATION = re.compile("^" + "".join(rf"(?:(\d+){unit})?" for unit, _ in DURATION_UNITS) + "$")
+_MATCHER = r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(?:=~|!~|!=|=)\s*"(?:[^"\\\n]|\\.)*"\s*'
+_SELECTOR = re.compile(rf"^{_MATCHER}(?:,{_MATCHER})*$")
+
+
+class ParamsError(ConfigError):
+    """The parameters are unusable; the message is one line naming the key and its source."""
+
+
+def duration_seconds(text: str) -> float:
+    """A Prometheus duration (``30s``, ``1h30m``, ``500ms``, ``0s``) in seconds.
+
+    Raises ValueError for anything else (``30``, ``30 s``, ``1m1h``, ``banana``, the empty string)."""
+    match = _DURATION.match(text)
+    if not text or match is None:
+        raise ValueError("not a Prometheus duration such as 30s, 1m or 1h30m")
+    counts = zip(match.groups(), DURATION_UNITS, strict=True)
+    return sum(int(count) * seconds for count, (_, seconds) in counts if count)
+
+
+def _check_duration(value: str) -> str:
+    duration_seconds(value)
+    return value
+
+
+def _check_positive(value: str) -> str:
+    if duration_seconds(value) <= 0:
+        raise ValueError("must be longer than 0s")
+    return value
+
+
+def _check_selector(value: str) -> str:
+    if not _SELECTOR.match(value):
+        raise ValueError('not a label matcher list such as job="mqtt-brokers"')
+    return value
+
+
+def _check_http_url(value: str) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_check_duration)]
+"""A Prometheus duration such as ``30s``, ``1m30s`` or ``0s``, kept as written."""
+PositiveDuration = Annotated[Duration, AfterValidator(_check_positive)]
+"""A :data:`Duration` longer than 0s (a range such as ``rate(x[30s])``, an interval)."""
+Selector = Annotated[str, AfterValidator(_check_selector)]
+"""A PromQL label matcher list to put inside ``{...}``: ``job="mqtt-brokers", env=~"eu.*"``."""
+HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+"""An http(s) URL with a host, kept as written."""
+Fraction = Annotated[float, Field(gt=0, lt=1)]
 
 
 class _Strict(BaseModel):
@@ -17,12 +92,24 @@ class _Strict(BaseModel):
 
 
 class AlertmanagerTiming(_Strict):
-    group_wait: str
-    group_interval: str
-    repeat_interval: str
+    group_wait: Duration
+    group_interval: PositiveDuration
+    repeat_interval: PositiveDuration
+
+    @model_validator(mode="after")
+    def _repeat_not_before_group(self) -> AlertmanagerTiming:
+        if duration_seconds(self.repeat_interval) < duration_seconds(self.group_interval):
+            raise invalid(
+                f"need group_interval <= repeat_interval, got {self.group_interval} > {self.repeat_interval}",
+                "repeat_interval",
+                "group_interval",
+            )
+        return self
 
 
 class PolicyParams(_Strict):
+    """The rebalancer's policy.  Weights are Envoy ``load_balancing_weight`` values."""
+
     neutral_weight: int = Field(gt=0)
     min_weight: int = Field(gt=0)
     max_weight: int = Field(gt=0)
@@ -34,41 +121,119 @@ class PolicyParams(_Strict):
     recover_step: int = Field(gt=0)
     recover_max_spread: float = Field(gt=0, le=1)
     sample_max_age_seconds: float = Field(gt=0)
-    shed_levels: list[float]
+    # Caps on new connections as fractions of the active ones, each level stricter than the last.
+    shed_levels: list[Fraction] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _weights_in_order(self) -> PolicyParams:
+        if self.min_weight > self.neutral_weight:
+            raise invalid(
+                f"need min_weight <= neutral_weight, got {self.min_weight} > {self.neutral_weight}",
+                "min_weight",
+                "neutral_weight",
+            )
+        if self.neutral_weight > self.max_weight:
+            raise invalid(
+                f"need neutral_weight <= max_weight, got {self.neutral_weight} > {self.max_weight}",
+                "neutral_weight",
+                "max_weight",
+            )
+        span = self.max_weight - self.min_weight
+        if self.max_step > span:
+            raise invalid(
+                f"need max_step <= max_weight - min_weight, got {self.max_step} > {span}",
+                "max_step",
+                "max_weight",
+                "min_weight",
+            )
+        if self.recover_step > self.max_step:
+            raise invalid(
+                f"need recover_step <= max_step (recovery is never faster than steering), "
+                f"got {self.recover_step} > {self.max_step}",
+                "recover_step",
+                "max_step",
+            )
+        levels = self.shed_levels
+        if any(later >= earlier for earlier, later in zip(levels, levels[1:], strict=False)):
+            raise invalid(f"must decrease strictly (each level is stricter than the last), got {levels}", "shed_levels")
+        return self
 
 
 class Params(_Strict):
-    broker_selector: str
-    envoy_selector: str
-    webhook_selector: str
-    rate_window: str
+    broker_selector: Selector
+    envoy_selector: Selector
+    webhook_selector: Selector
+    rate_window: PositiveDuration
     cpu_high: float = Field(gt=0, le=1)
-    cpu_high_for: str
+    cpu_high_for: Duration
     cpu_critical: float = Field(gt=0, le=1)
-    cpu_critical_for: str
+    cpu_critical_for: Duration
     imbalance_max_squared_deviation: float = Field(gt=0)
     imbalance_min_mean: float = Field(ge=0, le=1)
-    imbalance_for: str
-    broker_down_for: str
-    exporter_down_for: str
-    endpoint_unhealthy_for: str
-    rebalancer_failing_for: str
-    runbook_base_url: str
+    imbalance_for: Duration
+    broker_down_for: Duration
+    exporter_down_for: Duration
+    endpoint_unhealthy_for: Duration
+    rebalancer_failing_for: PositiveDuration  # also the range of increase(failures[...])
+    runbook_base_url: HttpUrl
     alertmanager: AlertmanagerTiming
     policy: PolicyParams
 
+    @model_validator(mode="after")
+    def _thresholds_in_order(self) -> Params:
+        if self.cpu_high >= self.cpu_critical:
+            raise invalid(
+                f"need cpu_high < cpu_critical, got {self.cpu_high:g} >= {self.cpu_critical:g}",
+                "cpu_high",
+                "cpu_critical",
+            )
+        if self.imbalance_min_mean >= self.cpu_critical:
+            raise invalid(
+                f"need imbalance_min_mean < cpu_critical (above it the cluster sheds, rebalancing cannot "
+                f"help), got {self.imbalance_min_mean:g} >= {self.cpu_critical:g}",
+                "imbalance_min_mean",
+                "cpu_critical",
+            )
+        repeat, cooldown = self.alertmanager.repeat_interval, self.policy.cooldown_seconds
+        if duration_seconds(repeat) <= cooldown:
+            raise invalid(
+                f"need alertmanager.repeat_interval > policy.cooldown_seconds (each re-send of a firing "
+                f"alert takes one more step), got {repeat} <= {cooldown:g}s",
+                "alertmanager.repeat_interval",
+                "policy.cooldown_seconds",
+            )
+        return self
 
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+
+def params_file_data(path: Path = DEFAULT_PARAMS_FILE) -> dict[str, Any]:
+    """The parameter file as a plain mapping (not validated); raises :class:`ParamsError`."""
+    return load_yaml_mapping(path, ParamsError)
 
 
-def load_params(overrides: dict[str, Any] | None = None, path: Path = DEFAULT_PARAMS_FILE) -> Params:
-    """Read the parameter file and apply ``overrides`` (a nested dict); raises on unknown keys."""
-    base = yaml.safe_load(path.read_text())
-    return Params.model_validate(_merge(base, overrides or {}))
+def with_defaults(value: Any, path: Path = DEFAULT_PARAMS_FILE) -> Any:
+    """For a field of type :class:`Params` (``mode="before"``): a mapping of overrides merged onto
+    the parameter file; ``None`` means no overrides; anything else is returned for pydantic to refuse."""
+    if value is None:
+        value = {}
+    if isinstance(value, Mapping):
+        return deep_merge(params_file_data(path), value)
+    return value
+
+
+def load_params(
+    overrides: Mapping[str, Any] | None = None,
+    path: Path = DEFAULT_PARAMS_FILE,
+    source: str = "parameter overrides",
+) -> Params:
+    """Read the parameter file at ``path``, apply ``overrides`` (nested, keys as in the file), validate.
+
+    Raises :class:`ParamsError`, one line naming the key and its source: ``path``, or ``source``
+    for a key set by ``overrides`` (e.g. ``"parameter overrides: policy.min_weight: need ..."``)."""
+    base = params_file_data(path)
+    sources = Sources(str(path))
+    sources.add(str(path), base)
+    sources.add(source, overrides or {})
+    try:
+        return Params.model_validate(deep_merge(base, overrides or {}))
+    except ValidationError as exc:
+        raise ParamsError(one_line(exc, sources)) from None

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
 from mqttlb import contract as s
 from mqttlb import drift
@@ -40,7 +38,8 @@ from mqttlb.contract import (
 )
 from mqttlb.drift import Drift
 from mqttlb.logs import add_log_flags, setup_from_args
-from mqttlb.params import Params, load_params
+from mqttlb.params import Params, ParamsError, load_params
+from mqttlb.yamlfile import load_yaml_mapping
 
 log = logging.getLogger(__name__)
 
@@ -58,38 +57,7 @@ HEADER = (
     "# `python -m mqttlb.rulegen check` finds drift.\n"
 )
 
-_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
-_SELECTOR = re.compile(r'^[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"[^"]*"'
-                       r'(\s*,\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"[^"]*")*$')
-
 NODE = "cluster, node"
-
-
-class RuleParamsError(ValueError):
-    """A parameter cannot be turned into valid PromQL (bad duration or selector)."""
-
-
-def _check_params(params: Params) -> None:
-    durations = {
-        "rate_window": params.rate_window,
-        "cpu_high_for": params.cpu_high_for,
-        "cpu_critical_for": params.cpu_critical_for,
-        "imbalance_for": params.imbalance_for,
-        "broker_down_for": params.broker_down_for,
-        "exporter_down_for": params.exporter_down_for,
-        "endpoint_unhealthy_for": params.endpoint_unhealthy_for,
-        "rebalancer_failing_for": params.rebalancer_failing_for,
-    }
-    for key, value in durations.items():
-        if not _DURATION.match(value):
-            raise RuleParamsError(f"{key}={value!r} is not a Prometheus duration such as 30s or 1m")
-    for key, value in {
-        "broker_selector": params.broker_selector,
-        "envoy_selector": params.envoy_selector,
-        "webhook_selector": params.webhook_selector,
-    }.items():
-        if not _SELECTOR.match(value):
-            raise RuleParamsError(f'{key}={value!r} is not a label matcher list such as job="mqtt-brokers"')
 
 
 # --- recording rules ---------------------------------------------------------------------
@@ -345,8 +313,9 @@ def dump_yaml(document: Any) -> str:
 
 
 def render_rule_files(params: Params) -> dict[str, str]:
-    """Return ``{filename: YAML text}`` for every rule file; same params give the same bytes."""
-    _check_params(params)
+    """Return ``{filename: YAML text}`` for every rule file; same params give the same bytes.
+
+    ``params`` are trusted: durations and selectors were checked when they were loaded."""
     return {
         RECORDING_FILE: HEADER + dump_yaml({"groups": recording_groups(params)}),
         ALERTS_FILE: HEADER + dump_yaml({"groups": alert_groups(params)}),
@@ -372,28 +341,13 @@ def find_drift(params: Params, directory: Path) -> list[Drift]:
 # --- CLI ---------------------------------------------------------------------------------
 
 
-def load_overrides(path: Path | None) -> dict[str, Any]:
-    """Read a YAML mapping of parameter overrides; raises ValueError with the reason."""
-    if path is None:
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(f"cannot read overrides file {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ValueError(f"overrides file {path} is not valid YAML: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(f"overrides file {path} must hold a mapping of parameter names to values")
-    return data
-
-
 def params_from_args(overrides_file: Path | None) -> Params:
-    try:
-        return load_params(load_overrides(overrides_file))
-    except ValidationError as exc:
-        raise ValueError(f"invalid parameters: {exc}") from exc
+    """mqttlb/params.yaml with the YAML mapping in ``overrides_file`` (if any) applied, validated.
+
+    Raises :class:`mqttlb.params.ParamsError` (a ValueError): one line naming the file and the key."""
+    if overrides_file is None:
+        return load_params()
+    return load_params(load_yaml_mapping(overrides_file, ParamsError), source=str(overrides_file))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -432,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.dir.is_dir():
             raise ValueError(f"--dir {args.dir} is not a directory")
         drifted = find_drift(params, args.dir)
-    except (ValueError, RuleParamsError) as exc:
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not drifted:

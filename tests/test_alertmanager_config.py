@@ -151,5 +151,5 @@ def test_cli_bad_input_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixt
     overrides.write_text("alertmanager: {group_wiat: 1s}\n")
     before = out.read_text()
     assert amc.main([*ok, "--overrides", str(overrides), "--out", str(out)]) == 2
-    assert "invalid parameters" in capsys.readouterr().err
+    assert f"{overrides}: alertmanager.group_wiat: unknown key" in capsys.readouterr().err
     assert out.read_text() == before

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mqttlb import contract
 from mqttlb.exporters import broker_cli, envoy_cli
 from mqttlb.exporters.broker_collector import SAMPLE_METRICS, BrokerCollector, NodeEntry
-from mqttlb.exporters.broker_config import ConfigError, load_config, parse_config
+from mqttlb.exporters.broker_config import BrokerExporterConfigError, load_config, parse_config
 from mqttlb.exporters.envoy_collector import EnvoyCollector
 from mqttlb.exporters.hivemq_adapter import HiveMQAdapter
 from mqttlb.exporters.hivemq_mapping import HiveMQParseError, parse_values, to_sample
@@ -208,21 +208,21 @@ def test_config_accepts_the_documented_shape() -> None:
 def test_config_errors_are_one_clear_line(mutate, expected: str) -> None:
     data = json.loads(json.dumps(VALID))
     mutate(data)
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(BrokerExporterConfigError) as info:
         parse_config(data, "broker.yaml")
     message = str(info.value)
     assert "\n" not in message and message.startswith("broker.yaml: ") and expected in message
 
 
 def test_config_file_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(BrokerExporterConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("nodes: [unclosed\n")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    with pytest.raises(BrokerExporterConfigError, match="not valid YAML at line 2"):
         load_config(bad)
     bad.write_text("- just a list\n")
-    with pytest.raises(ConfigError, match="expected a mapping"):
+    with pytest.raises(BrokerExporterConfigError, match="must be a mapping"):
         load_config(bad)
 
 

@@ -87,7 +87,8 @@ def test_unit_tests_catch_a_changed_threshold(tmp_path: Path) -> None:
     # Rules generated with another threshold must fail the committed unit tests, so they check values.
     rules = tmp_path / "rules"
     (rules / "tests").mkdir(parents=True)
-    rulegen.write_rule_files(load_params({"cpu_high": 0.95, "imbalance_max_squared_deviation": 0.1}), rules)
+    changed = {"cpu_high": 0.95, "cpu_critical": 0.97, "imbalance_max_squared_deviation": 0.1}
+    rulegen.write_rule_files(load_params(changed), rules)
     for path in UNIT_TESTS:
         shutil.copy(path, rules / "tests" / path.name)
     result = _promtool("test", "rules", str(rules / "tests" / "alerts_load_test.yml"))

@@ -41,40 +41,26 @@ def test_environment_overrides_nodes_and_ports() -> None:
     assert cfg.node_names == ["node1", "node2", "node3", "node4", "node5"]
 
 
-@pytest.mark.parametrize(
-    ("content", "expected"),
-    [
-        ("nodes: 3\ncolour: blue\n", "unknown key 'colour'"),
-        ("ports: {prometheus: 1883}\n", "port clash: envoy_listener and prometheus both use 1883"),
-        ("ports: {webhook: 18832}\n", "port clash: node2 (18832) and webhook"),
-        ("nodes: 0\n", "nodes: Input should be greater than or equal to 1"),
-        ("lb_policy: RANDOM\n", "lb_policy"),
-        ("params: {cpu_high: 3}\n", "params.cpu_high"),
-        ("[1, 2]\n", "must be a mapping"),
-        ("nodes: [\n", "not valid YAML"),
-    ],
-)
-def test_bad_stack_file_gives_one_line_error_and_starts_nothing(
-    tmp_path: Path, content: str, expected: str
-) -> None:
-    stack_file = tmp_path / "bad.yaml"
-    stack_file.write_text(content)
-    state = tmp_path / "state"
+def test_bad_settings_are_refused_at_load() -> None:
+    # The full table of invalid inputs, exact messages and the CLI's refusal: tests/test_params_invalid.py.
     with pytest.raises(StackConfigError) as caught:
-        load_stack_config(stack_file, env={})
-    assert expected in str(caught.value)
-    assert "\n" not in str(caught.value)
-    result = run_stack_cli("--stack-file", str(stack_file), "--state-dir", str(state), "up")
-    assert result.returncode == 2
-    assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert not state.exists(), "a bad stack file must not create or start anything"
+        load_stack_config(env={"NODES": "0"})
+    assert str(caught.value) == (
+        "environment variable NODES: nodes: Input should be greater than or equal to 1 (got '0')"
+    )
 
 
-def test_nodes_zero_from_environment_is_refused(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "NODES": "0", "MQTTLB_STATE_DIR": str(tmp_path / "s")}
-    result = run_stack_cli("up", env=env)
-    assert result.returncode == 2 and "nodes" in result.stderr
-    assert not (tmp_path / "s").exists()
+def test_slow_start_window_is_kept_in_seconds_for_envoy() -> None:
+    for written, kept in [("1m", "60s"), ("500ms", "0.5s"), ("0s", "0s"), ("1h2m3s", "3723s")]:
+        assert load_stack_config(env={}, overrides={"slow_start_window": written}).slow_start_window == kept
+
+
+def test_later_layers_merge_into_params_key_by_key(tmp_path: Path) -> None:
+    stack_file = tmp_path / "stack.yaml"
+    stack_file.write_text("params: {policy: {min_weight: 20}}\n")
+    cfg = load_stack_config(stack_file, env={}, overrides={"params": {"policy": {"cooldown_seconds": 5}}})
+    assert (cfg.params.policy.min_weight, cfg.params.policy.cooldown_seconds) == (20, 5)
+    assert cfg.params.policy.max_weight == 400  # from mqttlb/params.yaml
 
 
 def test_missing_binary_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

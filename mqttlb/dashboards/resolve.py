@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from mqttlb.params import duration_seconds
+
 ALL = "$__all"
 ALL_REGEX = ".*"
 
@@ -21,8 +23,6 @@ _LABEL_VALUES = re.compile(
 _VARIABLE = re.compile(
     r"\$\{(?P<braced>[a-zA-Z_][a-zA-Z0-9_]*)(?::(?P<fmt>[a-z]+))?\}|\$(?P<plain>[a-zA-Z_][a-zA-Z0-9_]*)"
 )
-_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w)")
-_DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _REGEX_SPECIAL = re.compile(r"([\\^$.|?*+()\[\]{}])")
 
 # label_values(selector, label) -> values, given the time range Grafana would use.
@@ -36,9 +36,10 @@ class ResolveError(ValueError):
 def parse_duration(text: str) -> float:
     """Prometheus-style duration such as ``15m``, ``90s`` or ``1h30m`` -> seconds (> 0)."""
     text = text.strip()
-    if not text or _DURATION.sub("", text):
-        raise ResolveError(f"invalid duration {text!r} (use e.g. 30s, 15m, 1h30m)")
-    seconds = sum(int(n) * _DURATION_SECONDS[unit] for n, unit in _DURATION.findall(text))
+    try:
+        seconds = duration_seconds(text)
+    except ValueError:
+        raise ResolveError(f"invalid duration {text!r} (use e.g. 30s, 15m, 1h30m)") from None
     if seconds <= 0:
         raise ResolveError(f"duration {text!r} must be positive")
     return seconds

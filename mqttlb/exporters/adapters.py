@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from mqttlb.exporters.broker_collector import NodeEntry
-from mqttlb.exporters.broker_config import BrokerExporterConfig, NodeConfig
+from mqttlb.exporters.broker_config import BrokerExporterConfig, BrokerTargetConfig
 from mqttlb.exporters.hivemq_adapter import HiveMQAdapter
 from mqttlb.exporters.mosquitto_adapter import MosquittoAdapter
 from mqttlb.exporters.node_adapter import NodeAdapter
 
 
-def build_adapter(node: NodeConfig, config: BrokerExporterConfig) -> NodeAdapter:
+def build_adapter(node: BrokerTargetConfig, config: BrokerExporterConfig) -> NodeAdapter:
     if node.kind == "mosquitto":
         stale_after = config.stale_factor * config.sys_interval_for(node)
         return MosquittoAdapter(node.name, node.address, node.pid_file, stale_after)

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from mqttlb import contract
 from mqttlb.exporters.adapters import build_nodes
 from mqttlb.exporters.broker_collector import SAMPLE_METRICS, BrokerCollector
-from mqttlb.exporters.broker_config import ConfigError, load_config, parse_host_port
+from mqttlb.exporters.broker_config import BrokerExporterConfigError, load_config, parse_host_port
 from mqttlb.exporters.serve import serve_until_signal
 from mqttlb.logs import add_log_flags, setup_from_args
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         host, port = parse_host_port(args.listen or config.listen)
-    except (ConfigError, ValueError) as exc:
+    except (BrokerExporterConfigError, ValueError) as exc:
         print(f"broker-exporter: {exc}", file=sys.stderr)
         return 2
     if args.check_config:

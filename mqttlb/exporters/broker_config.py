@@ -1,4 +1,4 @@
-"""The broker exporter's YAML config, validated strictly (unknown keys are errors)."""
+"""The broker exporter's YAML config, validated strictly at load (unknown keys are errors)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,16 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mqttlb.yamlfile import ConfigError, invalid, kind_of, load_yaml_mapping, one_line
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 MAX_CONFIG_BYTES = 1_000_000
 
 
-class ConfigError(ValueError):
-    """The config is wrong; the message is one line naming the file and the problem."""
+class BrokerExporterConfigError(ConfigError):
+    """The broker exporter's config is wrong; the message is one line naming the file and the problem."""
 
 
 def parse_host_port(value: str) -> tuple[str, int]:
@@ -28,7 +29,9 @@ def parse_host_port(value: str) -> tuple[str, int]:
     return host.strip("[]"), port
 
 
-class NodeConfig(BaseModel):
+class BrokerTargetConfig(BaseModel):
+    """One broker the exporter reads: its kind, address and where its CPU figures come from."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=NAME_PATTERN, max_length=64)
@@ -52,18 +55,18 @@ class NodeConfig(BaseModel):
             return value
         parsed = urlparse(value)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"metrics_url must be an http(s) URL, got {value!r}")
+            raise ValueError("must be an http(s) URL")
         return value
 
     @model_validator(mode="after")
-    def _kind_fields(self) -> NodeConfig:
+    def _kind_fields(self) -> BrokerTargetConfig:
         if self.kind == "hivemq":
             if self.metrics_url is None:
-                raise ValueError("a hivemq node needs metrics_url")
+                raise invalid("a hivemq node needs metrics_url", "metrics_url")
             if self.pid_file is not None:
-                raise ValueError("pid_file is for mosquitto nodes; hivemq reports its own process CPU")
+                raise invalid("pid_file is for mosquitto nodes; hivemq reports its own process CPU", "pid_file")
         if self.kind == "mosquitto" and self.metrics_url is not None:
-            raise ValueError("metrics_url is for hivemq nodes")
+            raise invalid("metrics_url is for hivemq nodes", "metrics_url")
         return self
 
 
@@ -76,7 +79,7 @@ class BrokerExporterConfig(BaseModel):
     # Mosquitto's $SYS publish period; values older than stale_factor x this mean "node down".
     sys_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
     stale_factor: float = Field(default=3.0, ge=1.5, le=100)
-    nodes: list[NodeConfig] = Field(min_length=1, max_length=1000)
+    nodes: list[BrokerTargetConfig] = Field(min_length=1, max_length=1000)
 
     @field_validator("listen")
     @classmethod
@@ -89,43 +92,25 @@ class BrokerExporterConfig(BaseModel):
         seen: set[str] = set()
         for node in self.nodes:
             if node.name in seen:
-                raise ValueError(f"node name {node.name!r} appears twice")
+                raise invalid(f"node name {node.name!r} appears twice", "nodes")
             seen.add(node.name)
         return self
 
-    def sys_interval_for(self, node: NodeConfig) -> float:
+    def sys_interval_for(self, node: BrokerTargetConfig) -> float:
         return node.sys_interval_seconds or self.sys_interval_seconds
 
 
-def one_line(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
-
-
 def parse_config(data: object, source: str = "<config>") -> BrokerExporterConfig:
+    """Validate an already parsed config; raises :class:`BrokerExporterConfigError`, one line
+    ``"<source>: <key>: <problem>"``."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+        raise BrokerExporterConfigError(f"{source}: must be a mapping of keys to values, got {kind_of(data)}")
     try:
         return BrokerExporterConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {one_line(exc)}") from None
+        raise BrokerExporterConfigError(one_line(exc, source)) from None
 
 
 def load_config(path: Path) -> BrokerExporterConfig:
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
-    try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
-    return parse_config(data, str(path))
+    """Read and validate the YAML config at ``path``; raises :class:`BrokerExporterConfigError`."""
+    return parse_config(load_yaml_mapping(path, BrokerExporterConfigError, MAX_CONFIG_BYTES), str(path))

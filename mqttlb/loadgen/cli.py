@@ -124,7 +124,7 @@ def workload_from_args(args: argparse.Namespace) -> Any:
             text = args.workload.read_text()
         except OSError as exc:
             raise WorkloadError(f"cannot read workload file {args.workload}: {exc}") from None
-        workload = load_workload_yaml(text, settings)
+        workload = load_workload_yaml(text, settings, source=str(args.workload))
     else:
         if "duration" not in settings:
             raise WorkloadError("--duration is required (every run is bounded)")

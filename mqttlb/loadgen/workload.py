@@ -15,8 +15,9 @@ import math
 import random
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mqttlb.yamlfile import parse_yaml_mapping
 
 MAX_CLIENTS = 50_000
 MAX_DURATION_S = 24 * 3600
@@ -237,14 +238,11 @@ def build_workload(profiles: list[Profile], **settings: Any) -> Workload:
         raise WorkloadError(f"workload: {_first_error(exc)}") from None
 
 
-def load_workload_yaml(text: str, overrides: dict[str, Any] | None = None) -> Workload:
-    """A workload from YAML text; ``overrides`` (e.g. CLI flags) win over the file's top-level keys."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise WorkloadError(f"workload file is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise WorkloadError("workload file must be a mapping with a 'profiles' list")
+def load_workload_yaml(text: str, overrides: dict[str, Any] | None = None, source: str = "workload file") -> Workload:
+    """A workload from YAML text; ``overrides`` (e.g. CLI flags) win over the file's top-level keys.
+
+    Raises WorkloadError; YAML errors name ``source`` (the file's path) and the line."""
+    data = parse_yaml_mapping(text, source, WorkloadError)
     profiles = data.get("profiles")
     if not isinstance(profiles, list) or not profiles:
         raise WorkloadError("workload file needs a non-empty 'profiles' list")

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.state_dir is not None:
         overrides["state_dir"] = str(args.state_dir.resolve())
     try:
-        cfg = load_stack_config(args.stack_file, overrides=overrides)
+        cfg = load_stack_config(args.stack_file, overrides=overrides, overrides_source="command line")
         if args.command in ("down", "status"):
             # A running stack is described by what it was started with, whatever the files say now.
             cfg = recorded_config(cfg.state_dir) or cfg

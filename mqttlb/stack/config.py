@@ -1,7 +1,9 @@
-"""The stack file: one YAML with every setting of the local stack, validated strictly.
+"""The stack file: one YAML with every setting of the local stack, validated strictly, at load.
 
-Precedence: built-in stack.yaml < the file named by MQTTLB_STACK_FILE < environment
-variables < explicit overrides (used by tests and the experiment harness).
+Precedence: built-in stack.yaml < the file named by --stack-file or MQTTLB_STACK_FILE < environment
+variables < explicit overrides (the command line, tests, the experiment harness).  A bad setting is
+refused with one line naming the key and the layer it came from (a file path or
+``environment variable NAME``), before anything is created or started.
 """
 
 from __future__ import annotations
@@ -10,23 +12,25 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mqttlb.contract import ENVOY_CLUSTER
-from mqttlb.params import Params, load_params
+from mqttlb.params import DEFAULT_PARAMS_FILE, Duration, Params, PositiveDuration, duration_seconds, with_defaults
 from mqttlb.shipped import STACK_FILE, shipped
+from mqttlb.yamlfile import ConfigError, Sources, deep_merge, invalid, load_yaml_mapping, one_line
 
 DEFAULT_STACK_FILE = shipped(STACK_FILE)
 MAX_NODES = 64
+STACK_FILE_ENV = "MQTTLB_STACK_FILE"
 
 
-class StackConfigError(ValueError):
-    """A stack file or override is wrong; the message is one line naming the problem."""
+class StackConfigError(ConfigError):
+    """A stack file, environment variable or override is wrong; the message is one line naming the
+    key and its source."""
 
 
 class Ports(BaseModel):
@@ -43,6 +47,12 @@ class Ports(BaseModel):
     supervisor: int = Field(ge=1, le=65535)
 
 
+def _envoy_seconds(seconds: float) -> str:
+    """Seconds as Envoy's protobuf Duration wants them (``20s``, ``0.5s``; never ``1m``)."""
+    text = f"{seconds:.3f}".rstrip("0").rstrip(".")
+    return f"{text}s"
+
+
 class StackConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -51,12 +61,13 @@ class StackConfig(BaseModel):
     nodes: int = Field(ge=1, le=MAX_NODES)
     node_cpu_cores: float = Field(gt=0)
     sys_interval: int = Field(ge=1, le=60)
-    scrape_interval: str = Field(pattern=r"^[0-9]+(ms|s|m)$")
+    scrape_interval: PositiveDuration
     lb_policy: Literal["ROUND_ROBIN", "LEAST_REQUEST"]
-    slow_start_window: str = Field(pattern=r"^[0-9]+s$")
+    # Written as any Prometheus duration; kept in seconds (1m -> 60s), the form Envoy accepts.
+    slow_start_window: Duration
     dry_run: bool
     # Cap on client connections through Envoy; None = derived from the open-files limit (see
-    # mqttlb.stack.render.envoy_connection_limit).
+    # mqttlb.stack.builders.envoy_connection_limit).
     envoy_max_connections: int | None = Field(default=None, ge=1)
     ports: Ports
     params: Params
@@ -64,14 +75,13 @@ class StackConfig(BaseModel):
 
     @field_validator("params", mode="before")
     @classmethod
-    def _load_params(cls, value: Any) -> Params:
-        if isinstance(value, Params):
-            return value
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise ValueError("params must be a mapping of overrides of mqttlb/params.yaml")
-        return load_params(value)
+    def _params_with_defaults(cls, value: Any) -> Any:
+        return with_defaults(value)
+
+    @field_validator("slow_start_window", mode="after")
+    @classmethod
+    def _in_seconds(cls, value: str) -> str:
+        return _envoy_seconds(duration_seconds(value))
 
     @field_validator("state_dir", mode="after")
     @classmethod
@@ -86,12 +96,35 @@ class StackConfig(BaseModel):
                 continue
             owners.setdefault(port, name)
             if owners[port] != name:
-                raise ValueError(f"port clash: {owners[port]} and {name} both use {port}")
+                raise invalid(
+                    f"port clash: {owners[port]} and {name} both use {port}", f"ports.{name}", f"ports.{owners[port]}"
+                )
         for index, port in enumerate(self.broker_ports, start=1):
             if port > 65535:
-                raise ValueError(f"node{index} would listen on {port}: broker_base + nodes exceeds 65535")
+                raise invalid(
+                    f"node{index} would listen on {port}: broker_base + nodes exceeds 65535",
+                    "ports.broker_base",
+                    "nodes",
+                )
             if port in owners:
-                raise ValueError(f"port clash: node{index} ({port}) and {owners[port]} both use {port}")
+                raise invalid(
+                    f"port clash: node{index} ({port}) and {owners[port]} both use {port}",
+                    f"ports.{owners[port]}",
+                    "ports.broker_base",
+                    "nodes",
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _rate_window_spans_two_scrapes(self) -> StackConfig:
+        window, interval = self.params.rate_window, self.scrape_interval
+        if duration_seconds(window) < 2 * duration_seconds(interval):
+            raise invalid(
+                f"need params.rate_window >= 2 x scrape_interval (rate() needs two samples), "
+                f"got {window} < 2 x {interval}",
+                "params.rate_window",
+                "scrape_interval",
+            )
         return self
 
     @property
@@ -112,76 +145,60 @@ ENV_SCALARS = {
     "MQTTLB_DRY_RUN": "dry_run",
     "MQTTLB_CLUSTER": "cluster",
 }
+PORT_ENV_PREFIX = "MQTTLB_PORT_"
 
 
-def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
+def _env_layers(env: Mapping[str, str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(variable, overrides)`` for every set (non-empty) stack variable, in precedence order."""
     for var, key in ENV_SCALARS.items():
         if env.get(var, "") != "":
-            overrides[key] = env[var]
-    ports = {
-        var[len("MQTTLB_PORT_") :].lower(): value
-        for var, value in env.items()
-        if var.startswith("MQTTLB_PORT_") and value != ""
-    }
-    if ports:
-        overrides["ports"] = ports
-    return overrides
+            yield var, {key: env[var]}
+    for var, value in env.items():
+        if var.startswith(PORT_ENV_PREFIX) and value != "":
+            yield var, {"ports": {var[len(PORT_ENV_PREFIX) :].lower(): value}}
 
 
-def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict) and key != "params":
-            merged[key] = _merge(merged[key], value)
-        elif key == "params" and isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
-        else:
-            merged[key] = value
-    return merged
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_user_file(path: Path, named_by_env: bool) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise StackConfigError(f"stack file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise StackConfigError(f"stack file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise StackConfigError(f"stack file {path} must be a mapping of settings")
-    return data
-
-
-def _one_line(exc: ValidationError, source: str) -> str:
-    problems = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error["loc"]) or "stack file"
-        if error["type"] == "extra_forbidden":
-            problems.append(f"unknown key '{where}'")
-        else:
-            problems.append(f"{where}: {error['msg']}")
-    return f"{source}: " + "; ".join(problems)
+        return load_yaml_mapping(path, StackConfigError)
+    except StackConfigError as exc:
+        if named_by_env:
+            raise StackConfigError(f"{exc} (file named by environment variable {STACK_FILE_ENV})") from None
+        raise
 
 
 def load_stack_config(
     path: Path | None = None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    overrides_source: str = "overrides",
 ) -> StackConfig:
+    """The stack's settings from every layer (see the module docstring), validated.
+
+    ``path`` is the user's stack file (default: $MQTTLB_STACK_FILE, if set); ``env`` defaults to
+    ``os.environ``; ``overrides`` (keys as in the stack file) win over everything and are blamed on
+    ``overrides_source``.  Raises :class:`StackConfigError`, one line naming the key and its source,
+    e.g. ``"environment variable NODES: nodes: Input should be a valid integer, ... (got 'abc')"``.
+    """
     env = os.environ if env is None else env
-    data = _read_yaml(DEFAULT_STACK_FILE)
-    source = str(DEFAULT_STACK_FILE)
-    user_file = path or (Path(env["MQTTLB_STACK_FILE"]) if env.get("MQTTLB_STACK_FILE") else None)
+    sources = Sources(str(DEFAULT_STACK_FILE))
+    sources.add(str(DEFAULT_PARAMS_FILE), load_yaml_mapping(DEFAULT_PARAMS_FILE, StackConfigError), prefix="params")
+    data = load_yaml_mapping(DEFAULT_STACK_FILE, StackConfigError)
+    sources.add(str(DEFAULT_STACK_FILE), data)
+    user_file = path or (Path(env[STACK_FILE_ENV]) if env.get(STACK_FILE_ENV) else None)
+    layers: list[tuple[str, Mapping[str, Any]]] = []
     if user_file is not None:
-        data = _merge(data, _read_yaml(Path(user_file)))
-        source = str(user_file)
-    data = _merge(data, _env_overrides(env))
-    data = _merge(data, overrides or {})
+        layers.append((str(user_file), _read_user_file(Path(user_file), named_by_env=path is None)))
+    layers.extend((f"environment variable {var}", layer) for var, layer in _env_layers(env))
+    if overrides:
+        layers.append((overrides_source, overrides))
+    for source, layer in layers:
+        data = deep_merge(data, layer)
+        sources.add(source, layer)
     try:
         return StackConfig.model_validate(data)
     except ValidationError as exc:
-        raise StackConfigError(_one_line(exc, source)) from None
+        raise StackConfigError(one_line(exc, sources)) from None
 
 
 REQUIRED_BINARIES = {

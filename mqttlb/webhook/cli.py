@@ -10,7 +10,7 @@ import waitress
 
 from mqttlb.logs import add_log_flags, setup_from_args
 from mqttlb.webhook.app import create_app
-from mqttlb.webhook.config import ConfigError, load_config
+from mqttlb.webhook.config import WebhookConfigError, load_config
 from mqttlb.webhook.state import StateError
 
 log = logging.getLogger("webhook")
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, overrides)
         app = create_app(config)
-    except (ConfigError, StateError) as exc:
+    except (WebhookConfigError, StateError) as exc:
         log.error("%s", exc)
         return 2
     rebalancer = app.extensions["rebalancer"]

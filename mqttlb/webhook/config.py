@@ -1,28 +1,34 @@
-"""The webhook's config file (``webhook.yaml``, written by the stack runner) and its bearer token."""
+"""The webhook's config file (``webhook.yaml``, written by the stack runner) and its bearer token.
+
+The file's ``params_overrides`` (overrides of ``mqttlb/params.yaml``) are merged and validated at
+load like every other key, so a bad parameter stops the webhook before it serves anything.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mqttlb.contract import ENVOY_CLUSTER
-from mqttlb.params import Params, load_params
-from mqttlb.webhook.shedding import validate_fractions
+from mqttlb.params import Params, with_defaults
+from mqttlb.yamlfile import ConfigError, Sources, invalid, load_yaml_mapping, one_line
 
 TOKEN_ENV = "MQTTLB_WEBHOOK_TOKEN"
 _LISTEN = re.compile(r"^(?P<host>[^:]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
 
 
-class ConfigError(ValueError):
-    """The webhook config (or its token) is unusable."""
+class WebhookConfigError(ConfigError):
+    """The webhook config (or its token) is unusable; the message is one line naming the source."""
 
 
-class NodeConfig(BaseModel):
+class WebhookNodeConfig(BaseModel):
+    """One broker node the webhook steers: its name in EDS and its MQTT address."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     host: str = Field(min_length=1)
@@ -43,8 +49,9 @@ class WebhookConfig(BaseModel):
     state_file: Path
     audit_log: Path
     dry_run: bool = False
-    nodes: list[NodeConfig] = Field(min_length=1)
-    params_overrides: dict[str, Any] = Field(default_factory=dict)
+    nodes: list[WebhookNodeConfig] = Field(min_length=1)
+    # Overrides of mqttlb/params.yaml in the file; after loading, the complete validated parameters.
+    params_overrides: Params = Field(default_factory=lambda: Params.model_validate(with_defaults({})))
     http_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
 
@@ -53,14 +60,19 @@ class WebhookConfig(BaseModel):
     def _check_listen(cls, value: str) -> str:
         match = _LISTEN.match(value)
         if not match or not 0 < int(match["port"]) < 65536:
-            raise ValueError(f"listen must be host:port, got {value!r}")
+            raise ValueError("must be host:port")
         return value
+
+    @field_validator("params_overrides", mode="before")
+    @classmethod
+    def _params_with_defaults(cls, value: Any) -> Any:
+        return with_defaults(value)
 
     @model_validator(mode="after")
     def _check_nodes(self) -> WebhookConfig:
         names = [n.name for n in self.nodes]
         if len(set(names)) != len(names):
-            raise ValueError(f"node names must be unique, got {names}")
+            raise invalid(f"node names must be unique, got {names}", "nodes")
         return self
 
     @property
@@ -68,18 +80,8 @@ class WebhookConfig(BaseModel):
         return [n.name for n in self.nodes]
 
     def params(self) -> Params:
-        try:
-            params = load_params(self.params_overrides)
-        except ValidationError as exc:
-            raise ConfigError(f"params_overrides invalid: {exc}") from exc
-        p = params.policy
-        try:
-            validate_fractions(p.shed_levels)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
-        if not p.min_weight <= p.neutral_weight <= p.max_weight:
-            raise ConfigError(f"need min_weight <= neutral_weight <= max_weight, got {p}")
-        return params
+        """The parameters: mqttlb/params.yaml with ``params_overrides`` applied, validated at load."""
+        return self.params_overrides
 
     def listen_host_port(self) -> tuple[str, int]:
         match = _LISTEN.match(self.listen)
@@ -87,37 +89,39 @@ class WebhookConfig(BaseModel):
         return match["host"].strip("[]"), int(match["port"])
 
 
-def load_config(path: Path, overrides: dict[str, Any] | None = None) -> WebhookConfig:
+def load_config(
+    path: Path, overrides: Mapping[str, Any] | None = None, overrides_source: str = "command line"
+) -> WebhookConfig:
+    """The webhook config from the YAML file at ``path``, with ``overrides`` (top-level keys) on top.
+
+    Raises :class:`WebhookConfigError`, one line naming the key and its source (``path`` or
+    ``overrides_source``), e.g. ``"webhook.yaml: params_overrides.policy.bogus: unknown key"``."""
     path = Path(path)
+    raw = load_yaml_mapping(path, WebhookConfigError)
+    sources = Sources(str(path))
+    sources.add(str(path), raw)
+    sources.add(overrides_source, overrides or {})
     try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config {path} must be a mapping")
-    raw.update(overrides or {})
-    try:
-        config = WebhookConfig.model_validate(raw)
+        return WebhookConfig.model_validate({**raw, **(overrides or {})})
     except ValidationError as exc:
-        raise ConfigError(f"config {path} invalid: {exc}") from exc
-    config.params()  # fail now, not at the first alert
-    return config
+        raise WebhookConfigError(one_line(exc, sources)) from None
 
 
 def load_token(config: WebhookConfig, env: dict[str, str] | None = None) -> str:
-    """The bearer token: from ``token_file`` if set, else from $MQTTLB_WEBHOOK_TOKEN."""
+    """The bearer token: from ``token_file`` if set, else from $MQTTLB_WEBHOOK_TOKEN.
+
+    Raises :class:`WebhookConfigError` naming the file or variable if it is unreadable or the token
+    is shorter than 16 characters."""
     env = dict(os.environ) if env is None else env
     if config.token_file is not None:
         try:
             token = Path(config.token_file).read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"cannot read token file {config.token_file}: {exc}") from exc
+            raise WebhookConfigError(f"{config.token_file}: cannot read: {exc.strerror or exc}") from None
         source = str(config.token_file)
     else:
         token = env.get(TOKEN_ENV, "").strip()
-        source = f"${TOKEN_ENV}"
+        source = f"environment variable {TOKEN_ENV}"
     if len(token) < 16:
-        raise ConfigError(f"bearer token from {source} is missing or shorter than 16 characters")
+        raise WebhookConfigError(f"{source}: bearer token is missing or shorter than 16 characters")
     return token

@@ -15,6 +15,9 @@ connections when shedding started):
 
 Escalation goes one level per firing notification, relief one level per resolved notification or
 recovery tick, so both directions are gradual.
+
+``fractions`` are trusted: :class:`mqttlb.params.PolicyParams` checked them at load (at least one,
+each in (0, 1), strictly decreasing).
 """
 
 from __future__ import annotations
@@ -45,15 +48,6 @@ def max_level(fractions: Sequence[float]) -> int:
     return len(fractions) + 2
 
 
-def validate_fractions(fractions: Sequence[float]) -> None:
-    if not fractions:
-        raise ValueError("shed_levels must list at least one fraction")
-    if any(not 0 < f <= 1 for f in fractions):
-        raise ValueError(f"shed_levels must be fractions in (0, 1], got {list(fractions)}")
-    if any(b > a for a, b in zip(fractions, fractions[1:], strict=False)):
-        raise ValueError(f"shed_levels must not increase (each level is stricter), got {list(fractions)}")
-
-
 def plan_for(state: ShedState, fractions: Sequence[float]) -> ShedPlan:
     """What Envoy should look like at ``state.level``."""
     top = max_level(fractions)
@@ -74,7 +68,6 @@ def plan_for(state: ShedState, fractions: Sequence[float]) -> ShedPlan:
 
 def escalate(state: ShedState, active_connections: int, fractions: Sequence[float]) -> ShedState:
     """One level stricter (stays at the top level)."""
-    validate_fractions(fractions)
     if active_connections < 0:
         raise ValueError("active connection count cannot be negative")
     if state.level == 0:
