@@ -30,12 +30,32 @@ def test_help_documents_every_flag(capsys):
         assert action.help
 
 
-def test_bad_config_exits_2_and_writes_nothing(tmp_path):
+def test_bad_config_exits_2_and_writes_nothing(tmp_path, capsys):
     bad = tmp_path / "webhook.yaml"
     bad.write_text(yaml.safe_dump({"nodes": [], "eds_path": str(tmp_path / "eds.json")}))
     assert main(["--config", str(bad)]) == 2
+    assert f"{bad}: nodes: List should have at least 1 item" in capsys.readouterr().err
     assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["webhook.yaml"]
+    assert f"{tmp_path / 'missing.yaml'}: cannot read: No such file or directory" in capsys.readouterr().err
+    # A bad parameter stops the webhook at load, before it serves or writes anything.
+    bad_param = tmp_path / "params.yaml"
+    config = {
+        "eds_path": str(tmp_path / "eds.json"),
+        "overload_file": str(tmp_path / "pressure"),
+        "state_file": str(tmp_path / "state.json"),
+        "audit_log": str(tmp_path / "audit.jsonl"),
+        "nodes": [{"name": "node1", "host": "127.0.0.1", "port": 18831}],
+        "params_overrides": {"policy": {"shed_levels": [0.5, 0.9]}},
+    }
+    bad_param.write_text(yaml.safe_dump(config))
+    assert main(["--config", str(bad_param)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(
+        f"{bad_param}: params_overrides.policy.shed_levels: must decrease strictly (each level is stricter "
+        "than the last), got [0.5, 0.9]"
+    )
+    assert "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "webhook.yaml"]
 
 
 @pytest.mark.live
