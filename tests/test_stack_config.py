@@ -10,8 +10,10 @@ import pytest
 import yaml
 from stackutil import free_ports_config
 
+from mqttlb.stack.builders import envoy_bootstrap, envoy_connection_limit
 from mqttlb.stack.config import StackConfigError, check_binaries, find_binary, load_stack_config
-from mqttlb.stack.render import Paths, envoy_config, envoy_connection_limit, render_all
+from mqttlb.stack.render import render_all
+from mqttlb.stack.topology import native_topology
 
 
 def run_stack_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -143,14 +145,14 @@ def _envoy_cap(envoy: dict) -> int:
 
 def test_envoy_connection_cap_follows_the_open_files_limit_or_the_stack_file(tmp_path: Path) -> None:
     cfg = free_ports_config(tmp_path / "state", nodes=3)
-    paths = Paths(cfg.state_dir)
     # Two descriptors per proxied connection, a reserve for Envoy itself (a quarter of small limits).
-    assert envoy_connection_limit(cfg, fd_limit=20_000) == (20_000 - 256) // 2
-    assert envoy_connection_limit(cfg, fd_limit=400) == (400 - 100) // 2
-    assert _envoy_cap(envoy_config(cfg, paths, fd_limit=20_000)) == 9_872
-    assert _envoy_cap(envoy_config(cfg, paths)) == envoy_connection_limit(cfg)  # this process's limit
+    assert envoy_connection_limit(native_topology(cfg, open_files=20_000)) == (20_000 - 256) // 2
+    assert envoy_connection_limit(native_topology(cfg, open_files=400)) == (400 - 100) // 2
+    assert _envoy_cap(envoy_bootstrap(native_topology(cfg, open_files=20_000))) == 9_872
+    here = native_topology(cfg)  # this process's limit
+    assert _envoy_cap(envoy_bootstrap(here)) == envoy_connection_limit(here)
     fixed = free_ports_config(tmp_path / "fixed", nodes=3, envoy_max_connections=500)
-    assert _envoy_cap(envoy_config(fixed, Paths(fixed.state_dir), fd_limit=20_000)) == 500
+    assert _envoy_cap(envoy_bootstrap(native_topology(fixed, open_files=20_000))) == 500
 
 
 def test_envoy_connection_cap_must_be_positive(tmp_path: Path) -> None:

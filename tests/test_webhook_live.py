@@ -1,5 +1,8 @@
 """Live tests against the real Envoy and Prometheus binaries (127.0.0.1, free ports, tmp dirs).
 
+Envoy and the webhook run with the stack's own configs (`mqttlb.stack.builders`, through
+tests/stackutil.py) on a loopback topology with free ports; only Prometheus's data is faked.
+
 * a decision's weights appear in Envoy's /clusters (read back and recorded in the audit entry);
 * the circuit-breaker override and the overload hard stop take effect: new connections get EOF,
   held ones stay;
@@ -10,10 +13,7 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -25,69 +25,41 @@ import requests
 import waitress
 import yaml
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from stackutil import free_port, loopback_topology, process, running_envoy, wait_until
 
 from mqttlb import contract
 from mqttlb.envoy_admin import EnvoyAdminClient, circuit_breaker_key
-from mqttlb.stack.ephemeral import free_port
+from mqttlb.stack import builders
+from mqttlb.stack.topology import EdsSource, Topology
 from mqttlb.webhook.app import create_app
 from mqttlb.webhook.config import WebhookConfig
 from mqttlb.webhook.rebalancer import Rebalancer
+from mqttlb.webhook.shedding import OVERLOAD_OFF, OVERLOAD_ON
 
 pytestmark = pytest.mark.live
 
 TOKEN = "live-test-token-0123456789"
-CLUSTER = "mqtt_brokers"
+CLUSTER = contract.ENVOY_CLUSTER
 NODES = ["node1", "node2", "node3"]
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # the process may not be up yet
-            last_error = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
-
-
-@contextlib.contextmanager
-def process(cmd: list[str], log: Path) -> Iterator[subprocess.Popen]:
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-
-
 class Upstreams:
-    """Plain TCP servers standing in for brokers: accept, hold the connection, echo."""
+    """Plain TCP servers standing in for brokers on ``ports``: accept, hold the connection, echo."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, ports: list[int]) -> None:
         self.sockets = []
         self.stop = threading.Event()
         self.threads = []
-        for _ in range(count):
+        for port in ports:
             s = socket.socket()
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", 0))
+            s.bind(("127.0.0.1", port))
             s.listen(256)
             s.settimeout(0.1)
             self.sockets.append(s)
             t = threading.Thread(target=self._serve, args=(s,), daemon=True)
             t.start()
             self.threads.append(t)
-        self.ports = [s.getsockname()[1] for s in self.sockets]
         self.held: list[socket.socket] = []
 
     def _serve(self, server: socket.socket) -> None:
@@ -120,105 +92,6 @@ class Upstreams:
                 s.close()
         for t in self.threads:
             t.join(timeout=2)
-
-
-def envoy_config(state: Path, admin: int, listener: int, eds: dict) -> dict:
-    return {
-        "node": {"id": "webhook-test", "cluster": "webhook-test"},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-        "layered_runtime": {
-            "layers": [{"name": "static", "static_layer": {}}, {"name": "admin", "admin_layer": {}}]
-        },
-        "overload_manager": {
-            "refresh_interval": "0.25s",
-            "resource_monitors": [
-                {
-                    "name": "envoy.resource_monitors.injected_resource",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors."
-                        "injected_resource.v3.InjectedResourceConfig",
-                        "filename": str(state / "envoy" / "pressure"),
-                    },
-                }
-            ],
-            "actions": [
-                {
-                    "name": "envoy.overload_actions.reject_incoming_connections",
-                    "triggers": [
-                        {"name": "envoy.resource_monitors.injected_resource", "threshold": {"value": 0.9}}
-                    ],
-                }
-            ],
-        },
-        "static_resources": {
-            "listeners": [
-                {
-                    "name": "mqtt",
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": listener}},
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.tcp_proxy",
-                                    "typed_config": {
-                                        "@type": "type.googleapis.com/envoy.extensions.filters.network."
-                                        "tcp_proxy.v3.TcpProxy",
-                                        "stat_prefix": "mqtt",
-                                        "cluster": CLUSTER,
-                                    },
-                                }
-                            ]
-                        }
-                    ],
-                }
-            ],
-            "clusters": [
-                {
-                    "name": CLUSTER,
-                    "connect_timeout": "1s",
-                    "type": "EDS",
-                    "lb_policy": "LEAST_REQUEST",
-                    "circuit_breakers": {"thresholds": [{"priority": "DEFAULT", "max_connections": 100000}]},
-                    "eds_cluster_config": {"eds_config": {"resource_api_version": "V3", **eds}},
-                }
-            ],
-        },
-    }
-
-
-@contextlib.contextmanager
-def run_envoy(root: Path, eds: dict, extra_clusters: list | None = None) -> Iterator[tuple[int, int]]:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "envoy").mkdir(exist_ok=True)
-    (root / "envoy" / "pressure").write_text("0\n")
-    admin, listener = free_port(), free_port()
-    config = envoy_config(root, admin, listener, eds)
-    config["static_resources"]["clusters"] += extra_clusters or []
-    path = root / "envoy.yaml"
-    path.write_text(yaml.safe_dump(config))
-    cmd = [
-        "envoy",
-        "-c",
-        str(path),
-        "--base-id",
-        str(free_port()),
-        "--log-level",
-        "warn",
-        "--disable-hot-restart",
-        "--concurrency",
-        "1",
-    ]
-    with process(cmd, root / "envoy.log") as proc:
-        try:
-            wait_until(
-                lambda: requests.get(f"http://127.0.0.1:{admin}/ready", timeout=1).status_code == 200,
-                20,
-                what="Envoy ready",
-            )
-        except AssertionError:
-            raise AssertionError((root / "envoy.log").read_text()[-3000:]) from None
-        assert proc.poll() is None
-        yield admin, listener
 
 
 class FakeBrokerMetrics:
@@ -308,23 +181,20 @@ def wait_for_series(url: str, expected: dict[str, float], timeout: float = 15) -
     wait_until(matches, timeout, interval=0.2, what=f"Prometheus to scrape {expected}")
 
 
-def webhook_config(root: Path, admin: int, prometheus_url: str, ports: list[int], **extra) -> WebhookConfig:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "token").write_text(TOKEN)
-    return WebhookConfig.model_validate(
-        {
-            "listen": "127.0.0.1:9643",
-            "envoy_admin": f"http://127.0.0.1:{admin}",
-            "prometheus_url": prometheus_url,
-            "eds_path": str(root / "eds" / "eds.json"),
-            "overload_file": str(root / "envoy" / "pressure"),
-            "token_file": str(root / "token"),
-            "state_file": str(root / "webhook" / "state.json"),
-            "audit_log": str(root / "webhook" / "audit.jsonl"),
-            "nodes": [{"name": n, "host": "127.0.0.1", "port": p} for n, p in zip(NODES, ports, strict=True)],
-            **extra,
-        }
-    )
+def webhook_stack(
+    tmp_path: Path, eds: EdsSource = "file", prometheus_url: str = "http://127.0.0.1:1"
+) -> tuple[Topology, WebhookConfig]:
+    """A loopback topology on free ports and the webhook config the stack would give it.
+
+    Only the Prometheus URL is replaced (a fake Prometheus, or a closed port); the bearer token
+    file holds TOKEN.
+    """
+    topo = loopback_topology(tmp_path / "state", nodes=len(NODES), eds=eds)
+    assert [n.name for n in topo.nodes] == NODES
+    topo.state.webhook_dir.mkdir(parents=True, exist_ok=True)
+    topo.state.webhook_token.write_text(TOKEN)
+    config = WebhookConfig.model_validate({**builders.webhook_config(topo), "prometheus_url": prometheus_url})
+    return topo, config
 
 
 def payload(action: str, status: str = "firing", starts: str = "2026-11-26T12:00:00Z") -> dict:
@@ -353,15 +223,6 @@ def payload(action: str, status: str = "firing", starts: str = "2026-11-26T12:00
     }
 
 
-def file_eds(root: Path) -> dict:
-    return {
-        "path_config_source": {
-            "path": str(root / "eds" / "eds.json"),
-            "watched_directory": {"path": str(root / "eds")},
-        }
-    }
-
-
 def connect(port: int) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port), timeout=2)
     s.settimeout(2)
@@ -380,16 +241,13 @@ def echoes(s: socket.socket) -> bool:
 def test_rebalance_weights_reach_envoy_and_are_read_back(tmp_path, prometheus):
     prom_url, broker_metrics = prometheus
     broker_metrics.set({"node1": 0.9, "node2": 0.3, "node3": 0.2}, {"node1": 600, "node2": 200, "node3": 200})
-    upstreams = Upstreams(3)
-    root = tmp_path / "state"
+    topo, config = webhook_stack(tmp_path, prometheus_url=prom_url)
+    upstreams = Upstreams(topo.settings.broker_ports)
     clock = [10_000.0]
     try:
-        config = webhook_config(root, 0, prom_url, upstreams.ports)
-        # start() publishes the EDS file Envoy needs at boot, so create the app first, then Envoy
         rb_holder: dict[str, Rebalancer] = {}
-        create_app(config, token=TOKEN)  # first start: neutral snapshot on disk
-        with run_envoy(root, file_eds(root)) as (admin, _listener):
-            config = config.model_copy(update={"envoy_admin": f"http://127.0.0.1:{admin}"})
+        create_app(config, token=TOKEN)  # first start: neutral snapshot in the EDS file Envoy watches
+        with running_envoy(topo):
             rb_holder["rb"] = Rebalancer(config, clock=lambda: clock[0])
             app = create_app(config, rebalancer=rb_holder["rb"], token=TOKEN)
             client = app.test_client()
@@ -462,15 +320,14 @@ def test_rebalance_weights_reach_envoy_and_are_read_back(tmp_path, prometheus):
 
 
 def test_shed_caps_new_connections_keeps_held_ones_and_lifts_stepwise(tmp_path):
-    upstreams = Upstreams(3)
-    root = tmp_path / "state"
+    topo, config = webhook_stack(tmp_path)
+    upstreams = Upstreams(topo.settings.broker_ports)
+    listener = topo.envoy_listener.port
     clock = [50_000.0]
     held: list[socket.socket] = []
     try:
-        config = webhook_config(root, 0, "http://127.0.0.1:1", upstreams.ports)
         create_app(config, token=TOKEN)
-        with run_envoy(root, file_eds(root)) as (admin, listener):
-            config = config.model_copy(update={"envoy_admin": f"http://127.0.0.1:{admin}"})
+        with running_envoy(topo):
             rb = Rebalancer(config, clock=lambda: clock[0])
             client = create_app(config, rebalancer=rb, token=TOKEN).test_client()
             envoy = EnvoyAdminClient(config.envoy_admin)
@@ -501,7 +358,7 @@ def test_shed_caps_new_connections_keeps_held_ones_and_lifts_stepwise(tmp_path):
                 shed()
                 assert envoy.runtime_value(circuit_breaker_key(CLUSTER)) == expected
             shed()  # top level: overload hard stop
-            assert Path(config.overload_file).read_text().strip() == "0.95"
+            assert Path(config.overload_file).read_text().strip() == OVERLOAD_ON
             assert rb.state.shed_level == 5
             time.sleep(0.6)  # overload manager refresh_interval is 0.25 s
             newcomer = connect(listener)
@@ -512,7 +369,7 @@ def test_shed_caps_new_connections_keeps_held_ones_and_lifts_stepwise(tmp_path):
             assert "mqttlb_webhook_shed_level 5.0" in metrics
             # resolved: one level per notification/tick, back to no override at all
             assert shed("resolved")["result"] == "unshed"
-            assert Path(config.overload_file).read_text().strip() == "0"
+            assert Path(config.overload_file).read_text().strip() == OVERLOAD_OFF
             levels = [rb.state.shed_level]
             for _ in range(10):
                 clock[0] += cooldown + 1
@@ -532,49 +389,17 @@ def test_shed_caps_new_connections_keeps_held_ones_and_lifts_stepwise(tmp_path):
 
 
 def test_rest_eds_served_by_waitress_feeds_a_second_envoy(tmp_path):
-    upstreams = Upstreams(3)
-    root = tmp_path / "state"
-    port = free_port()
-    config = webhook_config(
-        root, free_port(), "http://127.0.0.1:1", upstreams.ports, listen=f"127.0.0.1:{port}"
-    )
+    topo, config = webhook_stack(tmp_path, eds="rest")
+    upstreams = Upstreams(topo.settings.broker_ports)
+    port = topo.webhook.port
     app = create_app(config, token=TOKEN)
     server = waitress.create_server(app, host="127.0.0.1", port=port, threads=2)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        rest = {
-            "api_config_source": {
-                "api_type": "REST",
-                "transport_api_version": "V3",
-                "cluster_names": ["webhook"],
-                "refresh_delay": "0.2s",
-                "request_timeout": "1s",
-            }
-        }
-        webhook_cluster = {
-            "name": "webhook",
-            "connect_timeout": "1s",
-            "type": "STATIC",
-            "load_assignment": {
-                "cluster_name": "webhook",
-                "endpoints": [
-                    {
-                        "lb_endpoints": [
-                            {
-                                "endpoint": {
-                                    "address": {
-                                        "socket_address": {"address": "127.0.0.1", "port_value": port}
-                                    }
-                                }
-                            }
-                        ]
-                    }
-                ],
-            },
-        }
-        with run_envoy(tmp_path / "rest-envoy", rest, [webhook_cluster]) as (admin, _listener):
-            envoy = EnvoyAdminClient(f"http://127.0.0.1:{admin}")
+        # the stack's REST EDS source: the webhook polled every EDS_REFRESH
+        with running_envoy(topo):
+            envoy = EnvoyAdminClient(topo.envoy_admin.url())
             wait_until(
                 lambda: {h.weight for h in envoy.cluster(CLUSTER).by_node().values()} == {100},
                 10,
@@ -593,7 +418,7 @@ def test_rest_eds_served_by_waitress_feeds_a_second_envoy(tmp_path):
                 what="DRAINING via REST EDS",
             )
             stats = requests.get(
-                f"http://127.0.0.1:{admin}/stats", params={"filter": "update_success"}, timeout=2
+                topo.envoy_admin.url("/stats"), params={"filter": "update_success"}, timeout=2
             ).text
             assert f"cluster.{CLUSTER}.update_success" in stats
 

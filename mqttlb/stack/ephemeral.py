@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from mqttlb.stack.config import StackConfig, load_stack_config
-from mqttlb.stack.render import LOOPBACK
 from mqttlb.stack.runner import Stack
+from mqttlb.stack.topology import LOOPBACK
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mqttlb.atomic import atomic_write_text
 from mqttlb.logs import add_log_flags, setup_from_args
-from mqttlb.stack.render import Paths
+from mqttlb.stack.topology import Paths
 
 log = logging.getLogger("mqttlb.compose.init")
 

@@ -24,7 +24,8 @@ import requests
 
 from mqttlb.envoy_admin import EndpointStatus, EnvoyAdminClient, EnvoyAdminError
 from mqttlb.stack.config import StackConfig, StackConfigError, check_binaries, recorded_config
-from mqttlb.stack.render import LOOPBACK, Paths, Program, render_all
+from mqttlb.stack.render import Program, programs, render_all
+from mqttlb.stack.topology import LOOPBACK, Paths, native_topology
 
 log = logging.getLogger("mqttlb.stack")
 
@@ -82,7 +83,8 @@ def _pid_alive(pid: int) -> bool:
 class Stack:
     def __init__(self, cfg: StackConfig, out: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
-        self.paths = Paths(cfg.state_dir)
+        self.topology = native_topology(cfg)
+        self.paths: Paths = self.topology.state
         self.out = out or (lambda line: print(line, flush=True))
 
     # --- supervisord plumbing -------------------------------------------------------
@@ -113,11 +115,9 @@ class Stack:
             return []
 
     def programs(self) -> list[Program]:
-        from mqttlb.stack.render import programs
-
+        """The programs as rendered, with bare binary names (status only needs names and addresses)."""
         return programs(
-            self.cfg,
-            self.paths,
+            self.topology,
             {name: name for name in ("mosquitto", "envoy", "prometheus", "prometheus-alertmanager")},
         )
 
@@ -203,7 +203,7 @@ class Stack:
 
     def envoy_hosts(self) -> list[EndpointStatus]:
         """The stack cluster's endpoints as Envoy applies them; empty while Envoy cannot answer."""
-        admin = EnvoyAdminClient(f"http://{LOOPBACK}:{self.cfg.ports.envoy_admin}", timeout=2)
+        admin = EnvoyAdminClient(self.topology.envoy_admin.url(), timeout=2)
         try:
             return list(admin.cluster(self.cfg.envoy_cluster).endpoints)
         except EnvoyAdminError:
@@ -215,18 +215,17 @@ class Stack:
         return prog.ready_port is not None and port_accepts(prog.ready_port)
 
     def print_addresses(self) -> None:
-        p = self.cfg.ports
+        cfg, topo = self.cfg, self.topology
         self.out("")
-        cfg = self.cfg
         self.out(f"mqttlb stack '{cfg.cluster}' is up ({cfg.nodes} Mosquitto nodes, {cfg.lb_policy})")
-        self.out(f"  MQTT (through Envoy)   mqtt://{LOOPBACK}:{p.envoy_listener}")
-        self.out(f"  brokers (direct)       {', '.join(f'{LOOPBACK}:{x}' for x in self.cfg.broker_ports)}")
-        self.out(f"  Envoy admin            http://{LOOPBACK}:{p.envoy_admin}/clusters")
-        self.out(f"  Prometheus             http://{LOOPBACK}:{p.prometheus}/targets")
-        self.out(f"  Alertmanager           http://{LOOPBACK}:{p.alertmanager}")
-        self.out(f"  broker exporter        http://{LOOPBACK}:{p.broker_exporter}/metrics")
-        self.out(f"  Envoy exporter         http://{LOOPBACK}:{p.envoy_exporter}/metrics")
-        self.out(f"  webhook                http://{LOOPBACK}:{p.webhook}/metrics")
+        self.out(f"  MQTT (through Envoy)   mqtt://{topo.envoy_listener.reach}")
+        self.out(f"  brokers (direct)       {', '.join(node.address for node in topo.nodes)}")
+        self.out(f"  Envoy admin            {topo.envoy_admin.url('/clusters')}")
+        self.out(f"  Prometheus             {topo.prometheus.url('/targets')}")
+        self.out(f"  Alertmanager           {topo.alertmanager.url()}")
+        self.out(f"  broker exporter        {topo.broker_exporter.url('/metrics')}")
+        self.out(f"  Envoy exporter         {topo.envoy_exporter.url('/metrics')}")
+        self.out(f"  webhook                {topo.webhook.url('/metrics')}")
         self.out(f"  webhook token          {self.paths.webhook_token}")
         self.out(f"  logs                   {self.paths.logs}/")
         self.out("  stop with `make stack-down`; status with `make stack-status`")

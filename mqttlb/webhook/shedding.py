@@ -26,7 +26,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-OVERLOAD_ON = "0.95"  # above the stack's reject_incoming_connections threshold (0.9)
+# Envoy's reject_incoming_connections trigger on the injected pressure file (the stack's bootstrap,
+# mqttlb.stack.builders); the hard stop writes a pressure above it.
+OVERLOAD_THRESHOLD = 0.9
+OVERLOAD_ON = "0.95"
 OVERLOAD_OFF = "0"
 
 

@@ -1,0 +1,330 @@
+"""Every component's config and command line, built from a `Topology`, for both stacks.
+
+`mqttlb.stack.render` (the native stack under supervisord) and `mqttlb.stack.compose_render` (the
+Docker Compose files) call these same functions with `native_topology(cfg)` and
+`compose_topology(cfg)`; the only branches here are on the topology's named `Switches`.
+
+Configs are returned as plain dicts (YAML-ready) or text; command lines as argument lists without
+the program itself (native: the binary's path or ``python -m mqttlb.cli``; compose: the image's).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mqttlb import contract
+from mqttlb.alertmanager_config import build as build_alertmanager_config
+from mqttlb.stack.topology import HIVEMQ_METRICS_PATH, HIVEMQ_METRICS_PORT, Topology
+from mqttlb.webhook.eds import Endpoint
+from mqttlb.webhook.shedding import OVERLOAD_THRESHOLD
+
+# Descriptors Envoy keeps for itself (admin, listeners, EDS watch, logs, stats flushing).
+ENVOY_FD_RESERVE = 256
+# The cluster's circuit-breaker cap at rest.  Envoy's default (1024) would shed a normal fleet; the
+# webhook lowers it at runtime (circuit_breakers.<cluster>.default.max_connections) when shedding.
+ENVOY_CLUSTER_MAX_CONNECTIONS = 100_000
+# eds=rest: the static cluster Envoy polls the webhook through, and how often.
+WEBHOOK_EDS_CLUSTER = "mqttlb_webhook"
+EDS_REFRESH = "2s"
+# brokers=hivemq: Prometheus also scrapes HiveMQ's own names (com_hivemq_*) for drilling down; the
+# rules use the broker exporter's job (contract.JOB_BROKERS).
+HIVEMQ_JOB = "hivemq"
+EXPORTER_SCRAPE_TIMEOUT_SECONDS = 2
+
+INJECTED_RESOURCE = "envoy.resource_monitors.injected_resource"
+DOWNSTREAM_CONNECTIONS = "envoy.resource_monitors.global_downstream_max_connections"
+TYPE_PREFIX = "type.googleapis.com/envoy.extensions."
+
+
+# ------------------------------------------------------------------ Envoy
+def envoy_connection_limit(topo: Topology) -> int:
+    """The most client connections Envoy may hold: the stack file's value, or what its fds allow.
+
+    Each proxied connection costs Envoy two descriptors (client and broker side), so the cap is
+    (open files - reserve) / 2, the reserve being 256 or a quarter of a small limit.  When socket(2)
+    fails with EMFILE, Envoy 1.40 hits an ENVOY_BUG and then dies with SIGSEGV, dropping every
+    connection; with this cap it refuses the extra clients instead.
+    """
+    if topo.settings.envoy_max_connections is not None:
+        return topo.settings.envoy_max_connections
+    limit = topo.switches.envoy_open_files
+    return max(1, (limit - min(ENVOY_FD_RESERVE, limit // 4)) // 2)
+
+
+def _socket(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _eds_source(topo: Topology) -> dict[str, Any]:
+    if topo.switches.eds == "file":
+        return {
+            "path_config_source": {
+                "path": str(topo.state.eds_file),
+                "watched_directory": {"path": str(topo.state.eds_file.parent)},
+            }
+        }
+    return {
+        "api_config_source": {
+            "api_type": "REST",
+            "transport_api_version": "V3",
+            "cluster_names": [WEBHOOK_EDS_CLUSTER],
+            "refresh_delay": EDS_REFRESH,
+            "request_timeout": "1s",
+        }
+    }
+
+
+def _webhook_eds_cluster(topo: Topology) -> dict[str, Any]:
+    """eds=rest: the webhook as a static upstream (STRICT_DNS: a service name or an IP literal)."""
+    return {
+        "name": WEBHOOK_EDS_CLUSTER,
+        "connect_timeout": "1s",
+        "type": "STRICT_DNS",
+        "dns_lookup_family": "V4_ONLY",
+        "load_assignment": {
+            "cluster_name": WEBHOOK_EDS_CLUSTER,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": _socket(topo.webhook.reach_host, topo.webhook.port)}}]}
+            ],
+        },
+    }
+
+
+def _brokers_cluster(topo: Topology) -> dict[str, Any]:
+    cfg = topo.settings
+    lb_key = "round_robin_lb_config" if cfg.lb_policy == "ROUND_ROBIN" else "least_request_lb_config"
+    slow_start = {
+        "slow_start_window": cfg.slow_start_window,
+        "aggression": {"default_value": 1.0, "runtime_key": "mqttlb.slow_start.aggression"},
+        "min_weight_percent": {"value": 10},
+    }
+    return {
+        "name": cfg.envoy_cluster,
+        "connect_timeout": "1s",
+        "type": "EDS",
+        "lb_policy": cfg.lb_policy,
+        lb_key: {"slow_start_config": slow_start},
+        "circuit_breakers": {
+            "thresholds": [{"priority": "DEFAULT", "max_connections": ENVOY_CLUSTER_MAX_CONNECTIONS}]
+        },
+        "eds_cluster_config": {"eds_config": {"resource_api_version": "V3", **_eds_source(topo)}},
+    }
+
+
+def _overload_manager(topo: Topology) -> dict[str, Any]:
+    """The webhook's hard stop (pressure file above OVERLOAD_THRESHOLD) and the connection cap."""
+    return {
+        "refresh_interval": "0.25s",
+        "resource_monitors": [
+            {
+                "name": INJECTED_RESOURCE,
+                "typed_config": {
+                    "@type": TYPE_PREFIX + "resource_monitors.injected_resource.v3.InjectedResourceConfig",
+                    "filename": str(topo.state.pressure_file),
+                },
+            },
+            {
+                # Proactive: Envoy refuses connections above the cap at accept time.
+                "name": DOWNSTREAM_CONNECTIONS,
+                "typed_config": {
+                    "@type": TYPE_PREFIX + "resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": envoy_connection_limit(topo),
+                },
+            },
+        ],
+        "actions": [
+            {
+                "name": "envoy.overload_actions.reject_incoming_connections",
+                "triggers": [{"name": INJECTED_RESOURCE, "threshold": {"value": OVERLOAD_THRESHOLD}}],
+            }
+        ],
+    }
+
+
+def envoy_bootstrap(topo: Topology) -> dict[str, Any]:
+    """Envoy's bootstrap: the MQTT TCP proxy, the EDS cluster of brokers, admin, runtime, overload."""
+    cfg = topo.settings
+    tcp_proxy = {
+        "name": "envoy.filters.network.tcp_proxy",
+        "typed_config": {
+            "@type": TYPE_PREFIX + "filters.network.tcp_proxy.v3.TcpProxy",
+            "stat_prefix": "mqtt",
+            "cluster": cfg.envoy_cluster,
+        },
+    }
+    clusters = [_brokers_cluster(topo)]
+    if topo.switches.eds == "rest":
+        clusters.append(_webhook_eds_cluster(topo))
+    return {
+        "node": {"id": f"mqttlb-{cfg.cluster}", "cluster": cfg.cluster},
+        "admin": {"address": _socket(topo.envoy_admin.listen_host, topo.envoy_admin.port)},
+        "layered_runtime": {
+            "layers": [{"name": "static", "static_layer": {}}, {"name": "admin", "admin_layer": {}}]
+        },
+        "overload_manager": _overload_manager(topo),
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "mqtt",
+                    "address": _socket(topo.envoy_listener.listen_host, topo.envoy_listener.port),
+                    "filter_chains": [{"filters": [tcp_proxy]}],
+                }
+            ],
+            "clusters": clusters,
+        },
+    }
+
+
+def envoy_args(topo: Topology) -> list[str]:
+    """Envoy's arguments.
+
+    One worker (``--concurrency 1``): round robin then cycles through the endpoints exactly (each
+    worker keeps its own cursor), which keeps policy comparisons honest; one worker proxies far
+    more MQTT traffic than the brokers behind it take.  ``--base-id`` (the admin port) keeps the
+    shared-memory regions of several Envoys on one host apart.
+    """
+    return [
+        "-c",
+        str(topo.files.envoy_config),
+        "--concurrency",
+        "1",
+        "--log-level",
+        "warning",
+        "--base-id",
+        str(topo.envoy_admin.port),
+    ]
+
+
+def initial_endpoints(topo: Topology) -> list[Endpoint]:
+    """Every node at the neutral weight: the EDS snapshot Envoy starts from."""
+    neutral = topo.settings.params.policy.neutral_weight
+    return [Endpoint(node=n.name, host=n.ip, port=n.port, weight=neutral) for n in topo.nodes]
+
+
+# ------------------------------------------------------------------ Prometheus and Alertmanager
+def _job(name: str, targets: list[str], metrics_path: str = "/metrics") -> dict[str, Any]:
+    return {"job_name": name, "metrics_path": metrics_path, "static_configs": [{"targets": targets}]}
+
+
+def prometheus_config(topo: Topology) -> dict[str, Any]:
+    """prometheus.yml: every mqttlb part scraped at its reach address, rules, Alertmanager."""
+    cfg = topo.settings
+    jobs = [
+        _job(contract.JOB_PROMETHEUS, [topo.prometheus.reach]),
+        _job(contract.JOB_BROKERS, [topo.broker_exporter.reach]),
+        _job(contract.JOB_ENVOY_EXPORTER, [topo.envoy_exporter.reach]),
+        _job(contract.JOB_ENVOY, [topo.envoy_admin.reach], "/stats/prometheus"),
+        _job(contract.JOB_ALERTMANAGER, [topo.alertmanager.reach]),
+        _job(contract.JOB_WEBHOOK, [topo.webhook.reach]),
+    ]
+    if topo.switches.brokers == "hivemq":
+        targets = [f"{n.host}:{HIVEMQ_METRICS_PORT}" for n in topo.nodes]
+        jobs.append(_job(HIVEMQ_JOB, targets, HIVEMQ_METRICS_PATH))
+    return {
+        "global": {
+            "scrape_interval": cfg.scrape_interval,
+            "evaluation_interval": cfg.scrape_interval,
+            "scrape_timeout": cfg.scrape_interval,
+        },
+        "rule_files": [str(topo.files.prometheus_rules / "*.yml")],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [topo.alertmanager.reach]}]}]},
+        "scrape_configs": jobs,
+    }
+
+
+def prometheus_args(topo: Topology) -> list[str]:
+    return [
+        f"--config.file={topo.files.prometheus_config}",
+        f"--storage.tsdb.path={topo.files.prometheus_data}",
+        f"--web.listen-address={topo.prometheus.listen}",
+        "--storage.tsdb.retention.time=2d",
+        "--web.enable-lifecycle",
+    ]
+
+
+def alertmanager_wiring(topo: Topology) -> dict[str, str]:
+    """The keyword arguments of `mqttlb.alertmanager_config.build`/`render` that depend on the stack."""
+    return {
+        "webhook_url": topo.webhook.url("/alerts"),
+        "page_url": topo.webhook.url("/page"),
+        "token_file": str(topo.state.webhook_token),
+    }
+
+
+def alertmanager_config(topo: Topology) -> dict[str, Any]:
+    """alertmanager.yml as a dict (write it with `mqttlb.alertmanager_config.render`)."""
+    return build_alertmanager_config(topo.settings.params, **alertmanager_wiring(topo))
+
+
+def alertmanager_args(topo: Topology) -> list[str]:
+    return [
+        f"--config.file={topo.files.alertmanager_config}",
+        f"--storage.path={topo.files.alertmanager_data}",
+        f"--web.listen-address={topo.alertmanager.listen}",
+        "--cluster.listen-address=",  # a single Alertmanager: no gossip port
+    ]
+
+
+# ------------------------------------------------------------------ exporters and webhook
+def broker_exporter_config(topo: Topology) -> dict[str, Any]:
+    """The broker exporter's YAML: one entry per node, read the way its broker kind allows."""
+    cfg = topo.settings
+    nodes = []
+    for node in topo.nodes:
+        entry: dict[str, Any] = {"name": node.name, "kind": topo.switches.brokers, "address": node.address}
+        if node.pid_file is not None:
+            entry["pid_file"] = str(node.pid_file)
+        if node.metrics_url is not None:
+            entry["metrics_url"] = node.metrics_url
+        entry["cpu_cores"] = cfg.node_cpu_cores
+        nodes.append(entry)
+    return {
+        "listen": topo.broker_exporter.listen,
+        "cluster": cfg.cluster,
+        "scrape_timeout_seconds": EXPORTER_SCRAPE_TIMEOUT_SECONDS,
+        "sys_interval_seconds": cfg.sys_interval,
+        "nodes": nodes,
+    }
+
+
+def broker_exporter_args(topo: Topology) -> list[str]:
+    """``mqttlb`` subcommand and arguments."""
+    return ["broker-exporter", "--config", str(topo.files.broker_exporter_config)]
+
+
+def envoy_exporter_args(topo: Topology) -> list[str]:
+    """``mqttlb`` subcommand and arguments."""
+    return [
+        "envoy-exporter",
+        "--listen",
+        topo.envoy_exporter.listen,
+        "--envoy-admin",
+        topo.envoy_admin.url(),
+        "--timeout",
+        str(EXPORTER_SCRAPE_TIMEOUT_SECONDS),
+    ]
+
+
+def webhook_config(topo: Topology) -> dict[str, Any]:
+    """The webhook's YAML (`mqttlb.webhook.config.WebhookConfig`)."""
+    cfg = topo.settings
+    return {
+        "listen": topo.webhook.listen,
+        "cluster": cfg.cluster,
+        "envoy_cluster": cfg.envoy_cluster,
+        "envoy_admin": topo.envoy_admin.url(),
+        "prometheus_url": topo.prometheus.url(),
+        "eds_path": str(topo.state.eds_file),
+        "overload_file": str(topo.state.pressure_file),
+        "token_file": str(topo.state.webhook_token),
+        "state_file": str(topo.state.webhook_state),
+        "audit_log": str(topo.state.webhook_audit),
+        "dry_run": cfg.dry_run,
+        "nodes": [{"name": n.name, "host": n.ip, "port": n.port} for n in topo.nodes],
+        "params_overrides": cfg.params.model_dump(mode="json"),
+    }
+
+
+def webhook_args(topo: Topology) -> list[str]:
+    """``mqttlb`` subcommand and arguments."""
+    return ["webhook", "--config", str(topo.files.webhook_config)]

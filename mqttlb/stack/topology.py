@@ -1,0 +1,368 @@
+"""Where every part of a stack runs and how the others reach it: one value for both stacks.
+
+A `Topology` is made from a `StackConfig` and a set of `Switches`.  Every config builder in
+`mqttlb.stack.builders` (Envoy bootstrap and command line, Prometheus, Alertmanager wiring, broker
+exporter, Envoy exporter, webhook) takes a Topology and nothing else, and both stacks use the same
+builders:
+
+* `native_topology(cfg)`: `make stack-up` -- every process on 127.0.0.1 under supervisord, each on
+  its own port, state and configs in the stack's state dir, Mosquitto nodes, EDS from a file.
+* `compose_topology(cfg)`: `stack/docker-compose.yml` -- one container per part on a Docker
+  network, reached by service name (brokers by fixed IP), HiveMQ nodes, EDS over REST from the
+  webhook, configs bind-mounted at the images' usual paths and state in the ``/mqttlb`` volume.
+
+`Switches` lists every way the two stacks differ; everything else is the same by construction
+(tests/test_topology.py renders both and checks that the differences are exactly these).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import resource
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from mqttlb.stack.config import StackConfig
+
+LOOPBACK = "127.0.0.1"
+ANY_ADDRESS = "0.0.0.0"
+
+# --- the compose stack's fixed values ------------------------------------------------------------
+# Inside every container the native state layout lives under /mqttlb (one named volume), so the
+# pressure file, token and webhook state keep the relative paths `Paths` gives them.
+CONTAINER_STATE = Path("/mqttlb")
+# Envoy's EDS endpoints must be IP addresses (it does not resolve names in EDS), so the brokers get
+# fixed addresses on the compose network; everything else is reached by service name.
+SUBNET = "172.30.213.0/24"
+BROKER_IP_BASE = "172.30.213.10"  # node i gets .10+i
+MQTT_PORT = 1883  # every HiveMQ container listens on the standard port at its own address
+HIVEMQ_METRICS_PORT = 9399  # hivemq-prometheus-extension (stack/compose/hivemq/prometheus-extension.properties)
+HIVEMQ_METRICS_PATH = "/metrics"
+# The Envoy container's open-files limit (its `ulimits` in the compose file); its connection cap follows it.
+ENVOY_NOFILE = 65536
+# Where the compose file mounts each config, and the images' data directories.
+ENVOY_CONFIG_MOUNT = Path("/etc/envoy/envoy.yaml")
+MQTTLB_CONFIG_DIR = Path("/etc/mqttlb")
+PROMETHEUS_CONFIG_MOUNT = Path("/etc/prometheus/prometheus.yml")
+PROMETHEUS_DATA = Path("/prometheus")
+ALERTMANAGER_CONFIG_MOUNT = Path("/etc/alertmanager/alertmanager.yml")
+ALERTMANAGER_DATA = Path("/alertmanager")
+
+EdsSource = Literal["file", "rest"]
+Addressing = Literal["loopback", "service-names"]
+BrokerKind = Literal["mosquitto", "hivemq"]
+Layout = Literal["state-dir", "container"]
+
+
+class TopologyError(ValueError):
+    """The settings and switches cannot be laid out as a stack; the message says why."""
+
+
+@dataclass(frozen=True)
+class Switches:
+    """The only differences between the native and the compose stack.
+
+    eds: where Envoy reads its endpoints -- ``file`` (a watched JSON file the webhook rewrites) or
+        ``rest`` (polls the webhook's ``/v3/discovery:endpoints``).
+    addressing: ``loopback`` (every part on 127.0.0.1, each on its own port; brokers on
+        broker_base + i) or ``service-names`` (each part binds 0.0.0.0 in its own container and is
+        reached by its compose service name; brokers at fixed IPs on MQTT port 1883).
+    brokers: ``mosquitto`` (CPU read from /proc through a PID file, so on the same host: needs
+        ``loopback``) or ``hivemq`` (read from its Prometheus extension on port 9399 of each node's
+        own address: needs ``service-names``).
+    layout: where configs, data and state live -- ``state-dir`` (all under the stack's state dir)
+        or ``container`` (configs mounted at the images' usual paths, state in the /mqttlb volume).
+    envoy_open_files: Envoy's open-files limit (descriptors); its connection cap is derived from it
+        unless the stack file sets ``envoy_max_connections``.
+    """
+
+    eds: EdsSource
+    addressing: Addressing
+    brokers: BrokerKind
+    layout: Layout
+    envoy_open_files: int
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where each part keeps its config, data, logs and PID inside a state dir (the native layout).
+
+    The compose stack uses the same layout under /mqttlb for the files its containers share
+    (pressure file, EDS file, webhook token and state).
+    """
+
+    root: Path
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def supervisord_conf(self) -> Path:
+        return self.root / "supervisord.conf"
+
+    @property
+    def supervisord_pid(self) -> Path:
+        return self.root / "supervisord.pid"
+
+    @property
+    def envoy_yaml(self) -> Path:
+        return self.root / "envoy" / "envoy.yaml"
+
+    @property
+    def pressure_file(self) -> Path:
+        return self.root / "envoy" / "pressure"
+
+    @property
+    def eds_file(self) -> Path:
+        return self.root / "eds" / "eds.json"
+
+    def mosquitto_dir(self, node: str) -> Path:
+        return self.root / "mosquitto" / node
+
+    def mosquitto_conf(self, node: str) -> Path:
+        return self.mosquitto_dir(node) / "mosquitto.conf"
+
+    def mosquitto_pid(self, node: str) -> Path:
+        return self.mosquitto_dir(node) / "mosquitto.pid"
+
+    @property
+    def prometheus_yaml(self) -> Path:
+        return self.root / "prometheus" / "prometheus.yml"
+
+    @property
+    def prometheus_rules(self) -> Path:
+        return self.root / "prometheus" / "rules"
+
+    @property
+    def prometheus_data(self) -> Path:
+        return self.root / "prometheus" / "data"
+
+    @property
+    def alertmanager_yaml(self) -> Path:
+        return self.root / "alertmanager" / "alertmanager.yml"
+
+    @property
+    def alertmanager_data(self) -> Path:
+        return self.root / "alertmanager" / "data"
+
+    @property
+    def broker_exporter_yaml(self) -> Path:
+        return self.root / "exporters" / "broker.yaml"
+
+    @property
+    def webhook_dir(self) -> Path:
+        return self.root / "webhook"
+
+    @property
+    def webhook_yaml(self) -> Path:
+        return self.webhook_dir / "webhook.yaml"
+
+    @property
+    def webhook_token(self) -> Path:
+        return self.webhook_dir / "token"
+
+    @property
+    def webhook_state(self) -> Path:
+        return self.webhook_dir / "state.json"
+
+    @property
+    def webhook_audit(self) -> Path:
+        return self.webhook_dir / "audit.jsonl"
+
+
+@dataclass(frozen=True)
+class Files:
+    """Where each component reads its config and keeps its data, as that component sees the path."""
+
+    envoy_config: Path
+    prometheus_config: Path
+    prometheus_rules: Path  # a directory of *.yml rule files
+    prometheus_data: Path
+    alertmanager_config: Path
+    alertmanager_data: Path
+    broker_exporter_config: Path
+    webhook_config: Path
+
+
+@dataclass(frozen=True)
+class Service:
+    """One network service: where it binds (``listen``) and where the other parts reach it."""
+
+    name: str  # compose service name (native: the supervisord program of the same name)
+    listen_host: str
+    reach_host: str
+    port: int
+
+    @property
+    def listen(self) -> str:
+        """``host:port`` to bind."""
+        return f"{self.listen_host}:{self.port}"
+
+    @property
+    def reach(self) -> str:
+        """``host:port`` the other parts connect to."""
+        return f"{self.reach_host}:{self.port}"
+
+    def url(self, path: str = "") -> str:
+        """``http://<reach><path>``."""
+        return f"http://{self.reach}{path}"
+
+
+@dataclass(frozen=True)
+class BrokerNode:
+    """One MQTT broker node and how the proxy, the exporter and the webhook reach it."""
+
+    name: str  # the `node` label and the EDS hostname, e.g. node1
+    service: str  # supervisord program (mosquitto-node1) or compose service and DNS name (hivemq1)
+    host: str  # where the broker exporter connects (loopback or the service name)
+    ip: str  # where Envoy sends clients: EDS endpoints must be IP addresses
+    port: int  # MQTT port at ``host`` and ``ip``
+    pid_file: Path | None  # mosquitto: the exporter reads the process's CPU through it
+    metrics_url: str | None  # hivemq: the Prometheus extension's exposition
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Everything the config builders need: the settings, the switches, every address and path."""
+
+    settings: StackConfig
+    switches: Switches
+    state: Paths  # the state dir as the components see it
+    files: Files
+    nodes: tuple[BrokerNode, ...]
+    envoy_listener: Service  # MQTT clients connect here
+    envoy_admin: Service
+    prometheus: Service
+    alertmanager: Service
+    broker_exporter: Service
+    envoy_exporter: Service
+    webhook: Service
+
+
+def fd_limit(ceiling: int = 1_048_576) -> int:
+    """This host's hard open-files limit (capped): supervisord raises its children's soft limit to it."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return ceiling if hard == resource.RLIM_INFINITY or hard < 0 else min(hard, ceiling)
+
+
+def native_switches(open_files: int | None = None) -> Switches:
+    """`make stack-up`: file EDS, loopback, Mosquitto, the state dir, this host's open-files limit."""
+    return Switches(
+        eds="file",
+        addressing="loopback",
+        brokers="mosquitto",
+        layout="state-dir",
+        envoy_open_files=fd_limit() if open_files is None else open_files,
+    )
+
+
+COMPOSE_SWITCHES = Switches(
+    eds="rest", addressing="service-names", brokers="hivemq", layout="container", envoy_open_files=ENVOY_NOFILE
+)
+
+
+def native_topology(cfg: StackConfig, open_files: int | None = None) -> Topology:
+    """The native stack's topology; ``open_files`` defaults to this host's hard limit."""
+    return topology(cfg, native_switches(open_files))
+
+
+def compose_topology(cfg: StackConfig) -> Topology:
+    """The compose stack's topology (stack/docker-compose.yml)."""
+    return topology(cfg, COMPOSE_SWITCHES)
+
+
+def topology(cfg: StackConfig, switches: Switches) -> Topology:
+    """Lay ``cfg`` out as ``switches`` say.
+
+    Raises TopologyError for a combination that cannot run (see `Switches`) or for more nodes than
+    the compose subnet has fixed addresses for.
+    """
+    needs = {"mosquitto": "loopback", "hivemq": "service-names"}[switches.brokers]
+    if switches.addressing != needs:
+        raise TopologyError(f"brokers={switches.brokers} needs addressing={needs}, not {switches.addressing}")
+    state = Paths(cfg.state_dir if switches.layout == "state-dir" else CONTAINER_STATE)
+    loopback = switches.addressing == "loopback"
+
+    def service(name: str, port: int) -> Service:
+        if loopback:
+            return Service(name, LOOPBACK, LOOPBACK, port)
+        return Service(name, ANY_ADDRESS, name, port)
+
+    p = cfg.ports
+    return Topology(
+        settings=cfg,
+        switches=switches,
+        state=state,
+        files=_files(state, switches.layout),
+        nodes=_nodes(cfg, switches, state),
+        envoy_listener=service("envoy", p.envoy_listener),
+        envoy_admin=service("envoy", p.envoy_admin),
+        prometheus=service("prometheus", p.prometheus),
+        alertmanager=service("alertmanager", p.alertmanager),
+        broker_exporter=service("broker-exporter", p.broker_exporter),
+        envoy_exporter=service("envoy-exporter", p.envoy_exporter),
+        webhook=service("webhook", p.webhook),
+    )
+
+
+def _files(state: Paths, layout: Layout) -> Files:
+    if layout == "state-dir":
+        return Files(
+            envoy_config=state.envoy_yaml,
+            prometheus_config=state.prometheus_yaml,
+            prometheus_rules=state.prometheus_rules,
+            prometheus_data=state.prometheus_data,
+            alertmanager_config=state.alertmanager_yaml,
+            alertmanager_data=state.alertmanager_data,
+            broker_exporter_config=state.broker_exporter_yaml,
+            webhook_config=state.webhook_yaml,
+        )
+    return Files(
+        envoy_config=ENVOY_CONFIG_MOUNT,
+        prometheus_config=PROMETHEUS_CONFIG_MOUNT,
+        prometheus_rules=state.prometheus_rules,  # rules/ mounted where the native stack keeps them
+        prometheus_data=PROMETHEUS_DATA,
+        alertmanager_config=ALERTMANAGER_CONFIG_MOUNT,
+        alertmanager_data=ALERTMANAGER_DATA,
+        broker_exporter_config=MQTTLB_CONFIG_DIR / "broker-exporter.yaml",
+        webhook_config=MQTTLB_CONFIG_DIR / "webhook.yaml",
+    )
+
+
+def broker_ips(nodes: int) -> list[str]:
+    """The fixed compose-network addresses of ``nodes`` brokers; TopologyError if they do not fit."""
+    first = ipaddress.IPv4Address(BROKER_IP_BASE)
+    network = ipaddress.IPv4Network(SUBNET)
+    ips = [first + i for i in range(1, nodes + 1)]
+    if ips[-1] not in network or ips[-1] == network.broadcast_address:
+        raise TopologyError(f"{nodes} nodes do not fit after {BROKER_IP_BASE} in {SUBNET}")
+    return [str(ip) for ip in ips]
+
+
+def _nodes(cfg: StackConfig, switches: Switches, state: Paths) -> tuple[BrokerNode, ...]:
+    kind = switches.brokers
+    # (service, host, ip, port) of each node
+    places: list[tuple[str, str, str, int]]
+    if switches.addressing == "loopback":
+        ports = zip(cfg.node_names, cfg.broker_ports, strict=True)
+        places = [(f"{kind}-{node}", LOOPBACK, LOOPBACK, port) for node, port in ports]
+    else:
+        places = [(f"{kind}{i}", f"{kind}{i}", ip, MQTT_PORT) for i, ip in enumerate(broker_ips(cfg.nodes), start=1)]
+    return tuple(
+        BrokerNode(
+            name=node,
+            service=service,
+            host=host,
+            ip=ip,
+            port=port,
+            pid_file=state.mosquitto_pid(node) if kind == "mosquitto" else None,
+            metrics_url=f"http://{host}:{HIVEMQ_METRICS_PORT}{HIVEMQ_METRICS_PATH}" if kind == "hivemq" else None,
+        )
+        for node, (service, host, ip, port) in zip(cfg.node_names, places, strict=True)
+    )
