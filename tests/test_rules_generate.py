@@ -19,7 +19,7 @@ RUNBOOKS = REPO / "docs" / "runbooks"
 RECORDING_NAMES = sorted(
     value
     for name, value in vars(s).items()
-    if name.startswith(("NODE_", "CLUSTER_")) and isinstance(value, str)
+    if name.startswith(("NODE_", "CLUSTER_")) and isinstance(value, str) and ":" in value
 )
 
 
