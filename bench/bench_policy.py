@@ -12,10 +12,12 @@ import argparse
 import random
 import time
 
-from mqttlb.params import load_params
+from mqttlb.params import load_params, step_interval_seconds
 from mqttlb.webhook.policy import NodeSample, decide
 
-P = load_params().policy
+PARAMS = load_params()
+P = PARAMS.policy
+STEP = step_interval_seconds(PARAMS, 5.0)  # the shipped 5 s scrape interval
 
 
 def bench_decide(nodes: int, rounds: int) -> float:
@@ -25,7 +27,7 @@ def bench_decide(nodes: int, rounds: int) -> float:
     weights = dict.fromkeys(names, P.neutral_weight)
     started = time.perf_counter()
     for i in range(rounds):
-        weights = decide(names, samples, weights, {}, P, i * 100.0, None).weights
+        weights = decide(names, samples, weights, {}, P, i * 100.0, None, cooldown_seconds=STEP).weights
     return (time.perf_counter() - started) / rounds
 
 
@@ -39,7 +41,7 @@ def steps_to_converge() -> int:
     weights = dict.fromkeys(names, P.neutral_weight)
     smoothed: dict[str, float] = {}
     for step in range(1, 200):
-        d = decide(names, samples, weights, smoothed, P, step * (P.cooldown_seconds + 1), None)
+        d = decide(names, samples, weights, smoothed, P, step * (STEP + 1), None, cooldown_seconds=STEP)
         if not d.changed:
             return step - 1
         weights, smoothed = d.weights, d.smoothed_cpu

@@ -58,6 +58,7 @@ WEBHOOK_FIRING_ALERTS = "mqttlb_webhook_firing_alerts"  # label action
 # --- recording rules (level:metric:operations) --------------------------------------
 # per node (labels cluster, node)
 NODE_CPU = "node:mqtt_broker_cpu_utilisation:ratio"  # rate(cpu seconds) / capacity, 0..1
+NODE_CPU_FAST = "node:mqtt_broker_cpu_utilisation:irate"  # same, from the last two scrapes (early steering)
 NODE_CPU_DEVIATION = "node:mqtt_broker_cpu_utilisation:deviation"  # node - cluster mean
 NODE_CONNECTIONS = "node:mqtt_broker_connections:sum"
 NODE_CONNECTIONS_SHARE = "node:mqtt_broker_connections:share"  # node / cluster total, 0..1

@@ -96,6 +96,14 @@ class AlertmanagerTiming(_Strict):
     group_interval: PositiveDuration
     repeat_interval: PositiveDuration
 
+    @property
+    def group_interval_seconds(self) -> float:
+        return duration_seconds(self.group_interval)
+
+    @property
+    def repeat_interval_seconds(self) -> float:
+        return duration_seconds(self.repeat_interval)
+
     @model_validator(mode="after")
     def _repeat_not_before_group(self) -> AlertmanagerTiming:
         if duration_seconds(self.repeat_interval) < duration_seconds(self.group_interval):
@@ -117,12 +125,17 @@ class PolicyParams(_Strict):
     ewma_alpha: float = Field(gt=0, le=1)
     spare_exponent: float = Field(gt=0, le=4)
     hysteresis: float = Field(ge=0, lt=1)
-    cooldown_seconds: float = Field(ge=0)
+    # Minimum time between two changes of one lever; None = the measurement lag (scrape interval +
+    # rate window), so the effect of one step is measured before the next.
+    cooldown_seconds: float | None = Field(default=None, ge=0)
     recover_step: int = Field(gt=0)
     recover_max_spread: float = Field(gt=0, le=1)
     sample_max_age_seconds: float = Field(gt=0)
     # Caps on new connections as fractions of the active ones, each level stricter than the last.
     shed_levels: list[Fraction] = Field(min_length=1)
+    # Floor of the connection count the shed caps are fractions of (right after an Envoy restart the
+    # active count is 0, and a cap of a fraction of 0 would admit one client).
+    shed_min_connections: int = Field(default=100, ge=1)
 
     @model_validator(mode="after")
     def _weights_in_order(self) -> PolicyParams:
@@ -175,6 +188,9 @@ class Params(_Strict):
     exporter_down_for: Duration
     endpoint_unhealthy_for: Duration
     rebalancer_failing_for: PositiveDuration  # also the range of increase(failures[...])
+    # The controller steers before the alert fires once a node's short-window CPU
+    # (NODE_CPU_FAST) has stayed above cpu_high this long.
+    early_steer_for: Duration = "5s"
     runbook_base_url: HttpUrl
     alertmanager: AlertmanagerTiming
     policy: PolicyParams
@@ -194,15 +210,15 @@ class Params(_Strict):
                 "imbalance_min_mean",
                 "cpu_critical",
             )
-        repeat, cooldown = self.alertmanager.repeat_interval, self.policy.cooldown_seconds
-        if duration_seconds(repeat) <= cooldown:
-            raise invalid(
-                f"need alertmanager.repeat_interval > policy.cooldown_seconds (each re-send of a firing "
-                f"alert takes one more step), got {repeat} <= {cooldown:g}s",
-                "alertmanager.repeat_interval",
-                "policy.cooldown_seconds",
-            )
         return self
+
+
+def step_interval_seconds(params: Params, scrape_interval_seconds: float) -> float:
+    """Minimum seconds between two changes of one lever: ``policy.cooldown_seconds`` when set, else the
+    measurement lag — one scrape plus the rate window, after which a step's effect is fully measured."""
+    if params.policy.cooldown_seconds is not None:
+        return params.policy.cooldown_seconds
+    return scrape_interval_seconds + duration_seconds(params.rate_window)
 
 
 def params_file_data(path: Path = DEFAULT_PARAMS_FILE) -> dict[str, Any]:

@@ -99,6 +99,17 @@ def recording_groups(p: Params) -> list[dict[str, Any]]:
                 f"  and on ({NODE}) {_up_nodes(p)}"
             ),
         },
+        {
+            # irate: the last two scrapes only, so a node going hot shows within one scrape; the
+            # controller steers early from it (``early_steer_for``), alerts keep the rate window.
+            "record": s.NODE_CPU_FAST,
+            "expr": (
+                f"sum by ({NODE}) (irate({s.BROKER_CPU_SECONDS}{{{p.broker_selector}}}[{p.rate_window}]))\n"
+                f"  / on ({NODE})\n"
+                f"(max by ({NODE}) ({s.BROKER_CPU_CAPACITY}{{{p.broker_selector}}}) > 0)\n"
+                f"  and on ({NODE}) {_up_nodes(p)}"
+            ),
+        },
         {"record": s.CLUSTER_CPU_MEAN, "expr": f"avg by (cluster) ({s.NODE_CPU})"},
         {
             "record": s.NODE_CPU_DEVIATION,

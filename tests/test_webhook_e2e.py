@@ -64,12 +64,18 @@ def test_hot_node_loses_weight_in_envoy(live_stack: Stack) -> None:
     assert rebalanced is not None, f"no rebalance within 150 s; audit: {audit_entries(stack)[seen_before:]}"
     elapsed = time.monotonic() - started
     print(f"load start -> weight moved in Envoy: {elapsed:.0f} s; decision {rebalanced['reason']}")
-    assert rebalanced["alert"]["action"] == "rebalance" and rebalanced["alert"]["status"] == "firing"
+    assert rebalanced["applied"] is True and rebalanced["dry_run"] is False
+    assert "firing" in rebalanced["reason"] or "early steer" in rebalanced["reason"]
     # the decision looked at every node, not only the alerting one
-    assert {n["node"] for n in rebalanced["nodes"]} == set(stack.cfg.node_names)
-    assert all(n["fresh"] for n in rebalanced["nodes"])
-    assert rebalanced["applied"]["verified"] is True
-    weights = rebalanced["applied"]["envoy"]
+    details = rebalanced["details"]
+    assert {n["node"] for n in details["nodes"]} == set(stack.cfg.node_names)
+    assert all(n["fresh"] for n in details["nodes"])
+    # the loop verifies Envoy applies the snapshot: the weights show in /clusters
+    weights = rebalanced["after"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and envoy_weights(stack) != weights:
+        time.sleep(0.2)
+    assert envoy_weights(stack)[hot_node] <= weights[hot_node]
     assert weights[hot_node] < max(w for n, w in weights.items() if n != hot_node)
 
     # New connections now follow the weights: the hot node gets less than an equal share.
@@ -84,18 +90,15 @@ def test_hot_node_loses_weight_in_envoy(live_stack: Stack) -> None:
         v for n, v in now.items() if n != hot_node
     )
 
-    # Load gone -> the alert resolves -> weights ramp back to neutral stepwise (resolved + recovery
-    # ticks); this also leaves the shared stack neutral for the tests that follow.
+    # Load gone -> the alert resolves -> the loop steps the weights back to neutral, one recover step
+    # per step interval; this also leaves the shared stack neutral for the tests that follow.
     neutral = stack.cfg.params.policy.neutral_weight
     deadline = time.monotonic() + 150
     while time.monotonic() < deadline and set(envoy_weights(stack).values()) != {neutral}:
         time.sleep(1.0)
     assert set(envoy_weights(stack).values()) == {neutral}, envoy_weights(stack)
-    recovery = [e for e in audit_entries(stack)[seen_before:] if e.get("kind") in ("recover", "tick")]
-    assert recovery, "weights must come back through recover steps, not a jump"
-    steps = [e for e in recovery if e["kind"] == "recover"]
-    steps += [s for e in recovery for s in e.get("steps", []) if s["kind"] == "recover"]
-    assert steps
+    steps = [e for e in audit_entries(stack)[seen_before:] if e.get("kind") == "recover"]
+    assert steps, "weights must come back through recover steps, not a jump"
     assert all(
         abs(step["after"][n] - step["before"][n]) <= stack.cfg.params.policy.recover_step
         for step in steps

@@ -23,6 +23,9 @@ ENVOY_FD_RESERVE = 256
 # The cluster's circuit-breaker cap at rest.  Envoy's default (1024) would shed a normal fleet; the
 # webhook lowers it at runtime (circuit_breakers.<cluster>.default.max_connections) when shedding.
 ENVOY_CLUSTER_MAX_CONNECTIONS = 100_000
+HEALTH_CHECK_CLIENT_ID = "mqttlb-envoy-health"
+HEALTH_CHECK_INTERVAL = "2s"
+MQTT_CONNACK_ACCEPTED = b"\x20\x02\x00\x00"  # CONNACK, session present 0, return code 0 (accepted)
 # eds=rest: the static cluster Envoy polls the webhook through, and how often.
 WEBHOOK_EDS_CLUSTER = "mqttlb_webhook"
 EDS_REFRESH = "2s"
@@ -90,6 +93,41 @@ def _webhook_eds_cluster(topo: Topology) -> dict[str, Any]:
     }
 
 
+def mqtt_connect_probe(client_id: str = HEALTH_CHECK_CLIENT_ID) -> bytes:
+    """An MQTT 3.1.1 CONNECT packet (clean session, keep-alive 60 s) for Envoy's TCP health check.
+
+    Format: MQTT 3.1.1 section 3.1 (fixed header 0x10, remaining length, "MQTT", level 4, flags,
+    keep-alive, client id).  A broker that answers with CONNACK 0 (``20 02 00 00``) accepts clients.
+    """
+    ident = client_id.encode()
+    variable = b"\x00\x04MQTT\x04\x02\x00\x3c"
+    payload = len(ident).to_bytes(2, "big") + ident
+    remaining = len(variable) + len(payload)
+    if remaining > 127:
+        raise ValueError("client id too long for a one-byte remaining length")
+    return b"\x10" + bytes([remaining]) + variable + payload
+
+
+def _health_check() -> dict[str, Any]:
+    """Active health check of every broker: a fresh MQTT CONNECT per probe, CONNACK 0 expected.
+
+    A stopped or hung broker is unhealthy after two failed probes and gets no new connections,
+    whatever its EDS weight; one good probe brings it back.
+    """
+    return {
+        "timeout": "1s",
+        "interval": HEALTH_CHECK_INTERVAL,
+        "no_traffic_interval": HEALTH_CHECK_INTERVAL,  # default 60 s: a quiet cluster would learn late
+        "unhealthy_threshold": 2,
+        "healthy_threshold": 1,
+        "reuse_connection": False,  # one CONNECT per connection (a second one is a protocol error)
+        "tcp_health_check": {
+            "send": {"text": mqtt_connect_probe().hex()},
+            "receive": [{"text": MQTT_CONNACK_ACCEPTED.hex()}],
+        },
+    }
+
+
 def _brokers_cluster(topo: Topology) -> dict[str, Any]:
     cfg = topo.settings
     lb_key = "round_robin_lb_config" if cfg.lb_policy == "ROUND_ROBIN" else "least_request_lb_config"
@@ -107,6 +145,7 @@ def _brokers_cluster(topo: Topology) -> dict[str, Any]:
         "circuit_breakers": {
             "thresholds": [{"priority": "DEFAULT", "max_connections": ENVOY_CLUSTER_MAX_CONNECTIONS}]
         },
+        "health_checks": [_health_check()],
         "eds_cluster_config": {"eds_config": {"resource_api_version": "V3", **_eds_source(topo)}},
     }
 
@@ -242,11 +281,10 @@ def prometheus_args(topo: Topology) -> list[str]:
     ]
 
 
-def alertmanager_wiring(topo: Topology) -> dict[str, str]:
+def alertmanager_wiring(topo: Topology) -> dict[str, Any]:
     """The keyword arguments of `mqttlb.alertmanager_config.build`/`render` that depend on the stack."""
     return {
         "webhook_url": topo.webhook.url("/alerts"),
-        "page_url": topo.webhook.url("/page"),
         "token_file": str(topo.state.webhook_token),
     }
 
@@ -321,7 +359,9 @@ def webhook_config(topo: Topology) -> dict[str, Any]:
         "audit_log": str(topo.state.webhook_audit),
         "dry_run": cfg.dry_run,
         "nodes": [{"name": n.name, "host": n.ip, "port": n.port} for n in topo.nodes],
-        "params_overrides": cfg.params.model_dump(mode="json"),
+        "scrape_interval": cfg.scrape_interval,
+        "alertmanager_urls": [topo.alertmanager.url()],
+        "params_overrides": cfg.params.model_dump(mode="json", exclude_none=True),
     }
 
 

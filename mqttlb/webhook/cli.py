@@ -1,55 +1,107 @@
-"""``mqttlb webhook``: serve the rebalancer webhook with waitress."""
+"""``mqttlb webhook``: the rebalancer — HTTP API (waitress), reconcile loop and Alertmanager resync."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import threading
+import time
+from dataclasses import dataclass
 
 import waitress
+from flask import Flask
 
+from mqttlb.envoy_admin import EnvoyAdminClient
 from mqttlb.logs import add_log_flags, setup_from_args
+from mqttlb.prometheus_api import PrometheusApi
 from mqttlb.webhook.app import create_app
-from mqttlb.webhook.config import WebhookConfigError, load_config
+from mqttlb.webhook.audit import AuditLog
+from mqttlb.webhook.config import ConfigError, WebhookConfig, load_config, load_token
+from mqttlb.webhook.controller import Controller
+from mqttlb.webhook.firing import FiringSet, refresh_ttl_for
+from mqttlb.webhook.levers import EdsFilePublisher, EnvoyShedLever
+from mqttlb.webhook.metrics import WebhookMetrics
+from mqttlb.webhook.observe import ClusterObserver
+from mqttlb.webhook.resync import Resyncer
 from mqttlb.webhook.state import StateError
 
-log = logging.getLogger("webhook")
+log = logging.getLogger("mqttlb.webhook")
+
+# waitress: idle or slow clients must not hold the webhook (150 idle TCP connections made it
+# unreachable for ~2 minutes with waitress' defaults: connection_limit 100, channel_timeout 120 s).
+CONNECTION_LIMIT = 1000
+CHANNEL_TIMEOUT_SECONDS = 10
+THREADS = 8
+# Bodies up to this many times max_body_bytes reach Flask, which answers 413 in JSON and counts it;
+# larger ones get waitress' own 413 without reading them.
+WAITRESS_BODY_FACTOR = 16
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mqttlb webhook",
-        description="Alertmanager webhook that re-weights Envoy endpoints by spare CPU and sheds new "
-        "connections when the cluster is hot.",
+        description="The rebalancer: receives Alertmanager's notifications into a firing set, and one reconcile "
+        "loop re-weights Envoy's endpoints by spare CPU, sheds new connections when the cluster is hot and "
+        "publishes the operator's drains.",
     )
-    parser.add_argument(
-        "--config", required=True, help="webhook YAML (listen, nodes, eds_path, token_file, ...)"
-    )
-    parser.add_argument(
-        "--dry-run", action="store_true", help="decide and log, but do not touch Envoy or files"
-    )
+    parser.add_argument("--config", required=True, help="webhook YAML (listen, nodes, eds_path, token_file, ...)")
+    parser.add_argument("--dry-run", action="store_true", help="decide and log, but do not touch Envoy or files")
     parser.add_argument("--listen", help="host:port to serve on (overrides the config's listen)")
-    parser.add_argument(
-        "--tick-seconds",
-        type=float,
-        default=None,
-        help="interval of the recovery tick that ramps weights/shedding back after a resolved alert "
-        "(default: policy cooldown_seconds, at least 1)",
-    )
     add_log_flags(parser)
     return parser
 
 
-def _ticker(app_rebalancer: object, interval: float, stop: threading.Event) -> None:
-    from mqttlb.webhook.rebalancer import Rebalancer
+@dataclass
+class Rebalancer:
+    """Everything one ``mqttlb webhook`` process runs, wired from one config (tests use it too)."""
 
-    assert isinstance(app_rebalancer, Rebalancer)
-    while not stop.wait(interval):
-        try:
-            app_rebalancer.tick()
-        except Exception:  # the ticker must survive one bad tick; the error is logged and counted
-            log.exception("recovery tick crashed")
-            app_rebalancer.metrics.failures.labels("tick", "exception").inc()
+    config: WebhookConfig
+    controller: Controller
+    resyncer: Resyncer
+    app: Flask
+
+    @classmethod
+    def build(cls, config: WebhookConfig, token: str | None = None) -> Rebalancer:
+        params = config.params()
+        timeout = config.http_timeout_seconds
+        envoy = EnvoyAdminClient(config.envoy_admin, timeout=timeout)
+        metrics = WebhookMetrics()
+        timing = params.alertmanager
+        firing = FiringSet(refresh_ttl=refresh_ttl_for(timing.group_interval_seconds, timing.repeat_interval_seconds))
+        controller = Controller(
+            config,
+            params,
+            firing=firing,
+            observer=ClusterObserver(
+                config.cluster,
+                config.envoy_cluster,
+                config.node_names,
+                PrometheusApi(config.prometheus_url, timeout),
+                envoy,
+            ),
+            publisher=EdsFilePublisher(config.eds_path),
+            shed_lever=EnvoyShedLever(envoy, config.envoy_cluster, config.overload_file),
+            audit=AuditLog(config.audit_log),
+            metrics=metrics,
+        )
+        resyncer = Resyncer(
+            config.alertmanager_urls,
+            firing,
+            metrics,
+            interval=timing.repeat_interval_seconds,
+            timeout=timeout,
+            clock=time.time,
+            on_change=controller.wake,
+        )
+        app = create_app(controller, token if token is not None else load_token(config), config.max_body_bytes)
+        return cls(config, controller, resyncer, app)
+
+    def start(self, stop: threading.Event) -> None:
+        """Publish the persisted state, rebuild the firing set, start the loop and the resync."""
+        self.controller.start()
+        self.resyncer.once()
+        threading.Thread(target=self.controller.run, args=(stop,), daemon=True, name="reconcile").start()
+        threading.Thread(target=self.resyncer.run, args=(stop,), daemon=True, name="resync").start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,28 +112,35 @@ def main(argv: list[str] | None = None) -> int:
         overrides["dry_run"] = True
     if args.listen:
         overrides["listen"] = args.listen
-    if args.tick_seconds is not None and args.tick_seconds <= 0:
-        log.error("--tick-seconds must be positive")
-        return 2
+    stop = threading.Event()
     try:
         config = load_config(args.config, overrides)
-        app = create_app(config)
-    except (WebhookConfigError, StateError) as exc:
+        rebalancer = Rebalancer.build(config)
+        rebalancer.start(stop)
+    except (ConfigError, StateError) as exc:
         log.error("%s", exc)
         return 2
-    rebalancer = app.extensions["rebalancer"]
-    interval = args.tick_seconds or max(1.0, rebalancer.policy.cooldown_seconds)
-    stop = threading.Event()
-    threading.Thread(target=_ticker, args=(rebalancer, interval, stop), daemon=True, name="tick").start()
     host, port = config.listen_host_port()
-    log.info("serving on %s:%d (dry_run=%s)", host, port, config.dry_run)
+    controller = rebalancer.controller
+    log.info(
+        "serving on %s:%d (dry_run=%s); reconcile pass every %.1fs, step interval %.1fs",
+        host,
+        port,
+        config.dry_run,
+        controller.pass_seconds,
+        controller.timing.step_seconds,
+    )
     try:
         waitress.serve(
-            app,
+            rebalancer.app,
             host=host,
             port=port,
-            threads=4,
-            max_request_body_size=config.max_body_bytes + 1,
+            threads=THREADS,
+            connection_limit=CONNECTION_LIMIT,
+            channel_timeout=CHANNEL_TIMEOUT_SECONDS,
+            cleanup_interval=2,
+            asyncore_use_poll=True,
+            max_request_body_size=config.max_body_bytes * WAITRESS_BODY_FACTOR,
             ident="mqttlb-webhook",
         )
     finally:

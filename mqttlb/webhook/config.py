@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mqttlb.contract import ENVOY_CLUSTER
-from mqttlb.params import Params, with_defaults
+from mqttlb.params import HttpUrl, Params, PositiveDuration, duration_seconds, with_defaults
 from mqttlb.yamlfile import ConfigError, Sources, invalid, load_yaml_mapping, one_line
 
 TOKEN_ENV = "MQTTLB_WEBHOOK_TOKEN"
@@ -52,6 +52,12 @@ class WebhookConfig(BaseModel):
     nodes: list[WebhookNodeConfig] = Field(min_length=1)
     # Overrides of mqttlb/params.yaml in the file; after loading, the complete validated parameters.
     params_overrides: Params = Field(default_factory=lambda: Params.model_validate(with_defaults({})))
+    # Prometheus' scrape (and rule evaluation) interval: with the rate window, the measurement lag
+    # that sets the reconcile loop's cadence.
+    scrape_interval: PositiveDuration = "5s"
+    # Alertmanager base URLs (every member of an HA pair): the firing set is rebuilt from their
+    # /api/v2/alerts at start and every repeat_interval.  Empty: notifications only.
+    alertmanager_urls: list[HttpUrl] = Field(default_factory=list, max_length=10)
     http_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
 
@@ -78,6 +84,10 @@ class WebhookConfig(BaseModel):
     @property
     def node_names(self) -> list[str]:
         return [n.name for n in self.nodes]
+
+    @property
+    def scrape_interval_seconds(self) -> float:
+        return duration_seconds(self.scrape_interval)
 
     def params(self) -> Params:
         """The parameters: mqttlb/params.yaml with ``params_overrides`` applied, validated at load."""

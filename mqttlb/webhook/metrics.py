@@ -1,4 +1,9 @@
-"""The webhook's own Prometheus metrics (own registry, served at /metrics)."""
+"""The webhook's own Prometheus metrics (own registry, served at /metrics).
+
+Every labelled counter starts at 0 for every label value the contract knows
+(``OutcomeKind``, ``FAILURE_REASONS``, ``REJECT_ROUTES`` x ``REJECT_REASONS``): a counter that is
+born at its first increment is invisible to ``increase()`` and ``rate()`` for that increment.
+"""
 
 from __future__ import annotations
 
@@ -48,3 +53,28 @@ class WebhookMetrics:
         self.shed_level = Gauge(
             contract.WEBHOOK_SHED_LEVEL, "Current shed level (0 = not shedding)", registry=self.registry
         )
+        self.pass_seconds = Histogram(
+            contract.WEBHOOK_PASS_SECONDS,
+            "Time of one reconcile pass: read Prometheus and Envoy, decide, commit, publish, verify",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.firing = Gauge(
+            contract.WEBHOOK_FIRING_ALERTS,
+            "Rebalance/shed alerts in the controller's firing set, by action",
+            ["action"],
+            registry=self.registry,
+        )
+        self._start_at_zero()
+
+    def _start_at_zero(self) -> None:
+        for kind in contract.OutcomeKind:
+            self.actions.labels(kind.value)
+        for failure, reasons in contract.FAILURE_REASONS.items():
+            for reason in reasons:
+                self.failures.labels(failure, reason)
+        for route in contract.REJECT_ROUTES:
+            for reason in contract.REJECT_REASONS:
+                self.rejected.labels(route, reason)
+        for action in (contract.Action.REBALANCE, contract.Action.SHED):
+            self.firing.labels(action.value)

@@ -1,14 +1,13 @@
-"""Alertmanager webhook payload (version 4): validation and the idempotency key."""
+"""Alertmanager webhook payload (version 4): validation with short, bounded error messages."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mqttlb.contract import Action
+from mqttlb.contract import ACTION_LABEL, ALERTNAME_LABEL, Action
 
 ACTIONS = tuple(action.value for action in Action)
 
@@ -44,48 +43,45 @@ class Notification(BaseModel):
     externalURL: str = ""
     alerts: list[Alert] = Field(min_length=1, max_length=1000)
 
-    def action(self) -> str:
-        """The one ``action`` label the notification's alerts share (routes group by it)."""
-        actions = {a.labels.get("action", self.commonLabels.get("action")) for a in self.alerts}
-        if len(actions) != 1:
-            raise PayloadError(
-                f"alerts in one notification carry different actions: {sorted(map(str, actions))}", 422
-            )
-        action = actions.pop()
-        if action is None:
-            raise PayloadError("alerts carry no action label", 422)
-        if action not in ACTIONS:
-            raise PayloadError(f"unknown action {action!r} (known: {', '.join(ACTIONS)})", 422)
-        return action
+    def actions(self) -> set[str]:
+        """The ``action`` label values of the notification's alerts; raises PayloadError (422) for an
+        alert without one or with a value the contract does not know."""
+        actions = {a.labels.get(ACTION_LABEL, self.commonLabels.get(ACTION_LABEL)) for a in self.alerts}
+        if None in actions:
+            raise PayloadError("an alert carries no action label", 422)
+        unknown = sorted(str(a) for a in actions if a not in ACTIONS)
+        if unknown:
+            raise PayloadError(f"unknown action {_short(unknown[0])!r} (known: {', '.join(ACTIONS)})", 422)
+        return {str(a) for a in actions}
 
     def alert_names(self) -> list[str]:
-        return sorted({a.labels.get("alertname", "?") for a in self.alerts})
+        return sorted({a.labels.get(ALERTNAME_LABEL, "?") for a in self.alerts})
 
-    def idempotency_key(self) -> str:
-        """Same group, status and alert set (fingerprint + startsAt) -> same key.
 
-        Alertmanager retries and the second member of an HA pair send exactly this, so they map to
-        one action; a repeat_interval re-send also maps to it, which is why keys expire after the
-        dedup window (see docs/webhook.md).
-        """
-        alerts = sorted(
-            (a.fingerprint or json.dumps(a.labels, sort_keys=True), a.startsAt, a.status) for a in self.alerts
-        )
-        material = json.dumps([self.groupKey, self.status, alerts], separators=(",", ":"))
-        return hashlib.sha256(material.encode()).hexdigest()
+MAX_ERROR_CHARS = 300  # an error answer or log line never echoes a large body back
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
 
 
 def parse_notification(body: bytes) -> Notification:
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise PayloadError(f"body is not valid JSON: {exc}") from exc
+        raise PayloadError(_short(f"body is not valid JSON: {exc}")) from None
+    except RecursionError:
+        raise PayloadError("body is nested too deeply") from None
     if not isinstance(document, dict):
         raise PayloadError("body must be a JSON object")
     if document.get("version") != "4":
-        raise PayloadError(f'unsupported payload version {document.get("version")!r} (expected "4")')
+        raise PayloadError(_short(f'unsupported payload version {document.get("version")!r} (expected "4")'))
     try:
         notification = Notification.model_validate(document)
     except ValidationError as exc:
-        raise PayloadError(f"payload does not match the Alertmanager v4 schema: {exc.errors()[:3]}") from exc
+        errors = exc.errors(include_input=False, include_url=False)[:3]
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        raise PayloadError(_short(f"payload does not match the Alertmanager v4 schema: {problems}")) from None
+    except RecursionError:
+        raise PayloadError("body is nested too deeply") from None
     return notification

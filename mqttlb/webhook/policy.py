@@ -4,7 +4,7 @@ Pure functions, no I/O and no clock: the caller passes ``now``.  A node's target
 its spare CPU capacity (1 - smoothed utilisation), normalised so the mean target of the nodes that
 take part equals ``neutral_weight``.  Each decision moves a weight at most ``max_step`` toward its
 target, keeps it in ``[min_weight, max_weight]`` (``min_weight`` > 0, so never all zero), ignores
-differences below ``hysteresis`` and respects ``cooldown_seconds`` between two changes.  Nodes
+differences below ``hysteresis`` and respects the step interval (``cooldown_seconds``) between two changes.  Nodes
 without a fresh sample, and DRAINING nodes, keep their weight.
 """
 
@@ -139,8 +139,15 @@ def decide(
     now: float,
     last_change: float | None,
     draining: frozenset[str] = frozenset(),
+    *,
+    cooldown_seconds: float,
 ) -> Decision:
-    """One rebalancing decision over *all* ``nodes`` (never the alerting node alone)."""
+    """One rebalancing decision over *all* ``nodes`` (never the alerting node alone).
+
+    ``cooldown_seconds``: minimum time since ``last_change`` (the controller's step interval,
+    ``mqttlb.params.step_interval_seconds``).
+    """
+    cooldown = cooldown_seconds
     if not nodes:
         raise ValueError("decide() needs at least one node")
     before = {n: _initial_weight(weights, n, params) for n in nodes}
@@ -167,8 +174,8 @@ def decide(
     stale_note = f"; no fresh data for {', '.join(stale)} (weights kept)" if stale else ""
     if len(steerable) < 2:
         return result(before, {}, f"fewer than two fresh, non-draining nodes: nothing to balance{stale_note}")
-    if last_change is not None and now - last_change < params.cooldown_seconds:
-        remaining = params.cooldown_seconds - (now - last_change)
+    if last_change is not None and now - last_change < cooldown:
+        remaining = cooldown - (now - last_change)
         return result(before, {}, f"cooldown: {remaining:.1f}s left{stale_note}")
 
     cpu = {n: smoothed[n] for n in steerable}

@@ -13,8 +13,9 @@ connections when shedding started):
 * len(f)+2: hard stop — the overload manager's injected resource is set above its threshold, so
   the listener rejects every new connection (immediate EOF); the last cap stays in place.
 
-Escalation goes one level per firing notification, relief one level per resolved notification or
-recovery tick, so both directions are gradual.
+The controller escalates one level per step interval while a shed alert fires, and relaxes one
+level per step interval once none fires, so both directions are gradual.  The anchor is
+:func:`cap_basis`: never below ``shed_min_connections``.
 
 ``fractions`` are trusted: :class:`mqttlb.params.PolicyParams` checked them at load (at least one,
 each in (0, 1), strictly decreasing).
@@ -67,6 +68,13 @@ def plan_for(state: ShedState, fractions: Sequence[float]) -> ShedPlan:
     if level == top:
         return ShedPlan(level, cap, True, f"hard stop: reject all new connections (cap {cap} kept)")
     return ShedPlan(level, cap, False, f"cap at {fractions[index]:.0%} of {anchor}: {cap} connections")
+
+
+def cap_basis(active_connections: int | None, cluster_connections: float | None, floor: int) -> int:
+    """The connection count shed caps are fractions of: the larger of what Envoy holds open now and
+    what the brokers report (Envoy's own count restarts at 0 with Envoy), never below ``floor``."""
+    seen = [int(c) for c in (active_connections, cluster_connections) if c is not None and c >= 0]
+    return max([floor, *seen])
 
 
 def escalate(state: ShedState, active_connections: int, fractions: Sequence[float]) -> ShedState:

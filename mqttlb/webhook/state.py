@@ -1,48 +1,99 @@
-"""The webhook's persisted state (one JSON file, written atomically after each applied action)."""
+"""The controller's persisted state: one JSON file, validated whole on load, written atomically.
+
+The file is the controller's journal: a pass saves it *before* it publishes the EDS snapshot of the
+same version (state -> snapshot -> publish), so a crash between the two leaves a state whose version
+is at least the published one, and the restarted controller publishes a new, higher version with
+the state's content.  A version number is never published twice with different contents.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mqttlb.atomic import atomic_write_text
+from mqttlb.params import PolicyParams
+from mqttlb.webhook.shedding import max_level
+
+# Keys of the notification-driven webhook's state file (before the controller): dropped on load.
+_LEGACY_KEYS = ("seen", "recovering", "shed_relaxing")
 
 
 class StateError(RuntimeError):
-    """The state file exists but cannot be used."""
+    """The state file exists but cannot be used; the message is one line naming the file and why."""
 
 
 class WebhookState(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(default=0, ge=0)  # EDS version last published
+    version: int = Field(default=0, ge=0)  # EDS version last committed (published or about to be)
     nodes: list[str] = Field(default_factory=list)  # node set the weights belong to
     weights: dict[str, int] = Field(default_factory=dict)
     draining: list[str] = Field(default_factory=list)
     smoothed_cpu: dict[str, float] = Field(default_factory=dict)
     last_weight_change: float | None = None  # unix time
-    recovering: bool = False  # weights are ramping back to neutral after a resolved alert
     shed_level: int = Field(default=0, ge=0)
-    shed_anchor: int | None = None
+    shed_anchor: int | None = Field(default=None, ge=0)
     last_shed_change: float | None = None
-    shed_relaxing: bool = False  # shedding is being lifted stepwise after a resolved alert
-    seen: dict[str, float] = Field(default_factory=dict)  # notification key -> unix time handled
+    hot_since: float | None = None  # start of the current early-steer episode (short-window CPU hot)
 
 
-def load_state(path: Path) -> WebhookState | None:
-    """The persisted state, or None when there is none yet; a corrupt file raises StateError."""
+def check_state(state: WebhookState, nodes: list[str], params: PolicyParams) -> None:
+    """Raise ValueError (one line) when ``state`` cannot be published for ``nodes`` under ``params``."""
+    for node, weight in state.weights.items():
+        if not params.min_weight <= weight <= params.max_weight:
+            raise ValueError(
+                f"weight of {node} is {weight}, outside min_weight..max_weight "
+                f"({params.min_weight}..{params.max_weight})"
+            )
+    unknown = sorted(set(state.draining) - set(nodes))
+    if unknown:
+        raise ValueError(f"draining names unknown nodes {unknown}")
+    if nodes and set(state.draining) >= set(nodes):
+        raise ValueError("every node is draining: no node could take connections")
+    top = max_level(params.shed_levels)
+    if state.shed_level > top:
+        raise ValueError(f"shed_level {state.shed_level} above the highest level {top}")
+    if state.shed_level > 0 and state.shed_anchor is None:
+        raise ValueError(f"shed_level {state.shed_level} without a shed_anchor")
+
+
+def load_state(path: Path, nodes: list[str] | None = None, params: PolicyParams | None = None) -> WebhookState | None:
+    """The persisted state, or None when there is none yet.
+
+    Raises StateError for a file that cannot be read (a directory, no permission), is not JSON, does
+    not match the schema, or (given ``nodes`` and ``params``) holds values that cannot be published.
+    """
     path = Path(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise StateError(f"state file {path} cannot be read: {exc.strerror or exc}") from None
     try:
-        return WebhookState.model_validate(json.loads(text))
-    except (ValueError, ValidationError) as exc:
-        raise StateError(f"state file {path} is not valid: {exc}") from exc
+        document: Any = json.loads(text)
+        if isinstance(document, dict):
+            for key in _LEGACY_KEYS:
+                document.pop(key, None)
+        state = WebhookState.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "document"
+        raise StateError(f"state file {path} is not valid: {where}: {first['msg']}") from None
+    except ValueError as exc:
+        raise StateError(f"state file {path} is not valid JSON: {exc}") from None
+    if nodes is not None and params is not None and state.nodes == nodes:
+        try:
+            check_state(state, nodes, params)
+        except ValueError as exc:
+            raise StateError(f"state file {path} is not valid: {exc}") from None
+    return state
 
 
 def save_state(path: Path, state: WebhookState) -> None:
+    """Write the state atomically (temp file, fsync, rename); raises OSError on failure."""
     atomic_write_text(Path(path), state.model_dump_json(indent=2) + "\n")

@@ -1,0 +1,428 @@
+"""The reconcile loop: one thread owns the cadence and moves Envoy toward the desired state.
+
+Inputs only update desired state (the firing set, the operator's drain requests) and wake the loop;
+they never wait on Envoy or Prometheus.  Each pass:
+
+1. reads fresh data for *every* node (:class:`Observer`: Prometheus and Envoy, one round trip each);
+2. decides (pure, :func:`mqttlb.webhook.plan.decide_pass`) given the whole firing set;
+3. commits in one order — state file, then the immutable :class:`Snapshot`, then publication (EDS
+   file; REST EDS reads the snapshot) — with a version that is never reused;
+4. applies the shedding plan when it changed, and verifies Envoy: the weights it applies must be the
+   snapshot's, else the snapshot is published again under a new version (level-triggered repair).
+
+Every step is audited and counted; every failure is counted in ``WEBHOOK_FAILURES``.  Readers of
+the current snapshot (REST EDS, ``/metrics``, ``/status``) never take the loop's lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mqttlb.contract import OutcomeKind
+from mqttlb.envoy_admin import host_port
+from mqttlb.params import Params
+from mqttlb.webhook import shedding
+from mqttlb.webhook.audit import AuditLog
+from mqttlb.webhook.config import WebhookConfig
+from mqttlb.webhook.eds import Endpoint, cluster_load_assignment, discovery_response
+from mqttlb.webhook.firing import FiringSet
+from mqttlb.webhook.metrics import WebhookMetrics
+from mqttlb.webhook.plan import Desired, Observation, PassResult, Step, Timing, decide_pass, timing_for
+from mqttlb.webhook.state import WebhookState, check_state, load_state, save_state
+
+log = logging.getLogger(__name__)
+
+
+class LeverError(RuntimeError):
+    """A lever or a read of the world failed; ``reason`` is a bounded label value for the metrics."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class Observer(Protocol):
+    def observe(self, now: float) -> Observation:
+        """Fresh data for every node; raises LeverError when it cannot be read."""
+        ...
+
+    def applied_weights(self) -> dict[str, int]:
+        """Weights Envoy applies now, by node; raises LeverError when Envoy cannot be read."""
+        ...
+
+
+class Publisher(Protocol):
+    def publish(self, snapshot: Snapshot) -> None:
+        """Make ``snapshot`` what Envoy reads (EDS file); raises LeverError."""
+        ...
+
+    def published_version(self) -> int | None:
+        """Version of the snapshot Envoy reads now (the EDS file's), None when there is none."""
+        ...
+
+
+class ShedLever(Protocol):
+    def apply(self, plan: shedding.ShedPlan) -> None:
+        """Set Envoy's connection cap and overload pressure for ``plan``; raises LeverError."""
+        ...
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What Envoy should see: one complete, versioned endpoint set and the shed level.  Immutable."""
+
+    version: int
+    cluster: str
+    endpoints: tuple[Endpoint, ...]
+    shed_level: int
+    discovery_json: bytes = field(repr=False)  # the DiscoveryResponse (REST EDS and the EDS file)
+
+    @property
+    def weights(self) -> dict[str, int]:
+        return {e.node: e.weight for e in self.endpoints}
+
+    @property
+    def draining(self) -> list[str]:
+        return [e.node for e in self.endpoints if e.health_status == "DRAINING"]
+
+    def discovery(self) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads(self.discovery_json)
+        return document
+
+
+def build_snapshot(config: WebhookConfig, state: WebhookState) -> Snapshot:
+    """The snapshot of ``state`` (raises ValueError for a set no endpoint could serve)."""
+    endpoints = tuple(
+        Endpoint(
+            node=n.name,
+            host=n.host,
+            port=n.port,
+            weight=state.weights[n.name],
+            health_status="DRAINING" if n.name in state.draining else "HEALTHY",
+        )
+        for n in config.nodes
+    )
+    document = discovery_response(state.version, [cluster_load_assignment(config.envoy_cluster, endpoints)])
+    return Snapshot(
+        version=state.version,
+        cluster=config.envoy_cluster,
+        endpoints=endpoints,
+        shed_level=state.shed_level,
+        discovery_json=json.dumps(document, sort_keys=True).encode(),
+    )
+
+
+@dataclass(frozen=True)
+class PassReport:
+    """What one pass did: its steps, the committed version (None = nothing committed), failures."""
+
+    steps: tuple[Step, ...]
+    version: int | None
+    failures: tuple[str, ...] = ()
+    dry_run: bool = False
+
+
+class Controller:
+    """Reconciles Envoy toward the firing set, one pass every ``pass_seconds`` or when woken."""
+
+    def __init__(
+        self,
+        config: WebhookConfig,
+        params: Params,
+        *,
+        firing: FiringSet,
+        observer: Observer,
+        publisher: Publisher,
+        shed_lever: ShedLever,
+        audit: AuditLog,
+        metrics: WebhookMetrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.params = params
+        self.policy = params.policy
+        self.firing = firing
+        self.observer = observer
+        self.publisher = publisher
+        self.shed_lever = shed_lever
+        self.audit = audit
+        self.metrics = metrics
+        self.clock = clock
+        self.timing: Timing = timing_for(params, config.scrape_interval_seconds)
+        self.pass_seconds = self.timing.pass_seconds
+        self._state = WebhookState()
+        self._snapshot: Snapshot | None = None
+        self._pass_lock = threading.Lock()  # one pass at a time (the loop, start, drains)
+        self._wake = threading.Event()
+        self._drains: dict[str, bool] = {}  # desired drain changes not yet reconciled
+        self._drain_lock = threading.Lock()
+        self._last_hold_reason: str | None = None
+        self.last_pass_at: float | None = None
+        self.started = False
+
+    # ------------------------------------------------------------------ readers (no lock)
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self._snapshot
+
+    @property
+    def state(self) -> WebhookState:
+        return self._state
+
+    @property
+    def ready(self) -> bool:
+        return self.started and (self._snapshot is not None or self.config.dry_run)
+
+    # ------------------------------------------------------------------ inputs
+    def wake(self) -> None:
+        """Ask for a pass now (a notification or a drain changed the desired state)."""
+        self._wake.set()
+
+    def request_drain(self, node: str, draining: bool) -> None:
+        """Record the operator's wish; the next pass publishes it.  ``node`` must be configured."""
+        if node not in self.config.node_names:
+            raise KeyError(node)
+        with self._drain_lock:
+            self._drains[node] = draining
+        self.wake()
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> None:
+        """Load and check the persisted state, then publish it under a new version.
+
+        Raises StateError for a state file that cannot be used (nothing is published then).
+        """
+        with self._pass_lock:
+            names = self.config.node_names
+            persisted = load_state(self.config.state_file, names, self.policy)
+            if persisted is not None and persisted.nodes == names and set(persisted.weights) == set(names):
+                state = persisted.model_copy(deep=True)
+                log.info(
+                    "loaded state %s: version %d, weights %s", self.config.state_file, state.version, state.weights
+                )
+            else:
+                if persisted is not None:
+                    log.warning(
+                        "persisted node set %s differs from configured %s: starting neutral", persisted.nodes, names
+                    )
+                state = WebhookState(nodes=names, weights={n: self.policy.neutral_weight for n in names})
+                state.version = persisted.version if persisted is not None else 0
+            check_state(state, names, self.policy)
+            if self.config.dry_run:
+                self._state = state
+                self._set_gauges(state)
+                self.started = True
+                log.info("dry run: not publishing the EDS snapshot")
+                return
+            # A restarted controller never reuses a version: the file may hold state.version already.
+            published = self.publisher.published_version() or 0
+            state.version = max(state.version, published) + 1
+            self._commit(state)
+            if state.shed_level > 0:
+                self._apply_shed(state)
+            self.started = True
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, stop: threading.Event) -> None:
+        """Pass every ``pass_seconds`` (or when woken) until ``stop`` is set; survives failures."""
+        while not stop.is_set():
+            try:
+                self.reconcile_once()
+            except Exception:  # the loop must outlive any one pass; the error is logged and counted
+                log.exception("reconcile pass crashed")
+                self.metrics.failures.labels("reconcile", "exception").inc()
+            self._wake.wait(self.pass_seconds)
+            self._wake.clear()
+
+    def reconcile_once(self) -> PassReport:
+        """One pass: observe, decide, commit, apply, verify."""
+        with self._pass_lock:
+            started = time.perf_counter()
+            now = self.clock()
+            self.last_pass_at = now
+            try:
+                observation = self.observer.observe(now)
+            except LeverError as exc:
+                self.metrics.failures.labels("observe", exc.reason).inc()
+                log.warning("pass skipped: cannot observe the cluster (%s): %s", exc.reason, exc)
+                return PassReport((), None, (exc.reason,))
+            state = self._with_drains(self._state)
+            desired = self._desired(now)
+            result = decide_pass(state, desired, observation, self.policy, self.timing, self.config.node_names, now)
+            report = self._act(state, result, now)
+            self.metrics.pass_seconds.observe(time.perf_counter() - started)
+            return report
+
+    def _desired(self, now: float) -> Desired:
+        snap = self.firing.snapshot()
+        cluster = self.config.cluster
+        alerts = snap.firing(cluster, now)
+        return Desired(
+            rebalance_firing=snap.rebalance_firing(cluster, now),
+            shed_firing=snap.shed_firing(cluster, now),
+            firing_alerts=tuple(sorted({a.alertname for a in alerts})),
+        )
+
+    def _with_drains(self, state: WebhookState) -> WebhookState:
+        with self._drain_lock:
+            wishes, self._drains = self._drains, {}
+        if not wishes:
+            return state
+        draining = set(state.draining)
+        for node, flag in wishes.items():
+            (draining.add if flag else draining.discard)(node)
+        if draining >= set(self.config.node_names):
+            log.error("refusing to drain every node: drain request ignored")
+            self.metrics.failures.labels("drain", "last_node").inc()
+            return state
+        if sorted(draining) == sorted(state.draining):
+            return state
+        new = state.model_copy(deep=True)
+        new.draining = sorted(draining)
+        step = Step(
+            OutcomeKind.DRAIN if len(draining) > len(state.draining) else OutcomeKind.UNDRAIN,
+            "operator request",
+            {"draining": list(state.draining)},
+            {"draining": new.draining},
+        )
+        self._record((step,), dry_run=self.config.dry_run)
+        if self.config.dry_run:
+            return state
+        return new
+
+    def _act(self, state: WebhookState, result: PassResult, now: float) -> PassReport:
+        acting = tuple(s for s in result.steps if s.acts)
+        quiet = tuple(s for s in result.steps if not s.acts)
+        self._note_quiet(quiet)
+        if self.config.dry_run:
+            if acting:
+                self._record(acting, dry_run=True)
+            return PassReport(result.steps, None, dry_run=True)
+        new = result.state
+        failures: list[str] = []
+        snapshot_changed = (
+            new.weights != self._state.weights or new.draining != self._state.draining or self._snapshot is None
+        )
+        if snapshot_changed or new.shed_level != self._state.shed_level:
+            new = new.model_copy(update={"version": self._state.version + 1})
+            try:
+                self._commit(new)
+            except LeverError as exc:
+                self.metrics.failures.labels("commit", exc.reason).inc()
+                self._record(acting, error=str(exc))
+                return PassReport(result.steps, None, (exc.reason,))
+            if result.shed_changed:
+                try:
+                    self._apply_shed(new)
+                except LeverError as exc:
+                    failures.append(exc.reason)
+            self._record(acting)
+        else:
+            self._state = new  # bookkeeping only (smoothing, early-steer timer): nothing to publish
+        failures += self._verify()
+        return PassReport(result.steps, self._state.version if acting else None, tuple(failures))
+
+    # ------------------------------------------------------------------ commit, levers, verify
+    def _commit(self, state: WebhookState) -> None:
+        """State file, then snapshot, then publication.  On failure the old state stays in force."""
+        try:
+            snapshot = build_snapshot(self.config, state)
+        except ValueError as exc:
+            raise LeverError("invalid_snapshot", str(exc)) from exc
+        try:
+            save_state(self.config.state_file, state)
+        except OSError as exc:
+            raise LeverError("state_write", f"cannot save state {self.config.state_file}: {exc}") from exc
+        self._state = state
+        self._snapshot = snapshot
+        self._set_gauges(state)
+        try:
+            self.publisher.publish(snapshot)
+        except LeverError as exc:
+            # Committed but not published: the next pass's verify publishes it again.
+            self.metrics.failures.labels("publish", exc.reason).inc()
+            log.error("snapshot version %d committed, not published (%s): %s", state.version, exc.reason, exc)
+
+    def _apply_shed(self, state: WebhookState) -> None:
+        plan = shedding.plan_for(shedding.ShedState(state.shed_level, state.shed_anchor), self.policy.shed_levels)
+        try:
+            self.shed_lever.apply(plan)
+        except LeverError as exc:
+            self.metrics.failures.labels("shed", exc.reason).inc()
+            log.error("shed level %d not applied (%s): %s", state.shed_level, exc.reason, exc)
+            raise
+
+    def _verify(self) -> list[str]:
+        snapshot = self._snapshot
+        if snapshot is None:
+            return []
+        try:
+            if self.publisher.published_version() != snapshot.version:
+                self.publisher.publish(snapshot)
+            applied = self.observer.applied_weights()
+        except LeverError as exc:
+            self.metrics.failures.labels("verify", exc.reason).inc()
+            log.warning("snapshot version %d not verified (%s): %s", snapshot.version, exc.reason, exc)
+            return [exc.reason]
+        expected = snapshot.weights
+        if all(applied.get(n) == w for n, w in expected.items()):
+            return []
+        self.metrics.failures.labels("verify", "weights_not_applied").inc()
+        log.warning("Envoy applies %s, snapshot %d says %s", applied, snapshot.version, expected)
+        return ["weights_not_applied"]
+
+    # ------------------------------------------------------------------ records
+    def _record(self, steps: Sequence[Step], *, dry_run: bool = False, error: str | None = None) -> None:
+        for step in steps:
+            entry: dict[str, Any] = {**step.as_dict(), "dry_run": dry_run, "version": self._state.version}
+            if error is not None:
+                entry["error"] = error
+                entry["applied"] = False
+            else:
+                entry["applied"] = not dry_run
+                self.metrics.actions.labels(step.kind.value).inc()
+            self.audit.write(entry)
+            log.info("%s%s: %s", "dry run: " if dry_run else "", step.kind.value, step.reason)
+
+    def _note_quiet(self, steps: Sequence[Step]) -> None:
+        """HOLD and NOOP steps: counted, logged and audited only when their reason changes."""
+        for step in steps:
+            self.metrics.actions.labels(step.kind.value).inc()
+        holds = [s for s in steps if s.kind is OutcomeKind.HOLD]
+        reason = holds[0].reason if holds else None
+        previous = self._last_hold_reason
+        if reason is not None and (previous is None or _first_words(reason) != _first_words(previous)):
+            self.audit.write({**holds[0].as_dict(), "dry_run": self.config.dry_run, "applied": False})
+        self._last_hold_reason = reason
+
+    def _set_gauges(self, state: WebhookState) -> None:
+        for n in self.config.nodes:
+            endpoint = host_port(n.host, n.port)
+            self.metrics.weight.labels(self.config.envoy_cluster, n.name, endpoint).set(state.weights[n.name])
+        self.metrics.shed_level.set(state.shed_level)
+
+    def status(self) -> Mapping[str, Any]:
+        """A JSON-ready view of the controller for ``/status`` (no lock)."""
+        snap = self._snapshot
+        return {
+            "cluster": self.config.cluster,
+            "dry_run": self.config.dry_run,
+            "version": self._state.version,
+            "weights": dict(self._state.weights),
+            "published": snap.weights if snap else None,
+            "draining": list(self._state.draining),
+            "shed_level": self._state.shed_level,
+            "last_pass_at": self.last_pass_at,
+            "firing": self.firing.snapshot().as_json(self.clock()),
+        }
+
+
+def _first_words(reason: str) -> str:
+    # "CPU spread 0.231 still >= 0.05: weights held" -> compare without the changing figures
+    return "".join(c for c in reason if not c.isdigit())

@@ -1,0 +1,292 @@
+"""One reconcile pass, decided: desired state and observations in, the next controller state out.
+
+Pure: no I/O, no clock (the caller passes ``now``).  The controller loop (``controller.py``) feeds
+it the firing alerts (``firing.py``), one fresh observation of every node and the current state,
+then persists, publishes and verifies whatever :func:`decide_pass` returns.
+
+The rules, for one MQTT cluster:
+
+* **Steer** (weighted CPU, ``policy.decide``) while a rebalance alert fires, or early, while a node's
+  short-window CPU has been above ``cpu_high`` for ``early_steer_for`` (the alert's own ``for`` and
+  Alertmanager's ``group_wait`` would add ~25 s).  At most one weight change per step interval.
+* **Recover** toward neutral only when *no* rebalance alert of the cluster fires and nothing steers
+  early; weights are held while the CPU spread persists (``recover_max_spread``).
+* **Shed** one level stricter per step interval while a shed alert fires; lift one level per step
+  interval once none fires.  The cap's basis is never below ``shed_min_connections``.
+* Nodes that are down (broker exporter ``up`` 0, or Envoy's health check failing) take no part:
+  they keep their weight, and the policy balances the others.
+
+Every pass returns one :class:`PassResult` with typed :class:`Step` outcomes; the audit log,
+``/metrics`` and the experiment read those.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mqttlb.contract import OutcomeKind
+from mqttlb.params import Params, PolicyParams, duration_seconds, step_interval_seconds
+from mqttlb.webhook import policy, shedding
+from mqttlb.webhook.policy import NodeSample
+from mqttlb.webhook.state import WebhookState
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one pass saw of the world, read fresh for *all* nodes.
+
+    ``samples``: per-node CPU (rate window) and connections; ``fast_cpu``: per-node short-window
+    CPU (0..1), for early steering; ``down``: nodes that cannot take connections now;
+    ``active_connections``: Envoy's active upstream connections of the cluster (None = unknown);
+    ``cluster_connections``: MQTT connections the brokers report (None = unknown).
+    """
+
+    samples: Mapping[str, NodeSample]
+    fast_cpu: Mapping[str, float] = field(default_factory=dict)
+    down: frozenset[str] = frozenset()
+    active_connections: int | None = None
+    cluster_connections: float | None = None
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The inputs that say what should happen: which alerts fire, and the operator's drains."""
+
+    rebalance_firing: bool
+    shed_firing: bool
+    firing_alerts: tuple[str, ...] = ()  # alert names, for the reasons
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Cadence of the loop, derived from the measurement lag (:func:`timing_for`).
+
+    ``step_seconds``: minimum time between two changes of one lever, so that the effect of a step
+    is measured before the next; ``pass_seconds``: how often the loop looks (half a scrape
+    interval, so a new sample is seen within half a scrape); ``early_steer_seconds``: how long a
+    node's short-window CPU must stay above ``cpu_high`` before steering starts without a firing
+    alert; ``cpu_high``: that threshold (``Params.cpu_high``).
+    """
+
+    step_seconds: float
+    pass_seconds: float
+    early_steer_seconds: float
+    cpu_high: float
+
+
+def timing_for(params: Params, scrape_interval_seconds: float) -> Timing:
+    """The loop's cadence for ``params`` and Prometheus' scrape interval (seconds)."""
+    return Timing(
+        step_seconds=step_interval_seconds(params, scrape_interval_seconds),
+        pass_seconds=max(0.5, scrape_interval_seconds / 2),
+        early_steer_seconds=duration_seconds(params.early_steer_for),
+        cpu_high=params.cpu_high,
+    )
+
+
+@dataclass(frozen=True)
+class Step:
+    """One typed outcome of a pass: what a lever did, why, and the values before and after."""
+
+    kind: OutcomeKind
+    reason: str
+    before: Mapping[str, Any]
+    after: Mapping[str, Any]
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def acts(self) -> bool:
+        """True when the step changes what Envoy should look like (weights or shedding)."""
+        return self.kind in (OutcomeKind.REBALANCE, OutcomeKind.RECOVER, OutcomeKind.SHED, OutcomeKind.UNSHED)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "reason": self.reason,
+            "before": dict(self.before),
+            "after": dict(self.after),
+            **({"details": dict(self.details)} if self.details else {}),
+        }
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """The next state and the steps that lead there; ``state`` is ``current`` when nothing acts."""
+
+    state: WebhookState
+    steps: tuple[Step, ...]
+
+    @property
+    def weights_changed(self) -> bool:
+        return any(s.kind in (OutcomeKind.REBALANCE, OutcomeKind.RECOVER) for s in self.steps)
+
+    @property
+    def shed_changed(self) -> bool:
+        return any(s.kind in (OutcomeKind.SHED, OutcomeKind.UNSHED) for s in self.steps)
+
+    @property
+    def acts(self) -> bool:
+        return any(s.acts for s in self.steps)
+
+
+def _elapsed(now: float, since: float | None, interval: float) -> bool:
+    return since is None or now - since >= interval
+
+
+def early_hot(
+    state: WebhookState, observation: Observation, timing: Timing, nodes: list[str], now: float
+) -> tuple[float | None, list[str]]:
+    """(when the current early-hot episode started or None, nodes hot now) from short-window CPU."""
+    hot = sorted(
+        n
+        for n in nodes
+        if n not in observation.down
+        and n not in state.draining
+        and math.isfinite(observation.fast_cpu.get(n, math.nan))
+        and observation.fast_cpu[n] > timing.cpu_high
+    )
+    if not hot:
+        return None, []
+    return (state.hot_since if state.hot_since is not None else now), hot
+
+
+def _steer(
+    state: WebhookState,
+    new: WebhookState,
+    observation: Observation,
+    params: PolicyParams,
+    timing: Timing,
+    nodes: list[str],
+    now: float,
+    why: str,
+) -> Step:
+    usable = {n: s for n, s in observation.samples.items() if n not in observation.down}
+    decision = policy.decide(
+        nodes,
+        usable,
+        state.weights,
+        state.smoothed_cpu,
+        params,
+        now,
+        state.last_weight_change,
+        draining=frozenset(state.draining) | observation.down,
+        cooldown_seconds=timing.step_seconds,
+    )
+    new.smoothed_cpu = decision.smoothed_cpu
+    details = {
+        "trigger": why,
+        "nodes": [vars(n) for n in decision.nodes],
+        "donors": decision.donors(),
+        "recipients": decision.recipients(),
+        "down": sorted(observation.down),
+    }
+    if not decision.changed:
+        return Step(OutcomeKind.NOOP, f"{why}: {decision.reason}", dict(state.weights), dict(state.weights), details)
+    new.weights = decision.weights
+    new.last_weight_change = now
+    return Step(OutcomeKind.REBALANCE, f"{why}: {decision.reason}", dict(state.weights), dict(new.weights), details)
+
+
+def _recover(
+    state: WebhookState,
+    new: WebhookState,
+    observation: Observation,
+    params: PolicyParams,
+    timing: Timing,
+    now: float,
+) -> Step | None:
+    if all(w == params.neutral_weight for w in state.weights.values()):
+        return None
+    weights = dict(state.weights)
+    usable = {n: s for n, s in observation.samples.items() if n not in observation.down}
+    hold = policy.recovery_hold(usable, params, frozenset(state.draining))
+    if hold is not None:
+        return Step(OutcomeKind.HOLD, f"no rebalance alert fires; {hold}", weights, weights)
+    if not _elapsed(now, state.last_weight_change, timing.step_seconds):
+        left = timing.step_seconds - (now - (state.last_weight_change or now))
+        return Step(OutcomeKind.NOOP, f"recovery waits for the step interval: {left:.1f}s left", weights, weights)
+    after, neutral = policy.recover(state.weights, params)
+    new.weights = after
+    new.last_weight_change = now
+    reason = (
+        f"no rebalance alert fires: weights one step (<= {params.recover_step}) toward neutral "
+        f"{params.neutral_weight}" + ("; neutral reached" if neutral else "")
+    )
+    return Step(OutcomeKind.RECOVER, reason, weights, dict(after))
+
+
+def _shed(
+    state: WebhookState,
+    new: WebhookState,
+    desired: Desired,
+    observation: Observation,
+    params: PolicyParams,
+    timing: Timing,
+    now: float,
+) -> Step | None:
+    current = shedding.ShedState(state.shed_level, state.shed_anchor)
+    before = {"shed_level": current.level, "anchor": current.anchor}
+    if not desired.shed_firing and current.level == 0:
+        return None
+    if not _elapsed(now, state.last_shed_change, timing.step_seconds):
+        return None
+    if desired.shed_firing:
+        basis = shedding.cap_basis(
+            observation.active_connections, observation.cluster_connections, params.shed_min_connections
+        )
+        target = shedding.escalate(current, basis, params.shed_levels)
+        kind = OutcomeKind.SHED
+    else:
+        target = shedding.relax(current)
+        kind = OutcomeKind.UNSHED
+    if target == current:
+        return Step(OutcomeKind.NOOP, f"shed level stays {current.level}", before, before)
+    new.shed_level, new.shed_anchor = target.level, target.anchor
+    new.last_shed_change = now
+    plan = shedding.plan_for(target, params.shed_levels)
+    why = f"{', '.join(desired.firing_alerts) or 'shed alert'} firing" if desired.shed_firing else "no shed alert fires"
+    return Step(kind, f"{why}: {plan.reason}", before, {"shed_level": target.level, "anchor": target.anchor})
+
+
+def decide_pass(
+    state: WebhookState,
+    desired: Desired,
+    observation: Observation,
+    params: PolicyParams,
+    timing: Timing,
+    nodes: list[str],
+    now: float,
+) -> PassResult:
+    """Decide one pass over every node of the cluster.  ``state`` is not modified."""
+    new = state.model_copy(deep=True)
+    steps: list[Step] = []
+    new.hot_since, hot = early_hot(state, observation, timing, nodes, now)
+    early = new.hot_since is not None and now - new.hot_since >= timing.early_steer_seconds
+    if desired.rebalance_firing or early:
+        why = (
+            f"{', '.join(a for a in desired.firing_alerts) or 'rebalance alert'} firing"
+            if desired.rebalance_firing
+            else f"early steer: short-window CPU of {', '.join(hot)} above {timing.cpu_high} "
+            f"for {now - (new.hot_since or now):.0f}s"
+        )
+        steps.append(_steer(state, new, observation, params, timing, nodes, now, why))
+    else:
+        recover = _recover(state, new, observation, params, timing, now)
+        if recover is not None:
+            steps.append(recover)
+    shed = _shed(state, new, desired, observation, params, timing, now)
+    if shed is not None:
+        steps.append(shed)
+    result_state = new if any(s.acts for s in steps) else _carry(state, new)
+    return PassResult(result_state, tuple(steps))
+
+
+def _carry(state: WebhookState, new: WebhookState) -> WebhookState:
+    """Nothing acts: keep ``state`` but carry the bookkeeping a pass updates (smoothing, hot timer)."""
+    kept = state.model_copy(deep=True)
+    kept.smoothed_cpu = new.smoothed_cpu
+    kept.hot_since = new.hot_since
+    return kept
