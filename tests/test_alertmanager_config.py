@@ -13,9 +13,9 @@ from mqttlb import alertmanager_config as amc
 from mqttlb.params import load_params
 
 WEBHOOK_URL = "http://127.0.0.1:9643/alerts"
-PAGE_URL = "http://127.0.0.1:9643/page"
 TOKEN_FILE = "/var/lib/mqttlb/webhook/token"
-ARGS = ["--webhook-url", WEBHOOK_URL, "--page-url", PAGE_URL, "--token-file", TOKEN_FILE]
+ARGS = ["--webhook-url", WEBHOOK_URL, "--token-file", TOKEN_FILE]
+PAGER = {"pagerduty_configs": [{"routing_key_file": "/etc/mqttlb/pagerduty-key"}]}
 AMTOOL = shutil.which("amtool")
 
 
@@ -27,7 +27,7 @@ def _amtool(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture()
 def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "alertmanager.yml"
-    path.write_text(amc.render(load_params(), WEBHOOK_URL, PAGE_URL, TOKEN_FILE))
+    path.write_text(amc.render(load_params(), WEBHOOK_URL, TOKEN_FILE))
     return path
 
 
@@ -68,7 +68,7 @@ def test_amtool_routes_on_action(config_file: Path, labels: list[str], receiver:
 def test_structure_and_timing_from_params() -> None:
     timing = {"group_wait": "1s", "group_interval": "3s", "repeat_interval": "7m"}
     params = load_params({"alertmanager": timing})
-    config = yaml.safe_load(amc.render(params, WEBHOOK_URL, PAGE_URL, TOKEN_FILE))
+    config = yaml.safe_load(amc.render(params, WEBHOOK_URL, TOKEN_FILE))
     route = config["route"]
     assert route["group_by"] == ["alertname", "cluster", "action"]
     assert (route["group_wait"], route["group_interval"], route["repeat_interval"]) == ("1s", "3s", "7m")
@@ -77,9 +77,8 @@ def test_structure_and_timing_from_params() -> None:
     assert webhook["url"] == WEBHOOK_URL
     assert webhook["send_resolved"] is True
     assert webhook["http_config"]["authorization"]["credentials_file"] == TOKEN_FILE
-    page = receivers["page"]["webhook_configs"][0]
-    assert page["url"] == PAGE_URL
-    assert page["http_config"]["authorization"]["credentials_file"] == TOKEN_FILE
+    # pages never depend on the webhook: a placeholder receiver without integrations by default
+    assert receivers["page"] == {"name": "page"}
     assert "webhook_configs" not in receivers["default"]
     inhibit = {
         (rule["source_matchers"][0], rule["target_matchers"][0]): rule["equal"]
@@ -91,50 +90,70 @@ def test_structure_and_timing_from_params() -> None:
     }
 
 
-def test_page_token_choices() -> None:
+def test_page_receiver_is_the_operators_and_never_the_webhook() -> None:
     params = load_params()
-    pager = "https://pager.example/hook"
-    other = yaml.safe_load(amc.render(params, WEBHOOK_URL, pager, TOKEN_FILE, "/etc/pager"))
-    page = {r["name"]: r for r in other["receivers"]}["page"]["webhook_configs"][0]
-    assert page["http_config"]["authorization"]["credentials_file"] == "/etc/pager"
-    none = yaml.safe_load(amc.render(params, WEBHOOK_URL, pager, TOKEN_FILE, None))
-    assert "http_config" not in {r["name"]: r for r in none["receivers"]}["page"]["webhook_configs"][0]
+    placeholder = amc.render(params, WEBHOOK_URL, TOKEN_FILE)
+    assert "--page-receiver" in placeholder  # the header says how to give the pager
+    with_pager = yaml.safe_load(amc.render(params, WEBHOOK_URL, TOKEN_FILE, PAGER))
+    page = {r["name"]: r for r in with_pager["receivers"]}["page"]
+    assert page == {"name": "page", **PAGER}
+    assert WEBHOOK_URL not in yaml.safe_dump(page)
+
+
+@pytest.mark.parametrize(
+    ("receiver", "message"),
+    [
+        ({"name": "x"}, "leave out 'name'"),
+        ({"url": "http://x"}, "'url' is not an integration"),
+        ({"email_configs": []}, "non-empty list of mappings"),
+        ({"email_configs": ["to: a@b"]}, "non-empty list of mappings"),
+    ],
+)
+def test_bad_page_receivers_are_refused(receiver: dict, message: str) -> None:
+    with pytest.raises(amc.AlertmanagerConfigError, match=message):
+        amc.render(load_params(), WEBHOOK_URL, TOKEN_FILE, receiver)
 
 
 def test_render_is_deterministic() -> None:
     params = load_params()
-    first = amc.render(params, WEBHOOK_URL, PAGE_URL, TOKEN_FILE)
-    assert first == amc.render(params, WEBHOOK_URL, PAGE_URL, TOKEN_FILE)
+    first = amc.render(params, WEBHOOK_URL, TOKEN_FILE, PAGER)
+    assert first == amc.render(params, WEBHOOK_URL, TOKEN_FILE, PAGER)
 
 
 @pytest.mark.parametrize(
-    ("webhook_url", "page_url", "token_file", "message"),
+    ("webhook_url", "token_file", "message"),
     [
-        ("127.0.0.1:9643/alerts", PAGE_URL, TOKEN_FILE, "webhook_url"),
-        ("ftp://host/alerts", PAGE_URL, TOKEN_FILE, "webhook_url"),
-        (WEBHOOK_URL, "http:///page", TOKEN_FILE, "page_url"),
-        (WEBHOOK_URL, PAGE_URL, "  ", "token_file"),
-        (WEBHOOK_URL, PAGE_URL, "a\nb", "token_file"),
+        ("127.0.0.1:9643/alerts", TOKEN_FILE, "webhook_url"),
+        ("ftp://host/alerts", TOKEN_FILE, "webhook_url"),
+        (WEBHOOK_URL, "  ", "token_file"),
+        (WEBHOOK_URL, "a\nb", "token_file"),
     ],
 )
-def test_bad_arguments_are_refused(webhook_url: str, page_url: str, token_file: str, message: str) -> None:
+def test_bad_arguments_are_refused(webhook_url: str, token_file: str, message: str) -> None:
     with pytest.raises(amc.AlertmanagerConfigError, match=message):
-        amc.render(load_params(), webhook_url, page_url, token_file)
+        amc.render(load_params(), webhook_url, token_file)
 
 
 def test_cli_writes_the_config(tmp_path: Path) -> None:
     out = tmp_path / "am" / "alertmanager.yml"
     argv = [*ARGS, "--out", str(out)]
     assert amc.main(argv) == 0
-    assert out.read_text() == amc.render(load_params(), WEBHOOK_URL, PAGE_URL, TOKEN_FILE)
+    assert out.read_text() == amc.render(load_params(), WEBHOOK_URL, TOKEN_FILE)
     assert _amtool("check-config", str(out)).returncode == 0
 
 
-def test_cli_stdout_and_no_page_token(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = [*ARGS, "--no-page-token"]
-    assert amc.main(argv) == 0
-    config = yaml.safe_load(capsys.readouterr().out)
-    assert "http_config" not in {r["name"]: r for r in config["receivers"]}["page"]["webhook_configs"][0]
+def test_cli_page_receiver_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pager = tmp_path / "pager.yml"
+    pager.write_text(yaml.safe_dump(PAGER))
+    assert amc.main([*ARGS, "--page-receiver", str(pager)]) == 0
+    out = capsys.readouterr().out
+    assert {r["name"]: r for r in yaml.safe_load(out)["receivers"]}["page"] == {"name": "page", **PAGER}
+    checked = tmp_path / "am.yml"
+    checked.write_text(out)
+    assert _amtool("check-config", str(checked)).returncode == 0
+    pager.write_text("webhook_configs: nope\n")
+    assert amc.main([*ARGS, "--page-receiver", str(pager)]) == 2
+    assert "webhook_configs must be a non-empty list" in capsys.readouterr().err
 
 
 def test_cli_bad_input_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -226,4 +226,4 @@ def test_compose_grafana_mounts_what_the_provisioning_expects() -> None:
     ).resolve()
     source = yaml.safe_load((PROVISIONING / "datasources" / "mqttlb.yml").read_text())["datasources"][0]
     host, port = source["url"].removeprefix("http://").split(":")
-    assert host in services and f"--web.listen-address=:{port}" in services[host]["command"]
+    assert host in services and f"--web.listen-address=0.0.0.0:{port}" in services[host]["command"]

@@ -119,10 +119,14 @@ STACK_CASES = [
         file="params: {alertmanager: {group_interval: 1m, repeat_interval: 30s}}\n",
     ),
     StackCase(
-        "cooldown-not-below-repeat-interval",
-        "{file}: params.policy.cooldown_seconds: need alertmanager.repeat_interval > policy.cooldown_seconds "
-        "(each re-send of a firing alert takes one more step), got 30s <= 45s",
-        file="params: {policy: {cooldown_seconds: 45}}\n",
+        "early-steer-for-not-a-duration",
+        "{file}: params.early_steer_for: not a Prometheus duration such as 30s, 1m or 1h30m (got 'soon')",
+        file="params: {early_steer_for: soon}\n",
+    ),
+    StackCase(
+        "shed-floor-zero",
+        "{file}: params.policy.shed_min_connections: Input should be greater than or equal to 1 (got 0)",
+        file="params: {policy: {shed_min_connections: 0}}\n",
     ),
     StackCase(
         "runbook-url-not-http",

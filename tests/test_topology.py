@@ -72,6 +72,7 @@ SWITCHED: dict[str, tuple[str, ...]] = {
     "/webhook/listen": ("addressing",),
     "/webhook/envoy_admin": ("addressing",),
     "/webhook/prometheus_url": ("addressing",),
+    "/webhook/alertmanager_urls/0": ("addressing",),
     "/webhook/eds_path": ("layout",),
     "/webhook/overload_file": ("layout",),
     "/webhook/token_file": ("layout",),

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mqttlb.params import PolicyParams, load_params
-from mqttlb.webhook.policy import NodeSample, decide, recover, recovery_hold
+from mqttlb.webhook import policy
+from mqttlb.webhook.policy import NodeSample, recover, recovery_hold
 
 P = load_params().policy
 NODES = ["node1", "node2", "node3"]
+STEP = 15.0  # the controller's step interval (mqttlb.params.step_interval_seconds) in these tests
+decide = partial(policy.decide, cooldown_seconds=STEP)
 
 
 def fresh(cpu: float, connections: float = 100.0) -> NodeSample:
@@ -25,7 +30,7 @@ def run(samples, weights, p=P, steps=1, start=0.0, smoothed=None):
     last = None
     decision = None
     for i in range(steps):
-        now = start + i * (p.cooldown_seconds + 1)
+        now = start + i * (STEP + 1)
         decision = decide(NODES, samples, weights, smoothed, p, now, last)
         if decision.changed:
             last = now
@@ -58,7 +63,7 @@ def test_cooldown_blocks_a_second_change():
         first.weights,
         first.smoothed_cpu,
         P,
-        now=100.0 + P.cooldown_seconds,
+        now=100.0 + STEP,
         last_change=100.0,
     )
     assert third.changed
@@ -190,7 +195,7 @@ def test_converges_for_static_input(cpu, w, p):
     history = []
     rounds = (p.max_weight - p.min_weight) // p.max_step + 300
     for i in range(rounds):
-        d = decide(NODES, samples, weights, smoothed, p, i * (p.cooldown_seconds + 1), None)
+        d = decide(NODES, samples, weights, smoothed, p, i * (STEP + 1), None)
         weights, smoothed = d.weights, d.smoothed_cpu
         history.append(weights)
     assert history[-1] == history[-2] == history[-10], history[-10:]
