@@ -136,7 +136,7 @@ IMBALANCED = notification("MqttClusterImbalanced", "firing", "2023-11-14T22:13:2
 
 def test_start_publishes_neutral_under_a_new_version(tmp_path: Path) -> None:
     world, clock = FakeWorld(), Clock()
-    controller = make_controller(tmp_path, world, clock)
+    make_controller(tmp_path, world, clock)
     assert [s.version for s in world.published] == [1]
     assert world.published[0].weights == dict.fromkeys(NODES, 100)
     again = make_controller(tmp_path, world, clock)  # a restart never reuses a version
