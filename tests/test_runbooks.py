@@ -1,0 +1,178 @@
+"""The runbooks say what mqttlb does now: each claim in a runbook is checked against the code.
+
+A claim is a phrase in a runbook's "What mqttlb does" section paired with a check that runs the
+product's own decision code.  Changing the behaviour fails the check; rewording the runbook without
+the claim fails the phrase lookup; and sentences describing removed behaviour must not come back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mqttlb import alertmanager_config, contract
+from mqttlb.contract import OutcomeKind
+from mqttlb.params import load_params
+from mqttlb.webhook.plan import Desired, Observation, PassResult, decide_pass, timing_for
+from mqttlb.webhook.policy import NodeSample
+from mqttlb.webhook.state import WebhookState
+
+RUNBOOKS = Path(__file__).resolve().parents[1] / "docs" / "runbooks"
+PARAMS = load_params()
+POLICY = PARAMS.policy
+TIMING = timing_for(PARAMS, 5.0)
+NODES = ["node1", "node2", "node3"]
+NOW = 10_000.0
+HOT = {"node1": 0.9, "node2": 0.3, "node3": 0.2}
+EVEN = dict.fromkeys(NODES, 0.3)
+
+
+def observe(
+    cpu: dict[str, float], down: frozenset[str] = frozenset(), fast: dict[str, float] | None = None
+) -> Observation:
+    samples = {n: NodeSample(cpu=c, connections=100.0, age_seconds=1.0) for n, c in cpu.items()}
+    return Observation(samples=samples, fast_cpu=fast or {}, down=down, active_connections=300, cluster_connections=300)
+
+
+def neutral(**changes: object) -> WebhookState:
+    state = WebhookState(nodes=NODES, weights=dict.fromkeys(NODES, POLICY.neutral_weight))
+    return state.model_copy(update=changes)
+
+
+def run(state: WebhookState, desired: Desired, observation: Observation, now: float = NOW) -> PassResult:
+    return decide_pass(state, desired, observation, POLICY, TIMING, NODES, now)
+
+
+REBALANCING = Desired(rebalance_firing=True, shed_firing=False, firing_alerts=(contract.ALERT_CPU_HIGH,))
+SHEDDING = Desired(rebalance_firing=False, shed_firing=True, firing_alerts=(contract.ALERT_CPU_CRITICAL,))
+QUIET = Desired(rebalance_firing=False, shed_firing=False)
+
+
+def one_step_per_interval() -> None:
+    first = run(neutral(), REBALANCING, observe(HOT))
+    assert [s.kind for s in first.steps] == [OutcomeKind.REBALANCE]
+    second = run(first.state, REBALANCING, observe(HOT), NOW + TIMING.step_seconds - 1)
+    assert [s.kind for s in second.steps] == [OutcomeKind.NOOP]
+    third = run(first.state, REBALANCING, observe(HOT), NOW + TIMING.step_seconds)
+    assert [s.kind for s in third.steps] == [OutcomeKind.REBALANCE]
+
+
+def steers_early() -> None:
+    fast = {"node1": PARAMS.cpu_high + 0.1, "node2": 0.2, "node3": 0.2}
+    started = run(neutral(), QUIET, observe(HOT, fast=fast))
+    assert started.state.hot_since == NOW and not started.acts
+    later = run(started.state, QUIET, observe(HOT, fast=fast), NOW + TIMING.early_steer_seconds)
+    assert [s.kind for s in later.steps] == [OutcomeKind.REBALANCE] and "early steer" in later.steps[0].reason
+
+
+def recovers_only_when_no_rebalance_alert_fires() -> None:
+    steered = neutral(weights={"node1": 50, "node2": 125, "node3": 125}, last_weight_change=0.0)
+    firing = run(steered, REBALANCING, observe(EVEN))
+    assert OutcomeKind.RECOVER not in [s.kind for s in firing.steps]
+    quiet = run(steered, QUIET, observe(EVEN))
+    assert [s.kind for s in quiet.steps] == [OutcomeKind.RECOVER]
+
+
+def held_while_the_spread_persists() -> None:
+    steered = neutral(weights={"node1": 50, "node2": 125, "node3": 125}, last_weight_change=0.0)
+    result = run(steered, QUIET, observe(HOT))
+    assert [s.kind for s in result.steps] == [OutcomeKind.HOLD]
+    assert result.state.weights == steered.weights
+
+
+def sheds_one_level_per_interval() -> None:
+    first = run(neutral(), SHEDDING, observe(HOT))
+    assert first.state.shed_level == 1
+    again = run(first.state, SHEDDING, observe(HOT), NOW + TIMING.step_seconds - 1)
+    assert again.state.shed_level == 1
+    later = run(first.state, SHEDDING, observe(HOT), NOW + TIMING.step_seconds)
+    assert later.state.shed_level == 2
+
+
+def shed_basis_has_a_floor() -> None:
+    empty = Observation(samples={}, active_connections=0, cluster_connections=0)
+    assert run(neutral(), SHEDDING, empty).state.shed_anchor == POLICY.shed_min_connections
+
+
+def lifted_one_level_per_interval() -> None:
+    shedding = neutral(shed_level=3, shed_anchor=500, last_shed_change=0.0)
+    lifted = run(shedding, QUIET, observe(EVEN))
+    assert lifted.state.shed_level == 2
+    assert run(lifted.state, QUIET, observe(EVEN), NOW + 1).state.shed_level == 2
+
+
+def down_nodes_take_no_part() -> None:
+    result = run(neutral(), REBALANCING, observe(HOT, down=frozenset({"node1"})))
+    assert result.state.weights["node1"] == POLICY.neutral_weight
+    assert result.state.weights["node2"] != result.state.weights["node3"]  # the others are balanced
+
+
+def pages_never_go_through_the_webhook() -> None:
+    config = yaml.safe_load(alertmanager_config.render(PARAMS, "http://webhook:9643/alerts", "/token"))
+    routes = {r["matchers"][0]: r["receiver"] for r in config["route"]["routes"]}
+    assert routes[f'action="{contract.Action.PAGE.value}"'] == contract.RECEIVER_PAGE
+    page = {r["name"]: r for r in config["receivers"]}[contract.RECEIVER_PAGE]
+    assert "webhook:9643" not in yaml.safe_dump(page)
+
+
+CLAIMS: list[tuple[str, str, Callable[[], None]]] = [
+    ("MqttBrokerCpuHigh", "at most one step per step interval", one_step_per_interval),
+    ("MqttBrokerCpuHigh", "steers early", steers_early),
+    (
+        "MqttBrokerCpuHigh",
+        "only when no rebalance alert of the cluster\nfires",
+        recovers_only_when_no_rebalance_alert_fires,
+    ),
+    ("MqttBrokerCpuHigh", "**held** while the CPU spread persists", held_while_the_spread_persists),
+    ("MqttClusterImbalanced", "at most one step per step interval", one_step_per_interval),
+    (
+        "MqttClusterImbalanced",
+        "only when no rebalance alert of the cluster fires",
+        recovers_only_when_no_rebalance_alert_fires,
+    ),
+    ("MqttClusterImbalanced", "**held** while the CPU spread persists", held_while_the_spread_persists),
+    ("MqttClusterImbalanced", "take no part", down_nodes_take_no_part),
+    ("MqttBrokerCpuCritical", "one level per step interval", sheds_one_level_per_interval),
+    ("MqttBrokerCpuCritical", "never taken below\n`policy.shed_min_connections`", shed_basis_has_a_floor),
+    ("MqttBrokerCpuCritical", "lifted one level per step\ninterval", lifted_one_level_per_interval),
+    ("MqttBrokerDown", "**never goes through the webhook**", pages_never_go_through_the_webhook),
+    ("MqttBrokerDown", "treats the node as **down**", down_nodes_take_no_part),
+    ("EnvoyEndpointUnhealthy", "treats the node as **down**", down_nodes_take_no_part),
+    ("MqttExporterDown", "**never goes through the webhook**", pages_never_go_through_the_webhook),
+    ("MqttRebalancerFailing", "**never goes through the\nwebhook**", pages_never_go_through_the_webhook),
+]
+
+# Behaviour that no longer exists: notifications as commands, the /page route, recovery ticks.
+RETIRED = [
+    "POST /page",
+    "per firing notification",
+    "recovery ticks",
+    "return to neutral stepwise",
+    "answers\nAlertmanager with 503",
+]
+
+
+def _section(name: str) -> str:
+    text = (RUNBOOKS / f"{name}.md").read_text()
+    return text.split("## What mqttlb does", 1)[1].split("\n## ", 1)[0]
+
+
+@pytest.mark.parametrize(("runbook", "phrase", "check"), CLAIMS, ids=[f"{r}:{c.__name__}" for r, _, c in CLAIMS])
+def test_runbook_claim_holds(runbook: str, phrase: str, check: Callable[[], None]) -> None:
+    section = " ".join(_section(runbook).split())
+    assert " ".join(phrase.split()) in section, f"{runbook}.md no longer says {phrase!r}"
+    check()
+
+
+def test_every_alert_has_a_runbook_with_a_what_mqttlb_does_section() -> None:
+    for name in contract.ALERT_NAMES:
+        assert _section(name).strip(), name
+
+
+@pytest.mark.parametrize("phrase", RETIRED)
+def test_no_runbook_describes_retired_behaviour(phrase: str) -> None:
+    for path in sorted(RUNBOOKS.glob("*.md")):
+        assert " ".join(phrase.split()) not in " ".join(path.read_text().split()), f"{path.name}: {phrase!r}"
