@@ -213,6 +213,20 @@ class Params(_Strict):
         return self
 
 
+# Short-lived stacks (tests, benchmarks, demos, the experiment) react faster than the shipped
+# defaults: short `for` durations, a 5 s step interval and quick Alertmanager timing, so an
+# alert-driven run takes a minute.  The one such set; the experiment adds its named deltas to it.
+SHORT_LIVED_STACK_PARAMS: dict[str, Any] = {
+    "rate_window": "20s",
+    "cpu_high_for": "10s",
+    "cpu_critical_for": "10s",
+    "imbalance_for": "10s",
+    "broker_down_for": "10s",
+    "alertmanager": {"group_wait": "2s", "group_interval": "5s", "repeat_interval": "10s"},
+    "policy": {"cooldown_seconds": 5},
+}
+
+
 def step_interval_seconds(params: Params, scrape_interval_seconds: float) -> float:
     """Minimum seconds between two changes of one lever: ``policy.cooldown_seconds`` when set, else the
     measurement lag — one scrape plus the rate window, after which a step's effect is fully measured."""

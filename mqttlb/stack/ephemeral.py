@@ -11,23 +11,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from mqttlb.params import SHORT_LIVED_STACK_PARAMS
 from mqttlb.stack.config import StackConfig, load_stack_config
 from mqttlb.stack.runner import Stack
 from mqttlb.stack.topology import LOOPBACK
 
 log = logging.getLogger(__name__)
 
-# Short-lived stacks (tests, benchmarks, demos) react faster than the defaults: short `for`
-# durations, a short cooldown and quick Alertmanager timing, so an alert-driven run takes a minute.
-FAST_PARAMS: dict[str, Any] = {
-    "rate_window": "20s",
-    "cpu_high_for": "10s",
-    "cpu_critical_for": "10s",
-    "imbalance_for": "10s",
-    "broker_down_for": "10s",
-    "alertmanager": {"group_wait": "2s", "group_interval": "5s", "repeat_interval": "10s"},
-    "policy": {"cooldown_seconds": 5},
-}
+FAST_PARAMS: dict[str, Any] = SHORT_LIVED_STACK_PARAMS  # the one fast set (mqttlb/params.py)
 
 SERVICE_PORTS = (
     "envoy_listener",
