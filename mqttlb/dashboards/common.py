@@ -31,9 +31,8 @@ DEFAULT_CLUSTER = "local"
 DEFAULT_ENVOY_CLUSTER = contract.ENVOY_CLUSTER
 ALL = "$__all"
 
-# Alerts shown on the rebalancer dashboard: every alert the mqttlb rules define starts with one of
-# these prefixes (broker/cluster alerts "Mqtt...", Envoy alerts "Envoy...").
-ALERTNAME_REGEX = "Mqtt.*|Envoy.*"
+# Alerts shown on the rebalancer dashboard: exactly the alerts the mqttlb rules define.
+ALERTNAME_REGEX = "|".join(contract.ALERT_NAMES)
 
 GREEN, ORANGE, RED, BLUE = "green", "orange", "red", "blue"
 
