@@ -145,17 +145,38 @@ class _Run:
             on_puback=on_puback if checked else None,
         )
         self.connect_attempts += 1
-        topic = profile.topic or (
+        if not await self._connect(conn, profile, self._session_topic(profile, client_id)):
+            return False
+        self._connected(conn)
+        await self._work(conn, profile, client_id, session, session_end, rng, mid_to_seq)
+        if conn.closed.done():
+            self.unexpected_disconnects += 1
+            return True
+        if checked:
+            await self._drain(conn, client_id, session, mid_to_seq)
+        await conn.disconnect()
+        self.live.discard(conn)
+        return True
+
+    def _session_topic(self, profile: Profile, client_id: str) -> str:
+        """The topic a session subscribes to: the profile's own, else everything under the prefix
+        for a subscriber, else the client's own publish topic (a delivery-checked publisher's echo)."""
+        return profile.topic or (
             f"{self.w.topic_prefix}/#"
             if profile.role == "sub"
             else f"{self.w.topic_prefix}/{profile.name}/{client_id}"
         )
+
+    async def _connect(self, conn: Connection, profile: Profile, topic: str) -> bool:
+        """Connect, then subscribe to ``topic`` (subscribers at the profile's QoS, delivery-checked
+        publishers at QoS 1), within the pending-connects bound; each step is bounded by
+        ``connect_timeout``.  False, with the failure counted by reason, if a step failed."""
         try:
             async with self.pending:
                 await conn.connect(self.w.connect_timeout)
                 if profile.role == "sub":
                     await conn.subscribe(topic, profile.qos, self.w.connect_timeout)
-                elif checked:
+                elif profile.checks_delivery:
                     await conn.subscribe(topic, 1, self.w.connect_timeout)
         except ConnectError as exc:
             self.connect_failures[exc.reason] += 1
@@ -164,12 +185,30 @@ class _Run:
         except asyncio.CancelledError:
             conn.abort()
             raise
+        return True
+
+    def _connected(self, conn: Connection) -> None:
+        """Count a successful connect (in total and in its second of the run) and track ``conn`` as live."""
         self.connects_ok += 1
         second = int(time.monotonic() - self.start)
         self.connects_by_second.extend([0] * (second + 1 - len(self.connects_by_second)))
         self.connects_by_second[second] += 1
         self.live.add(conn)
         self.peak_connected = max(self.peak_connected, len(self.live))
+
+    async def _work(
+        self,
+        conn: Connection,
+        profile: Profile,
+        client_id: str,
+        session: int,
+        session_end: float,
+        rng: random.Random,
+        mid_to_seq: dict[int, int],
+    ) -> None:
+        """Idle (subscribers, silent clients) or publish until ``session_end`` or the connection
+        closes.  A cancel while the run is stopping ends the work gracefully (the session then
+        drains and disconnects); any other cancel propagates."""
         try:
             if profile.role == "sub" or profile.rate == 0:
                 await self._idle(conn, session_end)
@@ -184,14 +223,6 @@ class _Run:
         finally:
             if conn.closed.done():
                 self.live.discard(conn)
-        if conn.closed.done():
-            self.unexpected_disconnects += 1
-            return True
-        if checked:
-            await self._drain(conn, client_id, session, mid_to_seq)
-        await conn.disconnect()
-        self.live.discard(conn)
-        return True
 
     async def _idle(self, conn: Connection, session_end: float) -> None:
         timeout = session_end - time.monotonic()

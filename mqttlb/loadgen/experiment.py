@@ -25,7 +25,8 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -293,44 +294,121 @@ def _progress(snap: dict[str, Any]) -> None:
     )
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """The command line, checked: the policies in run order, seconds of load per policy, and the
+    built-in workload's mobile and sensor counts (defaults depend on ``--short``)."""
+
+    policies: list[str]
+    duration: float
+    mobiles: int
+    sensors: int
+
+
+def _check_inputs(args: argparse.Namespace) -> _Inputs:
+    """The checked inputs; ``ValueError`` naming the flag and its range for one out of range."""
+    policies = parse_policies(args.policies)
+    duration = args.duration or (SHORT_DURATION_S if args.short else LONG_DURATION_S)
+    if not 5 <= duration <= 3600:
+        raise ValueError("--duration must be 5..3600 seconds")
+    if not 1 <= args.nodes <= 16 or args.node_cpu_cores <= 0:
+        raise ValueError("--nodes must be 1..16 and --node-cpu-cores positive")
+    if not 1 <= args.sites <= 100 or not 0 < args.uplink_rate <= 10_000:
+        raise ValueError("--sites must be 1..100 and --uplink-rate 0..10000 msg/s")
+    mobiles = args.mobiles if args.mobiles is not None else (60 if args.short else 180)
+    if not 0 < mobiles <= 5_000 or not 0 < args.mobile_rate <= 10_000:
+        raise ValueError("--mobiles must be 1..5000 and --mobile-rate 0..10000 msg/s")
+    if not 0.5 <= args.sample_interval <= 60 or not 1 <= args.workers <= 16:
+        raise ValueError("--sample-interval must be 0.5..60 and --workers 1..16")
+    sensors = args.sensors if args.sensors is not None else (40 if args.short else 100)
+    if not 0 < sensors <= 20_000:
+        raise ValueError("--sensors must be 1..20000")
+    return _Inputs(policies, duration, mobiles, sensors)
+
+
+def _workload_factory(args: argparse.Namespace, inputs: _Inputs) -> Callable[[int], Workload]:
+    """Port of a stack's Envoy listener -> the workload aimed at it: ``--workload``'s file with host,
+    port, duration and seed set, or the built-in one.  Reads the file now (``OSError``)."""
+    file_text = args.workload.read_text() if args.workload else None
+
+    def make_workload(port: int) -> Workload:
+        if file_text is not None:
+            return load_workload_yaml(
+                file_text, {"host": "127.0.0.1", "port": port, "duration": inputs.duration, "seed": args.seed}
+            )
+        return experiment_workload(
+            port,
+            inputs.duration,
+            args.seed,
+            sites=args.sites,
+            uplink_rate=args.uplink_rate,
+            mobiles=inputs.mobiles,
+            mobile_rate=args.mobile_rate,
+            sensors=inputs.sensors,
+        )
+
+    return make_workload
+
+
+@dataclass
+class _Runs:
+    """What the policies run so far gave: results in run order, samples by policy, the node names
+    and the workload of the last run."""
+
+    results: list[PolicyResult] = field(default_factory=list)
+    samples: dict[str, list[Sample]] = field(default_factory=dict)
+    nodes: list[str] = field(default_factory=list)
+    workload: Workload | None = None
+
+
+def _run_policies(
+    args: argparse.Namespace, policies: list[str], make_workload: Callable[[int], Workload], runs: _Runs
+) -> int:
+    """Run each policy on its own stack, writing its load report and samples CSV under ``--out``
+    as it finishes; 0, or ``EXIT_FAILED`` / ``EXIT_INTERRUPTED`` at the first policy that failed or
+    was interrupted (its stack stopped).  SIGTERM unwinds like Ctrl-C meanwhile."""
+    out: Path = args.out
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with tempfile.TemporaryDirectory(prefix="mqttlb-experiment-") as tmp:
+            state_root = out / "state" if args.keep_state else Path(tmp)
+            for name in policies:
+                try:
+                    result, samples, runs.nodes, runs.workload = run_policy(name, args, make_workload, state_root)
+                except (RuntimeError, WorkloadError, OSError) as exc:
+                    log.error("policy %s failed: %s", name, exc)
+                    return EXIT_FAILED
+                except KeyboardInterrupt:
+                    log.error("interrupted during policy %s; its stack was stopped, no report written", name)
+                    return EXIT_INTERRUPTED
+                runs.results.append(result)
+                runs.samples[name] = samples
+                result.load.write_json(out / f"loadgen-{name}.json")
+                atomic_write_text(out / f"samples-{name}.csv", _samples_csv(samples, runs.nodes))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+def _describe_workload(workload: Workload, args: argparse.Namespace) -> str:
+    """The report's workload description: the target is each stack's Envoy listener, and the
+    built-in workload's uplinks and links are told per site."""
+    described = workload.describe().replace(
+        f"target {workload.host}:{workload.port}", "target: the Envoy listener of each stack"
+    )
+    if args.workload is None:
+        lines = described.splitlines()
+        others = [line for line in lines[1:] if not line.startswith(("- uplink", "- link"))]
+        described = "\n".join([lines[0], describe_sites(args.sites, args.uplink_rate), *others])
+    return described
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_from_args(args)
     try:
-        policies = parse_policies(args.policies)
-        duration = args.duration or (SHORT_DURATION_S if args.short else LONG_DURATION_S)
-        if not 5 <= duration <= 3600:
-            raise ValueError("--duration must be 5..3600 seconds")
-        if not 1 <= args.nodes <= 16 or args.node_cpu_cores <= 0:
-            raise ValueError("--nodes must be 1..16 and --node-cpu-cores positive")
-        if not 1 <= args.sites <= 100 or not 0 < args.uplink_rate <= 10_000:
-            raise ValueError("--sites must be 1..100 and --uplink-rate 0..10000 msg/s")
-        mobiles = args.mobiles if args.mobiles is not None else (60 if args.short else 180)
-        if not 0 < mobiles <= 5_000 or not 0 < args.mobile_rate <= 10_000:
-            raise ValueError("--mobiles must be 1..5000 and --mobile-rate 0..10000 msg/s")
-        if not 0.5 <= args.sample_interval <= 60 or not 1 <= args.workers <= 16:
-            raise ValueError("--sample-interval must be 0.5..60 and --workers 1..16")
-        sensors = args.sensors if args.sensors is not None else (40 if args.short else 100)
-        if not 0 < sensors <= 20_000:
-            raise ValueError("--sensors must be 1..20000")
-        file_text = args.workload.read_text() if args.workload else None
-
-        def make_workload(port: int) -> Workload:
-            if file_text is not None:
-                return load_workload_yaml(
-                    file_text, {"host": "127.0.0.1", "port": port, "duration": duration, "seed": args.seed}
-                )
-            return experiment_workload(
-                port,
-                duration,
-                args.seed,
-                sites=args.sites,
-                uplink_rate=args.uplink_rate,
-                mobiles=mobiles,
-                mobile_rate=args.mobile_rate,
-                sensors=sensors,
-            )
-
+        inputs = _check_inputs(args)
+        make_workload = _workload_factory(args, inputs)
         make_workload(1883)  # validates the workload before any stack starts
     except (ValueError, OSError) as exc:  # WorkloadError is a ValueError
         print(f"mqttlb experiment: {exc}", file=sys.stderr)
@@ -340,39 +418,15 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    results: list[PolicyResult] = []
-    runs: dict[str, list[Sample]] = {}
-    nodes: list[str] = []
-    workload_used: Workload | None = None
-    # SIGTERM unwinds like Ctrl-C, so every stack started so far is stopped on the way out.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        with tempfile.TemporaryDirectory(prefix="mqttlb-experiment-") as tmp:
-            state_root = out / "state" if args.keep_state else Path(tmp)
-            for name in policies:
-                try:
-                    result, samples, nodes, workload_used = run_policy(name, args, make_workload, state_root)
-                except (RuntimeError, WorkloadError, OSError) as exc:
-                    log.error("policy %s failed: %s", name, exc)
-                    return EXIT_FAILED
-                except KeyboardInterrupt:
-                    log.error("interrupted during policy %s; its stack was stopped, no report written", name)
-                    return EXIT_INTERRUPTED
-                results.append(result)
-                runs[name] = samples
-                result.load.write_json(out / f"loadgen-{name}.json")
-                atomic_write_text(out / f"samples-{name}.csv", _samples_csv(samples, nodes))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    assert workload_used is not None
-    described = workload_used.describe().replace(
-        f"target {workload_used.host}:{workload_used.port}", "target: the Envoy listener of each stack"
+    runs = _Runs()
+    failed = _run_policies(args, inputs.policies, make_workload, runs)
+    if failed:
+        return failed
+    assert runs.workload is not None
+    described = _describe_workload(runs.workload, args)
+    write_report(
+        out, runs.results, runs.samples, runs.nodes, described, args, inputs.duration, time.monotonic() - started
     )
-    if args.workload is None:
-        lines = described.splitlines()
-        others = [line for line in lines[1:] if not line.startswith(("- uplink", "- link"))]
-        described = "\n".join([lines[0], describe_sites(args.sites, args.uplink_rate), *others])
-    write_report(out, results, runs, nodes, described, args, duration, time.monotonic() - started)
     log.info("report written to %s", out / "report.md")
     return 0
 

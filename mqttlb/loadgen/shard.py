@@ -17,6 +17,7 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from mqttlb.loadgen.engine import ProgressCallback, run
@@ -64,6 +65,14 @@ def _worker(workload_json: str, shard: int, shards: int, start_at: float, out: A
         out.put(("error", shard, repr(exc)))
 
 
+def merge_snapshots(snapshots: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One progress snapshot for the shards' snapshots of the same tick: the counters and rates of
+    ``SUMMED_SNAPSHOT_KEYS`` summed (a missing key counts 0), ``t`` the latest shard's."""
+    merged = {key: sum(s.get(key, 0) for s in snapshots) for key in SUMMED_SNAPSHOT_KEYS}
+    merged["t"] = max(s["t"] for s in snapshots)
+    return merged
+
+
 def merge_reports(reports: list[Report]) -> Report:
     """One report for the union of the shards' clients (peak_connected: sum of the shards' peaks)."""
     if not reports:
@@ -79,11 +88,7 @@ def merge_reports(reports: list[Report]) -> Report:
         failures.update(r.connect_failures)
         qos1.update(r.qos1)
         published.update(r.published)
-    timeline = []
-    for ticks in zip(*(r.timeline for r in reports), strict=False):
-        merged = {key: sum(t.get(key, 0) for t in ticks) for key in SUMMED_SNAPSHOT_KEYS}
-        merged["t"] = max(t["t"] for t in ticks)
-        timeline.append(merged)
+    timeline = [merge_snapshots(ticks) for ticks in zip(*(r.timeline for r in reports), strict=False)]
     width = max(len(r.connects_by_second) for r in reports)
     by_second = [
         sum(r.connects_by_second[i] for r in reports if i < len(r.connects_by_second)) for i in range(width)
@@ -113,6 +118,75 @@ def merge_reports(reports: list[Report]) -> Report:
 CLOSE_RATE_FLOOR = 250.0  # clients/s a worker is assumed to close at least, for the stop margin
 
 
+class _Inbox:
+    """What the workers sent back: reports by shard, errors, and progress snapshots waiting for
+    every shard's copy of the same tick."""
+
+    def __init__(self, workers: int, progress: ProgressCallback | None) -> None:
+        self.workers = workers
+        self.progress = progress
+        self.reports: dict[int, Report] = {}
+        self.errors: list[str] = []
+        self._ticks: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
+        self._seen: collections.Counter[int] = collections.Counter()
+
+    def complete(self) -> bool:
+        """True once every worker sent its report or an error."""
+        return len(self.reports) + len(self.errors) >= self.workers
+
+    def take(self, kind: str, shard: int, payload: Any) -> None:
+        """One ``(kind, shard, payload)`` message: ``progress`` (a snapshot; once every shard sent its
+        n-th, their merge goes to the progress callback), ``report`` (``Report`` fields) or ``error``."""
+        if kind == "progress":
+            index = self._seen[shard]
+            self._seen[shard] += 1
+            self._ticks[index].append(payload)
+            if len(self._ticks[index]) == self.workers and self.progress is not None:
+                self.progress(merge_snapshots(self._ticks.pop(index)))
+        elif kind == "report":
+            self.reports[shard] = Report(**payload)
+        else:
+            self.errors.append(f"worker {shard}: {payload}")
+
+
+def _start_workers(ctx: Any, workload: Workload, workers: int, start_at: float, out: Any) -> list[Any]:
+    """Spawn and start ``workers`` daemon processes, shard k of ``workers`` each, all starting their
+    load at the wall-clock time ``start_at`` (``time.time()`` seconds) and reporting on ``out``."""
+    procs = [
+        ctx.Process(target=_worker, args=(workload.model_dump_json(), k, workers, start_at, out), daemon=True)
+        for k in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    return procs
+
+
+def _hard_limit(workload: Workload, start_at: float) -> float:
+    """The ``time.monotonic()`` by which every worker must have reported: the common start, the
+    run, drain and connect timeout, plus a margin that grows with the clients to close."""
+    hard_limit = time.monotonic() + (start_at - time.time()) + workload.duration + workload.drain
+    # Closing thousands of connections on a busy box takes a while: more margin for more clients.
+    return hard_limit + workload.connect_timeout + 30 + workload.total_clients / CLOSE_RATE_FLOOR
+
+
+def _terminate(procs: list[Any]) -> None:
+    """SIGTERM every worker still alive (each then stops its run gracefully and reports)."""
+    for proc in procs:
+        if proc.pid is not None and proc.is_alive():
+            os.kill(proc.pid, signal.SIGTERM)
+
+
+def _reap(procs: list[Any]) -> None:
+    """Join every worker (10 s each), killing one that does not stop in time."""
+    for proc in procs:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            log.error("load worker %s did not stop; killing it", proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.join(timeout=5)
+
+
 def run_sharded(
     workload: Workload,
     workers: int,
@@ -120,59 +194,35 @@ def run_sharded(
     progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
 ) -> Report:
-    """Run ``workload`` in ``workers`` processes; blocks until they finish (bounded) and merges."""
+    """Run ``workload`` in ``workers`` processes; blocks until they finish (bounded) and merges.
+
+    Raises ``ValueError`` if ``workers`` < 1 and ``RuntimeError`` if a worker failed or gave no
+    report in time.  Setting ``stop`` ends the run early, gracefully.
+    """
     if workers < 1:
         raise ValueError("workers must be >= 1")
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     start_at = time.time() + START_DELAY_S + 0.5 * workers
-    procs = [
-        ctx.Process(target=_worker, args=(workload.model_dump_json(), k, workers, start_at, out), daemon=True)
-        for k in range(workers)
-    ]
-    for proc in procs:
-        proc.start()
-    hard_limit = time.monotonic() + (start_at - time.time()) + workload.duration + workload.drain
-    # Closing thousands of connections on a busy box takes a while: more margin for more clients.
-    hard_limit += workload.connect_timeout + 30 + workload.total_clients / CLOSE_RATE_FLOOR
-    reports: dict[int, Report] = {}
-    errors: list[str] = []
-    ticks: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
-    seen: collections.Counter[int] = collections.Counter()
+    procs = _start_workers(ctx, workload, workers, start_at, out)
+    hard_limit = _hard_limit(workload, start_at)
+    inbox = _Inbox(workers, progress)
     stop_sent = False
     try:
-        while len(reports) + len(errors) < workers and time.monotonic() < hard_limit:
+        while not inbox.complete() and time.monotonic() < hard_limit:
             if stop is not None and stop.is_set() and not stop_sent:
                 stop_sent = True
-                for proc in procs:
-                    if proc.pid is not None and proc.is_alive():
-                        os.kill(proc.pid, signal.SIGTERM)
+                _terminate(procs)
             try:
-                kind, shard, payload = out.get(timeout=0.2)
+                message = out.get(timeout=0.2)
             except queue.Empty:
                 if not any(p.is_alive() for p in procs) and out.empty():
                     break
                 continue
-            if kind == "progress":
-                index = seen[shard]
-                seen[shard] += 1
-                ticks[index].append(payload)
-                if len(ticks[index]) == workers and progress is not None:
-                    merged = {key: sum(s.get(key, 0) for s in ticks[index]) for key in SUMMED_SNAPSHOT_KEYS}
-                    merged["t"] = max(s["t"] for s in ticks.pop(index))
-                    progress(merged)
-            elif kind == "report":
-                reports[shard] = Report(**payload)
-            else:
-                errors.append(f"worker {shard}: {payload}")
+            inbox.take(*message)
     finally:
-        for proc in procs:
-            proc.join(timeout=10)
-            if proc.is_alive():
-                log.error("load worker %s did not stop; killing it", proc.pid)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.join(timeout=5)
+        _reap(procs)
+    reports, errors = inbox.reports, inbox.errors
     if errors or len(reports) < workers:
         raise RuntimeError(f"{workers - len(reports)} load worker(s) gave no report: {'; '.join(errors)}")
     return merge_reports([reports[k] for k in sorted(reports)])

@@ -197,30 +197,26 @@ def _after_init(**conditions: str) -> dict[str, Any]:
     }
 
 
-def compose_file(topo: Topology) -> dict[str, Any]:
-    """docker-compose.yml: one service per component, commands from the shared builders."""
-    files = topo.files
-    state = str(topo.state.root)
-    services: dict[str, Any] = {
-        "init": {
-            # Prepares the shared state volume once: the webhook's bearer token (readable by
-            # Alertmanager, which runs as nobody) and the overload pressure file Envoy reads.
-            "build": {"context": "..", "dockerfile": "Dockerfile"},
-            "image": IMAGES["mqttlb"],
-            "entrypoint": ["python", "-m", INIT_MODULE],
-            "command": ["--state-dir", state, "--token-owner", str(PROMETHEUS_UID)],
-            "volumes": [f"mqttlb-state:{state}"],
-            "networks": ["mqttlb"],
-        }
+def _init_service(state: str) -> dict[str, Any]:
+    """Prepares the shared state volume (mounted at ``state``) once: the webhook's bearer token
+    (readable by Alertmanager, which runs as nobody) and the overload pressure file Envoy reads."""
+    return {
+        "build": {"context": "..", "dockerfile": "Dockerfile"},
+        "image": IMAGES["mqttlb"],
+        "entrypoint": ["python", "-m", INIT_MODULE],
+        "command": ["--state-dir", state, "--token-owner", str(PROMETHEUS_UID)],
+        "volumes": [f"mqttlb-state:{state}"],
+        "networks": ["mqttlb"],
     }
-    for node in topo.nodes:
-        services[node.service] = _hivemq_service(topo, node.ip, node.host)
-    services["envoy"] = {
+
+
+def _envoy_service(topo: Topology, state: str) -> dict[str, Any]:
+    return {
         "image": IMAGES["envoy"],
         "command": ["envoy", *builders.envoy_args(topo)],
         # Root, so Envoy can read the pressure file the webhook (root) writes with mode 0600.
         "environment": {"ENVOY_UID": "0"},
-        "volumes": [f"./compose/envoy.yaml:{files.envoy_config}:ro", f"mqttlb-state:{state}:ro"],
+        "volumes": [f"./compose/envoy.yaml:{topo.files.envoy_config}:ro", f"mqttlb-state:{state}:ro"],
         # The open-files limit Envoy's connection cap is derived from (Switches.envoy_open_files).
         "ulimits": {"nofile": {"soft": topo.switches.envoy_open_files, "hard": topo.switches.envoy_open_files}},
         "ports": _published(topo.envoy_listener.port, topo.envoy_admin.port),
@@ -228,22 +224,33 @@ def compose_file(topo: Topology) -> dict[str, Any]:
         "restart": "unless-stopped",
         "networks": ["mqttlb"],
     }
-    services["broker-exporter"] = _mqttlb_service(
-        builders.broker_exporter_args(topo),
-        [f"./compose/broker-exporter.yaml:{files.broker_exporter_config}:ro"],
-        topo.broker_exporter.port,
-        depends_on=[node.service for node in topo.nodes],
-    )
-    services["envoy-exporter"] = _mqttlb_service(
-        builders.envoy_exporter_args(topo), [], topo.envoy_exporter.port, depends_on=["envoy"]
-    )
-    services["webhook"] = _mqttlb_service(
-        builders.webhook_args(topo),
-        [f"./compose/webhook.yaml:{files.webhook_config}:ro", f"mqttlb-state:{state}"],
-        topo.webhook.port,
-        depends_on=_after_init(),
-    )
-    services["alertmanager"] = {
+
+
+def _mqttlb_services(topo: Topology, state: str) -> dict[str, Any]:
+    """The services run from the mqttlb image: both exporters and the webhook."""
+    files = topo.files
+    return {
+        "broker-exporter": _mqttlb_service(
+            builders.broker_exporter_args(topo),
+            [f"./compose/broker-exporter.yaml:{files.broker_exporter_config}:ro"],
+            topo.broker_exporter.port,
+            depends_on=[node.service for node in topo.nodes],
+        ),
+        "envoy-exporter": _mqttlb_service(
+            builders.envoy_exporter_args(topo), [], topo.envoy_exporter.port, depends_on=["envoy"]
+        ),
+        "webhook": _mqttlb_service(
+            builders.webhook_args(topo),
+            [f"./compose/webhook.yaml:{files.webhook_config}:ro", f"mqttlb-state:{state}"],
+            topo.webhook.port,
+            depends_on=_after_init(),
+        ),
+    }
+
+
+def _alertmanager_service(topo: Topology, state: str) -> dict[str, Any]:
+    files = topo.files
+    return {
         "image": IMAGES["alertmanager"],
         "command": builders.alertmanager_args(topo),
         "volumes": [
@@ -256,7 +263,11 @@ def compose_file(topo: Topology) -> dict[str, Any]:
         "restart": "unless-stopped",
         "networks": ["mqttlb"],
     }
-    services["prometheus"] = {
+
+
+def _prometheus_service(topo: Topology) -> dict[str, Any]:
+    files = topo.files
+    return {
         "image": IMAGES["prometheus"],
         "command": builders.prometheus_args(topo),
         "volumes": [
@@ -270,7 +281,10 @@ def compose_file(topo: Topology) -> dict[str, Any]:
         "restart": "unless-stopped",
         "networks": ["mqttlb"],
     }
-    services["grafana"] = {
+
+
+def _grafana_service() -> dict[str, Any]:
+    return {
         "image": IMAGES["grafana"],
         "environment": {
             "GF_AUTH_ANONYMOUS_ENABLED": "true",
@@ -287,6 +301,20 @@ def compose_file(topo: Topology) -> dict[str, Any]:
         "depends_on": ["prometheus"],
         "restart": "unless-stopped",
         "networks": ["mqttlb"],
+    }
+
+
+def compose_file(topo: Topology) -> dict[str, Any]:
+    """docker-compose.yml: one service per component, commands from the shared builders."""
+    state = str(topo.state.root)
+    services: dict[str, Any] = {
+        "init": _init_service(state),
+        **{node.service: _hivemq_service(topo, node.ip, node.host) for node in topo.nodes},
+        "envoy": _envoy_service(topo, state),
+        **_mqttlb_services(topo, state),
+        "alertmanager": _alertmanager_service(topo, state),
+        "prometheus": _prometheus_service(topo),
+        "grafana": _grafana_service(),
     }
     # No top-level `name:` (docker-compose 1.29 rejects it): pass `-p mqttlb` instead.
     return {

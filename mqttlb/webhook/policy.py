@@ -130,6 +130,52 @@ def _is_fresh(sample: NodeSample, params: PolicyParams) -> bool:
     return sample.age_seconds <= params.sample_max_age_seconds
 
 
+def _smoothed(
+    smoothed_cpu: Mapping[str, float], samples: Mapping[str, NodeSample], fresh: set[str], alpha: float
+) -> dict[str, float]:
+    """``smoothed_cpu`` (node -> utilisation 0..1) with each fresh node's sample, clamped to 0..1,
+    folded into its moving average; other nodes keep their previous value."""
+    smoothed = dict(smoothed_cpu)
+    for n in fresh:
+        raw = samples[n].cpu
+        assert raw is not None
+        smoothed[n] = smooth(smoothed.get(n), _clamp(raw, 0.0, 1.0), alpha)
+    return smoothed
+
+
+def _targets(cpu: Mapping[str, float], params: PolicyParams) -> dict[str, float]:
+    """Target weight of each node in ``cpu`` (node -> smoothed utilisation 0..1), proportional to
+    its spare capacity; the mean target is ``neutral_weight``."""
+    # spare ** exponent: above 1 the hotter node's share falls faster than its spare capacity,
+    # which offsets load that weights cannot move (connections that stay where they are).
+    spare = {n: max(_MIN_SPARE, 1.0 - cpu[n]) ** params.spare_exponent for n in cpu}
+    mean_spare = sum(spare.values()) / len(spare)
+    # Targets depend on the samples only (mean target = neutral), never on the current weights:
+    # bounded steps then converge, and the weights cannot inflate or deflate over time.
+    return {n: params.neutral_weight * spare[n] / mean_spare for n in cpu}
+
+
+def _stepped(before: Mapping[str, int], targets: Mapping[str, float], params: PolicyParams) -> dict[str, int]:
+    """``before`` with each node of ``targets`` that is more than the hysteresis band
+    (``hysteresis * neutral_weight``) from its target moved one bounded step toward it."""
+    band = params.hysteresis * params.neutral_weight
+    after = dict(before)
+    for n, target in targets.items():
+        if abs(target - before[n]) > band:
+            after[n] = _step_toward(before[n], target, params.max_step, params.min_weight, params.max_weight)
+    return after
+
+
+def _spread_summary(cpu: Mapping[str, float], spread: float) -> str:
+    """``weighted CPU: spread ... (hottest ..., coolest ...)`` for the reason text."""
+    hottest = max(cpu, key=lambda n: cpu[n])
+    coolest = min(cpu, key=lambda n: cpu[n])
+    return (
+        f"weighted CPU: spread {spread:.3f} (hottest {hottest} {cpu[hottest]:.2f}, "
+        f"coolest {coolest} {cpu[coolest]:.2f})"
+    )
+
+
 def decide(
     nodes: list[str],
     samples: Mapping[str, NodeSample],
@@ -152,11 +198,7 @@ def decide(
         raise ValueError("decide() needs at least one node")
     before = {n: _initial_weight(weights, n, params) for n in nodes}
     fresh = {n for n in nodes if n in samples and _is_fresh(samples[n], params)}
-    smoothed = dict(smoothed_cpu)
-    for n in fresh:
-        raw = samples[n].cpu
-        assert raw is not None
-        smoothed[n] = smooth(smoothed.get(n), _clamp(raw, 0.0, 1.0), params.ewma_alpha)
+    smoothed = _smoothed(smoothed_cpu, samples, fresh, params.ewma_alpha)
     active = {n for n in nodes if n not in draining}
     steerable = sorted(fresh & active)
 
@@ -180,31 +222,13 @@ def decide(
 
     cpu = {n: smoothed[n] for n in steerable}
     spread = max(cpu.values()) - min(cpu.values())
-    # spare ** exponent: above 1 the hotter node's share falls faster than its spare capacity,
-    # which offsets load that weights cannot move (connections that stay where they are).
-    spare = {n: max(_MIN_SPARE, 1.0 - cpu[n]) ** params.spare_exponent for n in steerable}
-    mean_spare = sum(spare.values()) / len(spare)
-    # Targets depend on the samples only (mean target = neutral), never on the current weights:
-    # bounded steps then converge, and the weights cannot inflate or deflate over time.
-    targets = {n: params.neutral_weight * spare[n] / mean_spare for n in steerable}
+    targets = _targets(cpu, params)
     if spread < params.hysteresis:
         return result(
             before, targets, f"CPU spread {spread:.3f} below hysteresis {params.hysteresis}{stale_note}"
         )
-
-    band = params.hysteresis * params.neutral_weight
-    after = dict(before)
-    for n in steerable:
-        if abs(targets[n] - before[n]) > band:
-            after[n] = _step_toward(
-                before[n], targets[n], params.max_step, params.min_weight, params.max_weight
-            )
-    hottest = max(steerable, key=lambda n: cpu[n])
-    coolest = min(steerable, key=lambda n: cpu[n])
-    summary = (
-        f"weighted CPU: spread {spread:.3f} (hottest {hottest} {cpu[hottest]:.2f}, "
-        f"coolest {coolest} {cpu[coolest]:.2f})"
-    )
+    after = _stepped(before, targets, params)
+    summary = _spread_summary(cpu, spread)
     if after == before:
         return result(after, targets, f"{summary}; weights already within hysteresis of target{stale_note}")
     return result(after, targets, f"{summary}; weights moved toward spare capacity{stale_note}")
