@@ -1,370 +1,469 @@
-"""Flask test-client tests: every bad input is a 4xx with no state change; dedup; dry run; readiness."""
+"""The rebalancer's HTTP layer, in-process: Flask's test client over a real Controller.
+
+The controller runs with fake Envoy/Prometheus adapters (``webhookhttp.FakeCluster``), the real
+EDS file publisher and a fake clock; a pass runs only when a test calls ``reconcile_once``.
+Shown here: the bearer token on every POST route; every refused input is a short JSON 4xx,
+counted in ``mqttlb_webhook_rejected_requests_total{route, reason}``, and changes nothing (firing
+set, controller state and snapshot, drain wishes, EDS/state/audit files); duplicates and HA copies
+change the firing set once; every labelled counter starts at 0; /status, /, /readyz, /drain and
+REST EDS.
+"""
 
 from __future__ import annotations
 
-import copy
 import io
 import json
-import socket
-import threading
+import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
+from webhookhttp import AUTH, CLUSTER, NODES, TOKEN, Harness, alert, build, notification
 
-from mqttlb.webhook.app import create_app
-from mqttlb.webhook.config import WebhookConfig, WebhookConfigError, load_config, load_token
-from mqttlb.webhook.eds import read_eds_file
-from mqttlb.webhook.rebalancer import Rebalancer
+from mqttlb import contract
+from mqttlb.webhook.eds import CLA_TYPE
+from mqttlb.webhook.firing import FiringSnapshot
+from mqttlb.webhook.payload import MAX_ALERTS, MAX_DISCOVERY_NAMES
 
-TOKEN = "s3cret-token-0123456789"
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def make_config(tmp_path: Path, **extra: object) -> WebhookConfig:
-    (tmp_path / "token").write_text(TOKEN + "\n")
-    dead = closed_port()  # nothing listens: Prometheus and Envoy are "down" in these tests
-    raw = {
-        "listen": "127.0.0.1:9643",
-        "cluster": "local",
-        "envoy_cluster": "mqtt_brokers",
-        "envoy_admin": f"http://127.0.0.1:{dead}",
-        "prometheus_url": f"http://127.0.0.1:{dead}",
-        "eds_path": str(tmp_path / "eds" / "eds.json"),
-        "overload_file": str(tmp_path / "envoy" / "pressure"),
-        "token_file": str(tmp_path / "token"),
-        "state_file": str(tmp_path / "webhook" / "state.json"),
-        "audit_log": str(tmp_path / "webhook" / "audit.jsonl"),
-        "nodes": [{"name": f"node{i}", "host": "127.0.0.1", "port": 18830 + i} for i in (1, 2, 3)],
-        "http_timeout_seconds": 0.5,
-        **extra,
-    }
-    return WebhookConfig.model_validate(raw)
-
-
-def alert_payload(action: str = "page", status: str = "firing", **changes: object) -> dict:
-    payload = {
-        "version": "4",
-        "groupKey": '{}:{alertname="MqttBrokerDown"}',
-        "truncatedAlerts": 0,
-        "status": status,
-        "receiver": "mqttlb-webhook",
-        "groupLabels": {"alertname": "MqttBrokerDown"},
-        "commonLabels": {"alertname": "MqttBrokerDown", "action": action},
-        "commonAnnotations": {},
-        "externalURL": "http://127.0.0.1:9093",
-        "alerts": [
-            {
-                "status": status,
-                "labels": {
-                    "alertname": "MqttBrokerDown",
-                    "action": action,
-                    "node": "node2",
-                    "cluster": "local",
-                },
-                "annotations": {"summary": "node2 down"},
-                "startsAt": "2026-11-26T12:00:00Z",
-                "endsAt": "0001-01-01T00:00:00Z",
-                "generatorURL": "http://127.0.0.1:9090/graph",
-                "fingerprint": "a1b2c3d4e5f60718",
-            }
-        ],
-    }
-    payload.update(changes)
-    return payload
+HA_PEER_OFFSET = 15.2  # the second Alertmanager of an HA pair: one peer timeout (15 s) later
+HOT = {"node1": 0.95, "node2": 0.30, "node3": 0.30}
+SHORT = 1024  # bytes: every refusal's answer, and every log line about it, is shorter
 
 
 @pytest.fixture()
-def env(tmp_path):
-    config = make_config(tmp_path)
-    app = create_app(config)
-    return config, app, app.test_client()
+def h(tmp_path: Path) -> Harness:
+    return build(tmp_path)
 
 
-def auth(token: str = TOKEN) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+def deep(levels: int = 100_000) -> bytes:
+    return b"[" * levels
 
 
-def snapshot(config: WebhookConfig) -> dict[str, bytes | None]:
-    paths = [config.eds_path, config.state_file, config.overload_file, config.audit_log]
-    return {str(p): (Path(p).read_bytes() if Path(p).exists() else None) for p in paths}
+def body(document: Any) -> bytes:
+    return json.dumps(document).encode()
 
 
-def test_start_publishes_neutral_snapshot_and_is_ready(env):
-    config, app, client = env
-    doc = read_eds_file(config.eds_path)
-    weights = {
-        e["endpoint"]["hostname"]: e["load_balancing_weight"]
-        for e in doc["resources"][0]["endpoints"][0]["lb_endpoints"]
+def valid_alerts() -> bytes:
+    return body(notification())
+
+
+def valid_drain() -> bytes:
+    return body({"node": "node2", "draining": True})
+
+
+def membership(snapshot: FiringSnapshot) -> tuple[int, tuple[tuple[str, int, int | None], ...]]:
+    """The firing set without the refresh times a duplicate may move (version and episodes)."""
+    return snapshot.version, tuple((a.fingerprint, a.starts_at_ns, a.ends_at_ns) for a in snapshot.alerts)
+
+
+def assert_short_logs(caplog: pytest.LogCaptureFixture) -> None:
+    for record in caplog.records:
+        assert len(record.getMessage()) < SHORT, record.getMessage()[:200]
+
+
+# --------------------------------------------------------------------------- auth
+
+
+@pytest.mark.parametrize(("route", "payload"), [("/alerts", valid_alerts()), ("/drain", valid_drain())])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong-token-0123456789"},
+        {"Authorization": TOKEN},  # no scheme
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": f"Bearer {TOKEN}x"},
+        {"Authorization": f"Bearer {TOKEN[:-1]}"},
+        {"Authorization": "Bearer "},
+    ],
+    ids=["none", "wrong", "no-scheme", "basic", "longer", "shorter", "empty"],
+)
+def test_every_post_route_needs_the_bearer_token(h: Harness, route: str, payload: bytes, headers: dict[str, str]):
+    before = h.world()
+    response = h.client.post(route, data=payload, headers={**headers, "Content-Type": "application/json"})
+    assert response.status_code == 401
+    assert response.json == {"error": "missing or wrong bearer token"}
+    assert h.world() == before and h.wakes == []
+    assert h.rejected(route.strip("/"), "unauthorised") == 1
+    # the same request with the token is taken
+    assert h.client.post(route, data=payload, headers=AUTH).status_code in (200, 202)
+
+
+# --------------------------------------------------------------------------- refusals change nothing
+
+BAD_INPUTS = [
+    # /alerts
+    ("/alerts", b"{not json", 400, "invalid_payload"),
+    ("/alerts", b"", 400, "invalid_payload"),
+    ("/alerts", b"\xff\xfe{", 400, "invalid_payload"),
+    ("/alerts", b"[1, 2]", 400, "invalid_payload"),
+    ("/alerts", b'"a string"', 400, "invalid_payload"),
+    ("/alerts", b'{"version": 1' + b"1" * 5000 + b"}", 400, "invalid_payload"),
+    ("/alerts", body(notification(version="3")), 400, "invalid_payload"),
+    ("/alerts", body({k: v for k, v in notification().items() if k != "version"}), 400, "invalid_payload"),
+    ("/alerts", body(notification(version=[[["4"]]])), 400, "invalid_payload"),
+    ("/alerts", body({k: v for k, v in notification().items() if k != "groupKey"}), 400, "invalid_payload"),
+    ("/alerts", body(notification(alerts=[])), 400, "invalid_payload"),
+    ("/alerts", body(notification(status="pending")), 400, "invalid_payload"),
+    ("/alerts", body(notification(alert(status="pending"))), 400, "invalid_payload"),
+    ("/alerts", body(notification(alert(severity=5))), 400, "invalid_payload"),
+    ("/alerts", body(notification(alert(fingerprint="f" * 65))), 400, "invalid_payload"),
+    ("/alerts", body(notification(alert(starts_at="yesterday"))), 400, "invalid_payload"),
+    ("/alerts", body(notification(alert(ends_at="2027-13-45T99:00:00Z"))), 400, "invalid_payload"),
+    ("/alerts", body(notification(alert(action="reboot"))), 422, "unknown_action"),
+    ("/alerts", body(notification(alert(), alert(node="node2", action="reboot"))), 422, "unknown_action"),
+    (
+        "/alerts",
+        body(notification({**alert(), "labels": {"alertname": "X", "cluster": CLUSTER}})),
+        422,
+        "unknown_action",
+    ),  # no action
+    ("/alerts", deep(), 400, "invalid_payload"),
+    ("/alerts", b'{"version": "4", "alerts": ' + deep(), 400, "invalid_payload"),
+    ("/alerts", b'{"a":' * 50_000, 400, "invalid_payload"),
+    # /drain
+    ("/drain", b"{not json", 400, "invalid_payload"),
+    ("/drain", b"[]", 400, "invalid_payload"),
+    ("/drain", body({"node": "node2"}), 400, "invalid_payload"),
+    ("/drain", body({"draining": True}), 400, "invalid_payload"),
+    ("/drain", body({"node": "node2", "draining": "yes"}), 400, "invalid_payload"),
+    ("/drain", body({"node": "node2", "draining": 1}), 400, "invalid_payload"),
+    ("/drain", body({"node": 2, "draining": True}), 400, "invalid_payload"),
+    ("/drain", body({"node": "", "draining": True}), 400, "invalid_payload"),
+    ("/drain", body({"node": "node2", "draining": True, "force": True}), 400, "invalid_payload"),
+    ("/drain", body({"node": "node9", "draining": True}), 404, "invalid_payload"),
+    ("/drain", deep(), 400, "invalid_payload"),
+    # REST EDS (no token: Envoy's)
+    ("/v3/discovery:endpoints", b"{x", 400, "invalid_payload"),
+    ("/v3/discovery:endpoints", b"[]", 400, "invalid_payload"),
+    ("/v3/discovery:endpoints", body({"resource_names": 5}), 400, "invalid_payload"),
+    ("/v3/discovery:endpoints", body({"resource_names": [5]}), 400, "invalid_payload"),
+    ("/v3/discovery:endpoints", body({"resourceNames": "mqtt_brokers"}), 400, "invalid_payload"),
+    ("/v3/discovery:endpoints", body({"resource_names": ["x"] * (MAX_DISCOVERY_NAMES + 1)}), 400, "invalid_payload"),
+    ("/v3/discovery:endpoints", body({"type_url": "type.googleapis.com/bogus"}), 400, "invalid_payload"),
+    ("/v3/discovery:endpoints", body({"type_url": [[["x"]]]}), 400, "invalid_payload"),
+    ("/v3/discovery:endpoints", deep(), 400, "invalid_payload"),
+    ("/v3/discovery:endpoints", b'{"node": ' + deep(), 400, "invalid_payload"),
+]
+ROUTE_LABEL = {"/alerts": "alerts", "/drain": "drain", "/v3/discovery:endpoints": "eds"}
+
+
+@pytest.mark.parametrize(("route", "payload", "status", "reason"), BAD_INPUTS)
+def test_a_refused_input_is_short_json_counted_and_changes_nothing(
+    h: Harness, caplog: pytest.LogCaptureFixture, route: str, payload: bytes, status: int, reason: str
+):
+    caplog.set_level(logging.INFO)
+    before = h.world()
+    response = h.client.post(route, data=payload, headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == status, response.data[:300]
+    assert response.is_json and set(response.json) == {"error"}
+    assert len(response.data) < SHORT
+    assert h.world() == before and h.wakes == []
+    assert h.rejected(ROUTE_LABEL[route], reason) == 1
+    assert h.failures("http", "exception") == 0
+    assert_short_logs(caplog)
+    # nothing latent either: the next pass publishes nothing new
+    h.controller.reconcile_once()
+    assert h.world() == before
+
+
+def test_a_rejected_10000_alert_body_is_not_echoed(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    h = build(tmp_path, max_body_bytes=16 * 1024 * 1024)
+    caplog.set_level(logging.INFO)
+    alerts = [alert(node=f"node{i}", fingerprint=f"{i:016x}") for i in range(10_000)]
+    payload = body(notification(*alerts))
+    assert len(payload) > 2_000_000
+    before = h.world()
+    response = h.client.post("/alerts", data=payload, headers=AUTH)
+    assert response.status_code == 400
+    assert len(response.data) < SHORT
+    assert f"at most {MAX_ALERTS} items" in response.json["error"]
+    assert h.world() == before
+    assert_short_logs(caplog)
+
+
+def test_a_large_accepted_notification_gets_a_short_answer_and_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    h = build(tmp_path, max_body_bytes=16 * 1024 * 1024)
+    caplog.set_level(logging.INFO)
+    alerts = [alert("Mqtt" + "X" * 200 + str(i), node=f"node{i}", fingerprint=f"{i:016x}") for i in range(MAX_ALERTS)]
+    response = h.client.post("/alerts", data=body(notification(*alerts)), headers=AUTH)
+    assert response.status_code == 200
+    assert response.json == {
+        "result": "changed",
+        "firing_version": 1,
+        "added": MAX_ALERTS,
+        "updated": 0,
+        "removed": 0,
+        "expired": 0,
+        "ignored": {},
     }
-    assert weights == {"node1": 100, "node2": 100, "node3": 100} and doc["version_info"] == "1"
-    assert client.get("/readyz").status_code == 200
-    assert client.get("/healthz").json == {"status": "ok"}
-    metrics = client.get("/metrics").text
-    assert (
-        'mqttlb_webhook_endpoint_weight{cluster="mqtt_brokers",endpoint="127.0.0.1:18832",node="node2"} 100.0'
-        in metrics
-    )
-    assert "mqttlb_webhook_shed_level 0.0" in metrics
-
-
-BIG = b'{"version": "4", "pad": "' + b"x" * (1024 * 1024) + b'"}'
+    assert len(h.controller.firing.snapshot().alerts) == MAX_ALERTS
+    assert any("firing set changed" in r.getMessage() for r in caplog.records)
+    assert_short_logs(caplog)
 
 
 @pytest.mark.parametrize(
-    ("headers", "body", "status", "reason"),
+    ("route", "label", "headers"),
+    [("/alerts", "alerts", AUTH), ("/drain", "drain", AUTH), ("/v3/discovery:endpoints", "eds", {})],
+)
+def test_a_too_large_body_is_a_counted_json_413(tmp_path: Path, route: str, label: str, headers: dict[str, str]):
+    limit = 4096
+    h = build(tmp_path, max_body_bytes=limit)
+    before = h.world()
+    big = b'{"pad": "' + b"x" * limit + b'"}'
+    response = h.client.post(route, data=big, headers=headers)
+    assert (response.status_code, response.json) == (413, {"error": f"body larger than {limit} bytes"})
+    # chunked: no Content-Length, the body is counted as it is read
+    chunked = h.client.post(
+        route,
+        input_stream=io.BytesIO(big),
+        headers={**headers, "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},  # what waitress sets for a chunked request
+    )
+    assert (chunked.status_code, chunked.json) == (413, {"error": f"body larger than {limit} bytes"})
+    assert h.rejected(label, "too_large") == 2
+    assert h.world() == before
+
+
+def test_a_body_of_exactly_the_limit_is_taken(tmp_path: Path):
+    limit = 4096
+    h = build(tmp_path, max_body_bytes=limit)
+    wish = valid_drain()
+    exact = wish[:-1] + b" " * (limit - len(wish)) + b"}"
+    assert len(exact) == limit
+    assert h.client.post("/drain", data=exact, headers=AUTH).status_code == 202
+    chunked = h.client.post(
+        "/drain",
+        input_stream=io.BytesIO(exact),
+        headers={**AUTH, "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert chunked.status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "route"),
     [
-        ({}, json.dumps(alert_payload()).encode(), 401, "unauthorised"),
-        (auth("wrong-token-0123456789"), json.dumps(alert_payload()).encode(), 401, "unauthorised"),
-        ({"Authorization": TOKEN}, json.dumps(alert_payload()).encode(), 401, "unauthorised"),
-        (auth(), b"{not json", 400, "invalid_payload"),
-        (auth(), b"[1, 2]", 400, "invalid_payload"),
-        (auth(), json.dumps(alert_payload(version="3")).encode(), 400, "invalid_payload"),
-        (auth(), json.dumps(alert_payload(alerts=[])).encode(), 400, "invalid_payload"),
-        (auth(), json.dumps(alert_payload(status="pending")).encode(), 400, "invalid_payload"),
-        (
-            auth(),
-            json.dumps({k: v for k, v in alert_payload().items() if k != "groupKey"}).encode(),
-            400,
-            "invalid_payload",
-        ),
-        (auth(), json.dumps(alert_payload(action="reboot")).encode(), 422, "unknown_action"),
-        (auth(), BIG, 413, "too_large"),
-    ],
-    ids=[
-        "no-token",
-        "wrong-token",
-        "no-bearer-scheme",
-        "malformed-json",
-        "not-object",
-        "wrong-version",
-        "no-alerts",
-        "bad-status",
-        "missing-groupKey",
-        "unknown-action",
-        "huge-body",
+        ("GET", "/alerts", 405, "alerts"),
+        ("PUT", "/drain", 405, "drain"),
+        ("GET", "/v3/discovery:endpoints", 405, "eds"),
+        ("POST", "/status", 405, "status"),
+        ("GET", "/page", 404, "other"),
+        ("POST", "/nowhere", 404, "other"),
     ],
 )
-def test_bad_input_is_rejected_without_state_change(env, headers, body, status, reason):
-    config, app, client = env
-    before = snapshot(config)
-    response = client.post("/alerts", data=body, headers={**headers, "Content-Type": "application/json"})
+def test_unknown_paths_and_methods_are_counted_json(h: Harness, method: str, path: str, status: int, route: str):
+    before = h.world()
+    response = h.client.open(path, method=method, data=valid_alerts(), headers=AUTH)
     assert response.status_code == status
-    assert "error" in response.json
-    assert snapshot(config) == before
-    rejected = f'mqttlb_webhook_rejected_requests_total{{reason="{reason}",route="alerts"}} 1.0'
-    assert rejected in client.get("/metrics").text
-    assert "mqttlb_webhook_action_failures_total{" not in client.get("/metrics").text
+    assert response.is_json and set(response.json) == {"error"}
+    assert h.rejected(route, "wrong_route") == 1
+    assert h.world() == before
 
 
-def test_huge_chunked_body_without_content_length_is_413(env):
-    config, app, client = env
-    before = snapshot(config)
-    environ = {"wsgi.input_terminated": True}  # what waitress sets for a chunked request
-    response = client.post(
-        "/alerts",
-        input_stream=io.BytesIO(BIG),
-        headers={**auth(), "Content-Type": "application/json", "Transfer-Encoding": "chunked"},
-        environ_overrides=environ,
-    )
-    assert response.status_code == 413
-    assert snapshot(config) == before
+def test_a_crashing_handler_is_a_counted_json_500(h: Harness, monkeypatch: pytest.MonkeyPatch):
+    def crash(node: str, draining: bool) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(h.controller, "request_drain", crash)
+    response = h.client.post("/drain", data=valid_drain(), headers=AUTH)
+    assert (response.status_code, response.json) == (500, {"error": "internal error"})
+    assert h.failures("http", "exception") == 1
 
 
-def test_mixed_actions_in_one_notification_are_422(env):
-    config, app, client = env
-    payload = alert_payload("page")
-    second = copy.deepcopy(payload["alerts"][0])
-    second["labels"]["action"] = "shed"
-    second["fingerprint"] = "ffff"
-    payload["alerts"].append(second)
-    before = snapshot(config)
-    assert client.post("/alerts", json=payload, headers=auth()).status_code == 422
-    assert snapshot(config) == before
+# --------------------------------------------------------------------------- duplicates
 
 
-def test_page_route_only_takes_page_alerts(env):
-    config, app, client = env
-    assert client.post("/page", json=alert_payload("shed"), headers=auth()).status_code == 422
-    assert client.post("/page", json=alert_payload("page"), headers=auth()).status_code == 200
+def test_100_parallel_identical_notifications_change_the_firing_set_once(tmp_path: Path):
+    h = build(tmp_path, cpu=HOT)
+    payload = body(notification())
+
+    def send(_: int) -> dict[str, Any]:
+        response = h.app.test_client().post("/alerts", data=payload, headers=AUTH)
+        assert response.status_code == 200
+        return response.json
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(send, range(100)))
+    assert sorted(a["result"] for a in answers) == ["changed"] + ["unchanged"] * 99
+    assert all(a["ignored"] == {"duplicate": 1} for a in answers if a["result"] == "unchanged")
+    assert h.controller.firing.snapshot().version == 1
+    assert len(h.controller.firing.snapshot().alerts) == 1
+    assert len(h.wakes) == 1
+    # one pass, one step
+    first = h.controller.reconcile_once()
+    assert [s.kind for s in first.steps if s.acts] == [contract.OutcomeKind.REBALANCE]
+    again = h.controller.reconcile_once()
+    assert [s for s in again.steps if s.acts] == []
 
 
-def test_duplicates_act_once_and_reappear_after_the_window(tmp_path):
-    config = make_config(tmp_path)
-    clock = [1000.0]
-    rb = Rebalancer(config, clock=lambda: clock[0])
-    client = create_app(config, rebalancer=rb).test_client()
-    payload = alert_payload("page")
-    first = client.post("/alerts", json=payload, headers=auth())
-    assert first.status_code == 200 and first.json["result"] == "page"
-    state_after_first = Path(config.state_file).read_bytes()
-    for _ in range(3):  # Alertmanager retry + HA peer
-        dup = client.post("/alerts", json=payload, headers=auth())
-        assert dup.status_code == 200 and dup.json["result"] == "duplicate"
-    assert Path(config.state_file).read_bytes() == state_after_first
-    assert len(rb.audit.read()) == 1
-    # a different alert set is a different notification
-    other = alert_payload("page")
-    other["alerts"][0]["fingerprint"] = "0000000000000001"
-    assert client.post("/alerts", json=other, headers=auth()).json["result"] == "page"
-    # repeat_interval re-send of the same still-firing alert after the window acts again
-    clock[0] += rb.dedup_window + 0.1
-    assert client.post("/alerts", json=payload, headers=auth()).json["result"] == "page"
-    assert len(rb.audit.read()) == 3
-    assert 'mqttlb_webhook_actions_total{kind="duplicate"} 3.0' in client.get("/metrics").text
+def test_an_ha_copy_at_15_2_s_and_repeats_change_nothing(tmp_path: Path):
+    h = build(tmp_path, cpu=HOT)
+    payload = body(notification())
+    first = h.clock.now
+    assert h.client.post("/alerts", data=payload, headers=AUTH).json["result"] == "changed"
+    report = h.controller.reconcile_once()
+    assert [s.kind for s in report.steps if s.acts] == [contract.OutcomeKind.REBALANCE]
+    weights = dict(h.controller.state.weights)
+    assert weights["node1"] < 100
+    firing = membership(h.controller.firing.snapshot())
+    eds = Path(h.config.eds_path).read_bytes()
+
+    h.clock.advance(HA_PEER_OFFSET)
+    copy = h.client.post("/alerts", data=payload, headers=AUTH).json
+    assert (copy["result"], copy["ignored"]) == ("unchanged", {"duplicate": 1})
+    assert membership(h.controller.firing.snapshot()) == firing
+    assert len(h.wakes) == 1  # the copy does not even wake the loop
+    report = h.controller.reconcile_once()
+    assert [s for s in report.steps if s.acts] == []
+    assert h.controller.state.weights == weights
+    assert Path(h.config.eds_path).read_bytes() == eds
+
+    # copies at any later offset up to repeat_interval (retries, repeats) change nothing either
+    repeat = h.controller.params.alertmanager.repeat_interval_seconds
+    for k in (1, 2, 3):
+        h.clock.now = first + HA_PEER_OFFSET + k * (repeat - HA_PEER_OFFSET - 0.1) / 3
+        again = h.client.post("/alerts", data=payload, headers=AUTH).json
+        assert again["result"] == "unchanged"
+        assert membership(h.controller.firing.snapshot()) == firing
+    assert len(h.wakes) == 1
 
 
-def test_dedup_survives_a_restart(tmp_path):
-    config = make_config(tmp_path)
-    client = create_app(config).test_client()
-    assert client.post("/alerts", json=alert_payload(), headers=auth()).json["result"] == "page"
-    restarted = create_app(config).test_client()
-    assert restarted.post("/alerts", json=alert_payload(), headers=auth()).json["result"] == "duplicate"
+# --------------------------------------------------------------------------- metrics, status, pages
 
 
-def test_prometheus_down_is_a_counted_failure_with_no_state_change(env):
-    config, app, client = env
-    before = snapshot(config)
-    response = client.post("/alerts", json=alert_payload("rebalance"), headers=auth())
-    assert response.status_code == 503 and response.json["reason"] == "prometheus"
-    after = snapshot(config)
-    assert {k: v for k, v in after.items() if not k.endswith("audit.jsonl")} == {
-        k: v for k, v in before.items() if not k.endswith("audit.jsonl")
+def test_every_labelled_counter_starts_at_zero(h: Harness):
+    samples = h.metrics()
+    for kind in contract.OutcomeKind:
+        assert samples[(contract.WEBHOOK_ACTIONS, (("kind", kind.value),))] == 0
+    for kind, reasons in contract.FAILURE_REASONS.items():
+        for reason in reasons:
+            assert samples[(contract.WEBHOOK_FAILURES, (("kind", kind), ("reason", reason)))] == 0
+    for route in contract.REJECT_ROUTES:
+        for reason in contract.REJECT_REASONS:
+            assert samples[(contract.WEBHOOK_REJECTED, (("reason", reason), ("route", route)))] == 0
+    expected = len(contract.OutcomeKind) + sum(map(len, contract.FAILURE_REASONS.values()))
+    expected += len(contract.REJECT_ROUTES) * len(contract.REJECT_REASONS)
+    counters = (contract.WEBHOOK_ACTIONS, contract.WEBHOOK_FAILURES, contract.WEBHOOK_REJECTED)
+    assert sum(1 for name, _ in samples if name in counters) == expected
+
+
+def test_status_shape(h: Harness):
+    h.client.post("/alerts", data=valid_alerts(), headers=AUTH)
+    status = h.client.get("/status").json
+    assert set(status) == {
+        "cluster",
+        "dry_run",
+        "version",
+        "weights",
+        "published",
+        "draining",
+        "shed_level",
+        "last_pass_at",
+        "firing",
     }
-    assert (
-        'mqttlb_webhook_action_failures_total{kind="rebalance",reason="prometheus"} 1.0'
-        in client.get("/metrics").text
-    )
-    # a failed notification is not remembered: Alertmanager's retry gets another chance
-    assert client.post("/alerts", json=alert_payload("rebalance"), headers=auth()).status_code == 503
+    assert status["cluster"] == CLUSTER and status["dry_run"] is False
+    assert status["version"] == 1 and status["shed_level"] == 0 and status["draining"] == []
+    assert status["weights"] == status["published"] == {n: 100 for n in NODES}
+    assert status["last_pass_at"] is None
+    firing = status["firing"]
+    assert set(firing) == {"version", "changed_at", "tombstones", "clusters"}
+    lab = firing["clusters"][CLUSTER]
+    assert (lab["rebalance_firing"], lab["shed_firing"], lab["nodes_hot"]) == (True, False, ["node1"])
+    (entry,) = lab["alerts"]
+    assert entry["alertname"] == contract.ALERT_CPU_HIGH and entry["action"] == "rebalance"
+    h.controller.reconcile_once()
+    assert h.client.get("/status").json["last_pass_at"] == h.clock.now
 
 
-def test_envoy_down_shed_fails_without_state_change(env):
-    config, app, client = env
-    before = snapshot(config)
-    response = client.post("/alerts", json=alert_payload("shed"), headers=auth())
-    assert response.status_code == 503 and response.json["reason"] == "envoy"
-    assert snapshot(config)[str(config.state_file)] == before[str(config.state_file)]
-    assert not Path(config.overload_file).exists()
+def test_home_page_is_html_and_escapes_the_cluster_name(tmp_path: Path):
+    h = build(tmp_path, cluster='<script>alert("x")</script>&')
+    response = h.client.get("/")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;" in page
+    assert "<script>" not in page
+    assert "EDS snapshot version 1" in page
 
 
-def test_drain_validation_and_last_node_guard(env):
-    config, app, client = env
-    assert client.post("/drain", json={"node": "node1", "draining": True}).status_code == 401
-    assert client.post("/drain", json={"node": "node1"}, headers=auth()).status_code == 400
-    assert client.post("/drain", json={"node": "node9", "draining": True}, headers=auth()).status_code == 404
-    assert client.post("/drain", json={"node": "node1", "draining": True}, headers=auth()).status_code == 200
-    assert client.post("/drain", json={"node": "node2", "draining": True}, headers=auth()).status_code == 200
-    before = snapshot(config)
-    assert client.post("/drain", json={"node": "node3", "draining": True}, headers=auth()).status_code == 409
-    assert snapshot(config) == before
-    doc = read_eds_file(config.eds_path)
-    health = {
-        e["endpoint"]["hostname"]: e["health_status"]
-        for e in doc["resources"][0]["endpoints"][0]["lb_endpoints"]
-    }
-    assert health == {"node1": "DRAINING", "node2": "DRAINING", "node3": "HEALTHY"}
+def test_readyz_before_and_after_start(tmp_path: Path):
+    h = build(tmp_path, start=False)
+    assert h.client.get("/healthz").json == {"status": "ok"}
+    response = h.client.get("/readyz")
+    assert (response.status_code, response.json) == (503, {"ready": False})
+    assert h.client.post("/v3/discovery:endpoints", data=b"{}").status_code == 503
+    h.controller.start()
+    response = h.client.get("/readyz")
+    assert (response.status_code, response.json) == (200, {"ready": True, "eds_version": 1})
 
 
-def test_rest_eds_returns_current_snapshot_and_same_version_for_same_state(env):
-    config, app, client = env
-    request = {
-        "version_info": "",
-        "node": {"id": "x", "cluster": "y"},
-        "resource_names": ["mqtt_brokers"],
-        "type_url": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
-    }
-    first = client.post("/v3/discovery:endpoints", json=request)
-    assert first.status_code == 200
-    assert first.json == read_eds_file(config.eds_path)
-    again = client.post(
-        "/v3/discovery:endpoints", json={**request, "version_info": first.json["version_info"]}
-    )
-    assert again.json == first.json
-    other = client.post("/v3/discovery:endpoints", json={**request, "resource_names": ["other"]})
-    assert other.json["resources"] == []
-    assert client.post("/v3/discovery:endpoints", data=b"{x").status_code == 400
-    assert client.post("/v3/discovery:endpoints", json={**request, "type_url": "bogus"}).status_code == 400
+# --------------------------------------------------------------------------- drain
 
 
-def test_dry_run_decides_but_writes_nothing(tmp_path):
-    config = make_config(tmp_path, dry_run=True)
-    app = create_app(config)
-    client = app.test_client()
-    assert client.get("/readyz").status_code == 200
-    assert not Path(config.eds_path).exists() and not Path(config.state_file).exists()
-    assert client.post("/alerts", json=alert_payload("page"), headers=auth()).status_code == 200
-    assert not Path(config.state_file).exists()
-    assert app.extensions["rebalancer"].audit.read()[0]["dry_run"] is True
+def test_drain_is_accepted_and_the_next_pass_publishes_it(h: Harness):
+    response = h.client.post("/drain", data=valid_drain(), headers=AUTH)
+    assert (response.status_code, response.json) == (202, {"result": "accepted", "node": "node2", "draining": True})
+    assert h.eds_health()["node2"] == "HEALTHY"  # desired, not yet published
+    assert len(h.wakes) == 1
+    h.controller.reconcile_once()
+    assert h.eds_health() == {"node1": "HEALTHY", "node2": "DRAINING", "node3": "HEALTHY"}
+    rest = h.client.post("/v3/discovery:endpoints", data=b"{}").json
+    assert rest == json.loads(Path(h.config.eds_path).read_text())
+    assert h.metrics()[(contract.WEBHOOK_ACTIONS, (("kind", "drain"),))] == 1
+    h.client.post("/drain", data=body({"node": "node2", "draining": False}), headers=AUTH)
+    h.controller.reconcile_once()
+    assert h.eds_health()["node2"] == "HEALTHY"
+    assert h.metrics()[(contract.WEBHOOK_ACTIONS, (("kind", "undrain"),))] == 1
 
 
-def test_state_persists_across_restart_and_is_republished(tmp_path):
-    config = make_config(tmp_path)
-    app = create_app(config)
-    client = app.test_client()
-    client.post("/drain", json={"node": "node3", "draining": True}, headers=auth())
-    version = read_eds_file(config.eds_path)["version_info"]
-    Path(config.eds_path).unlink()
-    create_app(config)
-    doc = read_eds_file(config.eds_path)
-    assert int(doc["version_info"]) == int(version) + 1
-    assert doc["resources"][0]["endpoints"][0]["lb_endpoints"][2]["health_status"] == "DRAINING"
+def test_draining_the_last_node_is_refused_by_the_pass(h: Harness):
+    for node in ("node1", "node2"):
+        assert h.client.post("/drain", data=body({"node": node, "draining": True}), headers=AUTH).status_code == 202
+    h.controller.reconcile_once()
+    assert h.eds_health() == {"node1": "DRAINING", "node2": "DRAINING", "node3": "HEALTHY"}
+    before = h.world()
+    assert h.client.post("/drain", data=body({"node": "node3", "draining": True}), headers=AUTH).status_code == 202
+    h.controller.reconcile_once()
+    assert h.failures("drain", "last_node") == 1
+    assert h.world() == before
+    assert h.eds_health()["node3"] == "HEALTHY"
 
 
-def test_changed_node_set_starts_neutral(tmp_path):
-    config = make_config(tmp_path)
-    create_app(config).test_client().post("/drain", json={"node": "node3", "draining": True}, headers=auth())
-    fewer = config.model_copy(update={"nodes": config.nodes[:2]})
-    app = create_app(fewer)
-    assert app.extensions["rebalancer"].state.weights == {"node1": 100, "node2": 100}
-    assert app.extensions["rebalancer"].state.draining == []
+# --------------------------------------------------------------------------- REST EDS
 
 
-def test_bad_config_and_token_are_clear_errors(tmp_path):
-    config = make_config(tmp_path)
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("nodes: []\n")
-    with pytest.raises(WebhookConfigError, match="nodes: List should have at least 1 item"):
-        load_config(bad)
-    bad.write_text(": : :\n")
-    with pytest.raises(WebhookConfigError, match="not valid YAML at line 1"):
-        load_config(bad)
-    (tmp_path / "token").write_text("short\n")
-    with pytest.raises(WebhookConfigError, match="shorter"):
-        load_token(config)
-    with pytest.raises(WebhookConfigError, match="missing"):
-        load_token(config.model_copy(update={"token_file": None}), env={})
-    assert (
-        load_token(config.model_copy(update={"token_file": None}), env={"MQTTLB_WEBHOOK_TOKEN": TOKEN})
-        == TOKEN
-    )
-    good = tmp_path / "good.yaml"
-    good.write_text(
-        json.dumps({**json.loads(config.model_dump_json()), "params_overrides": {"policy": {"bogus": 1}}})
-    )
-    with pytest.raises(WebhookConfigError, match="params_overrides.policy.bogus: unknown key"):
-        load_config(good)
+def test_rest_eds_serves_the_published_snapshot(h: Harness):
+    published = json.loads(Path(h.config.eds_path).read_text())
+    cluster = h.config.envoy_cluster
+    snake = {"version_info": "", "node": {"id": "envoy"}, "resource_names": [cluster], "type_url": CLA_TYPE}
+    camel = {"versionInfo": "", "node": {"id": "envoy"}, "resourceNames": [cluster], "typeUrl": CLA_TYPE}
+    for request in (snake, camel, {}):
+        response = h.client.post("/v3/discovery:endpoints", data=body(request))
+        assert response.status_code == 200 and response.json == published
+    assert h.client.post("/v3/discovery:endpoints", data=b"").json == published
+    other = h.client.post("/v3/discovery:endpoints", data=body({**snake, "resource_names": ["other"]})).json
+    assert other["resources"] == [] and other["version_info"] == published["version_info"]
 
 
-def test_concurrent_ha_duplicates_produce_one_action(tmp_path):
-    config = make_config(tmp_path)
-    app = create_app(config)
-    results: list[str] = []
-    barrier = threading.Barrier(8)
+def test_rest_eds_and_readers_do_not_wait_for_the_pass_lock(h: Harness):
+    """The readers read the immutable snapshot: they answer while a pass holds the loop's lock."""
+    with h.controller._pass_lock:
+        assert h.client.post("/v3/discovery:endpoints", data=b"{}").status_code == 200
+        assert h.client.get("/status").status_code == 200
+        assert h.client.get("/metrics").status_code == 200
+        assert h.client.get("/readyz").status_code == 200
+        assert h.client.post("/alerts", data=valid_alerts(), headers=AUTH).json["result"] == "changed"
+        assert h.client.post("/drain", data=valid_drain(), headers=AUTH).status_code == 202
 
-    def send() -> None:
-        client = app.test_client()
-        barrier.wait(timeout=5)
-        results.append(client.post("/alerts", json=alert_payload(), headers=auth()).json["result"])
 
-    threads = [threading.Thread(target=send) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=10)
-    assert sorted(results) == ["duplicate"] * 7 + ["page"]
-    assert len(app.extensions["rebalancer"].audit.read()) == 1
+def test_world_covers_what_requests_change(h: Harness):
+    """Guard for the tests above: a taken request does change the World they compare."""
+    before = h.world()
+    h.client.post("/drain", data=valid_drain(), headers=AUTH)
+    assert h.world() != before
+    middle = h.world()
+    h.client.post("/alerts", data=valid_alerts(), headers=AUTH)
+    assert h.world() != middle

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -58,6 +59,29 @@ def test_bad_config_exits_2_and_writes_nothing(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "webhook.yaml"]
 
 
+def test_a_port_in_use_is_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "token").write_text("cli-test-token-0123456789")
+    config = {
+        "envoy_admin": f"http://127.0.0.1:{free_port()}",
+        "prometheus_url": f"http://127.0.0.1:{free_port()}",
+        "eds_path": str(tmp_path / "eds" / "eds.json"),
+        "overload_file": str(tmp_path / "pressure"),
+        "token_file": str(tmp_path / "token"),
+        "state_file": str(tmp_path / "state.json"),
+        "audit_log": str(tmp_path / "audit.jsonl"),
+        "nodes": [{"name": "node1", "host": "127.0.0.1", "port": 18831}],
+    }
+    path = tmp_path / "webhook.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["--config", str(path), "--listen", f"127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(f"cannot listen on 127.0.0.1:{port}: Address already in use")
+
+
 @pytest.mark.live
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_serves_with_waitress_and_becomes_ready(tmp_path, dry_run):
@@ -83,9 +107,7 @@ def test_serves_with_waitress_and_becomes_ready(tmp_path, dry_run):
     cmd = [sys.executable, "-m", "mqttlb.webhook.cli", "--config", str(path), "--listen", f"127.0.0.1:{port}"]
     if dry_run:
         cmd.append("--dry-run")
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 20
         ready = None

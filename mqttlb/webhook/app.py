@@ -2,40 +2,72 @@
 
 Routes:
 - ``POST /alerts`` (Alertmanager, bearer token): the notification's alerts update the firing set and
-  wake the reconcile loop; the answer says what changed in the set.
+  wake the reconcile loop; the answer counts what changed in the set (never lists the input back).
 - ``POST /drain`` (operator, bearer token): ``{"node": str, "draining": bool}`` becomes the desired
   drain state of that node; the next pass publishes it (202).
 - ``POST /v3/discovery:endpoints``: REST-JSON EDS, from the current immutable snapshot.
 - ``GET /status``: the controller's state, the firing set and the published snapshot, as JSON.
 - ``GET /metrics``, ``/healthz``, ``/readyz``, and ``GET /`` (a short page for people).
 
-Bad input gets a 4xx with a short JSON error, is counted in ``WEBHOOK_REJECTED`` and changes nothing.
+No handler takes the reconcile loop's lock or does I/O beyond the request: inputs go to the firing
+set or the drain wishes (in-memory), readers read immutable snapshots.
+
+Every refusal is a short JSON ``{"error": ...}`` (never an echo of the body, never HTML), is
+counted in ``WEBHOOK_REJECTED{route, reason}`` and logged in one short line, and changes nothing:
+401 (bearer token), 400 (invalid JSON or schema), 404 (unknown node or path), 405, 413 (body over
+``max_body_bytes``; waitress refuses it before the app, see :mod:`mqttlb.webhook.server`), 422
+(unknown ``action``).  A handler that crashes answers a JSON 500 and counts
+``WEBHOOK_FAILURES{kind="http", reason="exception"}``.
 """
 
 from __future__ import annotations
 
 import hmac
 import html
-import json
 import logging
+from collections import Counter
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mqttlb.webhook.controller import Controller
-from mqttlb.webhook.eds import CLA_TYPE
-from mqttlb.webhook.firing import FiringInputError
-from mqttlb.webhook.payload import PayloadError, parse_notification
+from mqttlb.webhook.firing import ApplyResult, FiringInputError
+from mqttlb.webhook.metrics import WebhookMetrics
+from mqttlb.webhook.payload import (
+    MAX_ERROR_CHARS,
+    PayloadError,
+    parse_discovery_request,
+    parse_drain,
+    parse_notification,
+)
+from mqttlb.webhook.server import ErrorHook
 
 log = logging.getLogger(__name__)
 
-MAX_DISCOVERY_NAMES = 100
+#: ``route`` label of WEBHOOK_REJECTED by path (contract.REJECT_ROUTES); any other path is "other".
+ROUTES = {"/alerts": "alerts", "/drain": "drain", "/v3/discovery:endpoints": "eds", "/status": "status"}
+OTHER_ROUTE = "other"
 
 
 class BodyTooLarge(Exception):
     pass
+
+
+def route_of(path: str) -> str:
+    return ROUTES.get(path, OTHER_ROUTE)
+
+
+def reason_of(status: int) -> str:
+    """``reason`` label of WEBHOOK_REJECTED (contract.REJECT_REASONS) for a 4xx status."""
+    return {401: "unauthorised", 404: "wrong_route", 405: "wrong_route", 413: "too_large", 422: "unknown_action"}.get(
+        status, "invalid_payload"
+    )
+
+
+def too_large_message(max_body_bytes: int) -> str:
+    return f"body larger than {max_body_bytes} bytes"
 
 
 def _read_body(limit: int) -> bytes:
@@ -51,23 +83,41 @@ def _read_body(limit: int) -> bytes:
     return body
 
 
-def _loads(body: bytes) -> Any:
-    """JSON or ValueError (deep nesting included, which json reports as RecursionError)."""
-    try:
-        return json.loads(body or b"{}")
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
+def _count_rejection(
+    metrics: WebhookMetrics, method: str, path: str, status: int, client: str, message: str, reason: str | None = None
+) -> None:
+    route = route_of(path)
+    metrics.rejected.labels(route, reason or reason_of(status)).inc()
+    log.warning("rejected %s %s from %s: %s (%d)", method[:16], route, client, message[:MAX_ERROR_CHARS], status)
 
 
-def _resource_names(document: dict[str, Any]) -> list[str]:
-    names = document.get("resource_names", document.get("resourceNames", []))
-    if names is None:
-        return []
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ValueError("resource_names must be a list of strings")
-    if len(names) > MAX_DISCOVERY_NAMES:
-        raise ValueError(f"more than {MAX_DISCOVERY_NAMES} resource_names")
-    return names
+def server_error_hook(metrics: WebhookMetrics, max_body_bytes: int) -> ErrorHook:
+    """What the HTTP server calls for a request it refuses itself (a body over its limit, a
+    request it cannot parse): count and log it like the app's refusals; returns the message."""
+
+    def on_error(method: str, path: str, status: int, client: str) -> str:
+        if status >= 500:
+            metrics.failures.labels("http", "exception").inc()
+            log.error("HTTP server error %d on %s %s from %s", status, method[:16], route_of(path), client)
+            return "internal error"
+        message = too_large_message(max_body_bytes) if status == 413 else "malformed HTTP request"
+        _count_rejection(metrics, method, path, status, client, message)
+        return message
+
+    return on_error
+
+
+def _alerts_answer(result: ApplyResult) -> dict[str, Any]:
+    """Counts only: the answer's size does not grow with the notification."""
+    return {
+        "result": "changed" if result.changed else "unchanged",
+        "firing_version": result.version,
+        "added": len(result.added),
+        "updated": len(result.updated),
+        "removed": len(result.removed),
+        "expired": len(result.expired),
+        "ignored": dict(Counter(i.reason.value for i in result.ignored)),
+    }
 
 
 HOME_PAGE = """<!doctype html><title>mqttlb rebalancer</title>
@@ -83,7 +133,8 @@ HOME_PAGE = """<!doctype html><title>mqttlb rebalancer</title>
 
 
 def create_app(controller: Controller, token: str, max_body_bytes: int) -> Flask:
-    """The Flask app over a started ``controller``; ``token`` is the bearer token of the POST routes."""
+    """The Flask app over ``controller`` (``/readyz`` says 503 until it has started); ``token`` is the
+    bearer token of the POST routes; bodies over ``max_body_bytes`` are refused (413)."""
     app = Flask(__name__)
     # one byte more than allowed: werkzeug truncates a chunked body at the limit silently, so the
     # extra byte is what tells "exactly the limit" from "too large" in _read_body
@@ -93,33 +144,40 @@ def create_app(controller: Controller, token: str, max_body_bytes: int) -> Flask
     firing = controller.firing
     app.extensions["controller"] = controller
 
-    def reject(route: str, status: int, reason: str, message: str) -> tuple[Response, int]:
-        metrics.rejected.labels(route, reason).inc()
-        log.warning(
-            "rejected %s %s from %s: %s (%d)", request.method, request.path, request.remote_addr, message, status
-        )
-        return jsonify({"error": message}), status
+    def reject(status: int, message: str, reason: str | None = None) -> tuple[Response, int]:
+        _count_rejection(metrics, request.method, request.path, status, str(request.remote_addr), message, reason)
+        return jsonify({"error": message[:MAX_ERROR_CHARS]}), status
 
     def authorised() -> bool:
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), expected)
 
-    def guarded_body(route: str) -> bytes | tuple[Response, int]:
+    def guarded_body() -> bytes | tuple[Response, int]:
         if not authorised():
-            return reject(route, 401, "unauthorised", "missing or wrong bearer token")
+            return reject(401, "missing or wrong bearer token")
         try:
             return _read_body(max_body_bytes)
         except BodyTooLarge:
-            return reject(route, 413, "too_large", f"body larger than {max_body_bytes} bytes")
+            return reject(413, too_large_message(max_body_bytes))
 
-    @app.errorhandler(413)
-    def too_large(_exc: Exception) -> tuple[Response, int]:
-        route = {"/alerts": "alerts", "/drain": "drain"}.get(request.path, "eds")
-        return reject(route, 413, "too_large", f"body larger than {max_body_bytes} bytes")
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response, int]:
+        status = exc.code or 500
+        if status == 413:
+            return reject(413, too_large_message(max_body_bytes))
+        if status < 500:
+            return reject(status, exc.name)
+        return jsonify({"error": exc.name}), status
+
+    @app.errorhandler(Exception)
+    def crashed(exc: Exception) -> tuple[Response, int]:
+        metrics.failures.labels("http", "exception").inc()
+        log.error("%s %s crashed: %s", request.method, route_of(request.path), type(exc).__name__, exc_info=exc)
+        return jsonify({"error": "internal error"}), 500
 
     @app.post("/alerts")
     def alerts() -> Any:
-        body = guarded_body("alerts")
+        body = guarded_body()
         if not isinstance(body, bytes):
             return body
         try:
@@ -127,52 +185,41 @@ def create_app(controller: Controller, token: str, max_body_bytes: int) -> Flask
             notification.actions()
             result = firing.apply(notification.alerts, controller.clock())
         except PayloadError as exc:
-            reason = "invalid_payload" if exc.status == 400 else "unknown_action"
-            return reject("alerts", exc.status, reason, str(exc))
+            return reject(exc.status, str(exc))
         except FiringInputError as exc:
-            return reject("alerts", 400, "invalid_payload", str(exc)[:300])
+            return reject(400, str(exc))
         if result.changed:
             controller.wake()
         log.info(
-            "notification %s %s: %s",
-            notification.status,
-            notification.alert_names(),
+            "notification %s: %s",
+            notification.summary(),
             "firing set changed" if result.changed else "no change (duplicate or stale)",
         )
-        return jsonify({"result": "changed" if result.changed else "unchanged", **result.as_json()})
+        return jsonify(_alerts_answer(result))
 
     @app.post("/drain")
     def drain() -> Any:
-        body = guarded_body("drain")
+        body = guarded_body()
         if not isinstance(body, bytes):
             return body
         try:
-            document = _loads(body)
-            node, draining = document["node"], document["draining"]
-            if not isinstance(node, str) or not isinstance(draining, bool):
-                raise TypeError("node must be a string and draining a boolean")
-        except (ValueError, KeyError, TypeError) as exc:
-            return reject("drain", 400, "invalid_payload", f"expected {{node: str, draining: bool}}: {str(exc)[:200]}")
+            wish = parse_drain(body)
+        except PayloadError as exc:
+            return reject(400, str(exc))
         try:
-            controller.request_drain(node, draining)
+            controller.request_drain(wish.node, wish.draining)
         except KeyError:
-            return reject("drain", 404, "invalid_payload", f"unknown node {node[:100]!r}")
-        return jsonify({"result": "accepted", "node": node, "draining": draining}), 202
+            return reject(404, f"unknown node {wish.node[:100]!r}", "invalid_payload")
+        return jsonify({"result": "accepted", "node": wish.node, "draining": wish.draining}), 202
 
     @app.post("/v3/discovery:endpoints")
     def discovery_endpoints() -> Any:
         try:
-            document = _loads(_read_body(max_body_bytes))  # Envoy sends its node, extensions included
-            if not isinstance(document, dict):
-                raise ValueError("DiscoveryRequest must be a JSON object")
-            type_url = document.get("type_url") or document.get("typeUrl") or CLA_TYPE
-            if type_url != CLA_TYPE:
-                raise ValueError(f"unsupported type_url {str(type_url)[:200]!r}")
-            names = _resource_names(document)
+            names = parse_discovery_request(_read_body(max_body_bytes)).names
         except BodyTooLarge:
-            return reject("eds", 413, "too_large", "DiscoveryRequest too large")
-        except ValueError as exc:
-            return reject("eds", 400, "invalid_payload", f"invalid DiscoveryRequest: {str(exc)[:200]}")
+            return reject(413, too_large_message(max_body_bytes))
+        except PayloadError as exc:
+            return reject(400, str(exc))
         snapshot = controller.snapshot
         if snapshot is None:
             return jsonify({"error": "no snapshot published yet"}), 503

@@ -8,13 +8,12 @@ import threading
 import time
 from dataclasses import dataclass
 
-import waitress
 from flask import Flask
 
 from mqttlb.envoy_admin import EnvoyAdminClient
 from mqttlb.logs import add_log_flags, setup_from_args
 from mqttlb.prometheus_api import PrometheusApi
-from mqttlb.webhook.app import create_app
+from mqttlb.webhook.app import create_app, server_error_hook
 from mqttlb.webhook.audit import AuditLog
 from mqttlb.webhook.config import ConfigError, WebhookConfig, load_config, load_token
 from mqttlb.webhook.controller import Controller
@@ -23,18 +22,12 @@ from mqttlb.webhook.levers import EdsFilePublisher, EnvoyShedLever
 from mqttlb.webhook.metrics import WebhookMetrics
 from mqttlb.webhook.observe import ClusterObserver
 from mqttlb.webhook.resync import Resyncer
+from mqttlb.webhook.server import create_webhook_server
 from mqttlb.webhook.state import StateError
 
 log = logging.getLogger("mqttlb.webhook")
-
-# waitress: idle or slow clients must not hold the webhook (150 idle TCP connections made it
-# unreachable for ~2 minutes with waitress' defaults: connection_limit 100, channel_timeout 120 s).
-CONNECTION_LIMIT = 1000
-CHANNEL_TIMEOUT_SECONDS = 10
-THREADS = 8
-# Bodies up to this many times max_body_bytes reach Flask, which answers 413 in JSON and counts it;
-# larger ones get waitress' own 413 without reading them.
-WAITRESS_BODY_FACTOR = 16
+# The HTTP server's settings (connection limit, idle timeout, threads, JSON 413) are in
+# mqttlb.webhook.server, so that tests run exactly what this command runs.
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,6 +115,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     host, port = config.listen_host_port()
     controller = rebalancer.controller
+    try:
+        server = create_webhook_server(
+            rebalancer.app,
+            host,
+            port,
+            max_body_bytes=config.max_body_bytes,
+            on_error=server_error_hook(controller.metrics, config.max_body_bytes),
+        )
+    except OSError as exc:
+        stop.set()
+        log.error("cannot listen on %s: %s", config.listen, exc.strerror or exc)
+        return 2
     log.info(
         "serving on %s:%d (dry_run=%s); reconcile pass every %.1fs, step interval %.1fs",
         host,
@@ -131,18 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         controller.timing.step_seconds,
     )
     try:
-        waitress.serve(
-            rebalancer.app,
-            host=host,
-            port=port,
-            threads=THREADS,
-            connection_limit=CONNECTION_LIMIT,
-            channel_timeout=CHANNEL_TIMEOUT_SECONDS,
-            cleanup_interval=2,
-            asyncore_use_poll=True,
-            max_request_body_size=config.max_body_bytes * WAITRESS_BODY_FACTOR,
-            ident="mqttlb-webhook",
-        )
+        server.run()
     finally:
         stop.set()
     return 0

@@ -1,20 +1,37 @@
-"""Alertmanager webhook payload (version 4): validation with short, bounded error messages."""
+"""Request bodies of the webhook's POST routes, validated, with short bounded error messages.
+
+- :func:`parse_notification`: Alertmanager's webhook payload (version 4) for ``POST /alerts``;
+- :func:`parse_drain`: ``{"node": str, "draining": bool}`` for ``POST /drain``;
+- :func:`parse_discovery_request`: Envoy's REST ``DiscoveryRequest`` for ``POST /v3/discovery:endpoints``.
+
+Every parser takes the raw body (bytes) and raises :class:`PayloadError` (status 400, or 422 for a
+well-formed notification whose ``action`` the contract does not know) for anything it cannot take:
+invalid JSON or UTF-8, JSON nested too deeply for the parser, a value of the wrong type or shape.
+An error message never echoes the body: it names the field and the problem, at most
+``MAX_ERROR_CHARS`` characters.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from mqttlb.contract import ACTION_LABEL, ALERTNAME_LABEL, Action
+from mqttlb.webhook.eds import CLA_TYPE
 
 ACTIONS = tuple(action.value for action in Action)
+MAX_ERROR_CHARS = 300  # an error answer or log line never echoes a large body back
+MAX_ALERTS = 1000  # alerts in one notification (Alertmanager's max_alerts is 0 = unlimited; ours send few)
+MAX_DISCOVERY_NAMES = 100
 
 
 class PayloadError(ValueError):
+    """A body the route cannot take; ``status`` is the HTTP answer (400 or 422), the message is short."""
+
     def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
+        super().__init__(_short(message))
         self.status = status
 
 
@@ -27,7 +44,7 @@ class Alert(BaseModel):
     startsAt: str = Field(min_length=1)
     endsAt: str = ""
     generatorURL: str = ""
-    fingerprint: str = ""
+    fingerprint: str = Field(default="", max_length=64)  # Alertmanager's are 16 hex digits
 
 
 class Notification(BaseModel):
@@ -41,7 +58,7 @@ class Notification(BaseModel):
     commonLabels: dict[str, str] = Field(default_factory=dict)
     commonAnnotations: dict[str, str] = Field(default_factory=dict)
     externalURL: str = ""
-    alerts: list[Alert] = Field(min_length=1, max_length=1000)
+    alerts: list[Alert] = Field(min_length=1, max_length=MAX_ALERTS)
 
     def actions(self) -> set[str]:
         """The ``action`` label values of the notification's alerts; raises PayloadError (422) for an
@@ -51,37 +68,102 @@ class Notification(BaseModel):
             raise PayloadError("an alert carries no action label", 422)
         unknown = sorted(str(a) for a in actions if a not in ACTIONS)
         if unknown:
-            raise PayloadError(f"unknown action {_short(unknown[0])!r} (known: {', '.join(ACTIONS)})", 422)
+            raise PayloadError(f"unknown action {_short(unknown[0], 60)!r} (known: {', '.join(ACTIONS)})", 422)
         return {str(a) for a in actions}
 
     def alert_names(self) -> list[str]:
         return sorted({a.labels.get(ALERTNAME_LABEL, "?") for a in self.alerts})
 
+    def summary(self, max_names: int = 5) -> str:
+        """``"firing MqttBrokerCpuHigh, MqttClusterImbalanced (2 alerts)"``: bounded, for one log line."""
+        names = [_short(n, 60) for n in self.alert_names()]
+        shown = ", ".join(names[:max_names]) + (f" and {len(names) - max_names} more" if len(names) > max_names else "")
+        return f"{self.status} {shown} ({len(self.alerts)} alert{'s' if len(self.alerts) != 1 else ''})"
 
-MAX_ERROR_CHARS = 300  # an error answer or log line never echoes a large body back
+
+class DrainRequest(BaseModel):
+    """``POST /drain``: the operator's wish for one node."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    node: str = Field(min_length=1, max_length=253)
+    draining: bool
 
 
-def _short(text: str) -> str:
-    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+class DiscoveryRequest(BaseModel):
+    """The fields of Envoy's REST ``DiscoveryRequest`` the webhook reads (proto3 JSON: either spelling).
+
+    Envoy also sends its ``node`` (with every extension it was built with), ``version_info`` and
+    ``response_nonce``: ignored, since the answer is always the current snapshot."""
+
+    model_config = ConfigDict(extra="ignore")
+    type_url: str = Field(default=CLA_TYPE, validation_alias=AliasChoices("type_url", "typeUrl"), max_length=200)
+    resource_names: list[str] | None = Field(
+        default=None,
+        validation_alias=AliasChoices("resource_names", "resourceNames"),
+        max_length=MAX_DISCOVERY_NAMES,
+    )
+
+    @property
+    def names(self) -> list[str]:
+        return self.resource_names or []
+
+
+def _short(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def load_json(body: bytes, what: str = "body") -> Any:
+    """The JSON document of ``body``; raises PayloadError for invalid UTF-8 or JSON, or nesting too
+    deep for the parser (which reports it as RecursionError)."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise PayloadError(f"{what} is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a too-long integer
+        raise PayloadError(f"{what} is not valid JSON: {exc}") from None
+
+
+def _validate(model: type[BaseModel], document: Any, what: str) -> Any:
+    if not isinstance(document, dict):
+        raise PayloadError(f"{what} must be a JSON object")
+    try:
+        return model.model_validate(document)
+    except RecursionError:
+        raise PayloadError(f"{what} is nested too deeply") from None
+    except ValidationError as exc:
+        errors = exc.errors(include_input=False, include_url=False, include_context=False)[:3]
+        problems = "; ".join(f"{'.'.join(_short(str(p), 40) for p in e['loc']) or what}: {e['msg']}" for e in errors)
+        raise PayloadError(f"{what} does not match the expected schema: {problems}") from None
+
+
+def _describe(value: Any) -> str:
+    """A short description of a value the caller sent, without echoing large or nested ones."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        return _short(repr(value), 40)
+    return f"a JSON {'array' if isinstance(value, list) else 'object'}"
 
 
 def parse_notification(body: bytes) -> Notification:
-    try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise PayloadError(_short(f"body is not valid JSON: {exc}")) from None
-    except RecursionError:
-        raise PayloadError("body is nested too deeply") from None
+    """``POST /alerts``: an Alertmanager webhook payload of version 4; raises PayloadError (400)."""
+    document = load_json(body)
     if not isinstance(document, dict):
         raise PayloadError("body must be a JSON object")
     if document.get("version") != "4":
-        raise PayloadError(_short(f'unsupported payload version {document.get("version")!r} (expected "4")'))
-    try:
-        notification = Notification.model_validate(document)
-    except ValidationError as exc:
-        errors = exc.errors(include_input=False, include_url=False)[:3]
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
-        raise PayloadError(_short(f"payload does not match the Alertmanager v4 schema: {problems}")) from None
-    except RecursionError:
-        raise PayloadError("body is nested too deeply") from None
+        raise PayloadError(f'unsupported payload version {_describe(document.get("version"))} (expected "4")')
+    notification: Notification = _validate(Notification, document, "payload")
     return notification
+
+
+def parse_drain(body: bytes) -> DrainRequest:
+    """``POST /drain``: ``{"node": str, "draining": bool}``; raises PayloadError (400)."""
+    request: DrainRequest = _validate(DrainRequest, load_json(body), "drain request")
+    return request
+
+
+def parse_discovery_request(body: bytes) -> DiscoveryRequest:
+    """``POST /v3/discovery:endpoints``: an empty body or a DiscoveryRequest for ClusterLoadAssignments;
+    raises PayloadError (400) for anything else (another ``type_url`` included)."""
+    request: DiscoveryRequest = _validate(DiscoveryRequest, load_json(body or b"{}"), "DiscoveryRequest")
+    if request.type_url != CLA_TYPE:
+        raise PayloadError(f"unsupported type_url {_short(request.type_url, 100)!r} (expected {CLA_TYPE})")
+    return request
