@@ -25,6 +25,7 @@ from __future__ import annotations
 import hmac
 import html
 import logging
+import time
 from collections import Counter
 from typing import Any
 
@@ -177,6 +178,7 @@ def create_app(controller: Controller, token: str, max_body_bytes: int) -> Flask
 
     @app.post("/alerts")
     def alerts() -> Any:
+        started = time.perf_counter()
         body = guarded_body()
         if not isinstance(body, bytes):
             return body
@@ -184,6 +186,7 @@ def create_app(controller: Controller, token: str, max_body_bytes: int) -> Flask
             notification = parse_notification(body)
             notification.actions()
             result = firing.apply(notification.alerts, controller.clock())
+            metrics.decision_seconds.observe(time.perf_counter() - started)
         except PayloadError as exc:
             return reject(exc.status, str(exc))
         except FiringInputError as exc:
