@@ -22,7 +22,8 @@ FILES = sorted(GENERATED_DIR.glob("*.json"))
 
 # Every name of contract.py, plus what Prometheus itself provides and histogram sub-series.
 KNOWN_SERIES = {v for k, v in vars(contract).items() if k.isupper() and isinstance(v, str)}
-KNOWN_SERIES |= {"ALERTS"} | {f"{contract.WEBHOOK_DECISION_SECONDS}_{s}" for s in ("sum", "count", "bucket")}
+HISTOGRAMS = (contract.WEBHOOK_DECISION_SECONDS, contract.WEBHOOK_PASS_SECONDS)
+KNOWN_SERIES |= {"ALERTS"} | {f"{h}_{s}" for h in HISTOGRAMS for s in ("sum", "count", "bucket")}
 PROMQL_WORDS = {
     "sum",
     "max",

@@ -161,18 +161,21 @@ def rejected_requests(params: Params) -> G.TimeSeries:
 
 
 def decision_latency(params: Params) -> G.TimeSeries:
-    metric = contract.WEBHOOK_DECISION_SECONDS
+    fast, loop = contract.WEBHOOK_DECISION_SECONDS, contract.WEBHOOK_PASS_SECONDS
     selector = c.webhook_selector(params)
+
+    def mean(metric: str) -> str:
+        return (
+            f"rate({metric}_sum{{{selector}}}[$__rate_interval]) / rate({metric}_count{{{selector}}}"
+            "[$__rate_interval])"
+        )
+
     return c.timeseries(
-        "Decision latency",
-        f"Mean time from receiving a notification to acting, including the Prometheus queries ({metric}).",
-        c.targets(
-            (
-                f"rate({metric}_sum{{{selector}}}[$__rate_interval]) / rate({metric}_count{{{selector}}}"
-                "[$__rate_interval])",
-                "mean",
-            )
-        ),
+        "Rebalancer latency",
+        f"Mean time of the fast path — a notification validated and applied to the firing set ({fast}) — "
+        f"and of one reconcile pass — Prometheus and Envoy read, decision, commit, EDS publish and "
+        f"verify ({loop}).",
+        c.targets((mean(fast), "notification (fast path)"), (mean(loop), "reconcile pass")),
         "s",
         min_value=0,
     )
