@@ -43,6 +43,7 @@ def test_unit_tests_exist() -> None:
         "recording_test.yml",
         "alerts_load_test.yml",
         "alerts_availability_test.yml",
+        "counters_test.yml",
     }
 
 
@@ -51,6 +52,35 @@ def test_promtool_unit_tests_pass(unit_test: Path) -> None:
     result = _promtool("test", "rules", str(unit_test))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+def test_counters_test_covers_every_action_kind() -> None:
+    # counters_test.yml shows that the first action of *each* kind is visible to increase() when the
+    # counter starts at 0: it must list every kind the contract knows, as input and as a result.
+    cases = yaml.safe_load((RULES_DIR / "tests" / "counters_test.yml").read_text())["tests"]
+
+    def kind(text: str) -> str:
+        match = re.search(r'kind="([^"]+)"', text)
+        assert match is not None, text
+        return match[1]
+
+    prefix = contract.WEBHOOK_ACTIONS + "{"
+    inputs = {
+        kind(s["series"])
+        for case in cases
+        for s in case["input_series"]
+        if s["series"].startswith(prefix) and 'instance="from-zero"' in s["series"]
+    }
+    visible = {
+        kind(sample["labels"])
+        for case in cases
+        for check in case["promql_expr_test"]
+        if check["expr"].startswith(f"increase({prefix}") and 'instance="from-zero"' in check["expr"]
+        for sample in check["exp_samples"]
+    }
+    every_kind = {k.value for k in contract.OutcomeKind}
+    assert inputs == every_kind
+    assert visible == every_kind
 
 
 def _unit_test_cases() -> list[dict]:

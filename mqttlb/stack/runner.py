@@ -245,6 +245,16 @@ class Stack:
             statuses.append(ComponentStatus(prog.name, answers, pid, prog.address, detail))
         return statuses
 
+    def stop_component(self, name: str) -> None:
+        """Stop one program of the running stack (a name from :meth:`programs`) and wait until it
+        has exited; the rest keeps running and :meth:`down` still stops everything.  Tests and
+        benchmarks use it to put their own process (a second Alertmanager, an in-process webhook)
+        in its place.  Raises StackError when supervisord refuses (unknown name, not running)."""
+        try:
+            self._rpc().supervisor.stopProcess(name, True)
+        except (OSError, xmlrpc.client.Error) as exc:
+            raise StackError(f"cannot stop {name}: {exc}") from exc
+
     # --- down -----------------------------------------------------------------------------
     def down(self, quiet: bool = False) -> None:
         sup_pid = self.supervisord_pid()
