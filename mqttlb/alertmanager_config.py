@@ -26,8 +26,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mqttlb.atomic import atomic_write_text
+from mqttlb.commandline import parse_args, refuse
 from mqttlb.contract import RECEIVER_DEFAULT, RECEIVER_PAGE, RECEIVER_WEBHOOK
-from mqttlb.logs import add_log_flags, setup_from_args
+from mqttlb.logs import add_log_flags
 from mqttlb.params import Params
 from mqttlb.rulegen import (
     ACTION_PAGE,
@@ -178,8 +179,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    setup_from_args(args)
+    args = parse_args(_parser(), argv)
     try:
         params = params_from_args(args.overrides)
         page = load_yaml_mapping(args.page_receiver, AlertmanagerConfigError) if args.page_receiver else None
@@ -187,8 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.out is not None and args.out.is_dir():
             raise AlertmanagerConfigError(f"--out {args.out} is a directory")
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     if args.out is None:
         sys.stdout.write(text)
     else:

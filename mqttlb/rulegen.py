@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import yaml
 from mqttlb import contract as s
 from mqttlb import drift
 from mqttlb.atomic import atomic_write_text
+from mqttlb.commandline import parse_args, refuse
 from mqttlb.contract import (
     ALERT_BROKER_DOWN,
     ALERT_CPU_CRITICAL,
@@ -37,7 +37,7 @@ from mqttlb.contract import (
     Action,
 )
 from mqttlb.drift import Drift
-from mqttlb.logs import add_log_flags, setup_from_args
+from mqttlb.logs import add_log_flags
 from mqttlb.params import Params, ParamsError, load_params
 from mqttlb.yamlfile import load_yaml_mapping
 
@@ -384,8 +384,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    setup_from_args(args)
+    args = parse_args(_parser(), argv)
     try:
         params = params_from_args(args.overrides)
         if args.command == "generate":
@@ -398,8 +397,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--dir {args.dir} is not a directory")
         drifted = find_drift(params, args.dir)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     if not drifted:
         log.info("rule files in %s match the generated rules", args.dir)
     return drift.report(drifted, f"mqttlb rules generate --out {args.dir}")

@@ -4,15 +4,14 @@
 - the whole stack, always stopped (`running_stack`);
 - Envoy alone, run the way the stack runs it: the product's bootstrap and command line from
   `mqttlb.stack.builders`, never a bootstrap written by a test (`running_envoy`);
-- a process group that is always killed (`process`) and polling with a deadline (`wait_until`).
+- a process group that is always killed (`process`) and polling with a deadline (`wait_until`);
+- a load generator report with plausible values, for tests of what reads reports (`sample_report`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +21,8 @@ from typing import Any, TypeVar
 import requests
 import yaml
 
+from mqttlb.loadgen.report import Report
+from mqttlb.procgroup import stop_group
 from mqttlb.stack import builders
 from mqttlb.stack.config import StackConfig, find_binary
 from mqttlb.stack.ephemeral import free_port
@@ -38,6 +39,7 @@ __all__ = [
     "process",
     "running_envoy",
     "running_stack",
+    "sample_report",
     "wait_until",
 ]
 
@@ -79,13 +81,7 @@ def process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        stop_group(proc, grace=10)
 
 
 def loopback_topology(state_dir: Path, nodes: int = 3, eds: EdsSource = "file", **settings: Any) -> Topology:
@@ -125,3 +121,27 @@ def running_envoy(topo: Topology, log: Path | None = None, timeout: float = 20.0
         except AssertionError as exc:
             raise AssertionError(f"{exc}; exit code {proc.poll()}\n{log.read_text()[-3000:]}") from None
         yield proc
+
+
+def sample_report(**fields: Any) -> Report:
+    """A load report of a small run (5 clients, 30 messages, one connect failure); ``fields``
+    replace any of its values (``Report`` field name -> value)."""
+    values: dict[str, Any] = {
+        "workload": "w",
+        "seed": 1,
+        "elapsed_s": 10.0,
+        "clients": 5,
+        "connect_attempts": 6,
+        "connects_ok": 5,
+        "connect_failures": {"connack timeout": 1},
+        "unexpected_disconnects": 0,
+        "peak_connected": 5,
+        "published": {"0": 10, "1": 20},
+        "publish_refused": 0,
+        "received": 20,
+        "qos1": {"acked": 20, "received_unique": 20, "lost": 0, "duplicates": 0},
+        "latency_ms": {},
+        "timeline": [{"t": 5.0, "connected": 5, "connects_ok": 5, "published": 15, "received": 10}],
+        "connects_by_second": [3, 2],
+    }
+    return Report(**(values | fields))

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
-import signal
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,7 +15,7 @@ from typing import Any
 
 import pytest
 import requests
-from stackutil import free_port
+from stackutil import free_port, process, wait_until
 
 from mqttlb import alertmanager_config
 from mqttlb.params import load_params
@@ -93,47 +90,17 @@ def alertmanager(tmp_path: Path, receiver: Receiver) -> Iterator[str]:
         )
     )
     port = free_port()
-    log = (tmp_path / "alertmanager.log").open("w")
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",  # no HA gossip port
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    argv = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.path={tmp_path / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",  # no HA gossip port
+    ]
     url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for(lambda: _ready(url), timeout=20, what="Alertmanager ready")
+    with process(argv, tmp_path / "alertmanager.log"):
+        wait_until(lambda: requests.get(f"{url}/-/ready", timeout=1).status_code == 200, 20, "Alertmanager ready")
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-        log.close()
-
-
-def _ready(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/-/ready", timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def _wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _alert(name: str, labels: dict[str, str], ends_in: float = 600, started_ago: float = 0) -> dict[str, Any]:
@@ -177,7 +144,7 @@ def test_routing_token_inhibition_and_resolve(alertmanager: str, receiver: Recei
     ]
     response = requests.post(f"{alertmanager}/api/v2/alerts", json=sources, timeout=5)
     assert response.status_code == 200, response.text
-    _wait_for(
+    wait_until(
         lambda: len(requests.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()) == len(sources),
         timeout=20,
         what="the source alerts in Alertmanager",
@@ -192,7 +159,7 @@ def test_routing_token_inhibition_and_resolve(alertmanager: str, receiver: Recei
             and ("MqttBrokerDown", "east", "e2") in _delivered(receiver, "/page")
         )
 
-    _wait_for(all_delivered, timeout=20, what="notifications at the receiver")
+    wait_until(all_delivered, timeout=20, what="notifications at the receiver")
     time.sleep(2)  # two more group intervals: anything inhibited would have been sent by now
 
     assert receiver.snapshot()
@@ -220,7 +187,7 @@ def test_routing_token_inhibition_and_resolve(alertmanager: str, receiver: Recei
     # send_resolved: ending the east High alert produces a resolved notification for the webhook.
     ended = _alert("MqttBrokerCpuHigh", {"cluster": "east", "node": "e1", **HIGH}, ends_in=-1, started_ago=5)
     assert requests.post(f"{alertmanager}/api/v2/alerts", json=[ended], timeout=5).status_code == 200
-    _wait_for(
+    wait_until(
         lambda: "resolved" in _delivered(receiver, "/alerts").get(("MqttBrokerCpuHigh", "east", "e1"), set()),
         timeout=20,
         what="the resolved notification",

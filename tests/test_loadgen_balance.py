@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from stackutil import sample_report
 
 from mqttlb.loadgen.balance import (
     Sample,
@@ -16,7 +17,6 @@ from mqttlb.loadgen.balance import (
 from mqttlb.loadgen.experiment import POLICIES, main, parse_policies
 from mqttlb.loadgen.experiment_report import PolicyResult, render
 from mqttlb.loadgen.experiment_workload import experiment_workload
-from mqttlb.loadgen.report import Report
 
 NODES = ["node1", "node2", "node3"]
 
@@ -65,18 +65,8 @@ def test_summary_uses_the_window_for_means_and_all_samples_for_settling() -> Non
 
 
 def test_report_markdown_has_a_row_per_policy_and_the_charts() -> None:
-    load = Report(
-        workload="w",
-        seed=1,
-        elapsed_s=10,
-        clients=3,
-        connect_attempts=3,
-        connects_ok=3,
-        connect_failures={},
-        unexpected_disconnects=0,
-        peak_connected=3,
+    load = sample_report(
         published={"0": 100, "1": 10},
-        publish_refused=0,
         received=10,
         qos1={"acked": 10, "lost": 0, "duplicates": 0},
         latency_ms={"p50": 1.0, "p95": 2.0, "p99": 3.0},

@@ -7,9 +7,9 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from stackutil import sample_report
 
 from mqttlb.loadgen.payload import MAGIC, Stamp, decode, encode, header_size
-from mqttlb.loadgen.report import Report
 from mqttlb.loadgen.shard import merge_reports
 from mqttlb.loadgen.stats import LatencyHistogram, SequenceTracker
 
@@ -100,37 +100,14 @@ def test_truncated_client_id_decodes_to_none() -> None:
     assert decode(payload[:-3]) is None
 
 
-def _report(**over: object) -> Report:
-    base: dict[str, object] = dict(
-        workload="w",
-        seed=1,
-        elapsed_s=10.0,
-        clients=5,
-        connect_attempts=6,
-        connects_ok=5,
-        connect_failures={"connack timeout": 1},
-        unexpected_disconnects=0,
-        peak_connected=5,
-        published={"0": 10, "1": 20},
-        publish_refused=0,
-        received=20,
-        qos1={"acked": 20, "received_unique": 20, "lost": 0, "duplicates": 0},
-        latency_ms={},
-        timeline=[{"t": 5.0, "connected": 5, "connects_ok": 5, "published": 15, "received": 10}],
-        connects_by_second=[3, 2],
-    )
-    base.update(over)
-    return Report(**base)  # type: ignore[arg-type]
-
-
 def test_merging_shard_reports_sums_counts_and_merges_latency_exactly() -> None:
     a_values, b_values = [0.001 * i for i in range(1, 200)], [0.01 * i for i in range(1, 50)]
     ha, hb, whole = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
     ha.extend(a_values)
     hb.extend(b_values)
     whole.extend(a_values + b_values)
-    a = _report(latency_state=ha.state())
-    b = _report(
+    a = sample_report(latency_state=ha.state())
+    b = sample_report(
         elapsed_s=11.0,
         connect_failures={"connack timeout": 2, "tcp connect refused": 1},
         qos1={"acked": 5, "received_unique": 4, "lost": 1, "duplicates": 2},

@@ -38,6 +38,10 @@ class StackCase:
 
 DURATION = "not a Prometheus duration such as 30s, 1m or 1h30m"
 SELECTOR = 'not a label matcher list such as job="mqtt-brokers"'
+NODES_NOT_A_NUMBER = (
+    "environment variable NODES: nodes: Input should be a valid integer, unable to parse string as an integer "
+    "(got 'abc')"
+)
 
 STACK_CASES = [
     # --- params: in the stack file ---------------------------------------------------------------
@@ -184,20 +188,8 @@ STACK_CASES = [
         file="- nodes: 3\n",
     ),
     # --- environment variables ---------------------------------------------------------------------
-    StackCase(
-        "NODES-not-a-number",
-        "environment variable NODES: nodes: Input should be a valid integer, unable to parse string as an "
-        "integer (got 'abc')",
-        env={"NODES": "abc"},
-        up=True,
-    ),
-    StackCase(
-        "NODES-beats-the-file",
-        "environment variable NODES: nodes: Input should be a valid integer, unable to parse string as an "
-        "integer (got 'abc')",
-        file="nodes: 5\n",
-        env={"NODES": "abc"},
-    ),
+    StackCase("NODES-not-a-number", NODES_NOT_A_NUMBER, env={"NODES": "abc"}, up=True),
+    StackCase("NODES-beats-the-file", NODES_NOT_A_NUMBER, file="nodes: 5\n", env={"NODES": "abc"}),
     StackCase(
         "MQTTLB_NODES-too-many",
         "environment variable MQTTLB_NODES: nodes: Input should be less than or equal to 64 (got '65')",

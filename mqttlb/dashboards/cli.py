@@ -15,11 +15,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from mqttlb.commandline import argument_type, parse_args, refuse
 from mqttlb.dashboards import build
 from mqttlb.dashboards.execute import Window, load_dashboards, resolve_dashboard, run_annotations, run_panels
 from mqttlb.dashboards.resolve import ResolveError, parse_duration
 from mqttlb.drift import report
-from mqttlb.logs import add_log_flags, setup_from_args
+from mqttlb.logs import add_log_flags
 from mqttlb.params import DEFAULT_PARAMS_FILE, load_params
 from mqttlb.prometheus_api import PrometheusApi, PrometheusApiError, check_url
 
@@ -36,18 +37,8 @@ def _variable(text: str) -> tuple[str, list[str]]:
     return name, values
 
 
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ResolveError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def _url(text: str) -> str:
-    try:
-        return check_url(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
+_duration = argument_type(parse_duration, ResolveError)
+_url = argument_type(check_url)
 
 
 def _params_flag(parser: argparse.ArgumentParser) -> None:
@@ -195,14 +186,12 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_from_args(args)
+    args = parse_args(build_parser(), argv)
     handlers = {"generate": _generate, "check": _check, "queries": _queries, "render": _render}
     try:
         return handlers[args.command](args)
     except (ValueError, ResolveError, PrometheusApiError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
 
 
 if __name__ == "__main__":

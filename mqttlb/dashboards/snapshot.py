@@ -18,8 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from mqttlb.commandline import parse_args
 from mqttlb.loadgen.hot import HotNodeDriver, fan_out_subscribers
-from mqttlb.logs import add_log_flags, setup_from_args
+from mqttlb.logs import add_log_flags
 from mqttlb.stack.ephemeral import FAST_PARAMS, running_stack, stack_config
 
 log = logging.getLogger("mqttlb.dashboards.snapshot")
@@ -38,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="directory for <dashboard uid>.png")
     parser.add_argument("--seed", type=int, default=7, help="load generator seed (default 7)")
     add_log_flags(parser)
-    args = parser.parse_args(argv)
-    setup_from_args(args)
+    args = parse_args(parser, argv)
 
     state = Path(tempfile.mkdtemp(prefix="mqttlb-snapshot-")) / "state"
     cfg = stack_config(state, nodes=3, params=FAST_PARAMS, scrape_interval="2s", node_cpu_cores=0.25)

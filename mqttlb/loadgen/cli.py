@@ -16,21 +16,20 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
+from mqttlb.commandline import parse_args, refuse
 from mqttlb.loadgen.engine import run
 from mqttlb.loadgen.limits import raise_nofile_limit
 from mqttlb.loadgen.shard import run_sharded
 from mqttlb.loadgen.workload import Churn, WorkloadError, build_workload, load_workload_yaml, parse_profile
-from mqttlb.logs import add_log_flags, setup_from_args
+from mqttlb.logs import add_log_flags
 
 log = logging.getLogger("loadgen")
 
-EXIT_BAD_INPUT = 2
-EXIT_LOSS = 3
+EXIT_LOSS = 3  # bad input exits 2 (mqttlb.commandline.EXIT_BAD_INPUT)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,16 +168,13 @@ def _run_in_processes(workload: Any, workers: int, quiet: bool) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_from_args(args)
+    args = parse_args(build_parser(), argv)
     try:
         workload = workload_from_args(args)
     except WorkloadError as exc:
-        print(f"mqttlb loadgen: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return refuse(exc, "mqttlb loadgen")
     if not 1 <= args.workers <= 64:
-        print("mqttlb loadgen: --workers must be 1..64", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return refuse("--workers must be 1..64", "mqttlb loadgen")
     raise_nofile_limit(workload.total_clients)
     if args.workers == 1:
         report = asyncio.run(_run_with_signals(workload, args.quiet))

@@ -17,7 +17,7 @@ import collections
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from mqttlb.loadgen.connection import ConnectError, Connection
@@ -148,7 +148,11 @@ class _Run:
         if not await self._connect(conn, profile, self._session_topic(profile, client_id)):
             return False
         self._connected(conn)
-        await self._work(conn, profile, client_id, session, session_end, rng, mid_to_seq)
+        if profile.role == "sub" or profile.rate == 0:
+            await self._until_stopped(conn, self._idle(conn, session_end))
+        else:
+            publish = self._publish(conn, profile, client_id, session, session_end, rng, mid_to_seq)
+            await self._until_stopped(conn, publish)
         if conn.closed.done():
             self.unexpected_disconnects += 1
             return True
@@ -196,24 +200,11 @@ class _Run:
         self.live.add(conn)
         self.peak_connected = max(self.peak_connected, len(self.live))
 
-    async def _work(
-        self,
-        conn: Connection,
-        profile: Profile,
-        client_id: str,
-        session: int,
-        session_end: float,
-        rng: random.Random,
-        mid_to_seq: dict[int, int],
-    ) -> None:
-        """Idle (subscribers, silent clients) or publish until ``session_end`` or the connection
-        closes.  A cancel while the run is stopping ends the work gracefully (the session then
-        drains and disconnects); any other cancel propagates."""
+    async def _until_stopped(self, conn: Connection, work: Coroutine[Any, Any, None]) -> None:
+        """Await ``work`` (idling or publishing on ``conn``).  A cancel while the run is stopping ends
+        it gracefully (the session then drains and disconnects); any other cancel propagates."""
         try:
-            if profile.role == "sub" or profile.rate == 0:
-                await self._idle(conn, session_end)
-            else:
-                await self._publish(conn, profile, client_id, session, session_end, rng, mid_to_seq)
+            await work
         except asyncio.CancelledError:
             if not self.stopping:
                 raise

@@ -22,7 +22,6 @@ import io
 import json
 import logging
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mqttlb.atomic import atomic_write_text
+from mqttlb.commandline import parse_args, refuse
 from mqttlb.loadgen.balance import Sample, summarise
 from mqttlb.loadgen.engine import run
 from mqttlb.loadgen.experiment_report import PolicyResult, render
@@ -40,13 +40,12 @@ from mqttlb.loadgen.report import Report
 from mqttlb.loadgen.sampler import NodeSampler
 from mqttlb.loadgen.shard import run_sharded
 from mqttlb.loadgen.workload import Workload, WorkloadError, load_workload_yaml
-from mqttlb.logs import add_log_flags, setup_from_args
+from mqttlb.logs import add_log_flags
 from mqttlb.params import SHORT_LIVED_STACK_PARAMS
 from mqttlb.yamlfile import deep_merge
 
 log = logging.getLogger("mqttlb.loadgen.experiment")
 
-EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 
@@ -404,15 +403,13 @@ def _describe_workload(workload: Workload, args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_from_args(args)
+    args = parse_args(build_parser(), argv)
     try:
         inputs = _check_inputs(args)
         make_workload = _workload_factory(args, inputs)
         make_workload(1883)  # validates the workload before any stack starts
     except (ValueError, OSError) as exc:  # WorkloadError is a ValueError
-        print(f"mqttlb experiment: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return refuse(exc, "mqttlb experiment")
 
     raise_nofile_limit(2000)
     out: Path = args.out

@@ -9,10 +9,19 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from mqttlb.loadgen.balance import Sample, connection_msd_series, cpu_msd_series  # noqa: E402
 
 Runs = Mapping[str, Sequence[Sample]]
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    """Lay ``fig`` out, write it to ``path`` as PNG (90 dpi), close it; returns ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def _panels(
@@ -42,46 +51,31 @@ def _panels(
     axes[0][0].set_ylabel(ylabel)
     axes[0][-1].legend(loc="upper right", fontsize="small")
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def cpu_per_node(runs: Runs, nodes: Sequence[str], path: Path, cpu_high: float) -> Path:
-    return _panels(
-        runs,
-        nodes,
-        path,
-        "Broker CPU utilisation per node",
-        "utilisation of node cores",
-        lambda s, n: s.cpu.get(n, 0.0),
-        hline=cpu_high,
-    )
+    """Each node's CPU utilisation (0..1 of its credited cores) over time, a dashed line at ``cpu_high``."""
+    title, ylabel = "Broker CPU utilisation per node", "utilisation of node cores"
+    return _panels(runs, nodes, path, title, ylabel, lambda s, n: s.cpu.get(n, 0.0), hline=cpu_high)
 
 
 def connections_per_node(runs: Runs, nodes: Sequence[str], path: Path) -> Path:
-    return _panels(
-        runs,
-        nodes,
-        path,
-        "Active connections per node (Envoy)",
-        "connections",
-        lambda s, n: float(s.connections.get(n, 0)),
-        step=True,
-    )
+    """Each node's active connections as Envoy counts them, as a staircase."""
+    return _panels(runs, nodes, path, "Active connections per node (Envoy)", "connections", _connections, step=True)
 
 
 def weights_per_node(runs: Runs, nodes: Sequence[str], path: Path) -> Path:
-    return _panels(
-        runs,
-        nodes,
-        path,
-        "Envoy endpoint weight per node",
-        "load_balancing_weight",
-        lambda s, n: float(s.weights.get(n, 0)),
-        step=True,
-    )
+    """Each node's Envoy endpoint weight (EDS ``load_balancing_weight``), as a staircase."""
+    return _panels(runs, nodes, path, "Envoy endpoint weight per node", "load_balancing_weight", _weight, step=True)
+
+
+def _connections(sample: Sample, node: str) -> float:
+    return float(sample.connections.get(node, 0))
+
+
+def _weight(sample: Sample, node: str) -> float:
+    return float(sample.weights.get(node, 0))
 
 
 def deviation(runs: Runs, nodes: Sequence[str], path: Path, threshold: float) -> Path:
@@ -99,7 +93,4 @@ def deviation(runs: Runs, nodes: Sequence[str], path: Path, threshold: float) ->
         ax.set_xlabel("seconds since load start")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

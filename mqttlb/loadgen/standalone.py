@@ -7,9 +7,7 @@ directory and always dies with its context (the whole process group is killed).
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -18,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mqttlb.procgroup import stop_group
 from mqttlb.stack.ephemeral import free_port
 
 LOOPBACK = "127.0.0.1"
@@ -70,13 +69,6 @@ def standalone_mosquitto(start_timeout: float = 10.0) -> Iterator[StandaloneBrok
             time.sleep(0.05)
         yield StandaloneBroker(port=port, pid=proc.pid, directory=directory)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        stop_group(proc, grace=5)
         log.close()
         shutil.rmtree(directory, ignore_errors=True)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from mqttlb.logs import add_log_flags, setup_from_args
+from mqttlb.commandline import parse_args, refuse
+from mqttlb.logs import add_log_flags
 from mqttlb.stack.config import StackConfigError, check_binaries, load_stack_config, recorded_config
 from mqttlb.stack.runner import Stack, StackError
 
@@ -40,8 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_from_args(args)
+    args = parse_args(build_parser(), argv)
     overrides: dict[str, object] = {}
     if args.nodes is not None:
         overrides["nodes"] = args.nodes
@@ -68,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(status.line())
             return 0 if stack.is_running() and all(s.up for s in statuses) else 1
     except (StackConfigError, StackError) as exc:
-        print(f"mqttlb stack: error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc, "mqttlb stack: error")
     return 0
 
 

@@ -30,8 +30,9 @@ import yaml
 
 from mqttlb.alertmanager_config import render as render_alertmanager_config
 from mqttlb.atomic import atomic_write_text
+from mqttlb.commandline import parse_args, refuse
 from mqttlb.drift import find_drift, report
-from mqttlb.logs import add_log_flags, setup_from_args
+from mqttlb.logs import add_log_flags
 from mqttlb.shipped import shipped
 from mqttlb.stack import builders
 from mqttlb.stack.config import StackConfig, load_stack_config
@@ -210,20 +211,32 @@ def _init_service(state: str) -> dict[str, Any]:
     }
 
 
-def _envoy_service(topo: Topology, state: str) -> dict[str, Any]:
+def _image_service(image: str, ports: list[str], depends_on: Any, **settings: Any) -> dict[str, Any]:
+    """A service run from ``IMAGES[image]``: ``settings`` (command, environment, volumes, ...) in
+    their order, then ``ports``, ``depends_on``, restart unless stopped and the mqttlb network."""
     return {
-        "image": IMAGES["envoy"],
-        "command": ["envoy", *builders.envoy_args(topo)],
-        # Root, so Envoy can read the pressure file the webhook (root) writes with mode 0600.
-        "environment": {"ENVOY_UID": "0"},
-        "volumes": [f"./compose/envoy.yaml:{topo.files.envoy_config}:ro", f"mqttlb-state:{state}:ro"],
-        # The open-files limit Envoy's connection cap is derived from (Switches.envoy_open_files).
-        "ulimits": {"nofile": {"soft": topo.switches.envoy_open_files, "hard": topo.switches.envoy_open_files}},
-        "ports": _published(topo.envoy_listener.port, topo.envoy_admin.port),
-        "depends_on": _after_init(webhook="service_started"),
+        "image": IMAGES[image],
+        **settings,
+        "ports": ports,
+        "depends_on": depends_on,
         "restart": "unless-stopped",
         "networks": ["mqttlb"],
     }
+
+
+def _envoy_service(topo: Topology, state: str) -> dict[str, Any]:
+    open_files = topo.switches.envoy_open_files
+    return _image_service(
+        "envoy",
+        _published(topo.envoy_listener.port, topo.envoy_admin.port),
+        _after_init(webhook="service_started"),
+        command=["envoy", *builders.envoy_args(topo)],
+        # Root, so Envoy can read the pressure file the webhook (root) writes with mode 0600.
+        environment={"ENVOY_UID": "0"},
+        volumes=[f"./compose/envoy.yaml:{topo.files.envoy_config}:ro", f"mqttlb-state:{state}:ro"],
+        # The open-files limit Envoy's connection cap is derived from (Switches.envoy_open_files).
+        ulimits={"nofile": {"soft": open_files, "hard": open_files}},
+    )
 
 
 def _mqttlb_services(topo: Topology, state: str) -> dict[str, Any]:
@@ -250,58 +263,52 @@ def _mqttlb_services(topo: Topology, state: str) -> dict[str, Any]:
 
 def _alertmanager_service(topo: Topology, state: str) -> dict[str, Any]:
     files = topo.files
-    return {
-        "image": IMAGES["alertmanager"],
-        "command": builders.alertmanager_args(topo),
-        "volumes": [
+    return _image_service(
+        "alertmanager",
+        _published(topo.alertmanager.port),
+        _after_init(webhook="service_started"),
+        command=builders.alertmanager_args(topo),
+        volumes=[
             f"./compose/alertmanager.yml:{files.alertmanager_config}:ro",
             f"mqttlb-state:{state}:ro",  # the webhook's bearer token
             f"alertmanager-data:{files.alertmanager_data}",
         ],
-        "ports": _published(topo.alertmanager.port),
-        "depends_on": _after_init(webhook="service_started"),
-        "restart": "unless-stopped",
-        "networks": ["mqttlb"],
-    }
+    )
 
 
 def _prometheus_service(topo: Topology) -> dict[str, Any]:
     files = topo.files
-    return {
-        "image": IMAGES["prometheus"],
-        "command": builders.prometheus_args(topo),
-        "volumes": [
+    return _image_service(
+        "prometheus",
+        _published(topo.prometheus.port),
+        ["alertmanager", "broker-exporter", "envoy-exporter", "webhook"],
+        command=builders.prometheus_args(topo),
+        volumes=[
             f"./compose/prometheus.yml:{files.prometheus_config}:ro",
             # the same rule files the local stack loads, from their one location
             f"../rules:{files.prometheus_rules}:ro",
             f"prometheus-data:{files.prometheus_data}",
         ],
-        "ports": _published(topo.prometheus.port),
-        "depends_on": ["alertmanager", "broker-exporter", "envoy-exporter", "webhook"],
-        "restart": "unless-stopped",
-        "networks": ["mqttlb"],
-    }
+    )
 
 
 def _grafana_service() -> dict[str, Any]:
-    return {
-        "image": IMAGES["grafana"],
-        "environment": {
+    return _image_service(
+        "grafana",
+        _published(GRAFANA_PORT),
+        ["prometheus"],
+        environment={
             "GF_AUTH_ANONYMOUS_ENABLED": "true",
             "GF_AUTH_ANONYMOUS_ORG_ROLE": "Viewer",
             "GF_SECURITY_ADMIN_PASSWORD": "${GRAFANA_ADMIN_PASSWORD:-admin}",
         },
-        "volumes": [
+        volumes=[
             "./grafana/provisioning/datasources:/etc/grafana/provisioning/datasources:ro",
             "./grafana/provisioning/dashboards:/etc/grafana/provisioning/dashboards:ro",
             f"../dashboards/generated:{GRAFANA_DASHBOARDS_MOUNT}:ro",
             "grafana-data:/var/lib/grafana",
         ],
-        "ports": _published(GRAFANA_PORT),
-        "depends_on": ["prometheus"],
-        "restart": "unless-stopped",
-        "networks": ["mqttlb"],
-    }
+    )
 
 
 def compose_file(topo: Topology) -> dict[str, Any]:
@@ -356,29 +363,26 @@ def drift(files: dict[Path, str]) -> list[str]:
     return [d.diff or d.line(REGENERATE) for d in find_drift(files, root=STACK_DIR.parent)]
 
 
+DESCRIPTION = (
+    "Render stack/docker-compose.yml and stack/compose/* from stack/stack.yaml and mqttlb/params.yaml "
+    "through the config builders both stacks share (mqttlb/stack/builders.py)."
+)
+CHECK_HELP = "write nothing; exit 1 and print a diff if a committed file is out of date"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m mqttlb.stack.compose_render",
-        description="Render stack/docker-compose.yml and stack/compose/* from stack/stack.yaml and "
-        "mqttlb/params.yaml through the config builders both stacks share (mqttlb/stack/builders.py).",
-    )
-    parser.add_argument(
-        "--check",
-        action="store_true",
-        help="write nothing; exit 1 and print a diff if a committed file is out of date",
-    )
+    parser = argparse.ArgumentParser(prog=REGENERATE, description=DESCRIPTION)
+    parser.add_argument("--check", action="store_true", help=CHECK_HELP)
     add_log_flags(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    setup_from_args(args)
+    args = parse_args(_parser(), argv)
     try:
         files = render_files()
     except ValueError as exc:  # StackConfigError, TopologyError, alertmanager config errors
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc)
     if args.check:
         problems = find_drift(files, root=STACK_DIR.parent)
         if not problems:

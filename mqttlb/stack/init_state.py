@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from mqttlb.atomic import atomic_write_text
-from mqttlb.logs import add_log_flags, setup_from_args
+from mqttlb.commandline import parse_args, refuse
+from mqttlb.logs import add_log_flags
 from mqttlb.stack.topology import Paths
 
 log = logging.getLogger("mqttlb.compose.init")
@@ -55,14 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         help="give the bearer token to this uid/gid (Alertmanager's user); default: leave it",
     )
     add_log_flags(parser)
-    args = parser.parse_args(argv)
-    setup_from_args(args)
+    args = parse_args(parser, argv)
     if not args.state_dir.is_dir():
-        print(f"error: --state-dir {args.state_dir} is not a directory", file=sys.stderr)
-        return 2
+        return refuse(f"--state-dir {args.state_dir} is not a directory")
     if args.token_owner is not None and not 0 <= args.token_owner < 2**31:
-        print(f"error: --token-owner must be a uid, got {args.token_owner}", file=sys.stderr)
-        return 2
+        return refuse(f"--token-owner must be a uid, got {args.token_owner}")
     try:
         created = init_state(args.state_dir, args.token_owner)
     except OSError as exc:

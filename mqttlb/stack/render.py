@@ -21,7 +21,7 @@ from mqttlb.atomic import atomic_write_text
 from mqttlb.rulegen import render_rule_files
 from mqttlb.stack import builders
 from mqttlb.stack.config import RECORD_FILE, StackConfig
-from mqttlb.stack.topology import LOOPBACK, BrokerNode, Paths, Topology, native_topology
+from mqttlb.stack.topology import LOOPBACK, BrokerNode, Paths, Service, Topology, native_topology
 from mqttlb.webhook.eds import write_eds_file
 
 
@@ -66,6 +66,20 @@ class Program:
     priority: int = 50
 
 
+def _http_program(
+    service: Service, command: list[str], ready_path: str, priority: int, address_path: str | None = None
+) -> Program:
+    """The program of the same name as ``service``, serving HTTP there: ready once GET ``ready_path``
+    answers 200, shown as its URL with ``address_path`` (default: ``ready_path``)."""
+    return Program(
+        name=service.name,
+        command=command,
+        address=service.url(ready_path if address_path is None else address_path),
+        ready_url=service.url(ready_path),
+        priority=priority,
+    )
+
+
 def programs(topo: Topology, binaries: dict[str, str]) -> list[Program]:
     """The supervisord programs in start order (priority), with the shared builders' arguments."""
     mqttlb = [sys.executable, "-m", "mqttlb.cli"]
@@ -80,6 +94,7 @@ def programs(topo: Topology, binaries: dict[str, str]) -> list[Program]:
         )
         for node in topo.nodes
     ]
+    alertmanager = [binaries["prometheus-alertmanager"], *builders.alertmanager_args(topo)]
     progs += [
         Program(
             name="envoy",
@@ -88,41 +103,11 @@ def programs(topo: Topology, binaries: dict[str, str]) -> list[Program]:
             ready_url=admin.url("/ready"),
             priority=20,
         ),
-        Program(
-            name="broker-exporter",
-            command=[*mqttlb, *builders.broker_exporter_args(topo)],
-            address=topo.broker_exporter.url("/metrics"),
-            ready_url=topo.broker_exporter.url("/metrics"),
-            priority=30,
-        ),
-        Program(
-            name="envoy-exporter",
-            command=[*mqttlb, *builders.envoy_exporter_args(topo)],
-            address=topo.envoy_exporter.url("/metrics"),
-            ready_url=topo.envoy_exporter.url("/metrics"),
-            priority=30,
-        ),
-        Program(
-            name="webhook",
-            command=[*mqttlb, *builders.webhook_args(topo)],
-            address=topo.webhook.url("/alerts"),
-            ready_url=topo.webhook.url("/readyz"),
-            priority=30,
-        ),
-        Program(
-            name="alertmanager",
-            command=[binaries["prometheus-alertmanager"], *builders.alertmanager_args(topo)],
-            address=topo.alertmanager.url(),
-            ready_url=topo.alertmanager.url("/-/ready"),
-            priority=40,
-        ),
-        Program(
-            name="prometheus",
-            command=[binaries["prometheus"], *builders.prometheus_args(topo)],
-            address=topo.prometheus.url(),
-            ready_url=topo.prometheus.url("/-/ready"),
-            priority=50,
-        ),
+        _http_program(topo.broker_exporter, [*mqttlb, *builders.broker_exporter_args(topo)], "/metrics", 30),
+        _http_program(topo.envoy_exporter, [*mqttlb, *builders.envoy_exporter_args(topo)], "/metrics", 30),
+        _http_program(topo.webhook, [*mqttlb, *builders.webhook_args(topo)], "/readyz", 30, "/alerts"),
+        _http_program(topo.alertmanager, alertmanager, "/-/ready", 40, ""),
+        _http_program(topo.prometheus, [binaries["prometheus"], *builders.prometheus_args(topo)], "/-/ready", 50, ""),
     ]
     return progs
 

@@ -84,6 +84,16 @@ class Switches:
     envoy_open_files: int
 
 
+class _Below:
+    """A fixed path below a state dir: as an attribute of `Paths`, ``paths.root / part / ...``."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __get__(self, paths: Paths, owner: type | None = None) -> Path:
+        return paths.root.joinpath(*self.parts)
+
+
 @dataclass(frozen=True)
 class Paths:
     """Where each part keeps its config, data, logs and PID inside a state dir (the native layout).
@@ -94,29 +104,23 @@ class Paths:
 
     root: Path
 
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def supervisord_conf(self) -> Path:
-        return self.root / "supervisord.conf"
-
-    @property
-    def supervisord_pid(self) -> Path:
-        return self.root / "supervisord.pid"
-
-    @property
-    def envoy_yaml(self) -> Path:
-        return self.root / "envoy" / "envoy.yaml"
-
-    @property
-    def pressure_file(self) -> Path:
-        return self.root / "envoy" / "pressure"
-
-    @property
-    def eds_file(self) -> Path:
-        return self.root / "eds" / "eds.json"
+    logs = _Below("logs")
+    supervisord_conf = _Below("supervisord.conf")
+    supervisord_pid = _Below("supervisord.pid")
+    envoy_yaml = _Below("envoy", "envoy.yaml")
+    pressure_file = _Below("envoy", "pressure")
+    eds_file = _Below("eds", "eds.json")
+    prometheus_yaml = _Below("prometheus", "prometheus.yml")
+    prometheus_rules = _Below("prometheus", "rules")  # a directory of *.yml rule files
+    prometheus_data = _Below("prometheus", "data")
+    alertmanager_yaml = _Below("alertmanager", "alertmanager.yml")
+    alertmanager_data = _Below("alertmanager", "data")
+    broker_exporter_yaml = _Below("exporters", "broker.yaml")
+    webhook_dir = _Below("webhook")
+    webhook_yaml = _Below("webhook", "webhook.yaml")
+    webhook_token = _Below("webhook", "token")
+    webhook_state = _Below("webhook", "state.json")
+    webhook_audit = _Below("webhook", "audit.jsonl")
 
     def mosquitto_dir(self, node: str) -> Path:
         return self.root / "mosquitto" / node
@@ -126,50 +130,6 @@ class Paths:
 
     def mosquitto_pid(self, node: str) -> Path:
         return self.mosquitto_dir(node) / "mosquitto.pid"
-
-    @property
-    def prometheus_yaml(self) -> Path:
-        return self.root / "prometheus" / "prometheus.yml"
-
-    @property
-    def prometheus_rules(self) -> Path:
-        return self.root / "prometheus" / "rules"
-
-    @property
-    def prometheus_data(self) -> Path:
-        return self.root / "prometheus" / "data"
-
-    @property
-    def alertmanager_yaml(self) -> Path:
-        return self.root / "alertmanager" / "alertmanager.yml"
-
-    @property
-    def alertmanager_data(self) -> Path:
-        return self.root / "alertmanager" / "data"
-
-    @property
-    def broker_exporter_yaml(self) -> Path:
-        return self.root / "exporters" / "broker.yaml"
-
-    @property
-    def webhook_dir(self) -> Path:
-        return self.root / "webhook"
-
-    @property
-    def webhook_yaml(self) -> Path:
-        return self.webhook_dir / "webhook.yaml"
-
-    @property
-    def webhook_token(self) -> Path:
-        return self.webhook_dir / "token"
-
-    @property
-    def webhook_state(self) -> Path:
-        return self.webhook_dir / "state.json"
-
-    @property
-    def webhook_audit(self) -> Path:
-        return self.webhook_dir / "audit.jsonl"
 
 
 @dataclass(frozen=True)

@@ -7,66 +7,68 @@ born at its first increment is invisible to ``increase()`` and ``rate()`` for th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mqttlb import contract
 
-
-def _base(name: str, suffix: str) -> str:
-    # prometheus-client appends _total to counters itself
-    return name[: -len(suffix)] if name.endswith(suffix) else name
+# Bucket bounds in seconds.
+DECISION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+PASS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class WebhookMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.actions = Counter(
-            _base(contract.WEBHOOK_ACTIONS, "_total"),
+        self.actions = self._counter(
+            contract.WEBHOOK_ACTIONS,
             "Actions taken by the rebalancer, by kind (rebalance, shed, unshed, recover, hold, noop, ...)",
             ["kind"],
-            registry=self.registry,
         )
-        self.failures = Counter(
-            _base(contract.WEBHOOK_FAILURES, "_total"),
-            "Requests or actions that failed, by kind and reason",
-            ["kind", "reason"],
-            registry=self.registry,
+        self.failures = self._counter(
+            contract.WEBHOOK_FAILURES, "Requests or actions that failed, by kind and reason", ["kind", "reason"]
         )
-        self.rejected = Counter(
-            _base(contract.WEBHOOK_REJECTED, "_total"),
+        self.rejected = self._counter(
+            contract.WEBHOOK_REJECTED,
             "Requests refused before any decision (401, 400, 413, 422), by route and reason",
             ["route", "reason"],
-            registry=self.registry,
         )
-        self.decision_seconds = Histogram(
+        self.decision_seconds = self._histogram(
             contract.WEBHOOK_DECISION_SECONDS,
             "The fast path: a valid notification read, validated and applied to the firing set "
             "(the reconcile loop acts on it; see the pass duration)",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
-            registry=self.registry,
+            DECISION_BUCKETS,
         )
-        self.weight = Gauge(
+        self.weight = self._gauge(
             contract.WEBHOOK_WEIGHT,
             "Current EDS load_balancing_weight per node as published",
             ["cluster", "node", "endpoint"],
-            registry=self.registry,
         )
-        self.shed_level = Gauge(
-            contract.WEBHOOK_SHED_LEVEL, "Current shed level (0 = not shedding)", registry=self.registry
-        )
-        self.pass_seconds = Histogram(
+        self.shed_level = self._gauge(contract.WEBHOOK_SHED_LEVEL, "Current shed level (0 = not shedding)")
+        self.pass_seconds = self._histogram(
             contract.WEBHOOK_PASS_SECONDS,
             "Time of one reconcile pass: read Prometheus and Envoy, decide, commit, publish, verify",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=self.registry,
+            PASS_BUCKETS,
         )
-        self.firing = Gauge(
+        self.firing = self._gauge(
             contract.WEBHOOK_FIRING_ALERTS,
             "Rebalance/shed alerts in the controller's firing set, by action",
             ["action"],
-            registry=self.registry,
         )
         self._start_at_zero()
+
+    def _counter(self, name: str, documentation: str, labels: Sequence[str]) -> Counter:
+        """A counter in this registry exposed as ``name`` (which ends in ``_total``: prometheus-client
+        appends that suffix itself, so it is taken off here)."""
+        return Counter(name.removesuffix("_total"), documentation, labels, registry=self.registry)
+
+    def _gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
+        return Gauge(name, documentation, labels, registry=self.registry)
+
+    def _histogram(self, name: str, documentation: str, buckets: Sequence[float]) -> Histogram:
+        """An unlabelled histogram in this registry; ``buckets``: upper bounds in seconds."""
+        return Histogram(name, documentation, buckets=buckets, registry=self.registry)
 
     def _start_at_zero(self) -> None:
         for kind in contract.OutcomeKind:
