@@ -17,7 +17,6 @@ import argparse
 import functools
 import http.server
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,8 @@ from mqttlb.exporters.broker_collector import BrokerCollector, NodeEntry
 from mqttlb.exporters.envoy_collector import EnvoyCollector
 from mqttlb.exporters.exposition import render
 from mqttlb.exporters.node_adapter import BrokerSample
+from mqttlb.procgroup import stop_group
+from mqttlb.stack import builders
 from mqttlb.stack.ephemeral import free_port
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "envoy"
@@ -182,21 +183,9 @@ def main(argv: list[str] | None = None) -> int:
 
     admin = serve_fixture(clusters, stats)
     port = free_port()
+    command = builders.envoy_exporter_command(f"127.0.0.1:{port}", f"http://127.0.0.1:{admin.server_port}", 5)
     exporter = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mqttlb.exporters.envoy_cli",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--envoy-admin",
-            f"http://127.0.0.1:{admin.server_port}",
-            "--timeout",
-            "5",
-            "--log-level",
-            "warning",
-        ],
-        start_new_session=True,
+        [sys.executable, "-m", "mqttlb.cli", *command, "--log-level", "warning"], start_new_session=True
     )
     url = f"http://127.0.0.1:{port}/metrics"
     try:
@@ -208,8 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                 100,
             )
     finally:
-        os.killpg(exporter.pid, signal.SIGTERM)
-        exporter.wait(timeout=10)
+        stop_group(exporter, grace=10)
         admin.shutdown()
         admin.server_close()
         envoy.close()

@@ -5,14 +5,18 @@
 - Envoy alone, run the way the stack runs it: the product's bootstrap and command line from
   `mqttlb.stack.builders`, never a bootstrap written by a test (`running_envoy`);
 - a process group that is always killed (`process`) and polling with a deadline (`wait_until`);
-- a load generator report with plausible values, for tests of what reads reports (`sample_report`).
+- a load generator report with plausible values, for tests of what reads reports (`sample_report`);
+- stub HTTP servers: a quiet handler that answers whole bodies (`StubHandler`), served on a free
+  loopback port from a daemon thread (`serve_stub`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import http.server
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,6 +44,8 @@ __all__ = [
     "running_envoy",
     "running_stack",
     "sample_report",
+    "serve_stub",
+    "StubHandler",
     "wait_until",
 ]
 
@@ -145,3 +151,27 @@ def sample_report(**fields: Any) -> Report:
         "connects_by_second": [3, 2],
     }
     return Report(**(values | fields))
+
+
+class StubHandler(http.server.BaseHTTPRequestHandler):
+    """A request handler for stub servers: logs nothing; ``answer`` sends a whole response."""
+
+    def answer(self, status: int, body: str | bytes, content_type: str = "application/json") -> None:
+        """``status`` with Content-Type and Content-Length, then ``body`` (a str is sent as UTF-8)."""
+        data = body.encode() if isinstance(body, str) else body
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
+        pass
+
+
+def serve_stub(handler: type[http.server.BaseHTTPRequestHandler]) -> http.server.ThreadingHTTPServer:
+    """``handler`` served on a free 127.0.0.1 port (``server.server_port``) from a daemon thread;
+    the caller shuts it down (``shutdown()``, ``server_close()``)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    return server

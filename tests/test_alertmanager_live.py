@@ -9,13 +9,12 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from stackutil import free_port, process, wait_until
+from stackutil import StubHandler, free_port, process, serve_stub, wait_until
 
 from mqttlb import alertmanager_config
 from mqttlb.params import load_params
@@ -48,28 +47,21 @@ class Receiver:
 def receiver() -> Iterator[Receiver]:
     record = Receiver()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(StubHandler):
         def do_POST(self) -> None:  # noqa: N802 (http.server API)
             length = int(self.headers.get("Content-Length", "0"))
             body = json.loads(self.rfile.read(length) or b"{}")
             with record.lock:
                 record.requests.append(Received(self.path, self.headers.get("Authorization", ""), body))
-            self.send_response(200)
-            self.end_headers()
+            self.answer(200, b"")
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    record.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
+    server = serve_stub(Handler)
+    record.port = server.server_port
     try:
         yield record
     finally:
         server.shutdown()
         server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture()

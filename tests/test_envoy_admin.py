@@ -3,7 +3,6 @@ local stub of the admin API (real HTTP, same paths, query strings and answer sha
 
 from __future__ import annotations
 
-import http.server
 import json
 import re
 import socket
@@ -11,10 +10,10 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from stackutil import StubHandler, serve_stub
 
 from mqttlb.envoy_admin import (
     STATS_FILTER,
@@ -127,49 +126,37 @@ class StubAdmin:
         self.fail_with: int | None = None
         stub = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _answer(self, status: int, body: str) -> None:
-                data = body.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(StubHandler):
             def do_GET(self) -> None:  # noqa: N802
                 url = urlsplit(self.path)
                 query = parse_qs(url.query)
                 if stub.fail_with is not None:
-                    self._answer(stub.fail_with, "envoy overloaded")
+                    self.answer(stub.fail_with, "envoy overloaded")
                 elif url.path == "/clusters" and query.get("format") == ["json"]:
-                    self._answer(200, stub.clusters)
+                    self.answer(200, stub.clusters)
                 elif url.path == "/stats" and query.get("format") == ["json"]:
                     pattern = re.compile(query.get("filter", [""])[0])
-                    self._answer(200, json.dumps({"stats": [s for s in stub.stats if pattern.search(s["name"])]}))
+                    self.answer(200, json.dumps({"stats": [s for s in stub.stats if pattern.search(s["name"])]}))
                 elif url.path == "/runtime":
                     entries = {k: {"final_value": v, "layer_values": ["", v]} for k, v in stub.runtime.items()}
-                    self._answer(200, json.dumps({"layers": ["static", "admin"], "entries": entries}))
+                    self.answer(200, json.dumps({"layers": ["static", "admin"], "entries": entries}))
                 else:
-                    self._answer(404, "invalid path")
+                    self.answer(404, "invalid path")
 
             def do_POST(self) -> None:  # noqa: N802
                 url = urlsplit(self.path)
                 if url.path != "/runtime_modify":
-                    self._answer(404, "invalid path")
+                    self.answer(404, "invalid path")
                     return
                 for key, values in parse_qs(url.query, keep_blank_values=True).items():
                     if values[0]:
                         stub.runtime[key] = values[0]
                     else:
                         stub.runtime.pop(key, None)
-                self._answer(200, "OK\n")
+                self.answer(200, "OK\n")
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = serve_stub(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 @pytest.fixture

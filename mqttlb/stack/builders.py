@@ -332,15 +332,13 @@ def broker_exporter_args(topo: Topology) -> list[str]:
 
 def envoy_exporter_args(topo: Topology) -> list[str]:
     """``mqttlb`` subcommand and arguments."""
-    return [
-        "envoy-exporter",
-        "--listen",
-        topo.envoy_exporter.listen,
-        "--envoy-admin",
-        topo.envoy_admin.url(),
-        "--timeout",
-        str(EXPORTER_SCRAPE_TIMEOUT_SECONDS),
-    ]
+    return envoy_exporter_command(topo.envoy_exporter.listen, topo.envoy_admin.url())
+
+
+def envoy_exporter_command(listen: str, admin_url: str, timeout: float = EXPORTER_SCRAPE_TIMEOUT_SECONDS) -> list[str]:
+    """``mqttlb`` subcommand and arguments of an Envoy exporter serving /metrics at ``listen``
+    (``host:port``) that reads Envoy's admin API at ``admin_url`` within ``timeout`` seconds."""
+    return ["envoy-exporter", "--listen", listen, "--envoy-admin", admin_url, "--timeout", str(timeout)]
 
 
 def webhook_config(topo: Topology) -> dict[str, Any]:
