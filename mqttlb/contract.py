@@ -170,6 +170,7 @@ FAILURE_REASONS: dict[str, tuple[str, ...]] = {
     "drain": ("last_node",),
     "resync": ("alertmanager",),  # the firing set could not be rebuilt from Alertmanager's API
     "reconcile": ("exception",),  # a pass crashed (a bug): the loop goes on
+    "audit": ("write",),  # the audit log could not be written (disk full or read-only): the pass goes on
     "http": ("exception",),  # an HTTP handler crashed (a bug): answered with a JSON 500
 }
 REJECT_ROUTES = ("alerts", "drain", "eds", "status", "other")  # other: any other path

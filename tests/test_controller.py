@@ -62,6 +62,9 @@ class FakeWorld:
     def apply(self, plan: ShedPlan) -> None:
         self.shed.append(plan)
 
+    def in_force(self, plan: ShedPlan) -> bool:
+        return bool(self.shed) and self.shed[-1] == plan
+
 
 def make_config(tmp_path: Path, **overrides: Any) -> WebhookConfig:
     data: dict[str, Any] = {

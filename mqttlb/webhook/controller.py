@@ -7,15 +7,20 @@ they never wait on Envoy or Prometheus.  Each pass:
 2. decides (pure, :func:`mqttlb.webhook.plan.decide_pass`) given the whole firing set;
 3. commits in one order — state file, then the immutable :class:`Snapshot`, then publication (EDS
    file; REST EDS reads the snapshot) — with a version that is never reused;
-4. applies the shedding plan when it changed, and verifies Envoy: the weights it applies must be the
-   snapshot's, else the snapshot is published again under a new version (level-triggered repair).
+4. applies the shedding plan when it changed, and verifies Envoy: the EDS file must hold the
+   snapshot's version (else it is written again) and Envoy must apply its weights; while shedding,
+   Envoy must still run the plan (a restarted Envoy has lost its runtime cap), else it is applied
+   again (level-triggered repair).
 
-Every step is audited and counted; every failure is counted in ``WEBHOOK_FAILURES``.  Readers of
-the current snapshot (REST EDS, ``/metrics``, ``/status``) never take the loop's lock.
+A failed commit leaves the previous state in force and changes nothing in Envoy; the operator's
+drains stay desired until a pass commits them.  Every step is audited and counted; every failure
+(an unwritable audit log included, which never stops a pass) is counted in ``WEBHOOK_FAILURES``.
+Readers of the current snapshot (REST EDS, ``/metrics``, ``/status``) never take the loop's lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -34,7 +39,7 @@ from mqttlb.webhook.eds import Endpoint, cluster_load_assignment, discovery_resp
 from mqttlb.webhook.firing import FiringSet
 from mqttlb.webhook.metrics import WebhookMetrics
 from mqttlb.webhook.plan import Desired, Observation, PassResult, Step, Timing, decide_pass, timing_for
-from mqttlb.webhook.state import WebhookState, check_state, load_state, save_state
+from mqttlb.webhook.state import StateError, WebhookState, check_state, load_state, save_state
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,10 @@ class Publisher(Protocol):
 class ShedLever(Protocol):
     def apply(self, plan: shedding.ShedPlan) -> None:
         """Set Envoy's connection cap and overload pressure for ``plan``; raises LeverError."""
+        ...
+
+    def in_force(self, plan: shedding.ShedPlan) -> bool:
+        """Whether Envoy runs ``plan`` now (a restarted Envoy has lost it); raises LeverError."""
         ...
 
 
@@ -163,6 +172,7 @@ class Controller:
         self._drains: dict[str, bool] = {}  # desired drain changes not yet reconciled
         self._drain_lock = threading.Lock()
         self._last_hold_reason: str | None = None
+        self._shed_in_force = True  # False after a failed shed apply: every pass tries again
         self.last_pass_at: float | None = None
         self.started = False
 
@@ -196,7 +206,7 @@ class Controller:
     def start(self) -> None:
         """Load and check the persisted state, then publish it under a new version.
 
-        Raises StateError for a state file that cannot be used (nothing is published then).
+        Raises StateError for a state file that cannot be used or saved (nothing is published then).
         """
         with self._pass_lock:
             names = self.config.node_names
@@ -223,9 +233,13 @@ class Controller:
             # A restarted controller never reuses a version: the file may hold state.version already.
             published = self.publisher.published_version() or 0
             state.version = max(state.version, published) + 1
-            self._commit(state)
+            try:
+                self._commit(state)
+            except LeverError as exc:  # the state cannot be saved: nothing was published
+                raise StateError(str(exc)) from None
             if state.shed_level > 0:
-                self._apply_shed(state)
+                with contextlib.suppress(LeverError):  # counted; the passes apply it again
+                    self._apply_shed(state)
             self.started = True
 
     # ------------------------------------------------------------------ the loop
@@ -252,10 +266,13 @@ class Controller:
                 self.metrics.failures.labels("observe", exc.reason).inc()
                 log.warning("pass skipped: cannot observe the cluster (%s): %s", exc.reason, exc)
                 return PassReport((), None, (exc.reason,))
-            state = self._with_drains(self._state)
-            desired = self._desired(now)
-            result = decide_pass(state, desired, observation, self.policy, self.timing, self.config.node_names, now)
-            report = self._act(state, result, now)
+            state, drain_steps, wishes = self._with_drains(self._state)
+            try:
+                desired = self._desired(now)
+                result = decide_pass(state, desired, observation, self.policy, self.timing, self.config.node_names, now)
+                report = self._act(state, result, now, drain_steps)
+            finally:
+                self._requeue_drains(wishes)
             self.metrics.pass_seconds.observe(time.perf_counter() - started)
             return report
 
@@ -269,20 +286,23 @@ class Controller:
             firing_alerts=tuple(sorted({a.alertname for a in alerts})),
         )
 
-    def _with_drains(self, state: WebhookState) -> WebhookState:
+    def _with_drains(self, state: WebhookState) -> tuple[WebhookState, tuple[Step, ...], dict[str, bool]]:
+        """``state`` with the operator's pending drain wishes, the DRAIN/UNDRAIN step, and the wishes taken.
+
+        The step is recorded with the pass's other acting steps, once committed (or with the error)."""
         with self._drain_lock:
             wishes, self._drains = self._drains, {}
         if not wishes:
-            return state
+            return state, (), {}
         draining = set(state.draining)
         for node, flag in wishes.items():
             (draining.add if flag else draining.discard)(node)
         if draining >= set(self.config.node_names):
             log.error("refusing to drain every node: drain request ignored")
             self.metrics.failures.labels("drain", "last_node").inc()
-            return state
+            return state, (), {}
         if sorted(draining) == sorted(state.draining):
-            return state
+            return state, (), {}
         new = state.model_copy(deep=True)
         new.draining = sorted(draining)
         step = Step(
@@ -291,13 +311,22 @@ class Controller:
             {"draining": list(state.draining)},
             {"draining": new.draining},
         )
-        self._record((step,), dry_run=self.config.dry_run)
-        if self.config.dry_run:
-            return state
-        return new
+        return new, (step,), wishes
 
-    def _act(self, state: WebhookState, result: PassResult, now: float) -> PassReport:
-        acting = tuple(s for s in result.steps if s.acts)
+    def _requeue_drains(self, wishes: Mapping[str, bool]) -> None:
+        """Wishes the pass did not commit (the state could not be saved) stay desired for the next pass,
+        unless a newer wish for the node came in meanwhile."""
+        if self.config.dry_run:
+            return
+        with self._drain_lock:
+            for node, flag in wishes.items():
+                if (node in self._state.draining) != flag:
+                    self._drains.setdefault(node, flag)
+
+    def _act(
+        self, state: WebhookState, result: PassResult, now: float, drain_steps: tuple[Step, ...] = ()
+    ) -> PassReport:
+        acting = drain_steps + tuple(s for s in result.steps if s.acts)
         quiet = tuple(s for s in result.steps if not s.acts)
         self._note_quiet(quiet)
         if self.config.dry_run:
@@ -326,6 +355,8 @@ class Controller:
         else:
             self._state = new  # bookkeeping only (smoothing, early-steer timer): nothing to publish
         failures += self._verify()
+        if not result.shed_changed:
+            failures += self._verify_shed()
         return PassReport(result.steps, self._state.version if acting else None, tuple(failures))
 
     # ------------------------------------------------------------------ commit, levers, verify
@@ -354,9 +385,32 @@ class Controller:
         try:
             self.shed_lever.apply(plan)
         except LeverError as exc:
+            self._shed_in_force = False
             self.metrics.failures.labels("shed", exc.reason).inc()
             log.error("shed level %d not applied (%s): %s", state.shed_level, exc.reason, exc)
             raise
+        self._shed_in_force = True
+
+    def _verify_shed(self) -> list[str]:
+        """While shedding, or after a failed apply, check that Envoy runs the plan and apply it again if not
+        (Envoy's runtime overrides die with an Envoy restart)."""
+        state = self._state
+        if state.shed_level == 0 and self._shed_in_force:
+            return []
+        plan = shedding.plan_for(shedding.ShedState(state.shed_level, state.shed_anchor), self.policy.shed_levels)
+        try:
+            if self._shed_in_force and self.shed_lever.in_force(plan):
+                return []
+        except LeverError as exc:
+            self.metrics.failures.labels("shed", exc.reason).inc()
+            log.warning("shed level %d not verified (%s): %s", state.shed_level, exc.reason, exc)
+            return [exc.reason]
+        log.warning("shed level %d is not in force in Envoy (restarted?): applying it again", state.shed_level)
+        try:
+            self._apply_shed(state)
+        except LeverError as exc:
+            return [exc.reason]
+        return []
 
     def _verify(self) -> list[str]:
         snapshot = self._snapshot
@@ -387,8 +441,16 @@ class Controller:
             else:
                 entry["applied"] = not dry_run
                 self.metrics.actions.labels(step.kind.value).inc()
-            self.audit.write(entry)
+            self._audit(entry)
             log.info("%s%s: %s", "dry run: " if dry_run else "", step.kind.value, step.reason)
+
+    def _audit(self, entry: dict[str, Any]) -> None:
+        """Append to the audit log; a full or read-only disk is logged and counted, never stops a pass."""
+        try:
+            self.audit.write(entry)
+        except OSError as exc:
+            self.metrics.failures.labels("audit", "write").inc()
+            log.error("cannot write the audit log %s: %s (entry: %s)", self.audit.path, exc, entry.get("kind"))
 
     def _note_quiet(self, steps: Sequence[Step]) -> None:
         """HOLD and NOOP steps: counted, logged and audited only when their reason changes."""
@@ -398,7 +460,7 @@ class Controller:
         reason = holds[0].reason if holds else None
         previous = self._last_hold_reason
         if reason is not None and (previous is None or _first_words(reason) != _first_words(previous)):
-            self.audit.write({**holds[0].as_dict(), "dry_run": self.config.dry_run, "applied": False})
+            self._audit({**holds[0].as_dict(), "dry_run": self.config.dry_run, "applied": False})
         self._last_hold_reason = reason
 
     def _set_gauges(self, state: WebhookState) -> None:

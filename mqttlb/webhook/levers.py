@@ -9,10 +9,10 @@ import json
 from pathlib import Path
 
 from mqttlb.atomic import atomic_write_text
-from mqttlb.envoy_admin import EnvoyAdminClient, EnvoyAdminError
-from mqttlb.webhook.actuators import write_overload
+from mqttlb.envoy_admin import EnvoyAdminClient, EnvoyAdminError, circuit_breaker_key
+from mqttlb.webhook.actuators import read_overload, write_overload
 from mqttlb.webhook.controller import LeverError, Snapshot
-from mqttlb.webhook.shedding import ShedPlan
+from mqttlb.webhook.shedding import OVERLOAD_OFF, OVERLOAD_ON, ShedPlan
 
 
 class EdsFilePublisher:
@@ -42,7 +42,12 @@ class EdsFilePublisher:
 
 
 class EnvoyShedLever:
-    """Shedding through Envoy: the circuit-breaker cap (runtime) and the overload pressure file."""
+    """Shedding through Envoy: the circuit-breaker cap (runtime) and the overload pressure file.
+
+    :meth:`apply` reads the cap back (an admin that answers 200 without applying it is caught), and
+    :meth:`in_force` tells whether Envoy still runs the plan: runtime overrides die with an Envoy
+    restart, so the controller checks every pass while it sheds and applies the plan again.
+    """
 
     def __init__(self, envoy: EnvoyAdminClient, envoy_cluster: str, overload_file: Path) -> None:
         self.envoy = envoy
@@ -58,3 +63,19 @@ class EnvoyShedLever:
             write_overload(self.overload_file, plan.hard_stop)
         except OSError as exc:
             raise LeverError("overload_file", f"cannot write {self.overload_file}: {exc}") from exc
+        if not self.in_force(plan):
+            raise LeverError("envoy", f"Envoy's runtime does not show the cap {plan.max_connections} just set")
+
+    def in_force(self, plan: ShedPlan) -> bool:
+        """True when Envoy's cap and the pressure file are ``plan``'s; raises LeverError when unreadable."""
+        key = circuit_breaker_key(self.envoy_cluster)
+        try:
+            value = self.envoy.runtime_value(key)
+        except EnvoyAdminError as exc:
+            raise LeverError("envoy", f"cannot read Envoy's runtime: {exc}") from exc
+        try:
+            cap = None if value is None else int(value)
+        except ValueError:
+            return False
+        pressure = read_overload(self.overload_file)
+        return cap == plan.max_connections and pressure == (OVERLOAD_ON if plan.hard_stop else OVERLOAD_OFF)
