@@ -85,7 +85,7 @@ def test_alerts_carry_labels_annotations_and_runbooks(default_files: dict[str, s
         runbook = RUNBOOKS / f"{name}.md"
         assert runbook.is_file(), f"missing runbook {runbook}"
         text = runbook.read_text(encoding="utf-8")
-        for heading in ("## What it means", "## What the webhook does", "## What you do"):
+        for heading in ("## What it means", "## What mqttlb does", "## What you do"):
             assert heading in text, f"{runbook} lacks {heading!r}"
 
 

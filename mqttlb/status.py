@@ -1,0 +1,135 @@
+"""``mqttlb status``: what the rebalancer sees and does now, per node, for people and scripts.
+
+Reads the webhook's ``GET /status`` (by default the local stack's webhook, found through the state
+directory's recorded settings) and prints, per node: CPU (rate window and short window),
+connections, the weight decided, published and applied by Envoy, health and draining; then the shed
+level, the firing rebalance/shed alerts and the last decisions with their reasons.  ``--json``
+prints the document as the webhook returns it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from mqttlb.logs import add_log_flags, setup_from_args
+
+DEFAULT_STATE_DIR = Path(".stack")
+
+
+class StatusError(RuntimeError):
+    """The webhook cannot be found or does not answer with a status document."""
+
+
+def local_webhook_url(state_dir: Path) -> str:
+    """The webhook URL of the local stack started in ``state_dir`` (its recorded settings)."""
+    from mqttlb.stack.config import recorded_config  # the stack package only when asked
+
+    cfg = recorded_config(state_dir)
+    if cfg is None:
+        raise StatusError(f"no stack was started in {state_dir.resolve()} (run `make stack-up`, or pass --url)")
+    return f"http://127.0.0.1:{cfg.ports.webhook}"
+
+
+def fetch_status(url: str, timeout: float) -> dict[str, Any]:
+    endpoint = f"{url.rstrip('/')}/status"
+    try:
+        response = requests.get(endpoint, timeout=timeout)
+        response.raise_for_status()
+        document = response.json()
+    except (requests.RequestException, ValueError) as exc:
+        raise StatusError(f"{endpoint}: {type(exc).__name__}: {str(exc)[:200]}") from None
+    if not isinstance(document, dict) or "nodes" not in document:
+        raise StatusError(f"{endpoint}: not a rebalancer status document")
+    return document
+
+
+def _cell(value: Any, pattern: str = "{}") -> str:
+    return "-" if value is None else pattern.format(value)
+
+
+def node_table(nodes: Sequence[Mapping[str, Any]]) -> list[str]:
+    header = ("node", "cpu", "cpu now", "conns", "decided", "published", "applied", "health", "draining")
+    rows = [header]
+    for n in nodes:
+        rows.append(
+            (
+                str(n["node"]),
+                _cell(n.get("cpu"), "{:.2f}"),
+                _cell(n.get("fast_cpu"), "{:.2f}"),
+                _cell(n.get("connections"), "{:.0f}"),
+                _cell(n.get("weight")),
+                _cell(n.get("published")),
+                _cell(n.get("applied")),
+                str(n.get("health", "-")),
+                "yes" if n.get("draining") else "no",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def render(document: Mapping[str, Any], last: int, now: float | None = None) -> str:
+    """The human view of a ``/status`` document."""
+    now = time.time() if now is None else now
+    lines = [
+        f"cluster {document.get('cluster')}"
+        + (" (DRY RUN: decides and logs, does not act)" if document.get("dry_run") else "")
+        + f" - EDS version {document.get('version')}, shed level {document.get('shed_level')}, "
+        f"step interval {_cell(document.get('step_seconds'), '{:.0f}s')}",
+        "",
+        *node_table(document.get("nodes", [])),
+        "",
+    ]
+    alerts = document.get("firing", {}).get("alerts", [])
+    lines.append("firing rebalance/shed alerts: " + (", ".join(_alert(a) for a in alerts) if alerts else "none"))
+    recent = list(document.get("recent", []))[-last:] if last > 0 else []
+    lines.append(f"last {len(recent)} decisions:" if recent else "no decisions yet")
+    for entry in recent:
+        age = now - float(entry.get("time", now))
+        lines.append(f"  {age:6.0f}s ago  {entry.get('kind', '?'):<9} {entry.get('reason', '')}")
+    return "\n".join(lines)
+
+
+def _alert(alert: Mapping[str, Any]) -> str:
+    node = alert.get("node")
+    return f"{alert.get('alertname')}" + (f"[{node}]" if node else "")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mqttlb status", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--url", help="the webhook's base URL (default: the local stack's, from --state-dir)")
+    parser.add_argument(
+        "--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="the local stack's state dir (default .stack)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the status document as JSON")
+    parser.add_argument("--last", type=int, default=10, help="how many recent decisions to show (default 10)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="HTTP timeout in seconds (default 5)")
+    add_log_flags(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_from_args(args)
+    try:
+        url = args.url or local_webhook_url(args.state_dir)
+        document = fetch_status(url, args.timeout)
+    except StatusError as exc:
+        print(f"mqttlb status: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(document, indent=2, sort_keys=True) if args.json else render(document, args.last))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
