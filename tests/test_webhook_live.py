@@ -13,6 +13,7 @@ only Prometheus is a stub (``webhookrig.PrometheusStub``) whose per-node values 
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -20,15 +21,18 @@ import requests
 from stackutil import running_envoy, wait_until
 from webhookrig import (
     NODES,
+    AlertmanagerStub,
     Brokers,
     MqttSession,
     PrometheusStub,
     View,
     alert,
+    api_alert,
     bounded_poll,
     connects,
     eds_file_view,
     envoy_view,
+    failures,
     notification,
     post_alerts,
     rest_eds_topology,
@@ -213,4 +217,37 @@ def test_an_envoy_restarted_while_shedding_gets_the_cap_back(tmp_path):
                 assert status(topo)["shed_level"] == 1, "repairing the cap is not a new shed step"
                 print(f"shed cap back in the restarted Envoy after {restored:.2f} s")
     finally:
+        prometheus.close()
+
+
+def test_a_webhook_restarted_while_shedding_starts_without_envoy_and_applies_the_cap_once_it_answers(tmp_path):
+    """A persisted shed level whose cap cannot be set at start (Envoy not up yet) is counted, the webhook
+    serves anyway (it used to die with a traceback), and the passes set the cap once Envoy answers.
+    The shed alert still fires: the firing set is rebuilt from Alertmanager's API at start."""
+    topo = rig_topology(tmp_path, policy={"cooldown_seconds": 60})
+    prometheus = PrometheusStub()
+    prometheus.set(cpu=dict.fromkeys(NODES, 0.9), fast=FAST_BELOW_HIGH)
+    alertmanager = AlertmanagerStub()
+    alertmanager.alerts = [api_alert(alert(ALERT_CPU_CRITICAL, Action.SHED, starts_at="2026-11-30T12:10:00Z"))]
+    write_webhook_config(topo, prometheus_url=prometheus.url, alertmanager_urls=[alertmanager.url])
+    persisted = {
+        "version": 7,
+        "nodes": list(NODES),
+        "weights": dict.fromkeys(NODES, 100),
+        "shed_level": 2,
+        "shed_anchor": 50,
+        "last_shed_change": time.time(),  # the next level is a step interval (60 s) away
+    }
+    topo.state.webhook_state.write_text(json.dumps(persisted))
+    try:
+        with Brokers(topo), running_webhook(topo):
+            assert failures(topo, "shed", "envoy") >= 1, "the cap that could not be set at start is counted"
+            assert status(topo)["shed_level"] == 2 and status(topo)["version"] == 8
+            with running_envoy(topo):
+                applied = bounded_poll(lambda: runtime_cap(topo) == 40, 5)  # ceil(50 * 0.8)
+                assert applied is not None, f"the cap never reached Envoy (runtime shows {runtime_cap(topo)})"
+                assert status(topo)["shed_level"] == 2
+                print(f"shed level 2 from the state file applied {applied:.2f} s after Envoy came up")
+    finally:
+        alertmanager.close()
         prometheus.close()

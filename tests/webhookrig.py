@@ -277,13 +277,15 @@ class Brokers:
         )
         self._running[name] = stack
 
-        def accepts() -> bool:
-            assert proc.poll() is None, f"mosquitto {name} exited with {proc.returncode}"
+        def accepts() -> str | bool:
+            if proc.poll() is not None:
+                return "exited"
             with socket.create_connection((node.host, node.port), timeout=0.3):
                 return True
 
         try:
-            wait_until(accepts, timeout, f"mosquitto {name} on {node.port}")
+            if wait_until(accepts, timeout, f"mosquitto {name} on {node.port}") == "exited":
+                raise AssertionError(f"mosquitto {name} exited with {proc.returncode}")
         except BaseException:
             stack.close()
             del self._running[name]
@@ -358,12 +360,12 @@ def running_webhook(
     log = log or topo.state.logs / "webhook.log"
     with process([*argv_prefix, *webhook_argv(topo)], log) as proc:
 
-        def ready() -> bool:
-            assert proc.poll() is None, f"webhook exited with {proc.returncode}"
-            return is_ready(topo)
+        def ready() -> str | bool:
+            return "exited" if proc.poll() is not None else is_ready(topo)
 
         try:
-            wait_until(ready, timeout, "webhook ready")
+            if wait_until(ready, timeout, "webhook ready") == "exited":
+                raise AssertionError(f"webhook exited with {proc.returncode}")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{log.read_text()[-3000:]}") from None
         yield proc
