@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import Any
 
 import requests
 
-from mqttlb.logs import add_log_flags, setup_from_args
+from mqttlb.commandline import parse_args, refuse
+from mqttlb.logs import add_log_flags
 
 DEFAULT_STATE_DIR = Path(".stack")
 
@@ -119,14 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_from_args(args)
+    args = parse_args(build_parser(), argv)
     try:
         url = args.url or local_webhook_url(args.state_dir)
         document = fetch_status(url, args.timeout)
     except StatusError as exc:
-        print(f"mqttlb status: error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc, "mqttlb status: error")
     print(json.dumps(document, indent=2, sort_keys=True) if args.json else render(document, args.last))
     return 0
 

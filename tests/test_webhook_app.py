@@ -358,22 +358,25 @@ def test_status_shape(h: Harness):
         "cluster",
         "dry_run",
         "version",
-        "weights",
-        "published",
-        "draining",
+        "published_version",
         "shed_level",
+        "step_seconds",
+        "pass_seconds",
         "last_pass_at",
+        "nodes",
         "firing",
+        "recent",
     }
     assert status["cluster"] == CLUSTER and status["dry_run"] is False
-    assert status["version"] == 1 and status["shed_level"] == 0 and status["draining"] == []
-    assert status["weights"] == status["published"] == {n: 100 for n in NODES}
-    assert status["last_pass_at"] is None
+    assert status["version"] == status["published_version"] == 1 and status["shed_level"] == 0
+    rows = {n["node"]: n for n in status["nodes"]}
+    assert set(rows) == set(NODES)
+    assert all(r["weight"] == r["published"] == 100 and r["draining"] is False for r in rows.values())
+    assert all(r["cpu"] is None and r["health"] is None for r in rows.values())  # no pass yet
+    assert status["last_pass_at"] is None and status["recent"] == []
     firing = status["firing"]
-    assert set(firing) == {"version", "changed_at", "tombstones", "clusters"}
-    lab = firing["clusters"][CLUSTER]
-    assert (lab["rebalance_firing"], lab["shed_firing"], lab["nodes_hot"]) == (True, False, ["node1"])
-    (entry,) = lab["alerts"]
+    assert (firing["rebalance_firing"], firing["shed_firing"], firing["nodes_hot"]) == (True, False, ["node1"])
+    (entry,) = firing["alerts"]
     assert entry["alertname"] == contract.ALERT_CPU_HIGH and entry["action"] == "rebalance"
     h.controller.reconcile_once()
     assert h.client.get("/status").json["last_pass_at"] == h.clock.now

@@ -25,6 +25,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -42,6 +43,8 @@ from mqttlb.webhook.plan import Desired, Observation, PassResult, Step, Timing, 
 from mqttlb.webhook.state import StateError, WebhookState, check_state, load_state, save_state
 
 log = logging.getLogger(__name__)
+
+RECENT_DECISIONS = 50  # audit entries kept in memory for /status
 
 
 class LeverError(RuntimeError):
@@ -174,6 +177,9 @@ class Controller:
         self._last_hold_reason: str | None = None
         self._shed_in_force = True  # False after a failed shed apply: every pass tries again
         self.last_pass_at: float | None = None
+        self._last_observation: Observation | None = None
+        self._last_applied: dict[str, int] = {}
+        self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_DECISIONS)
         self.started = False
 
     # ------------------------------------------------------------------ readers (no lock)
@@ -262,6 +268,7 @@ class Controller:
             self.last_pass_at = now
             try:
                 observation = self.observer.observe(now)
+                self._last_observation = observation
             except LeverError as exc:
                 self.metrics.failures.labels("observe", exc.reason).inc()
                 log.warning("pass skipped: cannot observe the cluster (%s): %s", exc.reason, exc)
@@ -420,6 +427,7 @@ class Controller:
             if self.publisher.published_version() != snapshot.version:
                 self.publisher.publish(snapshot)
             applied = self.observer.applied_weights()
+            self._last_applied = applied
         except LeverError as exc:
             self.metrics.failures.labels("verify", exc.reason).inc()
             log.warning("snapshot version %d not verified (%s): %s", snapshot.version, exc.reason, exc)
@@ -446,6 +454,7 @@ class Controller:
 
     def _audit(self, entry: dict[str, Any]) -> None:
         """Append to the audit log; a full or read-only disk is logged and counted, never stops a pass."""
+        self._recent.append({"time": self.clock(), **entry})
         try:
             self.audit.write(entry)
         except OSError as exc:
@@ -470,20 +479,43 @@ class Controller:
         self.metrics.shed_level.set(state.shed_level)
 
     def status(self) -> Mapping[str, Any]:
-        """A JSON-ready view of the controller for ``/status`` (no lock)."""
-        snap = self._snapshot
+        """A JSON-ready view for ``/status`` and ``mqttlb status`` (no lock): per node the last
+        observation (CPU, short-window CPU, connections, health), the weight decided (state),
+        published (snapshot) and applied (Envoy, at the last verify), draining; the shed level, the
+        firing set and the last decisions."""
+        snap, state, seen = self._snapshot, self._state, self._last_observation
+        published = snap.weights if snap else {}
+        nodes = []
+        for name in self.config.node_names:
+            sample = seen.samples.get(name) if seen else None
+            nodes.append(
+                {
+                    "node": name,
+                    "cpu": sample.cpu if sample else None,
+                    "fast_cpu": seen.fast_cpu.get(name) if seen else None,
+                    "connections": sample.connections if sample else None,
+                    "weight": state.weights.get(name),
+                    "published": published.get(name),
+                    "applied": self._last_applied.get(name),
+                    "health": None if seen is None else ("down" if name in seen.down else "up"),
+                    "draining": name in state.draining,
+                }
+            )
         return {
             "cluster": self.config.cluster,
             "dry_run": self.config.dry_run,
-            "version": self._state.version,
-            "weights": dict(self._state.weights),
-            "published": snap.weights if snap else None,
-            "draining": list(self._state.draining),
-            "shed_level": self._state.shed_level,
+            "version": state.version,
+            "published_version": snap.version if snap else None,
+            "shed_level": state.shed_level,
+            "step_seconds": self.timing.step_seconds,
+            "pass_seconds": self.pass_seconds,
             "last_pass_at": self.last_pass_at,
-            "firing": self.firing.snapshot().as_json(self.clock()),
+            "nodes": nodes,
+            "firing": self.firing.snapshot().as_json(self.clock())["clusters"].get(
+                self.config.cluster, {"rebalance_firing": False, "shed_firing": False, "nodes_hot": [], "alerts": []}
+            ),
+            "recent": list(self._recent),
         }
-
 
 def _first_words(reason: str) -> str:
     # "CPU spread 0.231 still >= 0.05: weights held" -> compare without the changing figures
