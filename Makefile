@@ -10,7 +10,7 @@ export NODES
 help:
 	@echo "make stack-up       install what is missing, start the local stack, print addresses (NODES=n)"
 	@echo "make stack-down     stop every process the stack started"
-	@echo "make stack-status   one line per component; non-zero exit if any is down"
+	@echo "make stack-status   one line per component, then the rebalancer per node (mqttlb status); non-zero exit if any is down"
 	@echo "make test           install what is missing, lint, type-check and run the whole test suite"
 	@echo "make rules          regenerate rules/ from mqttlb/params.yaml"
 	@echo "make compose        regenerate stack/docker-compose.yml and stack/compose/ (Docker path)"
@@ -29,7 +29,7 @@ stack-down:
 	@$(PY) -m mqttlb.cli stack down
 
 stack-status:
-	@$(PY) -m mqttlb.cli stack status
+	@$(PY) -m mqttlb.cli stack status && echo && $(PY) -m mqttlb.cli status
 
 lint: install
 	$(PY) -m ruff check .
