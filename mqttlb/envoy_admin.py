@@ -23,7 +23,7 @@ from urllib.parse import quote
 import orjson
 import requests
 
-from mqttlb.exporters.http_fetch import FetchError, fetch_text
+from mqttlb.exporters.http_fetch import FetchError, fetch_text, new_session
 
 HEALTH_STATUSES = ("healthy", "degraded", "draining", "unhealthy")
 # Regex for Envoy's /stats `filter` parameter: only what the exporter uses, so a large Envoy
@@ -253,7 +253,7 @@ class EnvoyAdminClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self.session = session if session is not None else requests.Session()
+        self.session = session if session is not None else new_session()  # GETs with a total deadline
         self._fetch: Fetch = fetch or functools.partial(fetch_text, session=self.session)
         self.clusters_url = f"{self.base_url}/clusters?format=json"
 

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,10 +24,12 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from stackutil import free_port, loopback_topology, running_envoy, wait_until
+from test_exporters_unit import CLUSTERS_JSON, HIVEMQ_TEXT, STATS_JSON, TrickleServer
 
 from mqttlb import contract
 from mqttlb.contract import ENVOY_CLUSTER
 from mqttlb.exporters.broker_collector import SAMPLE_METRICS
+from mqttlb.exporters.scrape_errors import BROKER_REASONS, ENVOY_REASONS
 from mqttlb.stack.builders import ENVOY_CLUSTER_MAX_CONNECTIONS
 from mqttlb.stack.topology import Topology
 
@@ -216,12 +219,13 @@ def test_every_series_present_with_labels(rig: Rig) -> None:
         contract.BROKER_INFO,
         contract.BROKER_CPU_CAPACITY,
         contract.BROKER_SCRAPE_DURATION,
-        contract.BROKER_SCRAPE_ERRORS,
     ]
     names += [name for f, name, _, counter in SAMPLE_METRICS if f not in not_reported_by_mosquitto]
     for node in rig.broker_ports:
         for name in names:
             pick(broker, name, cluster="test", node=node)
+        for reason in BROKER_REASONS:  # every reason exported, from 0
+            pick(broker, contract.BROKER_SCRAPE_ERRORS, cluster="test", node=node, reason=reason)
     assert (
         pick(
             broker,
@@ -263,6 +267,7 @@ def test_every_series_present_with_labels(rig: Rig) -> None:
         == ENVOY_CLUSTER_MAX_CONNECTIONS
     )
     assert pick(envoy, contract.ENVOY_UP) == 1
+    assert {lab["reason"]: v for lab, v in envoy[contract.ENVOY_SCRAPE_ERRORS]} == dict.fromkeys(ENVOY_REASONS, 0)
 
 
 def connect_clients(port: int, count: int) -> list[mqtt.Client]:
@@ -385,7 +390,7 @@ def test_killed_or_hung_node_reported_down_and_hung_targets_bounded(tmp_path: Pa
             assert not [lab for lab, _ in broker[contract.BROKER_CLIENTS_CONNECTED] if lab["node"] == "node2"]
             pick(broker, contract.BROKER_CLIENTS_CONNECTED, node="node1")
             pick(broker, contract.BROKER_CPU_SECONDS, node="node1")
-            assert pick(broker, contract.BROKER_SCRAPE_ERRORS, node="node2") >= 1
+            assert pick(broker, contract.BROKER_SCRAPE_ERRORS, node="node2", reason="unreachable") >= 1
 
             start_mosquitto(rig, "node2", rig.broker_ports["node2"])  # comes back: reconnect with backoff
             wait_until(lambda: nodes_up(rig, ["node1", "node2"]), 20, "node2 back up")
@@ -407,3 +412,128 @@ def test_killed_or_hung_node_reported_down_and_hung_targets_bounded(tmp_path: Pa
             wait_until(lambda: nodes_up(rig, ["node1", "node2"]), 30, "node1 back after SIGCONT")
     finally:
         silent.close()
+
+
+# --- fault 7 (issue 13): a target trickling one byte every 0.5 s ------------------------------------
+TRICKLE_TIMEOUT = 3.0  # the exporters' scrape timeout here: longer than the 2 s allowed for SIGTERM
+
+
+@contextlib.contextmanager
+def exporter_process(tmp: Path, command: str, args: list[str], port: int) -> Iterator[subprocess.Popen]:
+    """``mqttlb <command> args`` in its own process group, serving on 127.0.0.1:port; killed at exit."""
+    log = open(tmp / f"{command}.log", "wb")  # noqa: SIM115 (closed with the process)
+    argv = [sys.executable, "-m", "mqttlb.cli", command, *args]
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    try:
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/", timeout=1).ok, 20, f"{command} serving")
+        yield process
+    except BaseException:
+        print((tmp / f"{command}.log").read_text(errors="replace")[-3000:])
+        raise
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+
+
+def thread_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def timed_scrape(url: str) -> tuple[Samples, float]:
+    start = time.monotonic()
+    text = requests.get(url, timeout=TRICKLE_TIMEOUT + 5).text
+    return parse(text), time.monotonic() - start
+
+
+def sigterm_while_scraping(process: subprocess.Popen, url: str, target: TrickleServer) -> float:
+    """SIGTERM the exporter while a scrape of it is reading the trickling ``target``; the seconds
+    until the process has exited (at most 10, then it is killed)."""
+    def scrape() -> None:
+        with contextlib.suppress(requests.RequestException):  # the exporter goes away under it
+            requests.get(url, timeout=15)
+
+    scraper = threading.Thread(target=scrape, daemon=True)
+    requests_before = target.requests
+    scraper.start()
+    wait_until(lambda: target.requests > requests_before and target.open_connections > 0, 5, "scrape reading")
+    start = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        return float("inf")
+    return time.monotonic() - start
+
+
+def test_broker_exporter_bounded_by_a_trickling_hivemq_and_exits_on_sigterm(tmp_path: Path) -> None:
+    slow = TrickleServer({"/metrics": HIVEMQ_TEXT})
+    fast = TrickleServer({"/metrics": HIVEMQ_TEXT})
+    fast.trickling.clear()
+    port = free_port()
+    hivemq = {"kind": "hivemq", "address": "127.0.0.1:1", "cpu_cores": 1}
+    config = {
+        "listen": f"127.0.0.1:{port}",
+        "cluster": "test",
+        "scrape_timeout_seconds": TRICKLE_TIMEOUT,
+        "nodes": [
+            {**hivemq, "name": "hq-trickle", "metrics_url": f"{slow.url}/metrics"},
+            {**hivemq, "name": "hq-ok", "metrics_url": f"{fast.url}/metrics"},
+        ],
+    }
+    (tmp_path / "broker.yaml").write_text(yaml.safe_dump(config))
+    url = f"http://127.0.0.1:{port}/metrics"
+    args = ["--config", str(tmp_path / "broker.yaml")]
+    try:
+        with exporter_process(tmp_path, "broker-exporter", args, port) as process:
+            threads = []
+            for _ in range(3):
+                samples, elapsed = timed_scrape(url)
+                print(f"broker-exporter scrape with a trickling HiveMQ: {elapsed:.3f}s")
+                assert elapsed < TRICKLE_TIMEOUT + 0.5
+                assert pick(samples, contract.BROKER_UP, node="hq-trickle") == 0
+                assert pick(samples, contract.BROKER_UP, node="hq-ok") == 1
+                wait_until(lambda: slow.open_connections == 0, 3, "the exporter let go of the target")
+                threads.append(thread_count(process.pid))
+            print(f"broker-exporter threads after each scrape: {threads}")
+            assert threads[-1] <= threads[0], threads
+            assert pick(samples, contract.BROKER_SCRAPE_ERRORS, node="hq-trickle", reason="timeout") == 3
+            slow.trickling.clear()  # answers normally again: up on the very next scrape
+            samples, _ = timed_scrape(url)
+            assert pick(samples, contract.BROKER_UP, node="hq-trickle") == 1
+            slow.trickling.set()
+            exit_after = sigterm_while_scraping(process, url, slow)
+            print(f"broker-exporter exit after SIGTERM during a trickling scrape: {exit_after:.3f}s")
+            assert exit_after < 2.0 and process.returncode == 0
+    finally:
+        slow.close()
+        fast.close()
+
+
+def test_envoy_exporter_bounded_by_a_trickling_admin_and_exits_on_sigterm(tmp_path: Path) -> None:
+    admin = TrickleServer({"/clusters": CLUSTERS_JSON, "/stats": STATS_JSON})
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    args = ["--listen", f"127.0.0.1:{port}", "--envoy-admin", admin.url, "--timeout", str(TRICKLE_TIMEOUT)]
+    try:
+        with exporter_process(tmp_path, "envoy-exporter", args, port) as process:
+            threads = []
+            for _ in range(3):
+                samples, elapsed = timed_scrape(url)
+                print(f"envoy-exporter scrape with a trickling admin: {elapsed:.3f}s")
+                assert elapsed < TRICKLE_TIMEOUT + 0.5 and pick(samples, contract.ENVOY_UP) == 0
+                wait_until(lambda: admin.open_connections == 0, 3, "the exporter let go of the admin")
+                threads.append(thread_count(process.pid))
+            print(f"envoy-exporter threads after each scrape: {threads}")
+            assert threads[-1] <= threads[0], threads
+            assert pick(samples, contract.ENVOY_SCRAPE_ERRORS, reason="timeout") == 3
+            admin.trickling.clear()
+            samples, _ = timed_scrape(url)
+            assert pick(samples, contract.ENVOY_UP) == 1 and contract.ENVOY_ENDPOINT_WEIGHT in samples
+            admin.trickling.set()
+            exit_after = sigterm_while_scraping(process, url, admin)
+            print(f"envoy-exporter exit after SIGTERM during a trickling scrape: {exit_after:.3f}s")
+            assert exit_after < 2.0 and process.returncode == 0
+    finally:
+        admin.close()

@@ -3,6 +3,7 @@ except promtool, which lints the rendered output)."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,9 +27,10 @@ from mqttlb.exporters.broker_config import BrokerExporterConfigError, load_confi
 from mqttlb.exporters.envoy_collector import EnvoyCollector
 from mqttlb.exporters.hivemq_adapter import HiveMQAdapter
 from mqttlb.exporters.hivemq_mapping import HiveMQParseError, parse_values, to_sample
-from mqttlb.exporters.http_fetch import FetchError
+from mqttlb.exporters.http_fetch import FetchError, fetch_text
 from mqttlb.exporters.mosquitto_sys import SysTree, classify_log_line
 from mqttlb.exporters.node_adapter import BrokerSample, NodeAdapter
+from mqttlb.exporters.scrape_errors import BROKER_REASONS, ENVOY_REASONS, ScrapeErrorReason
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HIVEMQ_TEXT = (FIXTURES / "hivemq" / "metrics.txt").read_text()
@@ -427,7 +430,7 @@ def test_hivemq_adapter_over_http(http_server, silent_socket: str) -> None:
 def test_broker_collector_exports_every_series_with_labels() -> None:
     nodes = [
         NodeEntry(FakeAdapter("n1", FULL), 0.5),
-        NodeEntry(FakeAdapter("n2", BrokerSample.down("gone")), 2),
+        NodeEntry(FakeAdapter("n2", BrokerSample.down("gone", ScrapeErrorReason.UNREACHABLE)), 2),
     ]
     assert isinstance(nodes[0].adapter, NodeAdapter)
     collector = BrokerCollector("local", nodes, timeout=1)
@@ -440,10 +443,10 @@ def test_broker_collector_exports_every_series_with_labels() -> None:
     )
     assert value(samples, contract.BROKER_CPU_CAPACITY, node="n2") == 2
     assert value(samples, contract.BROKER_INFO, node="n1", kind="fake") == 1
-    assert value(samples, contract.BROKER_SCRAPE_ERRORS, node="n2") == 1
-    assert value(samples, contract.BROKER_SCRAPE_ERRORS, node="n1") == 0
+    assert value(samples, contract.BROKER_SCRAPE_ERRORS, node="n2", reason="unreachable") == 1
+    assert value(samples, contract.BROKER_SCRAPE_ERRORS, node="n1", reason="unreachable") == 0
     samples = scrape(collector)
-    assert value(samples, contract.BROKER_SCRAPE_ERRORS, node="n2") == 2
+    assert value(samples, contract.BROKER_SCRAPE_ERRORS, node="n2", reason="unreachable") == 2
 
 
 def test_broker_collector_bounds_slow_and_broken_adapters() -> None:
@@ -500,7 +503,8 @@ def test_envoy_collector_series() -> None:
     assert value(samples, contract.ENVOY_CLUSTER_CX_OVERFLOW, cluster="mqtt_brokers") == 0
     assert value(samples, contract.ENVOY_LISTENER_CX_ACTIVE, listener="127.0.0.1_21883") == 3
     assert value(samples, contract.ENVOY_LISTENER_CX_OVERLOAD_REJECT, listener="127.0.0.1_21883") == 0
-    assert value(samples, contract.ENVOY_UP) == 1 and value(samples, contract.ENVOY_SCRAPE_ERRORS) == 0
+    assert value(samples, contract.ENVOY_UP) == 1
+    assert all(v == 0 for _, v in samples[contract.ENVOY_SCRAPE_ERRORS])
     result = promtool_check(render(collector))
     assert result.returncode == 0 and result.stdout == "" and result.stderr == "", result
 
@@ -519,11 +523,13 @@ def test_envoy_collector_labels_ipv6_endpoints_in_brackets() -> None:
 def test_envoy_collector_failures() -> None:
     down = EnvoyCollector("http://e:1", 1, fetch=fake_fetch(FetchError("refused"), FetchError("refused")))
     samples = scrape(down)
-    assert value(samples, contract.ENVOY_UP) == 0 and value(samples, contract.ENVOY_SCRAPE_ERRORS) == 1
+    assert value(samples, contract.ENVOY_UP) == 0
+    assert value(samples, contract.ENVOY_SCRAPE_ERRORS, reason="unreachable") == 1  # one scrape, one reason
     assert contract.ENVOY_ENDPOINT_CX_ACTIVE not in samples
     partial = EnvoyCollector("http://e:1", 1, fetch=fake_fetch(CLUSTERS_JSON, "not json"))
     samples = scrape(partial)
-    assert value(samples, contract.ENVOY_UP) == 1 and value(samples, contract.ENVOY_SCRAPE_ERRORS) == 1
+    assert value(samples, contract.ENVOY_UP) == 1
+    assert value(samples, contract.ENVOY_SCRAPE_ERRORS, reason="bad_answer") == 1
     assert contract.ENVOY_ENDPOINT_CX_ACTIVE in samples and contract.ENVOY_LISTENER_CX_ACTIVE not in samples
     slow = EnvoyCollector("http://e:1", 0.3, fetch=fake_fetch(CLUSTERS_JSON, STATS_JSON, delay=2))
     start = time.monotonic()
@@ -674,3 +680,337 @@ def test_process_port_lookup_after_a_miss_waits_instead_of_scanning_every_scrape
     monkeypatch.setattr(process_stats, "pid_listening_on", lambda port: os.getpid())
     sample = locator.sample()  # the retry interval passed: looked up again, and found
     assert sample.pid == os.getpid() and sample.cpu_seconds > 0
+
+
+# --- fault 7: a target trickling its answer (issue 13) -------------------------------------------
+class TrickleServer:
+    """A loopback HTTP server that answers every GET with a fixed body per path prefix, either at
+    once or (while ``trickling`` is set, for paths starting with one of ``slow``) one byte every
+    ``interval`` seconds, from the status line on (``phase="all"``) or after the headers
+    (``phase="body"``; with ``length=False`` the body ends only when the connection closes).
+    ``open_connections`` counts answers still being sent: a client that gave up is noticed at the
+    next byte, so it drops within ``interval``.  Every sending loop is bounded by the answer's
+    length and by ``close()``."""
+
+    def __init__(
+        self,
+        bodies: dict[str, str],
+        interval: float = 0.5,
+        phase: str = "all",
+        length: bool = True,
+        slow: tuple[str, ...] = ("/",),
+    ) -> None:
+        self.bodies, self.interval, self.phase, self.length, self.slow = bodies, interval, phase, length, slow
+        self.trickling = threading.Event()
+        self.trickling.set()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.open_connections = 0
+        self.requests = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802
+                outer._answer(self)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def _answer(self, handler: http.server.BaseHTTPRequestHandler) -> None:
+        path = handler.path.split("?", 1)[0]
+        body = next((b for prefix, b in self.bodies.items() if path.startswith(prefix)), "").encode()
+        head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+        if self.length:
+            head += f"Content-Length: {len(body)}\r\n"
+        wire = head.encode() + b"\r\n" + body
+        handler.close_connection = True
+        with self._lock:
+            self.requests += 1
+            self.open_connections += 1
+        try:
+            if not self.trickling.is_set() or not path.startswith(self.slow):
+                handler.wfile.write(wire)
+                return
+            start = 0 if self.phase == "all" else len(head) + 2
+            handler.wfile.write(wire[:start])
+            for i in range(start, len(wire)):  # bounded: one byte per interval, at most len(wire)
+                if self._stop.wait(self.interval):
+                    return
+                handler.wfile.write(wire[i : i + 1])
+                handler.wfile.flush()
+        except OSError:
+            return  # the client closed the connection: what a bounded scraper does
+        finally:
+            with self._lock:
+                self.open_connections -= 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def trickle() -> Iterator[callable]:
+    servers: list[TrickleServer] = []
+
+    def start(bodies: dict[str, str], **kwargs: object) -> TrickleServer:
+        server = TrickleServer(bodies, **kwargs)  # type: ignore[arg-type]
+        servers.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.close()
+
+
+def settle(check: callable, timeout: float = 3.0) -> bool:
+    """Poll ``check`` every 50 ms for at most ``timeout`` s; its last value."""
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return bool(check())
+
+
+@pytest.mark.parametrize(
+    ("phase", "length"), [("all", True), ("body", True), ("body", False)], ids=["headers", "body", "until-close"]
+)
+def test_fetch_has_a_total_deadline_against_a_trickling_target(trickle, phase: str, length: bool) -> None:
+    server = trickle({"/": HIVEMQ_TEXT}, phase=phase, length=length)
+    start = time.monotonic()
+    with pytest.raises(FetchError, match="not complete after 1s") as info:
+        fetch_text(server.url + "/metrics", 1.0)
+    elapsed = time.monotonic() - start
+    print(f"fetch of a trickling target ({phase}, length={length}): {elapsed:.3f}s")
+    assert 0.9 <= elapsed < 1.2
+    assert info.value.reason is ScrapeErrorReason.TIMEOUT
+    assert settle(lambda: server.open_connections == 0), "the fetch did not close its connection"
+    server.trickling.clear()
+    assert fetch_text(server.url + "/metrics", 1.0) == HIVEMQ_TEXT
+
+
+def broker_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith(("node-scrape", "fetch-deadline")))
+
+
+def test_broker_scrape_is_bounded_by_a_trickling_hivemq_and_recovers_at_once(trickle, http_server) -> None:
+    server = trickle({"/metrics": HIVEMQ_TEXT})
+    nodes = [
+        NodeEntry(HiveMQAdapter("hq-trickle", "h:1883", server.url + "/metrics"), 4),
+        NodeEntry(HiveMQAdapter("hq-ok", "h:1884", http_server(HIVEMQ_TEXT)), 4),
+        NodeEntry(FakeAdapter("n1", FULL), 0.5),
+    ]
+    collector = BrokerCollector("local", nodes, timeout=1.0)
+    threads_after: list[int] = []
+    try:
+        for _ in range(4):
+            start = time.monotonic()
+            samples = scrape(collector)
+            elapsed = time.monotonic() - start
+            print(f"broker scrape with a trickling HiveMQ: {elapsed:.3f}s")
+            assert elapsed < 1.2
+            assert value(samples, contract.BROKER_UP, node="hq-trickle") == 0
+            assert value(samples, contract.BROKER_UP, node="hq-ok") == 1
+            assert value(samples, contract.BROKER_UP, node="n1") == 1
+            assert settle(lambda: server.open_connections == 0), "a worker is still reading the target"
+            threads_after.append(broker_threads())
+        assert max(threads_after) <= 2, threads_after  # one pool thread per HiveMQ node, none piling up
+        assert value(samples, contract.BROKER_SCRAPE_ERRORS, node="hq-trickle", reason="timeout") == 4
+        assert value(samples, contract.BROKER_SCRAPE_ERRORS, node="hq-ok", reason="timeout") == 0
+        server.trickling.clear()  # the target answers normally again: up on the very next scrape
+        samples = scrape(collector)
+        assert value(samples, contract.BROKER_UP, node="hq-trickle") == 1
+        assert value(samples, contract.BROKER_CLIENTS_CONNECTED, node="hq-trickle") == 1204
+    finally:
+        collector.close()
+    assert settle(lambda: broker_threads() == 0), "pool threads left after close"
+
+
+def test_closing_a_hivemq_adapter_aborts_its_fetch_at_once(trickle) -> None:
+    server = trickle({"/metrics": HIVEMQ_TEXT})
+    adapter = HiveMQAdapter("hq", "h:1883", server.url + "/metrics")
+    result: list[BrokerSample] = []
+    worker = threading.Thread(target=lambda: result.append(adapter.snapshot(30)))
+    worker.start()
+    assert settle(lambda: server.open_connections == 1)
+    start = time.monotonic()
+    adapter.close()
+    worker.join(timeout=5)
+    print(f"adapter close -> fetch ended: {time.monotonic() - start:.3f}s")
+    assert not worker.is_alive() and time.monotonic() - start < 0.5
+    assert not result[0].up and "aborted" in (result[0].error or "")
+    assert adapter.snapshot(5).error is not None  # closed: no new fetch starts
+
+
+def envoy_threads() -> int:
+    return sum(1 for t in threading.enumerate() if t.name.startswith(("envoy-admin", "fetch-deadline")))
+
+
+@pytest.mark.parametrize("trickled", ["/clusters", "/stats"])
+def test_envoy_scrape_is_bounded_by_a_trickling_admin_and_recovers_at_once(trickle, trickled: str) -> None:
+    server = trickle({"/clusters": CLUSTERS_JSON, "/stats": STATS_JSON}, slow=(trickled,))
+    collector = EnvoyCollector(server.url, 1.0)
+    try:
+        threads_after = []
+        for _ in range(3):
+            start = time.monotonic()
+            samples = scrape(collector)
+            elapsed = time.monotonic() - start
+            print(f"envoy scrape with {trickled} trickling: {elapsed:.3f}s")
+            assert elapsed < 1.2
+            assert value(samples, contract.ENVOY_UP) == (0 if trickled == "/clusters" else 1)
+            assert (contract.ENVOY_ENDPOINT_WEIGHT in samples) == (trickled == "/stats")  # the other is served
+            assert settle(lambda: server.open_connections == 0), "a worker is still reading the admin"
+            assert settle(lambda: envoy_threads() <= 2), "admin workers piling up"
+            threads_after.append(envoy_threads())
+        assert value(samples, contract.ENVOY_SCRAPE_ERRORS, reason="timeout") == 3
+        assert value(samples, contract.ENVOY_SCRAPE_ERRORS, reason="unreachable") == 0
+        server.trickling.clear()  # the admin answers normally again: up on the very next scrape
+        samples = scrape(collector)
+        assert value(samples, contract.ENVOY_UP) == 1
+        assert contract.ENVOY_LISTENER_CX_ACTIVE in samples and contract.ENVOY_ENDPOINT_WEIGHT in samples
+        assert value(samples, contract.ENVOY_SCRAPE_ERRORS, reason="timeout") == 3
+    finally:
+        collector.close()
+
+
+# --- counters start at 0 (issue 13, Deliver 5) -----------------------------------------------------
+def test_broker_scrape_errors_start_at_0_for_every_node_and_reason() -> None:
+    nodes = [
+        NodeEntry(FakeAdapter("n1", FULL), 1),
+        NodeEntry(FakeAdapter("n2", FULL, blocking=True), 1),
+    ]
+    collector = BrokerCollector("local", nodes, timeout=1)
+    samples = scrape(collector)  # the first exposition: no error yet, every series already there
+    assert sorted((lab["node"], lab["reason"], v) for lab, v in samples[contract.BROKER_SCRAPE_ERRORS]) == sorted(
+        (node, reason.value, 0.0) for node in ("n1", "n2") for reason in BROKER_REASONS
+    )
+    partial = BrokerSample(up=True, clients_connected=1, error="no pid", reason=ScrapeErrorReason.PARTIAL)
+    nodes[1].adapter.sample = partial  # type: ignore[attr-defined]
+    samples = scrape(collector)  # the first partial scrape of n2 moves a series that was at 0
+    assert value(samples, contract.BROKER_SCRAPE_ERRORS, node="n2", reason="partial") == 1
+    assert value(samples, contract.BROKER_SCRAPE_ERRORS, node="n2", reason="timeout") == 0
+    assert len(samples[contract.BROKER_SCRAPE_ERRORS]) == 2 * len(BROKER_REASONS)
+    collector.close()
+
+
+def test_envoy_scrape_errors_start_at_0_for_every_reason() -> None:
+    bodies: dict[str, str | Exception] = {"clusters": CLUSTERS_JSON}
+
+    def fetch(url: str, timeout: float) -> str:
+        body = bodies["clusters"] if "/clusters" in url else STATS_JSON
+        if isinstance(body, Exception):
+            raise body
+        return body
+
+    collector = EnvoyCollector("http://e:1", 1, fetch=fetch)
+    samples = scrape(collector)
+    assert sorted((lab["reason"], v) for lab, v in samples[contract.ENVOY_SCRAPE_ERRORS]) == sorted(
+        (reason.value, 0.0) for reason in ENVOY_REASONS
+    )
+    bodies["clusters"] = FetchError("GET /clusters: timed out", ScrapeErrorReason.TIMEOUT)
+    samples = scrape(collector)
+    assert value(samples, contract.ENVOY_SCRAPE_ERRORS, reason="timeout") == 1
+    assert value(samples, contract.ENVOY_SCRAPE_ERRORS, reason="bad_answer") == 0
+    bodies["clusters"] = "{not json"
+    samples = scrape(collector)
+    assert value(samples, contract.ENVOY_SCRAPE_ERRORS, reason="bad_answer") == 1
+    assert value(samples, contract.ENVOY_SCRAPE_ERRORS, reason="timeout") == 1
+    result = promtool_check(render(collector))
+    assert result.returncode == 0 and result.stdout == "" and result.stderr == "", result
+    collector.close()
+
+
+def test_every_error_names_its_reason() -> None:
+    with pytest.raises(ValueError, match="go together"):
+        BrokerSample(up=True, error="process not found")
+    with pytest.raises(ValueError, match="go together"):
+        BrokerSample(up=False, reason=ScrapeErrorReason.STALE)
+    assert BrokerSample.down("gone", ScrapeErrorReason.UNREACHABLE).reason is ScrapeErrorReason.UNREACHABLE
+
+
+def test_fetch_errors_are_classified(http_server, silent_socket: str) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now: connection refused
+    cases = [
+        (f"http://127.0.0.1:{port}/metrics", ScrapeErrorReason.UNREACHABLE),
+        (http_server("oops", status=503), ScrapeErrorReason.BAD_ANSWER),
+        (silent_socket + "/metrics", ScrapeErrorReason.TIMEOUT),
+    ]
+    for url, reason in cases:
+        with pytest.raises(FetchError) as info:
+            fetch_text(url, 0.5)
+        assert info.value.reason is reason, (url, info.value)
+    with pytest.raises(FetchError, match="larger than 10 bytes") as info:
+        fetch_text(http_server(HIVEMQ_TEXT), 2, max_bytes=10)
+    assert info.value.reason is ScrapeErrorReason.BAD_ANSWER
+    down = HiveMQAdapter("hq", "h:1883", http_server("<html>not metrics</html>")).snapshot(2)
+    assert not down.up and down.reason is ScrapeErrorReason.BAD_ANSWER
+
+
+def test_a_deadline_passing_after_its_fetch_never_cuts_the_kept_alive_connection() -> None:
+    from mqttlb.exporters import http_fetch
+
+    connections: list[int] = []
+
+    class KeepAlive(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # with Content-Length: the connection stays open
+
+        def setup(self) -> None:
+            connections.append(1)
+            super().setup()
+
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/"
+    session = http_fetch.new_session()
+    try:
+        # A fetch reads its whole answer and its connection goes back to the pool; only then does
+        # its deadline pass (the timer fired in that window).  The pooled connection is not cut:
+        late = http_fetch._Deadline()
+        http_fetch._current.deadline = late
+        try:
+            assert session.get(url, timeout=2).text == "ok"
+        finally:
+            http_fetch._current.deadline = None
+        late.end("timeout")
+        for _ in range(3):  # the next fetches reuse that same connection
+            assert fetch_text(url, 2, session=session) == "ok"
+        assert len(connections) == 1
+        cut = http_fetch._Deadline()  # a deadline that passes while it holds the socket ...
+        http_fetch._current.deadline = cut
+        try:
+            response = session.get(url, timeout=2, stream=True)
+            cut.end("timeout")  # ... shuts it: read or not, the connection is closed, never pooled
+            with contextlib.suppress(requests.RequestException):  # the body may be buffered already
+                response.content  # noqa: B018
+            response.close()
+        finally:
+            http_fetch._current.deadline = None
+        assert fetch_text(url, 2, session=session) == "ok" and len(connections) == 2
+    finally:
+        session.close()
+        server.shutdown()
+        server.server_close()

@@ -13,6 +13,7 @@ from mqttlb import contract
 from mqttlb.exporters.adapters import build_nodes
 from mqttlb.exporters.broker_collector import SAMPLE_METRICS, BrokerCollector
 from mqttlb.exporters.broker_config import BrokerExporterConfigError, load_config, parse_host_port
+from mqttlb.exporters.scrape_errors import BROKER_REASONS
 from mqttlb.exporters.serve import serve_until_signal
 from mqttlb.logs import add_log_flags, setup_from_args
 
@@ -41,7 +42,12 @@ def metrics_help() -> str:
         (contract.BROKER_INFO, "gauge", "always 1; extra labels kind, address"),
         (contract.BROKER_CPU_CAPACITY, "gauge", "CPU cores credited to the node (config cpu_cores)"),
         (contract.BROKER_SCRAPE_DURATION, "gauge", "seconds taken to sample the node"),
-        (contract.BROKER_SCRAPE_ERRORS, "counter", "scrapes of the node that failed or were partial"),
+        (
+            contract.BROKER_SCRAPE_ERRORS,
+            "counter",
+            f"scrapes of the node that failed or were partial; extra label reason = "
+            f"{'|'.join(BROKER_REASONS)}, every one exported from 0",
+        ),
     ]
     for name, kind, text in fixed:
         lines.append(f"  {name} ({kind}): {text}")

@@ -1,8 +1,13 @@
 """prometheus-client custom collector: asks every node adapter for a sample at scrape time.
 
 Blocking adapters (HTTP scrapes) run in parallel in a worker pool and the whole scrape waits at
-most ``timeout`` seconds; a node that has not answered by then is reported down.  Memory-backed
+most ``timeout`` seconds; a node that has not answered by then is reported down (reason timeout).
+Each blocking adapter gets only the time left until that deadline, and its fetch ends there (see
+``mqttlb.exporters.http_fetch``), so the worker is free again for the next scrape.  Memory-backed
 adapters (Mosquitto) answer inline.
+
+``mqtt_broker_scrape_errors_total{cluster, node, reason}`` is exported for every node and every
+reason of ``ScrapeErrorReason`` from the first scrape on, 0 until it happens.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from prometheus_client.samples import Sample
 from mqttlb import contract
 from mqttlb.exporters.exposition import LabelSet
 from mqttlb.exporters.node_adapter import BrokerSample, NodeAdapter
+from mqttlb.exporters.scrape_errors import BROKER_REASONS, REASON_LABEL, ScrapeErrorReason
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +73,18 @@ def _sample_name(family: Metric) -> str:
     return family.name + "_total" if family.type == "counter" else family.name
 
 
-def _timed_snapshot(adapter: NodeAdapter, timeout: float) -> tuple[BrokerSample, float]:
+def _timed_snapshot(adapter: NodeAdapter, deadline: float) -> tuple[BrokerSample, float]:
+    """The adapter's sample within the time left until ``deadline`` (time.monotonic()), and the
+    seconds it took."""
     start = time.perf_counter()
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:  # queued behind other scrapes for the whole budget
+        return BrokerSample.down("no time left in the scrape", ScrapeErrorReason.TIMEOUT), 0.0
     try:
-        sample = adapter.snapshot(timeout)
+        sample = adapter.snapshot(remaining)
     except Exception as exc:  # an adapter bug must not break the other nodes' series
         log.exception("node %s: adapter raised", adapter.name)
-        sample = BrokerSample.down(f"adapter error: {type(exc).__name__}: {exc}")
+        sample = BrokerSample.down(f"adapter error: {type(exc).__name__}: {exc}", ScrapeErrorReason.ADAPTER_ERROR)
     return sample, time.perf_counter() - start
 
 
@@ -82,7 +93,8 @@ class BrokerCollector(Collector):
         self.cluster = cluster
         self.nodes = list(nodes)
         self.timeout = timeout
-        self._errors = {entry.adapter.name: 0 for entry in self.nodes}
+        # (node, reason) -> scrape errors: every pair from the start, so each is exported from 0
+        self._errors = {(entry.adapter.name, reason): 0 for entry in self.nodes for reason in BROKER_REASONS}
         self._was_up: dict[str, bool | None] = {entry.adapter.name: None for entry in self.nodes}
         self._lock = threading.Lock()
         blocking = sum(1 for entry in self.nodes if entry.adapter.blocking)
@@ -96,6 +108,7 @@ class BrokerCollector(Collector):
         return []  # registering must not trigger a scrape
 
     def close(self) -> None:
+        """Stop the worker pool without waiting; close the adapters first so no worker is busy."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -106,18 +119,19 @@ class BrokerCollector(Collector):
         for entry in self.nodes:
             if entry.adapter.blocking and self._pool is not None:
                 pending.append(
-                    (entry.adapter, self._pool.submit(_timed_snapshot, entry.adapter, self.timeout))
+                    (entry.adapter, self._pool.submit(_timed_snapshot, entry.adapter, deadline))
                 )
         for entry in self.nodes:
             if not entry.adapter.blocking:
-                sample, duration = _timed_snapshot(entry.adapter, self.timeout)
+                sample, duration = _timed_snapshot(entry.adapter, deadline)
                 results[entry.adapter.name] = ScrapeResult(entry.adapter, sample, duration)
         for adapter, future in pending:
             try:
                 sample, duration = future.result(timeout=max(0.0, deadline - time.monotonic()))
             except FutureTimeout:
-                future.cancel()
-                sample, duration = BrokerSample.down(f"no answer within {self.timeout:g}s"), self.timeout
+                future.cancel()  # if it never started; a started one ends at the same deadline
+                sample = BrokerSample.down(f"no answer within {self.timeout:g}s", ScrapeErrorReason.TIMEOUT)
+                duration = self.timeout
             results[adapter.name] = ScrapeResult(adapter, sample, duration)
         ordered = [results[entry.adapter.name] for entry in self.nodes]
         self._account(ordered)
@@ -127,8 +141,8 @@ class BrokerCollector(Collector):
         with self._lock:
             for result in results:
                 name, sample = result.adapter.name, result.sample
-                if sample.error is not None:
-                    self._errors[name] += 1
+                if sample.reason is not None:
+                    self._errors[(name, sample.reason)] += 1
                 if self._was_up[name] is not sample.up:
                     if sample.up:
                         log.info(
@@ -154,7 +168,9 @@ class BrokerCollector(Collector):
             contract.BROKER_SCRAPE_DURATION, "Seconds taken to sample the node.", labels=LABELS
         )
         errors = CounterMetricFamily(
-            contract.BROKER_SCRAPE_ERRORS, "Scrapes of the node that failed or were partial.", labels=LABELS
+            contract.BROKER_SCRAPE_ERRORS,
+            "Scrapes of the node that failed or were partial, by reason.",
+            labels=[*LABELS, REASON_LABEL],
         )
         families = {
             field: (CounterMetricFamily if is_counter else GaugeMetricFamily)(name, help_text, labels=LABELS)
@@ -172,9 +188,14 @@ class BrokerCollector(Collector):
             )
             capacity.samples.append(Sample(capacity.name, labels, entry.cpu_cores))
             duration.samples.append(Sample(duration.name, labels, result.duration))
-            errors.samples.append(
-                Sample(_sample_name(errors), labels, float(error_counts[entry.adapter.name]))
-            )
+            for reason in BROKER_REASONS:
+                errors.samples.append(
+                    Sample(
+                        _sample_name(errors),
+                        labels.plus(REASON_LABEL, reason.value),
+                        float(error_counts[(entry.adapter.name, reason)]),
+                    )
+                )
             if not sample.up:
                 continue  # a down node's last values would look current: export none
             for field, family in families.items():

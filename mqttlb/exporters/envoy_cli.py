@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from mqttlb import contract
 from mqttlb.exporters.broker_config import parse_host_port
 from mqttlb.exporters.envoy_collector import EnvoyCollector
+from mqttlb.exporters.scrape_errors import ENVOY_REASONS
 from mqttlb.exporters.serve import serve_until_signal
 from mqttlb.logs import add_log_flags, setup_from_args
 
@@ -40,8 +41,10 @@ metrics:
     {contract.ENVOY_OVERLOAD_PRESSURE} (gauge, label resource): resource monitor pressure, 0..1
   exporter:
     {contract.ENVOY_UP} (gauge): 1 if /clusters was read in time, else 0 (no endpoint series then)
-    {contract.ENVOY_SCRAPE_ERRORS} (counter): scrapes in which an admin request failed or was malformed
+    {contract.ENVOY_SCRAPE_ERRORS} (counter, label reason={"|".join(ENVOY_REASONS)}, each exported
+      from 0): scrapes in which an admin request failed or was malformed, +1 per reason met
     {contract.ENVOY_SCRAPE_DURATION} (gauge): seconds taken to read the admin API
+  every admin read ends at --timeout, also against an admin that trickles its answer
 """
 
 

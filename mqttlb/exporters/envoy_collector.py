@@ -1,20 +1,25 @@
 """prometheus-client custom collector for one Envoy admin endpoint, read at scrape time.
 
 ``/clusters?format=json`` and ``/stats?format=json`` are fetched in parallel and the scrape
-waits at most ``timeout`` seconds in total.  ``up`` is 1 when ``/clusters`` (the endpoint data)
-was read; a failed ``/stats`` only drops the cluster byte/overflow and listener series and counts
-a scrape error.
+waits at most ``timeout`` seconds in total; each fetch ends at its own deadline of ``timeout``
+seconds (see ``mqttlb.exporters.http_fetch``), so a trickling admin frees the workers again and
+the next scrape starts afresh.  ``up`` is 1 when ``/clusters`` (the endpoint data) was read; a
+failed ``/stats`` only drops the cluster byte/overflow and listener series and counts a scrape
+error.  ``mqttlb_envoy_scrape_errors_total{reason}`` is exported for every reason an admin read
+can fail with (timeout, unreachable, bad_answer) from the first scrape on, 0 until it happens; a
+scrape adds 1 per distinct reason it met.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -27,11 +32,14 @@ from mqttlb.envoy_admin import (
     ClusterStatus,
     EnvoyAdminClient,
     EnvoyAdminError,
+    EnvoyParseError,
     Fetch,
     listeners,
     overload,
 )
 from mqttlb.exporters.exposition import LabelSet
+from mqttlb.exporters.http_fetch import FetchError, InflightFetches, fetch_text, new_session
+from mqttlb.exporters.scrape_errors import ENVOY_REASONS, REASON_LABEL, ScrapeErrorReason
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,9 +47,24 @@ T = TypeVar("T")
 EP_LABELS = ["cluster", "endpoint", "node"]
 
 
+class AdminReadError(NamedTuple):
+    reason: ScrapeErrorReason
+    message: str  # one line, naming the URL
+
+
+def _reason_of(exc: EnvoyAdminError) -> ScrapeErrorReason:
+    if isinstance(exc, EnvoyParseError):
+        return ScrapeErrorReason.BAD_ANSWER
+    # The admin client re-raises FetchError as EnvoyAdminError ``from None``, which keeps the
+    # FetchError as the context.
+    context = exc.__context__
+    return context.reason if isinstance(context, FetchError) else ScrapeErrorReason.UNREACHABLE
+
+
 class EnvoyCollector(Collector):
     """Series of the Envoy admin at ``admin_url`` (only the clusters in ``clusters``, if given);
-    ``fetch`` replaces the HTTP GET (see :class:`mqttlb.envoy_admin.EnvoyAdminClient`)."""
+    ``fetch`` replaces the HTTP GET (see :class:`mqttlb.envoy_admin.EnvoyAdminClient`); without
+    it, GETs go through ``fetch_text`` on one keep-alive session, and ``close()`` aborts them."""
 
     def __init__(
         self,
@@ -50,11 +73,15 @@ class EnvoyCollector(Collector):
         clusters: frozenset[str] | None = None,
         fetch: Fetch | None = None,
     ) -> None:
-        self.admin = EnvoyAdminClient(admin_url, timeout, fetch=fetch)
+        self._session = new_session()
+        self._inflight = InflightFetches()
+        if fetch is None:
+            fetch = functools.partial(fetch_text, session=self._session, inflight=self._inflight)
+        self.admin = EnvoyAdminClient(admin_url, timeout, session=self._session, fetch=fetch)
         self.timeout = timeout
         self.only = clusters
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="envoy-admin")
-        self._errors = 0
+        self._errors = dict.fromkeys(ENVOY_REASONS, 0)  # every reason from the start: exported from 0
         self._label_sets: dict[tuple[str, str, str], tuple[LabelSet, tuple[LabelSet, ...]]] = {}
         self._was_up: bool | None = None
         self._lock = threading.Lock()
@@ -63,43 +90,53 @@ class EnvoyCollector(Collector):
         return []
 
     def close(self) -> None:
+        """End the admin reads in progress at once and stop the workers (no waiting)."""
+        self._inflight.abort()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._session.close()
 
     def _wait(self, future: Future[T], deadline: float, url: str) -> T:
         try:
             return future.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
-            future.cancel()
-            raise EnvoyAdminError(f"GET {url}: no complete answer within {self.timeout:g}s") from None
+            future.cancel()  # if it never started; a started one ends at its own deadline
+            raise FetchError(
+                f"GET {url}: no complete answer within {self.timeout:g}s", ScrapeErrorReason.TIMEOUT
+            ) from None
 
-    def read(self) -> tuple[list[ClusterStatus] | None, dict[str, int] | None, list[str]]:
+    def read(self) -> tuple[list[ClusterStatus] | None, dict[str, int] | None, list[AdminReadError]]:
         """(clusters or None, stats or None, errors): both read in parallel, ``timeout`` s in all."""
         deadline = time.monotonic() + self.timeout
         clusters_future = self._pool.submit(self.admin.clusters, self.only)
         stats_future = self._pool.submit(self.admin.stats, STATS_FILTER)
-        errors: list[str] = []
+        errors: list[AdminReadError] = []
         clusters = stats = None
         try:
             clusters = self._wait(clusters_future, deadline, self.admin.clusters_url)
         except EnvoyAdminError as exc:
-            errors.append(str(exc))
+            errors.append(AdminReadError(_reason_of(exc), str(exc)))
+        except FetchError as exc:
+            errors.append(AdminReadError(exc.reason, str(exc)))
         try:
             stats = self._wait(stats_future, deadline, self.admin.stats_url(STATS_FILTER))
         except EnvoyAdminError as exc:
-            errors.append(str(exc))
+            errors.append(AdminReadError(_reason_of(exc), str(exc)))
+        except FetchError as exc:
+            errors.append(AdminReadError(exc.reason, str(exc)))
         return clusters, stats, errors
 
     def collect(self) -> Iterator[Metric]:
         start = time.perf_counter()
         clusters, stats, errors = self.read()
         up = clusters is not None
+        messages = [error.message for error in errors]
         with self._lock:
-            if errors:
-                self._errors += 1
-            error_count = self._errors
+            for reason in {error.reason for error in errors}:
+                self._errors[reason] += 1
+            error_counts = dict(self._errors)
             if self._was_up is not up or (errors and up):
                 (log.info if up and not errors else log.warning)(
-                    "envoy admin: %s%s", "up" if up else "down", f" ({'; '.join(errors)})" if errors else ""
+                    "envoy admin: %s%s", "up" if up else "down", f" ({'; '.join(messages)})" if errors else ""
                 )
             self._was_up = up
         yield from self._endpoint_families(clusters or [])
@@ -109,9 +146,12 @@ class EnvoyCollector(Collector):
         up_family.add_metric([], 1.0 if up else 0.0)
         yield up_family
         errors_family = CounterMetricFamily(
-            contract.ENVOY_SCRAPE_ERRORS, "Scrapes in which an admin request failed or was malformed."
+            contract.ENVOY_SCRAPE_ERRORS,
+            "Scrapes in which an admin request failed or was malformed, by reason.",
+            labels=[REASON_LABEL],
         )
-        errors_family.add_metric([], float(error_count))
+        for reason, count in error_counts.items():
+            errors_family.add_metric([reason.value], float(count))
         yield errors_family
         duration = GaugeMetricFamily(contract.ENVOY_SCRAPE_DURATION, "Seconds taken to read the Envoy admin.")
         duration.add_metric([], time.perf_counter() - start)

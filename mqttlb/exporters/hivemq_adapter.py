@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from mqttlb.exporters.hivemq_mapping import HiveMQParseError, parse_values, to_sample
-from mqttlb.exporters.http_fetch import FetchError, fetch_text
+from mqttlb.exporters.http_fetch import FetchError, InflightFetches, fetch_text, new_session
 from mqttlb.exporters.node_adapter import BrokerSample
+from mqttlb.exporters.scrape_errors import ScrapeErrorReason
 
 MAX_BYTES = 32 * 1024 * 1024
 
@@ -17,16 +18,24 @@ class HiveMQAdapter:
         self.name = name
         self.address = address
         self.metrics_url = metrics_url
+        self._session = new_session()  # keep-alive between scrapes; a cut fetch drops its connection
+        self._inflight = InflightFetches()
 
     def start(self) -> None:
         pass
 
     def close(self) -> None:
-        pass
+        """Ends a scrape in progress at once (down, reason timeout); later snapshots fail at once."""
+        self._inflight.abort()
+        self._session.close()
 
     def snapshot(self, timeout: float) -> BrokerSample:
+        """The node's values, within ``timeout`` seconds in all (the fetch's own deadline)."""
         try:
-            text = fetch_text(self.metrics_url, timeout, MAX_BYTES)
+            text = fetch_text(self.metrics_url, timeout, MAX_BYTES, self._session, self._inflight)
+        except FetchError as exc:
+            return BrokerSample.down(str(exc), exc.reason)
+        try:
             return to_sample(parse_values(text))
-        except (FetchError, HiveMQParseError) as exc:
-            return BrokerSample.down(str(exc))
+        except HiveMQParseError as exc:
+            return BrokerSample.down(f"{self.metrics_url}: {exc}", ScrapeErrorReason.BAD_ANSWER)

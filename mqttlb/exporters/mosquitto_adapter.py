@@ -21,6 +21,7 @@ from mqttlb.exporters.broker_config import parse_host_port
 from mqttlb.exporters.mosquitto_sys import SysTree
 from mqttlb.exporters.node_adapter import BrokerSample
 from mqttlb.exporters.process_stats import ProcessLocator, ProcessNotFound
+from mqttlb.exporters.scrape_errors import ScrapeErrorReason
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +93,14 @@ class MosquittoAdapter:
         reading = self._tree.read()
         now = time.monotonic()
         if not reading.connected:
-            return BrokerSample.down(self._last_disconnect_reason)
+            return BrokerSample.down(self._last_disconnect_reason, ScrapeErrorReason.UNREACHABLE)
         if reading.last_update is None:
-            return BrokerSample.down("connected but no $SYS data received yet")
+            return BrokerSample.down("connected but no $SYS data received yet", ScrapeErrorReason.STALE)
         age = now - reading.last_update
         if age > self._stale_after:
-            return BrokerSample.down(f"$SYS data is {age:.1f}s old (limit {self._stale_after:.1f}s)")
+            return BrokerSample.down(
+                f"$SYS data is {age:.1f}s old (limit {self._stale_after:.1f}s)", ScrapeErrorReason.STALE
+            )
         error = None
         cpu = rss = None
         try:
@@ -108,6 +111,7 @@ class MosquittoAdapter:
         return BrokerSample(
             up=True,
             error=error,
+            reason=None if error is None else ScrapeErrorReason.PARTIAL,
             connects=float(reading.connects),
             disconnects=float(reading.disconnects),
             cpu_seconds=cpu,

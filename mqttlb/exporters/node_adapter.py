@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from mqttlb.exporters.scrape_errors import ScrapeErrorReason
+
 
 @dataclass(frozen=True)
 class BrokerSample:
@@ -22,8 +24,9 @@ class BrokerSample:
 
     up: bool
     # Why the node is down, or (with up=True) what part of it could not be read; counted as a
-    # scrape error either way.
+    # scrape error of ``reason`` either way.  Both or neither are set.
     error: str | None = None
+    reason: ScrapeErrorReason | None = None
     clients_connected: float | None = None
     connects: float | None = None
     disconnects: float | None = None
@@ -42,15 +45,20 @@ class BrokerSample:
     overload_level: float | None = None
     sample_age_seconds: float | None = None  # age of the newest broker data (push-based kinds)
 
+    def __post_init__(self) -> None:
+        if (self.error is None) != (self.reason is None):
+            raise ValueError("BrokerSample: error and reason go together")
+
     @classmethod
-    def down(cls, error: str) -> BrokerSample:
-        return cls(up=False, error=error)
+    def down(cls, error: str, reason: ScrapeErrorReason) -> BrokerSample:
+        return cls(up=False, error=error, reason=reason)
 
 
 @runtime_checkable
 class NodeAdapter(Protocol):
     """One broker node.  ``snapshot`` must return within ``timeout`` seconds and never raise
-    for an unreachable node: it returns ``BrokerSample.down(reason)`` instead."""
+    for an unreachable node: it returns ``BrokerSample.down(error, reason)`` instead.  ``close``
+    also ends a ``snapshot`` in progress at once."""
 
     name: str
     kind: str
