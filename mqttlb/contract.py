@@ -109,6 +109,9 @@ JOBS = (JOB_PROMETHEUS, JOB_BROKERS, JOB_ENVOY_EXPORTER, JOB_ENVOY, JOB_ALERTMAN
 
 # --- Envoy ----------------------------------------------------------------------------
 ENVOY_CLUSTER = "mqtt_brokers"  # the EDS cluster of MQTT brokers (CDS name and EDS resource name)
+# Client id of Envoy's MQTT CONNECT health probe: the broker exporter leaves its sessions out of the
+# connect/disconnect counters (one probe per node every 2 s would otherwise look like churn).
+HEALTH_CHECK_CLIENT_ID = "mqttlb-envoy-health"
 
 # --- alerts (rules/mqttlb-alerts.yml) --------------------------------------------------
 ALERT_CPU_HIGH = "MqttBrokerCpuHigh"

@@ -320,6 +320,21 @@ def test_bridge_connects_count_like_their_disconnects() -> None:
     assert classify_log_line(log[1].decode()) == ("connect", "id_remote")
 
 
+def test_envoy_health_probes_are_not_counted_as_client_churn() -> None:
+    probe = contract.HEALTH_CHECK_CLIENT_ID
+    log = [
+        f"1770827457: New client connected from 127.0.0.1:45806 as {probe} (p2, c1, k60).".encode(),
+        f"1770827457: Client {probe} closed its connection.".encode(),
+        b"1770827458: New client connected from 127.0.0.1:45810 as real (p2, c1, k60).",
+    ]
+    tree = SysTree("me")
+    tree.on_connected()
+    for line in log:
+        tree.on_message("$SYS/broker/log/N", line, False, 1.0)
+    reading = tree.read()
+    assert (reading.connects, reading.disconnects) == (1, 0)
+
+
 @pytest.mark.parametrize(
     ("line", "client"),
     [

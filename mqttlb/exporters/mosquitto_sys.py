@@ -29,6 +29,8 @@ import re
 import threading
 from dataclasses import dataclass
 
+from mqttlb import contract
+
 # $SYS topic -> BrokerSample field.  "$SYS/broker/store/messages/count" is not mapped to queued:
 # it also counts retained messages, so it is not a queue depth.
 SYS_TOPICS: dict[str, str] = {
@@ -99,8 +101,9 @@ class SysReading:
 
 
 class SysTree:
-    def __init__(self, own_client_id: str) -> None:
-        self._own = own_client_id
+    def __init__(self, own_client_id: str, ignored: tuple[str, ...] = (contract.HEALTH_CHECK_CLIENT_ID,)) -> None:
+        # Sessions not counted as connects/disconnects: the exporter's own, and Envoy's health probe.
+        self._ignored = frozenset((own_client_id, *ignored))
         self._lock = threading.Lock()
         self._connected = False
         self._values: dict[str, float] = {}
@@ -124,7 +127,7 @@ class SysTree:
     def on_message(self, topic: str, payload: bytes, retained: bool, now: float) -> None:
         if topic.startswith(LOG_TOPIC_PREFIX):
             event = classify_log_line(payload.decode("utf-8", errors="replace"))
-            if event is None or event[1] == self._own:
+            if event is None or event[1] in self._ignored:
                 return
             with self._lock:
                 if event[0] == "connect":

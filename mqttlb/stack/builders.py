@@ -23,7 +23,7 @@ ENVOY_FD_RESERVE = 256
 # The cluster's circuit-breaker cap at rest.  Envoy's default (1024) would shed a normal fleet; the
 # webhook lowers it at runtime (circuit_breakers.<cluster>.default.max_connections) when shedding.
 ENVOY_CLUSTER_MAX_CONNECTIONS = 100_000
-HEALTH_CHECK_CLIENT_ID = "mqttlb-envoy-health"
+HEALTH_CHECK_CLIENT_ID = contract.HEALTH_CHECK_CLIENT_ID
 HEALTH_CHECK_INTERVAL = "2s"
 MQTT_CONNACK_ACCEPTED = b"\x20\x02\x00\x00"  # CONNACK, session present 0, return code 0 (accepted)
 # eds=rest: the static cluster Envoy polls the webhook through, and how often.
