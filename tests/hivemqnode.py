@@ -1,0 +1,121 @@
+"""HiveMQ CE nodes for tests: the brokers/hivemq launcher (embedded HiveMQ + mqttlb extension) on
+free loopback ports, each in its own process group, always stopped.
+
+`node_command` is the one place that says how a node is started (JVM options included);
+`running_nodes` starts several at once and waits until each answers its availability endpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from stackutil import free_port, process, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+JAR = REPO / "brokers" / "hivemq" / "target" / "mqttlb-hivemq.jar"
+BUILD = REPO / "brokers" / "hivemq" / "build.sh"
+# A small heap and the serial collector: a test node holds a few dozen clients.
+JVM_OPTIONS = ("-Xms64m", "-Xmx256m", "-XX:+UseSerialGC")
+TOKEN = "test-token-0123456789abcdef"
+STARTED = re.compile(rb"mqttlb-hivemq: started in (\d+) ms")
+
+
+@dataclass
+class Node:
+    """One running node: its ports, process, log, and the launcher's own start figure (ms)."""
+
+    name: str
+    mqtt_port: int
+    http_port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+    start_seconds: float = 0.0  # from Popen to the availability endpoint answering
+    launcher_start_ms: int = 0  # what the launcher printed: build + HiveMQ start + extension start
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"{self.base}/metrics"
+
+    def api(self, path: str) -> str:
+        return f"{self.base}/mqttlb/v1/{path}"
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the node's JVM, from /proc (bytes)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError(f"no VmRSS for pid {self.proc.pid}")
+
+
+def auth(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def node_command(mqtt_port: int, http_port: int, data_dir: Path, token_file: Path, *extra: str) -> list[str]:
+    """The launcher's command line for one node on 127.0.0.1 (``extra``: more launcher options)."""
+    return [
+        "java",
+        *JVM_OPTIONS,
+        "-jar",
+        str(JAR),
+        "--mqtt-port",
+        str(mqtt_port),
+        "--http-port",
+        str(http_port),
+        "--data-dir",
+        str(data_dir),
+        "--token-file",
+        str(token_file),
+        *extra,
+    ]
+
+
+def ensure_built() -> None:
+    """Builds the jar if it is missing or older than its sources (offline after the first build)."""
+    subprocess.run(["bash", str(BUILD)], check=True, timeout=900)
+
+
+@contextlib.contextmanager
+def running_nodes(tmp: Path, options: list[list[str]], timeout: float = 120.0) -> Iterator[list[Node]]:
+    """One node per entry of ``options`` (extra launcher options), started together; yields when all answer."""
+    ensure_built()
+    token_file = tmp / "token"
+    token_file.write_text(TOKEN + "\n")
+    with contextlib.ExitStack() as stack:
+        nodes = []
+        started = time.monotonic()
+        for index, extra in enumerate(options):
+            name = f"hq{index + 1}"
+            mqtt_port, http_port = free_port(), free_port()
+            log = tmp / f"{name}.log"
+            argv = node_command(mqtt_port, http_port, tmp / name, token_file, *extra)
+            nodes.append(Node(name, mqtt_port, http_port, stack.enter_context(process(argv, log)), log))
+        for node in nodes:
+            wait_ready(node, started, timeout)
+        yield nodes
+
+
+def wait_ready(node: Node, started: float, timeout: float) -> None:
+    def ready() -> bool:
+        assert node.proc.poll() is None, f"{node.name} exited {node.proc.returncode}"
+        return requests.get(node.api("availability"), timeout=1).status_code == 200
+
+    try:
+        wait_until(ready, timeout, f"{node.name} ready", interval=0.05)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{node.log.read_text()[-3000:]}") from None
+    node.start_seconds = time.monotonic() - started
+    found = wait_until(lambda: STARTED.search(node.log.read_bytes()), 5, f"{node.name} start line")
+    assert found is not None
+    node.launcher_start_ms = int(found.group(1))
