@@ -29,7 +29,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import requests
 import yaml
-from hivemqnode import TOKEN, Node, auth, running_nodes
+from hivemqnode import TOKEN, Node, auth, ensure_built, node_command, running_nodes
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client.parser import text_string_to_metric_families
@@ -485,28 +485,29 @@ def test_availability_is_200_accepting_and_503_draining(nodes: list[Node]) -> No
 
 
 # --- the launcher -------------------------------------------------------------------------------
-def test_launcher_refuses_bad_arguments_with_status_2(tmp_path: Path) -> None:
-    from hivemqnode import JAR, ensure_built, node_command
-
+def test_launcher_refuses_bad_arguments_with_status_2_and_starts_nothing(tmp_path: Path) -> None:
     ensure_built()
-    empty = tmp_path / "empty-token"
+    token, empty, node = tmp_path / "token", tmp_path / "empty-token", tmp_path / "n"
+    token.write_text(TOKEN)
     empty.write_text("  \n")
     cases = [
-        (node_command(1883, 0, tmp_path / "n", tmp_path / "missing"), "missing"),
-        (node_command(1883, 0, tmp_path / "n", empty), "is empty"),
-        (node_command(0, 0, tmp_path / "n", empty), "mqtt port"),
-        ([*node_command(1883, 0, tmp_path / "n", empty)[:-2], "--persistence", "disk"], "persistence"),
+        (node_command(1883, 0, node, tmp_path / "missing"), f"error: {tmp_path / 'missing'}"),
+        (node_command(1883, 0, node, empty), "error: token file"),
+        (node_command(0, 0, node, token), "error: mqtt port must be 1..65535"),
+        (node_command(1883, 0, node, token, "--persistence", "disk"), "error: persistence must be in-memory or file"),
+        (node_command(1883, 0, node, token, "--bind", "<x/>"), "error: bind must be an address"),
+        (node_command(1883, 0, node, token, "--evict-max-per-second", "0"), "error: evict max per second"),
+        (node_command(1883, 0, node, token, "--metric-path", "/mqttlb/v1/m"), "error: metric path"),
+        (node_command(1883, 0, node, token, "--mqtt-port", "x"), "Invalid value for option '--mqtt-port'"),
     ]
     for argv, text in cases:
         result = subprocess.run(argv, capture_output=True, timeout=60)
         assert result.returncode == 2 and text in result.stderr.decode(), (argv, result.stderr.decode())
-    assert JAR.exists()
+    assert not node.exists()
 
 
 @pytest.mark.parametrize("taken", ["mqtt", "http"])
 def test_launcher_exits_1_when_a_port_is_taken(nodes: list[Node], tmp_path: Path, taken: str) -> None:
-    from hivemqnode import node_command
-
     token = tmp_path / "token"
     token.write_text(TOKEN)
     mqtt_port = nodes[0].mqtt_port if taken == "mqtt" else free_port()
