@@ -153,9 +153,13 @@ def recording_middleware(app: Callable[..., Iterable[bytes]], recording: Recordi
             )
             for a in document.get("alerts", [])
         )
+        try:
+            answer = json.loads(answer_bytes)
+        except ValueError:
+            answer = {"result": None, "raw": answer_bytes[:300].decode(errors="replace")}
         with recording.lock:
             recording.deliveries.append(
-                Delivery(document.get("externalURL", ""), keys, int(status[0].split()[0]), json.loads(answer_bytes))
+                Delivery(document.get("externalURL", ""), keys, int(status[0].split()[0]), answer)
             )
         return [answer_bytes]
 
