@@ -472,6 +472,17 @@ def test_replace_from_api_is_authoritative() -> None:
     assert fs.nodes_hot(CLUSTER) == ("node1",)
 
 
+def test_a_late_copy_of_an_episode_the_resync_removed_stays_out() -> None:
+    # An HA peer's copy captured before the resolve arrives after a resync that no longer lists it.
+    fs = FiringSet(refresh_ttl=TTL)
+    fs.apply([firing(HIGH1, 0)], T0)
+    assert fs.replace_from_api([], T0 + 10).removed == (fingerprint_of(HIGH1),)
+    late = fs.apply([firing(HIGH1, 0)], T0 + 11)
+    assert not late.changed and [i.reason for i in late.ignored] == [IgnoreReason.STALE]
+    assert not fs.rebalance_firing(CLUSTER)
+    assert fs.apply([firing(HIGH1, 60)], T0 + 70).changed  # a new episode of the alert does fire
+
+
 def test_replace_from_api_leaves_suppressed_alerts_out_unless_asked() -> None:
     silenced = [api_alert(HIGH1, 0, state="suppressed")]
     fs = FiringSet(refresh_ttl=TTL)

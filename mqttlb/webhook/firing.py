@@ -500,7 +500,9 @@ class FiringSet:
             changes = _Changes()
             self._housekeep(now, changes)
             listed: set[str] = set()
+            held: set[str] = set()  # listed by Alertmanager, even if suppressed: it may notify them later
             for event, suppressed in events:
+                held.add(event.fingerprint)
                 if suppressed and not include_suppressed and event.action is not None:
                     changes.ignored.append(Ignored(event.fingerprint, IgnoreReason.SUPPRESSED))
                     continue
@@ -510,6 +512,10 @@ class FiringSet:
             for fingerprint, entry in list(self._entries.items()):
                 if fingerprint not in listed and entry.updated_at <= now:
                     del self._entries[fingerprint]
+                    if fingerprint not in held:
+                        # Alertmanager no longer holds this episode: a late copy of it (an HA peer's
+                        # re-send captured before the resolve) must not bring it back.
+                        self._tombstones[fingerprint] = _Tombstone(entry.starts_at_ns, entry.ends_at_ns, now)
                     changes.removed.append(fingerprint)
             self._bound_tombstones(changes)
             return self._publish(changes, now)
