@@ -16,8 +16,6 @@ from mqttlb.contract import OutcomeKind
 from mqttlb.webhook.audit import AuditLog
 from mqttlb.webhook.config import WebhookConfig
 from mqttlb.webhook.controller import Controller, LeverError, Snapshot
-from mqttlb.webhook.firing import FiringSet, refresh_ttl_for
-from mqttlb.webhook.metrics import WebhookMetrics
 from mqttlb.webhook.payload import parse_notification
 from mqttlb.webhook.plan import Observation
 from mqttlb.webhook.policy import NodeSample
@@ -85,20 +83,7 @@ def make_config(tmp_path: Path, **overrides: Any) -> WebhookConfig:
 
 def make_controller(tmp_path: Path, world: FakeWorld, clock: Clock, **overrides: Any) -> Controller:
     config = make_config(tmp_path, **overrides)
-    params = config.params()
-    timing = params.alertmanager
-    firing = FiringSet(refresh_ttl=refresh_ttl_for(timing.group_interval_seconds, timing.repeat_interval_seconds))
-    controller = Controller(
-        config,
-        params,
-        firing=firing,
-        observer=world,
-        publisher=world,
-        shed_lever=world,
-        audit=AuditLog(config.audit_log),
-        metrics=WebhookMetrics(),
-        clock=clock,
-    )
+    controller = Controller.from_config(config, observer=world, publisher=world, shed_lever=world, clock=clock)
     controller.start()
     return controller
 
@@ -137,6 +122,20 @@ CPU_HIGH = notification("MqttBrokerCpuHigh", "firing", "2023-11-14T22:13:20.000Z
 IMBALANCED = notification("MqttClusterImbalanced", "firing", "2023-11-14T22:13:25.000Z")
 
 
+def steered_controller(
+    tmp_path: Path, *alerts: dict[str, Any], **overrides: Any
+) -> tuple[Controller, FakeWorld, Clock]:
+    """A started controller (config ``overrides``) whose cluster runs at ``HOT``, after ``alerts``
+    (notification documents) were delivered and one pass ran."""
+    world, clock = FakeWorld(), Clock()
+    controller = make_controller(tmp_path, world, clock, **overrides)
+    world.cpu = dict(HOT)
+    for document in alerts:
+        deliver(controller, document, clock)
+    controller.reconcile_once()
+    return controller, world, clock
+
+
 def test_start_publishes_neutral_under_a_new_version(tmp_path: Path) -> None:
     world, clock = FakeWorld(), Clock()
     make_controller(tmp_path, world, clock)
@@ -159,11 +158,7 @@ def test_a_notification_only_updates_the_firing_set(tmp_path: Path) -> None:
 
 
 def test_ha_copies_at_any_offset_up_to_repeat_interval_cause_no_extra_step(tmp_path: Path) -> None:
-    world, clock = FakeWorld(), Clock()
-    controller = make_controller(tmp_path, world, clock)
-    world.cpu = dict(HOT)
-    deliver(controller, CPU_HIGH, clock)
-    controller.reconcile_once()
+    controller, world, clock = steered_controller(tmp_path, CPU_HIGH)
     first = world.published[-1]
     # the second Alertmanager's copy at +15.2 s, retries, and repeat_interval re-sends up to 30 s
     for offset in (0.1, 15.2, 15.3, 29.9):
@@ -179,12 +174,7 @@ def test_ha_copies_at_any_offset_up_to_repeat_interval_cause_no_extra_step(tmp_p
 
 
 def test_recovery_starts_only_after_every_rebalance_alert_resolved(tmp_path: Path) -> None:
-    world, clock = FakeWorld(), Clock()
-    controller = make_controller(tmp_path, world, clock)
-    world.cpu = dict(HOT)
-    deliver(controller, CPU_HIGH, clock)
-    deliver(controller, IMBALANCED, clock)
-    controller.reconcile_once()
+    controller, world, clock = steered_controller(tmp_path, CPU_HIGH, IMBALANCED)
     steered = world.published[-1].weights
     world.cpu = dict.fromkeys(NODES, 0.3)  # even now: recovery would not be held
     clock.now += controller.timing.step_seconds + 1
@@ -202,11 +192,7 @@ def test_recovery_starts_only_after_every_rebalance_alert_resolved(tmp_path: Pat
 
 
 def test_recovery_holds_while_the_spread_persists(tmp_path: Path) -> None:
-    world, clock = FakeWorld(), Clock()
-    controller = make_controller(tmp_path, world, clock)
-    world.cpu = dict(HOT)
-    deliver(controller, CPU_HIGH, clock)
-    controller.reconcile_once()
+    controller, world, clock = steered_controller(tmp_path, CPU_HIGH)
     deliver(controller, notification("MqttBrokerCpuHigh", "resolved", "2023-11-14T22:13:20.000Z", node="node1"), clock)
     clock.now += controller.timing.step_seconds + 1
     report = controller.reconcile_once()
@@ -219,12 +205,7 @@ def test_recovery_holds_while_the_spread_persists(tmp_path: Path) -> None:
 
 
 def test_many_groups_resolving_at_once_take_one_step(tmp_path: Path) -> None:
-    world, clock = FakeWorld(), Clock()
-    controller = make_controller(tmp_path, world, clock)
-    world.cpu = dict(HOT)
-    deliver(controller, CPU_HIGH, clock)
-    deliver(controller, IMBALANCED, clock)
-    controller.reconcile_once()
+    controller, world, clock = steered_controller(tmp_path, CPU_HIGH, IMBALANCED)
     world.cpu = dict.fromkeys(NODES, 0.3)
     clock.now += controller.timing.step_seconds + 1
     deliver(controller, notification("MqttClusterImbalanced", "resolved", "2023-11-14T22:13:25.000Z"), clock)
@@ -257,11 +238,7 @@ def test_a_publish_failure_is_counted_and_repaired_by_the_next_pass(tmp_path: Pa
 
 
 def test_dry_run_decides_and_audits_but_does_not_act(tmp_path: Path) -> None:
-    world, clock = FakeWorld(), Clock()
-    controller = make_controller(tmp_path, world, clock, dry_run=True)
-    world.cpu = dict(HOT)
-    deliver(controller, CPU_HIGH, clock)
-    controller.reconcile_once()
+    controller, world, clock = steered_controller(tmp_path, CPU_HIGH, dry_run=True)
     assert world.published == [] and not (tmp_path / "state.json").exists()
     (entry,) = weight_changes(controller)
     assert entry["dry_run"] is True and entry["applied"] is False

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from webhookhttp import write_config
 
 from mqttlb.stack.ephemeral import free_port
 from mqttlb.webhook.cli import build_parser, main
@@ -60,19 +61,7 @@ def test_bad_config_exits_2_and_writes_nothing(tmp_path, capsys):
 
 
 def test_a_port_in_use_is_one_line_and_exit_2(tmp_path, capsys):
-    (tmp_path / "token").write_text("cli-test-token-0123456789")
-    config = {
-        "envoy_admin": f"http://127.0.0.1:{free_port()}",
-        "prometheus_url": f"http://127.0.0.1:{free_port()}",
-        "eds_path": str(tmp_path / "eds" / "eds.json"),
-        "overload_file": str(tmp_path / "pressure"),
-        "token_file": str(tmp_path / "token"),
-        "state_file": str(tmp_path / "state.json"),
-        "audit_log": str(tmp_path / "audit.jsonl"),
-        "nodes": [{"name": "node1", "host": "127.0.0.1", "port": 18831}],
-    }
-    path = tmp_path / "webhook.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = write_config(tmp_path, node_names=["node1"])
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -85,25 +74,8 @@ def test_a_port_in_use_is_one_line_and_exit_2(tmp_path, capsys):
 @pytest.mark.live
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_serves_with_waitress_and_becomes_ready(tmp_path, dry_run):
-    token = "cli-test-token-0123456789"
-    (tmp_path / "token").write_text(token)
     port = free_port()
-    config = {
-        "listen": "127.0.0.1:1",
-        "envoy_admin": f"http://127.0.0.1:{free_port()}",
-        "prometheus_url": f"http://127.0.0.1:{free_port()}",
-        "eds_path": str(tmp_path / "eds" / "eds.json"),
-        "overload_file": str(tmp_path / "pressure"),
-        "token_file": str(tmp_path / "token"),
-        "state_file": str(tmp_path / "state.json"),
-        "audit_log": str(tmp_path / "audit.jsonl"),
-        "nodes": [
-            {"name": "node1", "host": "127.0.0.1", "port": 18831},
-            {"name": "node2", "host": "127.0.0.1", "port": 18832},
-        ],
-    }
-    path = tmp_path / "webhook.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = write_config(tmp_path, node_names=["node1", "node2"], listen="127.0.0.1:1")  # --listen wins
     cmd = [sys.executable, "-m", "mqttlb.webhook.cli", "--config", str(path), "--listen", f"127.0.0.1:{port}"]
     if dry_run:
         cmd.append("--dry-run")

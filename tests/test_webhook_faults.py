@@ -29,8 +29,18 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
-from webhookhttp import AUTH, NODES, TOKEN, HangingPrometheus, alert, build, make_config, metric_samples, notification
+from webhookhttp import (
+    AUTH,
+    NODES,
+    TOKEN,
+    HangingPrometheus,
+    alert,
+    build,
+    make_config,
+    metric_samples,
+    notification,
+    write_config,
+)
 from webhookhttp import serving as serving_app
 
 from mqttlb import contract
@@ -196,24 +206,8 @@ def test_a_hung_prometheus_holds_the_pass_not_the_fast_path(tmp_path: Path):
 @pytest.fixture()
 def webhook_process(tmp_path: Path) -> Any:
     """``mqttlb webhook`` with Envoy and Prometheus down (closed ports); yields (base URL, port)."""
-    (tmp_path / "token").write_text(TOKEN)
     port = free_port()
-    config = {
-        "listen": f"127.0.0.1:{port}",
-        "cluster": "lab",
-        "envoy_admin": f"http://127.0.0.1:{free_port()}",
-        "prometheus_url": f"http://127.0.0.1:{free_port()}",
-        "eds_path": str(tmp_path / "eds" / "eds.json"),
-        "overload_file": str(tmp_path / "pressure"),
-        "token_file": str(tmp_path / "token"),
-        "state_file": str(tmp_path / "state.json"),
-        "audit_log": str(tmp_path / "audit.jsonl"),
-        "scrape_interval": "1s",
-        "max_body_bytes": LIMIT,
-        "nodes": [{"name": n, "host": "127.0.0.1", "port": 18830 + i} for i, n in enumerate(NODES, start=1)],
-    }
-    path = tmp_path / "webhook.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = write_config(tmp_path, listen=f"127.0.0.1:{port}", scrape_interval="1s", max_body_bytes=LIMIT)
     proc = subprocess.Popen(
         [sys.executable, "-m", "mqttlb.cli", "webhook", "--config", str(path)],
         cwd=ROOT,

@@ -1,5 +1,8 @@
-"""Test helpers for the rebalancer's HTTP layer (tests/test_webhook_app.py, tests/test_webhook_faults.py).
+"""Test helpers for the rebalancer's HTTP layer and command (tests/test_webhook_app.py, test_webhook_faults.py,
+test_webhook_cli.py).
 
+* :func:`config_data`, :func:`make_config`, :func:`write_config` — the webhook config of these tests
+  as data, validated, or written for the ``mqttlb webhook`` command;
 * :func:`build` — a real :class:`Controller` over fake Envoy/Prometheus adapters (the Protocols of
   ``mqttlb.webhook.controller``) and a real EDS file publisher, a fake clock, and the Flask app;
 * :class:`World` — everything a request could change (firing set, controller state and snapshot,
@@ -14,22 +17,22 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import yaml
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from mqttlb import contract
 from mqttlb.webhook.app import create_app, server_error_hook
-from mqttlb.webhook.audit import AuditLog
 from mqttlb.webhook.config import WebhookConfig
 from mqttlb.webhook.controller import Controller, LeverError, Snapshot
-from mqttlb.webhook.firing import FiringSet, FiringSnapshot, refresh_ttl_for
+from mqttlb.webhook.firing import FiringSnapshot
 from mqttlb.webhook.levers import EdsFilePublisher
 from mqttlb.webhook.metrics import WebhookMetrics
 from mqttlb.webhook.plan import Observation
@@ -89,8 +92,10 @@ class FakeShedLever:
         self.plans.append(plan)
 
 
-def make_config(tmp_path: Path, **overrides: Any) -> WebhookConfig:
-    raw: dict[str, Any] = {
+def config_data(tmp_path: Path, node_names: Sequence[str] = NODES, **overrides: Any) -> dict[str, Any]:
+    """The webhook config of these tests as YAML would hold it: files under ``tmp_path``, the nodes
+    ``node_names`` on 127.0.0.1:18831..., Envoy admin and Prometheus on a closed port; ``overrides`` replace keys."""
+    return {
         "cluster": CLUSTER,
         "envoy_admin": "http://127.0.0.1:9",  # unused by the fakes; a closed port for the real adapters
         "prometheus_url": "http://127.0.0.1:9",
@@ -98,11 +103,25 @@ def make_config(tmp_path: Path, **overrides: Any) -> WebhookConfig:
         "overload_file": str(tmp_path / "envoy" / "pressure"),
         "state_file": str(tmp_path / "webhook" / "state.json"),
         "audit_log": str(tmp_path / "webhook" / "audit.jsonl"),
-        "nodes": [{"name": n, "host": "127.0.0.1", "port": 18830 + i} for i, n in enumerate(NODES, start=1)],
+        "nodes": [{"name": n, "host": "127.0.0.1", "port": 18830 + i} for i, n in enumerate(node_names, start=1)],
         "http_timeout_seconds": 1.0,
         **overrides,
     }
-    return WebhookConfig.model_validate(raw)
+
+
+def make_config(tmp_path: Path, **overrides: Any) -> WebhookConfig:
+    """:func:`config_data` validated (pydantic ``ValidationError`` for a bad override)."""
+    return WebhookConfig.model_validate(config_data(tmp_path, **overrides))
+
+
+def write_config(tmp_path: Path, **overrides: Any) -> Path:
+    """:func:`config_data` as ``tmp_path/webhook.yaml`` for the ``mqttlb webhook`` command, with the
+    token file ``tmp_path/token`` (``TOKEN``) beside it; returns the YAML file's path."""
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    path = tmp_path / "webhook.yaml"
+    path.write_text(yaml.safe_dump(config_data(tmp_path, token_file=str(token), **overrides)))
+    return path
 
 
 @dataclass(frozen=True)
@@ -160,23 +179,11 @@ class Harness:
 def build(tmp_path: Path, *, start: bool = True, cpu: Mapping[str, float] | None = None, **overrides: Any) -> Harness:
     """A controller over fakes (no pass run yet), started unless ``start`` is False, and its app."""
     config = make_config(tmp_path, **overrides)
-    params = config.params()
     clock = Clock()
     cluster = FakeCluster(Path(config.eds_path), cpu)
     shed = FakeShedLever()
-    timing = params.alertmanager
-    firing = FiringSet(refresh_ttl=refresh_ttl_for(timing.group_interval_seconds, timing.repeat_interval_seconds))
-    controller = Controller(
-        config,
-        params,
-        firing=firing,
-        observer=cluster,
-        publisher=EdsFilePublisher(Path(config.eds_path)),
-        shed_lever=shed,
-        audit=AuditLog(Path(config.audit_log)),
-        metrics=WebhookMetrics(),
-        clock=clock,
-    )
+    publisher = EdsFilePublisher(Path(config.eds_path))
+    controller = Controller.from_config(config, observer=cluster, publisher=publisher, shed_lever=shed, clock=clock)
     harness = Harness(config, controller, create_app(controller, TOKEN, config.max_body_bytes), clock, cluster, shed)
     wake = controller.wake
 

@@ -14,12 +14,9 @@ from mqttlb.envoy_admin import EnvoyAdminClient
 from mqttlb.logs import add_log_flags, setup_from_args
 from mqttlb.prometheus_api import PrometheusApi
 from mqttlb.webhook.app import create_app, server_error_hook
-from mqttlb.webhook.audit import AuditLog
 from mqttlb.webhook.config import ConfigError, WebhookConfig, load_config, load_token
 from mqttlb.webhook.controller import Controller
-from mqttlb.webhook.firing import FiringSet, refresh_ttl_for
 from mqttlb.webhook.levers import EdsFilePublisher, EnvoyShedLever
-from mqttlb.webhook.metrics import WebhookMetrics
 from mqttlb.webhook.observe import ClusterObserver
 from mqttlb.webhook.resync import Resyncer
 from mqttlb.webhook.server import create_webhook_server
@@ -55,16 +52,10 @@ class Rebalancer:
 
     @classmethod
     def build(cls, config: WebhookConfig, token: str | None = None) -> Rebalancer:
-        params = config.params()
         timeout = config.http_timeout_seconds
         envoy = EnvoyAdminClient(config.envoy_admin, timeout=timeout)
-        metrics = WebhookMetrics()
-        timing = params.alertmanager
-        firing = FiringSet(refresh_ttl=refresh_ttl_for(timing.group_interval_seconds, timing.repeat_interval_seconds))
-        controller = Controller(
+        controller = Controller.from_config(
             config,
-            params,
-            firing=firing,
             observer=ClusterObserver(
                 config.cluster,
                 config.envoy_cluster,
@@ -74,14 +65,12 @@ class Rebalancer:
             ),
             publisher=EdsFilePublisher(config.eds_path),
             shed_lever=EnvoyShedLever(envoy, config.envoy_cluster, config.overload_file),
-            audit=AuditLog(config.audit_log),
-            metrics=metrics,
         )
         resyncer = Resyncer(
             config.alertmanager_urls,
-            firing,
-            metrics,
-            interval=timing.repeat_interval_seconds,
+            controller.firing,
+            controller.metrics,
+            interval=controller.params.alertmanager.repeat_interval_seconds,
             timeout=timeout,
             clock=time.time,
             on_change=controller.wake,

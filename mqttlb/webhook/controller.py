@@ -182,6 +182,35 @@ class Controller:
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_DECISIONS)
         self.started = False
 
+    @classmethod
+    def from_config(
+        cls,
+        config: WebhookConfig,
+        *,
+        observer: Observer,
+        publisher: Publisher,
+        shed_lever: ShedLever,
+        clock: Callable[[], float] = time.time,
+    ) -> Controller:
+        """A controller (not started) wired from ``config`` and the given levers: the config's
+        parameters, an empty firing set timed by their Alertmanager timing
+        (:meth:`FiringSet.for_timing`), the config's audit log and fresh metrics.
+
+        Raises what ``config.params()`` raises for parameters that cannot be used.
+        """
+        params = config.params()
+        return cls(
+            config,
+            params,
+            firing=FiringSet.for_timing(params.alertmanager),
+            observer=observer,
+            publisher=publisher,
+            shed_lever=shed_lever,
+            audit=AuditLog(config.audit_log),
+            metrics=WebhookMetrics(),
+            clock=clock,
+        )
+
     # ------------------------------------------------------------------ readers (no lock)
     @property
     def snapshot(self) -> Snapshot | None:

@@ -62,6 +62,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from mqttlb.contract import ACTION_LABEL, ALERT_CPU_HIGH, ALERTNAME_LABEL, CLUSTER_LABEL, NODE_LABEL, Action
+from mqttlb.params import AlertmanagerTiming
 
 #: Actions whose alerts drive the controller (``page`` alerts are for humans).
 ACTIONABLE: tuple[Action, ...] = (Action.REBALANCE, Action.SHED)
@@ -436,6 +437,12 @@ class FiringSet:
         self._entries: dict[str, FiringAlert] = {}
         self._tombstones: dict[str, _Tombstone] = {}
         self._snapshot = FiringSnapshot()
+
+    @classmethod
+    def for_timing(cls, timing: AlertmanagerTiming) -> FiringSet:
+        """An empty set whose entries outlive one lost re-send under Alertmanager's ``timing``
+        (``refresh_ttl`` from :func:`refresh_ttl_for` of its group and repeat intervals)."""
+        return cls(refresh_ttl=refresh_ttl_for(timing.group_interval_seconds, timing.repeat_interval_seconds))
 
     # ------------------------------------------------------------------ reads (lock-free)
     def snapshot(self) -> FiringSnapshot:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import KW_ONLY, dataclass
 
 import requests
 
@@ -52,27 +53,22 @@ def fetch_alerts(urls: Sequence[str], timeout: float, session: requests.Session 
     raise ResyncError("; ".join(problems) or "no Alertmanager URL configured")
 
 
+@dataclass
 class Resyncer:
-    """Replaces the firing set with Alertmanager's view now and every ``interval`` seconds."""
+    """Replaces the firing set with Alertmanager's view now and every ``interval`` seconds.
 
-    def __init__(
-        self,
-        urls: Sequence[str],
-        firing: FiringSet,
-        metrics: WebhookMetrics,
-        *,
-        interval: float,
-        timeout: float,
-        clock: Callable[[], float],
-        on_change: Callable[[], None],
-    ) -> None:
-        self.urls = list(urls)
-        self.firing = firing
-        self.metrics = metrics
-        self.interval = interval
-        self.timeout = timeout
-        self.clock = clock
-        self.on_change = on_change
+    ``urls``: Alertmanager base URLs (none: resync is off); ``interval``, ``timeout``: seconds;
+    ``clock``: Unix seconds; ``on_change`` is called after a resync that changed the set.
+    """
+
+    urls: Sequence[str]
+    firing: FiringSet
+    metrics: WebhookMetrics
+    _: KW_ONLY
+    interval: float
+    timeout: float
+    clock: Callable[[], float]
+    on_change: Callable[[], None]
 
     def once(self) -> bool:
         """One resync; True when the set was replaced.  Failures are logged and counted."""
