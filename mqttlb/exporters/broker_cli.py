@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
-
 from mqttlb import contract
+from mqttlb.commandline import parse_args, refuse
 from mqttlb.exporters.adapters import build_nodes
 from mqttlb.exporters.broker_collector import SAMPLE_METRICS, BrokerCollector
 from mqttlb.exporters.broker_config import BrokerExporterConfigError, load_config, parse_host_port
 from mqttlb.exporters.scrape_errors import BROKER_REASONS
-from mqttlb.exporters.serve import serve_until_signal
-from mqttlb.logs import add_log_flags, setup_from_args
+from mqttlb.exporters.serve import exporter_parser, serve_collector
 
 log = logging.getLogger("exporters.broker")
 
@@ -58,12 +55,11 @@ def metrics_help() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mqttlb broker-exporter",
-        description="Prometheus exporter for MQTT broker nodes (Mosquitto via $SYS + process stats, "
+    parser = exporter_parser(
+        "mqttlb broker-exporter",
+        "Prometheus exporter for MQTT broker nodes (Mosquitto via $SYS + process stats, "
         "HiveMQ via its Prometheus extension), sampled at scrape time.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=CONFIG_HELP + "\n" + metrics_help(),
+        CONFIG_HELP + "\n" + metrics_help(),
     )
     parser.add_argument("--config", required=True, type=Path, help="broker exporter YAML config (see below)")
     parser.add_argument(
@@ -75,39 +71,27 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="validate the config, print a summary and exit (0 = valid)",
     )
-    add_log_flags(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_from_args(args)
+    args = parse_args(build_parser(), argv)
     try:
         config = load_config(args.config)
         host, port = parse_host_port(args.listen or config.listen)
     except (BrokerExporterConfigError, ValueError) as exc:
-        print(f"broker-exporter: {exc}", file=sys.stderr)
-        return 2
+        return refuse(exc, "broker-exporter")
     if args.check_config:
         kinds = sorted({n.kind for n in config.nodes})
         print(f"config ok: cluster {config.cluster}, {len(config.nodes)} nodes ({', '.join(kinds)})")
         return 0
     nodes = build_nodes(config)
     collector = BrokerCollector(config.cluster, nodes, config.scrape_timeout_seconds)
-    registry = CollectorRegistry()
-    registry.register(collector)
     for entry in nodes:
         entry.adapter.start()
-    try:
-        serve_until_signal(registry, host, port, "broker-exporter")
-    except OSError as exc:
-        print(f"broker-exporter: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    finally:
-        for entry in nodes:
-            entry.adapter.close()
-        collector.close()
-    return 0
+    # the adapters close first, so that no worker of the collector's pool is busy with them
+    adapters = [entry.adapter for entry in nodes]
+    return serve_collector(collector, host, port, "broker-exporter", close_first=adapters)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from mqttlb import contract
-from mqttlb.exporters.exposition import LabelSet
+from mqttlb.exporters.exposition import LabelSet, metric_family
 from mqttlb.exporters.node_adapter import BrokerSample, NodeAdapter
 from mqttlb.exporters.scrape_errors import BROKER_REASONS, REASON_LABEL, ScrapeErrorReason
 
@@ -157,23 +157,18 @@ class BrokerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         results = self.scrape_nodes()
-        up = GaugeMetricFamily(contract.BROKER_UP, "1 if the node answered the last scrape.", labels=LABELS)
-        info = GaugeMetricFamily(
-            contract.BROKER_INFO, "Node identity (always 1).", labels=[*LABELS, "kind", "address"]
-        )
-        capacity = GaugeMetricFamily(
-            contract.BROKER_CPU_CAPACITY, "CPU cores credited to the node (from config).", labels=LABELS
-        )
-        duration = GaugeMetricFamily(
-            contract.BROKER_SCRAPE_DURATION, "Seconds taken to sample the node.", labels=LABELS
-        )
-        errors = CounterMetricFamily(
+        up = metric_family(contract.BROKER_UP, "1 if the node answered the last scrape.", LABELS)
+        info = metric_family(contract.BROKER_INFO, "Node identity (always 1).", [*LABELS, "kind", "address"])
+        capacity = metric_family(contract.BROKER_CPU_CAPACITY, "CPU cores credited to the node (from config).", LABELS)
+        duration = metric_family(contract.BROKER_SCRAPE_DURATION, "Seconds taken to sample the node.", LABELS)
+        errors = metric_family(
             contract.BROKER_SCRAPE_ERRORS,
             "Scrapes of the node that failed or were partial, by reason.",
-            labels=[*LABELS, REASON_LABEL],
+            [*LABELS, REASON_LABEL],
+            counter=True,
         )
         families = {
-            field: (CounterMetricFamily if is_counter else GaugeMetricFamily)(name, help_text, labels=LABELS)
+            field: metric_family(name, help_text, LABELS, counter=is_counter)
             for field, name, help_text, is_counter in SAMPLE_METRICS
         }
         with self._lock:

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from urllib.parse import urlparse
 
-from prometheus_client import CollectorRegistry
-
 from mqttlb import contract
+from mqttlb.commandline import argument_type, parse_args
 from mqttlb.exporters.broker_config import parse_host_port
 from mqttlb.exporters.envoy_collector import EnvoyCollector
 from mqttlb.exporters.scrape_errors import ENVOY_REASONS
-from mqttlb.exporters.serve import serve_until_signal
-from mqttlb.logs import add_log_flags, setup_from_args
+from mqttlb.exporters.serve import exporter_parser, serve_collector
 
 METRICS_HELP = f"""\
 metrics:
@@ -57,13 +54,6 @@ def _admin_url(value: str) -> str:
     return value
 
 
-def _listen(value: str) -> tuple[str, int]:
-    try:
-        return parse_host_port(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _timeout(value: str) -> float:
     try:
         seconds = float(value)
@@ -75,16 +65,15 @@ def _timeout(value: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mqttlb envoy-exporter",
-        description="Prometheus exporter for Envoy upstream endpoints, clusters and listeners, read from "
+    parser = exporter_parser(
+        "mqttlb envoy-exporter",
+        "Prometheus exporter for Envoy upstream endpoints, clusters and listeners, read from "
         "the admin API (/clusters?format=json, /stats?format=json) at scrape time.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=METRICS_HELP,
+        METRICS_HELP,
     )
     parser.add_argument(
         "--listen",
-        type=_listen,
+        type=argument_type(parse_host_port),
         default=("127.0.0.1", 9642),
         help="host:port to serve /metrics on (default: 127.0.0.1:9642)",
     )
@@ -107,27 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="export only this Envoy cluster (repeatable; default: every cluster)",
     )
-    add_log_flags(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_from_args(args)
+    args = parse_args(build_parser(), argv)
     host, port = args.listen
-    collector = EnvoyCollector(
-        args.envoy_admin, args.timeout, frozenset(args.clusters) if args.clusters else None
-    )
-    registry = CollectorRegistry()
-    registry.register(collector)
-    try:
-        serve_until_signal(registry, host, port, "envoy-exporter")
-    except OSError as exc:
-        print(f"envoy-exporter: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    finally:
-        collector.close()
-    return 0
+    collector = EnvoyCollector(args.envoy_admin, args.timeout, frozenset(args.clusters) if args.clusters else None)
+    return serve_collector(collector, host, port, "envoy-exporter")
 
 
 if __name__ == "__main__":

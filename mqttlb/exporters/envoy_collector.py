@@ -37,7 +37,7 @@ from mqttlb.envoy_admin import (
     listeners,
     overload,
 )
-from mqttlb.exporters.exposition import LabelSet
+from mqttlb.exporters.exposition import LabelSet, metric_family
 from mqttlb.exporters.http_fetch import FetchError, InflightFetches, fetch_text, new_session
 from mqttlb.exporters.scrape_errors import ENVOY_REASONS, REASON_LABEL, ScrapeErrorReason
 
@@ -45,6 +45,38 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 EP_LABELS = ["cluster", "endpoint", "node"]
+
+# (stat after "cluster.<stat_name>.", series, help): per-cluster counters from /stats, label cluster
+CLUSTER_STATS: tuple[tuple[str, str, str], ...] = (
+    (
+        "upstream_cx_rx_bytes_total",
+        contract.ENVOY_CLUSTER_RX_BYTES,
+        "Bytes received from upstream hosts (cluster total; Envoy has no per-endpoint byte stats).",
+    ),
+    ("upstream_cx_tx_bytes_total", contract.ENVOY_CLUSTER_TX_BYTES, "Bytes sent to upstream hosts (cluster total)."),
+    (
+        "upstream_cx_overflow",
+        contract.ENVOY_CLUSTER_CX_OVERFLOW,
+        "Connections refused by the max_connections circuit breaker.",
+    ),
+)
+# (ListenerStats field, series, help, is_counter): per-listener series, label listener
+LISTENER_SERIES: tuple[tuple[str, str, str, bool], ...] = (
+    ("cx_active", contract.ENVOY_LISTENER_CX_ACTIVE, "Active downstream connections.", False),
+    ("cx_total", contract.ENVOY_LISTENER_CX_TOTAL, "Downstream connections accepted.", True),
+    (
+        "cx_overflow",
+        contract.ENVOY_LISTENER_CX_OVERFLOW,
+        "Downstream connections refused by the listener's limit or Envoy's global connection cap.",
+        True,
+    ),
+    (
+        "cx_overload_reject",
+        contract.ENVOY_LISTENER_CX_OVERLOAD_REJECT,
+        "Downstream connections rejected by the overload manager.",
+        True,
+    ),
+)
 
 
 class AdminReadError(NamedTuple):
@@ -158,27 +190,19 @@ class EnvoyCollector(Collector):
         yield duration
 
     def _endpoint_families(self, clusters: list[ClusterStatus]) -> Iterator[Metric]:
-        active = GaugeMetricFamily(
-            contract.ENVOY_ENDPOINT_CX_ACTIVE, "Active upstream connections.", labels=EP_LABELS
-        )
-        total = CounterMetricFamily(
-            contract.ENVOY_ENDPOINT_CX_TOTAL, "Upstream connections opened.", labels=EP_LABELS
-        )
-        failed = CounterMetricFamily(
-            contract.ENVOY_ENDPOINT_CX_FAIL, "Upstream connect failures.", labels=EP_LABELS
-        )
-        weight = GaugeMetricFamily(
-            contract.ENVOY_ENDPOINT_WEIGHT, "Configured load_balancing_weight.", labels=EP_LABELS
-        )
-        health = GaugeMetricFamily(
+        health = metric_family(
             contract.ENVOY_ENDPOINT_HEALTH,
             "1 for the endpoint's current status (healthy|degraded|draining|unhealthy), else 0.",
-            labels=[*EP_LABELS, "status"],
+            [*EP_LABELS, "status"],
         )
-        limits = GaugeMetricFamily(
+        active = metric_family(contract.ENVOY_ENDPOINT_CX_ACTIVE, "Active upstream connections.", EP_LABELS)
+        total = metric_family(contract.ENVOY_ENDPOINT_CX_TOTAL, "Upstream connections opened.", EP_LABELS, counter=True)
+        failed = metric_family(contract.ENVOY_ENDPOINT_CX_FAIL, "Upstream connect failures.", EP_LABELS, counter=True)
+        weight = metric_family(contract.ENVOY_ENDPOINT_WEIGHT, "Configured load_balancing_weight.", EP_LABELS)
+        limits = metric_family(
             contract.ENVOY_CLUSTER_MAX_CONNECTIONS,
             "Circuit-breaker max_connections now in force.",
-            labels=["cluster", "priority"],
+            ["cluster", "priority"],
         )
         # One pre-rendered label set per endpoint (and per endpoint+status), shared by the families
         # and kept between scrapes while the endpoint exists: with 1,000 endpoints, escaping labels
@@ -211,49 +235,21 @@ class EnvoyCollector(Collector):
         yield from (active, total, failed, weight, health, limits)
 
     def _stats_families(self, clusters: list[ClusterStatus], stats: dict[str, int]) -> Iterator[Metric]:
-        rx = CounterMetricFamily(
-            contract.ENVOY_CLUSTER_RX_BYTES,
-            "Bytes received from upstream hosts (cluster total; Envoy has no per-endpoint byte stats).",
-            labels=["cluster"],
-        )
-        tx = CounterMetricFamily(
-            contract.ENVOY_CLUSTER_TX_BYTES, "Bytes sent to upstream hosts (cluster total).", labels=["cluster"]
-        )
-        overflow = CounterMetricFamily(
-            contract.ENVOY_CLUSTER_CX_OVERFLOW,
-            "Connections refused by the max_connections circuit breaker.",
-            labels=["cluster"],
-        )
+        by_cluster = [
+            (metric_family(name, text, ["cluster"], counter=True), stat) for stat, name, text in CLUSTER_STATS
+        ]
         for cluster in clusters:
             prefix = f"cluster.{cluster.stat_name}."
-            for family, stat in (
-                (rx, "upstream_cx_rx_bytes_total"),
-                (tx, "upstream_cx_tx_bytes_total"),
-                (overflow, "upstream_cx_overflow"),
-            ):
+            for family, stat in by_cluster:
                 if prefix + stat in stats:
                     family.add_metric([cluster.name], float(stats[prefix + stat]))
-        l_active = GaugeMetricFamily(
-            contract.ENVOY_LISTENER_CX_ACTIVE, "Active downstream connections.", labels=["listener"]
-        )
-        l_total = CounterMetricFamily(
-            contract.ENVOY_LISTENER_CX_TOTAL, "Downstream connections accepted.", labels=["listener"]
-        )
-        l_overflow = CounterMetricFamily(
-            contract.ENVOY_LISTENER_CX_OVERFLOW,
-            "Downstream connections refused by the listener's limit or Envoy's global connection cap.",
-            labels=["listener"],
-        )
-        l_reject = CounterMetricFamily(
-            contract.ENVOY_LISTENER_CX_OVERLOAD_REJECT,
-            "Downstream connections rejected by the overload manager.",
-            labels=["listener"],
-        )
+        by_listener = [
+            (metric_family(name, text, ["listener"], counter=is_counter), field)
+            for field, name, text, is_counter in LISTENER_SERIES
+        ]
         for item in listeners(stats):
-            l_active.add_metric([item.listener], float(item.cx_active))
-            l_total.add_metric([item.listener], float(item.cx_total))
-            l_overflow.add_metric([item.listener], float(item.cx_overflow))
-            l_reject.add_metric([item.listener], float(item.cx_overload_reject))
+            for family, field in by_listener:
+                family.add_metric([item.listener], float(getattr(item, field)))
         actions, pressures = overload(stats)
         action_family = GaugeMetricFamily(
             contract.ENVOY_OVERLOAD_ACTION_ACTIVE,
@@ -267,5 +263,6 @@ class EnvoyCollector(Collector):
         )
         for resource, percent in sorted(pressures.items()):
             pressure_family.add_metric([resource], percent / 100.0)
-        yield from (rx, tx, overflow, l_active, l_total, l_overflow, l_reject)
+        yield from (family for family, _stat in by_cluster)
+        yield from (family for family, _field in by_listener)
         yield from (family for family in (action_family, pressure_family) if family.samples)

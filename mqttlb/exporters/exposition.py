@@ -5,17 +5,17 @@ Envoy with 1,000 endpoints (about 8,000 samples sharing 1,000 label sets) that a
 than the whole scrape budget.  Here the collectors are still prometheus-client custom collectors
 (registered in a ``CollectorRegistry``); only the serialisation is done with the label string of
 each distinct label set escaped once per scrape.  Output is the same text format (checked by
-``promtool check metrics`` in the tests).
+``promtool check metrics`` in the tests).  ``metric_family`` builds the collectors' empty families.
 """
 
 from __future__ import annotations
 
 import http.server
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from socketserver import ThreadingMixIn
 
-from prometheus_client.metrics_core import Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -58,6 +58,15 @@ class LabelSet(dict[str, str]):
 
 
 _SUFFIXES: dict[tuple[str, str], str] = {}  # (name, value) -> ',name="value"}' for LabelSet.plus
+
+
+def metric_family(
+    name: str, documentation: str, labels: Sequence[str] = (), *, counter: bool = False
+) -> GaugeMetricFamily | CounterMetricFamily:
+    """An empty gauge family (a counter family with ``counter``) whose samples carry the label
+    names ``labels``; ``name`` without the ``_total`` a counter's samples get."""
+    kind = CounterMetricFamily if counter else GaugeMetricFamily
+    return kind(name, documentation, labels=list(labels))
 
 
 def render(registry: CollectorRegistry) -> bytes:

@@ -140,10 +140,8 @@ class _DeadlineHTTPConnection(HTTPConnection):
         return super().getresponse()
 
 
-class _DeadlineHTTPSConnection(HTTPSConnection):
-    def getresponse(self) -> HTTPResponse:  # type: ignore[override]  # as urllib3 declares it
-        _attach_current(self)
-        return super().getresponse()
+class _DeadlineHTTPSConnection(_DeadlineHTTPConnection, HTTPSConnection):
+    """HTTPSConnection with the same ``getresponse`` (the MRO puts HTTPSConnection before HTTPConnection)."""
 
 
 class _DeadlineHTTPPool(urllib3.HTTPConnectionPool):
@@ -155,13 +153,10 @@ class _DeadlineHTTPPool(urllib3.HTTPConnectionPool):
         super()._put_conn(conn)
 
 
-class _DeadlineHTTPSPool(urllib3.HTTPSConnectionPool):
-    ConnectionCls = _DeadlineHTTPSConnection
+class _DeadlineHTTPSPool(_DeadlineHTTPPool, urllib3.HTTPSConnectionPool):
+    """HTTPSConnectionPool (scheme, TLS settings) with the same ``_put_conn``."""
 
-    def _put_conn(self, conn: Any) -> None:
-        if conn is not None:
-            _release(conn)
-        super()._put_conn(conn)
+    ConnectionCls = _DeadlineHTTPSConnection
 
 
 _POOLS: dict[str, type[urllib3.HTTPConnectionPool]] = {"http": _DeadlineHTTPPool, "https": _DeadlineHTTPSPool}

@@ -1,16 +1,71 @@
-"""Serve a prometheus-client registry on host:port until SIGTERM/SIGINT."""
+"""What the two exporter commands (``mqttlb broker-exporter``, ``mqttlb envoy-exporter``) share.
+
+- ``exporter_parser``: the start of their command line (help layout, ``--log-level``/``--log-format``);
+- ``serve_collector``: what they do after parsing their input — register the collector, serve
+  ``/metrics`` until SIGTERM/SIGINT, close what they opened, and give ``main``'s exit status;
+- ``serve_until_signal``: the blocking server loop for a whole registry.
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import signal
+import sys
 import threading
+from collections.abc import Iterable
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.registry import Collector
 
 from mqttlb.exporters.exposition import make_server
+from mqttlb.logs import add_log_flags
 
 log = logging.getLogger(__name__)
+
+EXIT_CANNOT_LISTEN = 1  # the address could not be bound
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+class ClosableCollector(Collector, Closable, Protocol):
+    """A prometheus-client collector that holds resources (worker pools, sessions) until ``close()``."""
+
+
+def exporter_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """A parser with the logging flags (``mqttlb.logs.add_log_flags``) whose ``epilog`` (the config
+    and metric reference) keeps its line breaks; the command adds its own arguments."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog
+    )
+    add_log_flags(parser)
+    return parser
+
+
+def serve_collector(
+    collector: ClosableCollector, host: str, port: int, name: str, *, close_first: Iterable[Closable] = ()
+) -> int:
+    """Serve ``collector`` alone on ``http://host:port/metrics`` until SIGTERM/SIGINT (blocks).
+
+    Afterwards, or when the address cannot be bound, closes ``close_first`` in order, then the
+    collector.  Returns the exit status for ``main``: 0 after a signal, ``EXIT_CANNOT_LISTEN`` (1)
+    with one line ``<name>: cannot listen on <host>:<port>: <reason>`` on stderr.
+    """
+    registry = CollectorRegistry()
+    registry.register(collector)
+    try:
+        serve_until_signal(registry, host, port, name)
+    except OSError as exc:
+        print(f"{name}: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CANNOT_LISTEN
+    finally:
+        for resource in close_first:
+            resource.close()
+        collector.close()
+    return 0
 
 
 def serve_until_signal(registry: CollectorRegistry, host: str, port: int, name: str) -> None:
@@ -34,7 +89,3 @@ def serve_until_signal(registry: CollectorRegistry, host: str, port: int, name: 
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
