@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -467,6 +467,35 @@ def sigterm_while_scraping(process: subprocess.Popen, url: str, target: TrickleS
     return time.monotonic() - start
 
 
+def scrapes_while_trickling(
+    process: subprocess.Popen, url: str, target: TrickleServer, what: str, check: Callable[[Samples], None]
+) -> Samples:
+    """Three scrapes of the exporter ``process`` at ``url`` while ``target`` trickles: each ends within
+    the scrape timeout, passes ``check`` and leaves no connection to ``target`` open, and the
+    exporter's thread count does not grow.  Returns the last scrape's samples."""
+    threads = []
+    for _ in range(3):
+        samples, elapsed = timed_scrape(url)
+        print(f"{what} scrape with a trickling target: {elapsed:.3f}s")
+        assert elapsed < TRICKLE_TIMEOUT + 0.5
+        check(samples)
+        wait_until(lambda: target.open_connections == 0, 3, f"{what} let go of the target")
+        threads.append(thread_count(process.pid))
+    print(f"{what} threads after each scrape: {threads}")
+    assert threads[-1] <= threads[0], threads
+    return samples
+
+
+def assert_sigterm_ends_a_trickling_scrape(
+    process: subprocess.Popen, url: str, target: TrickleServer, what: str
+) -> None:
+    """With ``target`` trickling, SIGTERM during a scrape ends the exporter within 2 s, exit status 0."""
+    target.trickling.set()
+    exit_after = sigterm_while_scraping(process, url, target)
+    print(f"{what} exit after SIGTERM during a trickling scrape: {exit_after:.3f}s")
+    assert exit_after < 2.0 and process.returncode == 0
+
+
 def test_broker_exporter_bounded_by_a_trickling_hivemq_and_exits_on_sigterm(tmp_path: Path) -> None:
     slow = TrickleServer({"/metrics": HIVEMQ_TEXT})
     fast = TrickleServer({"/metrics": HIVEMQ_TEXT})
@@ -486,26 +515,17 @@ def test_broker_exporter_bounded_by_a_trickling_hivemq_and_exits_on_sigterm(tmp_
     url = f"http://127.0.0.1:{port}/metrics"
     args = ["--config", str(tmp_path / "broker.yaml")]
     try:
+        def only_the_trickling_node_down(samples: Samples) -> None:
+            assert pick(samples, contract.BROKER_UP, node="hq-trickle") == 0
+            assert pick(samples, contract.BROKER_UP, node="hq-ok") == 1
+
         with exporter_process(tmp_path, "broker-exporter", args, port) as process:
-            threads = []
-            for _ in range(3):
-                samples, elapsed = timed_scrape(url)
-                print(f"broker-exporter scrape with a trickling HiveMQ: {elapsed:.3f}s")
-                assert elapsed < TRICKLE_TIMEOUT + 0.5
-                assert pick(samples, contract.BROKER_UP, node="hq-trickle") == 0
-                assert pick(samples, contract.BROKER_UP, node="hq-ok") == 1
-                wait_until(lambda: slow.open_connections == 0, 3, "the exporter let go of the target")
-                threads.append(thread_count(process.pid))
-            print(f"broker-exporter threads after each scrape: {threads}")
-            assert threads[-1] <= threads[0], threads
+            samples = scrapes_while_trickling(process, url, slow, "broker-exporter", only_the_trickling_node_down)
             assert pick(samples, contract.BROKER_SCRAPE_ERRORS, node="hq-trickle", reason="timeout") == 3
             slow.trickling.clear()  # answers normally again: up on the very next scrape
             samples, _ = timed_scrape(url)
             assert pick(samples, contract.BROKER_UP, node="hq-trickle") == 1
-            slow.trickling.set()
-            exit_after = sigterm_while_scraping(process, url, slow)
-            print(f"broker-exporter exit after SIGTERM during a trickling scrape: {exit_after:.3f}s")
-            assert exit_after < 2.0 and process.returncode == 0
+            assert_sigterm_ends_a_trickling_scrape(process, url, slow, "broker-exporter")
     finally:
         slow.close()
         fast.close()
@@ -517,23 +537,15 @@ def test_envoy_exporter_bounded_by_a_trickling_admin_and_exits_on_sigterm(tmp_pa
     url = f"http://127.0.0.1:{port}/metrics"
     args = ["--listen", f"127.0.0.1:{port}", "--envoy-admin", admin.url, "--timeout", str(TRICKLE_TIMEOUT)]
     try:
+        def envoy_down(samples: Samples) -> None:
+            assert pick(samples, contract.ENVOY_UP) == 0
+
         with exporter_process(tmp_path, "envoy-exporter", args, port) as process:
-            threads = []
-            for _ in range(3):
-                samples, elapsed = timed_scrape(url)
-                print(f"envoy-exporter scrape with a trickling admin: {elapsed:.3f}s")
-                assert elapsed < TRICKLE_TIMEOUT + 0.5 and pick(samples, contract.ENVOY_UP) == 0
-                wait_until(lambda: admin.open_connections == 0, 3, "the exporter let go of the admin")
-                threads.append(thread_count(process.pid))
-            print(f"envoy-exporter threads after each scrape: {threads}")
-            assert threads[-1] <= threads[0], threads
+            samples = scrapes_while_trickling(process, url, admin, "envoy-exporter", envoy_down)
             assert pick(samples, contract.ENVOY_SCRAPE_ERRORS, reason="timeout") == 3
             admin.trickling.clear()
             samples, _ = timed_scrape(url)
             assert pick(samples, contract.ENVOY_UP) == 1 and contract.ENVOY_ENDPOINT_WEIGHT in samples
-            admin.trickling.set()
-            exit_after = sigterm_while_scraping(process, url, admin)
-            print(f"envoy-exporter exit after SIGTERM during a trickling scrape: {exit_after:.3f}s")
-            assert exit_after < 2.0 and process.returncode == 0
+            assert_sigterm_ends_a_trickling_scrape(process, url, admin, "envoy-exporter")
     finally:
         admin.close()

@@ -19,6 +19,7 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from stackutil import StubHandler, serve_stub
 
 from mqttlb import contract
 from mqttlb.exporters import broker_cli, envoy_cli
@@ -28,7 +29,7 @@ from mqttlb.exporters.envoy_collector import EnvoyCollector
 from mqttlb.exporters.hivemq_adapter import HiveMQAdapter
 from mqttlb.exporters.hivemq_mapping import HiveMQParseError, parse_values, to_sample
 from mqttlb.exporters.http_fetch import FetchError, fetch_text
-from mqttlb.exporters.mosquitto_sys import SysTree, classify_log_line
+from mqttlb.exporters.mosquitto_sys import SysReading, SysTree, classify_log_line
 from mqttlb.exporters.node_adapter import BrokerSample, NodeAdapter
 from mqttlb.exporters.scrape_errors import BROKER_REASONS, ENVOY_REASONS, ScrapeErrorReason
 
@@ -127,20 +128,11 @@ def http_server() -> Iterator[callable]:
     servers: list[http.server.ThreadingHTTPServer] = []
 
     def start(body: str, status: int = 200) -> str:
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(StubHandler):
             def do_GET(self) -> None:  # noqa: N802
-                data = body.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.answer(status, body, "text/plain; version=0.0.4")
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server = serve_stub(Handler)
         servers.append(server)
         return f"http://127.0.0.1:{server.server_port}/metrics"
 
@@ -299,6 +291,15 @@ def test_log_lines_seen_on_mosquitto_2_0() -> None:
     assert classify_log_line("1: mosquitto version 2.0.11 running") is None
 
 
+def read_log(lines: list[bytes], own_client: str = "me") -> SysReading:
+    """What a connected ``SysTree`` reads after the broker logged ``lines`` on ``$SYS/broker/log/N``."""
+    tree = SysTree(own_client)
+    tree.on_connected()
+    for line in lines:
+        tree.on_message("$SYS/broker/log/N", line, False, 1.0)
+    return tree.read()
+
+
 def test_bridge_connects_count_like_their_disconnects() -> None:
     # A bridge from another broker connecting in, as logged by Mosquitto 2.x (line from the
     # Mosquitto bridge tests' log in eclipse-mosquitto/mosquitto#3493); its session ends with the
@@ -311,11 +312,7 @@ def test_bridge_connects_count_like_their_disconnects() -> None:
         b"1770827470: New bridge connected from 127.0.0.1:45812 as id_remote (p4, c1, k5, u'edge').",
         b"1770827490: Client id_remote has exceeded timeout, disconnecting.",
     ]
-    tree = SysTree("me")
-    tree.on_connected()
-    for line in log:
-        tree.on_message("$SYS/broker/log/N", line, False, 1.0)
-    reading = tree.read()
+    reading = read_log(log)
     assert (reading.connects, reading.disconnects) == (2, 2)
     assert classify_log_line(log[1].decode()) == ("connect", "id_remote")
 
@@ -327,11 +324,7 @@ def test_envoy_health_probes_are_not_counted_as_client_churn() -> None:
         f"1770827457: Client {probe} closed its connection.".encode(),
         b"1770827458: New client connected from 127.0.0.1:45810 as real (p2, c1, k60).",
     ]
-    tree = SysTree("me")
-    tree.on_connected()
-    for line in log:
-        tree.on_message("$SYS/broker/log/N", line, False, 1.0)
-    reading = tree.read()
+    reading = read_log(log)
     assert (reading.connects, reading.disconnects) == (1, 0)
 
 
