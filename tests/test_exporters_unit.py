@@ -807,6 +807,16 @@ def test_fetch_has_a_total_deadline_against_a_trickling_target(trickle, phase: s
     assert fetch_text(server.url + "/metrics", 1.0) == HIVEMQ_TEXT
 
 
+def bounded_scrape(collector: object, what: str, bound: float = 1.2) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """``scrape(collector)``, asserting that it took less than ``bound`` seconds (printed, as ``what``)."""
+    start = time.monotonic()
+    samples = scrape(collector)
+    elapsed = time.monotonic() - start
+    print(f"{what}: {elapsed:.3f}s")
+    assert elapsed < bound
+    return samples
+
+
 def broker_threads() -> int:
     return sum(1 for t in threading.enumerate() if t.name.startswith(("node-scrape", "fetch-deadline")))
 
@@ -822,11 +832,7 @@ def test_broker_scrape_is_bounded_by_a_trickling_hivemq_and_recovers_at_once(tri
     threads_after: list[int] = []
     try:
         for _ in range(4):
-            start = time.monotonic()
-            samples = scrape(collector)
-            elapsed = time.monotonic() - start
-            print(f"broker scrape with a trickling HiveMQ: {elapsed:.3f}s")
-            assert elapsed < 1.2
+            samples = bounded_scrape(collector, "broker scrape with a trickling HiveMQ")
             assert value(samples, contract.BROKER_UP, node="hq-trickle") == 0
             assert value(samples, contract.BROKER_UP, node="hq-ok") == 1
             assert value(samples, contract.BROKER_UP, node="n1") == 1
@@ -871,11 +877,7 @@ def test_envoy_scrape_is_bounded_by_a_trickling_admin_and_recovers_at_once(trick
     try:
         threads_after = []
         for _ in range(3):
-            start = time.monotonic()
-            samples = scrape(collector)
-            elapsed = time.monotonic() - start
-            print(f"envoy scrape with {trickled} trickling: {elapsed:.3f}s")
-            assert elapsed < 1.2
+            samples = bounded_scrape(collector, f"envoy scrape with {trickled} trickling")
             assert value(samples, contract.ENVOY_UP) == (0 if trickled == "/clusters" else 1)
             assert (contract.ENVOY_ENDPOINT_WEIGHT in samples) == (trickled == "/stats")  # the other is served
             assert settle(lambda: server.open_connections == 0), "a worker is still reading the admin"
