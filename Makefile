@@ -5,10 +5,11 @@ PY := $(VENV)/bin/python
 NODES ?=
 export NODES
 
-.PHONY: help install stack-up stack-down stack-status test test-hivemq lint typecheck rules compose dashboards dashboard-images experiment bench clean
+.PHONY: help install plugin stack-up stack-down stack-status test test-hivemq lint typecheck rules compose dashboards dashboard-images experiment bench clean
 
 help:
 	@echo "make stack-up       install what is missing, start the local stack, print addresses (NODES=n)"
+	@echo "make plugin         (re)build the Mosquitto eviction plugin into $(VENV)/lib/mqttlb/ (install does it too)"
 	@echo "make stack-down     stop every process the stack started"
 	@echo "make stack-status   one line per component, then the rebalancer per node (mqttlb status); non-zero exit if any is down"
 	@echo "make test           install what is missing, lint, type-check and run the whole test suite"
@@ -22,6 +23,9 @@ help:
 
 install:
 	@bash stack/install.sh
+
+plugin:
+	$(MAKE) -C brokers/mosquitto-plugin VENV=$(abspath $(VENV))
 
 stack-up: install
 	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m mqttlb.cli stack up

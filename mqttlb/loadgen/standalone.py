@@ -12,7 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,14 +47,15 @@ class StandaloneBroker:
 
 
 @contextlib.contextmanager
-def standalone_mosquitto(start_timeout: float = 10.0) -> Iterator[StandaloneBroker]:
-    """Start ``mosquitto`` (anonymous, no connection cap, no persistence) and yield its port and pid."""
+def standalone_mosquitto(start_timeout: float = 10.0, extra_config: Sequence[str] = ()) -> Iterator[StandaloneBroker]:
+    """Start ``mosquitto`` (anonymous, no connection cap, no persistence, plus the ``extra_config`` lines,
+    e.g. a plugin's) and yield its port and pid."""
     directory = Path(tempfile.mkdtemp(prefix="mqttlb-lg-broker-"))
     port = free_port()
     conf = directory / "mosquitto.conf"
     conf.write_text(
         f"listener {port} {LOOPBACK}\nallow_anonymous true\nmax_connections -1\npersistence false\n"
-        "log_dest stderr\nlog_type error\nlog_type warning\n"
+        "log_dest stderr\nlog_type error\nlog_type warning\n" + "".join(f"{line}\n" for line in extra_config)
     )
     log = (directory / "mosquitto.log").open("wb")
     proc = subprocess.Popen(

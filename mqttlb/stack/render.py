@@ -18,6 +18,7 @@ import yaml
 
 from mqttlb.alertmanager_config import render as render_alertmanager_config
 from mqttlb.atomic import atomic_write_text
+from mqttlb.brokers import mosquitto_plugin
 from mqttlb.rulegen import render_rule_files
 from mqttlb.stack import builders
 from mqttlb.stack.config import RECORD_FILE, StackConfig
@@ -26,7 +27,7 @@ from mqttlb.webhook.eds import write_eds_file
 
 
 def mosquitto_config(topo: Topology, node: BrokerNode) -> str:
-    """One Mosquitto node's config (text)."""
+    """One Mosquitto node's config (text).  Raises PluginMissingError when the eviction plugin is not built."""
     paths = topo.state
     data_dir = paths.mosquitto_dir(node.name) / "data"
     return "\n".join(
@@ -49,6 +50,8 @@ def mosquitto_config(topo: Topology, node: BrokerNode) -> str:
             "log_type notice",
             "connection_messages true",
             f"sys_interval {topo.settings.sys_interval}",
+            # The eviction plugin (brokers/mosquitto-plugin), built by `make install`; missing -> error.
+            *mosquitto_plugin.config_lines(),
             "",
         ]
     )
