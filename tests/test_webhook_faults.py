@@ -191,7 +191,7 @@ def test_a_hung_prometheus_holds_the_pass_not_the_fast_path(tmp_path: Path):
                     seconds, response = timed(call)
                     assert response.status_code in (200, 202) and seconds < 0.5, (response.url, seconds)
                 status = requests.get(f"{base}/status", timeout=5).json()
-                assert len(status["firing"]["clusters"]["lab"]["alerts"]) == 20
+                assert len(status["firing"]["alerts"]) == 20
                 # the pass is still waiting in its query: nothing finished, nothing failed
                 samples = metric_samples(requests.get(f"{base}/metrics", timeout=5).text)
                 assert samples[(contract.WEBHOOK_PASS_SECONDS + "_count", ())] == 0

@@ -96,7 +96,8 @@ def test_weights_published_in_the_eds_file_are_applied_by_envoy_and_rest_eds_con
             assert agreed.version >= start.version + 2
             assert agreed.weights["node1"] < 100 < agreed.weights["node3"], agreed
             published = status(topo)
-            assert published["published"] == agreed.weights and published["version"] == agreed.version
+            rows = {n["node"]: n["published"] for n in published["nodes"]}
+            assert rows == agreed.weights and published["published_version"] == agreed.version
             stats = requests.get(rest.envoy_admin.url("/stats"), params={"filter": "update_success"}, timeout=2).text
             assert f"cluster.{rest.settings.envoy_cluster}.update_success" in stats
             time.sleep(2.5)  # one more REST poll (EDS_REFRESH 2 s): still the same snapshot everywhere
