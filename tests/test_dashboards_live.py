@@ -1,8 +1,9 @@
 """Every dashboard query returns data from the live stack, and `render` draws the dashboards.
 
 The stack is driven into each state a panel shows: MQTT clients connect through Envoy's listener
-and publish (brokers, Envoy endpoints, recording rules), the webhook receives page notifications
-(actions, decision latency, the actions annotation) and unauthenticated requests (rejections).
+and publish (brokers, Envoy endpoints, recording rules); the webhook takes page notifications
+(fast-path latency), drains and undrains a node (actions, pass latency, the actions annotation)
+and refuses unauthenticated requests (rejections).
 Two panels show events a healthy stack must not produce on demand (an alert, a failed action);
 they may be empty only while their source confirms there is nothing to show.
 """
@@ -130,18 +131,27 @@ def _page_notification(tag: str) -> dict:
 
 
 def _drive_webhook(stack: Stack) -> None:
-    url = f"http://127.0.0.1:{stack.cfg.ports.webhook}/page"
+    """Refused requests (no token), accepted page alerts and two real actions: drain the last node, then undrain it."""
+    base = f"http://127.0.0.1:{stack.cfg.ports.webhook}"
     token = Path(stack.paths.webhook_token).read_text().strip()
-    for attempt in range(2):  # two, a few scrapes apart, so increase() sees a rise
-        refused = requests.post(url, json=_page_notification(f"unauth{attempt}"), timeout=5)
+    node = stack.cfg.node_names[-1]
+    for attempt, draining in enumerate((True, False)):  # a few scrapes apart, so increase() sees each
+        refused = requests.post(f"{base}/alerts", json=_page_notification(f"unauth{attempt}"), timeout=5)
         assert refused.status_code == 401, refused.text
-        accepted = requests.post(
-            url,
+        noted = requests.post(  # a page alert: taken by the fast path (timed), no lever moves
+            f"{base}/alerts",
             json=_page_notification(uuid.uuid4().hex[:8]),
             headers={"Authorization": f"Bearer {token}"},
             timeout=5,
         )
-        assert accepted.status_code == 200, accepted.text
+        assert noted.status_code == 200, noted.text
+        accepted = requests.post(
+            f"{base}/drain",
+            json={"node": node, "draining": draining},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=5,
+        )
+        assert accepted.status_code == 202, accepted.text
         time.sleep(3 * parse_duration(stack.cfg.scrape_interval))
 
 
