@@ -18,7 +18,7 @@ from typing import Any
 
 import requests
 
-from mqttlb.commandline import parse_args, refuse
+from mqttlb.commandline import argument_type, parse_args, refuse
 from mqttlb.logs import add_log_flags
 
 DEFAULT_STATE_DIR = Path(".stack")
@@ -44,6 +44,8 @@ def fetch_status(url: str, timeout: float) -> dict[str, Any]:
         response = requests.get(endpoint, timeout=timeout)
         response.raise_for_status()
         document = response.json()
+    except requests.ConnectionError:
+        raise StatusError(f"nothing answers at {endpoint}: is the webhook running? (`make stack-status`)") from None
     except (requests.RequestException, ValueError) as exc:
         raise StatusError(f"{endpoint}: {type(exc).__name__}: {str(exc)[:200]}") from None
     if not isinstance(document, dict) or "nodes" not in document:
@@ -90,8 +92,12 @@ def render(document: Mapping[str, Any], last: int, now: float | None = None) -> 
     ]
     alerts = document.get("firing", {}).get("alerts", [])
     lines.append("firing rebalance/shed alerts: " + (", ".join(_alert(a) for a in alerts) if alerts else "none"))
-    recent = list(document.get("recent", []))[-last:] if last > 0 else []
-    lines.append(f"last {len(recent)} decisions:" if recent else "no decisions yet")
+    recorded = list(document.get("recent", []))
+    recent = recorded[-last:] if last > 0 else []
+    if recent:
+        lines.append(f"last {len(recent)} decisions:")
+    else:
+        lines.append(f"{len(recorded)} recent decisions (--last N shows them)" if recorded else "no decisions yet")
     for entry in recent:
         age = now - float(entry.get("time", now))
         lines.append(f"  {age:6.0f}s ago  {entry.get('kind', '?'):<9} {entry.get('reason', '')}")
@@ -103,6 +109,13 @@ def _alert(alert: Mapping[str, Any]) -> str:
     return f"{alert.get('alertname')}" + (f"[{node}]" if node else "")
 
 
+def _not_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mqttlb status", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -112,7 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="the local stack's state dir (default .stack)"
     )
     parser.add_argument("--json", action="store_true", help="print the status document as JSON")
-    parser.add_argument("--last", type=int, default=10, help="how many recent decisions to show (default 10)")
+    parser.add_argument(
+        "--last",
+        type=argument_type(_not_negative),
+        default=10,
+        help="how many recent decisions to show (default 10; 0 for none)",
+    )
     parser.add_argument("--timeout", type=float, default=5.0, help="HTTP timeout in seconds (default 5)")
     add_log_flags(parser)
     return parser

@@ -87,6 +87,8 @@ def parse_yaml_mapping(
             else f"character {chr(exc.character)!r} at offset {exc.position} is not allowed"
         )
         raise error(f"{source}: not valid YAML: {problem}") from None
+    except RecursionError:
+        raise error(f"{source}: not valid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
         raise error(f"{source}: not valid YAML: {str(exc).splitlines()[0]}") from None
     if data is None:

@@ -310,3 +310,24 @@ def test_any_interleaving_duplication_and_reordering_ends_in_the_same_weights(tm
     for document, position in zip(extra, positions, strict=True):
         delivered.insert(position, document)
     assert _final_weights(tmp_path_factory.mktemp("shuffled"), delivered) == in_order
+
+
+def test_an_alert_for_a_node_this_rebalancer_does_not_steer_is_left_out(tmp_path: Path) -> None:
+    world, clock = FakeWorld(), Clock()
+    controller = make_controller(tmp_path, world, clock)
+    world.cpu = dict(HOT)
+    deliver(controller, notification("MqttBrokerCpuHigh", "firing", "2023-11-14T22:13:20.000Z", node="node99"), clock)
+    report = controller.reconcile_once()
+    assert report.steps == ()  # no steering, nothing to recover
+    assert controller.metrics.registry.get_sample_value("mqttlb_webhook_firing_alerts", {"action": "rebalance"}) == 0
+
+
+def test_the_firing_gauge_follows_the_set(tmp_path: Path) -> None:
+    world, clock = FakeWorld(), Clock()
+    controller = make_controller(tmp_path, world, clock)
+    deliver(controller, CPU_HIGH, clock)
+    deliver(controller, IMBALANCED, clock)
+    controller.reconcile_once()
+    gauge = controller.metrics.registry.get_sample_value
+    assert gauge("mqttlb_webhook_firing_alerts", {"action": "rebalance"}) == 2
+    assert gauge("mqttlb_webhook_firing_alerts", {"action": "shed"}) == 0

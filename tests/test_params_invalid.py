@@ -188,6 +188,12 @@ STACK_CASES = [
         file="- nodes: 3\n",
     ),
     # --- environment variables ---------------------------------------------------------------------
+    StackCase(
+        "cpu-cores-infinite",
+        "environment variable MQTTLB_NODE_CPU_CORES: node_cpu_cores: Input should be a finite number (got 'inf')",
+        env={"MQTTLB_NODE_CPU_CORES": "inf"},
+    ),
+    StackCase("yaml-nested-too-deeply", "{file}: not valid YAML: nested too deeply", file="a: " + "[" * 10_000 + "\n"),
     StackCase("NODES-not-a-number", NODES_NOT_A_NUMBER, env={"NODES": "abc"}, up=True),
     StackCase("NODES-beats-the-file", NODES_NOT_A_NUMBER, file="nodes: 5\n", env={"NODES": "abc"}),
     StackCase(

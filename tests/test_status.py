@@ -87,4 +87,8 @@ def test_cli_says_where_the_stack_is_missing(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert closed.returncode == 2 and "ConnectionError" in closed.stderr
+    assert closed.returncode == 2 and "nothing answers at http://127.0.0.1:9/status" in closed.stderr
+    negative = subprocess.run(
+        [sys.executable, "-m", "mqttlb.cli", "status", "--last", "-1"], capture_output=True, text=True, timeout=60
+    )
+    assert negative.returncode == 2 and "must be 0 or more" in negative.stderr

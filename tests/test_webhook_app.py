@@ -422,17 +422,26 @@ def test_drain_is_accepted_and_the_next_pass_publishes_it(h: Harness):
     assert h.metrics()[(contract.WEBHOOK_ACTIONS, (("kind", "undrain"),))] == 1
 
 
-def test_draining_the_last_node_is_refused_by_the_pass(h: Harness):
+def test_draining_the_last_node_is_refused_at_once(h: Harness):
     for node in ("node1", "node2"):
         assert h.client.post("/drain", data=body({"node": node, "draining": True}), headers=AUTH).status_code == 202
     h.controller.reconcile_once()
     assert h.eds_health() == {"node1": "DRAINING", "node2": "DRAINING", "node3": "HEALTHY"}
     before = h.world()
-    assert h.client.post("/drain", data=body({"node": "node3", "draining": True}), headers=AUTH).status_code == 202
+    refused = h.client.post("/drain", data=body({"node": "node3", "draining": True}), headers=AUTH)
+    assert refused.status_code == 409 and "last node" in refused.json["error"]
+    assert h.rejected("drain", "invalid_payload") == 1
     h.controller.reconcile_once()
-    assert h.failures("drain", "last_node") == 1
     assert h.world() == before
     assert h.eds_health()["node3"] == "HEALTHY"
+
+
+def test_pending_drains_count_toward_the_last_node(h: Harness):
+    for node in ("node1", "node2"):  # not yet published by a pass
+        assert h.client.post("/drain", data=body({"node": node, "draining": True}), headers=AUTH).status_code == 202
+    assert h.client.post("/drain", data=body({"node": "node3", "draining": True}), headers=AUTH).status_code == 409
+    h.controller.reconcile_once()
+    assert h.eds_health() == {"node1": "DRAINING", "node2": "DRAINING", "node3": "HEALTHY"}
 
 
 # --------------------------------------------------------------------------- REST EDS

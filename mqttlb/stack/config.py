@@ -59,7 +59,7 @@ class StackConfig(BaseModel):
     cluster: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     state_dir: Path
     nodes: int = Field(ge=1, le=MAX_NODES)
-    node_cpu_cores: float = Field(gt=0)
+    node_cpu_cores: float = Field(gt=0, allow_inf_nan=False)
     sys_interval: int = Field(ge=1, le=60)
     scrape_interval: PositiveDuration
     lb_policy: Literal["ROUND_ROBIN", "LEAST_REQUEST"]

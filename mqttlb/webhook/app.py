@@ -213,6 +213,8 @@ def create_app(controller: Controller, token: str, max_body_bytes: int) -> Flask
             controller.request_drain(wish.node, wish.draining)
         except KeyError:
             return reject(404, f"unknown node {wish.node[:100]!r}", "invalid_payload")
+        except ValueError as exc:
+            return reject(409, str(exc), "invalid_payload")
         return jsonify({"result": "accepted", "node": wish.node, "draining": wish.draining}), 202
 
     @app.post("/v3/discovery:endpoints")

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from mqttlb.contract import OutcomeKind
+from mqttlb.contract import Action, OutcomeKind
 from mqttlb.envoy_admin import host_port
 from mqttlb.params import Params
 from mqttlb.webhook import shedding
@@ -230,10 +230,19 @@ class Controller:
         self._wake.set()
 
     def request_drain(self, node: str, draining: bool) -> None:
-        """Record the operator's wish; the next pass publishes it.  ``node`` must be configured."""
+        """Record the operator's wish; the next pass publishes it.
+
+        Raises KeyError for a node that is not configured, and ValueError when the wish, with the
+        ones not yet published, would drain every node (nothing is recorded then)."""
         if node not in self.config.node_names:
             raise KeyError(node)
         with self._drain_lock:
+            wishes = {**self._drains, node: draining}
+            draining_now = set(self._state.draining)
+            for name, flag in wishes.items():
+                (draining_now.add if flag else draining_now.discard)(name)
+            if draining_now >= set(self.config.node_names):
+                raise ValueError("refusing to drain the last node that takes connections")
             self._drains[node] = draining
         self.wake()
 
@@ -313,12 +322,18 @@ class Controller:
             return report
 
     def _desired(self, now: float) -> Desired:
-        snap = self.firing.snapshot()
-        cluster = self.config.cluster
-        alerts = snap.firing(cluster, now)
+        """The cluster's firing alerts; a node alert naming a node this rebalancer does not steer is
+        left out (it cannot be acted on, and it must not hold recovery back)."""
+        nodes = set(self.config.node_names)
+        alerts = [
+            a for a in self.firing.snapshot().firing(self.config.cluster, now) if a.node is None or a.node in nodes
+        ]
+        by_action = {action: [a for a in alerts if a.action is action] for action in (Action.REBALANCE, Action.SHED)}
+        for action, firing in by_action.items():
+            self.metrics.firing.labels(action.value).set(len(firing))
         return Desired(
-            rebalance_firing=snap.rebalance_firing(cluster, now),
-            shed_firing=snap.shed_firing(cluster, now),
+            rebalance_firing=bool(by_action[Action.REBALANCE]),
+            shed_firing=bool(by_action[Action.SHED]),
             firing_alerts=tuple(sorted({a.alertname for a in alerts})),
         )
 
@@ -540,11 +555,12 @@ class Controller:
             "pass_seconds": self.pass_seconds,
             "last_pass_at": self.last_pass_at,
             "nodes": nodes,
-            "firing": self.firing.snapshot().as_json(self.clock())["clusters"].get(
-                self.config.cluster, {"rebalance_firing": False, "shed_firing": False, "nodes_hot": [], "alerts": []}
-            ),
+            "firing": self.firing.snapshot()
+            .as_json(self.clock())["clusters"]
+            .get(self.config.cluster, {"rebalance_firing": False, "shed_firing": False, "nodes_hot": [], "alerts": []}),
             "recent": list(self._recent),
         }
+
 
 def _first_words(reason: str) -> str:
     # "CPU spread 0.231 still >= 0.05: weights held" -> compare without the changing figures
