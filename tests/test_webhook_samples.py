@@ -6,7 +6,7 @@ import pytest
 
 from mqttlb import contract
 from mqttlb.prometheus_api import PrometheusApiError, parse_vector
-from mqttlb.webhook.samples import _selector, node_samples_from
+from mqttlb.webhook.samples import cluster_selector, node_samples_from
 
 NOW = 1_764_158_400.0
 
@@ -73,7 +73,7 @@ def test_duplicate_or_unlabelled_series_raise():
         node_samples_from(parse_vector(doc), [], [], ["node1"], NOW)
 
 
-def test_cluster_selector_rejects_injection():
-    assert _selector("local") == '{cluster="local"}'
+def test_clustercluster_selector_rejects_injection():
+    assert cluster_selector("local") == '{cluster="local"}'
     with pytest.raises(ValueError):
-        _selector('x"} or vector(1) or {a="')
+        cluster_selector('x"} or vector(1) or {a="')

@@ -99,10 +99,6 @@ class Snapshot:
     def weights(self) -> dict[str, int]:
         return {e.node: e.weight for e in self.endpoints}
 
-    @property
-    def draining(self) -> list[str]:
-        return [e.node for e in self.endpoints if e.health_status == "DRAINING"]
-
     def discovery(self) -> dict[str, Any]:
         document: dict[str, Any] = json.loads(self.discovery_json)
         return document

@@ -15,8 +15,9 @@ from mqttlb.envoy_admin import EnvoyAdminClient, EnvoyAdminError
 from mqttlb.prometheus_api import InstantSample, PrometheusApi, PrometheusApiError
 from mqttlb.webhook.controller import LeverError
 from mqttlb.webhook.plan import Observation
-from mqttlb.webhook.samples import PART_LABEL, _selector, node_samples_from
+from mqttlb.webhook.samples import cluster_selector, node_samples_from
 
+PART_LABEL = "mqttlb_part"  # tags which part of the combined query a series answers
 PARTS = {
     "cpu": "{rule}",
     "cpu_timestamp": "timestamp({rule})",
@@ -29,7 +30,7 @@ PARTS = {
 def observation_query(cluster: str) -> str:
     """CPU (rate window and short window), sample times, connections and ``up`` of every node of
     ``cluster`` in ONE instant query; each part tagged with ``PART_LABEL`` so they can be split."""
-    selector = _selector(cluster)
+    selector = cluster_selector(cluster)
     names = {
         "rule": f"{contract.NODE_CPU}{selector}",
         "connections": f"{contract.NODE_CONNECTIONS}{selector}",

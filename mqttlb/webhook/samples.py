@@ -10,13 +10,13 @@ import re
 from collections.abc import Sequence
 
 from mqttlb import contract
-from mqttlb.prometheus_api import InstantSample, PrometheusApi, PrometheusApiError
+from mqttlb.prometheus_api import InstantSample, PrometheusApiError
 from mqttlb.webhook.policy import NodeSample
 
 _LABEL_VALUE = re.compile(r'^[^"\\\n]*$')
 
 
-def _selector(cluster: str) -> str:
+def cluster_selector(cluster: str) -> str:
     if not _LABEL_VALUE.match(cluster):
         raise ValueError(f"cluster name {cluster!r} cannot be used in a label matcher")
     return f'{{cluster="{cluster}"}}'
@@ -56,34 +56,3 @@ def node_samples_from(
             age_seconds=max(0.0, now - t.value) if t is not None else None,
         )
     return result
-
-
-PART_LABEL = "mqttlb_part"  # tags which of the three results a series of the combined query is
-
-
-def samples_query(cluster: str) -> str:
-    """CPU, its sample timestamps and connections for every node in ONE query (one round trip).
-
-    Each part is tagged with a label so the union (``or``) keeps all three and they can be split.
-    """
-    selector = _selector(cluster)
-    parts = {
-        "cpu": f"{contract.NODE_CPU}{selector}",
-        "cpu_timestamp": f"timestamp({contract.NODE_CPU}{selector})",
-        "connections": f"{contract.NODE_CONNECTIONS}{selector}",
-    }
-    return " or ".join(
-        f'label_replace({expr}, "{PART_LABEL}", "{part}", "", "")' for part, expr in parts.items()
-    )
-
-
-def fetch_node_samples(
-    client: PrometheusApi, cluster: str, nodes: Sequence[str], now: float
-) -> dict[str, NodeSample]:
-    parts: dict[str, list[InstantSample]] = {"cpu": [], "cpu_timestamp": [], "connections": []}
-    for sample in client.query(samples_query(cluster)):
-        part = sample.labels.get(PART_LABEL)
-        if part not in parts:
-            raise PrometheusApiError(f"unexpected series in the samples query: {sample.labels}")
-        parts[part].append(sample)
-    return node_samples_from(parts["cpu"], parts["cpu_timestamp"], parts["connections"], nodes, now)
