@@ -47,8 +47,7 @@ from mqttlb.stack.ephemeral import FAST_PARAMS
 from mqttlb.stack.render import mosquitto_config
 from mqttlb.stack.topology import EdsSource, Topology, topology
 from mqttlb.webhook.eds import CLA_TYPE
-from mqttlb.webhook.observe import PARTS, observation_query
-from mqttlb.webhook.samples import PART_LABEL
+from mqttlb.webhook.observe import PART_LABEL, PARTS, observation_query
 
 TOKEN = "issue13-live-token-0123456789"
 CLUSTER = "local"
