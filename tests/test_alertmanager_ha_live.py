@@ -327,7 +327,7 @@ def test_ha_pair_one_step_per_interval_and_same_decisions(
         hot_port = topo.nodes[0].port
         with (
             fan_out_subscribers(hot_port, 4),
-            HotNodeDriver(hot_port, publishers=4, rate=600.0, size=256, duration=HOT_MAX_SECONDS + 10),
+            HotNodeDriver(hot_port, publishers=4, rate=600.0, size=256, duration=HOT_MAX_SECONDS + 10) as hot,
         ):
             deadline = time.monotonic() + HOT_MAX_SECONDS
             while time.monotonic() < deadline:
@@ -360,7 +360,10 @@ def test_ha_pair_one_step_per_interval_and_same_decisions(
     summary = (
         f"{len(deliveries)} deliveries from {sorted({d.sender for d in deliveries})}, "
         f"{len(recording.copies())} copies ({len(recording.ha_copies())} HA), {len(passes)} passes, "
-        f"weight changes {[(round(e['time'] - changes[0]['time'], 1), e['kind'], e['after']) for e in changes]}"
+        f"weight changes {[(round(e['time'] - changes[0]['time'], 1), e['kind'], e['after']) for e in changes]}; "
+        f"peak CPU seen by the passes {peak_cpu(passes)}; passes without samples "
+        f"{sum(1 for p in passes if not p.observation.samples)}; hot load published "
+        f"{hot.report.published if hot.report else None}"
     )
     print(summary)
 
@@ -412,6 +415,16 @@ def test_ha_pair_one_step_per_interval_and_same_decisions(
     assert [s.value for s in before] == [0.0], before
     seen = prometheus.query(f'increase({contract.WEBHOOK_ACTIONS}{{kind="{kind}"}}[10s])', at=first_rebalance + 3.5)
     assert len(seen) == 1 and seen[0].value >= 1, seen
+
+
+def peak_cpu(passes: list[Pass]) -> dict[str, float]:
+    """The highest rate-window CPU (0..1) each node showed in any pass: why nothing moved, if nothing did."""
+    peaks: dict[str, float] = {}
+    for recorded in passes:
+        for node, sample in recorded.observation.samples.items():
+            if sample.cpu is not None:
+                peaks[node] = round(max(peaks.get(node, 0.0), sample.cpu), 3)
+    return peaks
 
 
 def _content(state: WebhookState) -> dict[str, Any]:
