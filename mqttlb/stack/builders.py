@@ -14,7 +14,7 @@ from typing import Any
 
 from mqttlb import contract
 from mqttlb.alertmanager_config import build as build_alertmanager_config
-from mqttlb.stack.topology import HIVEMQ_METRICS_PATH, HIVEMQ_METRICS_PORT, Topology
+from mqttlb.stack.topology import HIVEMQ_METRICS_PATH, HIVEMQ_METRICS_PORT, BrokerNode, Topology
 from mqttlb.webhook.eds import Endpoint
 from mqttlb.webhook.shedding import OVERLOAD_THRESHOLD
 
@@ -341,6 +341,14 @@ def envoy_exporter_command(listen: str, admin_url: str, timeout: float = EXPORTE
     return ["envoy-exporter", "--listen", listen, "--envoy-admin", admin_url, "--timeout", str(timeout)]
 
 
+def _webhook_node(topo: Topology, node: BrokerNode) -> dict[str, Any]:
+    """One node of the webhook's config, with how to reach its eviction side (``mqttlb.brokers.control``)."""
+    entry: dict[str, Any] = {"name": node.name, "host": node.ip, "port": node.port}
+    if topo.switches.brokers == "mosquitto":
+        entry["eviction"] = {"kind": "mosquitto"}
+    return entry
+
+
 def webhook_config(topo: Topology) -> dict[str, Any]:
     """The webhook's YAML (`mqttlb.webhook.config.WebhookConfig`)."""
     cfg = topo.settings
@@ -356,7 +364,7 @@ def webhook_config(topo: Topology) -> dict[str, Any]:
         "state_file": str(topo.state.webhook_state),
         "audit_log": str(topo.state.webhook_audit),
         "dry_run": cfg.dry_run,
-        "nodes": [{"name": n.name, "host": n.ip, "port": n.port} for n in topo.nodes],
+        "nodes": [_webhook_node(topo, n) for n in topo.nodes],
         "scrape_interval": cfg.scrape_interval,
         "alertmanager_urls": [topo.alertmanager.url()],
         "params_overrides": cfg.params.model_dump(mode="json", exclude_none=True),

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mqttlb.brokers.control import EvictionControl
 from mqttlb.contract import ENVOY_CLUSTER
 from mqttlb.params import HttpUrl, Params, PositiveDuration, duration_seconds, with_defaults
 from mqttlb.yamlfile import ConfigError, Sources, invalid, load_yaml_mapping, one_line
@@ -27,12 +28,14 @@ class WebhookConfigError(ConfigError):
 
 
 class WebhookNodeConfig(BaseModel):
-    """One broker node the webhook steers: its name in EDS and its MQTT address."""
+    """One broker node the webhook steers: its name in EDS, its MQTT address and how to reach its eviction
+    side (``mqttlb.brokers.control``; None: the evict lever skips this node)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
+    eviction: EvictionControl | None = None
 
 
 class WebhookConfig(BaseModel):
