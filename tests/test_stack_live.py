@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -30,6 +31,33 @@ def stack_cli(stack_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+URL = re.compile(r"(https?|mqtt)://[^\s,)]+")
+COMMAND = re.compile(r"`([^`]+)`")
+# What a page that is of no use to a human says: a 404, the Alertmanager package's note that it has no UI.
+USELESS = ("404 page not found", "does not include a web application")
+
+
+def assert_every_printed_address_answers(text: str) -> list[str]:
+    """GET every http URL in ``text`` outside `backquotes` (redirects followed, as a browser does):
+    each must answer 200 with a page that is not a dead end; every mqtt:// address must accept a
+    connection; every `amtool ...` command must succeed.  Returns the URLs."""
+    urls = [m.group(0) for m in URL.finditer(COMMAND.sub("", text))]
+    assert urls, text
+    for url in urls:
+        if url.startswith("mqtt://"):
+            host, port = url.removeprefix("mqtt://").rsplit(":", 1)
+            assert port_accepts(int(port), host), f"{url} printed but nothing accepts there"
+            continue
+        answer = requests.get(url, timeout=10)
+        assert answer.status_code == 200, f"{url} printed but answers {answer.status_code}"
+        page = " ".join(answer.text.split())
+        assert page and not any(u in page for u in USELESS), f"{url}: {page[:200]}"
+    for command in (c for c in COMMAND.findall(text) if c.startswith("amtool ")):
+        ran = subprocess.run(command.split(), capture_output=True, text=True, timeout=30)
+        assert ran.returncode == 0, f"`{command}` printed but fails: {ran.stderr}"
+    return urls
+
+
 def test_cli_up_is_idempotent_status_reports_and_down_leaves_nothing(tmp_path: Path) -> None:
     cfg = free_ports_config(tmp_path / "state", nodes=2)
     stack_file = tmp_path / "stack.yaml"
@@ -47,6 +75,11 @@ def test_cli_up_is_idempotent_status_reports_and_down_leaves_nothing(tmp_path: P
         first = stack_cli(stack_file, "up")
         assert first.returncode == 0, first.stdout + first.stderr
         assert f"127.0.0.1:{cfg.ports.envoy_listener}" in first.stdout
+        printed = assert_every_printed_address_answers(first.stdout)
+        # the pages a human looks at first are among them (Debian's Prometheus: under /classic/)
+        assert any(u.endswith("/targets") for u in printed) and f":{cfg.ports.webhook}/" in first.stdout, printed
+        token = next(line.split()[2] for line in first.stdout.splitlines() if "webhook token" in line)
+        assert Path(token).read_text().strip(), "the printed token file is empty"
         pids_before = {s.name: s.pid for s in stack.status()}
 
         second = stack_cli(stack_file, "up")
@@ -64,6 +97,7 @@ def test_cli_up_is_idempotent_status_reports_and_down_leaves_nothing(tmp_path: P
             len(lines) == 2 + 6
         )  # 2 Mosquitto nodes + Envoy, 2 exporters, webhook, Alertmanager, Prometheus
         assert all(" up " in line for line in lines), status.stdout
+        assert_every_printed_address_answers(status.stdout)
 
         pids = [pid for pid in pids_before.values() if pid]
         supervisord_pid = stack.supervisord_pid()

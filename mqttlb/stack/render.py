@@ -108,8 +108,8 @@ def programs(topo: Topology, binaries: dict[str, str]) -> list[Program]:
         ),
         _http_program(topo.broker_exporter, [*mqttlb, *builders.broker_exporter_args(topo)], "/metrics", 30),
         _http_program(topo.envoy_exporter, [*mqttlb, *builders.envoy_exporter_args(topo)], "/metrics", 30),
-        _http_program(topo.webhook, [*mqttlb, *builders.webhook_args(topo)], "/readyz", 30, "/alerts"),
-        _http_program(topo.alertmanager, alertmanager, "/-/ready", 40, ""),
+        _http_program(topo.webhook, [*mqttlb, *builders.webhook_args(topo)], "/readyz", 30, "/"),
+        _http_program(topo.alertmanager, alertmanager, "/-/ready", 40, "/api/v2/status"),
         _http_program(topo.prometheus, [binaries["prometheus"], *builders.prometheus_args(topo)], "/-/ready", 50, ""),
     ]
     return progs

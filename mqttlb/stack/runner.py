@@ -23,6 +23,7 @@ from pathlib import Path
 import requests
 
 from mqttlb.envoy_admin import EndpointStatus, EnvoyAdminClient, EnvoyAdminError
+from mqttlb.stack.addresses import stack_addresses
 from mqttlb.stack.config import StackConfig, StackConfigError, check_binaries, recorded_config
 from mqttlb.stack.render import Program, programs, render_all
 from mqttlb.stack.topology import LOOPBACK, Paths, native_topology
@@ -215,19 +216,12 @@ class Stack:
         return prog.ready_port is not None and port_accepts(prog.ready_port)
 
     def print_addresses(self) -> None:
-        cfg, topo = self.cfg, self.topology
+        """Print every address of the running stack (mqttlb.stack.addresses), one per line."""
+        cfg = self.cfg
         self.out("")
         self.out(f"mqttlb stack '{cfg.cluster}' is up ({cfg.nodes} Mosquitto nodes, {cfg.lb_policy})")
-        self.out(f"  MQTT (through Envoy)   mqtt://{topo.envoy_listener.reach}")
-        self.out(f"  brokers (direct)       {', '.join(node.address for node in topo.nodes)}")
-        self.out(f"  Envoy admin            {topo.envoy_admin.url('/clusters')}")
-        self.out(f"  Prometheus             {topo.prometheus.url('/targets')}")
-        self.out(f"  Alertmanager           {topo.alertmanager.url()}")
-        self.out(f"  broker exporter        {topo.broker_exporter.url('/metrics')}")
-        self.out(f"  Envoy exporter         {topo.envoy_exporter.url('/metrics')}")
-        self.out(f"  webhook                {topo.webhook.url('/metrics')}")
-        self.out(f"  webhook token          {self.paths.webhook_token}")
-        self.out(f"  logs                   {self.paths.logs}/")
+        for address in stack_addresses(self.topology, self.paths.webhook_token, self.paths.logs):
+            self.out(address.line())
         self.out("  stop with `make stack-down`; status with `make stack-status`")
 
     # --- status ---------------------------------------------------------------------------
