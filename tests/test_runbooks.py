@@ -61,10 +61,15 @@ def one_step_per_interval() -> None:
 
 
 def steers_early() -> None:
-    fast = {"node1": PARAMS.cpu_high + 0.1, "node2": 0.2, "node3": 0.2}
-    started = run(neutral(), QUIET, observe(HOT, fast=fast))
-    assert started.state.hot_since == NOW and not started.acts
-    later = run(started.state, QUIET, observe(HOT, fast=fast), NOW + TIMING.early_steer_seconds)
+    fast = {"node1": 1.0, "node2": 0.2, "node3": 0.2}  # saturated: steered after early_steer_for
+    state = run(neutral(), QUIET, observe(HOT, fast=fast)).state
+    assert state.hot_since == NOW
+    passes = round(TIMING.early_steer_seconds / TIMING.pass_seconds)
+    for i in range(1, passes):
+        result = run(state, QUIET, observe(HOT, fast=fast), NOW + i * TIMING.pass_seconds)
+        assert not result.acts, i
+        state = result.state
+    later = run(state, QUIET, observe(HOT, fast=fast), NOW + TIMING.early_steer_seconds)
     assert [s.kind for s in later.steps] == [OutcomeKind.REBALANCE] and "early steer" in later.steps[0].reason
 
 

@@ -6,9 +6,14 @@ then persists, publishes and verifies whatever :func:`decide_pass` returns.
 
 The rules, for one MQTT cluster:
 
-* **Steer** (weighted CPU, ``policy.decide``) while a rebalance alert fires, or early, while a node's
-  short-window CPU has been above ``cpu_high`` for ``early_steer_for`` (the alert's own ``for`` and
-  Alertmanager's ``group_wait`` would add ~25 s).  At most one weight change per step interval.
+* **Steer** (weighted CPU, ``policy.decide``) while a rebalance alert fires, or early, once a node's
+  short-window CPU has stayed above ``cpu_high`` long and far enough: the excess over ``cpu_high`` is
+  integrated over the episode (a CUSUM-style detector) and steering starts when it equals what
+  ``early_steer_for`` at full utilisation would give, ``(1 - cpu_high) x early_steer_for``.  A
+  saturated node is steered from after ``early_steer_for``; a burst that barely crosses
+  ``cpu_high`` needs proportionally longer, so short noise peaks do not move weights.  (The alert's
+  own ``for`` and Alertmanager's ``group_wait`` would add ~25 s.)  At most one weight change per step
+  interval.
 * **Recover** toward neutral only when *no* rebalance alert of the cluster fires and nothing steers
   early; weights are held while the CPU spread persists (``recover_max_spread``).
 * **Shed** one level stricter per step interval while a shed alert fires; lift one level per step
@@ -67,8 +72,9 @@ class Timing:
     ``step_seconds``: minimum time between two changes of one lever, so that the effect of a step
     is measured before the next; ``pass_seconds``: how often the loop looks (half a scrape
     interval, so a new sample is seen within half a scrape); ``early_steer_seconds``: how long a
-    node's short-window CPU must stay above ``cpu_high`` before steering starts without a firing
-    alert; ``cpu_high``: that threshold (``Params.cpu_high``).
+    saturated node's short-window CPU must stay above ``cpu_high`` before steering starts without a
+    firing alert (less saturated nodes need longer, see :func:`early_hot`); ``cpu_high``: that
+    threshold (``Params.cpu_high``).
     """
 
     step_seconds: float
@@ -85,6 +91,12 @@ def timing_for(params: Params, scrape_interval_seconds: float) -> Timing:
         early_steer_seconds=duration_seconds(params.early_steer_for),
         cpu_high=params.cpu_high,
     )
+
+
+def early_steer_excess(timing: Timing) -> float:
+    """The integrated excess (utilisation x seconds) that starts early steering: ``early_steer_seconds``
+    at full utilisation (1.0), i.e. ``(1 - cpu_high) x early_steer_seconds``."""
+    return (1.0 - timing.cpu_high) * timing.early_steer_seconds
 
 
 @dataclass(frozen=True)
@@ -138,19 +150,25 @@ def _elapsed(now: float, since: float | None, interval: float) -> bool:
 
 def early_hot(
     state: WebhookState, observation: Observation, timing: Timing, nodes: list[str], now: float
-) -> tuple[float | None, list[str]]:
-    """(when the current early-hot episode started or None, nodes hot now) from short-window CPU."""
-    hot = sorted(
-        n
+) -> tuple[float | None, float, list[str]]:
+    """(start of the current early-hot episode or None, its integrated excess, nodes hot now).
+
+    The excess grows by ``(hottest short-window CPU - cpu_high) x seconds since the last pass`` (the
+    gap capped at two passes, so a stalled loop does not jump) and restarts at 0 when no node is hot."""
+    excess = {
+        n: observation.fast_cpu[n] - timing.cpu_high
         for n in nodes
         if n not in observation.down
         and n not in state.draining
         and math.isfinite(observation.fast_cpu.get(n, math.nan))
         and observation.fast_cpu[n] > timing.cpu_high
-    )
-    if not hot:
-        return None, []
-    return (state.hot_since if state.hot_since is not None else now), hot
+    }
+    if not excess:
+        return None, 0.0, []
+    if state.hot_since is None or state.hot_checked is None:
+        return now, 0.0, sorted(excess)
+    gap = min(max(0.0, now - state.hot_checked), 2 * timing.pass_seconds)
+    return state.hot_since, state.hot_excess + max(excess.values()) * gap, sorted(excess)
 
 
 def _steer(
@@ -263,14 +281,16 @@ def decide_pass(
     """Decide one pass over every node of the cluster.  ``state`` is not modified."""
     new = state.model_copy(deep=True)
     steps: list[Step] = []
-    new.hot_since, hot = early_hot(state, observation, timing, nodes, now)
-    early = new.hot_since is not None and now - new.hot_since >= timing.early_steer_seconds
+    new.hot_since, new.hot_excess, hot = early_hot(state, observation, timing, nodes, now)
+    new.hot_checked = now if hot else None
+    # The small tolerance keeps a saturated node's episode at exactly early_steer_for from missing by a rounding.
+    early = bool(hot) and new.hot_excess >= early_steer_excess(timing) - 1e-9
     if desired.rebalance_firing or early:
         why = (
             f"{', '.join(a for a in desired.firing_alerts) or 'rebalance alert'} firing"
             if desired.rebalance_firing
             else f"early steer: short-window CPU of {', '.join(hot)} above {timing.cpu_high} "
-            f"for {now - (new.hot_since or now):.0f}s"
+            f"for {now - (new.hot_since or now):.0f}s (excess {new.hot_excess:.2f} utilisation-seconds)"
         )
         steps.append(_steer(state, new, observation, params, timing, nodes, now, why))
     else:
@@ -289,4 +309,6 @@ def _carry(state: WebhookState, new: WebhookState) -> WebhookState:
     kept = state.model_copy(deep=True)
     kept.smoothed_cpu = new.smoothed_cpu
     kept.hot_since = new.hot_since
+    kept.hot_excess = new.hot_excess
+    kept.hot_checked = new.hot_checked
     return kept

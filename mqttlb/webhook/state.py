@@ -39,6 +39,10 @@ class WebhookState(BaseModel):
     shed_anchor: int | None = Field(default=None, ge=0)
     last_shed_change: float | None = None
     hot_since: float | None = None  # start of the current early-steer episode (short-window CPU hot)
+    # Short-window CPU above cpu_high integrated over the episode (utilisation x seconds), and when
+    # it was last added to.
+    hot_excess: float = Field(default=0.0, ge=0)
+    hot_checked: float | None = None
 
 
 def check_state(state: WebhookState, nodes: list[str], params: PolicyParams) -> None:
