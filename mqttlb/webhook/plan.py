@@ -153,10 +153,11 @@ def early_hot(
 ) -> tuple[float | None, float, list[str]]:
     """(start of the current early-hot episode or None, its integrated excess, nodes hot now).
 
-    The excess grows by ``(hottest short-window CPU - cpu_high) x seconds since the last pass`` (the
-    gap capped at two passes, so a stalled loop does not jump) and restarts at 0 when no node is hot."""
-    excess = {
-        n: observation.fast_cpu[n] - timing.cpu_high
+    The excess grows by ``(hottest short-window CPU, at most 1.0, - cpu_high) x seconds since the last
+    pass`` (the gap capped at two passes, so a stalled loop does not jump) and restarts at 0 when no
+    node is hot."""
+    excess = {  # utilisation above 1.0 counts as 1.0: never sooner than early_steer_for
+        n: min(observation.fast_cpu[n], 1.0) - timing.cpu_high
         for n in nodes
         if n not in observation.down
         and n not in state.draining
