@@ -36,6 +36,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from stackutil import free_port, process, wait_until
 
 from mqttlb import contract
+from mqttlb.brokers.eviction import EvictionError
+from mqttlb.brokers.hivemq import HivemqEvictionAdapter
 from mqttlb.exporters.broker_collector import SAMPLE_METRICS
 from mqttlb.exporters.hivemq_mapping import CPU_KERNEL_MS, CPU_USER_MS, DIRECT, parse_values, to_sample
 from mqttlb.stack.config import find_binary
@@ -457,6 +459,81 @@ def test_a_second_command_while_one_runs_is_refused(nodes: list[Node]) -> None:
         assert not slow[3][1].disconnected.is_set()
     finally:
         close([c for c, _ in slow])
+
+
+# --- the webhook's adapter (mqttlb.brokers.hivemq) ------------------------------------------------
+def test_adapter_lists_the_clients_and_says_sessions_are_not_shared(nodes: list[Node]) -> None:
+    node = nodes[0]
+    plain, _ = connect(node, "ad-plain")
+    keeper, _ = connect(node, "ad-keep", session_expiry=300)
+    old, _ = connect(node, "ad-311", protocol=mqtt.MQTTv311)
+    try:
+        wait_listed(node, {"ad-plain", "ad-keep", "ad-311"})
+        with HivemqEvictionAdapter(node.base, token=TOKEN, timeout=5) as adapter:
+            listing = adapter.list_clients()
+            assert listing.shared_sessions is False and adapter.shared_sessions is False
+            assert listing.limits.max_per_second == EVICT_MAX_PER_SECOND
+            assert listing.limits.max_clients == EVICT_MAX_CLIENTS
+            rows = {c.client_id: c for c in adapter.clients()}
+        assert [(rows[c].protocol, rows[c].persistent) for c in ("ad-plain", "ad-keep", "ad-311")] == [
+            (5, False),
+            (5, True),
+            (4, False),
+        ]
+        assert all(rows[c].connected_seconds >= 0 and rows[c].messages_in_per_s >= 0 for c in rows)
+    finally:
+        close([plain, keeper, old])
+
+
+def test_adapter_evicts_at_the_rate_with_the_reason_code_and_reports_the_rest(nodes: list[Node]) -> None:
+    node, rate = nodes[0], 5
+    moving = [connect(node, f"ad-mv-{i}") for i in range(4)]
+    keeper, keeper_seen = connect(node, "ad-mv-keep", session_expiry=300)
+    ids = [f"ad-mv-{i}" for i in range(4)]
+    try:
+        wait_listed(node, {*ids, "ad-mv-keep"})
+        with HivemqEvictionAdapter(node.base, token=TOKEN, timeout=5) as adapter:
+            nothing = adapter.evict([*ids, "ad-mv-keep", "ghost"], max_per_second=rate)
+            assert (nothing.evicted, nothing.unknown, nothing.refused) == ((), ("ghost",), ("ad-mv-keep",))
+            assert nothing.reason.startswith("nothing done")
+            started = time.monotonic()
+            done = adapter.evict(ids, max_per_second=rate, reason_code=0x9D, server_reference="mqtt-z.example:1883")
+            took = time.monotonic() - started
+        assert (done.evicted, done.unknown, done.refused) == (tuple(ids), (), ())
+        assert took >= (len(ids) - 1) / rate - 0.1
+        for _, seen in moving:
+            assert seen.disconnected.wait(5)
+            assert (seen.reason_code, seen.server_reference) == (0x9D, "mqtt-z.example:1883")
+        assert not keeper_seen.disconnected.is_set()
+    finally:
+        close([c for c, _ in moving] + [keeper])
+
+
+def test_adapter_failures_are_one_line_eviction_errors(nodes: list[Node]) -> None:
+    node = nodes[0]
+    cases: list[tuple[HivemqEvictionAdapter, Callable[[HivemqEvictionAdapter], object], str]] = [
+        (HivemqEvictionAdapter(node.base, token="wrong", timeout=5), lambda a: a.clients(), "refused with 401"),
+        (
+            HivemqEvictionAdapter(node.base, token=TOKEN, timeout=5),
+            lambda a: a.evict(["x"], max_per_second=EVICT_MAX_PER_SECOND + 1),
+            "refused with 422: maxPerSecond",
+        ),
+        (
+            HivemqEvictionAdapter(node.base, token=TOKEN, timeout=5),
+            lambda a: a.evict(["x"], max_per_second=5, reason_code=0x8B),
+            "refused with 400",
+        ),
+        (
+            HivemqEvictionAdapter(f"http://127.0.0.1:{free_port()}", token=TOKEN, timeout=2),
+            lambda a: a.clients(),
+            "cannot reach the mqttlb extension",
+        ),
+    ]
+    for adapter, call, text in cases:
+        with adapter, pytest.raises(EvictionError) as caught:
+            call(adapter)
+        message = str(caught.value)
+        assert text in message and "\n" not in message and message.startswith(f"HiveMQ at {adapter.base_url}: ")
 
 
 # --- availability ------------------------------------------------------------------------------
