@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "envoy-exporter": ("mqttlb.exporters.envoy_cli", "Prometheus exporter for Envoy's per-endpoint state"),
     "webhook": ("mqttlb.webhook.cli", "the rebalancer: Alertmanager webhook and reconcile loop for Envoy"),
     "status": ("mqttlb.status", "what the rebalancer sees and does now, per node (--json for scripts)"),
+    "test-alert": ("mqttlb.testalert", "send a test alert via Alertmanager: the webhook records it, acts on nothing"),
     "rules": ("mqttlb.rulegen", "generate / check the Prometheus rule files from params.yaml"),
     "alertmanager-config": ("mqttlb.alertmanager_config", "render the Alertmanager config"),
     "dashboards": ("mqttlb.dashboards.cli", "generate, check and render the Grafana dashboards"),

@@ -127,6 +127,11 @@ ALERT_REBALANCER_FAILING = "MqttRebalancerFailing"
 LOAD_ALERTS = (ALERT_CPU_HIGH, ALERT_CPU_CRITICAL, ALERT_IMBALANCED)
 AVAILABILITY_ALERTS = (ALERT_BROKER_DOWN, ALERT_ENDPOINT_UNHEALTHY, ALERT_EXPORTER_DOWN, ALERT_REBALANCER_FAILING)
 ALERT_NAMES = LOAD_ALERTS + AVAILABILITY_ALERTS
+# `mqttlb test-alert`: an alert routed to the webhook like a rebalance alert, which the webhook
+# records (audit log, /status, WEBHOOK_ACTIONS{kind="test"}) and never acts on.
+ALERT_TEST = "MqttlbTestAlert"
+TEST_LABEL = "mqttlb_test"  # value "true" marks a test alert
+TEST_ID_LABEL = "test_id"  # tells one test-alert run from the next
 
 
 class Action(StrEnum):
@@ -163,6 +168,7 @@ class OutcomeKind(StrEnum):
     PAGE = "page"  # recorded for a human; no lever moved
     DUPLICATE = "duplicate"  # a notification already seen
     TICK = "tick"  # a periodic pass
+    TEST = "test"  # a test alert (`mqttlb test-alert`) was received: recorded, no lever moved
 
 
 # Label values of WEBHOOK_FAILURES (kind -> reasons) and WEBHOOK_REJECTED (routes, reasons).  Every

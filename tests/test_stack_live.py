@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -244,3 +245,23 @@ def test_envoy_refuses_clients_above_its_connection_cap_and_stays_up(tmp_path: P
             for client in held:
                 client.disconnect()
                 client.loop_stop()
+
+
+def test_test_alert_goes_through_alertmanager_and_the_webhook_records_it_without_acting(live_stack: Stack) -> None:
+    """`mqttlb test-alert` against the running stack: Alertmanager routes it to the webhook, which
+    records it (its reply, the audit log, /status) and never puts it in the firing set."""
+    ran = subprocess.run(
+        [sys.executable, "-m", "mqttlb.cli", "test-alert", "--state-dir", str(live_stack.cfg.state_dir), "--wait=40"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert ran.returncode == 0 and "the webhook recorded it" in ran.stdout, ran.stdout + ran.stderr
+    test_id = re.search(r"test_id=(\w+)", ran.stdout).group(1)  # type: ignore[union-attr]
+    amtool = next(line.split(": ", 1)[1] for line in ran.stdout.splitlines() if "amtool" in line)
+    listed = subprocess.run(amtool.split(), capture_output=True, text=True, timeout=30)
+    assert listed.returncode == 0 and "MqttlbTestAlert" in listed.stdout, listed.stdout + listed.stderr
+    audit = [json.loads(line) for line in live_stack.paths.webhook_audit.read_text().splitlines()]
+    assert [e["test_ids"] for e in audit if e["kind"] == "test" and test_id in e["test_ids"]], audit[-5:]
+    status = requests.get(live_stack.topology.webhook.url("/status"), timeout=5).json()
+    assert all(a["alertname"] != "MqttlbTestAlert" for a in status["firing"]["alerts"]), status["firing"]

@@ -44,6 +44,7 @@ from mqttlb.webhook.payload import (
     parse_notification,
 )
 from mqttlb.webhook.server import ErrorHook
+from mqttlb.webhook.test_alerts import record_test_alerts
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,7 @@ def create_app(controller: Controller, token: str, max_body_bytes: int) -> Flask
             return reject(400, str(exc))
         if result.changed:
             controller.wake()
+        record_test_alerts(controller, list(notification.alerts), result)
         log.info(
             "notification %s: %s",
             notification.summary(),

@@ -492,6 +492,11 @@ class Controller:
             self._audit(entry)
             log.info("%s%s: %s", "dry run: " if dry_run else "", step.kind.value, step.reason)
 
+    def record(self, entry: dict[str, Any]) -> None:
+        """Audit an input that moved no lever but that an operator looks for (a test alert): the
+        audit log and /status's recent decisions, as a step would be."""
+        self._audit(entry)
+
     def _audit(self, entry: dict[str, Any]) -> None:
         """Append to the audit log; a full or read-only disk is logged and counted, never stops a pass."""
         self._recent.append({"time": self.clock(), **entry})

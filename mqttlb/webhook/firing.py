@@ -61,7 +61,15 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from mqttlb.contract import ACTION_LABEL, ALERT_CPU_HIGH, ALERTNAME_LABEL, CLUSTER_LABEL, NODE_LABEL, Action
+from mqttlb.contract import (
+    ACTION_LABEL,
+    ALERT_CPU_HIGH,
+    ALERTNAME_LABEL,
+    CLUSTER_LABEL,
+    NODE_LABEL,
+    TEST_LABEL,
+    Action,
+)
 from mqttlb.params import AlertmanagerTiming
 
 #: Actions whose alerts drive the controller (``page`` alerts are for humans).
@@ -217,6 +225,7 @@ class IgnoreReason(StrEnum):
     DUPLICATE = "duplicate"  # the set already says this (copy, retry, HA peer, re-send)
     NOT_ACTIONABLE = "not_actionable"  # not a rebalance/shed alert, or no cluster label
     SUPPRESSED = "suppressed"  # silenced or inhibited in Alertmanager (replace_from_api only)
+    TEST = "test"  # labelled mqttlb_test="true" (`mqttlb test-alert`): never enters the set
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +372,7 @@ class _Event:
     labels: tuple[tuple[str, str], ...]
     action: Action | None  # None: not actionable
     cluster: str | None
+    test: bool  # a test alert: recorded by the caller, never merged
 
     @property
     def key(self) -> tuple[int, bool]:
@@ -380,6 +390,11 @@ class _Tombstone:
         return self.starts_at_ns // NS_PER_MS, True
 
 
+def is_test_alert(labels: Mapping[str, str]) -> bool:
+    """True for an alert labelled ``mqttlb_test="true"`` (sent by `mqttlb test-alert`)."""
+    return labels.get(TEST_LABEL) == "true"
+
+
 def _event(status: str, labels: Mapping[str, str], starts_at: str, ends_at: str | None, fingerprint: str) -> _Event:
     if status not in ("firing", "resolved"):
         raise FiringInputError(f"alert status must be 'firing' or 'resolved', got {str(status)[:20]!r}")
@@ -395,6 +410,7 @@ def _event(status: str, labels: Mapping[str, str], starts_at: str, ends_at: str 
         labels=tuple(sorted(labels.items())),
         action=action,
         cluster=labels.get(CLUSTER_LABEL) or None,
+        test=is_test_alert(labels),
     )
 
 
@@ -560,6 +576,9 @@ class FiringSet:
 
     def _merge(self, event: _Event, at: float, changes: _Changes) -> None:
         fp = event.fingerprint
+        if event.test:
+            changes.ignored.append(Ignored(fp, IgnoreReason.TEST))
+            return
         if event.action is None or event.cluster is None:
             changes.ignored.append(Ignored(fp, IgnoreReason.NOT_ACTIONABLE))
             return

@@ -1,0 +1,200 @@
+"""``mqttlb test-alert``: send a clearly-labelled test alert through Alertmanager to the webhook.
+
+The alert (``alertname="MqttlbTestAlert"``, ``mqttlb_test="true"``, ``action="rebalance"``, the
+cluster's label and a fresh ``test_id``) is posted to Alertmanager's ``POST /api/v2/alerts``, so it
+takes the same route as a real rebalance alert: Alertmanager groups it, waits ``group_wait`` and
+calls the webhook with its bearer token.  The webhook records it (log line, audit entry of kind
+``test``, ``mqttlb_webhook_actions_total{kind="test"}``, the recent decisions of `mqttlb status`)
+and moves no lever.  The alert resolves by itself after ``--duration`` seconds.
+
+By default the command then polls the webhook's ``/status`` until the entry with its ``test_id``
+appears (``--wait`` seconds; 0 = do not wait) and says where to look.  Exit status: 0 recorded (or
+sent, with ``--wait 0``), 1 sent but not recorded in time, 2 nothing sent (no stack, bad flag,
+Alertmanager refused or did not answer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from mqttlb.commandline import argument_type, parse_args, refuse
+from mqttlb.contract import (
+    ACTION_LABEL,
+    ALERT_TEST,
+    ALERTNAME_LABEL,
+    CLUSTER_LABEL,
+    TEST_ID_LABEL,
+    TEST_LABEL,
+    Action,
+    OutcomeKind,
+)
+from mqttlb.logs import add_log_flags
+from mqttlb.status import DEFAULT_STATE_DIR
+
+POLL_SECONDS = 0.5
+
+
+class AlertSendError(RuntimeError):
+    """The test alert could not be sent; the message says why."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the test alert goes and where its effect is read: URLs, the cluster label, the audit log."""
+
+    alertmanager: str
+    webhook: str
+    cluster: str
+    audit_log: Path | None
+
+
+def local_target(state_dir: Path) -> Target:
+    """The local stack started in ``state_dir`` (its recorded settings); raises AlertSendError."""
+    from mqttlb.stack.config import recorded_config  # the stack package only when asked
+    from mqttlb.stack.topology import native_topology
+
+    cfg = recorded_config(state_dir)
+    if cfg is None:
+        raise AlertSendError(
+            f"no stack was started in {state_dir.resolve()} (run `make stack-up`, or pass --alertmanager and --webhook)"
+        )
+    topo = native_topology(cfg)
+    return Target(topo.alertmanager.url(), topo.webhook.url(), cfg.cluster, topo.state.webhook_audit)
+
+
+def alert_document(cluster: str, test_id: str, duration_s: float, now: datetime | None = None) -> dict[str, Any]:
+    """One ``postableAlert`` of Alertmanager's API v2: the labels that route it to the webhook and
+    mark it a test, a summary, and ``endsAt`` ``duration_s`` seconds after ``now`` (UTC)."""
+    start = now or datetime.now(UTC)
+    return {
+        "labels": {
+            ALERTNAME_LABEL: ALERT_TEST,
+            ACTION_LABEL: Action.REBALANCE.value,
+            CLUSTER_LABEL: cluster,
+            TEST_LABEL: "true",
+            TEST_ID_LABEL: test_id,
+        },
+        "annotations": {
+            "summary": "test alert sent by `mqttlb test-alert`",
+            "description": "Routed to the rebalancer webhook like a rebalance alert; the webhook records it "
+            "(audit log, mqttlb status) and changes no weight or shedding.",
+        },
+        "startsAt": start.isoformat().replace("+00:00", "Z"),
+        "endsAt": (start + timedelta(seconds=duration_s)).isoformat().replace("+00:00", "Z"),
+    }
+
+
+def send(alertmanager: str, alert: dict[str, Any], timeout: float) -> None:
+    """POST ``alert`` to ``<alertmanager>/api/v2/alerts``; raises AlertSendError unless it answers 200."""
+    endpoint = f"{alertmanager.rstrip('/')}/api/v2/alerts"
+    try:
+        answer = requests.post(endpoint, json=[alert], timeout=timeout)
+    except requests.RequestException as exc:
+        raise AlertSendError(f"Alertmanager does not answer at {endpoint}: {type(exc).__name__}") from None
+    if answer.status_code != 200:
+        raise AlertSendError(f"Alertmanager refused the test alert ({answer.status_code}): {answer.text[:200]}")
+
+
+def recorded(webhook: str, test_id: str, timeout: float) -> dict[str, Any] | None:
+    """The entry of the webhook's ``/status`` recent decisions that records ``test_id``, or None
+    (not yet, or the webhook does not answer)."""
+    try:
+        document = requests.get(f"{webhook.rstrip('/')}/status", timeout=timeout).json()
+    except (requests.RequestException, ValueError):
+        return None
+    for entry in document.get("recent", []) if isinstance(document, dict) else []:
+        if entry.get("kind") == OutcomeKind.TEST.value and test_id in entry.get("test_ids", []):
+            return dict(entry)
+    return None
+
+
+def wait_recorded(webhook: str, test_id: str, wait_s: float) -> dict[str, Any] | None:
+    """Poll :func:`recorded` every POLL_SECONDS for up to ``wait_s`` seconds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        entry = recorded(webhook, test_id, timeout=2.0)
+        if entry is not None or time.monotonic() >= deadline:
+            return entry
+        time.sleep(POLL_SECONDS)
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 86400:
+        raise ValueError(f"must be between 0 and 86400 seconds, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mqttlb test-alert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="the local stack's state dir (default .stack)"
+    )
+    parser.add_argument("--alertmanager", help="Alertmanager's base URL (default: the local stack's)")
+    parser.add_argument("--webhook", help="the webhook's base URL (default: the local stack's)")
+    parser.add_argument("--cluster", help="the alert's cluster label (default: the local stack's)")
+    parser.add_argument(
+        "--duration", type=argument_type(_seconds), default=120.0, help="seconds until the alert resolves (default 120)"
+    )
+    parser.add_argument(
+        "--wait",
+        type=argument_type(_seconds),
+        default=60.0,
+        help="seconds to wait for the webhook to record it (default 60; 0 = send and return)",
+    )
+    add_log_flags(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(build_parser(), argv)
+    try:
+        if args.alertmanager and args.webhook and args.cluster:
+            target = Target(args.alertmanager, args.webhook, args.cluster, None)
+        else:
+            local = local_target(args.state_dir)
+            target = Target(
+                args.alertmanager or local.alertmanager,
+                args.webhook or local.webhook,
+                args.cluster or local.cluster,
+                local.audit_log,
+            )
+        if args.duration <= 0:
+            raise AlertSendError("--duration must be more than 0 seconds")
+        test_id = uuid.uuid4().hex[:12]
+        send(target.alertmanager, alert_document(target.cluster, test_id, args.duration), timeout=10.0)
+    except AlertSendError as exc:
+        return refuse(exc, "mqttlb test-alert: error")
+    print(
+        f"sent {ALERT_TEST} {TEST_ID_LABEL}={test_id} (cluster {target.cluster}, {TEST_LABEL}=\"true\") to "
+        f"{target.alertmanager}; it resolves in {args.duration:.0f} s"
+    )
+    print(f"  in Alertmanager: amtool --alertmanager.url={target.alertmanager} alert query {TEST_LABEL}=true")
+    if args.wait <= 0:
+        print("  the webhook records it after Alertmanager's group_wait: `mqttlb status`")
+        return 0
+    started = time.monotonic()
+    entry = wait_recorded(target.webhook, test_id, args.wait)
+    if entry is None:
+        print(
+            f"the webhook at {target.webhook} did not record it within {args.wait:.0f} s; "
+            "see its log (.stack/logs/webhook.log) and the amtool line above"
+        )
+        return 1
+    print(f"the webhook recorded it after {time.monotonic() - started:.1f} s and moved no lever: {entry['reason']}")
+    print("  see it in `mqttlb status` (last decisions)" + (f" and {target.audit_log}" if target.audit_log else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

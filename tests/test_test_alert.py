@@ -1,0 +1,132 @@
+"""`mqttlb test-alert` and the webhook's handling of test alerts (``mqttlb_test="true"``), in process.
+
+A test alert routes like a rebalance alert (amtool on the generated Alertmanager config), reaches
+the webhook, is recorded (audit log, /status, the ``test`` action counter) and moves no lever: the
+same alert without the test label does steer the weights.  The live path (Alertmanager -> webhook)
+is in tests/test_stack_live.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from webhookhttp import AUTH, Harness, alert, build, notification
+
+from mqttlb import alertmanager_config, contract, testalert
+from mqttlb.params import load_params
+from mqttlb.webhook.firing import FiringSet, IgnoreReason
+
+HOT = {"node1": 0.95, "node2": 0.30, "node3": 0.30}
+TEST_LABELS = {contract.TEST_LABEL: "true", contract.TEST_ID_LABEL: "abc123"}
+
+
+def labelled_test_alert(**labels: str) -> dict[str, Any]:
+    return alert(contract.ALERT_TEST, None, **{**TEST_LABELS, **labels})
+
+
+def post(h: Harness, *alerts: dict[str, Any]) -> dict[str, Any]:
+    answer = h.client.post("/alerts", data=json.dumps(notification(*alerts)), headers=AUTH)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    return dict(answer.json)
+
+
+def acting_kinds(h: Harness) -> list[str]:
+    return [s.kind.value for s in h.controller.reconcile_once().steps if s.acts]
+
+
+def test_a_test_alert_is_recorded_and_moves_no_lever(tmp_path: Path) -> None:
+    h = build(tmp_path, cpu=HOT)
+    weights = dict(h.controller.state.weights)
+    answer = post(h, labelled_test_alert())
+    assert (answer["result"], answer["ignored"]) == ("unchanged", {"test": 1})
+    assert h.controller.firing.snapshot().alerts == ()
+    assert acting_kinds(h) == [] and h.controller.state.weights == weights and h.controller.state.shed_level == 0
+
+    audit = [e for e in h.controller.audit.read() if e["kind"] == contract.OutcomeKind.TEST.value]
+    assert len(audit) == 1 and audit[0]["test_ids"] == ["abc123"] and audit[0]["applied"] is False
+    assert f"{contract.ALERT_TEST}[abc123] firing" in audit[0]["reason"]
+    recent = h.client.get("/status").json["recent"]
+    assert [e["test_ids"] for e in recent if e["kind"] == "test"] == [["abc123"]]
+    assert h.metrics()[(contract.WEBHOOK_ACTIONS, (("kind", "test"),))] == 1
+
+
+def test_the_same_alert_without_the_test_label_steers(tmp_path: Path) -> None:
+    """The control: only the label keeps the webhook from acting on the very same alert."""
+    h = build(tmp_path, cpu=HOT)
+    answer = post(h, labelled_test_alert(**{contract.TEST_LABEL: "false"}))
+    assert answer["result"] == "changed"
+    assert acting_kinds(h) == [contract.OutcomeKind.REBALANCE.value]
+    assert not [e for e in h.controller.audit.read() if e["kind"] == contract.OutcomeKind.TEST.value]
+
+
+def test_a_test_alert_beside_a_real_one_records_one_and_acts_on_the_other(tmp_path: Path) -> None:
+    h = build(tmp_path, cpu=HOT)
+    answer = post(h, labelled_test_alert(), alert())
+    assert (answer["result"], answer["added"], answer["ignored"]) == ("changed", 1, {"test": 1})
+    assert [a.alertname for a in h.controller.firing.snapshot().alerts] == [contract.ALERT_CPU_HIGH]
+    assert h.metrics()[(contract.WEBHOOK_ACTIONS, (("kind", "test"),))] == 1
+
+
+def test_a_resolved_test_alert_is_recorded_too(tmp_path: Path) -> None:
+    h = build(tmp_path, cpu=HOT)
+    post(h, labelled_test_alert(status="resolved", ends_at="2027-01-15T08:02:00Z"))
+    reasons = [e["reason"] for e in h.controller.audit.read() if e["kind"] == "test"]
+    assert len(reasons) == 1 and "resolved" in reasons[0]
+
+
+def test_a_resync_from_alertmanager_leaves_test_alerts_out() -> None:
+    firing = FiringSet(refresh_ttl=60)
+    listed = {**labelled_test_alert(), "status": {"state": "active"}}
+    result = firing.replace_from_api([listed], now=datetime(2027, 1, 15, 8, 1, tzinfo=UTC).timestamp())
+    assert [i.reason for i in result.ignored] == [IgnoreReason.TEST] and firing.snapshot().alerts == ()
+
+
+def test_the_sent_alert_routes_to_the_webhook(tmp_path: Path) -> None:
+    amtool = shutil.which("amtool")
+    assert amtool is not None, "amtool is not installed (Debian package prometheus-alertmanager)"
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(alertmanager_config.render(load_params(), "http://127.0.0.1:9643/alerts", "/tmp/token"))
+    document = testalert.alert_document("local", "abc123", 120, datetime(2027, 1, 15, 8, 0, tzinfo=UTC))
+    assert (document["startsAt"], document["endsAt"]) == ("2027-01-15T08:00:00Z", "2027-01-15T08:02:00Z")
+    labels = [f"{k}={v}" for k, v in document["labels"].items()]
+    routed = subprocess.run(
+        [amtool, "config", "routes", "test", f"--config.file={config}", *labels], capture_output=True, text=True
+    )
+    assert routed.stdout.strip() == contract.RECEIVER_WEBHOOK, routed.stdout + routed.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--state-dir", "{tmp}/nowhere"], "no stack was started in"),
+        (["--alertmanager", "http://127.0.0.1:1", "--webhook", "http://127.0.0.1:1", "--cluster", "c"],
+         "Alertmanager does not answer at http://127.0.0.1:1/api/v2/alerts"),
+        (["--alertmanager", "x", "--webhook", "x", "--cluster", "c", "--duration", "0"],
+         "--duration must be more than 0 seconds"),
+    ],
+)
+def test_nothing_sent_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code = testalert.main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--wait", "-1"], "--wait: must be between 0 and 86400 seconds"),
+        (["--duration", "soon"], "--duration: could not convert string to float"),
+    ],
+)
+def test_bad_flags_are_usage_errors(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        testalert.main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
