@@ -1,14 +1,17 @@
 # mqttlb: the two commands are `make stack-up` and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# make stack-up NODES=5 (any stack setting can also come from MQTTLB_* variables)
+# make stack-up NODES=5 BROKER=hivemq (any stack setting can also come from MQTTLB_* variables)
 NODES ?=
 export NODES
+# mosquitto (the stack file's default) or hivemq: HiveMQ CE nodes; the install step then builds brokers/hivemq
+BROKER ?=
+export BROKER
 
 .PHONY: help install plugin stack-up stack-down stack-status test test-hivemq lint typecheck rules compose dashboards dashboard-images experiment bench clean
 
 help:
-	@echo "make stack-up       install what is missing, start the local stack, print addresses (NODES=n)"
+	@echo "make stack-up       install what is missing, start the local stack, print addresses (NODES=n, BROKER=hivemq)"
 	@echo "make plugin         (re)build the Mosquitto eviction plugin into $(VENV)/lib/mqttlb/ (install does it too)"
 	@echo "make stack-down     stop every process the stack started"
 	@echo "make stack-status   one line per component, then the rebalancer per node (mqttlb status); non-zero exit if any is down"

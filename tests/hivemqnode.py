@@ -1,7 +1,8 @@
 """HiveMQ CE nodes for tests: the brokers/hivemq launcher (embedded HiveMQ + mqttlb extension) on
 free loopback ports, each in its own process group, always stopped.
 
-`node_command` is the one place that says how a node is started (JVM options included);
+`node_command` is the product's command line (`mqttlb.brokers.hivemq_node.launcher_args`, JVM options
+included, as the native stack runs a node);
 `running_nodes` starts several at once and waits until each answers its availability endpoint.
 """
 
@@ -18,11 +19,11 @@ from pathlib import Path
 import requests
 from stackutil import free_port, process, wait_until
 
+from mqttlb.brokers.hivemq_node import JAR_IN_CHECKOUT, launcher_args
+
 REPO = Path(__file__).resolve().parents[1]
-JAR = REPO / "brokers" / "hivemq" / "target" / "mqttlb-hivemq.jar"
+JAR = REPO / JAR_IN_CHECKOUT
 BUILD = REPO / "brokers" / "hivemq" / "build.sh"
-# A small heap and the serial collector: a test node holds a few dozen clients.
-JVM_OPTIONS = ("-Xms64m", "-Xmx256m", "-XX:+UseSerialGC")
 TOKEN = "test-token-0123456789abcdef"
 STARTED = re.compile(rb"mqttlb-hivemq: started in (\d+) ms")
 
@@ -64,21 +65,7 @@ def auth(token: str = TOKEN) -> dict[str, str]:
 
 def node_command(mqtt_port: int, http_port: int, data_dir: Path, token_file: Path, *extra: str) -> list[str]:
     """The launcher's command line for one node on 127.0.0.1 (``extra``: more launcher options)."""
-    return [
-        "java",
-        *JVM_OPTIONS,
-        "-jar",
-        str(JAR),
-        "--mqtt-port",
-        str(mqtt_port),
-        "--http-port",
-        str(http_port),
-        "--data-dir",
-        str(data_dir),
-        "--token-file",
-        str(token_file),
-        *extra,
-    ]
+    return ["java", *launcher_args(JAR, mqtt_port, http_port, data_dir, token_file, *extra)]
 
 
 def ensure_built() -> None:

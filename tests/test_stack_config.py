@@ -10,8 +10,9 @@ import pytest
 import yaml
 from stackutil import free_ports_config
 
+from mqttlb.brokers.hivemq_node import JAR_ENV, launcher_args
 from mqttlb.stack.builders import envoy_bootstrap, envoy_connection_limit
-from mqttlb.stack.config import StackConfigError, check_binaries, find_binary, load_stack_config
+from mqttlb.stack.config import HIVEMQ_JAR, StackConfigError, check_binaries, find_binary, load_stack_config
 from mqttlb.stack.render import render_all
 from mqttlb.stack.topology import native_topology
 
@@ -158,3 +159,79 @@ def test_envoy_connection_cap_follows_the_open_files_limit_or_the_stack_file(tmp
 def test_envoy_connection_cap_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(StackConfigError, match="envoy_max_connections"):
         free_ports_config(tmp_path / "state", nodes=3, envoy_max_connections=0)
+
+
+# --- broker: hivemq -------------------------------------------------------------------------------
+def test_broker_comes_from_the_stack_file_or_broker_variables() -> None:
+    assert load_stack_config(env={}).broker == "mosquitto"
+    assert load_stack_config(env={"MQTTLB_BROKER": "hivemq"}).broker == "hivemq"
+    assert load_stack_config(env={"MQTTLB_BROKER": "mosquitto", "BROKER": "hivemq"}).broker == "hivemq"
+    with pytest.raises(StackConfigError) as caught:
+        load_stack_config(env={"BROKER": "emqx"})
+    assert str(caught.value) == (
+        "environment variable BROKER: broker: Input should be 'mosquitto' or 'hivemq' (got 'emqx')"
+    )
+
+
+def test_hivemq_http_ports_are_checked_only_for_hivemq_nodes() -> None:
+    clash = {"nodes": 3, "ports": {"broker_http_base": 9089}}  # node2's HTTP port would be Prometheus's 9090
+    assert load_stack_config(env={}, overrides=clash).broker_http_ports == []
+    with pytest.raises(StackConfigError, match=r"port clash: node2's HTTP port \(9090\) and prometheus"):
+        load_stack_config(env={}, overrides={**clash, "broker": "hivemq"})
+    with pytest.raises(StackConfigError, match=r"node1's HTTP port \(18831\) and node1 both use"):
+        load_stack_config(env={}, overrides={"broker": "hivemq", "ports": {"broker_http_base": 18831}})
+    cfg = load_stack_config(env={}, overrides={"broker": "hivemq"})
+    assert cfg.broker_http_ports == [19831, 19832, 19833]
+    assert {k: v for k, v in cfg.listening_ports().items() if k.startswith("node")} == {
+        "node1": 18831,
+        "node2": 18832,
+        "node3": 18833,
+        "node1-http": 19831,
+        "node2-http": 19832,
+        "node3-http": 19833,
+    }
+
+
+def test_hivemq_nodes_are_rendered_with_the_launcher_the_exporter_and_eviction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jar = tmp_path / "mqttlb-hivemq.jar"
+    jar.write_bytes(b"")
+    monkeypatch.setenv(JAR_ENV, str(jar))
+    binaries = check_binaries("hivemq")
+    assert (binaries[HIVEMQ_JAR], "mosquitto" in binaries) == (str(jar), False)
+    cfg = free_ports_config(tmp_path / "state", nodes=2, broker="hivemq")
+    paths, progs = render_all(cfg, binaries)
+    http = cfg.broker_http_ports
+    node1 = progs[0]
+    assert (node1.name, node1.ready_url) == ("hivemq-node1", f"http://127.0.0.1:{http[0]}/metrics")
+    assert node1.command == [
+        binaries["java"],
+        *launcher_args(jar, cfg.broker_ports[0], http[0], paths.hivemq_dir("node1"), paths.hivemq_token),
+    ]
+    assert len(paths.hivemq_token.read_text().strip()) >= 32 and paths.hivemq_token.stat().st_mode & 0o077 == 0
+    exporter = yaml.safe_load(paths.broker_exporter_yaml.read_text())["nodes"]
+    assert [(n["kind"], n["metrics_url"], "pid_file" in n) for n in exporter] == [
+        ("hivemq", f"http://127.0.0.1:{port}/metrics", False) for port in http
+    ]
+    webhook = yaml.safe_load(paths.webhook_yaml.read_text())["nodes"]
+    assert [n["eviction"] for n in webhook] == [
+        {"kind": "hivemq", "url": f"http://127.0.0.1:{port}", "token_file": str(paths.hivemq_token)} for port in http
+    ]
+    jobs = {j["job_name"]: j for j in yaml.safe_load(paths.prometheus_yaml.read_text())["scrape_configs"]}
+    assert jobs["hivemq"]["static_configs"][0]["targets"] == [f"127.0.0.1:{port}" for port in http]
+    prom = subprocess.run(
+        [binaries["promtool"], "check", "config", str(paths.prometheus_yaml)], capture_output=True, timeout=60
+    )
+    assert prom.returncode == 0, prom.stdout + prom.stderr
+    assert not (paths.root / "mosquitto").exists()
+
+
+def test_hivemq_without_the_built_jar_is_refused_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(JAR_ENV, str(tmp_path / "nope.jar"))
+    with pytest.raises(StackConfigError) as caught:
+        check_binaries("hivemq")
+    assert str(caught.value) == (
+        f"the HiveMQ launcher is not built: {tmp_path / 'nope.jar'} is missing; run `make stack-up BROKER=hivemq` "
+        f"(stack/install.sh builds it with brokers/hivemq/build.sh) or set {JAR_ENV}"
+    )

@@ -78,7 +78,7 @@ class _ErrorAnswer(_Wire):
 
 
 @dataclass(frozen=True)
-class ClientListing:
+class HivemqClientListing:
     """A ``GET /mqttlb/v1/clients`` answer: whether sessions are shared, the bounds, the clients."""
 
     shared_sessions: bool
@@ -136,12 +136,12 @@ class HivemqEvictionAdapter:
             ) from None
 
     # --- the interface -----------------------------------------------------------------------
-    def list_clients(self) -> ClientListing:
+    def list_clients(self) -> HivemqClientListing:
         """The whole ``clients`` answer; updates :attr:`shared_sessions`.  Raises EvictionError."""
         answer = self._call("GET", "clients", _ClientsAnswer, self._timeout)
         self.shared_sessions = answer.shared_sessions
         clients = tuple(ClientLoad(**row.model_dump()) for row in answer.clients)
-        return ClientListing(shared_sessions=answer.shared_sessions, limits=answer.limits, clients=clients)
+        return HivemqClientListing(shared_sessions=answer.shared_sessions, limits=answer.limits, clients=clients)
 
     def clients(self) -> list[ClientLoad]:
         """Every client connected to the node (authenticated by HiveMQ), with its inbound load: messages/s

@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "down":
             stack.down()
         elif args.command == "check":
-            check_binaries()
-            print(f"stack config OK: {cfg.nodes} nodes, state in {cfg.state_dir}")
+            check_binaries(cfg.broker)
+            print(f"stack config OK: {cfg.nodes} {cfg.broker} nodes, state in {cfg.state_dir}")
         else:
             statuses = stack.status()
             if not stack.is_running():

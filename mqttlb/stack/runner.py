@@ -24,13 +24,14 @@ import requests
 
 from mqttlb.envoy_admin import EndpointStatus, EnvoyAdminClient, EnvoyAdminError
 from mqttlb.stack.addresses import stack_addresses
-from mqttlb.stack.config import StackConfig, StackConfigError, check_binaries, recorded_config
+from mqttlb.stack.config import HIVEMQ_JAR, StackConfig, StackConfigError, check_binaries, recorded_config
 from mqttlb.stack.render import Program, programs, render_all
 from mqttlb.stack.topology import LOOPBACK, Paths, native_topology
 
 log = logging.getLogger("mqttlb.stack")
 
 READY_TIMEOUT_SECONDS = 90.0
+BROKER_NAMES = {"mosquitto": "Mosquitto", "hivemq": "HiveMQ CE"}
 STOP_TIMEOUT_SECONDS = 30.0
 
 
@@ -119,7 +120,7 @@ class Stack:
         """The programs as rendered, with bare binary names (status only needs names and addresses)."""
         return programs(
             self.topology,
-            {name: name for name in ("mosquitto", "envoy", "prometheus", "prometheus-alertmanager")},
+            {n: n for n in ("mosquitto", "java", HIVEMQ_JAR, "envoy", "prometheus", "prometheus-alertmanager")},
         )
 
     # --- up -----------------------------------------------------------------------------
@@ -134,7 +135,7 @@ class Stack:
             self.out(f"stack already running (supervisord pid {self.supervisord_pid()}); nothing changed")
             self.print_addresses()
             return
-        binaries = check_binaries()
+        binaries = check_binaries(self.cfg.broker)
         self._refuse_busy_ports()
         paths, progs = render_all(self.cfg, binaries)
         self.out(f"configs rendered into {paths.root}")
@@ -156,9 +157,7 @@ class Stack:
         self.print_addresses()
 
     def _refuse_busy_ports(self) -> None:
-        ports = {**self.cfg.ports.model_dump()}
-        ports.pop("broker_base")
-        ports.update({f"node{i}": p for i, p in enumerate(self.cfg.broker_ports, start=1)})
+        ports = self.cfg.listening_ports()
         busy = [f"{name} ({port})" for name, port in ports.items() if port_accepts(port, timeout=0.2)]
         if busy:
             raise StackConfigError(
@@ -219,7 +218,7 @@ class Stack:
         """Print every address of the running stack (mqttlb.stack.addresses), one per line."""
         cfg = self.cfg
         self.out("")
-        self.out(f"mqttlb stack '{cfg.cluster}' is up ({cfg.nodes} Mosquitto nodes, {cfg.lb_policy})")
+        self.out(f"mqttlb stack '{cfg.cluster}' is up ({cfg.nodes} {BROKER_NAMES[cfg.broker]} nodes, {cfg.lb_policy})")
         for address in stack_addresses(self.topology, self.paths.webhook_token, self.paths.logs):
             self.out(address.line())
         self.out("  stop with `make stack-down`; status with `make stack-status`")
@@ -275,8 +274,7 @@ class Stack:
         self.out("stack stopped")
 
     def listening_ports(self) -> list[int]:
-        ports = [v for k, v in self.cfg.ports.model_dump().items() if k != "broker_base"]
-        return [port for port in [*ports, *self.cfg.broker_ports] if port_accepts(port, timeout=0.2)]
+        return [port for port in self.cfg.listening_ports().values() if port_accepts(port, timeout=0.2)]
 
     def _wait_ports_released(self) -> None:
         deadline = time.monotonic() + 10

@@ -6,7 +6,8 @@ exporter, Envoy exporter, webhook) takes a Topology and nothing else, and both s
 builders:
 
 * `native_topology(cfg)`: `make stack-up` -- every process on 127.0.0.1 under supervisord, each on
-  its own port, state and configs in the stack's state dir, Mosquitto nodes, EDS from a file.
+  its own port, state and configs in the stack's state dir, Mosquitto nodes (or, with
+  ``broker: hivemq``, HiveMQ CE nodes run by the brokers/hivemq launcher), EDS from a file.
 * `compose_topology(cfg)`: `stack/docker-compose.yml` -- one container per part on a Docker
   network, reached by service name (brokers by fixed IP), HiveMQ nodes, EDS over REST from the
   webhook, configs bind-mounted at the images' usual paths and state in the ``/mqttlb`` volume.
@@ -69,8 +70,10 @@ class Switches:
         broker_base + i) or ``service-names`` (each part binds 0.0.0.0 in its own container and is
         reached by its compose service name; brokers at fixed IPs on MQTT port 1883).
     brokers: ``mosquitto`` (CPU read from /proc through a PID file, so on the same host: needs
-        ``loopback``) or ``hivemq`` (read from its Prometheus extension on port 9399 of each node's
-        own address: needs ``service-names``).
+        ``loopback``) or ``hivemq`` (read from its Prometheus exposition: with ``service-names``
+        the official extension on port 9399 of each node's own address; with ``loopback`` the
+        mqttlb extension on the node's HTTP port, ``ports.broker_http_base + i - 1``, which also
+        serves the eviction API).  The native stack takes it from the stack file's ``broker``.
     layout: where configs, data and state live -- ``state-dir`` (all under the stack's state dir)
         or ``container`` (configs mounted at the images' usual paths, state in the /mqttlb volume).
     envoy_open_files: Envoy's open-files limit (descriptors); its connection cap is derived from it
@@ -131,6 +134,15 @@ class Paths:
     def mosquitto_pid(self, node: str) -> Path:
         return self.mosquitto_dir(node) / "mosquitto.pid"
 
+    def hivemq_dir(self, node: str) -> Path:
+        """A HiveMQ node's folder (the launcher's ``--data-dir``: conf/, data/, extensions/)."""
+        return self.root / "hivemq" / node
+
+    @property
+    def hivemq_token(self) -> Path:
+        """The bearer token of every HiveMQ node's mqttlb extension API (the webhook reads it too)."""
+        return self.root / "hivemq" / "token"
+
 
 @dataclass(frozen=True)
 class Files:
@@ -181,6 +193,8 @@ class BrokerNode:
     port: int  # MQTT port at ``host`` and ``ip``
     pid_file: Path | None  # mosquitto: the exporter reads the process's CPU through it
     metrics_url: str | None  # hivemq: the Prometheus extension's exposition
+    api_url: str | None = None  # hivemq with the mqttlb extension: its HTTP API (eviction, availability)
+    http_port: int | None = None  # ... and the port it listens on (native stack: broker_http_base + i - 1)
 
     @property
     def address(self) -> str:
@@ -211,12 +225,13 @@ def fd_limit(ceiling: int = 1_048_576) -> int:
     return ceiling if hard == resource.RLIM_INFINITY or hard < 0 else min(hard, ceiling)
 
 
-def native_switches(open_files: int | None = None) -> Switches:
-    """`make stack-up`: file EDS, loopback, Mosquitto, the state dir, this host's open-files limit."""
+def native_switches(open_files: int | None = None, brokers: BrokerKind = "mosquitto") -> Switches:
+    """`make stack-up`: file EDS, loopback, ``brokers`` (the stack file's ``broker``), the state dir,
+    this host's open-files limit."""
     return Switches(
         eds="file",
         addressing="loopback",
-        brokers="mosquitto",
+        brokers=brokers,
         layout="state-dir",
         envoy_open_files=fd_limit() if open_files is None else open_files,
     )
@@ -229,7 +244,7 @@ COMPOSE_SWITCHES = Switches(
 
 def native_topology(cfg: StackConfig, open_files: int | None = None) -> Topology:
     """The native stack's topology; ``open_files`` defaults to this host's hard limit."""
-    return topology(cfg, native_switches(open_files))
+    return topology(cfg, native_switches(open_files, cfg.broker))
 
 
 def compose_topology(cfg: StackConfig) -> Topology:
@@ -243,9 +258,8 @@ def topology(cfg: StackConfig, switches: Switches) -> Topology:
     Raises TopologyError for a combination that cannot run (see `Switches`) or for more nodes than
     the compose subnet has fixed addresses for.
     """
-    needs = {"mosquitto": "loopback", "hivemq": "service-names"}[switches.brokers]
-    if switches.addressing != needs:
-        raise TopologyError(f"brokers={switches.brokers} needs addressing={needs}, not {switches.addressing}")
+    if switches.brokers == "mosquitto" and switches.addressing != "loopback":
+        raise TopologyError(f"brokers=mosquitto needs addressing=loopback, not {switches.addressing}")
     state = Paths(cfg.state_dir if switches.layout == "state-dir" else CONTAINER_STATE)
     loopback = switches.addressing == "loopback"
 
@@ -314,15 +328,31 @@ def _nodes(cfg: StackConfig, switches: Switches, state: Paths) -> tuple[BrokerNo
         places = [(f"{kind}-{node}", LOOPBACK, LOOPBACK, port) for node, port in ports]
     else:
         places = [(f"{kind}{i}", f"{kind}{i}", ip, MQTT_PORT) for i, ip in enumerate(broker_ips(cfg.nodes), start=1)]
+    if kind == "mosquitto":
+        return tuple(
+            BrokerNode(node, service, host, ip, port, pid_file=state.mosquitto_pid(node), metrics_url=None)
+            for node, (service, host, ip, port) in zip(cfg.node_names, places, strict=True)
+        )
+    if switches.addressing == "service-names":  # the official Prometheus extension of the HiveMQ image
+        return tuple(
+            BrokerNode(
+                node, service, host, ip, port, None, f"http://{host}:{HIVEMQ_METRICS_PORT}{HIVEMQ_METRICS_PATH}"
+            )
+            for node, (service, host, ip, port) in zip(cfg.node_names, places, strict=True)
+        )
+    # loopback: HiveMQ CE nodes run by the launcher, the mqttlb extension on each node's own HTTP port
+    http_ports = [cfg.ports.broker_http_base + i for i in range(cfg.nodes)]
     return tuple(
         BrokerNode(
-            name=node,
-            service=service,
-            host=host,
-            ip=ip,
-            port=port,
-            pid_file=state.mosquitto_pid(node) if kind == "mosquitto" else None,
-            metrics_url=f"http://{host}:{HIVEMQ_METRICS_PORT}{HIVEMQ_METRICS_PATH}" if kind == "hivemq" else None,
+            node,
+            service,
+            host,
+            ip,
+            port,
+            pid_file=None,
+            metrics_url=f"http://{host}:{http}{HIVEMQ_METRICS_PATH}",
+            api_url=f"http://{host}:{http}",
+            http_port=http,
         )
-        for node, (service, host, ip, port) in zip(cfg.node_names, places, strict=True)
+        for node, (service, host, ip, port), http in zip(cfg.node_names, places, http_ports, strict=True)
     )
