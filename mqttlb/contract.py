@@ -51,6 +51,7 @@ WEBHOOK_ACTIONS = "mqttlb_webhook_actions_total"  # label kind
 WEBHOOK_FAILURES = "mqttlb_webhook_action_failures_total"  # labels kind, reason
 WEBHOOK_DECISION_SECONDS = "mqttlb_webhook_decision_duration_seconds"
 WEBHOOK_WEIGHT = "mqttlb_webhook_endpoint_weight"  # labels cluster, node, endpoint
+WEBHOOK_EVICTED = "mqttlb_webhook_evicted_clients_total"  # labels node, purpose (rebalance / evacuate)
 WEBHOOK_SHED_LEVEL = "mqttlb_webhook_shed_level"  # 0 = not shedding
 WEBHOOK_PASS_SECONDS = "mqttlb_webhook_reconcile_pass_duration_seconds"
 WEBHOOK_FIRING_ALERTS = "mqttlb_webhook_firing_alerts"  # label action
@@ -168,6 +169,8 @@ class OutcomeKind(StrEnum):
     PAGE = "page"  # recorded for a human; no lever moved
     DUPLICATE = "duplicate"  # a notification already seen
     TICK = "tick"  # a periodic pass
+    EVICT = "evict"  # a batch of connected clients disconnected on one node (or named, in dry-run)
+    EVACUATE = "evacuate"  # the operator asked to empty a node (drain + evict everything, bounded)
     TEST = "test"  # a test alert (`mqttlb test-alert`) was received: recorded, no lever moved
 
 
@@ -180,10 +183,11 @@ FAILURE_REASONS: dict[str, tuple[str, ...]] = {
     "verify": ("envoy_unreachable", "weights_not_applied"),
     "shed": ("envoy", "overload_file"),
     "drain": ("last_node",),
+    "evict": ("broker", "not_configured"),  # a batch failed (nothing evicted) or the node has no eviction side
     "resync": ("alertmanager",),  # the firing set could not be rebuilt from Alertmanager's API
     "reconcile": ("exception",),  # a pass crashed (a bug): the loop goes on
     "audit": ("write",),  # the audit log could not be written (disk full or read-only): the pass goes on
     "http": ("exception",),  # an HTTP handler crashed (a bug): answered with a JSON 500
 }
-REJECT_ROUTES = ("alerts", "drain", "eds", "status", "other")  # other: any other path
+REJECT_ROUTES = ("alerts", "drain", "rebalance", "evacuate", "eds", "status", "other")  # other: any other path
 REJECT_REASONS = ("unauthorised", "too_large", "invalid_payload", "unknown_action", "wrong_route")

@@ -172,6 +172,29 @@ class PolicyParams(_Strict):
         return self
 
 
+class EvictionParams(_Strict):
+    """The evict lever: moving clients that are already connected off donor nodes (issue 14).
+
+    A node is a **donor** when its CPU is above the cluster mean by more than ``spread_target``
+    (utilisation points, 0..1), a **recipient** when below the mean.  Evicting starts automatically once
+    the cluster has been imbalanced for ``after`` without the weights reducing its max squared
+    deviation by ``min_improvement`` (a fraction), and stops when every node is within
+    ``spread_target`` of the mean.  Bounds: at most ``max_per_second`` clients/s per node, at most
+    ``max_fraction`` of a node's clients per batch, one batch per node per ``cooldown_seconds``
+    (None = the step interval: a batch's effect is measured before the next).  Persistent sessions on
+    independent brokers are evicted only with ``allow_persistent``.
+    """
+
+    enabled: bool = True
+    after: Duration = "30s"
+    min_improvement: float = Field(default=0.25, gt=0, lt=1)
+    spread_target: float = Field(default=0.05, gt=0, lt=1)
+    max_per_second: float = Field(default=20.0, gt=0, le=10000)
+    max_fraction: float = Field(default=0.25, gt=0, le=1)
+    cooldown_seconds: float | None = Field(default=None, ge=0)
+    allow_persistent: bool = False
+
+
 class Params(_Strict):
     broker_selector: Selector
     envoy_selector: Selector
@@ -194,6 +217,7 @@ class Params(_Strict):
     runbook_base_url: HttpUrl
     alertmanager: AlertmanagerTiming
     policy: PolicyParams
+    eviction: EvictionParams = Field(default_factory=EvictionParams)
 
     @model_validator(mode="after")
     def _thresholds_in_order(self) -> Params:

@@ -59,6 +59,7 @@ from mqttlb.stack.topology import Topology
 from mqttlb.webhook import controller as controller_module
 from mqttlb.webhook.cli import Rebalancer
 from mqttlb.webhook.config import load_config
+from mqttlb.webhook.eviction_policy import EvictionSettings
 from mqttlb.webhook.firing import NS_PER_MS, parse_timestamp
 from mqttlb.webhook.plan import Desired, Observation, PassResult, decide_pass
 from mqttlb.webhook.state import WebhookState
@@ -198,8 +199,9 @@ def spy_on_decide_pass(monkeypatch: pytest.MonkeyPatch, recording: Recording) ->
         timing: Any,
         nodes: list[str],
         now: float,
+        eviction: EvictionSettings | None = None,
     ) -> PassResult:
-        result = decide_pass(state, desired, observation, params, timing, nodes, now)
+        result = decide_pass(state, desired, observation, params, timing, nodes, now, eviction)
         with recording.lock:
             recording.passes.append(Pass(state.model_copy(deep=True), desired, observation, now, result))
         return result
@@ -280,7 +282,12 @@ def actions_at_start(url: str) -> dict[str, float]:
 @pytest.fixture()
 def stack(tmp_path: Path) -> Iterator[Stack]:
     cfg = free_ports_config(
-        tmp_path / "state", nodes=3, params=FAST_PARAMS, scrape_interval=SCRAPE, node_cpu_cores=0.25
+        # The hot load connects straight to node1: the evict lever (off here) would only disconnect it.
+        tmp_path / "state",
+        nodes=3,
+        params={**FAST_PARAMS, "eviction": {"enabled": False}},
+        scrape_interval=SCRAPE,
+        node_cpu_cores=0.25,
     )
     with running_stack(cfg) as running:
         yield running
@@ -400,6 +407,7 @@ def test_ha_pair_one_step_per_interval_and_same_decisions(
             controller.timing,
             config.node_names,
             recorded.now,
+            controller.eviction,
         )
         if result.weights_changed:
             replayed.append(dict(result.state.weights))

@@ -360,6 +360,7 @@ def test_status_shape(h: Harness):
         "version",
         "published_version",
         "shed_level",
+        "eviction",
         "step_seconds",
         "pass_seconds",
         "last_pass_at",

@@ -5,6 +5,11 @@ Routes:
   wake the reconcile loop; the answer counts what changed in the set (never lists the input back).
 - ``POST /drain`` (operator, bearer token): ``{"node": str, "draining": bool}`` becomes the desired
   drain state of that node; the next pass publishes it (202).
+- ``POST /rebalance`` (operator, bearer token): ``{"dry_run": bool}``: arm the evict lever now (202), or
+  name the clients each donor would lose now (200, lists them through the brokers' eviction side).
+- ``POST /evacuate`` (operator, bearer token): ``{"node": str, "evacuate": bool, "dry_run": bool}``:
+  drain the node and evict its clients batch by batch at the bounded rate (202), stop (202), or name
+  the first batch (200).
 - ``POST /v3/discovery:endpoints``: REST-JSON EDS, from the current immutable snapshot.
 - ``GET /status``: the controller's state, the firing set and the published snapshot, as JSON.
 - ``GET /metrics``, ``/healthz``, ``/readyz``, and ``GET /`` (a short page for people).
@@ -41,7 +46,9 @@ from mqttlb.webhook.payload import (
     PayloadError,
     parse_discovery_request,
     parse_drain,
+    parse_evacuate,
     parse_notification,
+    parse_rebalance,
 )
 from mqttlb.webhook.server import ErrorHook
 from mqttlb.webhook.test_alerts import record_test_alerts
@@ -49,7 +56,14 @@ from mqttlb.webhook.test_alerts import record_test_alerts
 log = logging.getLogger(__name__)
 
 #: ``route`` label of WEBHOOK_REJECTED by path (contract.REJECT_ROUTES); any other path is "other".
-ROUTES = {"/alerts": "alerts", "/drain": "drain", "/v3/discovery:endpoints": "eds", "/status": "status"}
+ROUTES = {
+    "/alerts": "alerts",
+    "/drain": "drain",
+    "/rebalance": "rebalance",
+    "/evacuate": "evacuate",
+    "/v3/discovery:endpoints": "eds",
+    "/status": "status",
+}
 OTHER_ROUTE = "other"
 
 
@@ -218,6 +232,43 @@ def create_app(controller: Controller, token: str, max_body_bytes: int) -> Flask
         except ValueError as exc:
             return reject(409, str(exc), "invalid_payload")
         return jsonify({"result": "accepted", "node": wish.node, "draining": wish.draining}), 202
+
+    @app.post("/rebalance")
+    def rebalance() -> Any:
+        body = guarded_body()
+        if not isinstance(body, bytes):
+            return body
+        try:
+            wish = parse_rebalance(body)
+        except PayloadError as exc:
+            return reject(400, str(exc))
+        try:
+            if wish.dry_run:
+                return jsonify({"result": "dry_run", "batches": controller.eviction_preview()}), 200
+            controller.request_rebalance()
+        except ValueError as exc:
+            return reject(409, str(exc), "invalid_payload")
+        return jsonify({"result": "accepted"}), 202
+
+    @app.post("/evacuate")
+    def evacuate() -> Any:
+        body = guarded_body()
+        if not isinstance(body, bytes):
+            return body
+        try:
+            wish = parse_evacuate(body)
+        except PayloadError as exc:
+            return reject(400, str(exc))
+        try:
+            if wish.dry_run:
+                batches = controller.eviction_preview(evacuate=wish.node)
+                return jsonify({"result": "dry_run", "node": wish.node, "batches": batches}), 200
+            controller.request_evacuate(wish.node, wish.evacuate)
+        except KeyError:
+            return reject(404, f"unknown node {wish.node[:100]!r}", "invalid_payload")
+        except ValueError as exc:
+            return reject(409, str(exc), "invalid_payload")
+        return jsonify({"result": "accepted", "node": wish.node, "evacuate": wish.evacuate}), 202
 
     @app.post("/v3/discovery:endpoints")
     def discovery_endpoints() -> Any:

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 
 from flask import Flask
 
+from mqttlb.brokers.eviction import EvictionError
 from mqttlb.envoy_admin import EnvoyAdminClient
 from mqttlb.logs import add_log_flags, setup_from_args
 from mqttlb.prometheus_api import PrometheusApi
 from mqttlb.webhook.app import create_app, server_error_hook
-from mqttlb.webhook.config import ConfigError, WebhookConfig, load_config, load_token
+from mqttlb.webhook.config import ConfigError, WebhookConfig, WebhookConfigError, load_config, load_token
 from mqttlb.webhook.controller import Controller
+from mqttlb.webhook.evict_lever import build_evict_lever
 from mqttlb.webhook.levers import EdsFilePublisher, EnvoyShedLever
 from mqttlb.webhook.observe import ClusterObserver
 from mqttlb.webhook.resync import Resyncer
@@ -23,6 +25,7 @@ from mqttlb.webhook.server import create_webhook_server
 from mqttlb.webhook.state import StateError
 
 log = logging.getLogger("mqttlb.webhook")
+BROKER_TIMEOUT_SECONDS = 5.0  # a broker's eviction side answers a listing within this (a batch adds its own time)
 # The HTTP server's settings (connection limit, idle timeout, threads, JSON 413) are in
 # mqttlb.webhook.server, so that tests run exactly what this command runs.
 
@@ -54,6 +57,10 @@ class Rebalancer:
     def build(cls, config: WebhookConfig, token: str | None = None) -> Rebalancer:
         timeout = config.http_timeout_seconds
         envoy = EnvoyAdminClient(config.envoy_admin, timeout=timeout)
+        try:
+            evict_lever = build_evict_lever(config.nodes, timeout=max(timeout, BROKER_TIMEOUT_SECONDS))
+        except EvictionError as exc:
+            raise WebhookConfigError(f"nodes[].eviction: {exc}") from None
         controller = Controller.from_config(
             config,
             observer=ClusterObserver(
@@ -65,6 +72,7 @@ class Rebalancer:
             ),
             publisher=EdsFilePublisher(config.eds_path),
             shed_lever=EnvoyShedLever(envoy, config.envoy_cluster, config.overload_file),
+            evict_lever=evict_lever,
         )
         resyncer = Resyncer(
             config.alertmanager_urls,

@@ -37,9 +37,20 @@ from mqttlb.webhook import shedding
 from mqttlb.webhook.audit import AuditLog
 from mqttlb.webhook.config import WebhookConfig
 from mqttlb.webhook.eds import Endpoint, cluster_load_assignment, discovery_response
+from mqttlb.webhook.evict_lever import EVACUATE, REBALANCE, BatchOutcome, EvictLever
+from mqttlb.webhook.eviction_policy import EvictionIntent, eviction_settings, intent, spread_of
 from mqttlb.webhook.firing import FiringSet
 from mqttlb.webhook.metrics import WebhookMetrics
-from mqttlb.webhook.plan import Desired, Observation, PassResult, Step, Timing, decide_pass, timing_for
+from mqttlb.webhook.plan import (
+    Desired,
+    Observation,
+    PassResult,
+    Step,
+    Timing,
+    decide_pass,
+    taking_part_cpu,
+    timing_for,
+)
 from mqttlb.webhook.state import StateError, WebhookState, check_state, load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -150,6 +161,7 @@ class Controller:
         shed_lever: ShedLever,
         audit: AuditLog,
         metrics: WebhookMetrics,
+        evict_lever: EvictLever | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
@@ -164,6 +176,12 @@ class Controller:
         self.clock = clock
         self.timing: Timing = timing_for(params, config.scrape_interval_seconds)
         self.pass_seconds = self.timing.pass_seconds
+        self.eviction = eviction_settings(params, self.timing.step_seconds, self.timing.pass_seconds)
+        self.evict_lever = evict_lever
+        self._rebalance_requested = False
+        self._evacuations: dict[str, bool] = {}  # desired evacuation changes not yet reconciled
+        self._last_eviction_wait: str | None = None
+        metrics.start_nodes(config.node_names, (REBALANCE, EVACUATE))
         self._state = WebhookState()
         self._snapshot: Snapshot | None = None
         self._pass_lock = threading.Lock()  # one pass at a time (the loop, start, drains)
@@ -186,6 +204,7 @@ class Controller:
         observer: Observer,
         publisher: Publisher,
         shed_lever: ShedLever,
+        evict_lever: EvictLever | None = None,
         clock: Callable[[], float] = time.time,
     ) -> Controller:
         """A controller (not started) wired from ``config`` and the given levers: the config's
@@ -204,6 +223,7 @@ class Controller:
             shed_lever=shed_lever,
             audit=AuditLog(config.audit_log),
             metrics=WebhookMetrics(),
+            evict_lever=evict_lever,
             clock=clock,
         )
 
@@ -241,6 +261,70 @@ class Controller:
                 raise ValueError("refusing to drain the last node that takes connections")
             self._drains[node] = draining
         self.wake()
+
+    def evict_available(self) -> str | None:
+        """Why the evict lever cannot act (None when it can): it is off in the parameters, or no node
+        of the config has an eviction side."""
+        if not self.eviction.params.enabled:
+            return "the evict lever is off (eviction.enabled: false)"
+        if self.evict_lever is None or not self.evict_lever.adapters:
+            return "no node has an eviction side configured (nodes[].eviction)"
+        return None
+
+    def request_rebalance(self) -> None:
+        """The operator's "rebalance now": the next pass arms the evict lever (no ``after`` wait); it
+        steers the weights first and evicts from the donors until the spread is inside its target.
+
+        Raises ValueError (nothing recorded) when the lever cannot act (:meth:`evict_available`)."""
+        why = self.evict_available()
+        if why is not None:
+            raise ValueError(why)
+        with self._drain_lock:
+            self._rebalance_requested = True
+        self.wake()
+
+    def request_evacuate(self, node: str, evacuate: bool) -> None:
+        """Evacuate ``node`` (drain it, then evict every evictable client at the bounded rate) or stop
+        evacuating it (the node stays drained until undrained).
+
+        Raises KeyError for an unknown node, ValueError when the lever cannot act or when the node is the
+        last one taking connections (nothing recorded then)."""
+        if node not in self.config.node_names:
+            raise KeyError(node)
+        if evacuate:
+            if self.evict_lever is None or node not in self.evict_lever.adapters:
+                raise ValueError(f"{node} has no eviction side configured (nodes[].eviction)")
+            self.request_drain(node, True)
+        with self._drain_lock:
+            self._evacuations[node] = evacuate
+        self.wake()
+
+    def eviction_preview(self, evacuate: str | None = None) -> list[dict[str, Any]]:
+        """Who would go now, nobody disconnected: each donor's batch as if the lever were armed (or the
+        first batch of evacuating ``evacuate``), from the last observation.  Lists the brokers' clients.
+
+        Raises ValueError when the lever cannot act or nothing was observed yet, KeyError for an unknown
+        node."""
+        why = self.evict_available()
+        if why is not None:
+            raise ValueError(why)
+        if evacuate is not None and evacuate not in self.config.node_names:
+            raise KeyError(evacuate)
+        seen, state = self._last_observation, self._state
+        if seen is None:
+            raise ValueError("nothing observed yet: try again after the first pass")
+        assert self.evict_lever is not None
+        cpu = taking_part_cpu(state, seen, self.policy, self.config.node_names)
+        if evacuate is not None:
+            plan = EvictionIntent(evacuate=(evacuate,), reason="evacuation (dry run)")
+        else:
+            plan = intent(spread_of(cpu), cpu, state.weights, armed=True, reason="operator request (dry run)",
+                          evacuating=(), last_eviction={}, cooldown_seconds=0.0, params=self.eviction.params,
+                          now=self.clock(), weights_first=False)
+            if plan.waiting is not None:
+                return [{"waiting": plan.waiting, "recipients": list(plan.recipients)}]
+        outcomes = self.evict_lever.carry_out(plan, self.eviction, dry_run=True)
+        return [{**o.as_dict(), **({"error": o.error} if o.error else {})} for o in outcomes]
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
@@ -308,10 +392,22 @@ class Controller:
                 log.warning("pass skipped: cannot observe the cluster (%s): %s", exc.reason, exc)
                 return PassReport((), None, (exc.reason,))
             state, drain_steps, wishes = self._with_drains(self._state)
+            state, evacuation_steps = self._with_evacuations(state)
             try:
                 desired = self._desired(now)
-                result = decide_pass(state, desired, observation, self.policy, self.timing, self.config.node_names, now)
-                report = self._act(state, result, now, drain_steps)
+                result = decide_pass(
+                    state,
+                    desired,
+                    observation,
+                    self.policy,
+                    self.timing,
+                    self.config.node_names,
+                    now,
+                    eviction=self.eviction if self.evict_lever is not None else None,
+                )
+                report = self._act(state, result, now, drain_steps + evacuation_steps)
+                if not report.failures:  # the weights of this pass are applied: the evicted land right
+                    self._carry_out(result.eviction)
             finally:
                 self._requeue_drains(wishes)
             self.metrics.pass_seconds.observe(time.perf_counter() - started)
@@ -327,10 +423,13 @@ class Controller:
         by_action = {action: [a for a in alerts if a.action is action] for action in (Action.REBALANCE, Action.SHED)}
         for action, firing in by_action.items():
             self.metrics.firing.labels(action.value).set(len(firing))
+        with self._drain_lock:
+            requested, self._rebalance_requested = self._rebalance_requested, False
         return Desired(
             rebalance_firing=bool(by_action[Action.REBALANCE]),
             shed_firing=bool(by_action[Action.SHED]),
             firing_alerts=tuple(sorted({a.alertname for a in alerts})),
+            rebalance_requested=requested,
         )
 
     def _with_drains(self, state: WebhookState) -> tuple[WebhookState, tuple[Step, ...], dict[str, bool]]:
@@ -360,6 +459,68 @@ class Controller:
         )
         return new, (step,), wishes
 
+    def _with_evacuations(self, state: WebhookState) -> tuple[WebhookState, tuple[Step, ...]]:
+        """``state`` with the evacuation wishes taken (a node to evacuate is draining already: its drain
+        wish went first), and an EVACUATE step per node started."""
+        with self._drain_lock:
+            wishes, self._evacuations = self._evacuations, {}
+        evacuating = set(state.evacuating)
+        for node, flag in wishes.items():
+            if flag and node not in state.draining:
+                with self._drain_lock:  # its drain is not committed yet: try again next pass
+                    self._evacuations.setdefault(node, flag)
+                continue
+            (evacuating.add if flag else evacuating.discard)(node)
+        if sorted(evacuating) == sorted(state.evacuating):
+            return state, ()
+        new = state.model_copy(deep=True)
+        new.evacuating = sorted(evacuating)
+        started = sorted(evacuating - set(state.evacuating))
+        steps = tuple(
+            Step(OutcomeKind.EVACUATE, "operator request", {"evacuating": list(state.evacuating)},
+                 {"evacuating": new.evacuating, "node": node})
+            for node in started
+        )
+        return new, steps
+
+    def _carry_out(self, intent: EvictionIntent) -> None:
+        """Run the evict lever on this pass's intent: one audited batch per node; an evacuation whose
+        node has nothing evictable left ends (the node stays drained)."""
+        if intent.waiting != self._last_eviction_wait and intent.waiting is not None:
+            log.info("evict lever waiting: %s", intent.waiting)
+        self._last_eviction_wait = intent.waiting
+        if self.evict_lever is None or not intent.acts:
+            return
+        outcomes = self.evict_lever.carry_out(intent, self.eviction, dry_run=self.config.dry_run)
+        for outcome in outcomes:
+            self._record_batch(outcome, intent)
+            if outcome.purpose == EVACUATE and outcome.error is None and outcome.remaining == 0:
+                with self._drain_lock:
+                    self._evacuations.setdefault(outcome.node, False)
+                self.wake()
+
+    def _record_batch(self, outcome: BatchOutcome, intent: EvictionIntent) -> None:
+        if outcome.error is not None:
+            reason = "not_configured" if outcome.error == "no eviction side configured" else "broker"
+            self.metrics.failures.labels("evict", reason).inc()
+        if not outcome.chosen and outcome.error is None:
+            return  # nothing to take on this node this pass (the waiting reason is logged)
+        why = intent.reason if outcome.purpose == REBALANCE else "evacuation (operator request)"
+        step = Step(
+            OutcomeKind.EVICT,
+            f"{outcome.purpose} {outcome.node}: {why}",
+            {"node": outcome.node, "surplus": round(outcome.surplus, 4)},
+            outcome.as_dict(),
+            {"recipients": list(intent.recipients), **({"answer": outcome.details["answer"]}
+                                                       if "answer" in outcome.details else {})},
+        )
+        if outcome.error is not None:
+            self._record((step,), dry_run=outcome.dry_run, error=outcome.error)
+            return
+        self._record((step,), dry_run=outcome.dry_run)
+        if not outcome.dry_run:
+            self.metrics.evicted.labels(outcome.node, outcome.purpose).inc(len(outcome.evicted))
+
     def _requeue_drains(self, wishes: Mapping[str, bool]) -> None:
         """Wishes the pass did not commit (the state could not be saved) stay desired for the next pass,
         unless a newer wish for the node came in meanwhile."""
@@ -385,7 +546,9 @@ class Controller:
         snapshot_changed = (
             new.weights != self._state.weights or new.draining != self._state.draining or self._snapshot is None
         )
-        if snapshot_changed or new.shed_level != self._state.shed_level:
+        # An eviction decision (its cooldown) and an evacuation change are state worth keeping too.
+        state_changed = new.evacuating != self._state.evacuating or bool(result.eviction.donors)
+        if snapshot_changed or state_changed or new.shed_level != self._state.shed_level:
             new = new.model_copy(update={"version": self._state.version + 1})
             try:
                 self._commit(new)
@@ -552,6 +715,7 @@ class Controller:
             "version": state.version,
             "published_version": snap.version if snap else None,
             "shed_level": state.shed_level,
+            "eviction": self._eviction_status(state, seen),
             "step_seconds": self.timing.step_seconds,
             "pass_seconds": self.pass_seconds,
             "last_pass_at": self.last_pass_at,
@@ -560,6 +724,21 @@ class Controller:
             .as_json(self.clock())["clusters"]
             .get(self.config.cluster, {"rebalance_firing": False, "shed_firing": False, "nodes_hot": [], "alerts": []}),
             "recent": list(self._recent),
+        }
+
+    def _eviction_status(self, state: WebhookState, seen: Observation | None) -> dict[str, Any]:
+        spread = spread_of(taking_part_cpu(state, seen, self.policy, self.config.node_names)) if seen else None
+        return {
+            "available": self.evict_available() is None,
+            "unavailable_reason": self.evict_available(),
+            "armed": state.evict_armed,
+            "reason": state.evict_reason,
+            "imbalanced_since": state.evict_since,
+            "waiting": self._last_eviction_wait,
+            "evacuating": list(state.evacuating),
+            "last_batch": dict(state.last_eviction),
+            "max_squared_deviation": None if spread is None else round(spread.max_squared_deviation, 4),
+            "spread_target": self.eviction.params.spread_target,
         }
 
 

@@ -51,12 +51,23 @@ class WebhookMetrics:
             "Time of one reconcile pass: read Prometheus and Envoy, decide, commit, publish, verify",
             PASS_BUCKETS,
         )
+        self.evicted = self._counter(
+            contract.WEBHOOK_EVICTED,
+            "Connected clients the evict lever disconnected, by node and purpose (rebalance, evacuate)",
+            ["node", "purpose"],
+        )
         self.firing = self._gauge(
             contract.WEBHOOK_FIRING_ALERTS,
             "Rebalance/shed alerts in the controller's firing set, by action",
             ["action"],
         )
         self._start_at_zero()
+
+    def start_nodes(self, nodes: Sequence[str], purposes: Sequence[str]) -> None:
+        """Export the per-node counters at 0 for every node and purpose (the node set is the config's)."""
+        for node in nodes:
+            for purpose in purposes:
+                self.evicted.labels(node, purpose)
 
     def _counter(self, name: str, documentation: str, labels: Sequence[str]) -> Counter:
         """A counter in this registry exposed as ``name`` (which ends in ``_total``: prometheus-client

@@ -89,6 +89,23 @@ class DrainRequest(BaseModel):
     draining: bool
 
 
+class RebalanceRequest(BaseModel):
+    """``POST /rebalance``: arm the evict lever now, or (``dry_run``) name who would go."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    dry_run: bool = False
+
+
+class EvacuateRequest(BaseModel):
+    """``POST /evacuate``: empty ``node`` (drain + evict everything, bounded), stop (``evacuate`` false),
+    or (``dry_run``) name who would go in the first batch."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    node: str = Field(min_length=1, max_length=253)
+    evacuate: bool = True
+    dry_run: bool = False
+
+
 class DiscoveryRequest(BaseModel):
     """The fields of Envoy's REST ``DiscoveryRequest`` the webhook reads (proto3 JSON: either spelling).
 
@@ -157,6 +174,19 @@ def parse_notification(body: bytes) -> Notification:
 def parse_drain(body: bytes) -> DrainRequest:
     """``POST /drain``: ``{"node": str, "draining": bool}``; raises PayloadError (400)."""
     request: DrainRequest = _validate(DrainRequest, load_json(body), "drain request")
+    return request
+
+
+def parse_rebalance(body: bytes) -> RebalanceRequest:
+    """``POST /rebalance``: ``{}`` or ``{"dry_run": bool}``; raises PayloadError (400)."""
+    request: RebalanceRequest = _validate(RebalanceRequest, load_json(body or b"{}"), "rebalance request")
+    return request
+
+
+def parse_evacuate(body: bytes) -> EvacuateRequest:
+    """``POST /evacuate``: ``{"node": str, "evacuate": bool = true, "dry_run": bool = false}``; raises
+    PayloadError (400)."""
+    request: EvacuateRequest = _validate(EvacuateRequest, load_json(body), "evacuate request")
     return request
 
 

@@ -34,7 +34,8 @@ from typing import Any
 
 from mqttlb.contract import OutcomeKind
 from mqttlb.params import Params, PolicyParams, duration_seconds, step_interval_seconds
-from mqttlb.webhook import policy, shedding
+from mqttlb.webhook import eviction_policy, policy, shedding
+from mqttlb.webhook.eviction_policy import EvictionIntent, EvictionSettings
 from mqttlb.webhook.policy import NodeSample
 from mqttlb.webhook.state import WebhookState
 
@@ -63,6 +64,7 @@ class Desired:
     rebalance_firing: bool
     shed_firing: bool
     firing_alerts: tuple[str, ...] = ()  # alert names, for the reasons
+    rebalance_requested: bool = False  # the operator asked to rebalance now (arms the evict lever)
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ class PassResult:
 
     state: WebhookState
     steps: tuple[Step, ...]
+    eviction: EvictionIntent = EvictionIntent()
 
     @property
     def weights_changed(self) -> bool:
@@ -278,21 +281,31 @@ def decide_pass(
     timing: Timing,
     nodes: list[str],
     now: float,
+    eviction: EvictionSettings | None = None,
 ) -> PassResult:
-    """Decide one pass over every node of the cluster.  ``state`` is not modified."""
+    """Decide one pass over every node of the cluster.  ``state`` is not modified.
+
+    ``eviction``: the evict lever's settings (None: the lever is off; operator evacuations still go on).
+    The result's ``eviction`` intent names the donors and nodes to evacuate; the controller's evict
+    lever carries it out after the weights of this pass are applied."""
     new = state.model_copy(deep=True)
     steps: list[Step] = []
     new.hot_since, new.hot_excess, hot = early_hot(state, observation, timing, nodes, now)
     new.hot_checked = now if hot else None
     # The small tolerance keeps a saturated node's episode at exactly early_steer_for from missing by a rounding.
     early = bool(hot) and new.hot_excess >= early_steer_excess(timing) - 1e-9
-    if desired.rebalance_firing or early:
-        why = (
-            f"{', '.join(a for a in desired.firing_alerts) or 'rebalance alert'} firing"
-            if desired.rebalance_firing
-            else f"early steer: short-window CPU of {', '.join(hot)} above {timing.cpu_high} "
-            f"for {now - (new.hot_since or now):.0f}s (excess {new.hot_excess:.2f} utilisation-seconds)"
-        )
+    cpu = taking_part_cpu(state, observation, params, nodes)
+    _next_episode(state, new, desired, cpu, eviction, now)
+    if desired.rebalance_firing or early or new.evict_armed:
+        if desired.rebalance_firing:
+            why = f"{', '.join(a for a in desired.firing_alerts) or 'rebalance alert'} firing"
+        elif early:
+            why = (
+                f"early steer: short-window CPU of {', '.join(hot)} above {timing.cpu_high} "
+                f"for {now - (new.hot_since or now):.0f}s (excess {new.hot_excess:.2f} utilisation-seconds)"
+            )
+        else:
+            why = f"evicting ({new.evict_reason}): weights favour the recipients first"
         steps.append(_steer(state, new, observation, params, timing, nodes, now, why))
     else:
         recover = _recover(state, new, observation, params, timing, now)
@@ -301,8 +314,89 @@ def decide_pass(
     shed = _shed(state, new, desired, observation, params, timing, now)
     if shed is not None:
         steps.append(shed)
-    result_state = new if any(s.acts for s in steps) else _carry(state, new)
-    return PassResult(result_state, tuple(steps))
+    intent = _eviction_intent(state, new, cpu, eviction, now)
+    for donor in intent.donors:  # the cooldown runs from the decision, whatever the broker answers
+        new.last_eviction[donor.node] = now
+    acts = any(s.acts for s in steps) or bool(intent.donors)
+    result_state = new if acts else _carry(state, new)
+    return PassResult(result_state, tuple(steps), intent)
+
+
+def taking_part_cpu(
+    state: WebhookState, observation: Observation, params: PolicyParams, nodes: list[str]
+) -> dict[str, float]:
+    """Rate-window CPU (0..1) of the nodes that take part in balancing: a fresh, finite sample, not down,
+    not draining."""
+    cpu = {}
+    for node in nodes:
+        sample = observation.samples.get(node)
+        if (
+            sample is None
+            or sample.cpu is None
+            or not math.isfinite(sample.cpu)
+            or sample.age_seconds is None
+            or sample.age_seconds > params.sample_max_age_seconds
+            or node in observation.down
+            or node in state.draining
+        ):
+            continue
+        cpu[node] = sample.cpu
+    return cpu
+
+
+def _next_episode(
+    state: WebhookState,
+    new: WebhookState,
+    desired: Desired,
+    cpu: Mapping[str, float],
+    settings: EvictionSettings | None,
+    now: float,
+) -> None:
+    """Advance the evict lever's automatic trigger (``eviction_policy.next_episode``) into ``new``."""
+    if settings is None or not settings.params.enabled:
+        new.evict_since, new.evict_mark, new.evict_armed, new.evict_reason = None, None, False, ""
+        return
+    spread = eviction_policy.spread_of(cpu)
+    episode = eviction_policy.next_episode(
+        eviction_policy.Episode(state.evict_since, state.evict_mark, state.evict_armed, state.evict_reason),
+        spread,
+        imbalanced=desired.rebalance_firing or eviction_policy.imbalanced(spread, settings),
+        requested=desired.rebalance_requested,
+        params=settings.params,
+        after_seconds=settings.after_seconds,
+        now=now,
+    )
+    new.evict_since, new.evict_mark, new.evict_armed, new.evict_reason = (
+        episode.since,
+        episode.mark,
+        episode.armed,
+        episode.reason,
+    )
+
+
+def _eviction_intent(
+    state: WebhookState,
+    new: WebhookState,
+    cpu: Mapping[str, float],
+    settings: EvictionSettings | None,
+    now: float,
+) -> EvictionIntent:
+    """Donors of this pass (with the weights as this pass leaves them) and the evacuations under way."""
+    evacuating = new.evacuating
+    if settings is None or not settings.params.enabled:
+        return EvictionIntent(evacuate=tuple(sorted(evacuating)), reason="evacuation" if evacuating else "")
+    return eviction_policy.intent(
+        eviction_policy.spread_of(cpu),
+        cpu,
+        new.weights,
+        armed=new.evict_armed,
+        reason=new.evict_reason,
+        evacuating=evacuating,
+        last_eviction=state.last_eviction,
+        cooldown_seconds=settings.cooldown_seconds,
+        params=settings.params,
+        now=now,
+    )
 
 
 def _carry(state: WebhookState, new: WebhookState) -> WebhookState:
@@ -312,4 +406,6 @@ def _carry(state: WebhookState, new: WebhookState) -> WebhookState:
     kept.hot_since = new.hot_since
     kept.hot_excess = new.hot_excess
     kept.hot_checked = new.hot_checked
+    kept.evict_since, kept.evict_mark = new.evict_since, new.evict_mark
+    kept.evict_armed, kept.evict_reason = new.evict_armed, new.evict_reason
     return kept

@@ -43,6 +43,14 @@ class WebhookState(BaseModel):
     # it was last added to.
     hot_excess: float = Field(default=0.0, ge=0)
     hot_checked: float | None = None
+    # The evict lever (mqttlb.webhook.eviction_policy.Episode, flattened), the last batch per node,
+    # and the nodes the operator asked to evacuate (drained, emptied batch by batch).
+    evict_since: float | None = None
+    evict_mark: float | None = Field(default=None, ge=0)
+    evict_armed: bool = False
+    evict_reason: str = ""
+    last_eviction: dict[str, float] = Field(default_factory=dict)
+    evacuating: list[str] = Field(default_factory=list)
 
 
 def check_state(state: WebhookState, nodes: list[str], params: PolicyParams) -> None:

@@ -1,0 +1,201 @@
+"""The evict lever: carries out one pass's :class:`~mqttlb.webhook.eviction_policy.EvictionIntent`.
+
+For each donor (and each node being evacuated), concurrently: list the node's clients through its
+broker adapter (``mqttlb.brokers.control``), choose the victims (pure, ``eviction_policy``), and ask
+the broker to disconnect them at the bounded rate, MQTT 5 clients with reason code 0x9C "Use another
+server".  In dry-run the victims are named and nobody is disconnected.  One batch per node per pass;
+a batch takes at most ``batch_seconds`` (``max_per_second x batch_seconds`` clients), so the loop
+stays responsive.  Adapter only: every failure becomes a :class:`BatchOutcome` with ``error`` set.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from mqttlb.brokers.control import open_adapter
+from mqttlb.brokers.eviction import REASON_USE_ANOTHER_SERVER, EvictionAdapter, EvictionError
+from mqttlb.webhook import eviction_policy
+from mqttlb.webhook.config import WebhookNodeConfig
+from mqttlb.webhook.eviction_policy import Donor, EvictionIntent, EvictionSettings, VictimChoice
+
+log = logging.getLogger(__name__)
+
+REBALANCE = "rebalance"
+EVACUATE = "evacuate"
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """One batch on one node.  ``purpose``: ``rebalance`` or ``evacuate``; ``chosen``: the victims;
+    ``evicted`` / ``unknown`` / ``refused``: the broker's answer (empty in dry-run); ``load``: the CPU
+    (utilisation) the victims carried, ``surplus`` the donor's (0 for an evacuation); ``remaining``:
+    evictable clients left on the node after the batch (an evacuation is complete at 0); ``error``:
+    why the batch failed (nothing was evicted then)."""
+
+    node: str
+    purpose: str
+    chosen: tuple[str, ...] = ()
+    evicted: tuple[str, ...] = ()
+    unknown: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()
+    load: float = 0.0
+    surplus: float = 0.0
+    clients: int = 0
+    remaining: int = 0
+    bound: int = 0
+    skipped_persistent: int = 0
+    skipped_heavy: int = 0
+    dry_run: bool = False
+    error: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "purpose": self.purpose,
+            "count": len(self.evicted) if not self.dry_run else len(self.chosen),
+            "clients": list(self.chosen),
+            "evicted": len(self.evicted),
+            "unknown": len(self.unknown),
+            "refused": len(self.refused),
+            "load_moved": round(self.load, 4),
+            "surplus": round(self.surplus, 4),
+            "node_clients": self.clients,
+            "remaining": self.remaining,
+            "bound": self.bound,
+            "skipped_persistent": self.skipped_persistent,
+            "skipped_heavy": self.skipped_heavy,
+        }
+
+
+class EvictLever:
+    """Carries out eviction intents on the nodes in ``adapters`` (node -> its broker adapter).
+
+    ``reason_code``: the MQTT 5 DISCONNECT reason; ``server_reference``: sent with it when set (None:
+    clients come back through Envoy's one address)."""
+
+    def __init__(
+        self,
+        adapters: Mapping[str, EvictionAdapter],
+        *,
+        reason_code: int = REASON_USE_ANOTHER_SERVER,
+        server_reference: str | None = None,
+    ) -> None:
+        self.adapters = dict(adapters)
+        self.reason_code = reason_code
+        self.server_reference = server_reference
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.adapters)), thread_name_prefix="evict")
+
+    def close(self) -> None:
+        """Stop the workers and close the adapters that hold a connection."""
+        self._pool.shutdown(wait=True)
+        for adapter in self.adapters.values():
+            close = getattr(adapter, "close", None)
+            if callable(close):
+                close()
+
+    def carry_out(self, intent: EvictionIntent, settings: EvictionSettings, *, dry_run: bool) -> list[BatchOutcome]:
+        """One batch per donor and per node being evacuated, concurrently; returns when all are done."""
+        jobs: list[Callable[[], BatchOutcome]] = [
+            functools.partial(self._rebalance, donor, intent, settings, dry_run) for donor in intent.donors
+        ]
+        jobs += [functools.partial(self._evacuate, node, settings, dry_run) for node in intent.evacuate]
+        return list(self._pool.map(lambda job: job(), jobs))
+
+    def _adapter(self, node: str) -> EvictionAdapter | None:
+        return self.adapters.get(node)
+
+    def _rebalance(
+        self, donor: Donor, intent: EvictionIntent, settings: EvictionSettings, dry_run: bool
+    ) -> BatchOutcome:
+        adapter = self._adapter(donor.node)
+        if adapter is None:
+            return BatchOutcome(donor.node, REBALANCE, surplus=donor.surplus, error="no eviction side configured")
+        try:
+            clients = adapter.clients()
+        except EvictionError as exc:
+            return BatchOutcome(donor.node, REBALANCE, surplus=donor.surplus, error=str(exc))
+        choice = eviction_policy.choose_victims(
+            donor.cpu,
+            donor.surplus,
+            clients,
+            room=intent.room,
+            shared_sessions=adapter.shared_sessions,
+            params=settings.params,
+            batch_seconds=settings.batch_seconds,
+        )
+        return self._evict(adapter, donor.node, REBALANCE, choice, len(clients), donor.surplus, settings, dry_run)
+
+    def _evacuate(self, node: str, settings: EvictionSettings, dry_run: bool) -> BatchOutcome:
+        adapter = self._adapter(node)
+        if adapter is None:
+            return BatchOutcome(node, EVACUATE, error="no eviction side configured")
+        try:
+            clients = adapter.clients()
+        except EvictionError as exc:
+            return BatchOutcome(node, EVACUATE, error=str(exc))
+        choice = eviction_policy.evacuation_victims(
+            clients,
+            shared_sessions=adapter.shared_sessions,
+            params=settings.params,
+            batch_seconds=settings.batch_seconds,
+        )
+        return self._evict(adapter, node, EVACUATE, choice, len(clients), 0.0, settings, dry_run)
+
+    def _evict(
+        self,
+        adapter: EvictionAdapter,
+        node: str,
+        purpose: str,
+        choice: VictimChoice,
+        client_count: int,
+        surplus: float,
+        settings: EvictionSettings,
+        dry_run: bool,
+    ) -> BatchOutcome:
+        evictable = choice.eligible
+        common: dict[str, Any] = {
+            "node": node,
+            "purpose": purpose,
+            "chosen": choice.clients,
+            "load": choice.load,
+            "surplus": surplus,
+            "clients": client_count,
+            "bound": choice.bound,
+            "skipped_persistent": choice.skipped_persistent,
+            "skipped_heavy": choice.skipped_heavy,
+        }
+        if dry_run or not choice.clients:
+            remaining = max(0, evictable) if dry_run else max(0, evictable - len(choice.clients))
+            return BatchOutcome(**common, remaining=remaining, dry_run=dry_run)
+        try:
+            result = adapter.evict(
+                choice.clients,
+                max_per_second=settings.params.max_per_second,
+                reason_code=self.reason_code,
+                server_reference=self.server_reference,
+                allow_persistent=settings.params.allow_persistent,
+            )
+        except EvictionError as exc:
+            log.warning("eviction on %s failed: %s", node, exc)
+            return BatchOutcome(**common, remaining=max(0, evictable), error=str(exc))
+        return BatchOutcome(
+            **common,
+            evicted=result.evicted,
+            unknown=result.unknown,
+            refused=result.refused,
+            remaining=max(0, evictable - len(result.evicted) - len(result.unknown)),
+            details={"answer": result.reason},
+        )
+
+
+def build_evict_lever(nodes: Sequence[WebhookNodeConfig], timeout: float) -> EvictLever | None:
+    """The lever for the config's ``nodes`` that have an ``eviction`` block (None when none has one);
+    ``timeout``: seconds per broker request.  Raises EvictionError when a secret file is unreadable."""
+    adapters = {n.name: open_adapter(n.host, n.port, n.eviction, timeout) for n in nodes if n.eviction is not None}
+    return EvictLever(adapters) if adapters else None

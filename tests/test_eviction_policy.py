@@ -1,0 +1,261 @@
+"""The evict lever's pure policy (mqttlb.webhook.eviction_policy) and its place in decide_pass.
+
+Property tests (hypothesis) for the invariants the issue names: victims' load adds up to at most the
+surplus, never a client heavier than the surplus, bounds hold, persistent sessions stay on
+independent brokers, never a donor that is not above the mean; table tests for the trigger.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mqttlb import contract
+from mqttlb.brokers.eviction import ClientLoad
+from mqttlb.params import EvictionParams, load_params
+from mqttlb.webhook import eviction_policy as ep
+from mqttlb.webhook.plan import Desired, Observation, decide_pass, timing_for
+from mqttlb.webhook.policy import NodeSample
+from mqttlb.webhook.state import WebhookState
+
+PARAMS = load_params()
+EV = PARAMS.eviction
+TIMING = timing_for(PARAMS, 5.0)
+SETTINGS = ep.eviction_settings(PARAMS, TIMING.step_seconds, TIMING.pass_seconds)
+NODES = ["node1", "node2", "node3"]
+NOW = 1_000_000.0
+
+
+def client(i: int, rate: float, persistent: bool = False, prefix: str = "c") -> ClientLoad:
+    return ClientLoad(f"{prefix}{i}", rate, rate * 100, persistent, 4, 60.0)
+
+
+clients_strategy = st.lists(
+    st.tuples(st.floats(min_value=0, max_value=500), st.booleans()), min_size=0, max_size=300
+).map(lambda items: [client(i, rate, persistent) for i, (rate, persistent) in enumerate(items)])
+
+
+# ----------------------------------------------------------------------------- victims
+@settings(max_examples=200, deadline=None)
+@given(
+    clients=clients_strategy,
+    node_cpu=st.floats(min_value=0.01, max_value=2.0),
+    surplus=st.floats(min_value=0.0, max_value=1.0),
+    room=st.floats(min_value=0.0, max_value=1.0),
+    shared=st.booleans(),
+    allow=st.booleans(),
+    max_fraction=st.floats(min_value=0.01, max_value=1.0),
+    max_per_second=st.floats(min_value=0.5, max_value=200),
+)
+def test_victims_add_up_to_at_most_the_surplus_within_bounds(
+    clients: list[ClientLoad],
+    node_cpu: float,
+    surplus: float,
+    room: float,
+    shared: bool,
+    allow: bool,
+    max_fraction: float,
+    max_per_second: float,
+) -> None:
+    params = EvictionParams(max_fraction=max_fraction, max_per_second=max_per_second, allow_persistent=allow)
+    choice = ep.choose_victims(
+        node_cpu, surplus, clients, room=room, shared_sessions=shared, params=params, batch_seconds=2.5
+    )
+    by_id = {c.client_id: c for c in clients}
+    total = sum(c.messages_in_per_s for c in clients)
+    loads = [node_cpu * by_id[v].messages_in_per_s / total for v in choice.clients] if choice.clients else []
+    assert math.isclose(sum(loads), choice.load, abs_tol=1e-9)
+    assert choice.load <= surplus + 1e-6
+    assert all(load <= min(surplus, room) + 1e-12 and load > 0 for load in loads)
+    assert len(choice.clients) <= choice.bound
+    assert choice.bound <= max(1, math.floor(max_per_second * 2.5))
+    assert choice.bound <= max(1, math.floor(max_fraction * len(clients)))
+    assert len(set(choice.clients)) == len(choice.clients)
+    if not (shared or allow):
+        assert not any(by_id[v].persistent for v in choice.clients)
+
+
+@settings(max_examples=100, deadline=None)
+@given(count=st.integers(min_value=20, max_value=400), surplus=st.floats(min_value=0.05, max_value=0.4))
+def test_many_light_clients_fill_the_surplus(count: int, surplus: float) -> None:
+    """Equal light clients (the restart pile-up): the batch takes the surplus' worth, up to the bound."""
+    clients = [client(i, 6.0) for i in range(count)]
+    params = EvictionParams(max_fraction=1.0, max_per_second=1000)
+    choice = ep.choose_victims(0.8, surplus, clients, room=1.0, shared_sessions=False, params=params, batch_seconds=2.5)
+    each = 0.8 / count
+    assert surplus - each < choice.load + 1e-9 <= surplus + each
+    assert len(choice.clients) == math.floor(surplus / each + 1e-9)
+
+
+def test_the_one_heavy_client_is_never_taken_only_light_ones() -> None:
+    """Evicting the heaviest client would move the hot spot: it carries more than the surplus."""
+    clients = [client(0, 900.0, prefix="heavy"), *(client(i, 10.0) for i in range(1, 11))]
+    choice = ep.choose_victims(
+        1.0, 0.2, clients, room=0.5, shared_sessions=False, params=EvictionParams(max_fraction=1.0), batch_seconds=2.5
+    )
+    assert "heavy0" not in choice.clients and choice.skipped_heavy == 1
+    assert len(choice.clients) == 10 and choice.load == pytest.approx(0.1)
+
+
+def test_own_clients_and_idle_clients_are_never_taken() -> None:
+    clients = [
+        ClientLoad(contract.HEALTH_CHECK_CLIENT_ID, 5.0, 5.0, False, 4, 1.0),
+        ClientLoad(contract.EVICTION_CONTROL_CLIENT_ID, 5.0, 5.0, False, 5, 1.0),
+        client(1, 0.0),
+        client(2, 5.0),
+    ]
+    params = EvictionParams(max_fraction=1.0)
+    choice = ep.choose_victims(0.9, 0.9, clients, room=1.0, shared_sessions=True, params=params, batch_seconds=2.5)
+    assert choice.clients == ("c2",)
+
+
+def test_persistent_sessions_move_only_with_shared_sessions_or_the_opt_in() -> None:
+    clients = [client(i, 5.0, persistent=i % 2 == 0) for i in range(10)]
+    params = EvictionParams(max_fraction=1.0)
+    kept = ep.choose_victims(0.9, 0.9, clients, room=1.0, shared_sessions=False, params=params, batch_seconds=2.5)
+    assert kept.skipped_persistent == 5 and len(kept.clients) == 5
+    shared = ep.choose_victims(0.9, 0.9, clients, room=1.0, shared_sessions=True, params=params, batch_seconds=2.5)
+    assert len(shared.clients) == 10
+    opted = EvictionParams(max_fraction=1.0, allow_persistent=True)
+    assert (
+        len(
+            ep.choose_victims(
+                0.9, 0.9, clients, room=1.0, shared_sessions=False, params=opted, batch_seconds=2.5
+            ).clients
+        )
+        == 10
+    )
+
+
+def test_evacuation_takes_every_evictable_client_at_the_rate_bound() -> None:
+    clients = [client(i, float(i)) for i in range(100)]
+    params = EvictionParams(max_per_second=10)
+    first = ep.evacuation_victims(clients, shared_sessions=False, params=params, batch_seconds=2.5)
+    assert len(first.clients) == 25 and first.eligible == 100 and first.clients[0] == "c99"
+
+
+# ----------------------------------------------------------------------------- donors and recipients
+@settings(max_examples=200, deadline=None)
+@given(
+    cpu=st.dictionaries(st.sampled_from(["n1", "n2", "n3", "n4", "n5"]), st.floats(0, 1.5), min_size=2),
+    target=st.floats(min_value=0.01, max_value=0.5),
+)
+def test_donors_are_above_the_mean_by_the_target_and_recipients_below(cpu: dict[str, float], target: float) -> None:
+    spread = ep.spread_of(cpu)
+    assert spread is not None
+    weights = {n: (10 if c > spread.mean else 400) for n, c in cpu.items()}
+    intent = ep.intent(
+        spread,
+        cpu,
+        weights,
+        armed=True,
+        reason="t",
+        evacuating=(),
+        last_eviction={},
+        cooldown_seconds=35,
+        params=EvictionParams(spread_target=target),
+        now=NOW,
+    )
+    for donor in intent.donors:
+        assert cpu[donor.node] - spread.mean > target and donor.surplus == pytest.approx(cpu[donor.node] - spread.mean)
+    assert all(cpu[r] < spread.mean for r in intent.recipients)
+    assert not set(intent.recipients) & {d.node for d in intent.donors}
+
+
+def test_nothing_is_evicted_until_the_weights_favour_the_recipients() -> None:
+    cpu = {"node1": 0.8, "node2": 0.8, "node3": 0.0}
+    spread = ep.spread_of(cpu)
+    common = dict(armed=True, reason="t", evacuating=(), last_eviction={}, cooldown_seconds=35, params=EV, now=NOW)
+    neutral = ep.intent(spread, cpu, dict.fromkeys(cpu, 100), **common)  # type: ignore[arg-type]
+    assert not neutral.donors and "weights do not favour" in (neutral.waiting or "")
+    steered = ep.intent(spread, cpu, {"node1": 50, "node2": 50, "node3": 150}, **common)  # type: ignore[arg-type]
+    assert [d.node for d in steered.donors] == ["node1", "node2"] and steered.recipients == ("node3",)
+    assert steered.room == pytest.approx(0.8 * 2 / 3)
+
+
+def test_cooldown_and_unarmed_and_no_recipient() -> None:
+    cpu = {"node1": 0.8, "node2": 0.1, "node3": 0.1}
+    spread = ep.spread_of(cpu)
+    weights = {"node1": 20, "node2": 150, "node3": 150}
+    base = dict(reason="t", evacuating=(), cooldown_seconds=35, params=EV, now=NOW)
+    cooling = ep.intent(spread, cpu, weights, armed=True, last_eviction={"node1": NOW - 10}, **base)  # type: ignore[arg-type]
+    assert not cooling.donors and "cooldown" in (cooling.waiting or "")
+    later = ep.intent(spread, cpu, weights, armed=True, last_eviction={"node1": NOW - 35}, **base)  # type: ignore[arg-type]
+    assert [d.node for d in later.donors] == ["node1"]
+    assert not ep.intent(spread, cpu, weights, armed=False, last_eviction={}, **base).donors  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- the trigger
+def step(
+    episode: ep.Episode, cpu: dict[str, float], now: float, *, imbalanced: bool | None = None, requested: bool = False
+) -> ep.Episode:
+    spread = ep.spread_of(cpu)
+    flag = ep.imbalanced(spread, SETTINGS) if imbalanced is None else imbalanced
+    return ep.next_episode(
+        episode, spread, imbalanced=flag, requested=requested, params=EV, after_seconds=SETTINGS.after_seconds, now=now
+    )
+
+
+PILE_UP = {"node1": 0.7, "node2": 0.7, "node3": 0.0}
+
+
+def test_arms_after_the_configured_time_when_weights_do_not_reduce_the_spread() -> None:
+    episode = step(ep.Episode(), PILE_UP, NOW)
+    assert episode.since == NOW and not episode.armed
+    assert not step(episode, PILE_UP, NOW + SETTINGS.after_seconds - 1).armed
+    armed = step(episode, PILE_UP, NOW + SETTINGS.after_seconds)
+    assert armed.armed and "did not reduce" in armed.reason
+
+
+def test_a_shrinking_spread_restarts_the_window() -> None:
+    episode = step(ep.Episode(), PILE_UP, NOW)
+    better = {"node1": 0.6, "node2": 0.6, "node3": 0.2}  # msd 0.22 -> 0.071: the weights are working
+    restarted = step(episode, better, NOW + 20)
+    assert restarted.since == NOW + 20 and not restarted.armed
+    assert not step(restarted, better, NOW + 20 + SETTINGS.after_seconds - 1).armed
+
+
+def test_disarms_inside_the_target_and_request_arms_at_once() -> None:
+    armed = ep.Episode(NOW, 0.2, True, "x")
+    assert step(armed, {"node1": 0.5, "node2": 0.52, "node3": 0.48}, NOW + 5) == ep.Episode()
+    assert step(armed, PILE_UP, NOW + 5).armed  # stays armed while outside the target
+    requested = step(ep.Episode(), {"node1": 0.3, "node2": 0.3, "node3": 0.1}, NOW, requested=True)
+    assert requested.armed and requested.reason == "operator request"
+
+
+def test_quiet_or_lone_cluster_is_never_imbalanced() -> None:
+    assert step(ep.Episode(NOW, 0.2, False, ""), {"node1": 0.05, "node2": 0.0, "node3": 0.0}, NOW + 99) == ep.Episode()
+    assert step(ep.Episode(NOW, 0.2, True, "x"), {"node1": 0.9}, NOW + 99) == ep.Episode()
+
+
+# ----------------------------------------------------------------------------- in decide_pass
+def observe(cpu: dict[str, float]) -> Observation:
+    return Observation(
+        samples={n: NodeSample(cpu=c, connections=100, age_seconds=1) for n, c in cpu.items()},
+        fast_cpu={n: min(c, 0.5) for n, c in cpu.items()},
+    )
+
+
+def test_decide_pass_steers_first_then_names_the_donors_and_starts_their_cooldown() -> None:
+    quiet = Desired(rebalance_firing=False, shed_firing=False)
+    state = WebhookState(nodes=NODES, weights=dict.fromkeys(NODES, 100))
+    state = decide_pass(state, quiet, observe(PILE_UP), PARAMS.policy, TIMING, NODES, NOW, SETTINGS).state
+    assert state.evict_since == NOW and not state.evict_armed
+    armed = decide_pass(
+        state, quiet, observe(PILE_UP), PARAMS.policy, TIMING, NODES, NOW + SETTINGS.after_seconds, SETTINGS
+    )
+    assert armed.state.evict_armed and armed.weights_changed  # armed: the weights move first
+    assert {d.node for d in armed.eviction.donors} == {"node1", "node2"}
+    assert armed.state.last_eviction == dict.fromkeys(["node1", "node2"], NOW + SETTINGS.after_seconds)
+
+
+def test_decide_pass_without_settings_or_disabled_never_evicts() -> None:
+    quiet = Desired(rebalance_firing=False, shed_firing=False, rebalance_requested=True)
+    state = WebhookState(nodes=NODES, weights={"node1": 50, "node2": 50, "node3": 150})
+    off = ep.eviction_settings(load_params({"eviction": {"enabled": False}}), 35, 2.5)
+    for settings_ in (None, off):
+        result = decide_pass(state, quiet, observe(PILE_UP), PARAMS.policy, TIMING, NODES, NOW, settings_)
+        assert not result.eviction.donors and not result.state.evict_armed
