@@ -58,6 +58,16 @@ def test_slow_start_window_is_kept_in_seconds_for_envoy() -> None:
         assert load_stack_config(env={}, overrides={"slow_start_window": written}).slow_start_window == kept
 
 
+def test_slow_start_is_off_by_default_and_rendered_only_when_a_window_is_set(tmp_path: Path) -> None:
+    def lb_config(**settings: str) -> dict:
+        cfg = load_stack_config(env={}, overrides={"state_dir": str(tmp_path), **settings})
+        cluster = envoy_bootstrap(native_topology(cfg))["static_resources"]["clusters"]
+        return next(c for c in cluster if c["name"] == cfg.envoy_cluster).get("round_robin_lb_config", {})
+
+    assert lb_config() == {}  # the shipped stack.yaml: round robin rotates from the first connection
+    assert lb_config(slow_start_window="20s")["slow_start_config"]["slow_start_window"] == "20s"
+
+
 def test_later_layers_merge_into_params_key_by_key(tmp_path: Path) -> None:
     stack_file = tmp_path / "stack.yaml"
     stack_file.write_text("params: {policy: {min_weight: 20}}\n")

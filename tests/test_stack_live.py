@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -18,6 +20,8 @@ import requests
 import yaml
 from stackutil import free_ports_config, running_stack
 
+from mqttlb.brokers.mosquitto import MosquittoEvictionAdapter
+from mqttlb.stack.config import StackConfig
 from mqttlb.stack.runner import Stack, port_accepts
 
 pytestmark = pytest.mark.live
@@ -59,62 +63,110 @@ def assert_every_printed_address_answers(text: str) -> list[str]:
     return urls
 
 
-def test_cli_up_is_idempotent_status_reports_and_down_leaves_nothing(tmp_path: Path) -> None:
-    cfg = free_ports_config(tmp_path / "state", nodes=2)
+@dataclasses.dataclass(frozen=True)
+class CliStack:
+    """A stack started by `mqttlb stack --stack-file FILE up` with the shipped defaults on free ports."""
+
+    cfg: StackConfig
+    stack_file: Path
+    up: subprocess.CompletedProcess[str]  # what `up` printed
+    stack: Stack
+
+
+@pytest.fixture(scope="module")
+def cli_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliStack]:
+    """Started at its first use in this module (nothing has connected through Envoy before the first
+    test below), stopped by the last test or at the end of the module."""
+    tmp_path = tmp_path_factory.mktemp("cli-stack")
+    cfg = free_ports_config(tmp_path / "state", nodes=3)
     stack_file = tmp_path / "stack.yaml"
-    stack_file.write_text(
-        yaml.safe_dump(
-            {
-                "state_dir": str(cfg.state_dir),
-                "nodes": 2,
-                "ports": cfg.ports.model_dump(),
-            }
-        )
-    )
+    settings = {"state_dir": str(cfg.state_dir), "nodes": 3, "ports": cfg.ports.model_dump()}
+    stack_file.write_text(yaml.safe_dump(settings))  # everything else: the shipped stack/stack.yaml
     stack = Stack(cfg)
     try:
-        first = stack_cli(stack_file, "up")
-        assert first.returncode == 0, first.stdout + first.stderr
-        assert f"127.0.0.1:{cfg.ports.envoy_listener}" in first.stdout
-        printed = assert_every_printed_address_answers(first.stdout)
-        # the pages a human looks at first are among them (Debian's Prometheus: under /classic/)
-        assert any(u.endswith("/targets") for u in printed) and f":{cfg.ports.webhook}/" in first.stdout, printed
-        token = next(line.split()[2] for line in first.stdout.splitlines() if "webhook token" in line)
-        assert Path(token).read_text().strip(), "the printed token file is empty"
-        pids_before = {s.name: s.pid for s in stack.status()}
-
-        second = stack_cli(stack_file, "up")
-        assert (
-            second.returncode == 0
-            and "already running" in second.stdout
-            and "nothing changed" in second.stdout
-        )
-        assert {s.name: s.pid for s in stack.status()} == pids_before
-
-        status = stack_cli(stack_file, "status")
-        assert status.returncode == 0, status.stdout
-        lines = status.stdout.strip().splitlines()
-        assert (
-            len(lines) == 2 + 6
-        )  # 2 Mosquitto nodes + Envoy, 2 exporters, webhook, Alertmanager, Prometheus
-        assert all(" up " in line for line in lines), status.stdout
-        assert_every_printed_address_answers(status.stdout)
-
-        pids = [pid for pid in pids_before.values() if pid]
-        supervisord_pid = stack.supervisord_pid()
-        down = stack_cli(stack_file, "down")
-        assert down.returncode == 0, down.stdout + down.stderr
-        assert not [
-            pid
-            for pid in [*pids, supervisord_pid]
-            if pid and psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-        ]
-        assert stack.listening_ports() == []
-
-        after = stack_cli(stack_file, "status")
-        assert after.returncode == 1 and "not running" in after.stdout
+        up = stack_cli(stack_file, "up")
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield CliStack(cfg, stack_file, up, stack)
     finally:
         stack.down(quiet=True)
+
+
+def connections_per_node(cfg: StackConfig, clients: int, settle_s: float, spacing_s: float) -> dict[str, list[str]]:
+    """Connect ``clients`` MQTT clients through Envoy, one after another (``spacing_s`` apart, after
+    ``settle_s`` seconds), each publishing once, and ask every broker which of them it holds (the
+    eviction plugin's client list, read straight from the node).  Returns node -> client ids; the
+    clients are disconnected again."""
+    time.sleep(settle_s)
+    held: list[mqtt.Client] = []
+    prefix = f"rr-{uuid.uuid4().hex[:6]}-"
+    try:
+        for i in range(clients):
+            client = _mqtt_connects(cfg.ports.envoy_listener, f"{prefix}{i:02d}", timeout=5.0)
+            assert client is not None, f"connection {i} through Envoy failed"
+            held.append(client)
+            client.publish(f"mqttlb/test/rr/{i}", b"1", qos=1).wait_for_publish(5)
+            time.sleep(spacing_s)
+        where: dict[str, list[str]] = {}
+        for node, port in zip(cfg.node_names, cfg.broker_ports, strict=True):
+            with MosquittoEvictionAdapter("127.0.0.1", port) as node_side:
+                where[node] = sorted(c.client_id for c in node_side.clients() if c.client_id.startswith(prefix))
+        return where
+    finally:
+        for client in held:
+            client.disconnect()
+            client.loop_stop()
+
+
+def test_round_robin_spreads_the_first_12_connections_4_4_4(cli_stack: CliStack) -> None:
+    """Round robin rotates from the first connection after `stack up`.  With Envoy's slow start on (the
+    default was 20 s) the first 12, 5 s after start-up, never spread evenly: 3/3/6 in three runs, 2/5/5 in one."""
+    where = connections_per_node(cli_stack.cfg, 12, settle_s=5.0, spacing_s=0.0)
+    assert sorted(where) == cli_stack.cfg.node_names
+    assert [len(ids) for ids in where.values()] == [4, 4, 4], where
+    # and in turn: connection i and i + 3 land on the same node
+    node_of = {cid: node for node, ids in where.items() for cid in ids}
+    order = [node_of[cid] for cid in sorted(node_of)]
+    assert order == order[:3] * 4 and len(set(order[:3])) == 3, order
+
+
+def test_every_address_stack_up_prints_answers(cli_stack: CliStack) -> None:
+    out, cfg = cli_stack.up.stdout, cli_stack.cfg
+    assert f"127.0.0.1:{cfg.ports.envoy_listener}" in out
+    printed = assert_every_printed_address_answers(out)
+    # the pages a human looks at first are among them (Debian's Prometheus: under /classic/)
+    assert any(u.endswith("/targets") for u in printed) and f":{cfg.ports.webhook}/" in out, printed
+    token = next(line.split()[2] for line in out.splitlines() if "webhook token" in line)
+    assert Path(token).read_text().strip(), "the printed token file is empty"
+
+
+def test_cli_up_is_idempotent_status_reports_and_down_leaves_nothing(cli_stack: CliStack) -> None:
+    stack, stack_file = cli_stack.stack, cli_stack.stack_file
+    pids_before = {s.name: s.pid for s in stack.status()}
+
+    second = stack_cli(stack_file, "up")
+    assert second.returncode == 0 and "already running" in second.stdout and "nothing changed" in second.stdout
+    assert {s.name: s.pid for s in stack.status()} == pids_before
+
+    status = stack_cli(stack_file, "status")
+    assert status.returncode == 0, status.stdout
+    lines = status.stdout.strip().splitlines()
+    assert len(lines) == 3 + 6  # 3 Mosquitto nodes + Envoy, 2 exporters, webhook, Alertmanager, Prometheus
+    assert all(" up " in line for line in lines), status.stdout
+    assert_every_printed_address_answers(status.stdout)
+
+    pids = [pid for pid in pids_before.values() if pid]
+    supervisord_pid = stack.supervisord_pid()
+    down = stack_cli(stack_file, "down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not [
+        pid
+        for pid in [*pids, supervisord_pid]
+        if pid and psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
+    assert stack.listening_ports() == []
+
+    after = stack_cli(stack_file, "status")
+    assert after.returncode == 1 and "not running" in after.stdout
 
 
 def test_a_component_that_dies_shows_down_in_status(live_stack: Stack) -> None:

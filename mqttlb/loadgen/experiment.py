@@ -84,7 +84,6 @@ EXPERIMENT_DELTAS: dict[str, Any] = {
 }
 FAST_PARAMS: dict[str, Any] = deep_merge(SHORT_LIVED_STACK_PARAMS, EXPERIMENT_DELTAS)
 
-NO_SLOW_START = "0s"
 SHORT_DURATION_S = 15.0
 LONG_DURATION_S = 180.0
 
@@ -223,7 +222,8 @@ def _samples_csv(samples: list[Sample], nodes: list[str]) -> str:
 def run_policy(
     name: str, args: argparse.Namespace, make_workload: Any, state_root: Path
 ) -> tuple[PolicyResult, list[Sample], list[str], Workload]:
-    from mqttlb.stack.ephemeral import running_stack, stack_config  # imports the stack only when needed
+    from mqttlb.stack.config import NO_SLOW_START  # imports the stack only when needed
+    from mqttlb.stack.ephemeral import running_stack, stack_config
 
     setup = POLICIES[name]
     cfg = stack_config(
@@ -236,6 +236,7 @@ def run_policy(
         params=FAST_PARAMS,
         # No endpoint joins during a run, so slow start has nothing to ramp; left on, its EDF
         # deadlines make round robin skip a node for the first ~20 connections after start-up.
+        # Off by default; said here so that a stack file that turns it on does not change a run.
         slow_start_window=NO_SLOW_START,
     )
     nodes = list(cfg.node_names)

@@ -49,6 +49,9 @@ class Ports(BaseModel):
     supervisor: int = Field(ge=1, le=65535)
 
 
+NO_SLOW_START = "0s"  # slow_start_window as kept (Envoy seconds) when slow start is off
+
+
 def _envoy_seconds(seconds: float) -> str:
     """Seconds as Envoy's protobuf Duration wants them (``20s``, ``0.5s``; never ``1m``)."""
     text = f"{seconds:.3f}".rstrip("0").rstrip(".")
