@@ -68,9 +68,21 @@ def _up_nodes(p: Params) -> str:
     return f"(max by ({NODE}) ({s.BROKER_UP}{{{p.broker_selector}}}) == 1)"
 
 
+def _finite(expr: str) -> str:
+    """``expr`` without its NaN and +-Inf samples.
+
+    A comparison with a scalar filters (keeps the samples for which it holds), and every comparison with
+    NaN is false, so ``> -Inf`` drops NaN and -Inf and ``< +Inf`` drops +Inf.  Without this one node's
+    NaN (a JVM's first CPU reading, a rate over a NaN sample) makes every avg/sum/max over the cluster
+    NaN and silences the cluster alerts (prometheus/prometheus#4023: "avg() doesn't deal with NaN's";
+    the ``> -Inf`` filter as in grafana/metrics-drilldown#354).
+    """
+    return f"({expr}) > -Inf < +Inf"
+
+
 def _node_rate(p: Params, counter: str) -> str:
     return (
-        f"sum by ({NODE}) (rate({counter}{{{p.broker_selector}}}[{p.rate_window}]))\n"
+        f"{_finite(f'sum by ({NODE}) (rate({counter}{{{p.broker_selector}}}[{p.rate_window}]))')}\n"
         f"  and on ({NODE}) {_up_nodes(p)}"
     )
 
@@ -88,15 +100,20 @@ def _max_over_min(per_node: str) -> str:
 
 
 def recording_groups(p: Params) -> list[dict[str, Any]]:
-    """Rule groups; rules inside a group are evaluated in order, so each group is self-contained."""
+    """Rule groups; rules inside a group are evaluated in order, so each group is self-contained.
+
+    Every per-node rule keeps only finite samples (`_finite`), so the cluster rules built on them
+    average, sum and compare the nodes that report numbers; a node with a NaN sample drops out."""
+    capacity = f"(max by ({NODE}) ({s.BROKER_CPU_CAPACITY}{{{p.broker_selector}}}) > 0)"
     cpu = [
         {
             "record": s.NODE_CPU,
             "expr": (
-                f"sum by ({NODE}) (rate({s.BROKER_CPU_SECONDS}{{{p.broker_selector}}}[{p.rate_window}]))\n"
-                f"  / on ({NODE})\n"
-                f"(max by ({NODE}) ({s.BROKER_CPU_CAPACITY}{{{p.broker_selector}}}) > 0)\n"
-                f"  and on ({NODE}) {_up_nodes(p)}"
+                _finite(
+                    f"sum by ({NODE}) (rate({s.BROKER_CPU_SECONDS}{{{p.broker_selector}}}[{p.rate_window}]))\n"
+                    f"  / on ({NODE})\n{capacity}"
+                )
+                + f"\n  and on ({NODE}) {_up_nodes(p)}"
             ),
         },
         {
@@ -104,10 +121,11 @@ def recording_groups(p: Params) -> list[dict[str, Any]]:
             # controller steers early from it (``early_steer_for``), alerts keep the rate window.
             "record": s.NODE_CPU_FAST,
             "expr": (
-                f"sum by ({NODE}) (irate({s.BROKER_CPU_SECONDS}{{{p.broker_selector}}}[{p.rate_window}]))\n"
-                f"  / on ({NODE})\n"
-                f"(max by ({NODE}) ({s.BROKER_CPU_CAPACITY}{{{p.broker_selector}}}) > 0)\n"
-                f"  and on ({NODE}) {_up_nodes(p)}"
+                _finite(
+                    f"sum by ({NODE}) (irate({s.BROKER_CPU_SECONDS}{{{p.broker_selector}}}[{p.rate_window}]))\n"
+                    f"  / on ({NODE})\n{capacity}"
+                )
+                + f"\n  and on ({NODE}) {_up_nodes(p)}"
             ),
         },
         {"record": s.CLUSTER_CPU_MEAN, "expr": f"avg by (cluster) ({s.NODE_CPU})"},
@@ -122,7 +140,7 @@ def recording_groups(p: Params) -> list[dict[str, Any]]:
         {
             "record": s.NODE_CONNECTIONS,
             "expr": (
-                f"sum by ({NODE}) ({s.BROKER_CLIENTS_CONNECTED}{{{p.broker_selector}}})\n"
+                f"{_finite(f'sum by ({NODE}) ({s.BROKER_CLIENTS_CONNECTED}{{{p.broker_selector}}})')}\n"
                 f"  and on ({NODE}) {_up_nodes(p)}"
             ),
         },

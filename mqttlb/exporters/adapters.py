@@ -15,7 +15,7 @@ def build_adapter(node: BrokerTargetConfig, config: BrokerExporterConfig) -> Nod
         return MosquittoAdapter(node.name, node.address, node.pid_file, stale_after)
     if node.kind == "hivemq":
         assert node.metrics_url is not None  # enforced by the config model
-        return HiveMQAdapter(node.name, node.address, node.metrics_url)
+        return HiveMQAdapter(node.name, node.address, node.metrics_url, node.metric_suffix)
     raise ValueError(f"unknown broker kind {node.kind!r}")
 
 

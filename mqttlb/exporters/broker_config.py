@@ -40,6 +40,9 @@ class BrokerTargetConfig(BaseModel):
     cpu_cores: float = Field(gt=0, le=1024)
     pid_file: Path | None = None  # mosquitto: where to find the process for CPU/memory
     metrics_url: str | None = None  # hivemq: the Prometheus extension's endpoint
+    # hivemq: the official Prometheus extension's `suffix` setting when set (builds of its pull request #16
+    # append "_<suffix>" to every name); the released extension and the mqttlb one have none.
+    metric_suffix: str | None = Field(default=None, min_length=1, max_length=255)
     sys_interval_seconds: float | None = Field(default=None, gt=0, le=3600)  # mosquitto override
 
     @field_validator("address")
@@ -67,6 +70,8 @@ class BrokerTargetConfig(BaseModel):
                 raise invalid("pid_file is for mosquitto nodes; hivemq reports its own process CPU", "pid_file")
         if self.kind == "mosquitto" and self.metrics_url is not None:
             raise invalid("metrics_url is for hivemq nodes", "metrics_url")
+        if self.kind == "mosquitto" and self.metric_suffix is not None:
+            raise invalid("metric_suffix is for hivemq nodes", "metric_suffix")
         return self
 
 

@@ -1,8 +1,15 @@
-"""HiveMQ node: scrape the HiveMQ Prometheus extension on demand (pull, no background state)."""
+"""HiveMQ node: scrape the HiveMQ Prometheus extension on demand (pull, no background thread).
+
+Reads the official hivemq-prometheus-extension or the mqttlb extension (brokers/hivemq), which serve the
+same names.  The released official extension has no name-suffix or label option; the ``suffix`` and
+``labels`` of its unmerged pull request #16 are supported (``metric_suffix``; labels are ignored), see
+`mqttlb.exporters.hivemq_mapping`.  The only state kept between scrapes is which CPU source the node
+reports (`CpuReader`).
+"""
 
 from __future__ import annotations
 
-from mqttlb.exporters.hivemq_mapping import HiveMQParseError, parse_values, to_sample
+from mqttlb.exporters.hivemq_mapping import CpuReader, HiveMQParseError, parse_values, to_sample
 from mqttlb.exporters.http_fetch import FetchError, InflightFetches, fetch_text, new_session
 from mqttlb.exporters.node_adapter import BrokerSample
 from mqttlb.exporters.scrape_errors import ScrapeErrorReason
@@ -14,10 +21,12 @@ class HiveMQAdapter:
     kind = "hivemq"
     blocking = True
 
-    def __init__(self, name: str, address: str, metrics_url: str) -> None:
+    def __init__(self, name: str, address: str, metrics_url: str, metric_suffix: str | None = None) -> None:
         self.name = name
         self.address = address
         self.metrics_url = metrics_url
+        self.metric_suffix = metric_suffix  # the official extension's `suffix` setting (PR #16 builds)
+        self._cpu = CpuReader()
         self._session = new_session()  # keep-alive between scrapes; a cut fetch drops its connection
         self._inflight = InflightFetches()
 
@@ -36,6 +45,6 @@ class HiveMQAdapter:
         except FetchError as exc:
             return BrokerSample.down(str(exc), exc.reason)
         try:
-            return to_sample(parse_values(text))
+            return to_sample(parse_values(text, self.metric_suffix), self._cpu)
         except HiveMQParseError as exc:
             return BrokerSample.down(f"{self.metrics_url}: {exc}", ScrapeErrorReason.BAD_ANSWER)
