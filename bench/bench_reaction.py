@@ -16,8 +16,8 @@ parameter) so that one Mosquitto can be driven past ``cpu_high`` on a 2-core mac
    and what triggered the change (the audit entry's reason: early steer or a firing alert).  The
    flood stops at the first change; before each repetition the bench waits until the weights are
    back at neutral, no alert fires and the last weight change is one step interval old.
-2. **False actions**: weight changes and shedding steps (audit entries of kind rebalance, recover,
-   shed, unshed) during an idle run (no load) and a noisy-but-even run, ``--minutes`` each (0
+2. **False actions**: weight changes, shedding steps and eviction batches (audit entries of kind
+   rebalance, recover, shed, unshed, evict) during an idle run (no load) and a noisy-but-even run, ``--minutes`` each (0
    skips them).  Noisy but even: every node gets the same random load, back-to-back bursts of
    2-12 s, each at 0.3-1.7 x the mean rate, fanned out to 8 subscribers, drawn independently per
    node.  The mean rate is calibrated first (two rounds of 10 s of steady load on every node, CPU
@@ -77,6 +77,7 @@ ACTING = frozenset(
         contract.OutcomeKind.RECOVER,
         contract.OutcomeKind.SHED,
         contract.OutcomeKind.UNSHED,
+        contract.OutcomeKind.EVICT,
     )
 )
 POLL_SECONDS = 0.2
