@@ -74,8 +74,9 @@ def _secret(path: Path | None, what: str) -> str | None:
         raise EvictionError(f"{what} {path}: cannot read: {exc.strerror or exc}") from None
 
 
-def open_adapter(host: str, port: int, control: MosquittoControl | HivemqControl | EmqxControl,
-                 timeout: float) -> EvictionAdapter:
+def open_adapter(
+    host: str, port: int, control: MosquittoControl | HivemqControl | EmqxControl, timeout: float
+) -> EvictionAdapter:
     """An adapter for the node at ``host:port`` described by ``control``; ``timeout`` in seconds per request.
 
     The adapter connects lazily (on its first call).  Raises EvictionError when a secret file is unreadable.
