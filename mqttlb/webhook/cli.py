@@ -6,7 +6,7 @@ import argparse
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import Flask
 
@@ -14,17 +14,20 @@ from mqttlb.brokers.eviction import EvictionError
 from mqttlb.envoy_admin import EnvoyAdminClient
 from mqttlb.logs import add_log_flags, setup_from_args
 from mqttlb.prometheus_api import PrometheusApi
+from mqttlb.reload import reload_on_sighup
 from mqttlb.webhook.app import create_app, server_error_hook
 from mqttlb.webhook.config import ConfigError, WebhookConfig, WebhookConfigError, load_config, load_token
 from mqttlb.webhook.controller import Controller
 from mqttlb.webhook.evict_lever import build_evict_lever
 from mqttlb.webhook.levers import EdsFilePublisher, EnvoyShedLever
 from mqttlb.webhook.observe import ClusterObserver
+from mqttlb.webhook.reload import check_reload
 from mqttlb.webhook.resync import Resyncer
 from mqttlb.webhook.server import create_webhook_server
 from mqttlb.webhook.state import StateError
 
 log = logging.getLogger("mqttlb.webhook")
+STOP_TIMEOUT_SECONDS = 10.0  # a reload waits this long for the reconcile pass under way
 BROKER_TIMEOUT_SECONDS = 5.0  # a broker's eviction side answers a listing within this (a batch adds its own time)
 # The HTTP server's settings (connection limit, idle timeout, threads, JSON 413) are in
 # mqttlb.webhook.server, so that tests run exactly what this command runs.
@@ -37,7 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
         "loop re-weights Envoy's endpoints by spare CPU, sheds new connections when the cluster is hot and "
         "publishes the operator's drains.",
     )
-    parser.add_argument("--config", required=True, help="webhook YAML (listen, nodes, eds_path, token_file, ...)")
+    parser.add_argument(
+        "--config",
+        required=True,
+        help="webhook YAML (listen, nodes, eds_path, token_file, ...); SIGHUP reads it again: a config a start "
+        "would refuse is refused in one log line and the running one kept, a good one restarts the process in "
+        "place (same PID and command line; state, EDS file and audit log carry over)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="decide and log, but do not touch Envoy or files")
     parser.add_argument("--listen", help="host:port to serve on (overrides the config's listen)")
     add_log_flags(parser)
@@ -52,6 +61,7 @@ class Rebalancer:
     controller: Controller
     resyncer: Resyncer
     app: Flask
+    threads: list[threading.Thread] = field(default_factory=list)
 
     @classmethod
     def build(cls, config: WebhookConfig, token: str | None = None) -> Rebalancer:
@@ -90,8 +100,18 @@ class Rebalancer:
         """Publish the persisted state, rebuild the firing set, start the loop and the resync."""
         self.controller.start()
         self.resyncer.once()
-        threading.Thread(target=self.controller.run, args=(stop,), daemon=True, name="reconcile").start()
-        threading.Thread(target=self.resyncer.run, args=(stop,), daemon=True, name="resync").start()
+        self.threads = [
+            threading.Thread(target=self.controller.run, args=(stop,), daemon=True, name="reconcile"),
+            threading.Thread(target=self.resyncer.run, args=(stop,), daemon=True, name="resync"),
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self, stop: threading.Event, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+        """Set ``stop`` and wait up to ``timeout`` s for the loop to end its pass and the resync to end."""
+        stop.set()
+        for thread in self.threads:
+            thread.join(timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         config.dry_run,
         controller.pass_seconds,
         controller.timing.step_seconds,
+    )
+    reload_on_sighup(
+        "mqttlb webhook",
+        check=lambda: check_reload(args.config, overrides, config, Rebalancer.build),
+        prepare=lambda: rebalancer.stop(stop),
     )
     try:
         server.run()
