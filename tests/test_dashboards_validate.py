@@ -228,3 +228,15 @@ def test_compose_grafana_mounts_what_the_provisioning_expects() -> None:
     source = yaml.safe_load((PROVISIONING / "datasources" / "mqttlb.yml").read_text())["datasources"][0]
     host, port = source["url"].removeprefix("http://").split(":")
     assert host in services and f"--web.listen-address=0.0.0.0:{port}" in services[host]["command"]
+
+
+def test_evictions_per_node_sit_next_to_cpu_per_node() -> None:
+    panels = _data_panels(_load(GENERATED_DIR / "mqttlb-rebalancer.json"))
+    (evictions,) = [p for p in panels if p["title"] == "Evictions per node"]
+    (cpu,) = [p for p in panels if p["title"] == "CPU utilisation per node"]
+    (query,) = [t["expr"] for t in evictions["targets"]]
+    assert query.startswith("sum by (node) (rate(") and contract.WEBHOOK_EVICTED in query and "$node" in query
+    assert evictions["fieldConfig"]["defaults"]["unit"] == "cps"
+    assert evictions["gridPos"]["y"] == cpu["gridPos"]["y"]
+    assert evictions["gridPos"]["x"] == cpu["gridPos"]["x"] + cpu["gridPos"]["w"]
+    assert contract.NODE_CPU in cpu["targets"][0]["expr"]

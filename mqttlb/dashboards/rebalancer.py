@@ -5,6 +5,7 @@ from __future__ import annotations
 import grafanalib.core as G
 
 from mqttlb import contract
+from mqttlb.dashboards import cluster_balance
 from mqttlb.dashboards import common as c
 from mqttlb.params import Params
 
@@ -87,6 +88,29 @@ def refused_connections(params: Params) -> G.TimeSeries:
                 "[$__rate_interval]))",
                 "overload manager",
             ),
+        ),
+        "cps",
+        min_value=0,
+    )
+
+
+def evictions_per_node(params: Params) -> G.TimeSeries:
+    eviction = params.eviction
+    cooldown = "the step interval" if eviction.cooldown_seconds is None else f"{eviction.cooldown_seconds:g} s"
+    return c.timeseries(
+        "Evictions per node",
+        f"Connected clients the evict lever disconnected per second on each node (rate of "
+        f"{contract.WEBHOOK_EVICTED}, rebalance and evacuate batches together), beside the nodes' CPU: a "
+        "donor's evictions should bring its CPU down to the cluster mean, and its clients reconnect through "
+        f"Envoy to the nodes the weights favour. Bounds: {eviction.max_per_second:g} clients/s per node while a "
+        f"batch runs, at most {eviction.max_fraction:.0%} of a node's clients per rebalance batch, one batch "
+        f"per node per {cooldown}.",
+        c.targets(
+            (
+                f'sum by (node) (rate({contract.WEBHOOK_EVICTED}{{{c.webhook_selector(params)}, node=~"$node"}}'
+                "[$__rate_interval]))",
+                "{{node}}",
+            )
         ),
         "cps",
         min_value=0,
@@ -212,6 +236,13 @@ def build(params: Params) -> G.Dashboard:
             ],
         ),
         (
+            c.row(
+                "Evict lever",
+                "Clients moved off donor nodes (weights steer only new connections), next to each node's CPU.",
+            ),
+            [[Cell(cluster_balance.cpu_per_node(params), 12), Cell(evictions_per_node(params), 12)]],
+        ),
+        (
             c.row("Actions and alerts", "The alerts that drive the rebalancer and the actions it took."),
             [
                 [Cell(alert_states(), 24, 7)],
@@ -228,7 +259,7 @@ def build(params: Params) -> G.Dashboard:
         UID,
         "mqttlb / Rebalancer",
         "Endpoint weights over time (decided by the webhook, applied by Envoy), shedding level and its "
-        "effect in Envoy, actions taken and the alert states behind them.",
+        "effect in Envoy, evictions per node next to CPU, actions taken and the alert states behind them.",
         params,
         sections,
         envoy=True,
