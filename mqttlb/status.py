@@ -3,7 +3,8 @@
 Reads the webhook's ``GET /status`` (by default the local stack's webhook, found through the state
 directory's recorded settings) and prints, per node: CPU (rate window and short window),
 connections, the weight decided, published and applied by Envoy, health and draining; then the shed
-level, the firing rebalance/shed alerts and the last decisions with their reasons.  ``--json``
+level, the evict lever (available, armed, waiting, evacuating, max squared deviation vs its target),
+the firing rebalance/shed alerts and the last decisions with their reasons.  ``--json``
 prints the document as the webhook returns it.
 """
 
@@ -90,6 +91,7 @@ def render(document: Mapping[str, Any], last: int, now: float | None = None) -> 
         *node_table(document.get("nodes", [])),
         "",
     ]
+    lines.append(eviction_line(document.get("eviction")))
     alerts = document.get("firing", {}).get("alerts", [])
     lines.append("firing rebalance/shed alerts: " + (", ".join(_alert(a) for a in alerts) if alerts else "none"))
     recorded = list(document.get("recent", []))
@@ -102,6 +104,31 @@ def render(document: Mapping[str, Any], last: int, now: float | None = None) -> 
         age = now - float(entry.get("time", now))
         lines.append(f"  {age:6.0f}s ago  {entry.get('kind', '?'):<9} {entry.get('reason', '')}")
     return "\n".join(lines)
+
+
+def eviction_line(eviction: Mapping[str, Any] | None) -> str:
+    """One line on the evict lever from ``/status``'s ``eviction`` object: available or why not, armed and
+    why, what it waits for, the nodes being evacuated, the max squared deviation of CPU (utilisation²)
+    against the lever's stop mark ``spread_target²`` (every node within ``spread_target`` of the mean)."""
+    if not eviction:
+        return "evict lever: not reported by this webhook"
+    evacuating = eviction.get("evacuating") or []
+    evacuation = f"evacuating {', '.join(map(str, evacuating))}" if evacuating else "no evacuation"
+    if not eviction.get("available"):  # an evacuation still runs when only eviction.enabled is false
+        why = eviction.get("unavailable_reason") or "no reason given"
+        return f"evict lever: unavailable ({why})" + (f"; {evacuation}" if evacuating else "")
+    parts = [f"armed ({eviction.get('reason') or 'no reason given'})" if eviction.get("armed") else "not armed"]
+    if eviction.get("waiting"):
+        parts.append(f"waiting: {eviction['waiting']}")
+    parts.append(evacuation)
+    target = eviction.get("spread_target")
+    msd = eviction.get("max_squared_deviation")
+    if target is not None:
+        parts.append(
+            f"max squared deviation {_cell(msd, '{:.4f}')} vs target {target * target:.4f} "
+            f"(every node within {target:g} of the mean)"
+        )
+    return "evict lever: available, " + "; ".join(parts)
 
 
 def _alert(alert: Mapping[str, Any]) -> str:

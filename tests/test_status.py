@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
-from webhookhttp import TOKEN, alert, build, notification, serving
+from webhookhttp import AUTH, TOKEN, alert, build, notification, serving
 
 from mqttlb import status
+from mqttlb.brokers.eviction import ClientLoad, EvictResult
+from mqttlb.webhook.evict_lever import EvictLever
 
 
 def _steered(tmp_path: Path):  # type: ignore[no-untyped-def]
@@ -70,6 +73,8 @@ def test_cli_json_and_text_against_a_served_webhook(tmp_path: Path) -> None:
     assert as_json.returncode == 0, as_json.stderr
     assert {n["node"] for n in json.loads(as_json.stdout)["nodes"]} == set(harness.config.node_names)
     assert as_text.returncode == 0 and "decided" in as_text.stdout
+    assert json.loads(as_json.stdout)["eviction"]["available"] is False
+    assert "evict lever: unavailable (no node has an eviction side configured" in as_text.stdout
 
 
 def test_cli_says_where_the_stack_is_missing(tmp_path: Path) -> None:
@@ -92,3 +97,58 @@ def test_cli_says_where_the_stack_is_missing(tmp_path: Path) -> None:
         [sys.executable, "-m", "mqttlb.cli", "status", "--last", "-1"], capture_output=True, text=True, timeout=60
     )
     assert negative.returncode == 2 and "must be 0 or more" in negative.stderr
+
+
+class _Broker:
+    """A node's eviction side: 200 light publishers (no persistent session; more than one evacuation batch
+    takes); evicts whatever it is asked."""
+
+    shared_sessions = False
+
+    def __init__(self) -> None:
+        self.evicted: list[str] = []
+
+    def clients(self) -> list[ClientLoad]:
+        return [ClientLoad(f"c{i}", 1.0, 64.0, False, 4, 60.0) for i in range(200) if f"c{i}" not in self.evicted]
+
+    def evict(self, client_ids: Sequence[str], **_bounds: object) -> EvictResult:
+        self.evicted += client_ids
+        return EvictResult(tuple(client_ids), (), (), "ok")
+
+
+def test_render_says_whether_the_evict_lever_is_armed_and_what_it_does(tmp_path: Path) -> None:
+    harness = build(tmp_path, cpu={"node1": 0.7, "node2": 0.3, "node3": 0.2})
+    harness.controller.evict_lever = EvictLever({n: _Broker() for n in harness.config.node_names})
+    harness.controller.reconcile_once()
+    idle = status.eviction_line(harness.client.get("/status").get_json()["eviction"])
+    assert idle.startswith("evict lever: available, not armed; no evacuation; ")
+    assert idle.endswith("max squared deviation 0.0900 vs target 0.0025 (every node within 0.05 of the mean)")
+    assert harness.client.post("/rebalance", json={}, headers=AUTH).status_code == 202
+    assert harness.client.post("/evacuate", json={"node": "node3"}, headers=AUTH).status_code == 202
+    harness.controller.reconcile_once()  # node3 drained, the lever armed by the request
+    harness.controller.reconcile_once()  # node3 evacuating
+    document = harness.client.get("/status").get_json()
+    assert document["eviction"]["armed"] and document["eviction"]["evacuating"] == ["node3"]
+    line = next(x for x in status.render(document, last=0).splitlines() if x.startswith("evict lever:"))
+    assert line.startswith("evict lever: available, armed (operator request); ")
+    assert "; evacuating node3; max squared deviation " in line
+
+
+def test_eviction_line_says_why_the_lever_cannot_act_and_what_it_waits_for() -> None:
+    off = {"available": False, "unavailable_reason": "the evict lever is off (eviction.enabled: false)"}
+    assert status.eviction_line(off) == "evict lever: unavailable (the evict lever is off (eviction.enabled: false))"
+    assert status.eviction_line({**off, "evacuating": ["node2"]}).endswith("; evacuating node2")
+    waiting = {
+        "available": True,
+        "armed": True,
+        "reason": "imbalanced for 31s",
+        "waiting": "donors node1 in cooldown",
+        "evacuating": [],
+        "max_squared_deviation": None,
+        "spread_target": 0.1,
+    }
+    assert status.eviction_line(waiting) == (
+        "evict lever: available, armed (imbalanced for 31s); waiting: donors node1 in cooldown; no evacuation; "
+        "max squared deviation - vs target 0.0100 (every node within 0.1 of the mean)"
+    )
+    assert status.eviction_line(None) == "evict lever: not reported by this webhook"
