@@ -16,7 +16,7 @@ help:
 	@echo "make stack-down     stop every process the stack started"
 	@echo "make stack-status   one line per component, then the rebalancer per node (mqttlb status); non-zero exit if any is down"
 	@echo "make test           install what is missing, lint, type-check and run the whole test suite"
-	@echo "make test-hivemq    build the HiveMQ extension and launcher (Maven) and run the live HiveMQ tests (~1 min)"
+	@echo "make test-hivemq    build the HiveMQ extension and launcher (Maven) and run the live HiveMQ tests (~70 s)"
 	@echo "make rules          regenerate rules/ from mqttlb/params.yaml"
 	@echo "make compose        regenerate stack/docker-compose.yml and stack/compose/ (Docker path)"
 	@echo "make dashboards     regenerate dashboards/generated/ from dashboards/*.py"
