@@ -24,10 +24,18 @@ for pair in /usr/bin/gcc:gcc /usr/bin/make:make /usr/include/mosquitto_broker.h:
   file="${pair%%:*}"; pkg="${pair##*:}"
   [ -e "$file" ] || missing+=("$pkg")
 done
-# HiveMQ CE nodes (BROKER=hivemq) and the live HiveMQ tests (MQTTLB_HIVEMQ=1, make test-hivemq) need Java 17
-# and Maven; nothing else does, so `make test` and the Mosquitto stack never install or build them.
+# HiveMQ CE nodes and the live HiveMQ tests (MQTTLB_HIVEMQ=1, make test-hivemq) need Java 17 and Maven; nothing
+# else does, so `make test` and the Mosquitto stack never install or build them. The stack's broker is what
+# mqttlb/stack/config.py reads: BROKER, else MQTTLB_BROKER, else `broker:` in $MQTTLB_STACK_FILE or stack/stack.yaml.
+broker="${BROKER:-${MQTTLB_BROKER:-}}"
+if [ -z "$broker" ]; then
+  for file in ${MQTTLB_STACK_FILE:+"$MQTTLB_STACK_FILE"} stack/stack.yaml; do
+    found=$(sed -n 's/^broker:[[:space:]]*\([a-z]*\).*/\1/p' "$file" 2>/dev/null | tail -n 1)
+    if [ -n "$found" ]; then broker="$found"; break; fi
+  done
+fi
 hivemq=0
-if [ "${BROKER:-}" = hivemq ] || [ "${MQTTLB_HIVEMQ:-}" = 1 ]; then
+if [ "$broker" = hivemq ] || [ "${MQTTLB_HIVEMQ:-}" = 1 ]; then
   hivemq=1
   command -v java >/dev/null || missing+=(openjdk-17-jdk-headless)
   command -v mvn >/dev/null || missing+=(maven)
