@@ -4,7 +4,9 @@ Routing keys on the ``action`` label every mqttlb alert carries (see :mod:`mqttl
 ``rebalance`` and ``shed`` go to the webhook's ``/alerts``; ``page`` goes to the ``page`` receiver,
 which never depends on the webhook (a page must reach a human even when the rebalancer is down).
 The page receiver's integrations (``email_configs``, ``pagerduty_configs``, ``webhook_configs``, ...)
-come from ``--page-receiver FILE``; without it the receiver is a placeholder with none, and pages
+come from ``--page-receiver FILE`` (the rendered config is checked with ``amtool check-config`` when
+amtool is installed, so an integration or field Alertmanager would refuse is refused here, exit
+status 2); without it the receiver is a placeholder with none, and pages
 are visible in Alertmanager only (``amtool alert query action=page``).  Timing comes from
 ``params.alertmanager``.  Written for Alertmanager >= 0.22 (``matchers`` and
 ``http_config.authorization.credentials_file``); checked by ``amtool check-config`` in the tests.
@@ -19,7 +21,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
+import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -97,6 +102,24 @@ def check_page_receiver(integrations: Mapping[str, Any]) -> dict[str, Any]:
     return checked
 
 
+def check_with_amtool(text: str, what: str, amtool: str | None = None) -> bool:
+    """Run ``amtool check-config`` on the config ``text``; raise AlertmanagerConfigError (one line:
+    ``what`` and amtool's reason) when it refuses it.  Returns False, checking nothing, when amtool is
+    not installed (``amtool``: its path; default: found on PATH)."""
+    amtool = amtool or shutil.which("amtool")
+    if amtool is None:
+        return False
+    with tempfile.TemporaryDirectory(prefix="mqttlb-am-") as tmp:
+        path = Path(tmp) / "alertmanager.yml"
+        path.write_text(text)
+        result = subprocess.run([amtool, "check-config", str(path)], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        output = " ".join((result.stdout + " " + result.stderr).split())
+        reason = output.split("FAILED:", 1)[-1].split("amtool: error:", 1)[0].strip() or output
+        raise AlertmanagerConfigError(f"{what}: amtool check-config refuses it: {reason[:300]}")
+    return True
+
+
 def build(
     params: Params,
     webhook_url: str,
@@ -168,7 +191,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="file holding the webhook's bearer token (Alertmanager reads it per request)")
     parser.add_argument("--page-receiver", type=Path, metavar="FILE",
                         help="YAML mapping of the page receiver's integrations (email_configs, pagerduty_configs, "
-                        "webhook_configs, ...); default: a placeholder with none")
+                        "webhook_configs, ...), checked with amtool check-config when installed; "
+                        "default: a placeholder with none")
     parser.add_argument("--overrides", type=Path, metavar="FILE",
                         help="YAML mapping of parameter overrides on top of mqttlb/params.yaml "
                         "(default: none)")
@@ -184,15 +208,21 @@ def main(argv: list[str] | None = None) -> int:
         params = params_from_args(args.overrides)
         page = load_yaml_mapping(args.page_receiver, AlertmanagerConfigError) if args.page_receiver else None
         text = render(params, webhook_url=args.webhook_url, token_file=args.token_file, page_receiver=page)
+        # the receiver's integrations are Alertmanager's own schema: amtool is the judge of their fields
+        if page is not None and not check_with_amtool(text, f"--page-receiver {args.page_receiver}"):
+            log.warning("amtool not found: the page receiver was checked for its shape only")
         if args.out is not None and args.out.is_dir():
             raise AlertmanagerConfigError(f"--out {args.out} is a directory")
     except ValueError as exc:
         return refuse(exc)
     if args.out is None:
         sys.stdout.write(text)
-    else:
+        return 0
+    try:
         atomic_write_text(args.out, text)
-        log.info("wrote %s", args.out)
+    except OSError as exc:  # an unwritable or impossible --out (/proc/x): nothing was written
+        return refuse(f"--out {args.out}: cannot write: {exc.strerror or exc}")
+    log.info("wrote %s", args.out)
     return 0
 
 

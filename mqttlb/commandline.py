@@ -37,6 +37,11 @@ def refuse(problem: BaseException | str, prefix: str = "error") -> int:
     return EXIT_BAD_INPUT
 
 
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``"1 node"``, ``"3 nodes"``: a count and its noun (``many``: the plural, default ``word + "s"``)."""
+    return f"{count} {word if count == 1 else (many or word + 's')}"
+
+
 def argument_type(convert: Callable[[str], T], *errors: type[Exception]) -> Callable[[str], T]:
     """An argparse ``type=`` that returns ``convert(text)``; the ``errors`` it raises (default
     ``ValueError``) become ``argparse.ArgumentTypeError`` with the same message."""

@@ -416,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
         drifted = find_drift(params, args.dir)
     except ValueError as exc:
         return refuse(exc)
+    except OSError as exc:  # an unwritable or impossible --out (/proc/x), a --dir that cannot be read
+        flag = f"--out {args.out}: cannot write" if args.command == "generate" else f"--dir {args.dir}: cannot read"
+        return refuse(f"{flag}: {exc.strerror or exc}")
     if not drifted:
         log.info("rule files in %s match the generated rules", args.dir)
     return drift.report(drifted, f"mqttlb rules generate --out {args.dir}")

@@ -153,6 +153,10 @@ def test_cli_up_is_idempotent_status_reports_and_down_leaves_nothing(cli_stack: 
     assert len(lines) == 3 + 6  # 3 Mosquitto nodes + Envoy, 2 exporters, webhook, Alertmanager, Prometheus
     assert all(" up " in line for line in lines), status.stdout
     assert_every_printed_address_answers(status.stdout)
+    # another state dir, same ports: this stack's supervisord answers there, but it is not that stack
+    elsewhere = stack_cli(stack_file, "--state-dir", str(cli_stack.cfg.state_dir.parent / "elsewhere"), "status")
+    assert elsewhere.returncode == 1 and "is not running" in elsewhere.stdout, elsewhere.stdout
+    assert " up " not in elsewhere.stdout and "pid -" in elsewhere.stdout, elsewhere.stdout
 
     pids = [pid for pid in pids_before.values() if pid]
     supervisord_pid = stack.supervisord_pid()

@@ -143,6 +143,9 @@ BAD_INPUTS = [
     ("/v3/discovery:endpoints", body({"resource_names": ["x"] * (MAX_DISCOVERY_NAMES + 1)}), 400, "invalid_payload"),
     ("/v3/discovery:endpoints", body({"type_url": "type.googleapis.com/bogus"}), 400, "invalid_payload"),
     ("/v3/discovery:endpoints", body({"type_url": [[["x"]]]}), 400, "invalid_payload"),
+    ("/v3/discovery:endpoints", body({"garbage": 1}), 400, "invalid_payload"),  # not a DiscoveryRequest field
+    ("/v3/discovery:endpoints", body({"resourceNames": [], "versionInfo": "", "bogus": True}), 400, "invalid_payload"),
+    ("/v3/discovery:endpoints", body({"node": "envoy"}), 400, "invalid_payload"),
     ("/v3/discovery:endpoints", deep(), 400, "invalid_payload"),
     ("/v3/discovery:endpoints", b'{"node": ' + deep(), 400, "invalid_payload"),
 ]

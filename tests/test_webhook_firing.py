@@ -500,8 +500,17 @@ def test_replace_from_api_respects_resolves_and_ends_at() -> None:
     # An Alertmanager that has not seen the resolve yet still lists the episode: it stays resolved.
     result = fs.replace_from_api([api_alert(HIGH1, 0), api_alert(HIGH2, 0, ends=25)], T0 + 31)
     assert not result.changed
-    assert {i.reason for i in result.ignored} == {IgnoreReason.STALE, IgnoreReason.DUPLICATE}
+    assert {i.reason for i in result.ignored} == {IgnoreReason.STALE, IgnoreReason.UNKNOWN}
     assert fs.firing(CLUSTER) == () and fs.snapshot().tombstones == 2  # HIGH2 ended at +25: resolved
+
+
+def test_a_resolve_of_an_alert_never_seen_firing_is_unknown_and_a_repeat_of_it_a_duplicate() -> None:
+    fs = FiringSet(refresh_ttl=TTL)
+    first = fs.apply([resolved(HIGH1, 0, 30)], T0 + 30)
+    assert not first.changed and [i.reason for i in first.ignored] == [IgnoreReason.UNKNOWN]
+    again = fs.apply([resolved(HIGH1, 0, 30)], T0 + 31)
+    assert [i.reason for i in again.ignored] == [IgnoreReason.DUPLICATE]
+    assert fs.apply([firing(HIGH1, 0)], T0 + 32).ignored[0].reason is IgnoreReason.STALE  # it stays resolved
 
 
 @pytest.mark.parametrize(

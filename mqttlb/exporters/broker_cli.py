@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from mqttlb import contract
-from mqttlb.commandline import parse_args, refuse
+from mqttlb.commandline import parse_args, plural, refuse
 from mqttlb.exporters.adapters import build_nodes
 from mqttlb.exporters.broker_collector import SAMPLE_METRICS, BrokerCollector
 from mqttlb.exporters.broker_config import BrokerExporterConfigError, load_config, parse_host_port
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         return refuse(exc, "broker-exporter")
     if args.check_config:
         kinds = sorted({n.kind for n in config.nodes})
-        print(f"config ok: cluster {config.cluster}, {len(config.nodes)} nodes ({', '.join(kinds)})")
+        print(f"config ok: cluster {config.cluster}, {plural(len(config.nodes), 'node')} ({', '.join(kinds)})")
         return 0
     nodes = build_nodes(config)
     collector = BrokerCollector(config.cluster, nodes, config.scrape_timeout_seconds)

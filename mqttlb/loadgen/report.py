@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mqttlb.atomic import atomic_write_text
+from mqttlb.commandline import plural
 
 
 @dataclass
@@ -67,7 +68,7 @@ class Report:
             [
                 f"workload: {self.workload}",
                 f"elapsed {self.elapsed_s:.1f} s{' (stopped early)' if self.stopped_early else ''}, "
-                f"seed {self.seed}, {self.clients} clients",
+                f"seed {self.seed}, {plural(self.clients, 'client')}",
                 f"connections: {self.connects_ok} ok of {self.connect_attempts} attempts "
                 f"({self.connect_rate:.1f}/s), peak {self.peak_connected} concurrent, "
                 f"failures {self.connect_failures_total} ({failures}), "

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mqttlb.commandline import plural
 from mqttlb.yamlfile import parse_yaml_mapping
 
 MAX_CLIENTS = 50_000
@@ -166,7 +167,7 @@ class Workload(BaseModel):
     def describe(self) -> str:
         lines = [
             f"target {self.host}:{self.port}, duration {self.duration:g} s, seed {self.seed}, "
-            f"connect rate {self.connect_rate:g}/s, {self.total_clients} clients"
+            f"connect rate {self.connect_rate:g}/s, {plural(self.total_clients, 'client')}"
         ]
         lines += [f"- {p.describe()}" for p in self.profiles]
         return "\n".join(lines)

@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mqttlb.commandline import parse_args, refuse
+from mqttlb.commandline import parse_args, plural, refuse
 from mqttlb.logs import add_log_flags
-from mqttlb.stack.config import StackConfigError, check_binaries, load_stack_config, recorded_config
+from mqttlb.stack.config import (
+    StackConfigError,
+    check_binaries,
+    check_state_dir,
+    load_stack_config,
+    recorded_config,
+)
 from mqttlb.stack.runner import Stack, StackError
 
 DESCRIPTION = """\
@@ -52,13 +58,15 @@ def main(argv: list[str] | None = None) -> int:
             # A running stack is described by what it was started with, whatever the files say now.
             cfg = recorded_config(cfg.state_dir) or cfg
         stack = Stack(cfg)
+        if args.command in ("up", "check"):
+            check_state_dir(cfg.state_dir)
         if args.command == "up":
             stack.up(timeout=args.timeout)
         elif args.command == "down":
             stack.down()
         elif args.command == "check":
             check_binaries(cfg.broker)
-            print(f"stack config OK: {cfg.nodes} {cfg.broker} nodes, state in {cfg.state_dir}")
+            print(f"stack config OK: {plural(cfg.nodes, cfg.broker + ' node')}, state in {cfg.state_dir}")
         else:
             statuses = stack.status()
             if not stack.is_running():

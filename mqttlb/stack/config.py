@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +48,19 @@ class Ports(BaseModel):
     envoy_exporter: int = Field(ge=1, le=65535)
     webhook: int = Field(ge=1, le=65535)
     supervisor: int = Field(ge=1, le=65535)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool(cls, value: Any) -> Any:
+        return not_a_bool(value)
+
+
+def not_a_bool(value: Any) -> Any:
+    """``value`` unchanged, unless it is a YAML ``true``/``false`` given for a number (pydantic would read
+    it as 1 or 0): ValueError then."""
+    if isinstance(value, bool):
+        raise ValueError(f"Input should be a number, not {str(value).lower()}")
+    return value
 
 
 NO_SLOW_START = "0s"  # slow_start_window as kept (Envoy seconds) when slow start is off
@@ -85,6 +99,11 @@ class StackConfig(BaseModel):
     @classmethod
     def _params_with_defaults(cls, value: Any) -> Any:
         return with_defaults(value)
+
+    @field_validator("nodes", "node_cpu_cores", "sys_interval", "envoy_max_connections", mode="before")
+    @classmethod
+    def _numbers_are_not_bools(cls, value: Any) -> Any:
+        return not_a_bool(value)
 
     @field_validator("slow_start_window", mode="after")
     @classmethod
@@ -281,6 +300,23 @@ def check_binaries(broker: str = "mosquitto") -> dict[str, str]:
         except JarMissingError as exc:
             raise StackConfigError(str(exc)) from None
     return paths
+
+
+def check_state_dir(state_dir: Path) -> None:
+    """Raise StackConfigError unless files can be created in ``state_dir`` (or, when it does not exist
+    yet, in its nearest existing parent).  Leaves nothing behind: a probe file is created and removed."""
+    where = Path(state_dir)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        if not where.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        with tempfile.NamedTemporaryFile(dir=where, prefix=".mqttlb-probe-"):
+            pass
+    except OSError as exc:
+        raise StackConfigError(
+            f"state_dir: {state_dir}: cannot create files in {where}: {exc.strerror or exc}"
+        ) from None
 
 
 RECORD_FILE = "stack.json"

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import requests
 
+from mqttlb.commandline import plural
 from mqttlb.envoy_admin import EndpointStatus, EnvoyAdminClient, EnvoyAdminError
 from mqttlb.stack.addresses import stack_addresses
 from mqttlb.stack.config import HIVEMQ_JAR, StackConfig, StackConfigError, check_binaries, recorded_config
@@ -199,7 +200,7 @@ class Stack:
             if len(self.envoy_hosts()) == self.cfg.nodes:
                 return
             time.sleep(0.25)
-        raise StackError(f"Envoy did not load the {self.cfg.nodes} endpoints from {self.paths.eds_file}")
+        raise StackError(f"Envoy did not load the {plural(self.cfg.nodes, 'endpoint')} from {self.paths.eds_file}")
 
     def envoy_hosts(self) -> list[EndpointStatus]:
         """The stack cluster's endpoints as Envoy applies them; empty while Envoy cannot answer."""
@@ -218,14 +219,17 @@ class Stack:
         """Print every address of the running stack (mqttlb.stack.addresses), one per line."""
         cfg = self.cfg
         self.out("")
-        self.out(f"mqttlb stack '{cfg.cluster}' is up ({cfg.nodes} {BROKER_NAMES[cfg.broker]} nodes, {cfg.lb_policy})")
+        nodes = plural(cfg.nodes, f"{BROKER_NAMES[cfg.broker]} node")
+        self.out(f"mqttlb stack '{cfg.cluster}' is up ({nodes}, {cfg.lb_policy})")
         for address in stack_addresses(self.topology, self.paths.webhook_token, self.paths.logs):
             self.out(address.line())
         self.out("  stop with `make stack-down`; status with `make stack-status`")
 
     # --- status ---------------------------------------------------------------------------
     def status(self) -> list[ComponentStatus]:
-        infos = {info["name"]: info for info in self._process_infos()}
+        """One line per program of this stack.  Only this state dir's supervisord is asked: another
+        stack's, answering on the same control port, is not this one (every part is then down)."""
+        infos = {info["name"]: info for info in self._process_infos()} if self.is_running() else {}
         statuses = []
         for prog in self.programs():
             info = infos.get(prog.name)
@@ -256,7 +260,7 @@ class Stack:
                 self.out(f"stack in {self.paths.root} is not running; nothing to stop")
             return
         child_pids = [int(info["pid"]) for info in self._process_infos() if info.get("pid")]
-        self.out(f"stopping {len(child_pids)} processes and supervisord (pid {sup_pid})")
+        self.out(f"stopping {plural(len(child_pids), 'process', 'processes')} and supervisord (pid {sup_pid})")
         try:
             self._rpc().supervisor.shutdown()
         except (OSError, xmlrpc.client.Error):

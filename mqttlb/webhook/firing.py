@@ -226,6 +226,7 @@ class IgnoreReason(StrEnum):
     NOT_ACTIONABLE = "not_actionable"  # not a rebalance/shed alert, or no cluster label
     SUPPRESSED = "suppressed"  # silenced or inhibited in Alertmanager (replace_from_api only)
     TEST = "test"  # labelled mqttlb_test="true" (`mqttlb test-alert`): never enters the set
+    UNKNOWN = "unknown"  # a resolve of an episode the set never held (never seen firing): remembered only
 
 
 @dataclass(frozen=True, slots=True)
@@ -601,7 +602,7 @@ class FiringSet:
             self._tombstones[fp] = _Tombstone(event.starts_at_ns, event.ends_at_ns, at)
             changes.refreshed = True
             if entry is None:
-                changes.ignored.append(Ignored(fp, IgnoreReason.DUPLICATE))  # already not firing
+                changes.ignored.append(Ignored(fp, IgnoreReason.UNKNOWN))  # never seen firing
             else:
                 del self._entries[fp]
                 changes.removed.append(fp)

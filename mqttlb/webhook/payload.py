@@ -107,17 +107,28 @@ class EvacuateRequest(BaseModel):
 
 
 class DiscoveryRequest(BaseModel):
-    """The fields of Envoy's REST ``DiscoveryRequest`` the webhook reads (proto3 JSON: either spelling).
+    """Envoy's REST ``DiscoveryRequest`` (envoy.service.discovery.v3; proto3 JSON: either spelling of
+    each field).  A field the message does not have is refused (400), as Envoy's own JSON parser would.
 
-    Envoy also sends its ``node`` (with every extension it was built with), ``version_info`` and
-    ``response_nonce``: ignored, since the answer is always the current snapshot."""
+    The webhook reads ``type_url`` and ``resource_names``; ``node`` (with every extension Envoy was
+    built with), ``version_info``, ``response_nonce``, ``error_detail`` and ``resource_locators`` are
+    checked for their type only, since the answer is always the current snapshot."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
     type_url: str = Field(default=CLA_TYPE, validation_alias=AliasChoices("type_url", "typeUrl"), max_length=200)
     resource_names: list[str] | None = Field(
         default=None,
         validation_alias=AliasChoices("resource_names", "resourceNames"),
         max_length=MAX_DISCOVERY_NAMES,
+    )
+    version_info: str = Field(default="", validation_alias=AliasChoices("version_info", "versionInfo"))
+    node: dict[str, Any] | None = None
+    response_nonce: str = Field(default="", validation_alias=AliasChoices("response_nonce", "responseNonce"))
+    error_detail: dict[str, Any] | None = Field(
+        default=None, validation_alias=AliasChoices("error_detail", "errorDetail")
+    )
+    resource_locators: list[dict[str, Any]] | None = Field(
+        default=None, validation_alias=AliasChoices("resource_locators", "resourceLocators")
     )
 
     @property

@@ -27,6 +27,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mqttlb.commandline import plural
+
 # Envoy's reject_incoming_connections trigger on the injected pressure file (the stack's bootstrap,
 # mqttlb.stack.builders); the hard stop writes a pressure above it.
 OVERLOAD_THRESHOLD = 0.9
@@ -62,12 +64,12 @@ def plan_for(state: ShedState, fractions: Sequence[float]) -> ShedPlan:
         return ShedPlan(0, None, False, "no shedding")
     anchor = max(1, state.anchor or 0)
     if level == 1:
-        return ShedPlan(1, anchor, False, f"hold: cap new connections at the {anchor} active")
+        return ShedPlan(1, anchor, False, f"hold: cap at {plural(anchor, 'connection')} (the basis when it began)")
     index = min(level - 2, len(fractions) - 1)
     cap = max(1, math.ceil(anchor * fractions[index]))
     if level == top:
         return ShedPlan(level, cap, True, f"hard stop: reject all new connections (cap {cap} kept)")
-    return ShedPlan(level, cap, False, f"cap at {fractions[index]:.0%} of {anchor}: {cap} connections")
+    return ShedPlan(level, cap, False, f"cap at {fractions[index]:.0%} of {anchor}: {plural(cap, 'connection')}")
 
 
 def cap_basis(active_connections: int | None, cluster_connections: float | None, floor: int) -> int:
