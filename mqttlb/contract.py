@@ -55,6 +55,12 @@ WEBHOOK_EVICTED = "mqttlb_webhook_evicted_clients_total"  # labels node, purpose
 WEBHOOK_SHED_LEVEL = "mqttlb_webhook_shed_level"  # 0 = not shedding
 WEBHOOK_PASS_SECONDS = "mqttlb_webhook_reconcile_pass_duration_seconds"
 WEBHOOK_FIRING_ALERTS = "mqttlb_webhook_firing_alerts"  # label action
+# gRPC xDS (mqttlb.webhook.xds_grpc): label mode = sotw | delta
+WEBHOOK_XDS_STREAMS = "mqttlb_webhook_xds_streams"  # open ADS streams
+WEBHOOK_XDS_RESPONSES = "mqttlb_webhook_xds_responses_total"
+WEBHOOK_XDS_NACKS = "mqttlb_webhook_xds_nacks_total"  # responses an Envoy refused (it keeps its last good ones)
+WEBHOOK_XDS_VERSION = "mqttlb_webhook_xds_snapshot_version"  # version served
+WEBHOOK_XDS_IN_SYNC = "mqttlb_webhook_xds_streams_in_sync"  # streams whose Envoy applies that version
 
 # --- recording rules (level:metric:operations) --------------------------------------
 # per node (labels cluster, node)
@@ -179,7 +185,7 @@ class OutcomeKind(StrEnum):
 FAILURE_REASONS: dict[str, tuple[str, ...]] = {
     "observe": ("prometheus", "envoy"),  # a pass could not read the cluster: it skipped
     "commit": ("state_write", "invalid_snapshot"),  # nothing changed
-    "publish": ("eds_write",),  # committed, not yet published: the next pass publishes again
+    "publish": ("eds_write", "xds_invalid"),  # committed, not yet published: the next pass publishes again
     "verify": ("envoy_unreachable", "weights_not_applied"),
     "shed": ("envoy", "overload_file"),
     "drain": ("last_node",),

@@ -31,6 +31,9 @@ MQTT_CONNACK_ACCEPTED = b"\x20\x02\x00\x00"  # CONNACK, session present 0, retur
 # eds=rest: the static cluster Envoy polls the webhook through, and how often.
 WEBHOOK_EDS_CLUSTER = "mqttlb_webhook"
 EDS_REFRESH = "2s"
+# eds=grpc / delta-grpc: the static cluster of the webhook's xDS server (HTTP/2), and Envoy's ADS api_type.
+WEBHOOK_XDS_CLUSTER = "mqttlb_xds"
+ADS_API_TYPES = {"grpc": "GRPC", "delta-grpc": "DELTA_GRPC"}
 # brokers=hivemq: Prometheus also scrapes HiveMQ's own names (com_hivemq_*) for drilling down; the
 # rules use the broker exporter's job (contract.JOB_BROKERS).
 HIVEMQ_JOB = "hivemq"
@@ -61,6 +64,8 @@ def _socket(host: str, port: int) -> dict[str, Any]:
 
 
 def _eds_source(topo: Topology) -> dict[str, Any]:
+    if topo.switches.eds in ADS_API_TYPES:
+        return {"ads": {}}
     if topo.switches.eds == "file":
         return {
             "path_config_source": {
@@ -81,17 +86,42 @@ def _eds_source(topo: Topology) -> dict[str, Any]:
 
 def _webhook_eds_cluster(topo: Topology) -> dict[str, Any]:
     """eds=rest: the webhook as a static upstream (STRICT_DNS: a service name or an IP literal)."""
+    return _static_cluster(WEBHOOK_EDS_CLUSTER, topo.webhook.reach_host, topo.webhook.port)
+
+
+def _webhook_xds_cluster(topo: Topology) -> dict[str, Any]:
+    """eds=grpc / delta-grpc: the webhook's xDS server, spoken to over HTTP/2 (gRPC)."""
+    cluster = _static_cluster(WEBHOOK_XDS_CLUSTER, topo.webhook_xds.reach_host, topo.webhook_xds.port)
+    cluster["typed_extension_protocol_options"] = {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }
+    }
+    return cluster
+
+
+def _static_cluster(name: str, host: str, port: int) -> dict[str, Any]:
+    """A one-endpoint upstream (STRICT_DNS: a service name or an IP literal)."""
     return {
-        "name": WEBHOOK_EDS_CLUSTER,
+        "name": name,
         "connect_timeout": "1s",
         "type": "STRICT_DNS",
         "dns_lookup_family": "V4_ONLY",
         "load_assignment": {
-            "cluster_name": WEBHOOK_EDS_CLUSTER,
-            "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": _socket(topo.webhook.reach_host, topo.webhook.port)}}]}
-            ],
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(host, port)}}]}],
         },
+    }
+
+
+def _ads_config(topo: Topology) -> dict[str, Any]:
+    """eds=grpc / delta-grpc: one aggregated stream (SotW or incremental) to the webhook's xDS server."""
+    return {
+        "api_type": ADS_API_TYPES[topo.switches.eds],
+        "transport_api_version": "V3",
+        "grpc_services": [{"envoy_grpc": {"cluster_name": WEBHOOK_XDS_CLUSTER}}],
+        "set_node_on_first_message_only": True,
     }
 
 
@@ -201,8 +231,12 @@ def envoy_bootstrap(topo: Topology) -> dict[str, Any]:
     clusters = [_brokers_cluster(topo)]
     if topo.switches.eds == "rest":
         clusters.append(_webhook_eds_cluster(topo))
+    ads = topo.switches.eds in ADS_API_TYPES
+    if ads:
+        clusters.append(_webhook_xds_cluster(topo))
     return {
         "node": {"id": f"mqttlb-{cfg.cluster}", "cluster": cfg.cluster},
+        **({"dynamic_resources": {"ads_config": _ads_config(topo)}} if ads else {}),
         "admin": {"address": _socket(topo.envoy_admin.listen_host, topo.envoy_admin.port)},
         "layered_runtime": {
             "layers": [{"name": "static", "static_layer": {}}, {"name": "admin", "admin_layer": {}}]
@@ -379,6 +413,7 @@ def webhook_config(topo: Topology) -> dict[str, Any]:
         "scrape_interval": cfg.scrape_interval,
         "alertmanager_urls": [topo.alertmanager.url()],
         "params_overrides": cfg.params.model_dump(mode="json", exclude_none=True),
+        **({"xds_grpc_listen": topo.webhook_xds.listen} if topo.switches.eds in ADS_API_TYPES else {}),
     }
 
 

@@ -47,6 +47,7 @@ class Ports(BaseModel):
     broker_exporter: int = Field(ge=1, le=65535)
     envoy_exporter: int = Field(ge=1, le=65535)
     webhook: int = Field(ge=1, le=65535)
+    xds: int = Field(ge=1, le=65535)  # the webhook's gRPC xDS (ADS), when Envoy takes its endpoints over gRPC
     supervisor: int = Field(ge=1, le=65535)
 
     @field_validator("*", mode="before")

@@ -28,6 +28,7 @@ SERVICE_PORTS = (
     "broker_exporter",
     "envoy_exporter",
     "webhook",
+    "xds",
     "supervisor",
 )
 

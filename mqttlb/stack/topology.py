@@ -50,7 +50,7 @@ PROMETHEUS_DATA = Path("/prometheus")
 ALERTMANAGER_CONFIG_MOUNT = Path("/etc/alertmanager/alertmanager.yml")
 ALERTMANAGER_DATA = Path("/alertmanager")
 
-EdsSource = Literal["file", "rest"]
+EdsSource = Literal["file", "rest", "grpc", "delta-grpc"]
 Addressing = Literal["loopback", "service-names"]
 BrokerKind = Literal["mosquitto", "hivemq"]
 Layout = Literal["state-dir", "container"]
@@ -64,8 +64,9 @@ class TopologyError(ValueError):
 class Switches:
     """The only differences between the native and the compose stack.
 
-    eds: where Envoy reads its endpoints -- ``file`` (a watched JSON file the webhook rewrites) or
-        ``rest`` (polls the webhook's ``/v3/discovery:endpoints``).
+    eds: where Envoy reads its endpoints -- ``file`` (a watched JSON file the webhook rewrites),
+        ``rest`` (polls the webhook's ``/v3/discovery:endpoints``), ``grpc`` or ``delta-grpc`` (an ADS
+        stream, state-of-the-world or incremental, to the webhook's xDS server on ``ports.xds``).
     addressing: ``loopback`` (every part on 127.0.0.1, each on its own port; brokers on
         broker_base + i) or ``service-names`` (each part binds 0.0.0.0 in its own container and is
         reached by its compose service name; brokers at fixed IPs on MQTT port 1883).
@@ -217,6 +218,7 @@ class Topology:
     broker_exporter: Service
     envoy_exporter: Service
     webhook: Service
+    webhook_xds: Service  # the webhook's gRPC xDS server (eds=grpc / delta-grpc)
 
 
 def fd_limit(ceiling: int = 1_048_576) -> int:
@@ -282,6 +284,7 @@ def topology(cfg: StackConfig, switches: Switches) -> Topology:
         broker_exporter=service("broker-exporter", p.broker_exporter),
         envoy_exporter=service("envoy-exporter", p.envoy_exporter),
         webhook=service("webhook", p.webhook),
+        webhook_xds=service("webhook", p.xds),
     )
 
 

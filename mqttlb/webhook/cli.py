@@ -25,6 +25,7 @@ from mqttlb.webhook.reload import check_reload
 from mqttlb.webhook.resync import Resyncer
 from mqttlb.webhook.server import create_webhook_server
 from mqttlb.webhook.state import StateError
+from mqttlb.webhook.xds_grpc import XdsServer, attach_xds
 
 log = logging.getLogger("mqttlb.webhook")
 STOP_TIMEOUT_SECONDS = 10.0  # a reload waits this long for the reconcile pass under way
@@ -62,6 +63,7 @@ class Rebalancer:
     resyncer: Resyncer
     app: Flask
     threads: list[threading.Thread] = field(default_factory=list)
+    xds: XdsServer | None = None  # config.xds_grpc_listen: the gRPC xDS server the controller publishes to
 
     @classmethod
     def build(cls, config: WebhookConfig, token: str | None = None) -> Rebalancer:
@@ -94,10 +96,14 @@ class Rebalancer:
             on_change=controller.wake,
         )
         app = create_app(controller, token if token is not None else load_token(config), config.max_body_bytes)
-        return cls(config, controller, resyncer, app)
+        xds = attach_xds(controller, config.xds_grpc_listen) if config.xds_grpc_listen is not None else None
+        return cls(config, controller, resyncer, app, xds=xds)
 
     def start(self, stop: threading.Event) -> None:
-        """Publish the persisted state, rebuild the firing set, start the loop and the resync."""
+        """Serve xDS (if configured), publish the persisted state, rebuild the firing set, start the loop
+        and the resync.  Raises OSError when the xDS address cannot be bound, StateError (see Controller)."""
+        if self.xds is not None:
+            self.xds.start()
         self.controller.start()
         self.resyncer.once()
         self.threads = [
@@ -112,6 +118,8 @@ class Rebalancer:
         stop.set()
         for thread in self.threads:
             thread.join(timeout)
+        if self.xds is not None:
+            self.xds.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, overrides)
         rebalancer = Rebalancer.build(config)
         rebalancer.start(stop)
-    except (ConfigError, StateError) as exc:
+    except (ConfigError, StateError, OSError) as exc:
         log.error("%s", exc)
         return 2
     host, port = config.listen_host_port()

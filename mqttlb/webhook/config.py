@@ -63,10 +63,14 @@ class WebhookConfig(BaseModel):
     alertmanager_urls: list[HttpUrl] = Field(default_factory=list, max_length=10)
     http_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # host:port of the gRPC xDS server (ADS, SotW and delta; mqttlb.webhook.xds_grpc); None: off.
+    xds_grpc_listen: str | None = None
 
-    @field_validator("listen")
+    @field_validator("listen", "xds_grpc_listen")
     @classmethod
-    def _check_listen(cls, value: str) -> str:
+    def _check_listen(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         match = _LISTEN.match(value)
         if not match or not 0 < int(match["port"]) < 65536:
             raise ValueError("must be host:port")
