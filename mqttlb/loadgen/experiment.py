@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -116,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--policies",
         default=",".join(POLICIES),
         help=f"comma-separated subset of {', '.join(POLICIES)} (default: all, in that order)",
+    )
+    p.add_argument(
+        "--scenario",
+        metavar="NAME",
+        help="run a named scenario instead: restart-pileup or heterogeneous (issue 14); its own flags: "
+        "`mqttlb experiment --scenario NAME --help`",
     )
     p.add_argument("--seed", type=int, default=1, help="workload seed, the same for every policy (default 1)")
     p.add_argument("--nodes", type=int, default=3, help="Mosquitto nodes (default 3)")
@@ -404,6 +411,11 @@ def _describe_workload(workload: Workload, args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(arg == "--scenario" or arg.startswith("--scenario=") for arg in argv):
+        from mqttlb.loadgen.scenarios import cli as scenarios
+
+        return scenarios.main(argv)
     args = parse_args(build_parser(), argv)
     try:
         inputs = _check_inputs(args)

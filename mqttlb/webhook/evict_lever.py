@@ -6,19 +6,25 @@ the broker to disconnect them at the bounded rate, MQTT 5 clients with reason co
 server".  In dry-run the victims are named and nobody is disconnected.  One batch per node per pass;
 a batch takes at most ``batch_seconds`` (``max_per_second x batch_seconds`` clients), so the loop
 stays responsive.  Adapter only: every failure becomes a :class:`BatchOutcome` with ``error`` set.
+
+Each carried-out batch records its wall-clock start and end and, where the broker side reports them (the
+Mosquitto plugin's ``listClients`` counters), the broker's own counters before and after, so that the
+eviction rate can be measured from the broker's side (``mqttlb experiment --scenario restart-pileup``).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from mqttlb.brokers.control import open_adapter
-from mqttlb.brokers.eviction import REASON_USE_ANOTHER_SERVER, EvictionAdapter, EvictionError
+from mqttlb.brokers.eviction import REASON_USE_ANOTHER_SERVER, ClientLoad, EvictionAdapter, EvictionError
+from mqttlb.brokers.mosquitto import MosquittoEvictionAdapter
 from mqttlb.webhook import eviction_policy
 from mqttlb.webhook.config import WebhookNodeConfig
 from mqttlb.webhook.eviction_policy import Donor, EvictionIntent, EvictionSettings, VictimChoice
@@ -35,7 +41,9 @@ class BatchOutcome:
     ``evicted`` / ``unknown`` / ``refused``: the broker's answer (empty in dry-run); ``load``: the CPU
     (utilisation) the victims carried, ``surplus`` the donor's (0 for an evacuation); ``remaining``:
     evictable clients left on the node after the batch (an evacuation is complete at 0); ``error``:
-    why the batch failed (nothing was evicted then)."""
+    why the batch failed (nothing was evicted then).  ``started`` / ``finished``: wall-clock seconds
+    (``time.time()``) around the broker's evict call; ``broker_before`` / ``broker_after``: the broker's own
+    counters then (the Mosquitto plugin's, e.g. ``evictedTotal``), None when the broker reports none."""
 
     node: str
     purpose: str
@@ -53,6 +61,10 @@ class BatchOutcome:
     dry_run: bool = False
     error: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    started: float | None = None
+    finished: float | None = None
+    broker_before: Mapping[str, int] | None = None
+    broker_after: Mapping[str, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -70,7 +82,29 @@ class BatchOutcome:
             "bound": self.bound,
             "skipped_persistent": self.skipped_persistent,
             "skipped_heavy": self.skipped_heavy,
+            **({"started": round(self.started, 3)} if self.started is not None else {}),
+            **({"finished": round(self.finished, 3)} if self.finished is not None else {}),
+            **({"broker_counters_before": dict(self.broker_before)} if self.broker_before is not None else {}),
+            **({"broker_counters_after": dict(self.broker_after)} if self.broker_after is not None else {}),
         }
+
+
+def _listing(adapter: EvictionAdapter) -> tuple[list[ClientLoad], dict[str, int] | None]:
+    """The node's clients and, when its adapter can list them with the broker's own counters (the Mosquitto
+    plugin's ``listClients``), those counters by their wire names (``evictedTotal`` ...).  Raises EvictionError."""
+    if not isinstance(adapter, MosquittoEvictionAdapter):
+        return adapter.clients(), None
+    listing = adapter.list_clients()
+    return list(listing.clients), listing.counters.model_dump(by_alias=True)
+
+
+def _counters(adapter: EvictionAdapter) -> dict[str, int] | None:
+    """The broker's own counters now (see :func:`_listing`); None when it has none or cannot answer."""
+    try:
+        return _listing(adapter)[1]
+    except EvictionError as exc:
+        log.warning("no broker counters after the batch: %s", exc)
+        return None
 
 
 class EvictLever:
@@ -117,7 +151,7 @@ class EvictLever:
         if adapter is None:
             return BatchOutcome(donor.node, REBALANCE, surplus=donor.surplus, error="no eviction side configured")
         try:
-            clients = adapter.clients()
+            clients, counters = _listing(adapter)
         except EvictionError as exc:
             return BatchOutcome(donor.node, REBALANCE, surplus=donor.surplus, error=str(exc))
         choice = eviction_policy.choose_victims(
@@ -129,14 +163,16 @@ class EvictLever:
             params=settings.params,
             batch_seconds=settings.batch_seconds,
         )
-        return self._evict(adapter, donor.node, REBALANCE, choice, len(clients), donor.surplus, settings, dry_run)
+        return self._evict(
+            adapter, donor.node, REBALANCE, choice, len(clients), donor.surplus, settings, dry_run, counters
+        )
 
     def _evacuate(self, node: str, settings: EvictionSettings, dry_run: bool) -> BatchOutcome:
         adapter = self._adapter(node)
         if adapter is None:
             return BatchOutcome(node, EVACUATE, error="no eviction side configured")
         try:
-            clients = adapter.clients()
+            clients, counters = _listing(adapter)
         except EvictionError as exc:
             return BatchOutcome(node, EVACUATE, error=str(exc))
         choice = eviction_policy.evacuation_victims(
@@ -145,7 +181,7 @@ class EvictLever:
             params=settings.params,
             batch_seconds=settings.batch_seconds,
         )
-        return self._evict(adapter, node, EVACUATE, choice, len(clients), 0.0, settings, dry_run)
+        return self._evict(adapter, node, EVACUATE, choice, len(clients), 0.0, settings, dry_run, counters)
 
     def _evict(
         self,
@@ -157,6 +193,7 @@ class EvictLever:
         surplus: float,
         settings: EvictionSettings,
         dry_run: bool,
+        counters_before: dict[str, int] | None = None,
     ) -> BatchOutcome:
         evictable = choice.eligible
         common: dict[str, Any] = {
@@ -173,6 +210,7 @@ class EvictLever:
         if dry_run or not choice.clients:
             remaining = max(0, evictable) if dry_run else max(0, evictable - len(choice.clients))
             return BatchOutcome(**common, remaining=remaining, dry_run=dry_run)
+        started = time.time()
         try:
             result = adapter.evict(
                 choice.clients,
@@ -184,6 +222,7 @@ class EvictLever:
         except EvictionError as exc:
             log.warning("eviction on %s failed: %s", node, exc)
             return BatchOutcome(**common, remaining=max(0, evictable), error=str(exc))
+        finished = time.time()
         return BatchOutcome(
             **common,
             evicted=result.evicted,
@@ -191,6 +230,10 @@ class EvictLever:
             refused=result.refused,
             remaining=max(0, evictable - len(result.evicted) - len(result.unknown)),
             details={"answer": result.reason},
+            started=started,
+            finished=finished,
+            broker_before=counters_before,
+            broker_after=_counters(adapter) if counters_before is not None else None,
         )
 
 

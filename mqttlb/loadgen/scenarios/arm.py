@@ -1,0 +1,248 @@
+"""One arm of a scenario: a fresh local stack, the workload through its Envoy, timed node stops and starts,
+and everything sampled meanwhile.
+
+Per-node CPU (psutil on the broker processes, over the recording rules' rate window) and Envoy's
+connections and weights come from :class:`mqttlb.loadgen.sampler.NodeSampler`; Envoy's per-node
+``cx_total`` (connects at the nodes) from :class:`ConnectSampler`; the webhook's evict batches from its
+audit log after the run.  The stack is stopped whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mqttlb.envoy_admin import EnvoyAdminClient, EnvoyAdminError
+from mqttlb.loadgen.balance import Sample
+from mqttlb.loadgen.engine import run
+from mqttlb.loadgen.report import Report
+from mqttlb.loadgen.sampler import NodeSampler
+from mqttlb.loadgen.scenarios.analysis import ConnectSample
+from mqttlb.loadgen.workload import Workload
+
+log = logging.getLogger(__name__)
+
+MAX_SAMPLES = 20_000
+
+
+@dataclass(frozen=True)
+class ArmSetup:
+    """How an arm's stack runs: Envoy's ``lb_policy`` (None: the stack file's), whether the webhook acts
+    (else dry run) and the ``params`` overrides on top of the stack file's parameters."""
+
+    name: str
+    description: str
+    lb_policy: str | None
+    webhook_acts: bool
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    """Stop or start broker ``node`` ``at`` seconds after the load started."""
+
+    at: float
+    action: Literal["stop", "start"]
+    node: str
+
+
+@dataclass
+class ArmRun:
+    """What an arm gave: ``samples`` (about one a second), ``connects`` (Envoy cx_total per node),
+    ``events`` as carried out (run time, action, node), the webhook's audit entries, the load report and
+    ``wall_start`` (wall-clock seconds of the load start, to place audit entries in run time)."""
+
+    setup: ArmSetup
+    nodes: list[str]
+    samples: list[Sample]
+    connects: list[ConnectSample]
+    events: list[tuple[float, str, str]]
+    audit: list[dict[str, Any]]
+    load: Report
+    wall_start: float
+    sampler_errors: int
+    stack_params: dict[str, Any]  # the stack's parameters as validated (mqttlb.params.Params, as JSON)
+    stack_settings: dict[str, Any]  # lb_policy, scrape_interval, slow_start_window of the stack file
+
+
+class ConnectSampler:
+    """Background thread: Envoy's ``cx_total`` per node every ``interval`` s until :meth:`stop`."""
+
+    def __init__(self, envoy_admin: str, cluster: str, interval: float = 1.0) -> None:
+        self._admin = EnvoyAdminClient(envoy_admin, timeout=2.0)
+        self._cluster = cluster
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="connect-sampler", daemon=True)
+        self._t0 = 0.0
+        self.samples: list[ConnectSample] = []
+        self.errors = 0
+
+    def start(self, t0: float) -> ConnectSampler:
+        self._t0 = t0
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while len(self.samples) < MAX_SAMPLES:
+            try:
+                endpoints = self._admin.cluster(self._cluster).endpoints
+                t = round(time.monotonic() - self._t0, 2)
+                self.samples.append(ConnectSample(t, {e.node: e.cx_total for e in endpoints}))
+            except EnvoyAdminError:
+                self.errors += 1
+            if self._stop.wait(self._interval):
+                return
+
+    def stop(self) -> list[ConnectSample]:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        return self.samples
+
+
+def _pid_reader(path: Path) -> Callable[[], int | None]:
+    def read() -> int | None:
+        try:
+            return int(path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    return read
+
+
+def _read_audit(path: Path) -> list[dict[str, Any]]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    entries = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
+async def _load_with_events(
+    workload: Workload, events: Sequence[NodeEvent], act: Callable[[NodeEvent], None], t0: float
+) -> tuple[Report, list[tuple[float, str, str]]]:
+    """Run ``workload`` while ``act`` carries out ``events`` at their times (in a thread: supervisord
+    waits until a program has stopped or started); returns the report and the events as done."""
+    done: list[tuple[float, str, str]] = []
+
+    async def timeline() -> None:
+        for event in sorted(events, key=lambda e: e.at):
+            await asyncio.sleep(max(0.0, t0 + event.at - time.monotonic()))
+            started = round(time.monotonic() - t0, 2)
+            await asyncio.to_thread(act, event)
+            log.info("t=%.1fs: %s %s (took %.1f s)", started, event.action, event.node, time.monotonic() - t0 - started)
+            done.append((started, event.action, event.node))
+
+    task = asyncio.create_task(timeline())
+    try:
+        report = await run(workload, progress=_progress)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return report, done
+
+
+def _progress(snap: dict[str, Any]) -> None:
+    log.info(
+        "  t=%5.1fs connected=%d pub=%.0f/s connects=%.1f/s failures=%d",
+        snap["t"],
+        snap["connected"],
+        snap.get("publish_rate", 0.0),
+        snap.get("connect_rate", 0.0),
+        snap["connect_failures"],
+    )
+
+
+def run_arm(
+    setup: ArmSetup,
+    make_workload: Callable[[int], Workload],
+    events: Sequence[NodeEvent],
+    *,
+    state_dir: Path,
+    nodes: int,
+    node_cpu_cores: float,
+    sample_interval: float = 1.0,
+) -> ArmRun:
+    """Start a stack in ``state_dir`` (free ports), run the workload ``make_workload(envoy_port)`` with
+    ``events``, stop the stack.  Raises RuntimeError (StackError, no samples) and OSError."""
+    from mqttlb.params import duration_seconds
+    from mqttlb.stack.ephemeral import running_stack  # the stack only when an arm runs
+
+    cfg = _stack_config(setup, state_dir, nodes, node_cpu_cores)
+    names = list(cfg.node_names)
+    services = {node.name: node.service for node in _topology_nodes(cfg)}
+    log.info("arm %s: starting the stack (%s)", setup.name, setup.description)
+    with running_stack(cfg) as stack:
+        workload = make_workload(cfg.ports.envoy_listener)
+        admin = f"http://127.0.0.1:{cfg.ports.envoy_admin}"
+
+        def act(event: NodeEvent) -> None:
+            if event.action == "stop":
+                stack.stop_component(services[event.node])
+            else:
+                stack.start_component(services[event.node])
+
+        sampler = NodeSampler(
+            {node: _pid_reader(stack.paths.mosquitto_pid(node)) for node in names},
+            admin,
+            cfg.envoy_cluster,
+            cfg.node_cpu_cores,
+            interval=sample_interval,
+            cpu_window=duration_seconds(cfg.params.rate_window),
+            max_samples=MAX_SAMPLES,
+        ).start()
+        t0, wall_start = time.monotonic(), time.time()
+        connects = ConnectSampler(admin, cfg.envoy_cluster, sample_interval).start(t0)
+        log.info("arm %s: load for %.0f s", setup.name, workload.duration)
+        try:
+            load, done = asyncio.run(_load_with_events(workload, events, act, t0))
+        finally:
+            samples = sampler.stop()
+            connect_samples = connects.stop()
+        audit = _read_audit(stack.paths.webhook_dir / "audit.jsonl")
+    if not samples:
+        raise RuntimeError(f"arm {setup.name}: no samples were taken")
+    return ArmRun(
+        setup=setup,
+        nodes=names,
+        samples=samples,
+        connects=connect_samples,
+        events=done,
+        audit=audit,
+        load=load,
+        wall_start=wall_start,
+        sampler_errors=sampler.errors + connects.errors,
+        stack_params=cfg.params.model_dump(mode="json"),
+        stack_settings={key: str(getattr(cfg, key)) for key in ("lb_policy", "scrape_interval", "slow_start_window")},
+    )
+
+
+def _stack_config(setup: ArmSetup, state_dir: Path, nodes: int, node_cpu_cores: float) -> Any:
+    """The arm's stack settings: the stack file's, free ports, ``state_dir``, and the arm's overrides."""
+    from mqttlb.stack.ephemeral import stack_config
+
+    overrides: dict[str, Any] = {"dry_run": not setup.webhook_acts, "node_cpu_cores": node_cpu_cores}
+    if setup.lb_policy is not None:
+        overrides["lb_policy"] = setup.lb_policy
+    return stack_config(state_dir, nodes=nodes, params=dict(setup.params), **overrides)
+
+
+def _topology_nodes(cfg: Any) -> list[Any]:
+    from mqttlb.stack.topology import native_topology
+
+    return list(native_topology(cfg).nodes)

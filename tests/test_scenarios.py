@@ -1,0 +1,238 @@
+"""The experiment scenarios' pure parts: settling, eviction batches and their bounds from audit entries,
+connects per second, QoS 1 accounting, the workloads, the verdicts and the command line's checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mqttlb.loadgen.scenarios import analysis, heterogeneous, restart_pileup
+from mqttlb.loadgen.scenarios.analysis import Batch, ConnectSample
+from mqttlb.loadgen.scenarios.cli import build_parser, parse_seeds
+from mqttlb.loadgen.scenarios.cli import main as scenario_main
+from mqttlb.loadgen.scenarios.workloads import heavy_starts, heterogeneous_workload, restart_workload
+
+# --- settling ------------------------------------------------------------------------------------------
+
+
+def test_settling_needs_to_stay_below_to_the_end() -> None:
+    times = [0, 10, 20, 30, 40, 50]
+    values = [0.2, 0.005, 0.02, 0.004, 0.003, 0.002]
+    s = analysis.settling(times, values, start=10, threshold=0.01, within=30)
+    assert s.first_below == 10  # dipped at once ...
+    assert s.settled_at == 30 and s.settle_seconds == 20  # ... but only stayed below from t=30
+    assert s.met and s.peak_after == 0.004
+
+
+def test_settling_not_met_when_late_or_never() -> None:
+    times = [0, 100, 200, 300]
+    late = analysis.settling(times, [0.2, 0.2, 0.005, 0.005], start=0, threshold=0.01, within=180)
+    assert late.settled_at == 200 and not late.met
+    never = analysis.settling(times, [0.2, 0.005, 0.005, 0.011], start=0, threshold=0.01, within=180)
+    assert never.first_below == 100 and never.settled_at is None and not never.met
+
+
+def test_settling_threshold_is_strict_and_inputs_checked() -> None:
+    assert not analysis.settling([0, 1], [0.01, 0.01], start=0, threshold=0.01, within=5).met
+    with pytest.raises(ValueError, match="times but"):
+        analysis.settling([0, 1], [0.1], start=0, threshold=0.01, within=5)
+    with pytest.raises(ValueError, match="no value at or after"):
+        analysis.settling([0, 1], [0.1, 0.1], start=5, threshold=0.01, within=5)
+
+
+@given(st.lists(st.floats(min_value=0, max_value=1), min_size=1, max_size=40), st.floats(0.001, 0.5))
+def test_settling_settled_means_every_later_value_below(values: list[float], threshold: float) -> None:
+    times = [float(i) for i in range(len(values))]
+    s = analysis.settling(times, values, start=0, threshold=threshold, within=1e9)
+    if s.settled_at is None:
+        assert values[-1] >= threshold
+    else:
+        assert all(v < threshold for t, v in zip(times, values, strict=True) if t >= s.settled_at)
+        assert s.settled_at == 0 or values[int(s.settled_at) - 1] >= threshold
+
+
+def test_window_mean() -> None:
+    assert analysis.window_mean([0, 1, 2, 3], [4, 1, 2, 3], 1) == 2
+    assert analysis.window_mean([0, 1, 2, 3], [4, 1, 2, 3], 1, 3) == 1.5
+    with pytest.raises(ValueError):
+        analysis.window_mean([0, 1], [1, 1], 5)
+
+
+# --- batches and bounds ---------------------------------------------------------------------------------
+
+
+def _entry(node: str, started: float, finished: float, count: int, before: int | None, after: int | None,
+           bound: int = 36, applied: bool = True, kind: str = "evict") -> dict:
+    after_fields: dict = {
+        "node": node, "purpose": "rebalance", "count": count, "clients": [f"lg-pub-{i}" for i in range(count)],
+        "bound": bound, "node_clients": 150, "load_moved": 0.2, "surplus": 0.21,
+        "started": 1000.0 + started, "finished": 1000.0 + finished,
+    }
+    if before is not None and after is not None:
+        after_fields["broker_counters_before"] = {"evictedTotal": before, "commandsTotal": 3}
+        after_fields["broker_counters_after"] = {"evictedTotal": after, "commandsTotal": 5}
+    return {"kind": kind, "applied": applied, "time": 1000.0 + finished, "after": after_fields}
+
+
+def test_batches_from_audit_in_run_time_with_broker_counts() -> None:
+    entries = [
+        _entry("node2", 60.0, 61.75, 36, 0, 36),
+        _entry("node1", 59.0, 60.0, 21, 10, 31),
+        _entry("node1", 95.0, 96.0, 5, None, None),
+        _entry("node1", 99.0, 100.0, 5, 31, 36, applied=False),  # failed: left out
+        {"kind": "rebalance", "applied": True, "after": {"node1": 50}},
+        {"kind": "evict", "applied": True, "after": {"node": "node3", "count": 1}},  # no batch times
+    ]
+    batches = analysis.batches_from_audit(entries, wall_start=1000.0)
+    assert [(b.node, b.started, b.count, b.broker_evicted) for b in batches] == [
+        ("node1", 59.0, 21, 21),
+        ("node2", 60.0, 36, 36),
+        ("node1", 95.0, 5, None),
+    ]
+    assert batches[1].paced_rate == pytest.approx(35 / 1.75)
+    check = analysis.check_bounds(batches, max_per_second=20)
+    assert check.evicted == 62 and check.batches == 3
+    assert check.max_paced_rate == pytest.approx(20.0) and check.max_count_over_bound == 0
+    assert check.without_counters == 1 and not check.holds  # a batch the broker gave no counters for
+    assert analysis.check_bounds(batches[:2], max_per_second=20).holds
+
+
+def test_check_bounds_catches_a_fast_batch_an_oversized_one_and_a_counter_mismatch() -> None:
+    fast = analysis.batches_from_audit([_entry("node1", 0, 1, 30, 0, 30)], 1000.0)
+    assert analysis.check_bounds(fast, 20).max_paced_rate == pytest.approx(29.0)
+    assert not analysis.check_bounds(fast, 20).holds
+    big = analysis.batches_from_audit([_entry("node1", 0, 10, 40, 0, 40, bound=36)], 1000.0)
+    assert analysis.check_bounds(big, 20).max_count_over_bound == 4 and not analysis.check_bounds(big, 20).holds
+    hidden = analysis.batches_from_audit([_entry("node1", 0, 10, 10, 0, 12)], 1000.0)
+    assert analysis.check_bounds(hidden, 20).counter_mismatches == 1
+    assert analysis.check_bounds([], 20).holds
+
+
+def test_paced_rate_of_small_batches() -> None:
+    one = Batch("n", "rebalance", 0, 0, 1, 1, 1, 1, 0, 0, ("a",))
+    assert one.paced_rate == 0.0
+    instant = Batch("n", "rebalance", 5, 5, 3, 3, 3, 3, 0, 0, ("a", "b", "c"))
+    assert math.isinf(instant.paced_rate)
+
+
+# --- reconnects ------------------------------------------------------------------------------------------
+
+
+def test_connects_per_second_and_spread_around_batches() -> None:
+    samples = [ConnectSample(float(t), {"node1": c1, "node2": c2})
+               for t, c1, c2 in [(0, 100, 100), (1, 100, 100), (2, 110, 100), (3, 120, 102), (4, 120, 102),
+                                 (5, 121, 102), (10, 221, 102), (11, 5, 102)]]
+    rates = analysis.connects_per_second(samples)
+    assert rates[1] == (2.0, {"node1": 10.0, "node2": 0.0})
+    assert rates[-1] == (11.0, {"node1": 5.0, "node2": 0.0})  # a counter that restarted counts from 0
+    batch = Batch("node2", "rebalance", 1.0, 2.5, 20, 20, 36, 150, 0.2, 0.2, ())
+    spread = analysis.reconnect_spread(rates, [batch], settle=1.0)
+    assert spread.peak_node == 10.0 and spread.peak_total == 12.0 and spread.seconds == 4
+    assert spread.reference_peak == 20.0  # (221 - 121) / 5 s, outside the batch
+
+
+# --- QoS 1 -------------------------------------------------------------------------------------------------
+
+
+def test_qos1_in_flight_from_the_load_report() -> None:
+    q = analysis.qos1_in_flight(1000, {"acked": 990, "received_without_ack": 4, "lost": 2, "duplicates": 1})
+    assert (q.published, q.acked, q.unacked, q.lost, q.redelivered) == (1000, 990, 6, 2, 1)
+    assert analysis.qos1_in_flight(0, {}).unacked == 0
+
+
+def test_median() -> None:
+    assert analysis.median([3, 1, 2]) == 2 and analysis.median([1, 4]) == 2.5
+    with pytest.raises(ValueError):
+        analysis.median([])
+
+
+# --- workloads ---------------------------------------------------------------------------------------------
+
+
+def test_restart_workload_is_long_lived_with_qos1_sensors() -> None:
+    w = restart_workload(1883, 300, 1, publishers=240, publisher_rate=6, sensors=60, sensor_rate=1)
+    assert w.total_clients == 300 and all(p.session is None for p in w.profiles)
+    sensor = next(p for p in w.profiles if p.name == "sensor")
+    assert sensor.qos == 1 and sensor.checks_delivery
+
+
+def test_heavy_starts_fall_between_light_groups_and_follow_the_seed() -> None:
+    starts = heavy_starts(1, 4, 12.0)
+    assert len(set(starts)) == 4 and all(s % 1 == 0.5 and 0 < s < 12 for s in starts)
+    assert heavy_starts(1, 4, 12.0) == starts and heavy_starts(2, 4, 12.0) != starts
+    assert len(heavy_starts(3, 20, 12.0)) == 20
+
+
+def test_heterogeneous_workload_scatters_heavies_among_lights() -> None:
+    w = heterogeneous_workload(1883, 300, 2, heavies=4, heavy_rate=250, lights=241, light_rate=4, ramp=12)
+    lights = [p for p in w.profiles if p.name.startswith("light")]
+    heavies = [p for p in w.profiles if p.name.startswith("heavy")]
+    assert sum(p.count for p in lights) == 241 and len(heavies) == 4
+    assert all(p.session is None for p in w.profiles)
+    first_light, last_light = min(p.start for p in lights), max(p.start for p in lights)
+    assert all(first_light < h.start < last_light + 1 for h in heavies)
+
+
+# --- verdicts ----------------------------------------------------------------------------------------------
+
+
+def _het(arm: str, seed: int, msd: float) -> heterogeneous.HeterogeneousSummary:
+    return heterogeneous.HeterogeneousSummary(
+        arm, seed, 0.0, msd, msd, {}, {}, 0, 0, analysis.check_bounds([], 20),
+        analysis.reconnect_spread([], []), 0,
+    )
+
+
+def test_heterogeneous_verdict_compares_medians() -> None:
+    lr, we = heterogeneous.LEAST_REQUEST, heterogeneous.WEIGHTED_EVICT
+    summaries = [_het(lr, 1, 0.05), _het(we, 1, 0.002), _het(lr, 2, 0.01), _het(we, 2, 0.004),
+                 _het(lr, 3, 0.03), _het(we, 3, 0.003), _het(lr, 4, 0.5)]  # seed 4 lacks an arm: left out
+    v = heterogeneous.verdict(summaries)
+    assert v.median_least_request == 0.03 and v.median_weighted_evict == 0.003
+    assert v.ratio == pytest.approx(10) and v.met and set(v.ratios) == {1, 2, 3}
+    assert not heterogeneous.verdict([_het(lr, 1, 0.01), _het(we, 1, 0.004)]).met
+    with pytest.raises(ValueError):
+        heterogeneous.verdict([_het(lr, 1, 0.01)])
+
+
+def _restart_summary(settled_at: float | None, within: float = 180) -> restart_pileup.RestartSummary:
+    met = settled_at is not None and settled_at <= within
+    settling = analysis.Settling(0.0, 0.01, within, settled_at, settled_at, met, 0.0)
+    return restart_pileup.RestartSummary(
+        "x", 0.0, settling, 0.2, 0.0, {}, {}, 0, 0, 0, analysis.check_bounds([], 20),
+        analysis.reconnect_spread([], []), analysis.qos1_in_flight(0, {}), 0, 0,
+    )
+
+
+def test_restart_target_needs_on_to_settle_and_off_not() -> None:
+    assert restart_pileup.target_met(_restart_summary(120), _restart_summary(None))
+    assert not restart_pileup.target_met(_restart_summary(200), _restart_summary(None))
+    assert not restart_pileup.target_met(_restart_summary(120), _restart_summary(100))
+
+
+def test_restart_timeline_checked() -> None:
+    line = restart_pileup.timeline(60, 50, 240)
+    assert (line.stop_at, line.start_at, line.duration) == (60, 110, 350)
+    with pytest.raises(ValueError):
+        restart_pileup.timeline(5, 50, 240)
+
+
+# --- command line ------------------------------------------------------------------------------------------
+
+
+def test_parse_seeds() -> None:
+    assert parse_seeds("1,2, 3") == [1, 2, 3]
+    for bad in ("", "1,1", "a"):
+        with pytest.raises(ValueError):
+            parse_seeds(bad)
+
+
+def test_bad_flags_are_refused_before_any_stack_starts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert scenario_main(["--scenario", "restart-pileup", "--down", "1"]) == 2
+    assert "--down" in capsys.readouterr().err
+    assert scenario_main(["--scenario", "heterogeneous", "--seeds", "1,1"]) == 2
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--scenario", "nope"])
