@@ -252,6 +252,15 @@ class Stack:
         except (OSError, xmlrpc.client.Error) as exc:
             raise StackError(f"cannot stop {name}: {exc}") from exc
 
+    def start_component(self, name: str) -> None:
+        """Start again a program stopped with :meth:`stop_component` and wait until supervisord reports it
+        running (the experiment's restart scenario stops a broker node and brings it back).  Raises
+        StackError when supervisord refuses (unknown name, already running, failed to start)."""
+        try:
+            self._rpc().supervisor.startProcess(name, True)
+        except (OSError, xmlrpc.client.Error) as exc:
+            raise StackError(f"cannot start {name}: {exc}") from exc
+
     # --- down -----------------------------------------------------------------------------
     def down(self, quiet: bool = False) -> None:
         sup_pid = self.supervisord_pid()
