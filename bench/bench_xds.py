@@ -13,8 +13,9 @@
 (b) **Scale simulation**: ``--scale-nodes`` broker nodes, ``--scale-clients`` simulated Envoys (xDS
     clients: grpc.aio streams in a separate process that decode each ClusterLoadAssignment and ACK it,
     as Envoy does, for each mode).  Each decision is the product's pure pass (``decide_pass``: weights
-    of every node from its CPU, a rebalance alert firing, a different hot node each time), then the
-    snapshot (``build_snapshot``, then ``XdsPublisher.publish``: protobuf resources, made current) and the push to every client until all ACKed.
+    of every node from its CPU, a rebalance alert firing, a different tenth of the nodes hot each time),
+    then the snapshot (``build_snapshot``, then ``XdsPublisher.publish``: protobuf resources, made
+    current) and the push to every client until all ACKed.  Decisions that moved no weight are skipped.
     Prints decision time, snapshot size and push fan-out time.
 
 Prints percentiles (nearest rank); a line says whether the p99 target (< 100 ms at 20 Envoys) is met.
