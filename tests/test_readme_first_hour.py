@@ -1,0 +1,47 @@
+"""README's "First hour" names only real things: make targets of the Makefile, `mqttlb` commands and
+flags their --help lists, and webhook routes the app serves.  (The commands themselves run live in
+tests/test_stack_live.py: the printed addresses, `mqttlb test-alert`, the first 12 connections.)"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from webhookhttp import build
+
+from mqttlb.cli import COMMANDS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def first_hour() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## First hour")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_make_targets_exist() -> None:
+    targets = set(re.findall(r"^([a-z][a-z-]*):", (ROOT / "Makefile").read_text(), re.MULTILINE))
+    used = set(re.findall(r"`make ([a-z-]+)", first_hour()))
+    assert used and used <= targets, used - targets
+
+
+def test_mqttlb_commands_and_their_flags_exist() -> None:
+    calls = re.findall(r"(?:\.venv/bin/)?mqttlb ([a-z-]+)((?: --?[a-z][a-z-]*(?: [^ `-][^ `]*)?)*)", first_hour())
+    assert {command for command, _ in calls} >= {"status", "test-alert", "loadgen"}
+    for command, rest in calls:
+        assert command in COMMANDS, command
+        flags = re.findall(r"--[a-z][a-z-]*", rest)
+        helped = subprocess.run(
+            [sys.executable, "-m", "mqttlb.cli", command, "--help"], capture_output=True, text=True, timeout=60
+        )
+        assert helped.returncode == 0, helped.stderr
+        assert all(flag in helped.stdout for flag in flags), (command, flags)
+
+
+def test_webhook_routes_exist(tmp_path: Path) -> None:
+    routes = {rule.rule for rule in build(tmp_path, start=False).app.url_map.iter_rules()}
+    used = set(re.findall(r"http://127\.0\.0\.1:9643(/[a-z]*)", first_hour()))
+    assert used and used <= routes, used - routes
