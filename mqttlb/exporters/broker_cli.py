@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 from pathlib import Path
 
 from mqttlb import contract
 from mqttlb.commandline import parse_args, plural, refuse
 from mqttlb.exporters.adapters import build_nodes
 from mqttlb.exporters.broker_collector import SAMPLE_METRICS, BrokerCollector
-from mqttlb.exporters.broker_config import BrokerExporterConfigError, load_config, parse_host_port
+from mqttlb.exporters.broker_config import (
+    BrokerExporterConfig,
+    BrokerExporterConfigError,
+    load_config,
+    parse_host_port,
+)
 from mqttlb.exporters.scrape_errors import BROKER_REASONS
 from mqttlb.exporters.serve import exporter_parser, serve_collector
 
@@ -61,7 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         "HiveMQ via its Prometheus extension), sampled at scrape time.",
         CONFIG_HELP + "\n" + metrics_help(),
     )
-    parser.add_argument("--config", required=True, type=Path, help="broker exporter YAML config (see below)")
+    parser.add_argument(
+        "--config",
+        required=True,
+        type=Path,
+        help="broker exporter YAML config (see below); SIGHUP reads it again: refused in one log line if a "
+        "start would refuse it, else the exporter restarts in place (same PID)",
+    )
     parser.add_argument(
         "--listen",
         help="host:port to serve /metrics on (default: config 'listen', which defaults to 127.0.0.1:9641)",
@@ -91,7 +103,28 @@ def main(argv: list[str] | None = None) -> int:
         entry.adapter.start()
     # the adapters close first, so that no worker of the collector's pool is busy with them
     adapters = [entry.adapter for entry in nodes]
-    return serve_collector(collector, host, port, "broker-exporter", close_first=adapters)
+    return serve_collector(
+        collector,
+        host,
+        port,
+        "broker-exporter",
+        close_first=adapters,
+        reload_check=lambda: check_reload(args.config, args.listen, config),
+    )
+
+
+def check_reload(path: Path, listen: str | None, running: BrokerExporterConfig) -> str:
+    """SIGHUP: the config at ``path`` as a start would read it (``listen``: the --listen flag, which
+    wins); raises BrokerExporterConfigError or ValueError (one line) for what a start would refuse,
+    OSError for a changed listen address that cannot be bound.  Returns what changed, for the log."""
+    config = load_config(path)
+    host, port = parse_host_port(listen or config.listen)
+    if (host, port) != parse_host_port(listen or running.listen):
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, port))
+    before, after = running.model_dump(mode="json"), config.model_dump(mode="json")
+    keys = sorted(key for key in after if before.get(key) != after[key])
+    return f"changed: {', '.join(keys)}" if keys else "no setting changed"
 
 
 if __name__ == "__main__":
