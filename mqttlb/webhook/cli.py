@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from mqttlb.webhook.app import create_app, server_error_hook
 from mqttlb.webhook.config import ConfigError, WebhookConfig, WebhookConfigError, load_config, load_token
 from mqttlb.webhook.controller import Controller
 from mqttlb.webhook.evict_lever import build_evict_lever
+from mqttlb.webhook.ha import Follower, Replica
+from mqttlb.webhook.lease import open_lease
 from mqttlb.webhook.levers import EdsFilePublisher, EnvoyShedLever
 from mqttlb.webhook.observe import ClusterObserver
 from mqttlb.webhook.reload import check_reload
@@ -29,6 +32,7 @@ from mqttlb.webhook.xds_grpc import XdsServer, attach_xds
 
 log = logging.getLogger("mqttlb.webhook")
 STOP_TIMEOUT_SECONDS = 10.0  # a reload waits this long for the reconcile pass under way
+LOST_LEASE_EXIT = 3
 BROKER_TIMEOUT_SECONDS = 5.0  # a broker's eviction side answers a listing within this (a batch adds its own time)
 # The HTTP server's settings (connection limit, idle timeout, threads, JSON 413) are in
 # mqttlb.webhook.server, so that tests run exactly what this command runs.
@@ -100,17 +104,35 @@ class Rebalancer:
         return cls(config, controller, resyncer, app, xds=xds)
 
     def start(self, stop: threading.Event) -> None:
-        """Serve xDS (if configured), publish the persisted state, rebuild the firing set, start the loop
-        and the resync.  Raises OSError when the xDS address cannot be bound, StateError (see Controller)."""
+        """Serve xDS (if configured), then act (:meth:`lead`), or with a ``lease`` run the replica loop that
+        follows the leader until it holds the lease.  Raises OSError when the xDS address cannot be bound
+        or a Kubernetes lease is configured outside a pod, StateError (see Controller.start)."""
         if self.xds is not None:
             self.xds.start()
+        if self.config.lease is not None:  # a replica: act only while holding the lease (mqttlb.webhook.ha)
+            replica = Replica(
+                open_lease(self.config.lease),
+                lead=self.lead,
+                follow=Follower(self.config, self.controller, self.xds),
+                renew_seconds=self.config.lease.renew_seconds,
+                on_lost=_exit_on_lost_lease,
+            )
+            self.threads = [threading.Thread(target=replica.run, args=(stop,), daemon=True, name="lease")]
+            self.threads[0].start()
+            return
+        self.lead(stop)
+
+    def lead(self, stop: threading.Event) -> None:
+        """Act: publish the persisted state, rebuild the firing set, start the loop and the resync until
+        ``stop`` is set.  Raises StateError (see Controller.start)."""
         self.controller.start()
         self.resyncer.once()
-        self.threads = [
+        threads = [
             threading.Thread(target=self.controller.run, args=(stop,), daemon=True, name="reconcile"),
             threading.Thread(target=self.resyncer.run, args=(stop,), daemon=True, name="resync"),
         ]
-        for thread in self.threads:
+        self.threads += threads
+        for thread in threads:
             thread.start()
 
     def stop(self, stop: threading.Event, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
@@ -120,6 +142,13 @@ class Rebalancer:
             thread.join(timeout)
         if self.xds is not None:
             self.xds.stop()
+
+
+def _exit_on_lost_lease() -> None:
+    """A leader that lost its lease must not act again in this process: exit (status 3) at once, and let
+    the supervisor start a fresh standby (as client-go's leader election does)."""
+    logging.shutdown()
+    os._exit(LOST_LEASE_EXIT)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mqttlb.brokers.control import EvictionControl
 from mqttlb.contract import ENVOY_CLUSTER
 from mqttlb.params import HttpUrl, Params, PositiveDuration, duration_seconds, with_defaults
+from mqttlb.webhook.lease import LeaseConfig
 from mqttlb.yamlfile import ConfigError, Sources, invalid, load_yaml_mapping, one_line
 
 TOKEN_ENV = "MQTTLB_WEBHOOK_TOKEN"
@@ -65,6 +66,8 @@ class WebhookConfig(BaseModel):
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     # host:port of the gRPC xDS server (ADS, SotW and delta; mqttlb.webhook.xds_grpc); None: off.
     xds_grpc_listen: str | None = None
+    # Replicas: the leader lease (mqttlb.webhook.lease); None: this process always acts.
+    lease: LeaseConfig | None = None
 
     @field_validator("listen", "xds_grpc_listen")
     @classmethod

@@ -326,6 +326,13 @@ class Controller:
         outcomes = self.evict_lever.carry_out(plan, self.eviction, dry_run=True)
         return [{**o.as_dict(), **({"error": o.error} if o.error else {})} for o in outcomes]
 
+    def follow(self, state: WebhookState, snapshot: Snapshot) -> None:
+        """A standby replica (:mod:`mqttlb.webhook.ha`): serve the leader's ``state`` and ``snapshot`` to
+        the readers (REST EDS, ``/status``) without acting.  Raises RuntimeError once started."""
+        if self.started:
+            raise RuntimeError("a started controller acts: it does not follow")
+        self._state, self._snapshot = state, snapshot
+
     # ------------------------------------------------------------------ start
     def start(self) -> None:
         """Load and check the persisted state, then publish it under a new version.
