@@ -188,7 +188,7 @@ FAILURE_REASONS: dict[str, tuple[str, ...]] = {
     "publish": ("eds_write", "xds_invalid"),  # committed, not yet published: the next pass publishes again
     "verify": ("envoy_unreachable", "weights_not_applied"),
     "shed": ("envoy", "overload_file"),
-    "drain": ("last_node",),
+    "drain": ("last_node", "availability"),  # availability: a broker's health-check switch (HiveMQ) failed
     "evict": ("broker", "not_configured"),  # a batch failed (nothing evicted) or the node has no eviction side
     "resync": ("alertmanager",),  # the firing set could not be rebuilt from Alertmanager's API
     "reconcile": ("exception",),  # a pass crashed (a bug): the loop goes on

@@ -123,3 +123,20 @@ def test_no_answer_within_the_timeout(stub: str) -> None:
     answering(200, CLIENTS)
     with pytest.raises(EvictionError, match=r"GET /mqttlb/v1/clients: no answer within 0.3 s$"):
         HivemqEvictionAdapter(stub, token="t", timeout=0.3).clients()
+
+
+def test_set_available_posts_the_draining_flag_and_checks_the_answer(stub: str) -> None:
+    adapter = HivemqEvictionAdapter(stub, token="t", timeout=2)
+    answering(200, {"draining": True, "changed": True})
+    assert adapter.set_available(False) is True
+    answering(200, {"draining": False, "changed": False})
+    assert adapter.set_available(True) is False
+    assert [(m, p, h["Authorization"], b) for m, p, h, b in Stub.seen] == [
+        ("POST", "/mqttlb/v1/availability", "Bearer t", {"draining": True}),
+        ("POST", "/mqttlb/v1/availability", "Bearer t", {"draining": False}),
+    ]
+    with pytest.raises(EvictionError, match="asked draining=True, the extension answered draining=False$"):
+        adapter.set_available(False)
+    answering(401, {"error": "bearer token not accepted"})
+    with pytest.raises(EvictionError, match="POST /mqttlb/v1/availability: refused with 401: bearer token"):
+        adapter.set_available(False)

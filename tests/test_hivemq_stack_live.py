@@ -8,7 +8,9 @@ One stack for the module (on free ports), used in this order:
   ``mqtt_broker_clients_connected`` is non-zero for every node;
 - the operator evacuates node1 (``POST /evacuate``): the webhook drains it and evicts its clients through
   the mqttlb extension's API (``eviction: {kind: hivemq}`` in its config) at <= ``max_per_second``; every
-  client that was on node1 reconnects through Envoy to another node, MQTT 5 clients see reason code 0x9C.
+  client that was on node1 reconnects through Envoy to another node, MQTT 5 clients see reason code 0x9C;
+- the operator drains node2 (``POST /drain``): Envoy shows it draining (EDS) and its extension's availability
+  endpoint, the load balancers' health check, answers 503; undrained, 200 again.
 
 Marked ``hivemq`` (and ``live``): `make test-hivemq` runs it (about a minute), `make test` leaves it out.
 """
@@ -127,6 +129,13 @@ def hive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HiveStack]:
             name: HivemqEvictionAdapter(c["url"], token=Path(c["token_file"]).read_text().strip(), timeout=5)
             for name, c in controls.items()
         }
+        # Envoy's active health check may not have passed every node yet (three JVMs start on 2 cores).
+        wait_until(
+            lambda: [h.health for h in stack.envoy_hosts()] == ["healthy"] * len(stack.cfg.node_names),
+            30,
+            "every node healthy in Envoy",
+            interval=0.5,
+        )
         fleet = Fleet("127.0.0.1", topo.envoy_listener.port)
         try:
             for i in range(CLIENTS_V311):
@@ -246,3 +255,30 @@ def test_evacuating_a_node_moves_its_clients_through_the_extension_at_the_bounde
     assert worst <= MAX_PER_SECOND + 1, times
     evicted = [c for e in evict_entries(stack) if e["applied"] for c in e["after"]["clients"]]
     assert sorted(evicted) == sorted(leaving), evict_entries(stack)
+
+
+def test_a_drain_switches_the_nodes_availability_endpoint(hive: HiveStack) -> None:
+    stack, node = hive.stack, "node2"
+    by_name = {n.name: n for n in stack.topology.nodes}
+
+    def availability(name: str) -> int:
+        url = f"http://127.0.0.1:{by_name[name].http_port}/mqttlb/v1/availability"
+        return requests.get(url, timeout=5).status_code
+
+    def envoy_health(name: str) -> str:
+        return next(h.health for h in stack.envoy_hosts() if h.node == name)
+
+    assert availability(node) == 200 and availability("node3") == 200
+    started = time.monotonic()
+    drained = post(stack, "/drain", {"node": node, "draining": True}, hive.webhook_token)
+    assert drained.status_code == 202, drained.text
+    wait_until(lambda: availability(node) == 503, 10, f"{node}'s availability 503")
+    print(f"\n[figures] POST /drain -> availability 503: {time.monotonic() - started:.2f} s")
+    wait_until(lambda: envoy_health(node) == "draining", 10, f"{node} draining in Envoy")
+    assert availability("node3") == 200
+    undrained = post(stack, "/drain", {"node": node, "draining": False}, hive.webhook_token)
+    assert undrained.status_code == 202, undrained.text
+    wait_until(lambda: availability(node) == 200, 10, f"{node}'s availability 200 again")
+    wait_until(lambda: envoy_health(node) == "healthy", 10, f"{node} healthy in Envoy")
+    failures = prometheus(stack, f'{contract.WEBHOOK_FAILURES}{{kind="drain",reason="availability"}}')
+    assert failures and all(float(r["value"][1]) == 0 for r in failures), failures

@@ -1,13 +1,16 @@
 """HiveMQ's eviction side: the mqttlb HiveMQ extension's HTTP API (``brokers/hivemq``) over ``requests``.
 
-Two calls, both with ``Authorization: Bearer <token>``, straight to the node's extension (never through
+Three calls, all with ``Authorization: Bearer <token>``, straight to the node's extension (never through
 Envoy):
 
 - :meth:`HivemqEvictionAdapter.clients` / :meth:`~HivemqEvictionAdapter.list_clients`:
   ``GET <base_url>/mqttlb/v1/clients`` -> ``{"sharedSessions": bool, "limits": {...}, "clients": [...]}``,
   within ``timeout`` s;
 - :meth:`~HivemqEvictionAdapter.evict`: ``POST <base_url>/mqttlb/v1/evict``; the extension answers when the
-  batch is done, so the wait is ``timeout + (n - 1) / max_per_second`` s.
+  batch is done, so the wait is ``timeout + (n - 1) / max_per_second`` s;
+- :meth:`~HivemqEvictionAdapter.set_available`: ``POST <base_url>/mqttlb/v1/availability`` ``{"draining": bool}``
+  switches what the extension's load-balancer health check (``GET /mqttlb/v1/availability``: 200 accepting,
+  503 draining) answers; the webhook calls it when it drains or undrains the node (``mqttlb.webhook.availability``).
 
 ``shared_sessions``: whether a session survives a move to another node.  It is False until the first
 ``clients()`` answer and then whatever the extension said (its ``sharedSessions``).  HiveMQ Community
@@ -71,6 +74,11 @@ class _EvictAnswer(_Wire):
     unknown: list[str]
     refused: list[str]
     reason: str = ""
+
+
+class _AvailabilityAnswer(_Wire):
+    draining: bool
+    changed: bool
 
 
 class _ErrorAnswer(_Wire):
@@ -183,6 +191,19 @@ class HivemqEvictionAdapter:
             refused=tuple(answer.refused),
             reason=answer.reason,
         )
+
+    def set_available(self, available: bool) -> bool:
+        """Switch the node's availability endpoint: ``available`` True -> accepting (its health check answers
+        200), False -> draining (503: a load balancer checking it stops sending new clients; connections that
+        still arrive are accepted).  Returns whether the state changed (False: it was so already).  Raises
+        EvictionError when the extension cannot be reached, refuses, or answers another state."""
+        answer = self._call("POST", "availability", _AvailabilityAnswer, self._timeout, {"draining": not available})
+        if answer.draining == available:
+            raise EvictionError(
+                f"HiveMQ at {self.base_url}: POST {API_PREFIX}availability: asked draining={not available}, "
+                f"the extension answered draining={answer.draining}"
+            )
+        return answer.changed
 
 
 def _one_line(text: str) -> str:

@@ -35,6 +35,7 @@ from mqttlb.envoy_admin import host_port
 from mqttlb.params import Params
 from mqttlb.webhook import shedding
 from mqttlb.webhook.audit import AuditLog
+from mqttlb.webhook.availability import AvailabilitySync
 from mqttlb.webhook.config import WebhookConfig
 from mqttlb.webhook.eds import Endpoint, cluster_load_assignment, discovery_response
 from mqttlb.webhook.evict_lever import EVACUATE, REBALANCE, BatchOutcome, EvictLever
@@ -178,6 +179,11 @@ class Controller:
         self.pass_seconds = self.timing.pass_seconds
         self.eviction = eviction_settings(params, self.timing.step_seconds, self.timing.pass_seconds)
         self.evict_lever = evict_lever
+        # Drains also switch the brokers' own availability endpoints (HiveMQ extension); not in dry run.
+        self.availability = AvailabilitySync.of(
+            None if config.dry_run or evict_lever is None else evict_lever.adapters,
+            metrics.failures.labels("drain", "availability").inc,
+        )
         self._rebalance_requested = False
         self._evacuations: dict[str, bool] = {}  # desired evacuation changes not yet reconciled
         self._last_eviction_wait: str | None = None
@@ -415,6 +421,7 @@ class Controller:
                 report = self._act(state, result, now, drain_steps + evacuation_steps)
                 if not report.failures:  # the weights of this pass are applied: the evicted land right
                     self._carry_out(result.eviction)
+                self.availability.sync(self._state.draining, now)  # the committed drains, at the brokers too
             finally:
                 self._requeue_drains(wishes)
             self.metrics.pass_seconds.observe(time.perf_counter() - started)
