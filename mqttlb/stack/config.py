@@ -187,8 +187,9 @@ class StackConfig(BaseModel):
 
     def listening_ports(self) -> dict[str, int]:
         """Every port the stack listens on, by owner: the services, ``node<i>`` (MQTT) and, for HiveMQ
-        nodes, ``node<i>-http``."""
-        ports = {k: v for k, v in self.ports.model_dump().items() if k not in ("broker_base", "broker_http_base")}
+        nodes, ``node<i>-http``.  Not ``xds``: the stack's Envoy reads file EDS, the webhook serves no xDS."""
+        unused = ("broker_base", "broker_http_base", "xds")
+        ports = {k: v for k, v in self.ports.model_dump().items() if k not in unused}
         ports.update({f"node{i}": p for i, p in enumerate(self.broker_ports, start=1)})
         ports.update({f"node{i}-http": p for i, p in enumerate(self.broker_http_ports, start=1)})
         return ports

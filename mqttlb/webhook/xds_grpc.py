@@ -256,9 +256,12 @@ def _put_all(queues: Sequence[asyncio.Queue[object]], item: object) -> None:
 
 
 async def _requests(iterator: AsyncIterator[Any], queue: asyncio.Queue[object]) -> None:
+    """Queue the Envoy's requests, then _END when it closes its side (or the stream breaks)."""
     try:
         async for request in iterator:
             queue.put_nowait(request)
+    except grpc.RpcError as exc:  # the stream broke: the server side ends it too
+        log.info("xDS stream broken: %s", exc)
     finally:
         queue.put_nowait(_END)
 
