@@ -26,6 +26,7 @@ import requests
 import yaml
 from stackutil import free_port, process, running_envoy, wait_until
 from webhookrig import (
+    AUTH,
     TOKEN,
     AlertmanagerStub,
     Brokers,
@@ -112,7 +113,7 @@ def test_kill_the_leader_during_a_rebalance(tmp_path: Path) -> None:
             post_alerts(topo_a, notification([firing], ALERT_CPU_HIGH))
             wait_until(lambda: len(steps(topo_a, "a")) >= 2, 30, "two rebalance steps by A")
             assert steps(topo_b, "b") == [] and ready(topo_b) == 503  # exactly one acts
-            decided = requests.get(topo_a.webhook.url("/status"), timeout=2).json()
+            decided = requests.get(topo_a.webhook.url("/status"), headers=AUTH, timeout=2).json()
             wanted = {n["node"]: n["weight"] for n in decided["nodes"]}
             _, seen = envoy.wait_for_weights(topo_a.settings.envoy_cluster, wanted, timeout=5)
             assert seen, f"the Envoy on B does not show A's weights {wanted}"
