@@ -173,14 +173,22 @@ def _variables(stack: Stack) -> dict[str, list[str]]:
 
 
 def _query_all(stack: Stack) -> tuple[list[PanelResult], list[tuple[str, str]]]:
-    """Run every panel and annotation query; returns the results and (annotation, problem) pairs."""
+    """Run every panel and annotation query; returns the results and (annotation, problem) pairs.
+
+    cluster, node and envoy_cluster are the stack's; job and instance keep the defaults saved in the
+    JSON (no override, no discovery), which must be jobs this Prometheus scrapes.
+    """
     cfg = stack.cfg
     prom = PrometheusApi(f"http://127.0.0.1:{cfg.ports.prometheus}", timeout=10)
     window = Window.last(parse_duration(RANGE), parse_duration(cfg.scrape_interval))
+    scraped = set(prom.label_values("up", "job", window.start, window.end))
     results: list[PanelResult] = []
     annotation_problems = []
     for _path, dashboard in load_dashboards(GENERATED_DIR):
         variables, panels = resolve_dashboard(dashboard, window, _variables(stack))
+        jobs, instances = variables["job"], variables["instance"]
+        assert jobs.values and set(jobs.values) <= scraped, f"job defaults {jobs.values}, scraped {sorted(scraped)}"
+        assert instances.formatted() == ".+", instances
         results += run_panels(prom, panels, window)
         for name, found, error in run_annotations(prom, dashboard, variables, window):
             if error or not found:

@@ -45,22 +45,65 @@ def test_unknown_variable_names_the_place() -> None:
         interpolate('m{a="$nope"}', {}, INTERVAL, "panel X")
 
 
+DISCOVERED = {
+    "job": ["mqtt-brokers", "mqttlb-envoy", "mqttlb-webhook", "other"],
+    "instance": ["127.0.0.1:9641", "127.0.0.1:9642"],
+    "cluster": ["east", "local"],
+    "node": ["node2", "node1", "node3"],
+}
+
+
 def test_discovered_variables_follow_grafana_defaults() -> None:
     calls = []
 
     def discover(selector: str, label: str) -> list[str]:
         calls.append((selector, label))
-        return {"cluster": ["east", "local"], "node": ["node2", "node1", "node3"]}[label]
+        return DISCOVERED[label]
 
     variables = resolve_variables(BALANCE, {}, discover)
+    # the saved jobs (the stack's) exist, so they are kept, and "other" is not selected
+    assert variables["job"].values == ("mqtt-brokers", "mqttlb-envoy", "mqttlb-webhook")
+    assert variables["job"].formatted() == "(mqtt-brokers|mqttlb-envoy|mqttlb-webhook)"
+    assert variables["instance"].formatted() == ".+"  # "All" with allValue: the regex, not the list
     assert variables["cluster"].values == ("local",)  # the saved default exists, so it is kept
     assert variables["node"].values == ("node1", "node2", "node3")  # "All" -> every value
-    assert calls[1] == ('mqtt_broker_up{job="mqtt-brokers", cluster="local"}', "node")
+    assert calls[1] == (
+        '{__name__=~"mqtt_broker_up|mqttlb_envoy_up|mqttlb_webhook_shed_level", '
+        'job=~"(mqtt-brokers|mqttlb-envoy|mqttlb-webhook)"}',
+        "instance",
+    )
+    assert calls[3] == (
+        'mqtt_broker_up{job=~"(mqtt-brokers|mqttlb-envoy|mqttlb-webhook)", instance=~".+", cluster="local"}',
+        "node",
+    )
+
+
+def test_saved_jobs_missing_from_prometheus_fall_back_to_the_first_found() -> None:
+    found = {**DISCOVERED, "job": ["kube-mqtt", "mqtt-brokers"]}
+    variables = resolve_variables(BALANCE, {}, lambda selector, label: found[label])
+    assert variables["job"].values == ("mqtt-brokers",)  # the one saved job Grafana finds
+    found["job"] = ["kube-mqtt", "kube-envoy"]
+    variables = resolve_variables(BALANCE, {}, lambda selector, label: found[label])
+    assert variables["job"].values == ("kube-envoy",)  # none found: the first value, as Grafana does
+
+
+def test_offline_defaults_substitute_the_stack_jobs_and_any_instance() -> None:
+    variables = resolve_variables(BALANCE)
+    assert variables["job"].formatted() == "(mqtt-brokers|mqttlb-envoy|mqttlb-webhook)"
+    assert variables["instance"].formatted() == ".+"
+    assert variables["node"].formatted() == ".*"  # no allValue: Grafana's own "All" regex
+    bad = json.loads(json.dumps(BALANCE))
+    bad["templating"]["list"][1]["current"]["value"] = [1]
+    with pytest.raises(ResolveError, match="variable job: saved value"):
+        resolve_variables(bad)
 
 
 def test_discovery_without_values_is_an_error() -> None:
-    with pytest.raises(ResolveError, match="variable cluster: Prometheus has no values"):
+    with pytest.raises(ResolveError, match="variable job: Prometheus has no values"):
         resolve_variables(BALANCE, {}, lambda selector, label: [])
+    found = {**DISCOVERED, "cluster": []}
+    with pytest.raises(ResolveError, match="variable cluster: Prometheus has no values"):
+        resolve_variables(BALANCE, {}, lambda selector, label: found[label])
 
 
 def test_overrides_win_and_empty_overrides_are_refused() -> None:

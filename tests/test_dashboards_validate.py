@@ -149,6 +149,27 @@ def test_alert_panel_covers_every_generated_alert() -> None:
         assert re.fullmatch(regex, name), f"alert {name} does not show on the rebalancer dashboard"
 
 
+def test_job_defaults_come_from_the_params_selectors() -> None:
+    """A params selector's job (and instance) equality matchers become defaults; the rest stays in the queries."""
+    from mqttlb.dashboards import common
+
+    assert common.split_selector('job="mqtt-brokers", env=~"eu.*",instance="h:1"') == (
+        {"job": "mqtt-brokers", "instance": "h:1"},
+        'env=~"eu.*"',
+    )
+    assert common.split_selector('job=~"mqtt-.*"') == ({}, 'job=~"mqtt-.*"')
+    assert common.scrape_selector('job="a", env="eu"') == 'job=~"$job", instance=~"$instance", env="eu"'
+    for bad in ('job="a" env="b"', "job=a", 'job="a",,'):
+        with pytest.raises(ValueError, match="not a label matcher list"):
+            common.split_selector(bad)
+    params = load_params()
+    assert common.stack_jobs(params) == [contract.JOB_BROKERS, contract.JOB_ENVOY_EXPORTER, contract.JOB_WEBHOOK]
+    moved = params.model_copy(update={"broker_selector": 'job="kube-mqtt", namespace="mq"'})
+    (variable,) = [v for v in common.templating(moved).list if v.name == "job"]
+    assert variable.default == ["kube-mqtt", contract.JOB_ENVOY_EXPORTER, contract.JOB_WEBHOOK]
+    assert common.broker_selector(moved).startswith('job=~"$job", instance=~"$instance", namespace="mq", ')
+
+
 def test_templating_has_datasource_cluster_and_repeatable_node() -> None:
     for path in FILES:
         variables = {v["name"]: v for v in _load(path)["templating"]["list"]}
@@ -160,6 +181,55 @@ def test_templating_has_datasource_cluster_and_repeatable_node() -> None:
     balance = _load(GENERATED_DIR / "mqttlb-cluster-balance.json")
     repeated = [p for p in balance["panels"] if p["type"] == "row" and p.get("repeat") == "node"]
     assert len(repeated) == 1 and "$node" in repeated[0]["title"]
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_import_inputs_name_the_prometheus_data_source(path: Path) -> None:
+    """Grafana's export format: the import asks for DS_PROMETHEUS and writes it into the variable."""
+    dashboard = _load(path)
+    (source,) = dashboard["__inputs"]
+    assert source == {
+        "name": "DS_PROMETHEUS",
+        "label": "Prometheus",
+        "description": source["description"],
+        "type": "datasource",
+        "pluginId": "prometheus",
+        "pluginName": "Prometheus",
+    } and source["description"]
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["current"]["value"] == "${DS_PROMETHEUS}"
+    # every ${...} placeholder of the file is an import input or one of its variables
+    placeholders = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", path.read_text()))
+    assert placeholders <= {"DS_PROMETHEUS"} | set(variables), placeholders
+    requires = {(r["type"], r["id"]) for r in dashboard["__requires"]}
+    panel_types = {p["type"] for p in _data_panels(dashboard)}
+    assert requires == {("grafana", "grafana"), ("datasource", "prometheus")} | {("panel", t) for t in panel_types}
+    assert dashboard["editable"] is False
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_job_and_instance_are_variables_not_hard_coded(path: Path) -> None:
+    dashboard = _load(path)
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    for name in ("job", "instance"):
+        variable = variables[name]
+        assert variable["type"] == "query" and variable["datasource"] == DATASOURCE, name
+        assert variable["query"].startswith("label_values(") and variable["query"].endswith(f", {name})")
+        assert variable["multi"] and variable["includeAll"] and variable["allValue"] == ".+", name
+    # defaults: the stack's jobs, so its dashboards show data unchanged; any instance
+    assert variables["job"]["current"]["value"] == [
+        contract.JOB_BROKERS,
+        contract.JOB_ENVOY_EXPORTER,
+        contract.JOB_WEBHOOK,
+    ]
+    assert variables["instance"]["current"]["value"] == "$__all"
+    exprs = [t["expr"] for p in _data_panels(dashboard) for t in p["targets"]]
+    exprs += [a["expr"] for a in dashboard["annotations"]["list"]]
+    exprs += [v["query"] for v in variables.values() if v["type"] == "query" and v["name"] not in ("job", "instance")]
+    for expr in exprs:
+        assert not re.search(r'\b(job|instance)\s*(=|!=|!~)\s*"', expr), f"hard-coded selector in {expr!r}"
+        if _metric_names(expr) - {"ALERTS"} and not all(":" in n for n in _metric_names(expr)):
+            assert 'job=~"$job"' in expr and 'instance=~"$instance"' in expr, expr
 
 
 def test_thresholds_sit_at_the_alert_marks() -> None:

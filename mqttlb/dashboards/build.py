@@ -11,6 +11,7 @@ from grafanalib._gen import DashboardEncoder
 
 from mqttlb.atomic import atomic_write_text
 from mqttlb.dashboards import cluster_balance, connections, rebalancer
+from mqttlb.dashboards.common import requires
 from mqttlb.drift import Drift, find_drift
 from mqttlb.params import Params
 from mqttlb.shipped import DASHBOARDS, shipped
@@ -26,8 +27,9 @@ BUILDERS: tuple[Callable[[Params], G.Dashboard], ...] = (
 
 
 def to_json_text(dashboard: G.Dashboard) -> str:
-    """Deterministic JSON: sorted keys, fixed indentation, trailing newline."""
+    """Deterministic JSON: sorted keys, fixed indentation, trailing newline; with ``__requires``."""
     data = json.loads(json.dumps(dashboard.to_json_data(), cls=DashboardEncoder))
+    data["__requires"] = requires(data)
     return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 

@@ -9,6 +9,7 @@ templated datasource, a description and a unit the same way.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,7 +23,16 @@ from mqttlb.params import Params
 SCHEMA_VERSION = 39
 GRID_WIDTH = 24
 
-DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+# Every panel, query, variable and annotation reads the `datasource` variable (dashboard-linter's
+# template-datasource and panel-datasource rules).  The variable's saved value is the import input
+# ${DS_PROMETHEUS}: importing the JSON in Grafana's UI asks for a Prometheus data source and writes
+# its uid there; file provisioning leaves the placeholder, which matches no data source, so Grafana
+# selects its default Prometheus.
+DATASOURCE_VARIABLE = "datasource"
+DATASOURCE = {"type": "prometheus", "uid": f"${{{DATASOURCE_VARIABLE}}}"}
+DS_INPUT = "DS_PROMETHEUS"
+# Oldest Grafana whose panels (timeseries, stat, state-timeline) and schema these dashboards use.
+GRAFANA_MIN_VERSION = "10.0.0"
 
 # Defaults for the query variables; they match the local stack (stack/stack.yaml) so an offline
 # `queries` listing resolves to what Grafana would show there.  Grafana replaces them with the
@@ -30,6 +40,13 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 DEFAULT_CLUSTER = "local"
 DEFAULT_ENVOY_CLUSTER = contract.ENVOY_CLUSTER
 ALL = "$__all"
+# What "All" of the job and instance variables stands for (dashboard-linter's template-job and
+# template-instance rules): any value, rather than the list of values Grafana found.
+ALL_VALUE = ".+"
+# One series each exporter always exposes: the job variable offers the jobs that scrape mqttlb's
+# exporters (the broker exporter, the Envoy exporter, the webhook) and nothing else of a shared
+# Prometheus.
+JOB_PROBE_SERIES = (contract.BROKER_UP, contract.ENVOY_UP, contract.WEBHOOK_SHED_LEVEL)
 
 # Alerts shown on the rebalancer dashboard: exactly the alerts the mqttlb rules define.
 ALERTNAME_REGEX = "|".join(contract.ALERT_NAMES)
@@ -38,8 +55,57 @@ GREEN, ORANGE, RED, BLUE = "green", "orange", "red", "blue"
 
 
 # --- selectors --------------------------------------------------------------------------------
+_MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!=|!~|=)\s*"((?:[^"\\]|\\.)*)"\s*')
+# Raw exporter series carry these two; the panels select them through the job and instance variables.
+SCRAPE_LABELS = ("job", "instance")
+
+
+def split_selector(selector: str) -> tuple[dict[str, str], str]:
+    """A params selector -> ({label: value} of its job/instance equality matchers, the other matchers).
+
+    ``'job="mqtt-brokers", env=~"eu.*"'`` -> ``({"job": "mqtt-brokers"}, 'env=~"eu.*"')``.  The equality
+    matchers on job and instance become the variables' defaults; the rest stays in every query.
+    Raises ValueError if the text is not a comma-separated list of ``label<op>"value"`` matchers.
+    """
+    scrape: dict[str, str] = {}
+    rest: list[str] = []
+    position = 0
+    while position < len(selector):
+        match = _MATCHER.match(selector, position)
+        if not match:
+            raise ValueError(f"not a label matcher list: {selector!r}")
+        label, op, value = match.groups()
+        if label in SCRAPE_LABELS and op == "=":
+            scrape[label] = value
+        else:
+            rest.append(f'{label}{op}"{value}"')
+        position = match.end()
+        if position < len(selector):
+            if selector[position] != ",":
+                raise ValueError(f"not a label matcher list: {selector!r}")
+            position += 1
+    return scrape, ", ".join(rest)
+
+
+def scrape_selector(params_selector: str) -> str:
+    """The job and instance variables, then what else the params selector asks for."""
+    rest = split_selector(params_selector)[1]
+    matchers = [f'{label}=~"${label}"' for label in SCRAPE_LABELS]
+    return ", ".join(matchers + ([rest] if rest else []))
+
+
+def stack_jobs(params: Params) -> list[str]:
+    """Job names the params selectors pin (the stack's jobs), in selector order, without repeats."""
+    jobs: list[str] = []
+    for selector in (params.broker_selector, params.envoy_selector, params.webhook_selector):
+        job = split_selector(selector)[0].get("job")
+        if job and job not in jobs:
+            jobs.append(job)
+    return jobs
+
+
 def node_selector() -> str:
-    """Labels of every per-node recording rule."""
+    """Labels of every per-node recording rule (aggregated by cluster and node: no job or instance)."""
     return 'cluster="$cluster", node=~"$node"'
 
 
@@ -48,7 +114,7 @@ def cluster_selector() -> str:
 
 
 def broker_selector(params: Params) -> str:
-    return f'{params.broker_selector}, cluster="$cluster", node=~"$node"'
+    return f'{scrape_selector(params.broker_selector)}, cluster="$cluster", node=~"$node"'
 
 
 def envoy_endpoint_labels() -> str:
@@ -58,33 +124,78 @@ def envoy_endpoint_labels() -> str:
 
 
 def envoy_selector(params: Params) -> str:
-    return f"{params.envoy_selector}, {envoy_endpoint_labels()}"
+    return f"{scrape_selector(params.envoy_selector)}, {envoy_endpoint_labels()}"
 
 
 def envoy_cluster_selector(params: Params) -> str:
     """Envoy cluster-wide series (circuit breakers, overflow) have no node label."""
-    return f'{params.envoy_selector}, cluster="$envoy_cluster"'
+    return f'{scrape_selector(params.envoy_selector)}, cluster="$envoy_cluster"'
 
 
 def envoy_listener_selector(params: Params) -> str:
     """Envoy listener series, without the admin listener."""
-    return f'{params.envoy_selector}, listener!="admin"'
+    return f'{scrape_selector(params.envoy_selector)}, listener!="admin"'
 
 
 def webhook_selector(params: Params) -> str:
-    return params.webhook_selector
+    return scrape_selector(params.webhook_selector)
 
 
 # --- template variables -----------------------------------------------------------------------
 def datasource_variable() -> G.Template:
-    return G.Template(name="datasource", label="Data source", query="prometheus", type="datasource")
+    return G.Template(
+        name=DATASOURCE_VARIABLE,
+        label="Data source",
+        query="prometheus",
+        type="datasource",
+        default=f"${{{DS_INPUT}}}",
+    )
+
+
+def job_variable(params: Params) -> G.Template:
+    """Multi-value; default: the stack's jobs (params selectors), so its dashboards show data as they are."""
+    jobs = stack_jobs(params)
+    probe = "|".join(JOB_PROBE_SERIES)
+    return G.Template(
+        name="job",
+        label="Job",
+        query=f'label_values({{__name__=~"{probe}"}}, job)',
+        dataSource=DATASOURCE,
+        default=jobs or ALL,
+        multi=True,
+        includeAll=True,
+        allValue=ALL_VALUE,
+        refresh=G.REFRESH_ON_TIME_RANGE_CHANGE,
+    )
+
+
+def instance_variable(params: Params) -> G.Template:
+    probe = "|".join(JOB_PROBE_SERIES)
+    instances = sorted(
+        {
+            instance
+            for selector in (params.broker_selector, params.envoy_selector, params.webhook_selector)
+            if (instance := split_selector(selector)[0].get("instance"))
+        }
+    )
+    return G.Template(
+        name="instance",
+        label="Instance",
+        query=f'label_values({{__name__=~"{probe}", job=~"$job"}}, instance)',
+        dataSource=DATASOURCE,
+        default=instances or ALL,
+        multi=True,
+        includeAll=True,
+        allValue=ALL_VALUE,
+        refresh=G.REFRESH_ON_TIME_RANGE_CHANGE,
+    )
 
 
 def cluster_variable(params: Params) -> G.Template:
     return G.Template(
         name="cluster",
         label="Broker cluster",
-        query=f"label_values({contract.BROKER_UP}{{{params.broker_selector}}}, cluster)",
+        query=f"label_values({contract.BROKER_UP}{{{scrape_selector(params.broker_selector)}}}, cluster)",
         dataSource=DATASOURCE,
         default=DEFAULT_CLUSTER,
         refresh=G.REFRESH_ON_TIME_RANGE_CHANGE,
@@ -95,7 +206,10 @@ def node_variable(params: Params) -> G.Template:
     return G.Template(
         name="node",
         label="Node",
-        query=f'label_values({contract.BROKER_UP}{{{params.broker_selector}, cluster="$cluster"}}, node)',
+        query=(
+            f"label_values({contract.BROKER_UP}{{{scrape_selector(params.broker_selector)}, "
+            'cluster="$cluster"}, node)'
+        ),
         dataSource=DATASOURCE,
         default=ALL,
         multi=True,
@@ -108,7 +222,7 @@ def envoy_cluster_variable(params: Params) -> G.Template:
     return G.Template(
         name="envoy_cluster",
         label="Envoy cluster",
-        query=f"label_values({contract.ENVOY_ENDPOINT_WEIGHT}{{{params.envoy_selector}}}, cluster)",
+        query=f"label_values({contract.ENVOY_ENDPOINT_WEIGHT}{{{scrape_selector(params.envoy_selector)}}}, cluster)",
         dataSource=DATASOURCE,
         default=DEFAULT_ENVOY_CLUSTER,
         refresh=G.REFRESH_ON_TIME_RANGE_CHANGE,
@@ -116,7 +230,13 @@ def envoy_cluster_variable(params: Params) -> G.Template:
 
 
 def templating(params: Params, *, envoy: bool = False) -> G.Templating:
-    variables = [datasource_variable(), cluster_variable(params), node_variable(params)]
+    variables = [
+        datasource_variable(),
+        job_variable(params),
+        instance_variable(params),
+        cluster_variable(params),
+        node_variable(params),
+    ]
     if envoy:
         variables.append(envoy_cluster_variable(params))
     return G.Templating(list=variables)
@@ -319,6 +439,45 @@ def assemble(sections: Sequence[tuple[G.RowPanel, Sequence[Sequence[Cell]]]]) ->
     return panels
 
 
+# --- import metadata --------------------------------------------------------------------------
+def inputs() -> list[dict]:
+    """``__inputs``: the data source Grafana's import asks for (it fills ``${DS_PROMETHEUS}``)."""
+    return [
+        {
+            "name": DS_INPUT,
+            "label": "Prometheus",
+            "description": "The Prometheus that scrapes mqttlb's exporters and evaluates its recording rules",
+            "type": "datasource",
+            "pluginId": "prometheus",
+            "pluginName": "Prometheus",
+        }
+    ]
+
+
+PANEL_PLUGINS = {"timeseries": "Time series", "stat": "Stat", "state-timeline": "State timeline"}
+
+
+def requires(dashboard_json: dict) -> list[dict]:
+    """``__requires``: Grafana, the Prometheus data source and every panel plugin the JSON uses.
+
+    Raises ValueError for a panel type not in :data:`PANEL_PLUGINS` (add it there).
+    """
+    types: set[str] = set()
+    for panel in dashboard_json.get("panels") or []:
+        for inner in [panel, *(panel.get("panels") or [])]:
+            if inner.get("type") != "row":
+                types.add(inner.get("type"))
+    unknown = types - set(PANEL_PLUGINS)
+    if unknown:
+        raise ValueError(f"panel types without a __requires entry: {sorted(unknown)}")
+    needed = [
+        {"type": "grafana", "id": "grafana", "name": "Grafana", "version": GRAFANA_MIN_VERSION},
+        {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
+    ]
+    needed += [{"type": "panel", "id": kind, "name": PANEL_PLUGINS[kind], "version": ""} for kind in sorted(types)]
+    return needed
+
+
 def dashboard(
     uid: str, title: str, description: str, params: Params, sections, *, envoy: bool = False
 ) -> G.Dashboard:
@@ -326,6 +485,8 @@ def dashboard(
         uid=uid,
         title=title,
         description=description,
+        inputs=inputs(),
+        editable=False,  # dashboard-linter's uneditable-dashboard rule: change the Python, not Grafana's copy
         tags=["mqttlb"],
         timezone="utc",
         refresh="10s",

@@ -112,6 +112,8 @@ def resolve_variables(
         kind = spec.get("type", "query")
         regex = bool(spec.get("multi") or spec.get("includeAll"))
         current = (spec.get("current") or {}).get("value")
+        saved = _saved_values(name, current)
+        all_value = spec.get("allValue") or None  # what Grafana substitutes for "All" when set
         if name in overrides:
             values = tuple(overrides[name])
             if not values or not all(values):
@@ -135,20 +137,29 @@ def resolve_variables(
             found = sorted(set(discover(selector, match.group("label"))))
             if not found:
                 raise ResolveError(f"variable {name}: Prometheus has no values for {query}")
-            if spec.get("includeAll") and current == ALL:
-                chosen = tuple(found)
-            elif isinstance(current, str) and current in found:
-                chosen = (current,)
-            else:
-                chosen = (found[0],)
-            variables[name] = Variable(name, chosen, regex)
-        elif current == ALL:
-            variables[name] = Variable(name, (ALL_REGEX,), regex, all_regex=ALL_REGEX)
-        elif isinstance(current, str) and current:
-            variables[name] = Variable(name, (current,), regex)
+            if spec.get("includeAll") and saved == (ALL,):
+                variables[name] = Variable(name, tuple(found), regex, all_regex=all_value)
+                continue
+            # Grafana keeps the saved values it finds; if none is there, it takes the first one.
+            kept = tuple(v for v in (saved if spec.get("multi") else saved[:1]) if v in found)
+            variables[name] = Variable(name, kept or (found[0],), regex)
+        elif saved == (ALL,):
+            variables[name] = Variable(name, (ALL_REGEX,), regex, all_regex=all_value or ALL_REGEX)
+        elif saved:
+            variables[name] = Variable(name, saved, regex)
         else:
             raise ResolveError(f"variable {name}: no default value; pass one or give a Prometheus URL")
     return variables
+
+
+def _saved_values(name: str, current: Any) -> tuple[str, ...]:
+    """The saved ``current.value`` of a variable as a tuple: one string, or a list (multi-value)."""
+    if current is None or current == "" or current == []:
+        return ()
+    values = [current] if isinstance(current, str) else current
+    if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+        raise ResolveError(f"variable {name}: saved value {current!r} is neither a string nor a list of strings")
+    return tuple(values)
 
 
 @dataclass(frozen=True)
