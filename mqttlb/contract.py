@@ -185,7 +185,8 @@ class OutcomeKind(StrEnum):
 FAILURE_REASONS: dict[str, tuple[str, ...]] = {
     "observe": ("prometheus", "envoy"),  # a pass could not read the cluster: it skipped
     "commit": ("state_write", "invalid_snapshot"),  # nothing changed
-    "publish": ("eds_write", "xds_invalid"),  # committed, not yet published: the next pass publishes again
+    # committed, not yet published: the next pass publishes again; xds_nack: an Envoy refused a snapshot
+    "publish": ("eds_write", "xds_invalid", "xds_nack"),
     "verify": ("envoy_unreachable", "weights_not_applied"),
     "shed": ("envoy", "overload_file"),
     "drain": ("last_node", "availability"),  # availability: a broker's health-check switch (HiveMQ) failed

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -42,6 +43,7 @@ class Rig:
     server: XdsServer
     version: int = 0
     weights: dict[str, int] = field(default_factory=dict)
+    nacked: list[float] = field(default_factory=list)  # on_nack calls of the first server
 
     @property
     def admins(self) -> list[EnvoyAdminClient]:
@@ -84,9 +86,10 @@ def rig(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     topo = loopback_topology(folder, eds=request.param)
     config = WebhookConfig.model_validate(builders.webhook_config(topo))
     assert config.xds_grpc_listen == topo.webhook_xds.listen
-    server = XdsServer(config.xds_grpc_listen)
+    nacked: list[float] = []
+    server = XdsServer(config.xds_grpc_listen, on_nack=lambda: nacked.append(time.time()))
     server.start()
-    rig = Rig(config, fleet(topo, ENVOYS, folder, free_port), server)
+    rig = Rig(config, fleet(topo, ENVOYS, folder, free_port), server, nacked=nacked)
     rig.publish(dict.fromkeys(config.node_names, 100))
     try:
         with running_fleet(rig.members):
@@ -116,6 +119,7 @@ def test_a_refused_resource_is_nacked_and_the_old_weights_stay(rig: Rig) -> None
     streams = rig.server.streams()
     assert all(s.synced_version == good and "load_balancing_weight" in (s.last_nack or "") for s in streams)
     assert rig.server.metrics.nacks.labels(streams[0].mode)._value.get() == counted + ENVOYS
+    assert len(rig.nacked) == nacks + ENVOYS  # the hook the webhook counts as publish/xds_nack
     assert rig.applied() == [rig.weights] * ENVOYS
     assert not rig.server.wait_synced(bad, 1, 0.5)  # the rejected content is not sent again
     fixed = rig.publish({"node1": 70, "node2": 20, "node3": 60})

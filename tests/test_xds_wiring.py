@@ -69,6 +69,11 @@ def test_the_rebalancer_publishes_to_the_file_and_to_xds(tmp_path: Path) -> None
         assert rebalancer.xds.snapshot.version == snapshot.version == publisher.publishers[0].published_version()
         assert publisher.published_version() == snapshot.version
         assert list(rebalancer.xds.snapshot.resources) == [config.envoy_cluster]
+        failures = rebalancer.controller.metrics.failures.labels("publish", "xds_nack")
+        before = failures._value.get()
+        assert rebalancer.xds.on_nack is not None
+        rebalancer.xds.on_nack()  # what the server calls for each NACK (tests/test_xds_live.py)
+        assert failures._value.get() == before + 1
     finally:
         rebalancer.xds.stop()
     off = Rebalancer.build(WebhookConfig.model_validate(builders.webhook_config(loopback_topology(tmp_path / "f"))),

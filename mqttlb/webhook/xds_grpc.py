@@ -106,9 +106,17 @@ class XdsServer:
     Thread-safe: ``set_snapshot``, ``snapshot``, ``streams`` and ``wait_synced`` may be called from any
     thread; the streams run on the server's own event loop thread."""
 
-    def __init__(self, listen: str, metrics: XdsMetrics | None = None, grace_seconds: float = 0.5) -> None:
+    def __init__(
+        self,
+        listen: str,
+        metrics: XdsMetrics | None = None,
+        grace_seconds: float = 0.5,
+        on_nack: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_nack``: called (on the server's thread) for every NACK, after it is logged and counted."""
         self.listen = listen
         self.metrics = metrics or XdsMetrics()
+        self.on_nack = on_nack
         self.grace_seconds = grace_seconds
         self.port: int | None = None
         self._snapshot: XdsSnapshot | None = None
@@ -232,6 +240,8 @@ class XdsServer:
             status.nacks += 1
             status.last_nack = outcome.nack.message
             self.metrics.nacks.labels(status.mode).inc()
+            if self.on_nack is not None:
+                self.on_nack()
             log.warning(
                 "xDS NACK from %s (%s stream %d, nonce %s): %s; it keeps version %s",
                 status.node or status.peer,
@@ -425,7 +435,9 @@ class FanOutPublisher:
 def attach_xds(controller: Controller, listen: str) -> XdsServer:
     """An xDS server (not started) on ``listen`` that the controller publishes to as well: its publisher
     becomes a fan-out to the one it had (the EDS file) and the server; the server's metrics go to the
-    controller's registry (``/metrics``).  Call before ``controller.start()``."""
-    server = XdsServer(listen, XdsMetrics(controller.metrics.registry))
+    controller's registry (``/metrics``), and each NACK also counts as a ``publish/xds_nack`` failure (which
+    feeds the rebalancer-failing alert).  Call before ``controller.start()``."""
+    nack_failure = controller.metrics.failures.labels("publish", "xds_nack")
+    server = XdsServer(listen, XdsMetrics(controller.metrics.registry), on_nack=nack_failure.inc)
     controller.publisher = FanOutPublisher([controller.publisher, XdsPublisher(server)])
     return server
