@@ -4,6 +4,7 @@ generate   write dashboards/generated/<uid>.json from the Python sources (byte-i
 check      exit 1 and name each generated file that drifted from its source
 render     draw every dashboard to <out>/<uid>.png from a live Prometheus (no Grafana needed)
 queries    print every panel's queries with the template variables resolved
+lint       exit 1 and list each violation of grafana/dashboard-linter's rules (mqttlb/dashboards/lint.py)
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from pathlib import Path
 
 from mqttlb.commandline import argument_type, parse_args, refuse
 from mqttlb.dashboards import build
-from mqttlb.dashboards.execute import Window, load_dashboards, resolve_dashboard, run_annotations, run_panels
+from mqttlb.dashboards.execute import (
+    Window,
+    load_dashboard,
+    load_dashboards,
+    resolve_dashboard,
+    run_annotations,
+    run_panels,
+)
+from mqttlb.dashboards.lint import lint
 from mqttlb.dashboards.resolve import ResolveError, parse_duration
 from mqttlb.drift import report
 from mqttlb.logs import add_log_flags
@@ -124,6 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     queries = sub.add_parser("queries", help="list every panel's queries with variables resolved")
     _query_flags(queries, prometheus_required=False)
+
+    lint = sub.add_parser("lint", help="check dashboard JSON against grafana/dashboard-linter's rules")
+    lint.add_argument(
+        "files",
+        nargs="*",
+        type=Path,
+        metavar="FILE",
+        help="dashboard JSON files (default: every *.json of the shipped dashboards)",
+    )
     return parser
 
 
@@ -185,9 +203,20 @@ def _render(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _lint(args: argparse.Namespace) -> int:
+    paths = args.files or sorted(build.GENERATED_DIR.glob("*.json"))
+    if not paths:
+        raise ValueError(f"{build.GENERATED_DIR}: no dashboard JSON files (run `mqttlb dashboards generate`)")
+    problems = [f"{path}: {problem}" for path in paths for problem in lint(load_dashboard(path))]
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    log.info("%d dashboard(s) linted, %d problem(s)", len(paths), len(problems))
+    return 1 if problems else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
-    handlers = {"generate": _generate, "check": _check, "queries": _queries, "render": _render}
+    handlers = {"generate": _generate, "check": _check, "queries": _queries, "render": _render, "lint": _lint}
     try:
         return handlers[args.command](args)
     except (ValueError, ResolveError, PrometheusApiError, OSError) as exc:
