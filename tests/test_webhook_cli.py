@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from webhookhttp import write_config
+from webhookhttp import AUTH, write_config
 
 from mqttlb.stack.ephemeral import free_port
 from mqttlb.webhook.cli import build_parser, main
@@ -93,7 +93,8 @@ def test_serves_with_waitress_and_becomes_ready(tmp_path, dry_run):
         assert (tmp_path / "eds" / "eds.json").exists() != dry_run
         unauth = requests.post(f"http://127.0.0.1:{port}/alerts", json={}, timeout=2)
         assert unauth.status_code == 401
-        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        assert requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).status_code == 401  # reads need it too
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", headers=AUTH, timeout=2).text
         assert "mqttlb_webhook_rejected_requests_total" in metrics
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

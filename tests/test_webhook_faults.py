@@ -74,7 +74,7 @@ def raw_exchange(port: int, data: bytes, timeout: float = 5.0) -> tuple[int, dic
 
 
 def rejected(base: str, route: str, reason: str) -> float:
-    samples = metric_samples(requests.get(f"{base}/metrics", timeout=2).text)
+    samples = metric_samples(requests.get(f"{base}/metrics", headers=AUTH, timeout=2).text)
     return samples[(contract.WEBHOOK_REJECTED, (("reason", reason), ("route", route)))]
 
 
@@ -181,19 +181,19 @@ def test_a_hung_prometheus_holds_the_pass_not_the_fast_path(tmp_path: Path):
                     assert response.status_code == 200 and seconds < 0.2, seconds
                 readers = [
                     lambda: requests.get(f"{base}/readyz", timeout=5),
-                    lambda: requests.get(f"{base}/status", timeout=5),
-                    lambda: requests.get(f"{base}/metrics", timeout=5),
-                    lambda: requests.get(f"{base}/", timeout=5),
-                    lambda: requests.post(f"{base}/v3/discovery:endpoints", json={}, timeout=5),
+                    lambda: requests.get(f"{base}/status", headers=AUTH, timeout=5),
+                    lambda: requests.get(f"{base}/metrics", headers=AUTH, timeout=5),
+                    lambda: requests.get(f"{base}/", headers=AUTH, timeout=5),
+                    lambda: requests.post(f"{base}/v3/discovery:endpoints", json={}, headers=AUTH, timeout=5),
                     lambda: requests.post(f"{base}/drain", json={"node": "node2", "draining": True}, **AUTHED),
                 ]
                 for call in readers:
                     seconds, response = timed(call)
                     assert response.status_code in (200, 202) and seconds < 0.5, (response.url, seconds)
-                status = requests.get(f"{base}/status", timeout=5).json()
+                status = requests.get(f"{base}/status", headers=AUTH, timeout=5).json()
                 assert len(status["firing"]["alerts"]) == 20
                 # the pass is still waiting in its query: nothing finished, nothing failed
-                samples = metric_samples(requests.get(f"{base}/metrics", timeout=5).text)
+                samples = metric_samples(requests.get(f"{base}/metrics", headers=AUTH, timeout=5).text)
                 assert samples[(contract.WEBHOOK_PASS_SECONDS + "_count", ())] == 0
                 assert samples[(contract.WEBHOOK_FAILURES, (("kind", "observe"), ("reason", "prometheus")))] == 0
         finally:
@@ -251,7 +251,7 @@ def test_150_idle_connections_do_not_block_the_webhook(webhook_process: tuple[st
             seconds, response = timed(lambda: requests.get(f"{base}/healthz", timeout=5))
             assert response.status_code == 200 and seconds < 1.0, seconds
         # the loop runs on although Envoy and Prometheus are down: failed passes are counted
-        samples = metric_samples(requests.get(f"{base}/metrics", timeout=2).text)
+        samples = metric_samples(requests.get(f"{base}/metrics", headers=AUTH, timeout=2).text)
         assert samples[(contract.WEBHOOK_FAILURES, (("kind", "observe"), ("reason", "prometheus")))] >= 1
         # a too-large body: the CLI's server answers a counted JSON 413
         status, headers, payload = raw_exchange(

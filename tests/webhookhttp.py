@@ -29,7 +29,7 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from mqttlb import contract
-from mqttlb.webhook.app import create_app, server_error_hook
+from mqttlb.webhook.app import READ_ROUTES, create_app, server_error_hook
 from mqttlb.webhook.config import WebhookConfig
 from mqttlb.webhook.controller import Controller, LeverError, Snapshot
 from mqttlb.webhook.firing import FiringSnapshot
@@ -184,7 +184,9 @@ def build(tmp_path: Path, *, start: bool = True, cpu: Mapping[str, float] | None
     shed = FakeShedLever()
     publisher = EdsFilePublisher(Path(config.eds_path))
     controller = Controller.from_config(config, observer=cluster, publisher=publisher, shed_lever=shed, clock=clock)
-    harness = Harness(config, controller, create_app(controller, TOKEN, config.max_body_bytes), clock, cluster, shed)
+    # the read routes open: these tests are about other things (tests/test_webhook_auth.py guards them)
+    app = create_app(controller, TOKEN, config.max_body_bytes, open_routes=READ_ROUTES.values())
+    harness = Harness(config, controller, app, clock, cluster, shed)
     wake = controller.wake
 
     def counting_wake() -> None:

@@ -18,7 +18,7 @@ from mqttlb.exporters.broker_config import (
     parse_host_port,
 )
 from mqttlb.exporters.scrape_errors import BROKER_REASONS
-from mqttlb.exporters.serve import exporter_parser, serve_collector
+from mqttlb.exporters.serve import exporter_parser, serve_collector, web_security
 
 log = logging.getLogger("exporters.broker")
 
@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         host, port = parse_host_port(args.listen or config.listen)
+        web = web_security(args)
     except (BrokerExporterConfigError, ValueError) as exc:
         return refuse(exc, "broker-exporter")
     if args.check_config:
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         "broker-exporter",
         close_first=adapters,
         reload_check=lambda: check_reload(args.config, args.listen, config),
+        web=web,
     )
 
 

@@ -6,11 +6,11 @@ import argparse
 from urllib.parse import urlparse
 
 from mqttlb import contract
-from mqttlb.commandline import argument_type, parse_args
+from mqttlb.commandline import argument_type, parse_args, refuse
 from mqttlb.exporters.broker_config import parse_host_port
 from mqttlb.exporters.envoy_collector import EnvoyCollector
 from mqttlb.exporters.scrape_errors import ENVOY_REASONS
-from mqttlb.exporters.serve import exporter_parser, serve_collector
+from mqttlb.exporters.serve import exporter_parser, serve_collector, web_security
 
 METRICS_HELP = f"""\
 metrics:
@@ -102,8 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     host, port = args.listen
+    try:
+        web = web_security(args)
+    except ValueError as exc:
+        return refuse(exc, "envoy-exporter")
     collector = EnvoyCollector(args.envoy_admin, args.timeout, frozenset(args.clusters) if args.clusters else None)
-    return serve_collector(collector, host, port, "envoy-exporter")
+    return serve_collector(collector, host, port, "envoy-exporter", web=web)
 
 
 if __name__ == "__main__":

@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import http.server
 import logging
+import ssl
 from collections.abc import Iterable, Sequence
 from socketserver import ThreadingMixIn
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
+from mqttlb.secure import Credentials
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _SPECIAL = {"nan": "NaN", "inf": "+Inf", "-inf": "-Inf"}  # Python repr -> text format
 _TYPE_MAP = {"info": "gauge", "stateset": "gauge", "gaugehistogram": "histogram", "unknown": "untyped"}
 
 log = logging.getLogger(__name__)
+REQUEST_TIMEOUT_SECONDS = 10  # a connection idle this long (TLS handshake or request) is closed
 
 
 def _escape_label_value(value: str) -> str:
@@ -116,13 +120,32 @@ class _ThreadingServer(ThreadingMixIn, http.server.HTTPServer):
     allow_reuse_address = True
 
 
-def make_server(registry: CollectorRegistry, host: str, port: int, title: str) -> http.server.HTTPServer:
-    """An HTTP server answering ``GET /metrics`` (rendered at request time) and ``GET /``."""
+def make_server(
+    registry: CollectorRegistry,
+    host: str,
+    port: int,
+    title: str,
+    *,
+    credentials: Credentials | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> http.server.HTTPServer:
+    """An HTTP server answering ``GET /metrics`` (rendered at request time) and ``GET /``.
+
+    ``credentials`` (required ones): both paths answer 401 with ``WWW-Authenticate`` without an accepted
+    ``Authorization`` header.  ``tls``: a server SSLContext: HTTPS, the handshake done in the request's
+    own thread (a slow client holds no other).  Raises OSError when the address cannot be bound."""
+    guard = credentials if credentials is not None and credentials.required else None
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        timeout = REQUEST_TIMEOUT_SECONDS
+
         def do_GET(self) -> None:  # noqa: N802 (http.server API)
             path = self.path.split("?", 1)[0]
-            if path == "/metrics":
+            extra: list[tuple[str, str]] = []
+            if path in ("/metrics", "/") and guard is not None and not guard.allows(self.headers.get("Authorization")):
+                body, status, ctype = b"missing or wrong credentials\n", 401, "text/plain"
+                extra.append(("WWW-Authenticate", guard.schemes()))
+            elif path == "/metrics":
                 try:
                     body, status, ctype = render(registry), 200, CONTENT_TYPE
                 except Exception:  # a collector bug: answer 500, keep serving
@@ -133,6 +156,8 @@ def make_server(registry: CollectorRegistry, host: str, port: int, title: str) -
             else:
                 body, status, ctype = b"not found; metrics are at /metrics\n", 404, "text/plain"
             self.send_response(status)
+            for header, value in extra:
+                self.send_header(header, value)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -141,4 +166,7 @@ def make_server(registry: CollectorRegistry, host: str, port: int, title: str) -
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             log.debug("%s %s", self.address_string(), format % args)
 
-    return _ThreadingServer((host, port), Handler)
+    server = _ThreadingServer((host, port), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    return server

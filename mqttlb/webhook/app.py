@@ -1,6 +1,11 @@
 """HTTP layer: validate, authenticate, record desired state, answer.  Never waits on Envoy or Prometheus.
 
 Routes:
+Every route but ``/healthz`` and ``/readyz`` (liveness and readiness probes, which say nothing an
+outsider could use) needs a credential: the bearer token, or the basic-auth user when one is configured
+(:class:`mqttlb.secure.Credentials`); ``open_routes`` (config key) lifts that for the read routes named
+there (``home``, ``status``, ``metrics``, ``eds``), e.g. REST EDS for Envoys that cannot send a header.
+
 - ``POST /alerts`` (Alertmanager, bearer token): the notification's alerts update the firing set and
   wake the reconcile loop; the answer counts what changed in the set (never lists the input back).
 - ``POST /drain`` (operator, bearer token): ``{"node": str, "draining": bool}`` becomes the desired
@@ -10,7 +15,8 @@ Routes:
 - ``POST /evacuate`` (operator, bearer token): ``{"node": str, "evacuate": bool, "dry_run": bool}``:
   drain the node and evict its clients batch by batch at the bounded rate (202), stop (202), or name
   the first batch (200).
-- ``POST /v3/discovery:endpoints``: REST-JSON EDS, from the current immutable snapshot.
+- ``POST /v3/discovery:endpoints``: REST-JSON EDS, from the current immutable snapshot (credential unless
+  ``open_routes`` has ``eds``).
 - ``GET /status``: the controller's state, the firing set and the published snapshot, as JSON.
 - ``GET /metrics``, ``/healthz``, ``/readyz``, and ``GET /`` (a short page for people).
 
@@ -19,7 +25,8 @@ set or the drain wishes (in-memory), readers read immutable snapshots.
 
 Every refusal is a short JSON ``{"error": ...}`` (never an echo of the body, never HTML), is
 counted in ``WEBHOOK_REJECTED{route, reason}`` and logged in one short line, and changes nothing:
-401 (bearer token), 400 (invalid JSON or schema), 404 (unknown node or path), 405, 413 (body over
+401 (credential; with a ``WWW-Authenticate`` header), 400 (invalid JSON or schema), 404 (unknown node
+or path), 405, 413 (body over
 ``max_body_bytes``; waitress refuses it before the app, see :mod:`mqttlb.webhook.server`), 422
 (unknown ``action``).  A handler that crashes answers a JSON 500 and counts
 ``WEBHOOK_FAILURES{kind="http", reason="exception"}``.
@@ -27,17 +34,18 @@ counted in ``WEBHOOK_REJECTED{route, reason}`` and logged in one short line, and
 
 from __future__ import annotations
 
-import hmac
 import html
 import logging
 import time
 from collections import Counter
+from collections.abc import Collection
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from mqttlb.secure import Credentials
 from mqttlb.webhook.controller import Controller
 from mqttlb.webhook.firing import ApplyResult, FiringInputError
 from mqttlb.webhook.metrics import WebhookMetrics
@@ -65,6 +73,10 @@ ROUTES = {
     "/status": "status",
 }
 OTHER_ROUTE = "other"
+#: Probes answer without a credential: liveness and readiness only (no state, no weights).
+ALWAYS_OPEN = frozenset({"/healthz", "/readyz"})
+#: The read routes ``open_routes`` may open, by name.
+READ_ROUTES = {"/": "home", "/status": "status", "/metrics": "metrics", "/v3/discovery:endpoints": "eds"}
 
 
 class BodyTooLarge(Exception):
@@ -148,14 +160,27 @@ HOME_PAGE = """<!doctype html><title>mqttlb rebalancer</title>
 """
 
 
-def create_app(controller: Controller, token: str, max_body_bytes: int) -> Flask:
-    """The Flask app over ``controller`` (``/readyz`` says 503 until it has started); ``token`` is the
-    bearer token of the POST routes; bodies over ``max_body_bytes`` are refused (413)."""
+def create_app(
+    controller: Controller,
+    token: str,
+    max_body_bytes: int,
+    *,
+    basic: tuple[str, str] | None = None,
+    open_routes: Collection[str] = (),
+) -> Flask:
+    """The Flask app over ``controller`` (``/readyz`` says 503 until it has started).
+
+    ``token``: the bearer token every route but the probes needs; ``basic``: (user, password) accepted
+    as well; ``open_routes``: names from READ_ROUTES' values served without a credential.  Bodies over
+    ``max_body_bytes`` are refused (413)."""
+    unknown = set(open_routes) - set(READ_ROUTES.values())
+    if unknown:
+        raise ValueError(f"open_routes: unknown route names {sorted(unknown)}; known: {sorted(READ_ROUTES.values())}")
     app = Flask(__name__)
     # one byte more than allowed: werkzeug truncates a chunked body at the limit silently, so the
     # extra byte is what tells "exactly the limit" from "too large" in _read_body
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes + 1
-    expected = token.encode()
+    credentials = Credentials(token, basic)
     metrics = controller.metrics
     firing = controller.firing
     app.extensions["controller"] = controller
@@ -164,13 +189,22 @@ def create_app(controller: Controller, token: str, max_body_bytes: int) -> Flask
         _count_rejection(metrics, request.method, request.path, status, str(request.remote_addr), message, reason)
         return jsonify({"error": message[:MAX_ERROR_CHARS]}), status
 
-    def authorised() -> bool:
-        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), expected)
+    def refuse_credentials() -> tuple[Response, int]:
+        message = "missing or wrong bearer token" if basic is None else "missing or wrong credentials"
+        answer, status = reject(401, message)
+        answer.headers["WWW-Authenticate"] = credentials.schemes()
+        return answer, status
+
+    @app.before_request
+    def require_credentials() -> tuple[Response, int] | None:
+        # unknown paths and methods go on to their 404 / 405
+        if request.routing_exception is not None or request.path in ALWAYS_OPEN:
+            return None
+        if READ_ROUTES.get(request.path) in open_routes:
+            return None
+        return None if credentials.allows(request.headers.get("Authorization")) else refuse_credentials()
 
     def guarded_body() -> bytes | tuple[Response, int]:
-        if not authorised():
-            return reject(401, "missing or wrong bearer token")
         try:
             return _read_body(max_body_bytes)
         except BodyTooLarge:

@@ -16,6 +16,7 @@ from mqttlb.envoy_admin import EnvoyAdminClient
 from mqttlb.logs import add_log_flags, setup_from_args
 from mqttlb.prometheus_api import PrometheusApi
 from mqttlb.reload import reload_on_sighup
+from mqttlb.secure import SecretError, client_session
 from mqttlb.webhook.app import create_app, server_error_hook
 from mqttlb.webhook.config import ConfigError, WebhookConfig, WebhookConfigError, load_config, load_token
 from mqttlb.webhook.controller import Controller
@@ -26,7 +27,7 @@ from mqttlb.webhook.levers import EdsFilePublisher, EnvoyShedLever
 from mqttlb.webhook.observe import ClusterObserver
 from mqttlb.webhook.reload import check_reload
 from mqttlb.webhook.resync import Resyncer
-from mqttlb.webhook.server import create_webhook_server
+from mqttlb.webhook.server import Serving, create_tls_webhook_server, create_webhook_server
 from mqttlb.webhook.state import StateError
 from mqttlb.webhook.xds_grpc import XdsServer, attach_xds
 
@@ -75,15 +76,22 @@ class Rebalancer:
         envoy = EnvoyAdminClient(config.envoy_admin, timeout=timeout)
         try:
             evict_lever = build_evict_lever(config.nodes, timeout=max(timeout, BROKER_TIMEOUT_SECONDS))
+            basic = (config.basic_auth.username, config.basic_auth.password()) if config.basic_auth else None
+            prometheus_session = client_session(config.prometheus_auth)
+            alertmanager_session = client_session(config.alertmanager_auth)
+            if config.tls is not None:
+                config.tls.context()  # a certificate or key that cannot be loaded stops the start here
         except EvictionError as exc:
             raise WebhookConfigError(f"nodes[].eviction: {exc}") from None
+        except SecretError as exc:
+            raise WebhookConfigError(str(exc)) from None
         controller = Controller.from_config(
             config,
             observer=ClusterObserver(
                 config.cluster,
                 config.envoy_cluster,
                 config.node_names,
-                PrometheusApi(config.prometheus_url, timeout),
+                PrometheusApi(config.prometheus_url, timeout, session=prometheus_session),
                 envoy,
             ),
             publisher=EdsFilePublisher(config.eds_path),
@@ -98,8 +106,15 @@ class Rebalancer:
             timeout=timeout,
             clock=time.time,
             on_change=controller.wake,
+            session=alertmanager_session,
         )
-        app = create_app(controller, token if token is not None else load_token(config), config.max_body_bytes)
+        app = create_app(
+            controller,
+            token if token is not None else load_token(config),
+            config.max_body_bytes,
+            basic=basic,
+            open_routes=config.open_routes,
+        )
         xds = attach_xds(controller, config.xds_grpc_listen) if config.xds_grpc_listen is not None else None
         return cls(config, controller, resyncer, app, xds=xds)
 
@@ -170,21 +185,26 @@ def main(argv: list[str] | None = None) -> int:
     host, port = config.listen_host_port()
     controller = rebalancer.controller
     try:
-        server = create_webhook_server(
-            rebalancer.app,
-            host,
-            port,
-            max_body_bytes=config.max_body_bytes,
-            on_error=server_error_hook(controller.metrics, config.max_body_bytes),
-        )
+        server: Serving
+        if config.tls is not None:
+            server = create_tls_webhook_server(rebalancer.app, host, port, tls=config.tls)
+        else:
+            server = create_webhook_server(
+                rebalancer.app,
+                host,
+                port,
+                max_body_bytes=config.max_body_bytes,
+                on_error=server_error_hook(controller.metrics, config.max_body_bytes),
+            )
     except OSError as exc:
         stop.set()
         log.error("cannot listen on %s: %s", config.listen, exc.strerror or exc)
         return 2
     log.info(
-        "serving on %s:%d (dry_run=%s); reconcile pass every %.1fs, step interval %.1fs",
+        "serving on %s:%d over %s (dry_run=%s); reconcile pass every %.1fs, step interval %.1fs",
         host,
         port,
+        "https" if config.tls else "http",
         config.dry_run,
         controller.pass_seconds,
         controller.timing.step_seconds,

@@ -10,13 +10,14 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mqttlb.brokers.control import EvictionControl
 from mqttlb.contract import ENVOY_CLUSTER
 from mqttlb.params import HttpUrl, Params, PositiveDuration, duration_seconds, with_defaults
+from mqttlb.secure import BasicAuth, ClientAuth, ServerTls
 from mqttlb.webhook.lease import LeaseConfig
 from mqttlb.yamlfile import ConfigError, Sources, invalid, load_yaml_mapping, one_line
 
@@ -50,6 +51,16 @@ class WebhookConfig(BaseModel):
     eds_path: Path
     overload_file: Path
     token_file: Path | None = None
+    # Accepted next to the bearer token on every route but /healthz and /readyz (mqttlb.webhook.app).
+    basic_auth: BasicAuth | None = None
+    # Read routes served without a credential: home (/), status, metrics, eds (REST EDS, for Envoys
+    # that cannot send a header).  Default: none.
+    open_routes: list[Literal["home", "status", "metrics", "eds"]] = Field(default_factory=list)
+    # HTTPS (cheroot's TLS; mqttlb.webhook.server); None: plain HTTP.
+    tls: ServerTls | None = None
+    # How to call Prometheus (the observer's queries) and Alertmanager (the resync): credentials, CA.
+    prometheus_auth: ClientAuth | None = None
+    alertmanager_auth: ClientAuth | None = None
     state_file: Path
     audit_log: Path
     dry_run: bool = False

@@ -58,7 +58,8 @@ class Resyncer:
     """Replaces the firing set with Alertmanager's view now and every ``interval`` seconds.
 
     ``urls``: Alertmanager base URLs (none: resync is off); ``interval``, ``timeout``: seconds;
-    ``clock``: Unix seconds; ``on_change`` is called after a resync that changed the set.
+    ``clock``: Unix seconds; ``on_change`` is called after a resync that changed the set; ``session``:
+    the HTTP session that asks (Alertmanager's credentials, mqttlb.secure.ClientAuth), None: a plain one.
     """
 
     urls: Sequence[str]
@@ -69,6 +70,7 @@ class Resyncer:
     timeout: float
     clock: Callable[[], float]
     on_change: Callable[[], None]
+    session: requests.Session | None = None
 
     def once(self) -> bool:
         """One resync; True when the set was replaced.  Failures are logged and counted."""
@@ -76,7 +78,7 @@ class Resyncer:
             return False
         asked_at = self.clock()
         try:
-            document = fetch_alerts(self.urls, self.timeout)
+            document = fetch_alerts(self.urls, self.timeout, self.session)
             result = self.firing.replace_from_api(document, asked_at)
         except (ResyncError, FiringInputError) as exc:
             self.metrics.failures.labels("resync", "alertmanager").inc()

@@ -10,6 +10,10 @@ body with a plain-text 413 that the webhook neither counted nor logged.  Here:
 - a body of more than ``max_body_bytes`` (by Content-Length, or counted while a chunked body
   arrives) and a request waitress cannot parse are answered by waitress itself, before the app:
   in JSON ``{"error": ...}``, reported to ``on_error`` (which counts and logs them).
+
+waitress has no TLS: with the config's ``tls``, :func:`create_tls_webhook_server` serves the same app
+over HTTPS with cheroot (CherryPy's threaded WSGI server) and its builtin ``ssl`` adapter, with the same
+thread count and idle timeout; bodies over the limit are then refused by the app (a JSON 413, counted).
 """
 
 from __future__ import annotations
@@ -18,13 +22,17 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from cheroot import wsgi
+from cheroot.ssl.builtin import BuiltinSSLAdapter
 from waitress import create_server
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 from waitress.task import ErrorTask
 from waitress.wasyncore import close_all
+
+from mqttlb.secure import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +69,17 @@ def _channel_class(on_error: ErrorHook) -> type[HTTPChannel]:
         error_task_class = JsonErrorTask
 
     return JsonErrorChannel
+
+
+class Serving(Protocol):
+    """A bound server: ``run()`` serves until ``close()``; ``port`` is the port bound."""
+
+    @property
+    def port(self) -> int: ...
+
+    def run(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -111,3 +130,36 @@ def create_webhook_server(
         if isinstance(dispatcher, BaseWSGIServer):
             dispatcher.channel_class = channel_class
     return WebhookServer(server, socket_map)
+
+
+@dataclass
+class TlsWebhookServer:
+    """A bound cheroot server serving HTTPS; ``run()`` serves until ``close()``."""
+
+    server: wsgi.Server
+
+    @property
+    def port(self) -> int:
+        return int(self.server.bind_addr[1])
+
+    def run(self) -> None:
+        self.server.serve()
+
+    def close(self) -> None:
+        self.server.stop()
+
+
+def create_tls_webhook_server(
+    app: Callable[..., Any], host: str, port: int, *, tls: ServerTls
+) -> TlsWebhookServer:
+    """Bind ``app`` over HTTPS on ``host:port`` (0 = any free port) with ``tls``'s certificate and key
+    (and client CA, if set).  Raises OSError when the address cannot be bound, SecretError when a
+    TLS file cannot be loaded."""
+    server = wsgi.Server(
+        (host, port), app, numthreads=THREADS, timeout=CHANNEL_TIMEOUT_SECONDS, server_name=IDENT
+    )
+    adapter = BuiltinSSLAdapter(str(tls.cert_file), str(tls.key_file))
+    adapter.context = tls.context()  # TLS >= 1.2 and the client CA (mqttlb.secure)
+    server.ssl_adapter = adapter
+    server.prepare()  # binds; OSError when it cannot
+    return TlsWebhookServer(server)
