@@ -135,7 +135,7 @@ def test_cli_rejects_bad_flags(argv: list[str], capsys: pytest.CaptureFixture[st
 def test_every_flag_is_documented() -> None:
     parser = cli.build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command").choices
-    assert isinstance(subparsers, dict) and set(subparsers) == {"generate", "check", "render", "queries"}
+    assert isinstance(subparsers, dict) and set(subparsers) == {"generate", "check", "render", "queries", "lint"}
     for name, sub in subparsers.items():
         for action in sub._actions:
             if action.dest != "help":

@@ -46,6 +46,7 @@ PROMQL_WORDS = {
     "bool",
     "offset",
     "histogram_quantile",
+    "round",
 }
 
 
@@ -310,3 +311,79 @@ def test_evictions_per_node_sit_next_to_cpu_per_node() -> None:
     assert evictions["gridPos"]["y"] == cpu["gridPos"]["y"]
     assert evictions["gridPos"]["x"] == cpu["gridPos"]["x"] + cpu["gridPos"]["w"]
     assert contract.NODE_CPU in cpu["targets"][0]["expr"]
+
+
+def _panels_by_title(name: str) -> dict[str, dict[str, Any]]:
+    return {p["title"]: p for p in _data_panels(_load(GENERATED_DIR / name))}
+
+
+def test_stats_show_the_window_end_and_a_bad_ratio_in_red() -> None:
+    params = load_params()
+    for path in FILES:
+        for panel in _data_panels(_load(path)):
+            if panel["type"] == "stat":
+                assert panel["options"]["reduceOptions"]["calcs"] == ["lastNotNull"], panel["title"]
+                assert panel["fieldConfig"]["defaults"]["noValue"] not in ("none", ""), panel["title"]
+    ratio = _panels_by_title("mqttlb-cluster-balance.json")["Busiest / idlest node"]
+    steps = ratio["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert [s["value"] for s in steps] == [None, 1.5, 2.0] and steps[-1]["color"] == "red"
+    assert ratio["options"]["colorMode"] == "value"
+    (expr,) = [t["expr"] for t in ratio["targets"]]
+    # an idle cluster shows "idle", not the noise ratio of two small CPU figures
+    assert expr.endswith(f"{contract.CLUSTER_CPU_MEAN}{{cluster=\"$cluster\"}} >= {params.imbalance_min_mean:g})")
+    assert ratio["fieldConfig"]["defaults"]["noValue"] == f"idle (mean < {params.imbalance_min_mean:.0%})"
+
+
+def test_decided_weights_are_drawn_apart_from_applied_ones() -> None:
+    weights = _panels_by_title("mqttlb-rebalancer.json")["Endpoint weights: decided vs applied"]
+    legends = {t["refId"]: t["legendFormat"] for t in weights["targets"]}
+    assert legends == {"A": "decided {{node}}", "B": "applied {{node}}"}
+    style = {
+        o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+        for o in weights["fieldConfig"]["overrides"]
+        if o["matcher"]["id"] == "byFrameRefID"
+    }
+    assert style["A"]["custom.lineWidth"] > style["B"]["custom.lineWidth"]
+    assert style["A"]["custom.lineStyle"]["fill"] == "dash" and style["B"]["custom.lineStyle"]["fill"] == "solid"
+    assert "dashed" in weights["description"] and "solid" in weights["description"]
+
+
+def test_action_counts_are_whole_numbers() -> None:
+    rebalancer = _panels_by_title("mqttlb-rebalancer.json")
+    counters = {
+        "Actions taken": contract.WEBHOOK_ACTIONS,
+        "Action failures": contract.WEBHOOK_FAILURES,
+        "Rejected requests": contract.WEBHOOK_REJECTED,
+    }
+    for title, counter in counters.items():
+        panel = rebalancer[title]
+        (expr,) = [t["expr"] for t in panel["targets"]]
+        assert expr.startswith("round(sum by (") and f"increase({counter}" in expr, expr
+        assert panel["fieldConfig"]["defaults"]["unit"] == "none" and panel["fieldConfig"]["defaults"]["decimals"] == 0
+    for path in FILES:
+        (annotation,) = _load(path)["annotations"]["list"]
+        assert annotation["expr"].startswith("round(") and annotation["expr"].endswith(" > 0")
+
+
+def test_descriptions_explain_threshold_and_annotation_lines() -> None:
+    for path in FILES:
+        dashboard = _load(path)
+        (annotation,) = dashboard["annotations"]["list"]
+        for panel in _data_panels(dashboard):
+            defaults = panel["fieldConfig"]["defaults"]
+            values = [s["value"] for s in defaults["thresholds"]["steps"] if s["value"] is not None]
+            text = panel["description"]
+            if panel["type"] == "timeseries":
+                name = annotation["name"]
+                assert f"Orange vertical lines: rebalancer actions (annotation \u201c{name}\u201d)" in text
+                lines = defaults["custom"]["thresholdsStyle"]["mode"] != "off"
+                assert lines == bool(values), panel["title"]
+                if lines:
+                    assert "Dashed lines:" in text, panel["title"]
+            elif panel["type"] == "stat" and panel["options"]["colorMode"] == "value":
+                assert "Colour:" in text, panel["title"]
+            else:
+                continue
+            for value in values:
+                shown = f"{value * 100:g} %" if defaults["unit"] == "percentunit" else f"{value:g}"
+                assert f" {shown}" in text, f"{panel['title']}: threshold {shown} not explained"

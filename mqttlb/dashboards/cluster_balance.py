@@ -34,13 +34,24 @@ def squared_deviation_stat(params: Params) -> G.Stat:
     )
 
 
-def max_over_min_stat() -> G.Stat:
+def max_over_min_stat(params: Params) -> G.Stat:
+    busy = f"{params.imbalance_min_mean:.0%}"
     return c.stat(
         "Busiest / idlest node",
         f"CPU of the busiest node divided by that of the idlest ({contract.CLUSTER_CPU_MAX_OVER_MIN}); "
-        "1 is perfectly even.",
-        c.targets((f"{contract.CLUSTER_CPU_MAX_OVER_MIN}{{{c.cluster_selector()}}}", "max / min")),
+        f"1 is perfectly even. Shown only while the cluster mean CPU is at least {busy} "
+        "(imbalance_min_mean, below which the imbalance alert ignores spread): on an idle cluster the "
+        "ratio of two small numbers is noise.",
+        c.targets(
+            (
+                f"{contract.CLUSTER_CPU_MAX_OVER_MIN}{{{c.cluster_selector()}}} and on (cluster) "
+                f"({contract.CLUSTER_CPU_MEAN}{{{c.cluster_selector()}}} >= {params.imbalance_min_mean:g})",
+                "max / min",
+            )
+        ),
         "none",
+        c.max_over_min_thresholds(),
+        no_value=f"idle (mean < {busy})",
     )
 
 
@@ -57,8 +68,7 @@ def cpu_per_node(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "CPU utilisation per node",
         f"Broker process CPU as a fraction of the node's configured cores ({contract.NODE_CPU}), with the "
-        f"cluster mean. Lines: {params.cpu_high:.0%} = node hot (weights move away), "
-        f"{params.cpu_critical:.0%} = critical.",
+        "cluster mean.",
         c.targets(
             (f"{contract.NODE_CPU}{{{c.node_selector()}}}", "{{node}}"),
             (f"{contract.CLUSTER_CPU_MEAN}{{{c.cluster_selector()}}}", "cluster mean"),
@@ -73,7 +83,7 @@ def deviation_per_node(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "CPU deviation from the cluster mean",
         f"Node CPU minus the cluster mean ({contract.NODE_CPU_DEVIATION}), centred on zero. Outside the "
-        "lines a node's squared deviation exceeds the imbalance threshold.",
+        "dashed lines a node's squared deviation exceeds the imbalance threshold.",
         c.targets((f"{contract.NODE_CPU_DEVIATION}{{{c.node_selector()}}}", "{{node}}")),
         "percentunit",
         c.deviation_thresholds(params),
@@ -95,8 +105,7 @@ def mean_absolute_deviation() -> G.TimeSeries:
 def max_squared_deviation(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "Max squared deviation of CPU",
-        f"Largest squared distance from the mean ({contract.CLUSTER_CPU_MSD}); the line is the imbalance "
-        f"alert threshold {params.imbalance_max_squared_deviation}.",
+        f"Largest squared distance of a node's CPU from the cluster mean ({contract.CLUSTER_CPU_MSD}).",
         c.targets((f"{contract.CLUSTER_CPU_MSD}{{{c.cluster_selector()}}}", "max squared deviation")),
         "none",
         c.imbalance_thresholds(params),
@@ -157,7 +166,7 @@ def build(params: Params) -> G.Dashboard:
                 [
                     Cell(mean_cpu_stat(params), 6, 4),
                     Cell(squared_deviation_stat(params), 6, 4),
-                    Cell(max_over_min_stat(), 6, 4),
+                    Cell(max_over_min_stat(params), 6, 4),
                     Cell(nodes_up_stat(params), 6, 4),
                 ],
                 [Cell(cpu_per_node(params), 12), Cell(deviation_per_node(params), 12)],

@@ -249,11 +249,11 @@ def actions_annotation(params: Params) -> dict:
         "datasource": DATASOURCE,
         "enable": True,
         "expr": (
-            f"sum by (kind) (increase({contract.WEBHOOK_ACTIONS}{{{webhook_selector(params)}}}"
-            "[$__rate_interval])) > 0"
+            f"round(sum by (kind) (increase({contract.WEBHOOK_ACTIONS}{{{webhook_selector(params)}}}"
+            "[$__rate_interval]))) > 0"
         ),
         "iconColor": "rgba(255, 152, 48, 1)",
-        "name": "Rebalancer actions",
+        "name": ANNOTATION_NAME,
         "step": "5s",
         "tagKeys": "kind",
         "titleFormat": "rebalancer: {{kind}}",
@@ -283,31 +283,113 @@ def dashboard_links() -> dict:
 
 
 # --- thresholds -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Mark:
+    """A threshold step: from ``value`` up values are ``color`` (``value`` None: the base colour).
+
+    ``meaning`` says what crossing it means; panels write it into their description, so the dashed
+    threshold lines (time series) and the colours (stats) are explained where they are drawn.
+    """
+
+    color: str
+    value: float | None
+    meaning: str = ""
+
+
+# Busiest / idlest node CPU: "uneven" from 1.5, "bad" from 2 (the busiest node does twice the
+# idlest's work).  A ratio has no alert of its own; the imbalance alert works on squared deviations.
+MAX_OVER_MIN_UNEVEN = 1.5
+MAX_OVER_MIN_BAD = 2.0
+ANNOTATION_NAME = "Rebalancer actions"
+ANNOTATION_NOTE = f"Orange vertical lines: rebalancer actions (annotation \u201c{ANNOTATION_NAME}\u201d)."
+
+
 def step(color: str, value: float | None) -> dict:
-    """One threshold step; the first step of a list has value None (Grafana's "base")."""
+    """One threshold step as Grafana stores it; the first step of a list has value None (the base)."""
     return {"color": color, "value": value}
 
 
-def cpu_thresholds(params: Params) -> list[dict]:
-    return [step(GREEN, None), step(ORANGE, params.cpu_high), step(RED, params.cpu_critical)]
+def steps(marks: Sequence[Mark]) -> list[dict]:
+    return [step(m.color, m.value) for m in marks]
 
 
-def critical_thresholds(params: Params) -> list[dict]:
-    return [step(GREEN, None), step(RED, params.cpu_critical)]
+def format_mark(value: float, unit: str) -> str:
+    """A threshold value as the description writes it: ``0.75`` in ``percentunit`` -> ``75 %``."""
+    if unit == "percentunit":
+        return f"{value * 100:g} %"
+    return f"{value:g}"
 
 
-def imbalance_thresholds(params: Params) -> list[dict]:
-    return [step(GREEN, None), step(RED, params.imbalance_max_squared_deviation)]
+def marks_note(marks: Sequence[Mark], unit: str, *, lines: bool) -> str:
+    """One sentence explaining the marks: the dashed lines of a time series or the colours of a stat.
+
+    ``[Mark(GREEN, None), Mark(RED, 0.85, "critical")]``, percentunit, lines -> ``"Dashed lines: red at
+    85 % = critical."``; as colours -> ``"Colour: green below 85 %, red from 85 % (critical)."``.
+    """
+    crossed = [m for m in marks if m.value is not None]
+    if not crossed:
+        return ""
+    if lines:
+        parts = [f"{m.color} at {format_mark(m.value, unit)} = {m.meaning}" for m in crossed if m.value is not None]
+        return "Dashed lines: " + "; ".join(parts) + "."
+    first = crossed[0].value
+    assert first is not None
+    colours = [f"{marks[0].color} below {format_mark(first, unit)}"] if marks[0].value is None else []
+    colours += [
+        f"{m.color} from {format_mark(m.value, unit)}" + (f" ({m.meaning})" if m.meaning else "")
+        for m in crossed
+        if m.value is not None
+    ]
+    return "Colour: " + ", ".join(colours) + "."
 
 
-def deviation_thresholds(params: Params) -> list[dict]:
+def cpu_thresholds(params: Params) -> list[Mark]:
+    return [
+        Mark(GREEN, None),
+        Mark(ORANGE, params.cpu_high, f"node hot ({contract.ALERT_CPU_HIGH}: weights move away from it)"),
+        Mark(RED, params.cpu_critical, f"critical ({contract.ALERT_CPU_CRITICAL} on the mean: shedding)"),
+    ]
+
+
+def critical_thresholds(params: Params) -> list[Mark]:
+    return [Mark(GREEN, None), Mark(RED, params.cpu_critical, "critical: the rebalancer sheds new connections")]
+
+
+def imbalance_thresholds(params: Params) -> list[Mark]:
+    return [
+        Mark(GREEN, None),
+        Mark(RED, params.imbalance_max_squared_deviation, f"imbalance alert threshold ({contract.ALERT_IMBALANCED})"),
+    ]
+
+
+def deviation_thresholds(params: Params) -> list[Mark]:
     """+-sqrt(max squared deviation): the distance from the mean at which the imbalance alert fires."""
     limit = round(math.sqrt(params.imbalance_max_squared_deviation), 6)
-    return [step(RED, None), step(GREEN, -limit), step(RED, limit)]
+    return [
+        Mark(RED, None),
+        Mark(GREEN, -limit, "imbalance alert distance below the mean"),
+        Mark(RED, limit, "imbalance alert distance above the mean"),
+    ]
+
+
+def max_over_min_thresholds() -> list[Mark]:
+    return [
+        Mark(GREEN, None),
+        Mark(ORANGE, MAX_OVER_MIN_UNEVEN, "uneven"),
+        Mark(RED, MAX_OVER_MIN_BAD, "the busiest node does twice the idlest's work"),
+    ]
 
 
 def no_thresholds() -> list[dict]:
     return [step(GREEN, None)]
+
+
+def by_ref_id(ref_id: str, **custom: object) -> dict:
+    """A field override for one query's series: ``custom.<key>`` properties (line width, style...)."""
+    return {
+        "matcher": {"id": "byFrameRefID", "options": ref_id},
+        "properties": [{"id": f"custom.{key}", "value": value} for key, value in custom.items()],
+    }
 
 
 # --- targets ----------------------------------------------------------------------------------
@@ -326,7 +408,7 @@ def timeseries(
     description: str,
     queries: list[G.Target],
     unit: str,
-    thresholds: list[dict] | None = None,
+    thresholds: Sequence[Mark] | None = None,
     *,
     stepped: bool = False,
     bars: bool = False,
@@ -334,19 +416,23 @@ def timeseries(
     centred: bool = False,
     min_value: int | None = None,
     max_value: int | None = None,
+    decimals: int | None = None,
+    overrides: list[dict] | None = None,
 ) -> G.TimeSeries:
-    """A time series; thresholds (if any) are drawn as lines at the alert marks."""
+    """A time series; thresholds (if any) are dashed lines at the alert marks, explained in the
+    description, which also explains the actions annotation."""
     custom: dict = {}
     if centred:
         custom["axisCenteredZero"] = True
+    note = marks_note(thresholds, unit, lines=True) if thresholds else ""
     return G.TimeSeries(
         title=title,
-        description=description,
+        description=" ".join(part for part in (description, note, ANNOTATION_NOTE) if part),
         dataSource=DATASOURCE,
         targets=queries,
         unit=unit,
-        thresholds=thresholds or no_thresholds(),
-        thresholdsStyleMode="line" if thresholds else "off",
+        thresholds=steps(thresholds) if thresholds else no_thresholds(),
+        thresholdsStyleMode="dashed" if thresholds else "off",
         lineInterpolation="stepAfter" if stepped else "linear",
         drawStyle="bars" if bars else "line",
         fillOpacity=40 if (stacked or bars) else 0,
@@ -355,10 +441,12 @@ def timeseries(
         lineWidth=2 if stepped else 1,
         valueMin=min_value,
         valueMax=max_value,
+        valueDecimals=decimals,
         legendDisplayMode="table",
         legendCalcs=["lastNotNull", "max"],
         tooltipMode="multi",
         maxDataPoints=None,
+        overrides=overrides or [],
         extraJson={"fieldConfig": {"defaults": {"custom": custom}}} if custom else None,
     )
 
@@ -368,21 +456,28 @@ def stat(
     description: str,
     queries: list[G.Target],
     unit: str,
-    thresholds: list[dict] | None = None,
+    thresholds: Sequence[Mark] | None = None,
+    *,
+    no_value: str = "no data",
+    decimals: int = 2,
 ) -> G.Stat:
-    """The last value of a cluster-wide series, coloured by the alert marks."""
+    """The last non-null value in the time range (reduction ``lastNotNull``, the window's end, as the
+    query's newest sample), coloured by the marks, which the description explains; a sparkline of
+    the window behind it.  ``no_value`` is shown when the query returns nothing."""
+    note = marks_note(thresholds, unit, lines=False) if thresholds else ""
     return G.Stat(
         title=title,
-        description=description,
+        description=" ".join(part for part in (description, note) if part),
         dataSource=DATASOURCE,
         targets=queries,
         format=unit,
-        thresholds=thresholds or no_thresholds(),
+        thresholds=steps(thresholds) if thresholds else no_thresholds(),
         color={"mode": "thresholds"},
         colorMode="value" if thresholds else "none",
         graphMode="area",
         reduceCalc="lastNotNull",
-        decimals=2,
+        decimals=decimals,
+        noValue=no_value,
         maxDataPoints=None,
     )
 

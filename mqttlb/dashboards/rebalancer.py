@@ -16,25 +16,30 @@ def weights(params: Params) -> G.TimeSeries:
     policy = params.policy
     return c.timeseries(
         "Endpoint weights: decided vs applied",
-        f"Weight the rebalancer decided per endpoint ({contract.WEBHOOK_WEIGHT}) and the weight Envoy reports "
-        f"as configured ({contract.ENVOY_ENDPOINT_WEIGHT}); they should meet within seconds. Lines: the "
-        f"policy's min ({policy.min_weight}) and max ({policy.max_weight}) weight; neutral is "
-        f"{policy.neutral_weight}.",
+        f"Weight the rebalancer decided per endpoint ({contract.WEBHOOK_WEIGHT}): thick dashed lines, "
+        f"\u201cdecided\u201d in the legend; and the weight Envoy reports as configured "
+        f"({contract.ENVOY_ENDPOINT_WEIGHT}): thin solid lines, \u201capplied\u201d. They should meet within "
+        f"seconds: where they agree the thin line runs inside the dashed one, a dashed line alone is a "
+        f"decision Envoy has not applied. Neutral weight is {policy.neutral_weight}.",
         c.targets(
             (
                 f"{contract.WEBHOOK_WEIGHT}{{{c.webhook_selector(params)}, {c.envoy_endpoint_labels()}}}",
                 "decided {{node}}",
             ),
-            (f"{contract.ENVOY_ENDPOINT_WEIGHT}{{{c.envoy_selector(params)}}}", "envoy {{node}}"),
+            (f"{contract.ENVOY_ENDPOINT_WEIGHT}{{{c.envoy_selector(params)}}}", "applied {{node}}"),
         ),
         "none",
         [
-            c.step(c.ORANGE, None),
-            c.step(c.GREEN, float(policy.min_weight)),
-            c.step(c.ORANGE, float(policy.max_weight)),
+            c.Mark(c.ORANGE, None),
+            c.Mark(c.GREEN, float(policy.min_weight), "the policy's min weight"),
+            c.Mark(c.ORANGE, float(policy.max_weight), "the policy's max weight"),
         ],
         stepped=True,
         min_value=0,
+        overrides=[
+            c.by_ref_id("A", lineWidth=5, lineStyle={"fill": "dash", "dash": [10, 6]}),
+            c.by_ref_id("B", lineWidth=1, lineStyle={"fill": "solid"}),
+        ],
     )
 
 
@@ -47,7 +52,11 @@ def shed_level(params: Params) -> G.TimeSeries:
         f"level n caps new connections at a fraction of the current ones ({allowed}).",
         c.targets((f"{contract.WEBHOOK_SHED_LEVEL}{{{c.webhook_selector(params)}}}", "shed level")),
         "none",
-        [c.step(c.GREEN, None), c.step(c.ORANGE, 1.0), c.step(c.RED, float(len(levels)))],
+        [
+            c.Mark(c.GREEN, None),
+            c.Mark(c.ORANGE, 1.0, "shedding"),
+            c.Mark(c.RED, float(len(levels)), "the deepest level"),
+        ],
         stepped=True,
         min_value=0,
     )
@@ -129,58 +138,53 @@ def cluster_mean_cpu(params: Params) -> G.TimeSeries:
     )
 
 
+def count_query(counter: str, by: str, params: Params) -> str:
+    """Whole events per interval: ``increase`` extrapolates to the window's edges (1 action reads as
+    1.33), so the sum per ``by`` labels is rounded."""
+    return (
+        f"round(sum by ({by}) (increase({counter}{{{c.webhook_selector(params)}}}[$__rate_interval])))"
+    )
+
+
 def actions(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "Actions taken",
-        f"Actions of the rebalancer per kind in each interval (increase of {contract.WEBHOOK_ACTIONS}); the "
-        "same increases are marked as annotations on every mqttlb dashboard.",
-        c.targets(
-            (
-                f"sum by (kind) (increase({contract.WEBHOOK_ACTIONS}{{{c.webhook_selector(params)}}}"
-                "[$__rate_interval]))",
-                "{{kind}}",
-            )
-        ),
-        "short",
+        f"Actions of the rebalancer per kind in each interval (increase of {contract.WEBHOOK_ACTIONS}, "
+        "rounded to whole actions); the same increases are the orange annotation lines on every mqttlb "
+        "dashboard.",
+        c.targets((count_query(contract.WEBHOOK_ACTIONS, "kind", params), "{{kind}}")),
+        "none",
         bars=True,
         min_value=0,
+        decimals=0,
     )
 
 
 def failures(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "Action failures",
-        f"Actions that failed per kind and reason (increase of {contract.WEBHOOK_FAILURES}); any bar here "
-        "means Envoy did not get what the policy decided.",
-        c.targets(
-            (
-                f"sum by (kind, reason) (increase({contract.WEBHOOK_FAILURES}{{{c.webhook_selector(params)}}}"
-                "[$__rate_interval]))",
-                "{{kind}}: {{reason}}",
-            )
-        ),
-        "short",
-        [c.step(c.GREEN, None), c.step(c.RED, 1.0)],
+        f"Actions that failed per kind and reason (increase of {contract.WEBHOOK_FAILURES}, rounded to "
+        "whole actions); any bar here means Envoy did not get what the policy decided.",
+        c.targets((count_query(contract.WEBHOOK_FAILURES, "kind, reason", params), "{{kind}}: {{reason}}")),
+        "none",
+        [c.Mark(c.GREEN, None), c.Mark(c.RED, 1.0, "one failed action")],
         bars=True,
         min_value=0,
+        decimals=0,
     )
 
 
 def rejected_requests(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "Rejected requests",
-        f"Requests the webhook refused before deciding anything (increase of {contract.WEBHOOK_REJECTED}), by "
-        "route and reason: bad token, malformed or oversized payload, unknown action.",
-        c.targets(
-            (
-                f"sum by (route, reason) (increase({contract.WEBHOOK_REJECTED}{{{c.webhook_selector(params)}}}"
-                "[$__rate_interval]))",
-                "{{route}}: {{reason}}",
-            )
-        ),
-        "short",
+        f"Requests the webhook refused before deciding anything (increase of {contract.WEBHOOK_REJECTED}, "
+        "rounded to whole requests), by route and reason: bad token, malformed or oversized payload, "
+        "unknown action.",
+        c.targets((count_query(contract.WEBHOOK_REJECTED, "route, reason", params), "{{route}}: {{reason}}")),
+        "none",
         bars=True,
         min_value=0,
+        decimals=0,
     )
 
 
