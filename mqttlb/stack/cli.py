@@ -21,7 +21,7 @@ Run the whole mqttlb stack on 127.0.0.1 under supervisord: Envoy (MQTT listener 
 cluster), N Mosquitto nodes, the broker and Envoy exporters, Prometheus, Alertmanager and the
 rebalancing webhook.  Settings come from stack/stack.yaml, a file named with --stack-file or
 MQTTLB_STACK_FILE, and environment variables (MQTTLB_NODES or NODES, MQTTLB_STATE_DIR,
-MQTTLB_LB_POLICY, MQTTLB_NODE_CPU_CORES, MQTTLB_DRY_RUN, MQTTLB_PORT_<NAME>)."""
+MQTTLB_LB_POLICY, MQTTLB_NODE_CPU_CORES, MQTTLB_DRY_RUN, MQTTLB_EDS, MQTTLB_PORT_<NAME>)."""
 
 
 def build_parser() -> argparse.ArgumentParser:

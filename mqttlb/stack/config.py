@@ -48,7 +48,6 @@ class Ports(BaseModel):
     envoy_exporter: int = Field(ge=1, le=65535)
     webhook: int = Field(ge=1, le=65535)
     xds: int = Field(ge=1, le=65535)  # the webhook's gRPC xDS (ADS), when Envoy takes its endpoints over gRPC
-    supervisor: int = Field(ge=1, le=65535)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -81,6 +80,9 @@ class StackConfig(BaseModel):
     # The native stack's brokers: Mosquitto, or HiveMQ CE through brokers/hivemq's launcher (independent
     # nodes, no cluster).  The compose stack always runs HiveMQ (mqttlb.stack.topology.COMPOSE_SWITCHES).
     broker: Literal["mosquitto", "hivemq"]
+    # Where the native stack's Envoy reads its endpoints: the EDS file, or an ADS stream (SotW or delta) to
+    # the webhook's gRPC xDS server on ports.xds (mqttlb.stack.topology.Switches).
+    eds: Literal["file", "grpc", "delta-grpc"]
     nodes: int = Field(ge=1, le=MAX_NODES)
     node_cpu_cores: float = Field(gt=0, allow_inf_nan=False)
     sys_interval: int = Field(ge=1, le=60)
@@ -92,6 +94,8 @@ class StackConfig(BaseModel):
     # Cap on client connections through Envoy; None = derived from the open-files limit (see
     # mqttlb.stack.builders.envoy_connection_limit).
     envoy_max_connections: int | None = Field(default=None, ge=1)
+    # Prometheus's POST /-/reload and /-/quit (--web.enable-lifecycle); off: reload with SIGHUP.
+    prometheus_lifecycle_api: bool = False
     ports: Ports
     params: Params
     envoy_cluster: str = ENVOY_CLUSTER
@@ -187,8 +191,8 @@ class StackConfig(BaseModel):
 
     def listening_ports(self) -> dict[str, int]:
         """Every port the stack listens on, by owner: the services, ``node<i>`` (MQTT) and, for HiveMQ
-        nodes, ``node<i>-http``.  Not ``xds``: the stack's Envoy reads file EDS, the webhook serves no xDS."""
-        unused = ("broker_base", "broker_http_base", "xds")
+        nodes, ``node<i>-http``.  ``xds`` only when Envoy takes its endpoints over gRPC (``eds`` not ``file``)."""
+        unused = ("broker_base", "broker_http_base", *(("xds",) if self.eds == "file" else ()))
         ports = {k: v for k, v in self.ports.model_dump().items() if k not in unused}
         ports.update({f"node{i}": p for i, p in enumerate(self.broker_ports, start=1)})
         ports.update({f"node{i}-http": p for i, p in enumerate(self.broker_http_ports, start=1)})
@@ -204,6 +208,7 @@ ENV_SCALARS = {
     "MQTTLB_DRY_RUN": "dry_run",
     "MQTTLB_CLUSTER": "cluster",
     "MQTTLB_BROKER": "broker",
+    "MQTTLB_EDS": "eds",
     "BROKER": "broker",
 }
 PORT_ENV_PREFIX = "MQTTLB_PORT_"

@@ -125,6 +125,10 @@ class Paths:
     webhook_token = _Below("webhook", "token")
     webhook_state = _Below("webhook", "state.json")
     webhook_audit = _Below("webhook", "audit.jsonl")
+    # The bearer token the exporters' /metrics require (Prometheus scrapes with it); generated.
+    exporter_token = _Below("exporters", "token")
+    # supervisord's control socket (mode 0700: only this user); the runner speaks XML-RPC over it.
+    supervisor_socket = _Below("supervisord.sock")
 
     def mosquitto_dir(self, node: str) -> Path:
         return self.root / "mosquitto" / node
@@ -227,11 +231,13 @@ def fd_limit(ceiling: int = 1_048_576) -> int:
     return ceiling if hard == resource.RLIM_INFINITY or hard < 0 else min(hard, ceiling)
 
 
-def native_switches(open_files: int | None = None, brokers: BrokerKind = "mosquitto") -> Switches:
-    """`make stack-up`: file EDS, loopback, ``brokers`` (the stack file's ``broker``), the state dir,
-    this host's open-files limit."""
+def native_switches(
+    open_files: int | None = None, brokers: BrokerKind = "mosquitto", eds: EdsSource = "file"
+) -> Switches:
+    """`make stack-up`: ``eds`` (the stack file's ``eds``: file, grpc or delta-grpc), loopback, ``brokers``
+    (the stack file's ``broker``), the state dir, this host's open-files limit."""
     return Switches(
-        eds="file",
+        eds=eds,
         addressing="loopback",
         brokers=brokers,
         layout="state-dir",
@@ -246,7 +252,7 @@ COMPOSE_SWITCHES = Switches(
 
 def native_topology(cfg: StackConfig, open_files: int | None = None) -> Topology:
     """The native stack's topology; ``open_files`` defaults to this host's hard limit."""
-    return topology(cfg, native_switches(open_files, cfg.broker))
+    return topology(cfg, native_switches(open_files, cfg.broker, cfg.eds))
 
 
 def compose_topology(cfg: StackConfig) -> Topology:

@@ -1,0 +1,55 @@
+"""The local stack with ``eds: grpc`` (MQTTLB_EDS=grpc): its Envoy bootstraps to ADS on the webhook's
+xDS server, takes every node from it, and a drain posted to the webhook reaches Envoy over the stream."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from stackutil import free_ports_config, running_stack, wait_until
+
+from mqttlb import contract
+from mqttlb.envoy_admin import EnvoyAdminClient
+from mqttlb.stack import builders
+
+pytestmark = pytest.mark.live
+
+
+def xds_metrics(url: str, token: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=5).text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("mqttlb_webhook_xds")
+    }
+
+
+def test_the_stack_serves_envoy_over_grpc_xds(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = free_ports_config(tmp_path / "state", eds="grpc")
+    with running_stack(cfg) as stack:
+        topo = stack.topology
+        assert topo.switches.eds == "grpc"
+        boot = yaml.safe_load(topo.files.envoy_config.read_text())
+        assert boot["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
+        webhook = yaml.safe_load(topo.files.webhook_config.read_text())
+        assert webhook["xds_grpc_listen"] == f"127.0.0.1:{cfg.ports.xds}"
+        envoy = EnvoyAdminClient(topo.envoy_admin.url(), timeout=2)
+        hosts = envoy.cluster(cfg.envoy_cluster).by_node()
+        assert sorted(hosts) == [n.name for n in topo.nodes]
+        token = topo.state.webhook_token.read_text().strip()
+        samples = xds_metrics(topo.webhook.url("/metrics"), token)
+        assert samples[(contract.WEBHOOK_XDS_STREAMS, (("mode", "sotw"),))] == 1
+        assert samples[(contract.WEBHOOK_XDS_IN_SYNC, ())] == 1
+
+        answer = requests.post(
+            topo.webhook.url("/drain"),
+            json={"node": "node2", "draining": True},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=5,
+        )
+        assert answer.status_code == 202, answer.text
+        wait_until(lambda: envoy.cluster(cfg.envoy_cluster).by_node()["node2"].health == "draining", 10,
+                   "node2 draining in Envoy over xDS")
+        assert builders.WEBHOOK_XDS_CLUSTER in {c["name"] for c in boot["static_resources"]["clusters"]}
