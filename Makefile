@@ -16,9 +16,9 @@ help:
 	@echo "make stack-down     stop every process the stack started"
 	@echo "make stack-status   one line per component, then the rebalancer per node (mqttlb status); non-zero exit if any is down"
 	@echo "make test           install what is missing, lint, type-check and run the whole test suite"
-	@echo "make test-hivemq    build the HiveMQ extension and launcher (Maven) and run the live HiveMQ tests (~70 s)"
+	@echo "make test-hivemq    build the HiveMQ extension and launcher (Maven) and run the live HiveMQ tests (~3 min)"
 	@echo "make rules          regenerate rules/ from mqttlb/params.yaml"
-	@echo "make compose        regenerate stack/docker-compose.yml and stack/compose/ (Docker path)"
+	@echo "make compose        regenerate stack/docker-compose.yml and stack/compose/ (Docker path), build the mqttlb HiveMQ extension into its image's context"
 	@echo "make dashboards     regenerate dashboards/generated/ from dashboards/*.py"
 	@echo "make dashboard-images  draw the dashboards of a loaded throwaway stack into docs/images/ (~4 min)"
 	@echo "make experiment     compare round robin, least request and weighted CPU (report in reports/)"
@@ -56,8 +56,13 @@ test-hivemq:
 rules: install
 	$(PY) -m mqttlb.cli rules generate --out rules/
 
-compose: install
+# The compose files, then the mqttlb HiveMQ extension folder (Maven, brokers/hivemq) copied into the HiveMQ
+# image's build context, where `docker compose build` finds it (stack/compose/hivemq/mqttlb-extension/: not committed).
+compose:
+	@MQTTLB_HIVEMQ=1 bash stack/install.sh
 	$(PY) -m mqttlb.stack.compose_render
+	rm -rf stack/compose/hivemq/mqttlb-extension
+	cp -R brokers/hivemq/target/mqttlb-extension/mqttlb-extension stack/compose/hivemq/mqttlb-extension
 
 dashboards: install
 	$(PY) -m mqttlb.cli dashboards generate

@@ -161,8 +161,9 @@ def test_rules_dashboards_and_provisioning_come_from_their_one_location(compose)
     assert provider["options"]["path"] == cr.GRAFANA_DASHBOARDS_MOUNT
     assert list((REPO / "dashboards" / "generated").glob("*.json"))
 
-    # no copies of shared files under stack/compose
-    copies = [p for p in cr.COMPOSE_DIR.rglob("*") if p.suffix == ".json" or p.name.startswith("mqttlb-")]
+    # no copies of shared files (dashboards, rules/mqttlb-*.yml) under stack/compose
+    rule_names = {p.name for p in (REPO / "rules").glob("*.yml")}
+    copies = [p for p in cr.COMPOSE_DIR.rglob("*") if p.suffix == ".json" or p.name in rule_names]
     assert copies == []
 
 
@@ -222,6 +223,34 @@ def test_broker_exporter_reads_each_hivemq_node_through_the_prometheus_extension
         assert mounts[cr.HIVEMQ_EXTENSION_CONFIG_MOUNT] == shipped
         assert node.address == f"{url.hostname}:{MQTT_PORT}"
     assert exporter.listen == f"0.0.0.0:{cr.compose_config().ports.broker_exporter}"
+
+
+def test_hivemq_image_holds_the_mqttlb_extension_with_its_settings_and_token(compose):
+    # The Dockerfile copies the extension folder `make compose` puts in the build context (not committed).
+    dockerfile = (cr.COMPOSE_DIR / "hivemq" / "Dockerfile").read_text()
+    folder = f"{cr.HIVEMQ_HOME}/extensions/{cr.MQTTLB_EXTENSION_FOLDER}/"
+    assert f"COPY --chown=10000:0 {cr.MQTTLB_EXTENSION_FOLDER}/ {folder}" in dockerfile
+    assert f"stack/compose/hivemq/{cr.MQTTLB_EXTENSION_FOLDER}/" in (REPO / ".gitignore").read_text().splitlines()
+    makefile = (REPO / "Makefile").read_text()
+    built = "brokers/hivemq/target/mqttlb-extension/mqttlb-extension"
+    assert f"{built} stack/compose/hivemq/{cr.MQTTLB_EXTENSION_FOLDER}" in makefile
+    # Its settings: only keys the extension's shipped conf/config.properties has, on a port of its own.
+    settings = configparser.ConfigParser()
+    settings.read_string("[x]\n" + (cr.COMPOSE_DIR / "hivemq" / "mqttlb-extension.properties").read_text())
+    shipped = configparser.ConfigParser()
+    shipped.read_string("[x]\n" + (REPO / "brokers/hivemq/src/main/extension/conf/config.properties").read_text())
+    assert set(settings["x"]) <= set(shipped["x"])
+    assert int(settings["x"]["port"]) == cr.MQTTLB_EXTENSION_PORT != cr.HIVEMQ_METRICS_PORT
+    assert settings["x"]["shared_sessions"] == "true"  # the image's nodes form one HiveMQ cluster
+    # Every node mounts the settings and, read-only, the state volume holding the token the init service creates.
+    token = Path(settings["x"]["token_file"])
+    state = compose_topology(cr.compose_config()).state
+    assert token == state.hivemq_token
+    rendered = cr.COMPOSE_DIR / "hivemq" / "mqttlb-extension.properties"
+    for service in hivemq_services(compose).values():
+        assert bind_mounts(service)[cr.MQTTLB_EXTENSION_CONFIG_MOUNT] == rendered
+        assert f"mqttlb-state:{state.root}:ro" in service["volumes"] and token.is_relative_to(state.root)
+        assert service["depends_on"] == {"init": {"condition": "service_completed_successfully"}}
 
 
 def test_hivemq_nodes_form_one_cluster_at_the_addresses_envoy_balances_over(compose):

@@ -82,12 +82,15 @@ def test_init_state_creates_token_and_pressure_once(tmp_path):
     assert token.stat().st_uid == os.getuid()
     assert pressure.read_text() == "0\n"
     assert (tmp_path / "eds").is_dir()
+    hivemq = tmp_path / "hivemq" / "token"  # the mqttlb HiveMQ extension's API token, readable by group 0
+    assert len(hivemq.read_text().strip()) >= 32 and hivemq.read_text() != token.read_text()
+    assert stat.S_IMODE(hivemq.stat().st_mode) == 0o440
 
-    first = token.read_text()
+    first, first_hivemq = token.read_text(), hivemq.read_text()
     pressure.write_text("0.95\n")  # the webhook's state survives a restart of the stack
     again = run_init("--state-dir", str(tmp_path))
     assert again.returncode == 0, again.stderr
-    assert token.read_text() == first
+    assert token.read_text() == first and hivemq.read_text() == first_hivemq
     assert pressure.read_text() == "0.95\n"
     assert "nothing, all present" in again.stderr
 

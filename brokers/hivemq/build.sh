@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Build the mqttlb HiveMQ extension and launcher: brokers/hivemq/target/mqttlb-hivemq.jar (one runnable jar).
+# Build the mqttlb HiveMQ extension and launcher: brokers/hivemq/target/mqttlb-hivemq.jar (one runnable jar),
+# and the extension alone as a HiveMQ extension folder, target/mqttlb-extension/mqttlb-extension/ (and .zip).
 # Offline (mvn -o) when the local Maven repository already holds every dependency and plugin; otherwise
-# online, once, from Maven Central. Does nothing when the jar is newer than pom.xml and every source file.
+# online, once, from Maven Central. Does nothing when both are there and the jar is newer than pom.xml and
+# every source file.
 # Needs Java 17+ and Maven 3.6+. Exit status: 0 built or up to date, 1 build failed, 2 tools missing.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 JAR=target/mqttlb-hivemq.jar
-if [ -f "$JAR" ] && [ -z "$(find pom.xml src -newer "$JAR" -print -quit)" ]; then
+FOLDER=target/mqttlb-extension/mqttlb-extension
+if [ -f "$JAR" ] && [ -f "$FOLDER/hivemq-extension.xml" ] && [ -z "$(find pom.xml src -newer "$JAR" -print -quit)" ]; then
   echo "hivemq: $JAR is up to date"
   exit 0
 fi
@@ -39,4 +42,4 @@ else
   echo "hivemq: error: mvn package failed" >&2
   exit 1
 fi
-echo "hivemq: built $JAR ($mode, $(( $(date +%s) - start )) s)"
+echo "hivemq: built $JAR and $FOLDER/ ($mode, $(( $(date +%s) - start )) s)"

@@ -1,7 +1,8 @@
 """Prepare the compose stack's shared state volume (run once by the `init` service).
 
 Creates, only when missing (a restart keeps the existing ones): the webhook's bearer token,
-owned by the user Alertmanager runs as so it can read it (the webhook runs as root), and the
+owned by the user Alertmanager runs as so it can read it (the webhook runs as root), the mqttlb
+HiveMQ extension's API token (mode 0440: HiveMQ runs as uid 10000 in group 0), and the
 overload pressure file Envoy's injected_resource monitor reads ("0": no pressure).
 """
 
@@ -26,7 +27,7 @@ def init_state(state_dir: Path, token_owner: int | None) -> list[Path]:
     """Create the missing files under ``state_dir``; returns the ones created."""
     paths = Paths(state_dir)
     created = []
-    for directory in (paths.webhook_dir, paths.pressure_file.parent, paths.eds_file.parent):
+    for directory in (paths.webhook_dir, paths.pressure_file.parent, paths.eds_file.parent, paths.hivemq_token.parent):
         directory.mkdir(parents=True, exist_ok=True)
     if not paths.webhook_token.exists():
         atomic_write_text(paths.webhook_token, secrets.token_urlsafe(32) + "\n")
@@ -34,6 +35,10 @@ def init_state(state_dir: Path, token_owner: int | None) -> list[Path]:
     if token_owner is not None:
         os.chown(paths.webhook_token, token_owner, token_owner)
     paths.webhook_token.chmod(0o400)
+    if not paths.hivemq_token.exists():
+        atomic_write_text(paths.hivemq_token, secrets.token_urlsafe(32) + "\n")
+        created.append(paths.hivemq_token)
+    paths.hivemq_token.chmod(0o440)
     if not paths.pressure_file.exists():
         atomic_write_text(paths.pressure_file, "0\n")
         created.append(paths.pressure_file)
