@@ -16,6 +16,8 @@
     of every node from its CPU, a rebalance alert firing, a different tenth of the nodes hot each time),
     then the snapshot (``build_snapshot``, then ``XdsPublisher.publish``: protobuf resources, made
     current) and the push to every client until all ACKed.  Decisions that moved no weight are skipped.
+    The clients are simulated because 50 real Envoys with the product's bootstrap would each health-check
+    the 200 endpoints every 2 s: 5,000 probes/s on the machine's 2 shared cores.
     Prints decision time, snapshot size and push fan-out time.
 
 Prints percentiles (nearest rank); a line says whether the p99 target (< 100 ms at 20 Envoys) is met.
