@@ -10,7 +10,7 @@ import pytest
 
 from mqttlb.dashboards.build import GENERATED_DIR
 from mqttlb.dashboards.execute import PanelResult, TargetResult, Window
-from mqttlb.dashboards.render import annotation_times, format_value, render_png, with_gaps
+from mqttlb.dashboards.render import annotation_times, format_value, reduce, render_png, with_gaps
 from mqttlb.dashboards.resolve import resolve_panels, resolve_variables
 from mqttlb.prometheus_api import RangeSeries
 
@@ -34,6 +34,37 @@ def test_values_are_formatted_with_their_unit() -> None:
     assert format_value(0.756, "percentunit") == "75.6%"
     assert format_value(2.0, "cps") == "2/s"
     assert format_value(math.nan, "short") == "NaN"
+    assert format_value(1.3333, "none", decimals=0) == "1"  # action counts: whole numbers
+    assert format_value(0.756, "percentunit", decimals=0) == "76%"
+
+
+def test_stat_reductions_follow_grafana() -> None:
+    busy_then_idle = [math.nan, 5.0, 1.2, 1.1, math.nan]
+    assert reduce(busy_then_idle, "lastNotNull") == 1.1  # the range's newest value
+    assert math.isnan(reduce(busy_then_idle, "last"))
+    assert reduce(busy_then_idle, "firstNotNull") == 5.0
+    assert reduce(busy_then_idle, "mean") == pytest.approx(7.3 / 3)
+    assert reduce(busy_then_idle, "max") == 5.0 and reduce(busy_then_idle, "min") == 1.1
+    assert math.isnan(reduce([], "lastNotNull")) and math.isnan(reduce([math.nan], "mean"))
+    with pytest.raises(ValueError, match="'median' is not supported"):
+        reduce([1.0], "median")
+
+
+def test_resolved_panels_carry_what_the_renderer_draws() -> None:
+    rebalancer = json.loads((GENERATED_DIR / "mqttlb-rebalancer.json").read_text())
+    window = Window.last(300, 5, now=NOW)
+    panels = {p.title: p for p in resolve_panels(rebalancer, resolve_variables(rebalancer), window.interval)}
+    decided, applied = panels["Endpoint weights: decided vs applied"].targets
+    assert decided.dashed and not applied.dashed
+    assert decided.line_width is not None and applied.line_width is not None
+    assert decided.line_width > applied.line_width
+    assert panels["Actions taken"].extra["decimals"] == 0
+    balance = json.loads((GENERATED_DIR / "mqttlb-cluster-balance.json").read_text())
+    stats = {p.title: p for p in resolve_panels(balance, resolve_variables(balance), window.interval)}
+    ratio = stats["Busiest / idlest node"]
+    assert ratio.extra["calcs"] == ("lastNotNull",) and ratio.extra["color_mode"] == "value"
+    assert str(ratio.extra["no_value"]).startswith("idle")
+    assert stats["Nodes up"].extra["color_mode"] == "none"
 
 
 @pytest.mark.parametrize("name", ["mqttlb-rebalancer", "mqttlb-cluster-balance"])

@@ -10,6 +10,7 @@ import datetime as dt
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -28,20 +29,52 @@ GRID_COLUMNS = 24
 INCH_PER_COLUMN = 0.85
 INCH_PER_ROW = 0.42
 MARGIN_INCH = 0.3
-HEADER_INCH = 0.8
+HEADER_INCH = 1.0
 COLOURS = {"green": "#37872d", "orange": "#fa6400", "red": "#c4162a", "blue": "#1f60c4"}
+KEY = (
+    "dashed horizontal lines: thresholds (what each means is in the panel's description)   \u2502   "
+    "orange vertical lines: rebalancer actions   \u2502   stats: last value in the range, sparkline behind"
+)
 
 
-def format_value(value: float, unit: str) -> str:
+def format_value(value: float, unit: str, decimals: int | None = None) -> str:
+    """A value as the panel shows it: ``0.756`` in ``percentunit`` -> ``75.6%``; ``decimals`` fixes the digits."""
     if math.isnan(value):
         return "NaN"
     if unit == "percentunit":
-        return f"{value:.1%}"
+        return f"{value:.1%}" if decimals is None else f"{value:.{decimals}%}"
+    if decimals is not None:
+        text = f"{value:.{decimals}f}"
+    else:
+        text = f"{value:.3g}" if unit in ("s", "cps", "ops") else f"{value:.4g}"
     if unit == "s":
-        return f"{value:.3g} s"
+        return f"{text} s"
     if unit in ("cps", "ops"):
-        return f"{value:.3g}/s"
-    return f"{value:.4g}"
+        return f"{text}/s"
+    return text
+
+
+def reduce(values: Sequence[float], calc: str) -> float:
+    """Grafana's stat reductions over a series' samples (NaN = null); NaN when nothing is left.
+
+    Raises ValueError for a reduction this renderer does not know.
+    """
+    present = [v for v in values if not math.isnan(v)]
+    if calc in ("last", "first"):
+        chosen = values[-1] if calc == "last" else values[0]
+        return chosen if values else math.nan
+    if not present:
+        return math.nan
+    reductions = {
+        "lastNotNull": lambda: present[-1],
+        "firstNotNull": lambda: present[0],
+        "mean": lambda: sum(present) / len(present),
+        "max": lambda: max(present),
+        "min": lambda: min(present),
+    }
+    if calc not in reductions:
+        raise ValueError(f"stat reduction {calc!r} is not supported (use one of {sorted(reductions)}, last, first)")
+    return reductions[calc]()
 
 
 def _x(t: float) -> float:
@@ -108,7 +141,14 @@ def _draw_thresholds(ax: Axes, panel: ResolvedPanel) -> None:
         return
     for name, limit in panel.thresholds:
         if limit is not None:
-            ax.axhline(limit, color=COLOURS.get(name, name), linestyle="--", linewidth=1, alpha=0.8)
+            ax.axhline(
+                limit,
+                color=COLOURS.get(name, name),
+                linestyle="--",
+                linewidth=1,
+                alpha=0.8,
+                label=f"threshold {format_value(limit, panel.unit)}",
+            )
 
 
 def _draw_timeseries(ax: Axes, panel: ResolvedPanel, results: Sequence[TargetResult], window: Window) -> None:
@@ -127,10 +167,18 @@ def _draw_timeseries(ax: Axes, panel: ResolvedPanel, results: Sequence[TargetRes
                 top = [b + (0.0 if math.isnan(v) else v) for b, v in zip(base, values, strict=True)]
                 ax.fill_between(times, base, top, step="post", alpha=0.5, label=name)
                 stack_base.update({t: v for (t, _), v in zip(series.points, top, strict=True)})
-            elif panel.stepped:
-                ax.step(times, values, where="post", label=name, linewidth=1.5)
             else:
-                ax.plot(times, values, label=name, linewidth=1.2)
+                style: dict[str, Any] = {
+                    "label": name,
+                    "linewidth": result.target.line_width or (1.5 if panel.stepped else 1.2),
+                    "linestyle": "--" if result.target.dashed else "-",
+                    "zorder": 2 if result.target.dashed else 3,  # a thin solid line stays visible on top
+                    "alpha": 0.6 if result.target.dashed else 1.0,
+                }
+                if panel.stepped:
+                    ax.step(times, values, where="post", **style)
+                else:
+                    ax.plot(times, values, **style)
     _draw_thresholds(ax, panel)
     _format_axis(ax, panel, window)
     if ax.get_legend_handles_labels()[0]:
@@ -138,27 +186,45 @@ def _draw_timeseries(ax: Axes, panel: ResolvedPanel, results: Sequence[TargetRes
 
 
 def _draw_stat(ax: Axes, panel: ResolvedPanel, results: Sequence[TargetResult]) -> None:
+    """The panel's reduction (``lastNotNull``: the range's newest value), coloured as Grafana's
+    ``colorMode`` says, over a sparkline of the range."""
     ax.set_axis_off()
+    calc = str(panel.extra.get("calcs", ("lastNotNull",))[0])
+    coloured = panel.extra.get("color_mode") in ("value", "background")
     lines = []
     for result in results:
         for series in result.series:
-            last = next((v for _, v in reversed(series.points) if not math.isnan(v)), math.nan)
-            lines.append((legend(result.target.legend, series.labels), last))
-    for i, (name, value) in enumerate(lines[:4]):
-        y = 0.55 - i * 0.3 if len(lines) > 1 else 0.45
+            value = reduce([v for _, v in series.points], calc)
+            lines.append((legend(result.target.legend, series.labels), value, series))
+    if len(lines) == 1:
+        _sparkline(ax, lines[0][2], _threshold_colour(panel, lines[0][1]) if coloured else "grey")
+    for i, (name, value, _series) in enumerate(lines[:4]):
+        y = 0.55 - i * 0.3 if len(lines) > 1 else 0.55
         ax.text(
             0.5,
             y,
-            format_value(value, panel.unit),
+            format_value(value, panel.unit, panel.extra.get("decimals")),
             ha="center",
             va="center",
             transform=ax.transAxes,
             fontsize=20 if len(lines) == 1 else 12,
-            color=_threshold_colour(panel, value),
+            color=_threshold_colour(panel, value) if coloured else "black",
             weight="bold",
         )
         if len(lines) > 1:
             ax.text(0.5, y - 0.12, name, ha="center", transform=ax.transAxes, fontsize=7)
+
+
+def _sparkline(ax: Axes, series: RangeSeries, colour: str) -> None:
+    points = [(t, v) for t, v in series.points if not math.isnan(v)]
+    if len(points) < 2:
+        return
+    spark = ax.inset_axes((0.0, 0.0, 1.0, 0.3))
+    spark.set_axis_off()
+    times, values = [t for t, _ in points], [v for _, v in points]
+    spark.fill_between(times, min(0.0, min(values)), values, color=colour, alpha=0.15, linewidth=0)
+    spark.plot(times, values, color=colour, alpha=0.5, linewidth=0.8)
+    spark.set_xlim(times[0], times[-1])
 
 
 def _draw_state_timeline(ax: Axes, results: Sequence[TargetResult], window: Window) -> None:
@@ -217,6 +283,7 @@ def render_png(
     fig_h = height * INCH_PER_ROW + HEADER_INCH + MARGIN_INCH
     fig = plt.figure(figsize=(fig_w, fig_h))
     fig.suptitle(f"{title}\n{subtitle}", fontsize=12, y=1 - 0.15 / fig_h, va="top")
+    fig.text(0.5, 1 - 0.72 / fig_h, KEY, ha="center", va="top", fontsize=8, color="dimgrey")
 
     def cell(
         grid: tuple[int, int, int, int],
@@ -249,7 +316,8 @@ def render_png(
                 _message(ax, "query error\n" + "\n".join(result.errors)[:300], COLOURS["red"])
             elif not any(r.has_data for r in result.results):
                 ax.set_axis_off()
-                _message(ax, "No data")
+                no_value = panel.extra.get("no_value") if panel.type == "stat" else None
+                _message(ax, str(no_value or "No data"))
             elif panel.type == "stat":
                 _draw_stat(ax, panel, result.results)
             elif panel.type == "state-timeline":

@@ -168,6 +168,8 @@ class ResolvedTarget:
     expr: str
     legend: str
     hidden: bool = False
+    line_width: float | None = None  # from a byFrameRefID override (custom.lineWidth), else the panel's
+    dashed: bool = False  # a byFrameRefID override sets custom.lineStyle.fill = "dash"
 
 
 @dataclass(frozen=True)
@@ -219,16 +221,20 @@ def _resolve_panel(
     defaults = (panel.get("fieldConfig") or {}).get("defaults") or {}
     custom = defaults.get("custom") or {}
     grid = panel.get("gridPos") or {}
+    styles = _ref_id_styles(panel)
     targets = tuple(
         ResolvedTarget(
             ref_id=str(t.get("refId", "")),
             expr=interpolate(str(t.get("expr", "")), variables, interval, where),
             legend=str(t.get("legendFormat", "")),
             hidden=bool(t.get("hide", False)),
+            line_width=styles.get(str(t.get("refId", "")), {}).get("custom.lineWidth"),
+            dashed=(styles.get(str(t.get("refId", "")), {}).get("custom.lineStyle") or {}).get("fill") == "dash",
         )
         for t in panel.get("targets") or []
     )
     steps = ((defaults.get("thresholds") or {}).get("steps")) or []
+    options = panel.get("options") or {}
     return ResolvedPanel(
         dashboard_uid=uid,
         panel_id=int(panel.get("id") or 0),
@@ -253,8 +259,23 @@ def _resolve_panel(
             "min": defaults.get("min"),
             "max": defaults.get("max"),
             "centred": custom.get("axisCenteredZero"),
+            "decimals": defaults.get("decimals"),
+            "no_value": defaults.get("noValue"),
+            "calcs": tuple((options.get("reduceOptions") or {}).get("calcs") or ("lastNotNull",)),
+            "color_mode": options.get("colorMode"),
         },
     )
+
+
+def _ref_id_styles(panel: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """refId -> {property id: value} of the panel's byFrameRefID overrides."""
+    styles: dict[str, dict[str, Any]] = {}
+    for override in (panel.get("fieldConfig") or {}).get("overrides") or []:
+        matcher = override.get("matcher") or {}
+        if matcher.get("id") == "byFrameRefID":
+            props = styles.setdefault(str(matcher.get("options")), {})
+            props.update({str(p.get("id")): p.get("value") for p in override.get("properties") or []})
+    return styles
 
 
 def resolve_panels(
