@@ -23,6 +23,7 @@ def test_webhook_example_loads_and_starts_in_dry_run() -> None:
     assert config.dry_run is True
     assert config.params().cpu_high == 0.7 and config.params().policy.max_step == 25
     assert config.envoy_cluster == contract.ENVOY_CLUSTER
+    assert config.xds_grpc_listen == "127.0.0.1:9645" and config.lease is not None and config.lease.kind == "file"
 
 
 def test_shipped_selectors_name_the_contract_jobs() -> None:
