@@ -5,7 +5,8 @@ directory's recorded settings) and prints, per node: CPU (rate window and short 
 connections, the weight decided, published and applied by Envoy, health and draining; then the shed
 level, the evict lever (available, armed, waiting, evacuating, max squared deviation vs its target),
 the firing rebalance/shed alerts and the last decisions with their reasons.  ``--json``
-prints the document as the webhook returns it.
+prints the document as the webhook returns it.  ``/status`` needs the webhook's bearer token: the
+local stack's (``<state dir>/webhook/token``) unless ``--url`` or ``--token-file`` says otherwise.
 """
 
 from __future__ import annotations
@@ -39,10 +40,23 @@ def local_webhook_url(state_dir: Path) -> str:
     return f"http://127.0.0.1:{cfg.ports.webhook}"
 
 
-def fetch_status(url: str, timeout: float) -> dict[str, Any]:
+def bearer_headers(token_file: Path | None) -> dict[str, str]:
+    """``Authorization: Bearer <token>`` from ``token_file`` (None: no header); StatusError when unreadable."""
+    if token_file is None:
+        return {}
+    try:
+        return {"Authorization": f"Bearer {Path(token_file).read_text().strip()}"}
+    except OSError as exc:
+        raise StatusError(f"webhook token {token_file}: cannot read: {exc.strerror or exc}") from None
+
+
+def fetch_status(url: str, timeout: float, token_file: Path | None = None) -> dict[str, Any]:
+    """GET ``<url>/status`` (with the bearer token in ``token_file``); raises StatusError."""
     endpoint = f"{url.rstrip('/')}/status"
     try:
-        response = requests.get(endpoint, timeout=timeout)
+        response = requests.get(endpoint, timeout=timeout, headers=bearer_headers(token_file))
+        if response.status_code == 401:
+            raise StatusError(f"{endpoint}: 401, the webhook wants its bearer token (--token-file)")
         response.raise_for_status()
         document = response.json()
     except requests.ConnectionError:
@@ -151,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="the local stack's state dir (default .stack)"
     )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        help="the webhook's bearer token (default: the local stack's <state dir>/webhook/token; none with --url)",
+    )
     parser.add_argument("--json", action="store_true", help="print the status document as JSON")
     parser.add_argument(
         "--last",
@@ -167,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     try:
         url = args.url or local_webhook_url(args.state_dir)
-        document = fetch_status(url, args.timeout)
+        token_file = args.token_file or (None if args.url else args.state_dir / "webhook" / "token")
+        document = fetch_status(url, args.timeout, token_file)
     except StatusError as exc:
         return refuse(exc, "mqttlb status: error")
     print(json.dumps(document, indent=2, sort_keys=True) if args.json else render(document, args.last))

@@ -54,6 +54,7 @@ class Target:
     webhook: str
     cluster: str
     audit_log: Path | None
+    webhook_token: Path | None = None  # the bearer token the webhook's /status needs
 
 
 def local_target(state_dir: Path) -> Target:
@@ -67,7 +68,8 @@ def local_target(state_dir: Path) -> Target:
             f"no stack was started in {state_dir.resolve()} (run `make stack-up`, or pass --alertmanager and --webhook)"
         )
     topo = native_topology(cfg)
-    return Target(topo.alertmanager.url(), topo.webhook.url(), cfg.cluster, topo.state.webhook_audit)
+    state = topo.state
+    return Target(topo.alertmanager.url(), topo.webhook.url(), cfg.cluster, state.webhook_audit, state.webhook_token)
 
 
 def alert_document(cluster: str, test_id: str, duration_s: float, now: datetime | None = None) -> dict[str, Any]:
@@ -103,12 +105,13 @@ def send(alertmanager: str, alert: dict[str, Any], timeout: float) -> None:
         raise AlertSendError(f"Alertmanager refused the test alert ({answer.status_code}): {answer.text[:200]}")
 
 
-def recorded(webhook: str, test_id: str, timeout: float) -> dict[str, Any] | None:
+def recorded(webhook: str, test_id: str, timeout: float, token_file: Path | None = None) -> dict[str, Any] | None:
     """The entry of the webhook's ``/status`` recent decisions that records ``test_id``, or None
-    (not yet, or the webhook does not answer)."""
+    (not yet, or the webhook does not answer); ``token_file``: the webhook's bearer token."""
     try:
-        document = requests.get(f"{webhook.rstrip('/')}/status", timeout=timeout).json()
-    except (requests.RequestException, ValueError):
+        headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"} if token_file else {}
+        document = requests.get(f"{webhook.rstrip('/')}/status", headers=headers, timeout=timeout).json()
+    except (OSError, requests.RequestException, ValueError):
         return None
     for entry in document.get("recent", []) if isinstance(document, dict) else []:
         if entry.get("kind") == OutcomeKind.TEST.value and test_id in entry.get("test_ids", []):
@@ -116,11 +119,13 @@ def recorded(webhook: str, test_id: str, timeout: float) -> dict[str, Any] | Non
     return None
 
 
-def wait_recorded(webhook: str, test_id: str, wait_s: float) -> dict[str, Any] | None:
+def wait_recorded(
+    webhook: str, test_id: str, wait_s: float, token_file: Path | None = None
+) -> dict[str, Any] | None:
     """Poll :func:`recorded` every POLL_SECONDS for up to ``wait_s`` seconds."""
     deadline = time.monotonic() + wait_s
     while True:
-        entry = recorded(webhook, test_id, timeout=2.0)
+        entry = recorded(webhook, test_id, timeout=2.0, token_file=token_file)
         if entry is not None or time.monotonic() >= deadline:
             return entry
         time.sleep(POLL_SECONDS)
@@ -144,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--webhook", help="the webhook's base URL (default: the local stack's)")
     parser.add_argument("--cluster", help="the alert's cluster label (default: the local stack's)")
     parser.add_argument(
+        "--webhook-token-file", type=Path, help="the webhook's bearer token (default: the local stack's)"
+    )
+    parser.add_argument(
         "--duration", type=argument_type(_seconds), default=120.0, help="seconds until the alert resolves (default 120)"
     )
     parser.add_argument(
@@ -160,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     try:
         if args.alertmanager and args.webhook and args.cluster:
-            target = Target(args.alertmanager, args.webhook, args.cluster, None)
+            target = Target(args.alertmanager, args.webhook, args.cluster, None, args.webhook_token_file)
         else:
             local = local_target(args.state_dir)
             target = Target(
@@ -168,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.webhook or local.webhook,
                 args.cluster or local.cluster,
                 local.audit_log,
+                args.webhook_token_file or local.webhook_token,
             )
         if args.duration <= 0:
             raise AlertSendError("--duration must be more than 0 seconds")
@@ -184,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  the webhook records it after Alertmanager's group_wait: `mqttlb status`")
         return 0
     started = time.monotonic()
-    entry = wait_recorded(target.webhook, test_id, args.wait)
+    entry = wait_recorded(target.webhook, test_id, args.wait, target.webhook_token)
     if entry is None:
         print(
             f"the webhook at {target.webhook} did not record it within {args.wait:.0f} s; "

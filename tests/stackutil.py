@@ -1,7 +1,8 @@
 """The test-helpers module for tests that run real processes.
 
 - free ports and stack configs on them (`free_port`, `free_ports_config`, `loopback_topology`);
-- the whole stack, always stopped (`running_stack`);
+- the whole stack, always stopped (`running_stack`), and the credentials its HTTP parts require
+  (`token_headers`, `webhook_headers`, `exporter_headers`);
 - Envoy alone, run the way the stack runs it: the product's bootstrap and command line from
   `mqttlb.stack.builders`, never a bootstrap written by a test (`running_envoy`);
 - a process group that is always killed (`process`) and polling with a deadline (`wait_until`);
@@ -37,6 +38,7 @@ from mqttlb.stack.topology import EdsSource, Topology, native_switches, topology
 from mqttlb.webhook.eds import write_eds_file
 
 __all__ = [
+    "exporter_headers",
     "free_port",
     "free_ports_config",
     "loopback_topology",
@@ -46,10 +48,27 @@ __all__ = [
     "sample_report",
     "serve_stub",
     "StubHandler",
+    "token_headers",
     "wait_until",
+    "webhook_headers",
 ]
 
 T = TypeVar("T")
+
+
+def token_headers(token_file: Path) -> dict[str, str]:
+    """The ``Authorization: Bearer`` header with the token in ``token_file``."""
+    return {"Authorization": f"Bearer {Path(token_file).read_text().strip()}"}
+
+
+def webhook_headers(stack: Stack) -> dict[str, str]:
+    """What the stack's webhook requires on every route but /healthz and /readyz."""
+    return token_headers(stack.paths.webhook_token)
+
+
+def exporter_headers(stack: Stack) -> dict[str, str]:
+    """What the stack's exporters require on /metrics."""
+    return token_headers(stack.paths.exporter_token)
 
 
 @contextlib.contextmanager

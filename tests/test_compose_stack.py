@@ -323,7 +323,8 @@ def test_mqttlb_services_run_known_subcommands(compose):
         if service.get("image") == cr.IMAGES["mqttlb"] and "entrypoint" not in service:
             assert service["command"][0] in COMMANDS, name
     assert compose["services"]["envoy-exporter"]["command"] == [
-        "envoy-exporter", "--listen", "0.0.0.0:9642", "--envoy-admin", "http://envoy:9901", "--timeout", "2"]
+        "envoy-exporter", "--listen", "0.0.0.0:9642", "--envoy-admin", "http://envoy:9901", "--timeout", "2",
+        "--web-token-file", "/mqttlb/exporters/token"]
 
 
 def test_dockerfile_installs_the_project_with_the_mqttlb_entrypoint():
@@ -356,3 +357,16 @@ def test_compose_envoy_cap_matches_the_container_open_files_limit(compose):
         if m["name"] == "envoy.resource_monitors.global_downstream_max_connections"
     ]
     assert monitor["typed_config"]["max_active_downstream_connections"] == (ENVOY_NOFILE - 256) // 2
+
+
+def test_grafana_gets_a_generated_admin_password_not_admin_admin(compose, tmp_path):
+    grafana = compose["services"]["grafana"]
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in grafana["environment"]
+    secret = grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"]
+    assert secret == f"/run/secrets/{cr.GRAFANA_SECRET}" and grafana["secrets"] == [cr.GRAFANA_SECRET]
+    assert compose["secrets"][cr.GRAFANA_SECRET] == {"file": f"./compose/{cr.GRAFANA_PASSWORD_NAME}"}
+    assert f"stack/compose/{cr.GRAFANA_PASSWORD_NAME}" in (REPO / ".gitignore").read_text()
+    written = cr.write_grafana_password(tmp_path)
+    assert written is not None and len(written.read_text().strip()) >= 20 and written.read_text().strip() != "admin"
+    first = written.read_text()
+    assert cr.write_grafana_password(tmp_path) is None and written.read_text() == first  # kept, not rotated

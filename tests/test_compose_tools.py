@@ -16,6 +16,7 @@ import yaml
 from mqttlb.contract import ENVOY_CLUSTER
 from mqttlb.stack import compose_render as cr
 from mqttlb.stack.config import find_binary
+from mqttlb.stack.topology import CONTAINER_STATE
 
 
 def binary(name: str) -> str:
@@ -24,8 +25,17 @@ def binary(name: str) -> str:
     return found
 
 
-def test_promtool_accepts_the_compose_prometheus_config():
-    result = subprocess.run([binary("promtool"), "check", "config", str(cr.COMPOSE_DIR / "prometheus.yml")],
+def test_promtool_accepts_the_compose_prometheus_config(tmp_path):
+    # promtool opens every credentials_file: the tokens the init service creates in the state volume,
+    # here under tmp_path in their places
+    text = (cr.COMPOSE_DIR / "prometheus.yml").read_text()
+    for token in ("webhook/token", "exporters/token"):
+        assert f"{CONTAINER_STATE}/{token}" in text
+        (tmp_path / token).parent.mkdir(parents=True)
+        (tmp_path / token).write_text("a-token-for-promtool-0123456789\n")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(text.replace(f"{CONTAINER_STATE}/", f"{tmp_path}/"))
+    result = subprocess.run([binary("promtool"), "check", "config", str(config)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr
@@ -85,6 +95,9 @@ def test_init_state_creates_token_and_pressure_once(tmp_path):
     hivemq = tmp_path / "hivemq" / "token"  # the mqttlb HiveMQ extension's API token, readable by group 0
     assert len(hivemq.read_text().strip()) >= 32 and hivemq.read_text() != token.read_text()
     assert stat.S_IMODE(hivemq.stat().st_mode) == 0o440
+    exporters = tmp_path / "exporters" / "token"  # the exporters' /metrics token, read by Prometheus (nobody)
+    assert len(exporters.read_text().strip()) >= 32 and exporters.read_text() != token.read_text()
+    assert stat.S_IMODE(exporters.stat().st_mode) == 0o400 and exporters.stat().st_uid == os.getuid()
 
     first, first_hivemq = token.read_text(), hivemq.read_text()
     pressure.write_text("0.95\n")  # the webhook's state survives a restart of the stack

@@ -18,7 +18,7 @@ import psutil
 import pytest
 import requests
 import yaml
-from stackutil import free_ports_config, running_stack
+from stackutil import exporter_headers, free_ports_config, running_stack, token_headers, webhook_headers
 
 from mqttlb.brokers.mosquitto import MosquittoEvictionAdapter
 from mqttlb.stack.config import StackConfig
@@ -40,20 +40,29 @@ URL = re.compile(r"(https?|mqtt)://[^\s,)]+")
 COMMAND = re.compile(r"`([^`]+)`")
 # What a page that is of no use to a human says: a 404, the Alertmanager package's note that it has no UI.
 USELESS = ("404 page not found", "does not include a web application")
+TOKEN_FILE = re.compile(r"bearer token in ([^\s:;)]+)")
 
 
 def assert_every_printed_address_answers(text: str) -> list[str]:
     """GET every http URL in ``text`` outside `backquotes` (redirects followed, as a browser does):
-    each must answer 200 with a page that is not a dead end; every mqtt:// address must accept a
-    connection; every `amtool ...` command must succeed.  Returns the URLs."""
-    urls = [m.group(0) for m in URL.finditer(COMMAND.sub("", text))]
+    each must answer 200 with a page that is not a dead end -- with the bearer token its line names
+    ("bearer token in FILE"), and 401 without it; every mqtt:// address must accept a connection;
+    every `amtool ...` command must succeed.  Returns the URLs."""
+    found = [
+        (m.group(0), TOKEN_FILE.search(line)) for line in text.splitlines() for m in URL.finditer(COMMAND.sub("", line))
+    ]
+    urls = [url for url, _ in found]
     assert urls, text
-    for url in urls:
+    for url, token in found:
         if url.startswith("mqtt://"):
             host, port = url.removeprefix("mqtt://").rsplit(":", 1)
             assert port_accepts(int(port), host), f"{url} printed but nothing accepts there"
             continue
-        answer = requests.get(url, timeout=10)
+        headers = {}
+        if token is not None:
+            assert requests.get(url, timeout=10).status_code == 401, f"{url} answers without its token"
+            headers = token_headers(Path(token.group(1)))
+        answer = requests.get(url, headers=headers, timeout=10)
         assert answer.status_code == 200, f"{url} printed but answers {answer.status_code}"
         page = " ".join(answer.text.split())
         assert page and not any(u in page for u in USELESS), f"{url}: {page[:200]}"
@@ -280,7 +289,9 @@ def test_envoy_refuses_clients_above_its_connection_cap_and_stays_up(tmp_path: P
             stats = requests.get(f"http://127.0.0.1:{cfg.ports.envoy_admin}/stats", timeout=5).text
             overflow = [line for line in stats.splitlines() if "global_cx_overflow" in line]
             assert overflow and int(overflow[0].rsplit(":", 1)[1]) >= 3, overflow
-            exported = requests.get(f"http://127.0.0.1:{cfg.ports.envoy_exporter}/metrics", timeout=10).text
+            exported = requests.get(
+                f"http://127.0.0.1:{cfg.ports.envoy_exporter}/metrics", headers=exporter_headers(stack), timeout=10
+            ).text
             refused = [
                 float(line.rsplit(" ", 1)[1])
                 for line in exported.splitlines()
@@ -319,5 +330,6 @@ def test_test_alert_goes_through_alertmanager_and_the_webhook_records_it_without
     assert listed.returncode == 0 and "MqttlbTestAlert" in listed.stdout, listed.stdout + listed.stderr
     audit = [json.loads(line) for line in live_stack.paths.webhook_audit.read_text().splitlines()]
     assert [e["test_ids"] for e in audit if e["kind"] == "test" and test_id in e["test_ids"]], audit[-5:]
-    status = requests.get(live_stack.topology.webhook.url("/status"), timeout=5).json()
+    status = requests.get(live_stack.topology.webhook.url("/status"), headers=webhook_headers(live_stack), timeout=5)
+    status = status.json()
     assert all(a["alertname"] != "MqttlbTestAlert" for a in status["firing"]["alerts"]), status["firing"]

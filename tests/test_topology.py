@@ -53,6 +53,7 @@ SWITCHED: dict[str, tuple[str, ...]] = {
     "/prometheus/alerting/alertmanagers/0/static_configs/0/targets/0": ("addressing",),
     "/prometheus/scrape_configs/*/static_configs/0/targets/0": ("addressing",),
     "/prometheus/scrape_configs/6": ("brokers",),  # HiveMQ's own metrics
+    "/prometheus/scrape_configs/*/authorization/credentials_file": ("layout",),  # the scraped part's token
     "/prometheus args/0": ("layout",),
     "/prometheus args/1": ("layout",),
     "/prometheus args/2": ("addressing",),
@@ -67,8 +68,10 @@ SWITCHED: dict[str, tuple[str, ...]] = {
     "/broker exporter/nodes/*/pid_file": ("brokers", "layout"),
     "/broker exporter/nodes/*/metrics_url": ("brokers",),
     "/broker exporter args/2": ("layout",),
+    "/broker exporter args/4": ("layout",),  # --web-token-file
     "/envoy exporter args/2": ("addressing",),  # --listen
     "/envoy exporter args/4": ("addressing",),  # --envoy-admin
+    "/envoy exporter args/8": ("layout",),  # --web-token-file
     "/webhook/listen": ("addressing",),
     "/webhook/envoy_admin": ("addressing",),
     "/webhook/prometheus_url": ("addressing",),
@@ -76,6 +79,7 @@ SWITCHED: dict[str, tuple[str, ...]] = {
     "/webhook/eds_path": ("layout",),
     "/webhook/overload_file": ("layout",),
     "/webhook/token_file": ("layout",),
+    "/webhook/open_routes": ("eds",),  # REST EDS served without a credential (Envoy sends none)
     "/webhook/state_file": ("layout",),
     "/webhook/audit_log": ("layout",),
     "/webhook/nodes/*/host": ("addressing",),

@@ -9,6 +9,9 @@ The pages depend on the installed packages, so the Prometheus ones are found on 
 * Debian's ``prometheus-alertmanager`` has no web UI either (its ``/`` only says so), so its JSON
   API ``/api/v2/alerts`` and an ``amtool`` line are printed;
 * the webhook's ``/`` is its human page (``/alerts`` only takes Alertmanager's POSTs).
+
+The webhook and the exporters answer only with their bearer token (``/healthz`` and ``/readyz`` of the
+webhook excepted): each of their lines names the token file and a ``curl`` line that uses it.
 """
 
 from __future__ import annotations
@@ -68,10 +71,17 @@ def amtool_query(alertmanager_url: str) -> str:
     return f"amtool --alertmanager.url={alertmanager_url} alert query"
 
 
+def curl_with_token(url: str, token_file: Path) -> str:
+    """A curl command line that GETs ``url`` with the bearer token read from ``token_file``."""
+    return f'curl -H "Authorization: Bearer $(cat {token_file})" {url}'
+
+
 def stack_addresses(topo: Topology, token_file: Path, logs: Path) -> list[Address]:
     """Every address of the running native stack ``topo``, in the order printed (Prometheus is asked
     which UI it serves, so call it once the stack answers)."""
     alertmanager = topo.alertmanager.url()
+    exporter_token = topo.state.exporter_token
+    broker_metrics = topo.broker_exporter.url("/metrics")
     return [
         Address("MQTT (through Envoy)", f"mqtt://{topo.envoy_listener.reach}"),
         Address("brokers (direct)", ", ".join(f"mqtt://{node.address}" for node in topo.nodes)),
@@ -82,9 +92,21 @@ def stack_addresses(topo: Topology, token_file: Path, logs: Path) -> list[Addres
             topo.alertmanager.url("/api/v2/alerts"),
             f"JSON; Debian's package has no web UI: `{amtool_query(alertmanager)}`",
         ),
-        Address("broker exporter", topo.broker_exporter.url("/metrics")),
-        Address("Envoy exporter", topo.envoy_exporter.url("/metrics")),
-        Address("webhook", topo.webhook.url("/"), "weights, shedding, firing alerts; `mqttlb status` in a shell"),
-        Address("webhook token", str(token_file), "bearer token of its POST routes"),
+        Address(
+            "broker exporter",
+            topo.broker_exporter.url("/metrics"),
+            f"bearer token in {exporter_token}: `{curl_with_token(broker_metrics, exporter_token)}`",
+        ),
+        Address("Envoy exporter", topo.envoy_exporter.url("/metrics"), f"bearer token in {exporter_token}"),
+        Address(
+            "webhook",
+            topo.webhook.url("/"),
+            f"weights, shedding, firing alerts; bearer token in {token_file}; `mqttlb status` in a shell",
+        ),
+        Address(
+            "webhook token",
+            str(token_file),
+            f"every route but /healthz and /readyz: `{curl_with_token(topo.webhook.url('/status'), token_file)}`",
+        ),
         Address("logs", f"{logs}/"),
     ]

@@ -10,6 +10,7 @@ the program itself (native: the binary's path or ``python -m mqttlb.cli``; compo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -282,8 +283,14 @@ def initial_endpoints(topo: Topology) -> list[Endpoint]:
 
 
 # ------------------------------------------------------------------ Prometheus and Alertmanager
-def _job(name: str, targets: list[str], metrics_path: str = "/metrics") -> dict[str, Any]:
-    return {"job_name": name, "metrics_path": metrics_path, "static_configs": [{"targets": targets}]}
+def _job(
+    name: str, targets: list[str], metrics_path: str = "/metrics", token_file: Path | None = None
+) -> dict[str, Any]:
+    """One scrape job; ``token_file``: the bearer token the target requires (Prometheus reads the file)."""
+    job: dict[str, Any] = {"job_name": name, "metrics_path": metrics_path, "static_configs": [{"targets": targets}]}
+    if token_file is not None:
+        job["authorization"] = {"type": "Bearer", "credentials_file": str(token_file)}
+    return job
 
 
 def prometheus_config(topo: Topology) -> dict[str, Any]:
@@ -291,11 +298,11 @@ def prometheus_config(topo: Topology) -> dict[str, Any]:
     cfg = topo.settings
     jobs = [
         _job(contract.JOB_PROMETHEUS, [topo.prometheus.reach]),
-        _job(contract.JOB_BROKERS, [topo.broker_exporter.reach]),
-        _job(contract.JOB_ENVOY_EXPORTER, [topo.envoy_exporter.reach]),
+        _job(contract.JOB_BROKERS, [topo.broker_exporter.reach], token_file=topo.state.exporter_token),
+        _job(contract.JOB_ENVOY_EXPORTER, [topo.envoy_exporter.reach], token_file=topo.state.exporter_token),
         _job(contract.JOB_ENVOY, [topo.envoy_admin.reach], "/stats/prometheus"),
         _job(contract.JOB_ALERTMANAGER, [topo.alertmanager.reach]),
-        _job(contract.JOB_WEBHOOK, [topo.webhook.reach]),
+        _job(contract.JOB_WEBHOOK, [topo.webhook.reach], token_file=topo.state.webhook_token),
     ]
     if topo.switches.brokers == "hivemq":
         targets = [urlsplit(n.metrics_url).netloc for n in topo.nodes if n.metrics_url is not None]
@@ -318,7 +325,8 @@ def prometheus_args(topo: Topology) -> list[str]:
         f"--storage.tsdb.path={topo.files.prometheus_data}",
         f"--web.listen-address={topo.prometheus.listen}",
         "--storage.tsdb.retention.time=2d",
-        "--web.enable-lifecycle",
+        # POST /-/reload and /-/quit only when the stack file asks (reload: SIGHUP, Stack.signal_component)
+        *(["--web.enable-lifecycle"] if topo.settings.prometheus_lifecycle_api else []),
     ]
 
 
@@ -366,14 +374,19 @@ def broker_exporter_config(topo: Topology) -> dict[str, Any]:
     }
 
 
+def exporter_web_args(topo: Topology) -> list[str]:
+    """The exporters' ``--web-*`` arguments: /metrics requires the stack's exporter token."""
+    return ["--web-token-file", str(topo.state.exporter_token)]
+
+
 def broker_exporter_args(topo: Topology) -> list[str]:
     """``mqttlb`` subcommand and arguments."""
-    return ["broker-exporter", "--config", str(topo.files.broker_exporter_config)]
+    return ["broker-exporter", "--config", str(topo.files.broker_exporter_config), *exporter_web_args(topo)]
 
 
 def envoy_exporter_args(topo: Topology) -> list[str]:
     """``mqttlb`` subcommand and arguments."""
-    return envoy_exporter_command(topo.envoy_exporter.listen, topo.envoy_admin.url())
+    return [*envoy_exporter_command(topo.envoy_exporter.listen, topo.envoy_admin.url()), *exporter_web_args(topo)]
 
 
 def envoy_exporter_command(listen: str, admin_url: str, timeout: float = EXPORTER_SCRAPE_TIMEOUT_SECONDS) -> list[str]:
@@ -406,6 +419,9 @@ def webhook_config(topo: Topology) -> dict[str, Any]:
         "eds_path": str(topo.state.eds_file),
         "overload_file": str(topo.state.pressure_file),
         "token_file": str(topo.state.webhook_token),
+        # Envoy's REST EDS client cannot send a header (ApiConfigSource has none): the compose stack's
+        # webhook serves EDS without a credential, on the compose network only.  File and gRPC EDS need none.
+        **({"open_routes": ["eds"]} if topo.switches.eds == "rest" else {}),
         "state_file": str(topo.state.webhook_state),
         "audit_log": str(topo.state.webhook_audit),
         "dry_run": cfg.dry_run,

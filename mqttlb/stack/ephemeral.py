@@ -29,7 +29,6 @@ SERVICE_PORTS = (
     "envoy_exporter",
     "webhook",
     "xds",
-    "supervisor",
 )
 
 

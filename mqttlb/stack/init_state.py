@@ -1,7 +1,8 @@
 """Prepare the compose stack's shared state volume (run once by the `init` service).
 
-Creates, only when missing (a restart keeps the existing ones): the webhook's bearer token,
-owned by the user Alertmanager runs as so it can read it (the webhook runs as root), the mqttlb
+Creates, only when missing (a restart keeps the existing ones): the webhook's bearer token and the
+exporters' (their /metrics require it), owned by the user Alertmanager and Prometheus run as so they
+can read them (the webhook and the exporters run as root), the mqttlb
 HiveMQ extension's API token (mode 0440: HiveMQ runs as uid 10000 in group 0), and the
 overload pressure file Envoy's injected_resource monitor reads ("0": no pressure).
 """
@@ -27,14 +28,16 @@ def init_state(state_dir: Path, token_owner: int | None) -> list[Path]:
     """Create the missing files under ``state_dir``; returns the ones created."""
     paths = Paths(state_dir)
     created = []
-    for directory in (paths.webhook_dir, paths.pressure_file.parent, paths.eds_file.parent, paths.hivemq_token.parent):
+    directories = (paths.webhook_dir, paths.pressure_file.parent, paths.eds_file.parent, paths.hivemq_token.parent)
+    for directory in (*directories, paths.exporter_token.parent):
         directory.mkdir(parents=True, exist_ok=True)
-    if not paths.webhook_token.exists():
-        atomic_write_text(paths.webhook_token, secrets.token_urlsafe(32) + "\n")
-        created.append(paths.webhook_token)
-    if token_owner is not None:
-        os.chown(paths.webhook_token, token_owner, token_owner)
-    paths.webhook_token.chmod(0o400)
+    for token in (paths.webhook_token, paths.exporter_token):
+        if not token.exists():
+            atomic_write_text(token, secrets.token_urlsafe(32) + "\n")
+            created.append(token)
+        if token_owner is not None:
+            os.chown(token, token_owner, token_owner)
+        token.chmod(0o400)
     if not paths.hivemq_token.exists():
         atomic_write_text(paths.hivemq_token, secrets.token_urlsafe(32) + "\n")
         created.append(paths.hivemq_token)
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         metavar="UID",
-        help="give the bearer token to this uid/gid (Alertmanager's user); default: leave it",
+        help="give the bearer tokens to this uid/gid (Alertmanager's and Prometheus's user); default: leave it",
     )
     add_log_flags(parser)
     args = parse_args(parser, argv)

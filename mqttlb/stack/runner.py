@@ -1,7 +1,9 @@
 """Start, stop and inspect the local stack under supervisord.
 
 supervisord (from PyPI) is the process supervisor: it restarts crashed parts, keeps their
-logs and reports their PIDs.  This module renders its config, starts it, waits until every
+logs and reports their PIDs.  Its control interface is XML-RPC on a Unix socket in the state dir
+(``supervisord.sock``, mode 0700): no TCP port, so no other local user can stop or start a part.
+This module renders its config, starts it, waits until every
 part answers, and on the way down stops exactly the PIDs it started.
 """
 
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from supervisor.xmlrpc import SupervisorTransport
 
 from mqttlb.commandline import plural
 from mqttlb.envoy_admin import EndpointStatus, EnvoyAdminClient, EnvoyAdminError
@@ -61,9 +64,13 @@ def port_accepts(port: int, host: str = LOOPBACK, timeout: float = 0.5) -> bool:
     return False
 
 
-def _http_ok(url: str, timeout: float = 1.0) -> bool:
+def _http_ok(url: str, timeout: float = 1.0, token_file: Path | None = None) -> bool:
+    """GET ``url`` answers 200 (with the bearer token in ``token_file``, if given)."""
     try:
-        return requests.get(url, timeout=timeout).status_code == 200
+        headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"} if token_file is not None else {}
+        return requests.get(url, timeout=timeout, headers=headers).status_code == 200
+    except OSError:  # the token file is not there (yet)
+        return False
     except requests.RequestException:
         return False
 
@@ -92,7 +99,9 @@ class Stack:
 
     # --- supervisord plumbing -------------------------------------------------------
     def _rpc(self) -> xmlrpc.client.ServerProxy:
-        return xmlrpc.client.ServerProxy(f"http://{LOOPBACK}:{self.cfg.ports.supervisor}/RPC2")
+        socket_url = f"unix://{self.paths.supervisor_socket}"
+        # the host part is unused: SupervisorTransport connects to the socket
+        return xmlrpc.client.ServerProxy("http://supervisord", transport=SupervisorTransport(None, None, socket_url))
 
     def supervisord_pid(self) -> int | None:
         """PID of this stack's supervisord, if it runs (a stale PID file of a crash is ignored)."""
@@ -212,7 +221,7 @@ class Stack:
 
     def _component_answers(self, prog: Program) -> bool:
         if prog.ready_url is not None:
-            return _http_ok(prog.ready_url)
+            return _http_ok(prog.ready_url, token_file=prog.token_file)
         return prog.ready_port is not None and port_accepts(prog.ready_port)
 
     def print_addresses(self) -> None:
@@ -260,6 +269,15 @@ class Stack:
             self._rpc().supervisor.startProcess(name, True)
         except (OSError, xmlrpc.client.Error) as exc:
             raise StackError(f"cannot start {name}: {exc}") from exc
+
+    def signal_component(self, name: str, signal_name: str = "HUP") -> None:
+        """Send ``signal_name`` (``HUP``, ``USR1``, ...) to one running program of the stack: SIGHUP makes
+        Prometheus read its config again (its lifecycle API is off unless ``prometheus_lifecycle_api``).
+        Raises StackError when supervisord refuses (unknown name, not running, bad signal)."""
+        try:
+            self._rpc().supervisor.signalProcess(name, signal_name)
+        except (OSError, xmlrpc.client.Error) as exc:
+            raise StackError(f"cannot signal {name}: {exc}") from exc
 
     # --- down -----------------------------------------------------------------------------
     def down(self, quiet: bool = False) -> None:
