@@ -5,7 +5,9 @@
 Starts a throwaway stack on free loopback ports, runs a bounded scripted load (churning QoS 1
 sensors and two heavy publishers through Envoy, then one broker driven hot directly for a
 while), lets the webhook react and recover, and renders every dashboard with
-`mqttlb dashboards render` over the run.  Takes about four minutes.
+`mqttlb dashboards render` over the run while the steady load still runs, so the stats (the
+range's last value) show the loaded cluster, not the idle moment after the load generator ends.
+Takes about four minutes.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ log = logging.getLogger("mqttlb.dashboards.snapshot")
 WARM_UP_SECONDS = 40
 HOT_SECONDS = 100
 COOL_DOWN_SECONDS = 55
+RENDER_SECONDS = 60  # the load generator runs on this much longer, past the end of the rendered range
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         load = subprocess.Popen(
             [
                 sys.executable, "-m", "mqttlb.cli", "loadgen", "--port", str(cfg.ports.envoy_listener),
-                "--duration", str(total), "--seed", str(args.seed), "--quiet",
+                "--duration", str(total + RENDER_SECONDS), "--seed", str(args.seed), "--quiet",
                 "--profile", "sensor:150:rate=0.5,qos=1,session=exp:20",
                 "--profile", "heavy:2:rate=300,size=256,qos=0",
                 "--profile", "sub:2",
@@ -65,19 +68,22 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 time.sleep(HOT_SECONDS)
             log.info("cool-down: %d s", COOL_DOWN_SECONDS)
-            load.wait(timeout=COOL_DOWN_SECONDS + 60)
+            time.sleep(COOL_DOWN_SECONDS)
+            if load.poll() is not None:
+                raise RuntimeError(f"the load generator ended early (exit {load.returncode})")
+            render = subprocess.run(
+                [
+                    sys.executable, "-m", "mqttlb.cli", "dashboards", "render",
+                    "--prometheus", f"http://127.0.0.1:{cfg.ports.prometheus}",
+                    "--out", str(args.out), "--range", f"{total + 10}s", "--scrape-interval", "2s",
+                ],
+                check=False,
+                timeout=RENDER_SECONDS * 5,
+            )
         finally:
             if load.poll() is None:
                 load.terminate()
                 load.wait(timeout=30)
-        render = subprocess.run(
-            [
-                sys.executable, "-m", "mqttlb.cli", "dashboards", "render",
-                "--prometheus", f"http://127.0.0.1:{cfg.ports.prometheus}",
-                "--out", str(args.out), "--range", f"{total + 10}s", "--scrape-interval", "2s",
-            ],
-            check=False,
-        )
         log.info("audit log of the run: %s", stack.paths.webhook_dir / "audit.jsonl")
     return render.returncode
 
