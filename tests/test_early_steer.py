@@ -83,6 +83,24 @@ def test_cooling_down_clears_the_episode() -> None:
     assert (cooled.hot_since, cooled.hot_excess, cooled.hot_checked) == (None, 0.0, None)
 
 
+def test_a_burst_whose_rate_window_stays_below_cpu_high_does_not_steer() -> None:
+    """The noisy-but-even bench's false step: short-window CPU 0.98 for 8 s, the 30 s window at 0.68."""
+    state = neutral()
+    for i in range(12):
+        burst = Observation(
+            samples={
+                "node1": NodeSample(cpu=0.68, connections=100, age_seconds=1),
+                "node2": NodeSample(cpu=0.5, connections=100, age_seconds=1),
+                "node3": NodeSample(cpu=0.22, connections=100, age_seconds=1),
+            },
+            fast_cpu={"node1": 0.98, "node2": 0.5, "node3": 0.3},
+        )
+        result = decide_pass(state, QUIET, burst, POLICY, TIMING, NODES, NOW + i * TIMING.pass_seconds)
+        assert not result.acts, i
+        state = result.state
+    assert state.hot_excess > early_steer_excess(TIMING)  # hot now, but not hot on average: no steering
+
+
 @settings(max_examples=60, deadline=None)
 @given(level=st.floats(min_value=PARAMS.cpu_high + 0.02, max_value=4.0))
 def test_steady_hot_level_steers_at_the_integrated_threshold(level: float) -> None:

@@ -9,11 +9,12 @@ The rules, for one MQTT cluster:
 * **Steer** (weighted CPU, ``policy.decide``) while a rebalance alert fires, or early, once a node's
   short-window CPU has stayed above ``cpu_high`` long and far enough: the excess over ``cpu_high`` is
   integrated over the episode (a CUSUM-style detector) and steering starts when it equals what
-  ``early_steer_for`` at full utilisation would give, ``(1 - cpu_high) x early_steer_for``.  A
-  saturated node is steered from after ``early_steer_for``; a burst that barely crosses
-  ``cpu_high`` needs proportionally longer, so short noise peaks do not move weights.  (The alert's
-  own ``for`` and Alertmanager's ``group_wait`` would add ~25 s.)  At most one weight change per step
-  interval.
+  ``early_steer_for`` at full utilisation would give, ``(1 - cpu_high) x early_steer_for`` -- and
+  when the node's rate-window CPU is above ``cpu_high`` too (``MqttBrokerCpuHigh``'s condition
+  without its ``for``).  A saturated node is steered from after ``early_steer_for``; a burst that
+  barely crosses ``cpu_high``, or a few seconds' burst in an even cluster, does not move weights.
+  (The alert's own ``for`` and Alertmanager's ``group_wait`` would add ~25 s.)  At most one weight
+  change per step interval.
 * **Recover** toward neutral only when *no* rebalance alert of the cluster fires and nothing steers
   early; weights are held while the CPU spread persists (``recover_max_spread``).
 * **Shed** one level stricter per step interval while a shed alert fires; lift one level per step
@@ -292,9 +293,13 @@ def decide_pass(
     steps: list[Step] = []
     new.hot_since, new.hot_excess, hot = early_hot(state, observation, timing, nodes, now)
     new.hot_checked = now if hot else None
-    # The small tolerance keeps a saturated node's episode at exactly early_steer_for from missing by a rounding.
-    early = bool(hot) and new.hot_excess >= early_steer_excess(timing) - 1e-9
     cpu = taking_part_cpu(state, observation, params, nodes)
+    # Two time scales: the short window says the node is hot now (integrated excess; the small tolerance keeps
+    # a saturated node's episode at exactly early_steer_for from missing by a rounding), and the rate window
+    # says it has been hot on average (MqttBrokerCpuHigh's own condition, without its `for`).  A burst of a
+    # few seconds in an even cluster passes the first and not the second.
+    sustained = [n for n in hot if cpu.get(n, 0.0) > timing.cpu_high]
+    early = bool(sustained) and new.hot_excess >= early_steer_excess(timing) - 1e-9
     _next_episode(state, new, desired, cpu, eviction, now)
     if desired.rebalance_firing or early or new.evict_armed:
         if desired.rebalance_firing:
