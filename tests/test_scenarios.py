@@ -4,6 +4,7 @@ connects per second, QoS 1 accounting, the workloads, the verdicts and the comma
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -236,3 +237,21 @@ def test_bad_flags_are_refused_before_any_stack_starts(capsys: pytest.CaptureFix
     assert scenario_main(["--scenario", "heterogeneous", "--seeds", "1,1"]) == 2
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--scenario", "nope"])
+
+
+# --- arm settings ------------------------------------------------------------------------------------------
+
+
+def test_every_arm_derives_from_one_read_of_the_stack_settings(tmp_path: Path) -> None:
+    from mqttlb.loadgen.scenarios.arm import ArmSetup, _stack_config, base_config
+
+    base = base_config(3, 0.025)
+    off = _stack_config(ArmSetup("off", "", "LEAST_REQUEST", False, {"eviction": {"enabled": False}}), base,
+                        tmp_path / "a")
+    on = _stack_config(ArmSetup("on", "", None, True), base, tmp_path / "b")
+    assert off.lb_policy == "LEAST_REQUEST" and on.lb_policy == base.lb_policy
+    assert off.dry_run and not on.dry_run
+    assert not off.params.eviction.enabled and on.params == base.params
+    assert off.ports.envoy_listener != on.ports.envoy_listener and on.state_dir == tmp_path / "b"
+    assert on.node_cpu_cores == off.node_cpu_cores == 0.025
+    assert off.params.eviction.max_per_second == base.params.eviction.max_per_second

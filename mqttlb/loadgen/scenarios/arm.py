@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mqttlb.envoy_admin import EnvoyAdminClient, EnvoyAdminError
 from mqttlb.loadgen.balance import Sample
@@ -26,6 +26,10 @@ from mqttlb.loadgen.report import Report
 from mqttlb.loadgen.sampler import NodeSampler
 from mqttlb.loadgen.scenarios.analysis import ConnectSample
 from mqttlb.loadgen.workload import Workload
+from mqttlb.yamlfile import deep_merge
+
+if TYPE_CHECKING:
+    from mqttlb.stack.config import StackConfig
 
 log = logging.getLogger(__name__)
 
@@ -173,17 +177,17 @@ def run_arm(
     make_workload: Callable[[int], Workload],
     events: Sequence[NodeEvent],
     *,
+    base: StackConfig,
     state_dir: Path,
-    nodes: int,
-    node_cpu_cores: float,
     sample_interval: float = 1.0,
 ) -> ArmRun:
-    """Start a stack in ``state_dir`` (free ports), run the workload ``make_workload(envoy_port)`` with
-    ``events``, stop the stack.  Raises RuntimeError (StackError, no samples) and OSError."""
+    """Start a stack with the ``base`` settings (:func:`base_config`) in ``state_dir`` (free ports), run the
+    workload ``make_workload(envoy_port)`` with ``events``, stop the stack.  Raises RuntimeError
+    (StackError, no samples) and OSError."""
     from mqttlb.params import duration_seconds
     from mqttlb.stack.ephemeral import running_stack  # the stack only when an arm runs
 
-    cfg = _stack_config(setup, state_dir, nodes, node_cpu_cores)
+    cfg = _stack_config(setup, base, state_dir)
     names = list(cfg.node_names)
     services = {node.name: node.service for node in _topology_nodes(cfg)}
     log.info("arm %s: starting the stack (%s)", setup.name, setup.description)
@@ -232,14 +236,27 @@ def run_arm(
     )
 
 
-def _stack_config(setup: ArmSetup, state_dir: Path, nodes: int, node_cpu_cores: float) -> Any:
-    """The arm's stack settings: the stack file's, free ports, ``state_dir``, and the arm's overrides."""
+def base_config(nodes: int, node_cpu_cores: float) -> StackConfig:
+    """The stack file's settings (and parameters) with ``nodes`` and ``node_cpu_cores``, read once per
+    scenario so that every arm runs on the same settings even if the files change meanwhile.  Raises
+    StackConfigError."""
     from mqttlb.stack.ephemeral import stack_config
 
-    overrides: dict[str, Any] = {"dry_run": not setup.webhook_acts, "node_cpu_cores": node_cpu_cores}
+    return stack_config(Path("unused"), nodes=nodes, node_cpu_cores=node_cpu_cores)
+
+
+def _stack_config(setup: ArmSetup, base: StackConfig, state_dir: Path) -> StackConfig:
+    """The arm's stack settings: ``base`` with free ports, ``state_dir``, the webhook in dry run unless the
+    arm acts, the arm's lb_policy and its parameter overrides.  Raises pydantic's ValidationError."""
+    from mqttlb.stack.config import StackConfig
+    from mqttlb.stack.ephemeral import free_ports
+
+    data = base.model_dump(mode="json")
+    data.update(state_dir=str(state_dir), ports=free_ports(base.nodes), dry_run=not setup.webhook_acts)
     if setup.lb_policy is not None:
-        overrides["lb_policy"] = setup.lb_policy
-    return stack_config(state_dir, nodes=nodes, params=dict(setup.params), **overrides)
+        data["lb_policy"] = setup.lb_policy
+    data["params"] = deep_merge(data["params"], dict(setup.params))
+    return StackConfig.model_validate(data)
 
 
 def _topology_nodes(cfg: Any) -> list[Any]:

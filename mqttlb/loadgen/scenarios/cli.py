@@ -19,15 +19,18 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mqttlb.atomic import atomic_write_text
 from mqttlb.commandline import parse_args, refuse
 from mqttlb.loadgen.balance import cpu_msd_series
 from mqttlb.loadgen.limits import raise_nofile_limit
 from mqttlb.loadgen.scenarios import analysis, heterogeneous, restart_pileup
-from mqttlb.loadgen.scenarios.arm import ArmRun
+from mqttlb.loadgen.scenarios.arm import ArmRun, base_config
 from mqttlb.logs import add_log_flags
+
+if TYPE_CHECKING:
+    from mqttlb.stack.config import StackConfig
 
 log = logging.getLogger("mqttlb.loadgen.scenarios")
 
@@ -158,7 +161,7 @@ def _settings(args: argparse.Namespace, run: ArmRun, seeds: Sequence[int], took:
     }
 
 
-def _run_restart(args: argparse.Namespace, seeds: list[int], state_root: Path) -> None:
+def _run_restart(args: argparse.Namespace, seeds: list[int], state_root: Path, base: StackConfig) -> None:
     from mqttlb.loadgen import plots as node_plots
     from mqttlb.loadgen.scenarios import plots, report
 
@@ -166,7 +169,7 @@ def _run_restart(args: argparse.Namespace, seeds: list[int], state_root: Path) -
     summaries: dict[int, list[restart_pileup.RestartSummary]] = {}
     first: list[ArmRun] = []
     for seed in seeds:
-        runs, arms = restart_pileup.run_seed(args, seed, state_root)
+        runs, arms = restart_pileup.run_seed(args, seed, state_root, base)
         for run in runs:
             _write_run(args.out, seed, run)
         summaries[seed] = arms
@@ -212,7 +215,7 @@ def _run_restart(args: argparse.Namespace, seeds: list[int], state_root: Path) -
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def _run_heterogeneous(args: argparse.Namespace, seeds: list[int], state_root: Path) -> None:
+def _run_heterogeneous(args: argparse.Namespace, seeds: list[int], state_root: Path, base: StackConfig) -> None:
     from mqttlb.loadgen import plots as node_plots
     from mqttlb.loadgen.scenarios import plots, report
 
@@ -222,7 +225,7 @@ def _run_heterogeneous(args: argparse.Namespace, seeds: list[int], state_root: P
     series: dict[str, tuple[list[float], list[float]]] = {}
     first: list[ArmRun] = []
     for seed in seeds:
-        runs, arms = heterogeneous.run_seed(args, seed, state_root)
+        runs, arms = heterogeneous.run_seed(args, seed, state_root, base)
         for run in runs:
             _write_run(args.out, seed, run)
             series[f"{run.setup.name}, seed {seed}"] = (
@@ -280,12 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
+        base = base_config(args.nodes, args.node_cpu_cores)  # one read of the stack file for every arm
         with tempfile.TemporaryDirectory(prefix="mqttlb-scenario-") as tmp:
             state_root = args.out / "state" if args.keep_state else Path(tmp)
             if args.scenario == restart_pileup.NAME:
-                _run_restart(args, seeds, state_root)
+                _run_restart(args, seeds, state_root, base)
             else:
-                _run_heterogeneous(args, seeds, state_root)
+                _run_heterogeneous(args, seeds, state_root, base)
     except KeyboardInterrupt:
         log.error("interrupted; the running stack was stopped, no report written")
         return EXIT_INTERRUPTED

@@ -18,13 +18,16 @@ import argparse
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mqttlb.loadgen.balance import cpu_msd_series
 from mqttlb.loadgen.scenarios import analysis
 from mqttlb.loadgen.scenarios.arm import ArmRun, ArmSetup, run_arm
 from mqttlb.loadgen.scenarios.workloads import heterogeneous_workload
 from mqttlb.loadgen.workload import Workload
+
+if TYPE_CHECKING:
+    from mqttlb.stack.config import StackConfig
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +137,10 @@ def make_workload_factory(args: argparse.Namespace, seed: int) -> Any:
     return make
 
 
-def run_seed(args: argparse.Namespace, seed: int, state_root: Path) -> tuple[list[ArmRun], list[HeterogeneousSummary]]:
-    """Both arms for ``seed``; raises what :func:`run_arm` raises."""
+def run_seed(
+    args: argparse.Namespace, seed: int, state_root: Path, base: StackConfig
+) -> tuple[list[ArmRun], list[HeterogeneousSummary]]:
+    """Both arms for ``seed`` on the ``base`` stack settings; raises what :func:`run_arm` raises."""
     make = make_workload_factory(args, seed)
     runs, summaries = [], []
     for setup in ARMS:
@@ -144,8 +149,7 @@ def run_seed(args: argparse.Namespace, seed: int, state_root: Path) -> tuple[lis
             make,
             (),
             state_dir=state_root / f"seed{seed}-{setup.name.replace('+', '-')}",
-            nodes=args.nodes,
-            node_cpu_cores=args.node_cpu_cores,
+            base=base,
         )
         summary = summarise_arm(run, seed, args.steady)
         log.info(

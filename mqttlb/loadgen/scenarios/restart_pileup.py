@@ -18,13 +18,16 @@ import argparse
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mqttlb.loadgen.balance import cpu_msd_series
 from mqttlb.loadgen.scenarios import analysis
 from mqttlb.loadgen.scenarios.arm import ArmRun, ArmSetup, NodeEvent, run_arm
 from mqttlb.loadgen.scenarios.workloads import restart_workload
 from mqttlb.loadgen.workload import Workload
+
+if TYPE_CHECKING:
+    from mqttlb.stack.config import StackConfig
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +136,10 @@ def make_workload_factory(args: argparse.Namespace, duration: float, seed: int) 
     return make
 
 
-def run_seed(args: argparse.Namespace, seed: int, state_root: Path) -> tuple[list[ArmRun], list[RestartSummary]]:
-    """Both arms for ``seed``; raises what :func:`run_arm` raises."""
+def run_seed(
+    args: argparse.Namespace, seed: int, state_root: Path, base: StackConfig
+) -> tuple[list[ArmRun], list[RestartSummary]]:
+    """Both arms for ``seed`` on the ``base`` stack settings; raises what :func:`run_arm` raises."""
     line = timeline(args.warmup, args.down, args.after)
     node = f"node{args.nodes}"
     events = [NodeEvent(line.stop_at, "stop", node), NodeEvent(line.start_at, "start", node)]
@@ -147,8 +152,7 @@ def run_seed(args: argparse.Namespace, seed: int, state_root: Path) -> tuple[lis
             make,
             events,
             state_dir=state_root / f"seed{seed}-{slug}",
-            nodes=args.nodes,
-            node_cpu_cores=args.node_cpu_cores,
+            base=base,
         )
         returned = next((t for t, action, _ in run.events if action == "start"), line.start_at)
         summary = summarise_arm(run, returned_at=returned, threshold=THRESHOLD, within=WITHIN_S)
