@@ -148,8 +148,9 @@ class World:
     def firing(self) -> list[str]:
         """Names of the alerts in the webhook's firing set; ["?"] when the webhook cannot be read."""
         try:
-            status = requests.get(self.stack.topology.webhook.url("/status"), timeout=2).json()
-        except (requests.RequestException, ValueError):
+            headers = {"Authorization": f"Bearer {self.stack.paths.webhook_token.read_text().strip()}"}
+            status = requests.get(self.stack.topology.webhook.url("/status"), headers=headers, timeout=2).json()
+        except (OSError, requests.RequestException, ValueError):
             return ["?"]
         clusters = status.get("firing", {}).get("clusters", {})
         return sorted({a["alertname"] for c in clusters.values() for a in c.get("alerts", [])})

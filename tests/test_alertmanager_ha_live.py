@@ -45,7 +45,7 @@ import pytest
 import requests
 import waitress
 import yaml
-from stackutil import free_port, free_ports_config, process, running_stack, wait_until
+from stackutil import free_port, free_ports_config, process, running_stack, token_headers, wait_until
 from waitress.server import BaseWSGIServer, MultiSocketServer
 
 from mqttlb import contract
@@ -239,13 +239,16 @@ def in_pair(url: str) -> bool:
     return len(requests.get(f"{url}/api/v2/status", timeout=2).json()["cluster"]["peers"] or []) == 2
 
 
-def send_alerts_to(topo: Topology, urls: list[str]) -> None:
-    """Rewrite the stack's prometheus.yml (the product's builder) with ``urls`` as Alertmanagers; reload."""
+def send_alerts_to(stack: Stack, urls: list[str]) -> None:
+    """Rewrite the stack's prometheus.yml (the product's builder) with ``urls`` as Alertmanagers; reload it
+    with SIGHUP through supervisord (the stack's Prometheus has no lifecycle API)."""
+    topo = stack.topology
     config = builders.prometheus_config(topo)
     targets = [u.removeprefix("http://") for u in urls]
     config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": targets}]}]}
     topo.files.prometheus_config.write_text(yaml.safe_dump(config, sort_keys=False))
-    requests.post(topo.prometheus.url("/-/reload"), timeout=10).raise_for_status()
+    assert requests.post(topo.prometheus.url("/-/reload"), timeout=10).status_code != 200  # lifecycle API off
+    stack.signal_component("prometheus", "HUP")
 
     def active() -> bool:
         body = requests.get(topo.prometheus.url("/api/v1/alertmanagers"), timeout=2).json()
@@ -268,10 +271,10 @@ def serving(app: Callable[..., Iterable[bytes]], host: str, port: int) -> Iterat
         thread.join(timeout=10)
 
 
-def actions_at_start(url: str) -> dict[str, float]:
-    """``mqttlb_webhook_actions_total`` by kind from a /metrics page."""
+def actions_at_start(url: str, token_file: Path) -> dict[str, float]:
+    """``mqttlb_webhook_actions_total`` by kind from a /metrics page (the webhook's bearer token in ``token_file``)."""
     values = {}
-    for line in requests.get(url, timeout=5).text.splitlines():
+    for line in requests.get(url, headers=token_headers(token_file), timeout=5).text.splitlines():
         if line.startswith(contract.WEBHOOK_ACTIONS + "{"):
             labels, value = line.rsplit(" ", 1)
             values[labels.split('kind="', 1)[1].split('"', 1)[0]] = float(value)
@@ -300,7 +303,7 @@ def test_ha_pair_one_step_per_interval_and_same_decisions(
     every_kind = {k.value for k in contract.OutcomeKind}
 
     # Counters start at 0: the stack's own webhook process, right after start.
-    assert actions_at_start(topo.webhook.url("/metrics")) == dict.fromkeys(every_kind, 0.0)
+    assert actions_at_start(topo.webhook.url("/metrics"), topo.state.webhook_token) == dict.fromkeys(every_kind, 0.0)
 
     stack.stop_component("webhook")
     stack.stop_component("alertmanager")
@@ -324,11 +327,12 @@ def test_ha_pair_one_step_per_interval_and_same_decisions(
             running.enter_context(process(argv, tmp_path / f"{name}.log"))
         for peer in (first, second):
             wait_until(functools.partial(in_pair, peer.url), 30, f"{peer.url} in a cluster of two", 0.5)
-        send_alerts_to(topo, [first.url, second.url])
+        send_alerts_to(stack, [first.url, second.url])
 
         running.enter_context(serving(recording_middleware(rebalancer.app, recording), host, port))
         # The in-process webhook's counters, before its first pass: 0 for every kind too.
-        assert actions_at_start(f"http://{host}:{port}/metrics") == dict.fromkeys(every_kind, 0.0)
+        in_process = actions_at_start(f"http://{host}:{port}/metrics", topo.state.webhook_token)
+        assert in_process == dict.fromkeys(every_kind, 0.0)
         rebalancer.start(stop)
 
         hot_port = topo.nodes[0].port

@@ -19,7 +19,7 @@ import time
 
 import pytest
 import requests
-from stackutil import running_envoy, wait_until
+from stackutil import running_envoy, token_headers, wait_until
 from webhookrig import (
     NODES,
     Brokers,
@@ -173,7 +173,8 @@ def test_resolved_notifications_from_many_groups_make_at_most_one_weight_change_
             assert kinds == ["recover"] * len(kinds) and len(kinds) == len(changes), kinds
             final = eds_file_view(topo)
             assert wait_until(lambda: envoy_view(topo).weights == final.weights or None, 5, "Envoy on the last step")
-            status = requests.get(topo.webhook.url("/status"), timeout=2).json()
+            auth = token_headers(topo.state.webhook_token)
+            status = requests.get(topo.webhook.url("/status"), headers=auth, timeout=2).json()
             assert not status["firing"]["rebalance_firing"]
             print(
                 f"{len(GROUPS)} groups resolved at once (each twice): weight changes at "

@@ -20,6 +20,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 import requests
+from stackutil import webhook_headers
 
 from mqttlb import contract
 from mqttlb.dashboards import cli
@@ -208,7 +209,8 @@ def _active_mqttlb_alerts(stack: Stack) -> list[str]:
 
 
 def _webhook_failure_samples(stack: Stack) -> list[str]:
-    text = requests.get(f"http://127.0.0.1:{stack.cfg.ports.webhook}/metrics", timeout=5).text
+    url = f"http://127.0.0.1:{stack.cfg.ports.webhook}/metrics"
+    text = requests.get(url, headers=webhook_headers(stack), timeout=5).text
     assert f"# TYPE {contract.WEBHOOK_FAILURES} counter" in text, (
         "the webhook no longer exports its failure counter"
     )

@@ -26,7 +26,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import requests
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from stackutil import free_ports_config, running_stack, wait_until
+from stackutil import free_ports_config, running_stack, wait_until, webhook_headers
 
 from mqttlb import contract
 from mqttlb.stack.ephemeral import FAST_PARAMS
@@ -112,7 +112,8 @@ def evict_entries(stack: Stack) -> list[dict]:
 
 
 def evicted_counter(stack: Stack, node: str) -> float:
-    for line in requests.get(stack.topology.webhook.url("/metrics"), timeout=5).text.splitlines():
+    text = requests.get(stack.topology.webhook.url("/metrics"), headers=webhook_headers(stack), timeout=5).text
+    for line in text.splitlines():
         if line.startswith(contract.WEBHOOK_EVICTED + "{") and f'node="{node}"' in line and "evacuate" in line:
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"no {contract.WEBHOOK_EVICTED} for {node}")
@@ -159,7 +160,7 @@ def test_evacuate_a_node_through_the_real_plugin(stack: Stack) -> None:
         ]
         assert [r.status_code for r, _ in refusals] == [code for _, code in refusals], [r.text for r, _ in refusals]
         time.sleep(3)  # a few passes
-        status = requests.get(topo.webhook.url("/status"), timeout=5).json()
+        status = requests.get(topo.webhook.url("/status"), headers=webhook_headers(stack), timeout=5).json()
         assert status["eviction"]["evacuating"] == [] and not any(n["draining"] for n in status["nodes"])
         assert not fleet.disconnects and not evict_entries(stack), "a dry run or a refused request disconnected"
 
@@ -167,7 +168,7 @@ def test_evacuate_a_node_through_the_real_plugin(stack: Stack) -> None:
         assert accepted.status_code == 202, accepted.text
 
         def evacuated() -> bool:
-            state = requests.get(topo.webhook.url("/status"), timeout=5).json()
+            state = requests.get(topo.webhook.url("/status"), headers=webhook_headers(stack), timeout=5).json()
             node = next(n for n in state["nodes"] if n["node"] == NODE)
             return node["draining"] and state["eviction"]["evacuating"] == [] and bool(evict_entries(stack))
 

@@ -63,7 +63,8 @@ def test_envoy_exporter_over_https_with_a_bearer_token(tmp_path):
         assert (refused.status_code, refused.headers["WWW-Authenticate"]) == (401, "Bearer")
         served = requests.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, verify=str(cert), timeout=5)
         assert served.status_code == 200 and "mqttlb_envoy_up" in served.text
-        assert requests.get(url, headers={"Authorization": "Bearer wrong"}, verify=str(cert), timeout=5).status_code == 401
+        wrong = requests.get(url, headers={"Authorization": "Bearer wrong"}, verify=str(cert), timeout=5)
+        assert wrong.status_code == 401
         with pytest.raises(requests.exceptions.SSLError):
             requests.get(url, timeout=5)  # the self-signed CA is not the system's
 

@@ -10,6 +10,7 @@ import time
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from stackutil import exporter_headers
 
 from mqttlb import contract
 
@@ -31,7 +32,7 @@ def test_stack_exporters_name_every_node(live_stack) -> None:
     envoy_url = f"http://127.0.0.1:{cfg.ports.envoy_exporter}/metrics"
     deadline = time.monotonic() + 30
     while True:  # the exporter may start before the brokers publish their first $SYS
-        broker = requests.get(broker_url, timeout=5).text
+        broker = requests.get(broker_url, headers=exporter_headers(live_stack), timeout=5).text
         ups = {lab["node"]: lab["__value__"] for lab in labels_of(broker, contract.BROKER_UP)}
         if all(v == "1.0" for v in ups.values()) or time.monotonic() > deadline:
             break
@@ -40,7 +41,7 @@ def test_stack_exporters_name_every_node(live_stack) -> None:
     assert {lab["cluster"] for lab in labels_of(broker, contract.BROKER_CPU_SECONDS)} == {cfg.cluster}
     assert {lab["node"] for lab in labels_of(broker, contract.BROKER_CPU_SECONDS)} == set(cfg.node_names)
 
-    envoy = requests.get(envoy_url, timeout=5).text
+    envoy = requests.get(envoy_url, headers=exporter_headers(live_stack), timeout=5).text
     endpoints = labels_of(envoy, contract.ENVOY_ENDPOINT_WEIGHT)
     assert {lab["node"] for lab in endpoints} == set(cfg.node_names)
     assert {lab["endpoint"] for lab in endpoints} == {f"127.0.0.1:{p}" for p in cfg.broker_ports}

@@ -31,7 +31,7 @@ import requests
 import yaml
 from hivemqnode import ensure_built
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from stackutil import free_ports_config, running_stack, wait_until
+from stackutil import free_ports_config, running_stack, wait_until, webhook_headers
 
 from mqttlb import contract
 from mqttlb.brokers.hivemq import HivemqEvictionAdapter
@@ -233,7 +233,7 @@ def test_evacuating_a_node_moves_its_clients_through_the_extension_at_the_bounde
     assert accepted.status_code == 202, accepted.text
 
     def evacuated() -> bool:
-        state = requests.get(stack.topology.webhook.url("/status"), timeout=5).json()
+        state = requests.get(stack.topology.webhook.url("/status"), headers=webhook_headers(stack), timeout=5).json()
         node = next(n for n in state["nodes"] if n["node"] == NODE)
         return bool(node["draining"] and state["eviction"]["evacuating"] == [] and evict_entries(stack))
 

@@ -392,13 +392,13 @@ def post_drain(topo: Topology, node: str, draining: bool) -> None:
 
 
 def status(topo: Topology) -> dict[str, Any]:
-    result: dict[str, Any] = requests.get(topo.webhook.url("/status"), timeout=2).json()
+    result: dict[str, Any] = requests.get(topo.webhook.url("/status"), headers=AUTH, timeout=2).json()
     return result
 
 
 def metric_samples(topo: Topology) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """The webhook's /metrics as {(sample name, sorted labels): value}."""
-    text = requests.get(topo.webhook.url("/metrics"), timeout=2).text
+    text = requests.get(topo.webhook.url("/metrics"), headers=AUTH, timeout=2).text
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)
