@@ -115,7 +115,8 @@ class Rebalancer:
             basic=basic,
             open_routes=config.open_routes,
         )
-        xds = attach_xds(controller, config.xds_grpc_listen) if config.xds_grpc_listen is not None else None
+        listen = config.xds_grpc_listen
+        xds = attach_xds(controller, listen, tls=config.tls) if listen is not None else None
         return cls(config, controller, resyncer, app, xds=xds)
 
     def start(self, stop: threading.Event) -> None:

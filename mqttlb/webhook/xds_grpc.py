@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import grpc
@@ -30,6 +31,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from mqttlb import contract
+from mqttlb.secure import ServerTls
 from mqttlb.webhook.controller import Controller, LeverError, Publisher, Snapshot
 from mqttlb.webhook.eds import CLA_TYPE
 from mqttlb.webhook.xds_cache import (
@@ -112,9 +114,13 @@ class XdsServer:
         metrics: XdsMetrics | None = None,
         grace_seconds: float = 0.5,
         on_nack: Callable[[], None] | None = None,
+        tls: ServerTls | None = None,
     ) -> None:
-        """``on_nack``: called (on the server's thread) for every NACK, after it is logged and counted."""
+        """``on_nack``: called (on the server's thread) for every NACK, after it is logged and counted.
+        ``tls``: serve gRPC over TLS with its certificate and key; with its ``client_ca_file`` every client
+        (Envoy) must present a certificate signed by that CA (mutual TLS).  None: plaintext."""
         self.listen = listen
+        self.tls = tls
         self.metrics = metrics or XdsMetrics()
         self.on_nack = on_nack
         self.grace_seconds = grace_seconds
@@ -163,8 +169,11 @@ class XdsServer:
         server = grpc.aio.server()
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Servicer(self), server)
         try:
-            self.port = server.add_insecure_port(self.listen)
-        except RuntimeError as exc:
+            if self.tls is None:
+                self.port = server.add_insecure_port(self.listen)
+            else:
+                self.port = server.add_secure_port(self.listen, _credentials(self.tls))
+        except (RuntimeError, OSError) as exc:
             self._error = exc
             self._started.set()
             return
@@ -258,6 +267,14 @@ class XdsServer:
     def _sent(self, status: StreamStatus) -> None:
         status.responses += 1
         self.metrics.responses.labels(status.mode).inc()
+
+
+def _credentials(tls: ServerTls) -> grpc.ServerCredentials:
+    """gRPC server credentials from ``tls``'s PEM files; OSError naming the file when one is unreadable."""
+    key, cert = Path(tls.key_file).read_bytes(), Path(tls.cert_file).read_bytes()
+    client_ca = Path(tls.client_ca_file).read_bytes() if tls.client_ca_file is not None else None
+    mutual = client_ca is not None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca, require_client_auth=mutual)
 
 
 def _put_all(queues: Sequence[asyncio.Queue[object]], item: object) -> None:
@@ -432,12 +449,13 @@ class FanOutPublisher:
         return min(known) if len(known) == len(versions) else None
 
 
-def attach_xds(controller: Controller, listen: str) -> XdsServer:
+def attach_xds(controller: Controller, listen: str, tls: ServerTls | None = None) -> XdsServer:
     """An xDS server (not started) on ``listen`` that the controller publishes to as well: its publisher
     becomes a fan-out to the one it had (the EDS file) and the server; the server's metrics go to the
     controller's registry (``/metrics``), and each NACK also counts as a ``publish/xds_nack`` failure (which
-    feeds the rebalancer-failing alert).  Call before ``controller.start()``."""
+    feeds the rebalancer-failing alert).  ``tls``: the webhook's ``tls`` block (TLS, and mutual TLS with its
+    ``client_ca_file``).  Call before ``controller.start()``."""
     nack_failure = controller.metrics.failures.labels("publish", "xds_nack")
-    server = XdsServer(listen, XdsMetrics(controller.metrics.registry), on_nack=nack_failure.inc)
+    server = XdsServer(listen, XdsMetrics(controller.metrics.registry), on_nack=nack_failure.inc, tls=tls)
     controller.publisher = FanOutPublisher([controller.publisher, XdsPublisher(server)])
     return server
