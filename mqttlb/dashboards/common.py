@@ -27,7 +27,7 @@ GRID_WIDTH = 24
 # template-datasource and panel-datasource rules).  The variable's saved value is the import input
 # ${DS_PROMETHEUS}: importing the JSON in Grafana's UI asks for a Prometheus data source and writes
 # its uid there; file provisioning leaves the placeholder, which matches no data source, so Grafana
-# selects its default Prometheus.
+# falls back to the variable's first option, a Prometheus data source.
 DATASOURCE_VARIABLE = "datasource"
 DATASOURCE = {"type": "prometheus", "uid": f"${{{DATASOURCE_VARIABLE}}}"}
 DS_INPUT = "DS_PROMETHEUS"
