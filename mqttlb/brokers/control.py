@@ -17,6 +17,7 @@ Secrets are read from files at open time, never kept in the YAML.
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mqttlb import contract
 from mqttlb.brokers.eviction import EvictionAdapter, EvictionError
 from mqttlb.params import HttpUrl
+from mqttlb.secure import MqttTls, SecretError
 
 
 class _Control(BaseModel):
@@ -34,13 +36,15 @@ class _Control(BaseModel):
 class MosquittoControl(_Control):
     """The mqttlb Mosquitto plugin, over MQTT straight to the node's ``host:port`` (never through Envoy).
 
-    ``client_id`` (and ``username`` / ``password_file`` when the plugin requires them): the control
-    identity the plugin is configured with (``plugin_opt_control_client_id``)."""
+    ``client_id`` (and ``username`` / ``password_file`` when the broker requires them): the control
+    identity the plugin is configured with (``plugin_opt_control_client_id``).  ``tls``: connect over
+    TLS (CA file, optional client certificate and key), e.g. to a listener with ``require_certificate``."""
 
     kind: Literal["mosquitto"]
     client_id: str = Field(default=contract.EVICTION_CONTROL_CLIENT_ID, min_length=1, max_length=65535)
     username: str | None = None
     password_file: Path | None = None
+    tls: MqttTls | None = None
 
 
 class HivemqControl(_Control):
@@ -74,12 +78,20 @@ def _secret(path: Path | None, what: str) -> str | None:
         raise EvictionError(f"{what} {path}: cannot read: {exc.strerror or exc}") from None
 
 
+def _tls(tls: MqttTls | None) -> ssl.SSLContext | None:
+    try:
+        return tls.context() if tls is not None else None
+    except SecretError as exc:
+        raise EvictionError(str(exc)) from None
+
+
 def open_adapter(
     host: str, port: int, control: MosquittoControl | HivemqControl | EmqxControl, timeout: float
 ) -> EvictionAdapter:
     """An adapter for the node at ``host:port`` described by ``control``; ``timeout`` in seconds per request.
 
-    The adapter connects lazily (on its first call).  Raises EvictionError when a secret file is unreadable.
+    The adapter connects lazily (on its first call).  Raises EvictionError when a secret or TLS file is
+    unreadable.
     """
     if isinstance(control, MosquittoControl):
         from mqttlb.brokers.mosquitto import MosquittoEvictionAdapter
@@ -90,6 +102,7 @@ def open_adapter(
             client_id=control.client_id,
             username=control.username,
             password=_secret(control.password_file, "password_file"),
+            tls=_tls(control.tls),
             timeout=timeout,
         )
     if isinstance(control, HivemqControl):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -105,6 +106,7 @@ class MosquittoEvictionAdapter:
     """The eviction side of one Mosquitto node at ``host:port`` (connect directly, not through Envoy).
 
     ``client_id`` / ``username`` / ``password``: the control identity the plugin is configured with.
+    ``tls``: a client SSLContext (:meth:`mqttlb.secure.MqttTls.context`): MQTT over TLS; None: plain TCP.
     ``timeout``: seconds to connect and to wait for an answer (plus the batch's duration for evict).
     Thread-safe; close() (or the ``with`` block) ends the connection.
     """
@@ -119,6 +121,7 @@ class MosquittoEvictionAdapter:
         client_id: str = contract.EVICTION_CONTROL_CLIENT_ID,
         username: str | None = None,
         password: str | None = None,
+        tls: ssl.SSLContext | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> None:
         self.address = f"{host}:{port}"
@@ -126,6 +129,8 @@ class MosquittoEvictionAdapter:
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
         if username is not None:
             self._client.username_pw_set(username, password)
+        if tls is not None:
+            self._client.tls_set_context(tls)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message

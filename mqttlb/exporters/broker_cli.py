@@ -34,7 +34,8 @@ config file (YAML):
      pid_file: /path/mosquitto.pid}          # pid_file optional: else the listening port's process
   - {name: hq1, kind: hivemq, address: "10.0.0.5:1883", cpu_cores: 4,
      metrics_url: "http://10.0.0.5:9399/metrics"}
-  Per node also: sys_interval_seconds (mosquitto override).
+  Per node also: sys_interval_seconds (mosquitto override); for mosquitto nodes the MQTT login and TLS of
+  the $SYS connection: username, password_file, tls: {ca_file, cert_file, key_file}.
 """
 
 
@@ -98,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         kinds = sorted({n.kind for n in config.nodes})
         print(f"config ok: cluster {config.cluster}, {plural(len(config.nodes), 'node')} ({', '.join(kinds)})")
         return 0
-    nodes = build_nodes(config)
+    try:
+        nodes = build_nodes(config)  # reads the nodes' MQTT password and TLS files
+    except ValueError as exc:
+        return refuse(exc, "broker-exporter")
     collector = BrokerCollector(config.cluster, nodes, config.scrape_timeout_seconds)
     for entry in nodes:
         entry.adapter.start()

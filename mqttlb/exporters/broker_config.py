@@ -8,6 +8,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mqttlb.secure import MqttTls
 from mqttlb.yamlfile import ConfigError, invalid, kind_of, load_yaml_mapping, one_line
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
@@ -44,6 +45,10 @@ class BrokerTargetConfig(BaseModel):
     # append "_<suffix>" to every name); the released extension and the mqttlb one have none.
     metric_suffix: str | None = Field(default=None, min_length=1, max_length=255)
     sys_interval_seconds: float | None = Field(default=None, gt=0, le=3600)  # mosquitto override
+    # mosquitto: the MQTT identity (the password read from its file at start) and TLS of the $SYS connection
+    username: str | None = Field(default=None, min_length=1)
+    password_file: Path | None = None
+    tls: MqttTls | None = None
 
     @field_validator("address")
     @classmethod
@@ -72,6 +77,11 @@ class BrokerTargetConfig(BaseModel):
             raise invalid("metrics_url is for hivemq nodes", "metrics_url")
         if self.kind == "mosquitto" and self.metric_suffix is not None:
             raise invalid("metric_suffix is for hivemq nodes", "metric_suffix")
+        for key in ("username", "password_file", "tls"):
+            if self.kind == "hivemq" and getattr(self, key) is not None:
+                raise invalid(f"{key} is for mosquitto nodes (the MQTT $SYS connection)", key)
+        if self.password_file is not None and self.username is None:
+            raise invalid("password_file needs username", "username")
         return self
 
 

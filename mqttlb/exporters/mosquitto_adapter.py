@@ -4,12 +4,15 @@ Mosquitto only pushes ``$SYS``, so this adapter holds one MQTT connection per no
 network thread reconnects with backoff).  A scrape answers from the cached values; the node is
 reported down when the connection is lost or the newest ``$SYS`` message is older than
 ``stale_after`` seconds (a hung broker keeps the TCP connection but stops publishing).
+The connection may carry a username and password and run over TLS (``tls``: a client SSLContext,
+:meth:`mqttlb.secure.MqttTls.context`); a refused CONNECT is reported as the node's reason for being down.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import ssl
 import time
 import uuid
 from pathlib import Path
@@ -34,8 +37,19 @@ class MosquittoAdapter:
     kind = "mosquitto"
     blocking = False  # snapshot() reads memory and /proc only
 
-    def __init__(self, name: str, address: str, pid_file: Path | None, stale_after: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        pid_file: Path | None,
+        stale_after: float,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.name = name
+        self._username, self._password, self._tls = username, password, tls
         self.address = address
         self._host, self._port = parse_host_port(address)
         self._stale_after = stale_after
@@ -44,10 +58,12 @@ class MosquittoAdapter:
         self._process = ProcessLocator(pid_file, self._port)
         self._client: mqtt.Client | None = None
         self._last_disconnect_reason: str = "not connected yet"
+        self._refused = False  # the last CONNECT was refused (its reason is kept through the close after it)
 
     # --- paho callbacks (network thread) -------------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if reason.is_failure:
+        self._refused = reason.is_failure
+        if reason.is_failure:  # e.g. Not authorized: the broker's answer stays the reason (not the close after it)
             self._last_disconnect_reason = f"connect refused: {reason}"
             log.warning("node %s: MQTT connect to %s refused: %s", self.name, self.address, reason)
             return
@@ -57,6 +73,8 @@ class MosquittoAdapter:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self._tree.on_disconnected()
+        if self._refused:
+            return
         self._last_disconnect_reason = f"connection lost: {reason}"
         log.warning("node %s: MQTT connection to %s lost (%s); reconnecting", self.name, self.address, reason)
 
@@ -72,6 +90,10 @@ class MosquittoAdapter:
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv311
         )
+        if self._username is not None:
+            client.username_pw_set(self._username, self._password)
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
