@@ -114,6 +114,15 @@ class HiveStack:
         return next((n for n, a in self.adapters.items() if client_id in {c.client_id for c in a.clients()}), None)
 
 
+def warm_up(port: int, connects: int = 20) -> None:
+    """``connects`` MQTT sessions one after another straight to the broker on ``port`` (each waits for its CONNACK)."""
+    for i in range(connects):
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"hq-warm-{port}-{i}")
+        client.connect("127.0.0.1", port, keepalive=10)
+        client.loop(timeout=1.0)
+        client.disconnect()
+
+
 @pytest.fixture(scope="module")
 def hive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HiveStack]:
     ensure_built()
@@ -129,13 +138,21 @@ def hive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HiveStack]:
             name: HivemqEvictionAdapter(c["url"], token=Path(c["token_file"]).read_text().strip(), timeout=5)
             for name, c in controls.items()
         }
-        # Envoy's active health check may not have passed every node yet (three JVMs start on 2 cores).
-        wait_until(
-            lambda: [h.health for h in stack.envoy_hosts()] == ["healthy"] * len(stack.cfg.node_names),
-            30,
-            "every node healthy in Envoy",
-            interval=0.5,
-        )
+        # Freshly started JVMs on 2 busy cores can answer Envoy's health probe (CONNECT, 1 s timeout) late, and
+        # Envoy then skips the node for a moment: warm each node's connect path up, then wait until Envoy has
+        # seen every node healthy for 3 s in a row before the fleet connects.
+        for port in stack.cfg.broker_ports:
+            warm_up(port)
+        healthy_since: list[float] = []
+
+        def steadily_healthy() -> bool:
+            if [h.health for h in stack.envoy_hosts()] != ["healthy"] * len(stack.cfg.node_names):
+                healthy_since.clear()
+                return False
+            healthy_since[:] = healthy_since or [time.monotonic()]
+            return time.monotonic() - healthy_since[0] >= 3.0
+
+        wait_until(steadily_healthy, 60, "every node healthy in Envoy for 3 s", interval=0.25)
         fleet = Fleet("127.0.0.1", topo.envoy_listener.port)
         try:
             for i in range(CLIENTS_V311):
@@ -160,7 +177,7 @@ def test_qos1_through_envoy_every_target_up_and_clients_on_every_node(hive: Hive
     stack, fleet = hive.stack, hive.fleet
     placed = wait_until(hive.full_placement, 15, "every client listed by a node's extension")
     assert placed is not None
-    assert all(placed.values()), f"Envoy left a node without clients: {placed}"
+    assert all(placed.values()), f"Envoy left a node without clients: {placed}; Envoy: {stack.envoy_hosts()}"
 
     publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="hq-publisher", protocol=mqtt.MQTTv5)
     publisher.connect("127.0.0.1", stack.topology.envoy_listener.port, keepalive=30)
