@@ -29,9 +29,9 @@ def neutral() -> WebhookState:
     return WebhookState(nodes=NODES, weights=dict.fromkeys(NODES, POLICY.neutral_weight))
 
 
-def observation(hot_fast: float) -> Observation:
+def observation(hot_fast: float, hot_rate_window: float = 0.9) -> Observation:
     samples = {
-        "node1": NodeSample(cpu=0.9, connections=100, age_seconds=1),
+        "node1": NodeSample(cpu=hot_rate_window, connections=100, age_seconds=1),
         "node2": NodeSample(cpu=0.2, connections=100, age_seconds=1),
         "node3": NodeSample(cpu=0.2, connections=100, age_seconds=1),
     }
@@ -99,6 +99,20 @@ def test_a_burst_whose_rate_window_stays_below_cpu_high_does_not_steer() -> None
         assert not result.acts, i
         state = result.state
     assert state.hot_excess > early_steer_excess(TIMING)  # hot now, but not hot on average: no steering
+
+
+def test_a_saturated_node_is_steered_before_its_rate_window_catches_up() -> None:
+    """A flood: the short window at or above the node's cores, the 30 s window still at 0.4."""
+    state = neutral()
+    took = None
+    for i in range(10):
+        now = NOW + i * TIMING.pass_seconds
+        result = decide_pass(state, QUIET, observation(1.0, hot_rate_window=0.4), POLICY, TIMING, NODES, now)
+        if result.acts:
+            took = now - NOW
+            break
+        state = result.state
+    assert took == TIMING.early_steer_seconds
 
 
 @settings(max_examples=60, deadline=None)

@@ -10,9 +10,11 @@ The rules, for one MQTT cluster:
   short-window CPU has stayed above ``cpu_high`` long and far enough: the excess over ``cpu_high`` is
   integrated over the episode (a CUSUM-style detector) and steering starts when it equals what
   ``early_steer_for`` at full utilisation would give, ``(1 - cpu_high) x early_steer_for`` -- and
-  when the node's rate-window CPU is above ``cpu_high`` too (``MqttBrokerCpuHigh``'s condition
-  without its ``for``).  A saturated node is steered from after ``early_steer_for``; a burst that
-  barely crosses ``cpu_high``, or a few seconds' burst in an even cluster, does not move weights.
+  when the node is saturated now (short-window CPU at or above its configured cores) or its
+  rate-window CPU is above ``cpu_high`` too (``MqttBrokerCpuHigh``'s condition without its
+  ``for``).  A saturated node is steered from after ``early_steer_for``; a burst that barely
+  crosses ``cpu_high``, or a few seconds' burst below saturation in an even cluster, does not move
+  weights.
   (The alert's own ``for`` and Alertmanager's ``group_wait`` would add ~25 s.)  At most one weight
   change per step interval.
 * **Recover** toward neutral only when *no* rebalance alert of the cluster fires and nothing steers
@@ -94,6 +96,9 @@ def timing_for(params: Params, scrape_interval_seconds: float) -> Timing:
         early_steer_seconds=duration_seconds(params.early_steer_for),
         cpu_high=params.cpu_high,
     )
+
+
+SATURATED = 1.0  # utilisation of the node's configured cores at which it is saturated
 
 
 def early_steer_excess(timing: Timing) -> float:
@@ -295,10 +300,13 @@ def decide_pass(
     new.hot_checked = now if hot else None
     cpu = taking_part_cpu(state, observation, params, nodes)
     # Two time scales: the short window says the node is hot now (integrated excess; the small tolerance keeps
-    # a saturated node's episode at exactly early_steer_for from missing by a rounding), and the rate window
-    # says it has been hot on average (MqttBrokerCpuHigh's own condition, without its `for`).  A burst of a
-    # few seconds in an even cluster passes the first and not the second.
-    sustained = [n for n in hot if cpu.get(n, 0.0) > timing.cpu_high]
+    # a saturated node's episode at exactly early_steer_for from missing by a rounding), and either the node
+    # is saturated (short-window CPU at or above its configured cores: latency grows without bound) or the
+    # rate window says it has been hot on average (MqttBrokerCpuHigh's own condition, without its `for`).
+    # A burst of a few seconds below saturation in an even cluster passes the first and not the second.
+    sustained = [
+        n for n in hot if observation.fast_cpu[n] >= SATURATED or cpu.get(n, 0.0) > timing.cpu_high
+    ]
     early = bool(sustained) and new.hot_excess >= early_steer_excess(timing) - 1e-9
     _next_episode(state, new, desired, cpu, eviction, now)
     if desired.rebalance_firing or early or new.evict_armed:
