@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from mqttlb.dashboards import cli
+from mqttlb.dashboards import build, cli
 from mqttlb.dashboards.build import GENERATED_DIR
 from mqttlb.dashboards.lint import expand_variables, lint
 
@@ -152,3 +154,29 @@ def test_variables_expand_as_the_linter_expands_them() -> None:
     expanded = expand_variables('rate(x{job=~"$job"}[$__rate_interval]) > $cluster', variables)
     assert expanded == 'rate(x{job=~"$job"}[102d15h53m10s787ms]) > local'  # quoted text is kept
     assert expand_variables("x[${__interval}] + $unknown", variables) == "x[56d8h10m56s611ms] + unknown"
+
+
+def test_the_go_linters_lint_file_excludes_only_panels_without_job_and_instance() -> None:
+    """dashboards/generated/.lint (generated, drift-checked) names whole panels for the Go linter: each
+    entry is one panel of that dashboard whose every selector is a recording rule or ALERTS."""
+    config = yaml.safe_load((GENERATED_DIR / build.LINT_CONFIG).read_text())
+    dashboards = {d["title"]: d for d in (json.loads(p.read_text()) for p in FILES)}
+    assert set(config["exclusions"]) == {"target-job-rule", "target-instance-rule"}
+    excluded = set()
+    for rule, spec in config["exclusions"].items():
+        assert spec["reason"], rule
+        for entry in spec["entries"]:
+            panels = [p for p in _all_panels(dashboards[entry["dashboard"]]) if p.get("title") == entry["panel"]]
+            assert len(panels) == 1, f"{rule}: {entry} must name exactly one panel"
+            exprs = [t["expr"] for t in panels[0]["targets"]]
+            assert not re.search(r'[a-z_]+\{job=~"\$job"', " ".join(exprs)), f"{entry} selects by job"
+            excluded.add((entry["dashboard"], entry["panel"]))
+    for title, dashboard in dashboards.items():
+        for panel in _all_panels(dashboard):
+            raw = any('job=~"$job"' in t["expr"] for t in panel.get("targets") or [])
+            if panel.get("targets") and not raw:
+                assert (title, panel["title"]) in excluded, f"{title} / {panel['title']} is missing from .lint"
+
+
+def _all_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    return [q for p in dashboard["panels"] for q in [p, *(p.get("panels") or [])]]

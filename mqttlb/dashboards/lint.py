@@ -339,6 +339,44 @@ def _counter_aggregated(parents: tuple[Any, ...]) -> bool:
     )
 
 
+def excluded_panels(dashboard: Mapping[str, Any]) -> dict[str, list[str]]:
+    """rule -> titles of the panels whose every query selector is a series an exclusion covers.
+
+    Only such whole panels go into the Go linter's ``.lint`` (its entries name a dashboard and a
+    panel), so excluding them hides no selector the rule should check.
+    """
+    found: dict[str, list[str]] = {e.rule: [] for e in EXCLUSIONS}
+    for panel in _panels(dashboard):
+        if panel.get("type") not in PANELS_WITH_QUERIES or not panel.get("targets"):
+            continue
+        metrics = []
+        for target in panel["targets"]:
+            try:
+                tree = parse_promql(str(target.get("expr") or ""), _variables(dashboard))
+            except ValueError:
+                metrics.append("")  # invalid PromQL is target-promql-rule's business, never excluded
+                continue
+            metrics += [_metric(node) for node, _ in walk(tree) if isinstance(node, pq.VectorSelector)]
+        for exclusion in EXCLUSIONS:
+            if metrics and all(exclusion.series(m) for m in metrics):
+                found[exclusion.rule].append(str(panel.get("title")))
+    return found
+
+
+def lint_config(dashboards: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The Go linter's ``.lint`` for these dashboards: :data:`EXCLUSIONS` as dashboard/panel entries."""
+    exclusions: dict[str, Any] = {}
+    for exclusion in EXCLUSIONS:
+        entries = [
+            {"dashboard": str(d.get("title")), "panel": title}
+            for d in dashboards
+            for title in sorted(set(excluded_panels(d)[exclusion.rule]))
+        ]
+        if entries:
+            exclusions[exclusion.rule] = {"reason": exclusion.reason, "entries": entries}
+    return {"exclusions": exclusions}
+
+
 def lint(dashboard: Mapping[str, Any]) -> list[Problem]:
     """Every violation of the rules above in one dashboard (parsed JSON); [] when clean."""
     title = str(dashboard.get("title") or dashboard.get("uid") or "dashboard")
