@@ -8,7 +8,7 @@ export NODES
 BROKER ?=
 export BROKER
 
-.PHONY: help install plugin stack-up stack-down stack-status test test-hivemq lint typecheck rules compose dashboards dashboard-images experiment bench clean
+.PHONY: help install plugin stack-up stack-down stack-status test test-hivemq lint typecheck rules compose dashboards dashboard-images experiment bench clean helm chart
 
 help:
 	@echo "make stack-up       install what is missing, start the local stack, print addresses (NODES=n, BROKER=hivemq)"
@@ -20,6 +20,8 @@ help:
 	@echo "make rules          regenerate rules/ from mqttlb/params.yaml"
 	@echo "make compose        regenerate stack/docker-compose.yml and stack/compose/ (Docker path), build the mqttlb HiveMQ extension into its image's context"
 	@echo "make dashboards     regenerate dashboards/generated/ from dashboards/*.py"
+	@echo "make chart          regenerate the Helm chart's files (deploy/helm/mqttlb/files/) from the same sources"
+	@echo "make helm           build helm $(HELM_VERSION) from the Go module proxy into $(VENV)/bin (make test does it when missing)"
 	@echo "make dashboard-images  draw the dashboards of a loaded throwaway stack into docs/images/ (~4 min)"
 	@echo "make experiment     compare round robin, least request and weighted CPU (report in reports/)"
 	@echo "make bench          run the benchmarks in bench/ and print figures"
@@ -45,7 +47,7 @@ lint: install
 typecheck: install
 	$(PY) -m mypy mqttlb bench
 
-test: install lint typecheck
+test: install lint typecheck helm
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -ra -m "not hivemq"
 
 # The live HiveMQ tests (tests/test_hivemq_live.py): the install step builds brokers/hivemq first.
@@ -66,6 +68,17 @@ compose:
 
 dashboards: install
 	$(PY) -m mqttlb.cli dashboards generate
+
+# The Helm chart's generated files (rules, dashboards, configs, Envoy bootstrap, Alertmanager routes).
+chart: install
+	$(PY) -m mqttlb.deploy.helm_render
+
+# helm, for the chart's tests (tests/test_helm_chart.py: helm lint, helm template), built from the Go module proxy.
+GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
+HELM_VERSION := v3.22.0
+helm: $(VENV)/bin/helm
+$(VENV)/bin/helm:
+	GOBIN="$(abspath $(VENV)/bin)" GOFLAGS=-buildvcs=false "$(GO)" install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 dashboard-images: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m mqttlb.dashboards.snapshot --out docs/images

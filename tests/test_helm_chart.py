@@ -1,0 +1,342 @@
+"""The Helm chart (deploy/helm/mqttlb): generated from the product's sources, linted and rendered by a real
+helm (built from the Go module proxy: `make helm`), every object valid against Kubernetes' and
+prometheus-operator's schemas, and the rendered configs accepted by the components that read them."""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mqttlb import contract
+from mqttlb.alertmanager_config import build as build_alertmanager_config
+from mqttlb.dashboards.build import GENERATED_DIR, render_dashboards
+from mqttlb.deploy import chart
+from mqttlb.deploy import helm_render as hr
+from mqttlb.deploy.k8s_schemas import KUBERNETES_VERSION, OPERATOR_VERSION, default_store, strict
+from mqttlb.exporters.broker_config import parse_config
+from mqttlb.params import load_params
+from mqttlb.shipped import RULES, shipped
+from mqttlb.stack.compose_render import IMAGES
+from mqttlb.stack.config import find_binary
+from mqttlb.webhook.config import WebhookConfig
+
+REPO = Path(__file__).resolve().parents[1]
+THREE = hr.CHART_DIR / "ci" / "three-nodes-values.yaml"
+HA = hr.CHART_DIR / "ci" / "ha-values.yaml"
+FQDN = f"{chart.NAMESPACE}.svc"
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def named(objects: list[dict[str, Any]], kind: str, suffix: str) -> dict[str, Any]:
+    (found,) = [o for o in by_kind(objects, kind) if o["metadata"]["name"] == f"{chart.RELEASE}-{suffix}"]
+    return found
+
+
+@pytest.fixture(scope="module")
+def three_text() -> str:
+    return chart.template([THREE])
+
+
+@pytest.fixture(scope="module")
+def three(three_text: str) -> list[dict[str, Any]]:
+    return chart.objects(three_text)
+
+
+@pytest.fixture(scope="module")
+def ha() -> list[dict[str, Any]]:
+    return chart.objects(chart.template([HA]))
+
+
+# ------------------------------------------------------------------ generated from the one source
+def test_the_chart_files_are_up_to_date() -> None:
+    assert hr.drift(hr.render_files()) == [], f"run `{hr.REGENERATE}`"
+
+
+def test_a_stale_or_stray_chart_file_is_reported(tmp_path: Path) -> None:
+    files = hr.render_files()
+    stale = hr.FILES_DIR / "webhook.yaml"
+    files[stale] = files[stale].replace("eds_path", "eds_file")
+    assert hr.drift(files) == [f"files/webhook.yaml: differs from its source (run `{hr.REGENERATE}`)"]
+    del files[hr.FILES_DIR / "rules" / "mqttlb-alerts.yml"]
+    assert f"files/rules/mqttlb-alerts.yml: no source generates this file (delete it; `{hr.REGENERATE}` writes " \
+        "the generated ones)" in hr.drift(files)
+    assert hr.main(["--check"]) == 0
+
+
+def test_the_rule_and_dashboard_files_are_the_repositorys_bytes() -> None:
+    rules = shipped(RULES)
+    for name in ("mqttlb-recording.yml", "mqttlb-alerts.yml"):
+        assert (hr.FILES_DIR / "rules" / name).read_bytes() == (rules / name).read_bytes()
+    names = sorted(n for n in render_dashboards(load_params()) if n.endswith(".json"))
+    assert sorted(p.name for p in (hr.FILES_DIR / "dashboards").glob("*.json")) == names
+    for name in names:
+        assert (hr.FILES_DIR / "dashboards" / name).read_bytes() == (GENERATED_DIR / name).read_bytes()
+
+
+def test_no_placeholder_survives_and_a_left_one_is_refused() -> None:
+    for text in hr.render_files().values():
+        assert "MQTTLBK8S_" not in text and "MQTTLBNODE_" not in text
+    with pytest.raises(ValueError, match="placeholder MQTTLBK8S_NEW left"):
+        hr._leftover("cluster: MQTTLBK8S_NEW\n", "x.yaml")
+
+
+def test_the_crd_matcher_conversion() -> None:
+    expected = {"name": "action", "value": "rebalance|shed", "matchType": "=~"}
+    assert hr.crd_matcher('action=~"rebalance|shed"') == expected
+    assert hr.crd_matcher('alertname!="X"') == {"name": "alertname", "value": "X", "matchType": "!="}
+    with pytest.raises(ValueError):
+        hr.crd_matcher("action=rebalance")
+
+
+def test_the_images_are_the_compose_stacks() -> None:
+    topology = yaml.safe_load((hr.FILES_DIR / "topology.yaml").read_text())
+    assert topology["images"] == {"mqttlb": IMAGES["mqttlb"], "envoy": IMAGES["envoy"]}
+
+
+# ------------------------------------------------------------------ helm lint / template, schemas
+def test_helm_lint_passes_with_every_ci_values_file() -> None:
+    assert chart.CI_VALUES == [HA, THREE]
+    for values in chart.CI_VALUES:
+        assert "0 chart(s) failed" in chart.lint([values])
+
+
+def test_every_rendered_object_validates_against_the_schemas(three, ha) -> None:
+    store = default_store()
+    for objects in (three, ha):
+        problems = [str(p) for obj in objects for p in store.problems(obj)]
+        assert problems == []
+    kinds = sorted({o["kind"] for o in three})
+    assert kinds == sorted(
+        ["AlertmanagerConfig", "ConfigMap", "Deployment", "PrometheusRule", "Role", "RoleBinding", "Secret",
+         "Service", "ServiceAccount", "ServiceMonitor"]
+    )
+    assert sorted(o["metadata"]["name"] for o in by_kind(three, "Deployment")) == [
+        f"{chart.RELEASE}-{c}" for c in ("broker-exporter", "envoy", "envoy-exporter", "rebalancer")
+    ]
+
+
+def test_the_validator_refuses_what_the_api_server_would(three) -> None:
+    store = default_store()
+    deployment = copy.deepcopy(named(three, "Deployment", "rebalancer"))
+    deployment["spec"]["replicas"] = "two"
+    deployment["spec"]["template"]["spec"]["containers"][0]["portz"] = []
+    problems = [str(p) for p in store.problems(deployment)]
+    assert any("spec.replicas: 'two' is not of type 'integer'" in p for p in problems), problems
+    assert any("'portz' was unexpected" in p for p in problems), problems
+    monitor = copy.deepcopy(named(three, "ServiceMonitor", "rebalancer"))
+    monitor["spec"]["endpoints"][0]["intervall"] = "5s"
+    monitor["metadata"]["labelz"] = {}
+    problems = [str(p) for p in store.problems(monitor)]
+    assert len(problems) == 2 and all("was unexpected" in p for p in problems), problems
+    config = copy.deepcopy(by_kind(three, "AlertmanagerConfig")[0])
+    config["spec"]["route"]["routes"][0]["matchers"][0]["matchType"] = "~~"  # a child route: raw JSON in the CRD
+    assert [p.path for p in store.problems(config)] == ["spec.route.routes[0].matchers[0].matchType"]
+
+
+def test_strict_leaves_open_objects_open() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                                                      "properties": {"b": {}}}}}
+    assert strict(schema) == {**schema, "additionalProperties": False}
+    assert "additionalProperties" not in strict(schema)["properties"]["a"]
+
+
+def test_the_readme_names_the_schema_and_tool_versions() -> None:
+    section = (REPO / "README.md").read_text().split("## Kubernetes (Helm)", 1)[1].split("\n## ", 1)[0]
+    for version in (KUBERNETES_VERSION, OPERATOR_VERSION, chart.HELM_VERSION):
+        assert version in section
+
+
+# ------------------------------------------------------------------ what the objects hold
+def _prometheus_rule_specs(text: str) -> dict[str, str]:
+    """Each PrometheusRule's spec block, as text, from helm template's output."""
+    specs = {}
+    for document in text.split("\n---\n"):
+        if "\nkind: PrometheusRule\n" in document:
+            name = re.search(r"(?m)^  name: (\S+)$", document)
+            assert name is not None
+            specs[name.group(1)] = document.split("\nspec:\n", 1)[1]
+    return specs
+
+
+def test_the_prometheus_rules_hold_the_rule_files_byte_for_byte(three_text, three) -> None:
+    rules = shipped(RULES)
+    specs = _prometheus_rule_specs(three_text)
+    assert sorted(specs) == [f"{chart.RELEASE}-alerts", f"{chart.RELEASE}-recording"]
+    for kind in ("alerts", "recording"):
+        text = (rules / f"mqttlb-{kind}.yml").read_text()
+        block = specs[f"{chart.RELEASE}-{kind}"].rstrip("\n") + "\n"
+        assert "".join(line[2:] if line.strip() else line.strip(" ") for line in block.splitlines(True)) == text
+        rule = named(three, "PrometheusRule", kind)
+        assert rule["spec"]["groups"] == yaml.safe_load(text)["groups"]
+
+
+def test_the_dashboards_are_configmaps_for_the_grafana_sidecar(three) -> None:
+    maps = [o for o in by_kind(three, "ConfigMap") if "-dashboard-" in o["metadata"]["name"]]
+    assert len(maps) == len([n for n in render_dashboards(load_params()) if n.endswith(".json")]) == 3
+    for config_map in maps:
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+        ((name, text),) = config_map["data"].items()
+        assert text == (GENERATED_DIR / name).read_text()
+
+
+def test_the_alertmanager_config_routes_rebalance_and_shed_to_the_rebalancer(three) -> None:
+    (config,) = by_kind(three, "AlertmanagerConfig")
+    spec = config["spec"]
+    built = build_alertmanager_config(load_params(), webhook_url="http://x/alerts", token_file="t")
+    assert spec["route"]["receiver"] == built["route"]["receiver"]
+    assert spec["route"]["groupBy"] == built["route"]["group_by"]
+    routes = {r["receiver"]: r["matchers"] for r in spec["route"]["routes"]}
+    assert routes[contract.RECEIVER_WEBHOOK] == [{"name": "action", "value": "rebalance|shed", "matchType": "=~"}]
+    assert routes[contract.RECEIVER_PAGE] == [{"name": "action", "value": "page", "matchType": "="}]
+    assert len(spec["inhibitRules"]) == len(built["inhibit_rules"])
+    receivers = {r["name"]: r for r in spec["receivers"]}
+    (hook,) = receivers[contract.RECEIVER_WEBHOOK]["webhookConfigs"]
+    assert hook["url"] == f"http://{chart.RELEASE}-rebalancer.{FQDN}:9643/alerts"
+    credentials = hook["httpConfig"]["authorization"]["credentials"]
+    assert credentials == {"name": f"{chart.RELEASE}-tokens", "key": hr.WEBHOOK_TOKEN_KEY}
+    secret = named(three, "Secret", "tokens")
+    assert sorted(secret["data"]) == [hr.EXPORTER_TOKEN_KEY, hr.WEBHOOK_TOKEN_KEY]
+    assert receivers[contract.RECEIVER_PAGE] == {"name": contract.RECEIVER_PAGE}
+
+
+def test_the_page_receiver_takes_the_values_integrations(ha) -> None:
+    (config,) = by_kind(ha, "AlertmanagerConfig")
+    page = next(r for r in config["spec"]["receivers"] if r["name"] == contract.RECEIVER_PAGE)
+    assert page["pagerdutyConfigs"] == [{"routingKey": {"name": "pagerduty", "key": "routing-key"}}]
+    hook = next(r for r in config["spec"]["receivers"] if r["name"] == contract.RECEIVER_WEBHOOK)
+    assert hook["webhookConfigs"][0]["httpConfig"]["authorization"]["credentials"]["name"] == "mqttlb-tokens"
+    assert config["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert not by_kind(ha, "Secret")  # tokens.existingSecret
+
+
+def test_the_service_monitors_give_the_rules_job_names(three) -> None:
+    params = load_params()
+    services = {s["metadata"]["name"]: s for s in by_kind(three, "Service")}
+    jobs = {}
+    for monitor in by_kind(three, "ServiceMonitor"):
+        assert monitor["spec"]["jobLabel"] == "mqttlb.io/job"
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        (service,) = [s for s in services.values() if s["spec"]["selector"] == selector and
+                      "mqttlb.io/job" in s["metadata"]["labels"]]
+        jobs[service["metadata"]["labels"]["mqttlb.io/job"]] = monitor["spec"]["endpoints"][0]
+    assert sorted(jobs) == sorted([contract.JOB_BROKERS, contract.JOB_ENVOY_EXPORTER, contract.JOB_ENVOY,
+                                   contract.JOB_WEBHOOK])
+    for selector in (params.broker_selector, params.envoy_selector, params.webhook_selector):
+        assert re.fullmatch(r'job="([^"]+)"', selector)[1] in jobs  # type: ignore[index]
+    assert jobs[contract.JOB_ENVOY]["path"] == "/stats/prometheus" and "authorization" not in jobs[contract.JOB_ENVOY]
+    assert jobs[contract.JOB_WEBHOOK]["authorization"]["credentials"]["key"] == hr.WEBHOOK_TOKEN_KEY
+    assert jobs[contract.JOB_BROKERS]["authorization"]["credentials"]["key"] == hr.EXPORTER_TOKEN_KEY
+    assert {e["interval"] for e in jobs.values()} == {"5s"}
+
+
+# ------------------------------------------------------------------ the configs the components read
+def _config(objects: list[dict[str, Any]], suffix: str, key: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(named(objects, "ConfigMap", suffix)["data"][key])
+    return data
+
+
+def test_the_rebalancer_config_loads_and_points_at_the_release(three) -> None:
+    config = WebhookConfig.model_validate(_config(three, "rebalancer", "webhook.yaml"))
+    assert [(n.name, n.host, n.port) for n in config.nodes] == [
+        ("node1", "10.96.100.11", 1883), ("node2", "10.96.100.12", 1883), ("node3", "10.96.100.13", 1883)
+    ]
+    assert config.cluster == "mqtt" and config.dry_run is False
+    assert config.xds_grpc_listen == "0.0.0.0:9645" and config.listen == "0.0.0.0:9643"
+    assert config.envoy_admin == f"http://{chart.RELEASE}-envoy-admin.{FQDN}:9901"
+    assert str(config.token_file) == f"{hr.SECRET_MOUNT}/{hr.WEBHOOK_TOKEN_KEY}"
+    assert config.lease is not None and config.lease.kind == "kubernetes"
+    assert config.lease.name == f"{chart.RELEASE}-rebalancer"
+    deployment = named(three, "Deployment", "rebalancer")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["containers"][0]["args"] == ["webhook", "--config", "/etc/mqttlb/webhook.yaml"]
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts == {"config": "/etc/mqttlb", "tokens": hr.SECRET_MOUNT, "state": "/mqttlb"}
+    assert pod["serviceAccountName"] == f"{chart.RELEASE}-rebalancer"
+
+
+def test_two_replicas_share_a_claim_under_the_lease(ha) -> None:
+    config = WebhookConfig.model_validate(_config(ha, "rebalancer", "webhook.yaml"))
+    assert config.lease is not None and config.lease.kind == "kubernetes"
+    assert (config.lease.duration_seconds, config.lease.renew_seconds) == (10, 1)
+    assert config.dry_run is True and config.cluster == "prod-eu"
+    assert config.params().cpu_high == 0.8  # rebalancer.config merged over the generated config
+    assert config.envoy_admin == "http://mqtt-edge-admin.edge.svc:9901"
+    deployment = named(ha, "Deployment", "rebalancer")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example.com/mqttlb:0.1.0"
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["state"]["persistentVolumeClaim"]["claimName"] == f"{chart.RELEASE}-rebalancer"
+    assert named(ha, "PersistentVolumeClaim", "rebalancer")["spec"]["accessModes"] == ["ReadWriteMany"]
+    role = named(ha, "Role", "rebalancer-lease")
+    grants = {(tuple(r.get("resourceNames", [])), tuple(r["verbs"])) for r in role["rules"]}
+    assert grants == {((), ("create",)), ((config.lease.name,), ("get", "update"))}
+    assert all(r["resources"] == ["leases"] and r["apiGroups"] == ["coordination.k8s.io"] for r in role["rules"])
+    binding = named(ha, "RoleBinding", "rebalancer-lease")
+    assert binding["subjects"][0]["name"] == deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    assert not [d for d in by_kind(ha, "Deployment") if d["metadata"]["name"].endswith("-envoy")]
+    xds = named(ha, "Service", "xds")
+    assert xds["spec"]["publishNotReadyAddresses"] is True  # the standby serves xDS too
+
+
+def test_the_broker_exporter_config_loads(three) -> None:
+    config = parse_config(_config(three, "broker-exporter", "broker-exporter.yaml"), "chart")
+    assert [(n.name, n.kind, n.address, n.metrics_url) for n in config.nodes] == [
+        ("node1", "hivemq", "hivemq-node1.mqtt.svc:1883", "http://hivemq-node1.mqtt.svc:9399/metrics"),
+        ("node2", "hivemq", "hivemq-node2.mqtt.svc:1883", "http://hivemq-node2.mqtt.svc:9399/metrics"),
+        ("node3", "hivemq", "10.96.100.13:1883", "http://10.96.100.13:9399/metrics"),
+    ]
+    assert {n.cpu_cores for n in config.nodes} == {1.0}
+    (deployment,) = [d for d in by_kind(three, "Deployment") if d["metadata"]["name"].endswith("-broker-exporter")]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:3] == ["broker-exporter", "--config", "/etc/mqttlb/broker-exporter.yaml"]
+
+
+@pytest.mark.live
+def test_envoy_validates_the_charts_bootstrap(three, tmp_path: Path) -> None:
+    bootstrap = _config(three, "envoy", "envoy.yaml")
+    ads = bootstrap["static_resources"]["clusters"][1]
+    assert ads["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] == {
+        "address": f"{chart.RELEASE}-xds.{FQDN}", "port_value": 9645
+    }
+    assert bootstrap["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
+    pressure = tmp_path / "pressure"  # the pod's emptyDir; a real file here
+    pressure.write_text("0\n")
+    bootstrap["overload_manager"]["resource_monitors"][0]["typed_config"]["filename"] = str(pressure)
+    path = tmp_path / "envoy.yaml"
+    path.write_text(yaml.safe_dump(bootstrap))
+    envoy = find_binary("envoy")
+    assert envoy is not None
+    result = subprocess.run([envoy, "--mode", "validate", "-c", str(path), "--log-level", "warning"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    bootstrap["static_resources"]["clusters"][0]["lb_policy"] = "NO_SUCH_POLICY"  # and it refuses a broken one
+    path.write_text(yaml.safe_dump(bootstrap))
+    result = subprocess.run([envoy, "--mode", "validate", "-c", str(path), "--log-level", "warning"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+
+
+# ------------------------------------------------------------------ refusals
+@pytest.mark.parametrize(
+    ("values", "settings", "reason"),
+    [
+        ([], {}, "brokers.nodes: list at least one broker node"),
+        ([THREE], {"rebalancer.replicas": "2"}, "the replicas share the state file"),
+        ([THREE], {"rebalancer.replicas": "2", "rebalancer.lease.enabled": "false"}, "needs rebalancer.lease.enabled"),
+        ([THREE], {"envoy.enabled": "false"}, "set envoy.host"),
+        ([THREE], {"brokers.nodes[0].ip": "hivemq-node1"}, "/brokers/nodes/0/ip"),
+        ([THREE], {"rebalancer.replica": "2"}, "additional properties 'replica' not allowed"),
+    ],
+)
+def test_bad_values_are_refused_by_name(values: list[Path], settings: dict[str, str], reason: str) -> None:
+    with pytest.raises(chart.HelmError, match=re.escape(reason)):
+        chart.template(values, settings)
