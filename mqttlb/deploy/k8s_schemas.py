@@ -116,7 +116,7 @@ ManifestLoader.add_constructor("tag:yaml.org,2002:value", _plain_string)
 
 
 @dataclass(frozen=True)
-class Problem:
+class SchemaViolation:
     """One object that does not validate: which, where in it, and why."""
 
     obj: str  # "Kind/name (apiVersion)"
@@ -194,19 +194,19 @@ class SchemaStore:
         self._validators[key] = validator
         return validator
 
-    def problems(self, obj: dict[str, Any]) -> list[Problem]:
+    def problems(self, obj: dict[str, Any]) -> list[SchemaViolation]:
         """Every schema violation of one object (empty: valid)."""
         api_version, kind = obj.get("apiVersion"), obj.get("kind")
         name = (obj.get("metadata") or {}).get("name", "?")
         label = f"{kind}/{name} ({api_version})"
         if not isinstance(api_version, str) or not isinstance(kind, str):
-            return [Problem(label, "", "apiVersion and kind must be strings")]
+            return [SchemaViolation(label, "", "apiVersion and kind must be strings")]
         validator = self.validator(api_version, kind)
         found = [(list(e.absolute_path), e.message) for e in validator.iter_errors(obj)]
         if kind == ALERTMANAGER_CONFIG:
             found += _child_route_errors(validator.schema, obj)
         found.sort(key=lambda item: [str(part) for part in item[0]])
-        return [Problem(label, _json_path(path), message[:300]) for path, message in found]
+        return [SchemaViolation(label, _json_path(path), message[:300]) for path, message in found]
 
 
 def _child_route_errors(root: dict[str, Any], obj: dict[str, Any]) -> list[tuple[list[Any], str]]:
