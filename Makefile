@@ -75,10 +75,16 @@ chart: install
 
 # helm, for the chart's tests (tests/test_helm_chart.py: helm lint, helm template), built from the Go module proxy.
 GO ?= $(shell command -v go || echo /usr/local/go/bin/go)
+# The -X flags are those of helm's own release build: its version, and the Kubernetes version `helm template`
+# assumes without --kube-version (that of its client-go, v0.37 -> 1.37).
 HELM_VERSION := v3.22.0
+HELM_LDFLAGS := -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+  -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37 \
+  -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37
 helm: $(VENV)/bin/helm
 $(VENV)/bin/helm:
-	GOBIN="$(abspath $(VENV)/bin)" GOFLAGS=-buildvcs=false "$(GO)" install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	GOBIN="$(abspath $(VENV)/bin)" GOFLAGS=-buildvcs=false "$(GO)" install -ldflags "$(HELM_LDFLAGS)" \
+	  helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 dashboard-images: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m mqttlb.dashboards.snapshot --out docs/images

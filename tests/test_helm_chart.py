@@ -103,6 +103,10 @@ def test_the_images_are_the_compose_stacks() -> None:
 
 
 # ------------------------------------------------------------------ helm lint / template, schemas
+def test_the_helm_in_use_is_the_pinned_build() -> None:
+    assert chart.helm_version() == chart.HELM_VERSION
+
+
 def test_helm_lint_passes_with_every_ci_values_file() -> None:
     assert chart.CI_VALUES == [HA, THREE]
     for values in chart.CI_VALUES:

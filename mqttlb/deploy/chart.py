@@ -52,6 +52,11 @@ def _helm(*args: str) -> str:
     return result.stdout
 
 
+def helm_version() -> str:
+    """The helm binary's version, e.g. ``v3.22.0`` (``make helm`` builds :data:`HELM_VERSION`)."""
+    return _helm("version", "--template", "{{ .Version }}").strip()
+
+
 def _values_args(values: list[Path], settings: dict[str, str] | None) -> list[str]:
     args = [item for path in values for item in ("--values", str(path))]
     for key, value in (settings or {}).items():
