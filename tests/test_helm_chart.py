@@ -103,6 +103,10 @@ def test_the_images_are_the_compose_stacks() -> None:
 
 
 # ------------------------------------------------------------------ helm lint / template, schemas
+def test_the_chart_command_lints_renders_and_validates_every_ci_values_file() -> None:
+    assert chart.main([]) == 0
+
+
 def test_the_helm_in_use_is_the_pinned_build() -> None:
     assert chart.helm_version() == chart.HELM_VERSION
 

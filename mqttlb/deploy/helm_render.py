@@ -57,7 +57,7 @@ from mqttlb.drift import find_drift, report
 from mqttlb.logs import add_log_flags
 from mqttlb.params import Params, load_params
 from mqttlb.rulegen import dump_yaml, render_rule_files
-from mqttlb.shipped import PACKAGE_DIR
+from mqttlb.shipped import PACKAGE_DIR, checkout_root
 from mqttlb.stack import builders
 from mqttlb.stack.compose_render import IMAGES, compose_config
 from mqttlb.stack.config import StackConfig
@@ -73,6 +73,8 @@ from mqttlb.stack.topology import (
 
 log = logging.getLogger(__name__)
 
+# The chart lives in the source checkout only (the wheel does not ship it): `main` refuses elsewhere, so an
+# installed mqttlb never writes next to site-packages.
 CHART_DIR = PACKAGE_DIR.parent / "deploy" / "helm" / "mqttlb"
 FILES_DIR = CHART_DIR / "files"
 REGENERATE = "python -m mqttlb.deploy.helm_render"
@@ -357,6 +359,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(_parser(), argv)
+    if checkout_root() is None:
+        return refuse(f"the Helm chart is part of the source checkout, not of the installed package ({CHART_DIR})")
     try:
         files = render_files()
     except ValueError as exc:  # StackConfigError, ParamsError, a placeholder left behind
