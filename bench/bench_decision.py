@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = stack_config(state, nodes=args.nodes, params=PARAMS, scrape_interval="2s", node_cpu_cores=0.25)
     with running_stack(cfg, out=progress) as stack:
         topo = stack.topology
-        prometheus = PrometheusApi(topo.prometheus.url(), timeout=5)
+        prometheus = PrometheusApi(topo.prometheus.url(), timeout=5, session=stack.web_session())
         hot_port = topo.nodes[0].port
         budget = args.warmup_timeout + args.notifications * 0.1 + args.passes * 3.0
         with (

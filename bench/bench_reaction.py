@@ -131,7 +131,7 @@ class World:
     def __post_init__(self) -> None:
         topo = self.stack.topology
         self.envoy = EnvoyAdminClient(topo.envoy_admin.url(), timeout=2)
-        self.prometheus = PrometheusApi(topo.prometheus.url(), timeout=5)
+        self.prometheus = PrometheusApi(topo.prometheus.url(), timeout=5, session=self.stack.web_session())
         self.audit = AuditLog(self.stack.paths.webhook_audit)
 
     @property

@@ -29,6 +29,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+import bcrypt
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -135,6 +136,14 @@ def load_credentials(token_file: Path | None, basic_auth: BasicAuth | None) -> C
             raise SecretError(f"token file {token_file}: bearer token shorter than {MIN_TOKEN_CHARS} characters")
     basic = (basic_auth.username, basic_auth.password()) if basic_auth is not None else None
     return Credentials(token, basic)
+
+
+BCRYPT_ROUNDS = 10  # Prometheus and Alertmanager check the hash on every request; the password itself is random
+
+
+def bcrypt_hash(password: str, rounds: int = BCRYPT_ROUNDS) -> str:
+    """The bcrypt hash of ``password`` (``$2b$...``) for a web config's ``basic_auth_users``."""
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds)).decode()
 
 
 class ClientAuth(_Model):

@@ -10,7 +10,8 @@ and moves no lever.  The alert resolves by itself after ``--duration`` seconds.
 By default the command then polls the webhook's ``/status`` until the entry with its ``test_id``
 appears (``--wait`` seconds; 0 = do not wait) and says where to look.  Exit status: 0 recorded (or
 sent, with ``--wait 0``), 1 sent but not recorded in time, 2 nothing sent (no stack, bad flag,
-Alertmanager refused or did not answer).
+Alertmanager refused or did not answer).  The local stack's Alertmanager wants the stack's web login
+and its webhook's ``/status`` its bearer token: both are read from the state dir.
 """
 
 from __future__ import annotations
@@ -55,10 +56,13 @@ class Target:
     cluster: str
     audit_log: Path | None
     webhook_token: Path | None = None  # the bearer token the webhook's /status needs
+    alertmanager_login: tuple[str, Path] | None = None  # basic-auth user and password file Alertmanager wants
+    amtool_config: Path | None = None  # amtool's --http.config.file with that login
 
 
 def local_target(state_dir: Path) -> Target:
     """The local stack started in ``state_dir`` (its recorded settings); raises AlertSendError."""
+    from mqttlb.stack.builders import WEB_USER
     from mqttlb.stack.config import recorded_config  # the stack package only when asked
     from mqttlb.stack.topology import native_topology
 
@@ -69,7 +73,15 @@ def local_target(state_dir: Path) -> Target:
         )
     topo = native_topology(cfg)
     state = topo.state
-    return Target(topo.alertmanager.url(), topo.webhook.url(), cfg.cluster, state.webhook_audit, state.webhook_token)
+    return Target(
+        topo.alertmanager.url(),
+        topo.webhook.url(),
+        cfg.cluster,
+        state.webhook_audit,
+        state.webhook_token,
+        (WEB_USER, state.web_password),
+        state.amtool_config,
+    )
 
 
 def alert_document(cluster: str, test_id: str, duration_s: float, now: datetime | None = None) -> dict[str, Any]:
@@ -94,11 +106,18 @@ def alert_document(cluster: str, test_id: str, duration_s: float, now: datetime 
     }
 
 
-def send(alertmanager: str, alert: dict[str, Any], timeout: float) -> None:
-    """POST ``alert`` to ``<alertmanager>/api/v2/alerts``; raises AlertSendError unless it answers 200."""
+def send(
+    alertmanager: str, alert: dict[str, Any], timeout: float, login: tuple[str, Path] | None = None
+) -> None:
+    """POST ``alert`` to ``<alertmanager>/api/v2/alerts`` (``login``: basic-auth user and password file);
+    raises AlertSendError unless it answers 200."""
     endpoint = f"{alertmanager.rstrip('/')}/api/v2/alerts"
     try:
-        answer = requests.post(endpoint, json=[alert], timeout=timeout)
+        auth = (login[0], login[1].read_text().strip()) if login is not None else None
+    except OSError as exc:
+        raise AlertSendError(f"cannot read Alertmanager's password: {exc}") from None
+    try:
+        answer = requests.post(endpoint, json=[alert], timeout=timeout, auth=auth)
     except requests.RequestException as exc:
         raise AlertSendError(f"Alertmanager does not answer at {endpoint}: {type(exc).__name__}") from None
     if answer.status_code != 200:
@@ -177,18 +196,22 @@ def main(argv: list[str] | None = None) -> int:
                 args.cluster or local.cluster,
                 local.audit_log,
                 args.webhook_token_file or local.webhook_token,
+                None if args.alertmanager else local.alertmanager_login,
+                None if args.alertmanager else local.amtool_config,
             )
         if args.duration <= 0:
             raise AlertSendError("--duration must be more than 0 seconds")
         test_id = uuid.uuid4().hex[:12]
-        send(target.alertmanager, alert_document(target.cluster, test_id, args.duration), timeout=10.0)
+        alert = alert_document(target.cluster, test_id, args.duration)
+        send(target.alertmanager, alert, timeout=10.0, login=target.alertmanager_login)
     except AlertSendError as exc:
         return refuse(exc, "mqttlb test-alert: error")
     print(
         f"sent {ALERT_TEST} {TEST_ID_LABEL}={test_id} (cluster {target.cluster}, {TEST_LABEL}=\"true\") to "
         f"{target.alertmanager}; it resolves in {args.duration:.0f} s"
     )
-    print(f"  in Alertmanager: amtool --alertmanager.url={target.alertmanager} alert query {TEST_LABEL}=true")
+    login = f" --http.config.file={target.amtool_config}" if target.amtool_config is not None else ""
+    print(f"  in Alertmanager: amtool --alertmanager.url={target.alertmanager}{login} alert query {TEST_LABEL}=true")
     if args.wait <= 0:
         print("  the webhook records it after Alertmanager's group_wait: `mqttlb status`")
         return 0

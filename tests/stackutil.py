@@ -2,7 +2,8 @@
 
 - free ports and stack configs on them (`free_port`, `free_ports_config`, `loopback_topology`);
 - the whole stack, always stopped (`running_stack`), and the credentials its HTTP parts require
-  (`token_headers`, `webhook_headers`, `exporter_headers`);
+  (`token_headers`, `webhook_headers`, `exporter_headers`; `web_auth`, `prometheus_api`: Prometheus's and
+  Alertmanager's login);
 - Envoy alone, run the way the stack runs it: the product's bootstrap and command line from
   `mqttlb.stack.builders`, never a bootstrap written by a test (`running_envoy`);
 - a process group that is always killed (`process`) and polling with a deadline (`wait_until`);
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import http.server
+import secrets
 import subprocess
 import threading
 import time
@@ -28,11 +30,13 @@ import yaml
 
 from mqttlb.loadgen.report import Report
 from mqttlb.procgroup import stop_group
+from mqttlb.prometheus_api import PrometheusApi
 from mqttlb.stack import builders
 from mqttlb.stack.config import StackConfig, find_binary
 from mqttlb.stack.ephemeral import free_port
 from mqttlb.stack.ephemeral import running_stack as _running_stack
 from mqttlb.stack.ephemeral import stack_config as free_ports_config
+from mqttlb.stack.render import write_web_configs
 from mqttlb.stack.runner import Stack
 from mqttlb.stack.topology import EdsSource, Topology, native_switches, topology
 from mqttlb.webhook.eds import write_eds_file
@@ -43,6 +47,7 @@ __all__ = [
     "free_ports_config",
     "loopback_topology",
     "process",
+    "prometheus_api",
     "running_envoy",
     "running_stack",
     "sample_report",
@@ -50,6 +55,7 @@ __all__ = [
     "StubHandler",
     "token_headers",
     "wait_until",
+    "web_auth",
     "webhook_headers",
 ]
 
@@ -69,6 +75,18 @@ def webhook_headers(stack: Stack) -> dict[str, str]:
 def exporter_headers(stack: Stack) -> dict[str, str]:
     """What the stack's exporters require on /metrics."""
     return token_headers(stack.paths.exporter_token)
+
+
+def web_auth(stack: Stack | Topology) -> tuple[str, str]:
+    """(user, password) of the stack's Prometheus and Alertmanager (requests' ``auth=``)."""
+    paths = stack.paths if isinstance(stack, Stack) else stack.state
+    return builders.WEB_USER, paths.web_password.read_text().strip()
+
+
+def prometheus_api(stack: Stack | Topology, timeout: float = 5.0) -> PrometheusApi:
+    """A PrometheusApi client of the stack's Prometheus, with its login."""
+    topo = stack.topology if isinstance(stack, Stack) else stack
+    return PrometheusApi(topo.prometheus.url(), timeout=timeout, session=builders.web_client_auth(topo).session())
 
 
 @contextlib.contextmanager
@@ -112,10 +130,17 @@ def process(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
 def loopback_topology(state_dir: Path, nodes: int = 3, eds: EdsSource = "file", **settings: Any) -> Topology:
     """The native topology on free loopback ports (``settings`` as in `free_ports_config`).
 
-    ``eds="rest"`` flips only that switch: Envoy then polls the webhook at its loopback port.
+    ``eds="rest"`` flips only that switch: Envoy then polls the webhook at its loopback port.  The
+    secrets the stack generates and its configs name (web password and web configs, exporter token) are
+    written into the state dir as `make stack-up` writes them; the webhook token is the rig's to write.
     """
     cfg = free_ports_config(state_dir, nodes=nodes, **settings)
-    return topology(cfg, dataclasses.replace(native_switches(), eds=eds))
+    topo = topology(cfg, dataclasses.replace(native_switches(), eds=eds))
+    for secret in (topo.state.web_password, topo.state.exporter_token):
+        secret.parent.mkdir(parents=True, exist_ok=True)
+        secret.write_text(secrets.token_urlsafe(32) + "\n")
+    write_web_configs(topo)
+    return topo
 
 
 @contextlib.contextmanager

@@ -45,13 +45,21 @@ import pytest
 import requests
 import waitress
 import yaml
-from stackutil import free_port, free_ports_config, process, running_stack, token_headers, wait_until
+from stackutil import (
+    free_port,
+    free_ports_config,
+    process,
+    prometheus_api,
+    running_stack,
+    token_headers,
+    wait_until,
+    web_auth,
+)
 from waitress.server import BaseWSGIServer, MultiSocketServer
 
 from mqttlb import contract
 from mqttlb.envoy_admin import EnvoyAdminClient
 from mqttlb.loadgen.hot import HotNodeDriver, fan_out_subscribers
-from mqttlb.prometheus_api import PrometheusApi
 from mqttlb.stack import builders
 from mqttlb.stack.ephemeral import FAST_PARAMS
 from mqttlb.stack.runner import Stack
@@ -221,7 +229,7 @@ def alertmanager_argv(topo: Topology, me: Peer, other: Peer, data: Path) -> list
     """The stack's Alertmanager command line (its generated config) as one member of an HA pair."""
     binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
     assert binary is not None, "prometheus-alertmanager is not installed"
-    config = [a for a in builders.alertmanager_args(topo) if a.startswith("--config.file=")]
+    config = [a for a in builders.alertmanager_args(topo) if a.startswith(("--config.file=", "--web.config.file="))]
     assert config, builders.alertmanager_args(topo)
     return [
         binary,
@@ -234,9 +242,9 @@ def alertmanager_argv(topo: Topology, me: Peer, other: Peer, data: Path) -> list
     ]
 
 
-def in_pair(url: str) -> bool:
-    """The Alertmanager at ``url`` sees two cluster members (itself and its peer)."""
-    return len(requests.get(f"{url}/api/v2/status", timeout=2).json()["cluster"]["peers"] or []) == 2
+def in_pair(url: str, auth: tuple[str, str]) -> bool:
+    """The Alertmanager at ``url`` (its login ``auth``) sees two cluster members (itself and its peer)."""
+    return len(requests.get(f"{url}/api/v2/status", auth=auth, timeout=2).json()["cluster"]["peers"] or []) == 2
 
 
 def send_alerts_to(stack: Stack, urls: list[str]) -> None:
@@ -245,13 +253,14 @@ def send_alerts_to(stack: Stack, urls: list[str]) -> None:
     topo = stack.topology
     config = builders.prometheus_config(topo)
     targets = [u.removeprefix("http://") for u in urls]
-    config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": targets}]}]}
+    config["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": targets}]  # with the stack's login
     topo.files.prometheus_config.write_text(yaml.safe_dump(config, sort_keys=False))
-    assert requests.post(topo.prometheus.url("/-/reload"), timeout=10).status_code != 200  # lifecycle API off
+    login = web_auth(stack)
+    assert requests.post(topo.prometheus.url("/-/reload"), auth=login, timeout=10).status_code == 403  # lifecycle off
     stack.signal_component("prometheus", "HUP")
 
     def active() -> bool:
-        body = requests.get(topo.prometheus.url("/api/v1/alertmanagers"), timeout=2).json()
+        body = requests.get(topo.prometheus.url("/api/v1/alertmanagers"), auth=login, timeout=2).json()
         return len(body["data"]["activeAlertmanagers"]) == len(urls)
 
     wait_until(active, 20, "Prometheus sending to both Alertmanagers", interval=0.5)
@@ -319,14 +328,14 @@ def test_ha_pair_one_step_per_interval_and_same_decisions(
     host, port = config.listen_host_port()
     stop = threading.Event()
     envoy = EnvoyAdminClient(topo.envoy_admin.url(), timeout=2)
-    prometheus = PrometheusApi(topo.prometheus.url(), timeout=5)
+    prometheus = prometheus_api(stack)
     with contextlib.ExitStack() as running:
         running.callback(stop.set)
         for me, other, name in ((first, second, "am1"), (second, first, "am2")):
             argv = alertmanager_argv(topo, me, other, tmp_path / name)
             running.enter_context(process(argv, tmp_path / f"{name}.log"))
         for peer in (first, second):
-            wait_until(functools.partial(in_pair, peer.url), 30, f"{peer.url} in a cluster of two", 0.5)
+            wait_until(functools.partial(in_pair, peer.url, web_auth(stack)), 30, f"{peer.url} in a pair", 0.5)
         send_alerts_to(stack, [first.url, second.url])
 
         running.enter_context(serving(recording_middleware(rebalancer.app, recording), host, port))

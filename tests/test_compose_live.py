@@ -94,6 +94,8 @@ def test_envoy_gets_the_brokers_from_the_webhook_over_rest_eds(tmp_path):
             raise AssertionError(f"envoy exit={proc.poll()}\n{logs}") from None
         got = hosts()
         assert set(got) == {n["name"] for n in webhook["nodes"]}
+        # REST EDS is open (open_routes: [eds]: Envoy sends no header); the rest wants the init's token
+        assert requests.get(f"http://127.0.0.1:{webhook_port}/status", timeout=5).status_code == 401
         ports = {h.port for h in got.values()}
         assert ports == set(broker_ports)
         neutral = cr.compose_config().params.policy.neutral_weight

@@ -10,10 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import bcrypt
 import pytest
 import yaml
 
 from mqttlb.contract import ENVOY_CLUSTER
+from mqttlb.stack import builders
 from mqttlb.stack import compose_render as cr
 from mqttlb.stack.config import find_binary
 from mqttlb.stack.topology import CONTAINER_STATE
@@ -29,7 +31,7 @@ def test_promtool_accepts_the_compose_prometheus_config(tmp_path):
     # promtool opens every credentials_file: the tokens the init service creates in the state volume,
     # here under tmp_path in their places
     text = (cr.COMPOSE_DIR / "prometheus.yml").read_text()
-    for token in ("webhook/token", "exporters/token"):
+    for token in ("webhook/token", "exporters/token", "secrets/web-password"):
         assert f"{CONTAINER_STATE}/{token}" in text
         (tmp_path / token).parent.mkdir(parents=True)
         (tmp_path / token).write_text("a-token-for-promtool-0123456789\n")
@@ -98,6 +100,15 @@ def test_init_state_creates_token_and_pressure_once(tmp_path):
     exporters = tmp_path / "exporters" / "token"  # the exporters' /metrics token, read by Prometheus (nobody)
     assert len(exporters.read_text().strip()) >= 32 and exporters.read_text() != token.read_text()
     assert stat.S_IMODE(exporters.stat().st_mode) == 0o400 and exporters.stat().st_uid == os.getuid()
+    password = (tmp_path / "secrets" / "web-password").read_text().strip()  # Prometheus's and Alertmanager's login
+    assert len(password) >= 32 and stat.S_IMODE((tmp_path / "secrets" / "web-password").stat().st_mode) == 0o400
+    for web in ("prometheus/web.yml", "alertmanager/web.yml"):
+        hashed = yaml.safe_load((tmp_path / web).read_text())["basic_auth_users"][builders.WEB_USER]
+        assert bcrypt.checkpw(password.encode(), hashed.encode()), web
+        checked = subprocess.run([binary("promtool"), "check", "web-config", str(tmp_path / web)],
+                                 capture_output=True, text=True, timeout=60)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert (tmp_path / "prometheus" / "rules").is_dir()  # the mount point of ../rules in the read-only volume
 
     first, first_hivemq = token.read_text(), hivemq.read_text()
     pressure.write_text("0.95\n")  # the webhook's state survives a restart of the stack

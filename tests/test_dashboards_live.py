@@ -20,7 +20,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 import requests
-from stackutil import webhook_headers
+from stackutil import prometheus_api, web_auth, webhook_headers
 
 from mqttlb import contract
 from mqttlb.dashboards import cli
@@ -36,7 +36,6 @@ from mqttlb.dashboards.execute import (
 )
 from mqttlb.dashboards.resolve import parse_duration
 from mqttlb.params import load_params
-from mqttlb.prometheus_api import PrometheusApi
 from mqttlb.stack.runner import Stack
 
 pytestmark = pytest.mark.live
@@ -182,7 +181,7 @@ def _query_all(stack: Stack) -> tuple[list[PanelResult], list[tuple[str, str]]]:
     JSON (no override, no discovery), which must be jobs this Prometheus scrapes.
     """
     cfg = stack.cfg
-    prom = PrometheusApi(f"http://127.0.0.1:{cfg.ports.prometheus}", timeout=10)
+    prom = prometheus_api(stack, timeout=10)
     window = Window.last(parse_duration(RANGE), parse_duration(cfg.scrape_interval))
     scraped = set(prom.label_values("up", "job", window.start, window.end))
     results: list[PanelResult] = []
@@ -200,7 +199,8 @@ def _query_all(stack: Stack) -> tuple[list[PanelResult], list[tuple[str, str]]]:
 
 
 def _active_mqttlb_alerts(stack: Stack) -> list[str]:
-    body = requests.get(f"http://127.0.0.1:{stack.cfg.ports.prometheus}/api/v1/alerts", timeout=5).json()
+    url = f"http://127.0.0.1:{stack.cfg.ports.prometheus}/api/v1/alerts"
+    body = requests.get(url, auth=web_auth(stack), timeout=5).json()
     return [
         a["labels"]["alertname"]
         for a in body["data"]["alerts"]
@@ -221,7 +221,10 @@ def _why_empty_is_wrong(stack: Stack, result: PanelResult) -> str | None:
     """None if the panel may be empty (an event panel whose source shows no event), else why not."""
     if result.panel.label == ALERTS_PANEL:
         loaded = requests.get(
-            f"http://127.0.0.1:{stack.cfg.ports.prometheus}/api/v1/rules", params={"type": "alert"}, timeout=5
+            f"http://127.0.0.1:{stack.cfg.ports.prometheus}/api/v1/rules",
+            params={"type": "alert"},
+            auth=web_auth(stack),
+            timeout=5,
         ).json()
         names = [r["name"] for g in loaded["data"]["groups"] for r in g["rules"]]
         assert names and all(re.fullmatch(ALERTNAME_REGEX, n) for n in names), names
@@ -231,7 +234,7 @@ def _why_empty_is_wrong(stack: Stack, result: PanelResult) -> str | None:
         failures = _webhook_failure_samples(stack)
         return f"the webhook exports failures {failures}" if failures else None
     if result.panel.label == RATIO_PANEL:
-        prom = PrometheusApi(f"http://127.0.0.1:{stack.cfg.ports.prometheus}", timeout=10)
+        prom = prometheus_api(stack, timeout=10)
         busy = load_params().imbalance_min_mean  # the gate in the shipped JSON (generated from the defaults)
         peak = prom.query(f'max_over_time({contract.CLUSTER_CPU_MEAN}{{cluster="{stack.cfg.cluster}"}}[{RANGE}])')
         highest = max((sample.value for sample in peak), default=0.0)
@@ -260,12 +263,18 @@ def test_every_panel_query_returns_data(loaded_stack: Stack) -> None:
     assert len(results) >= 30
 
 
+def login_flags(stack: Stack) -> list[str]:
+    """The dashboards command's flags for the stack's Prometheus login."""
+    return ["--prometheus-user", web_auth(stack)[0], "--prometheus-password-file", str(stack.paths.web_password)]
+
+
 def test_render_draws_one_png_per_dashboard(loaded_stack: Stack, tmp_path: Path) -> None:
     cfg = loaded_stack.cfg
     argv = [
         "render",
         "--prometheus",
         f"http://127.0.0.1:{cfg.ports.prometheus}",
+        *login_flags(loaded_stack),
         "--out",
         str(tmp_path),
         "--range",
@@ -288,7 +297,8 @@ def test_queries_discovers_variables_from_prometheus(
     loaded_stack: Stack, capsys: pytest.CaptureFixture
 ) -> None:
     cfg = loaded_stack.cfg
-    assert cli.main(["queries", "--prometheus", f"http://127.0.0.1:{cfg.ports.prometheus}"]) == 0
+    argv = ["queries", "--prometheus", f"http://127.0.0.1:{cfg.ports.prometheus}", *login_flags(loaded_stack)]
+    assert cli.main(argv) == 0
     out = capsys.readouterr().out
     nodes = "|".join(sorted(cfg.node_names))
     assert f'cluster="{cfg.cluster}", node=~"({nodes})"' in out

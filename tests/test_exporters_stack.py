@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from stackutil import exporter_headers
+from stackutil import exporter_headers, web_auth
 
 from mqttlb import contract
 
@@ -54,13 +54,14 @@ def test_stack_exporters_name_every_node(live_stack) -> None:
         assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
     prometheus = f"http://127.0.0.1:{cfg.ports.prometheus}/api/v1/query"
+    login = web_auth(live_stack)
     deadline = time.monotonic() + 30
     while True:
         result = requests.get(
-            prometheus, params={"query": f'{contract.BROKER_UP}{{job="mqtt-brokers"}} == 1'}, timeout=5
+            prometheus, params={"query": f'{contract.BROKER_UP}{{job="mqtt-brokers"}} == 1'}, auth=login, timeout=5
         ).json()["data"]["result"]
         envoy_up = requests.get(
-            prometheus, params={"query": f'{contract.ENVOY_UP}{{job="mqttlb-envoy"}}'}, timeout=5
+            prometheus, params={"query": f'{contract.ENVOY_UP}{{job="mqttlb-envoy"}}'}, auth=login, timeout=5
         ).json()["data"]["result"]
         if (len(result) == len(cfg.node_names) and envoy_up) or time.monotonic() > deadline:
             break

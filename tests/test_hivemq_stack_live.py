@@ -31,7 +31,7 @@ import requests
 import yaml
 from hivemqnode import ensure_built
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from stackutil import free_ports_config, running_stack, wait_until, webhook_headers
+from stackutil import free_ports_config, running_stack, wait_until, web_auth, webhook_headers
 
 from mqttlb import contract
 from mqttlb.brokers.hivemq import HivemqEvictionAdapter
@@ -168,7 +168,8 @@ def hive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HiveStack]:
 
 
 def prometheus(stack: Stack, query: str) -> list[dict]:
-    answer = requests.get(stack.topology.prometheus.url("/api/v1/query"), params={"query": query}, timeout=5)
+    url = stack.topology.prometheus.url("/api/v1/query")
+    answer = requests.get(url, params={"query": query}, auth=web_auth(stack), timeout=5)
     result: list[dict] = answer.json()["data"]["result"]
     return result
 
@@ -195,9 +196,8 @@ def test_qos1_through_envoy_every_target_up_and_clients_on_every_node(hive: Hive
         publisher.loop_stop()
 
     def all_up() -> list[dict] | None:
-        targets: list[dict] = requests.get(stack.topology.prometheus.url("/api/v1/targets"), timeout=5).json()["data"][
-            "activeTargets"
-        ]
+        url = stack.topology.prometheus.url("/api/v1/targets")
+        targets: list[dict] = requests.get(url, auth=web_auth(stack), timeout=5).json()["data"]["activeTargets"]
         return targets if targets and all(t["health"] == "up" for t in targets) else None
 
     targets = wait_until(all_up, 30, "every Prometheus target up", interval=1)

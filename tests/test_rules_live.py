@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import requests
+from stackutil import web_auth
 
 from mqttlb import contract as s
 from mqttlb import rulegen
@@ -42,7 +43,10 @@ def _wait_for(check: Callable[[], Any], timeout: float, what: str, interval: flo
 
 def _query(stack: Stack, promql: str) -> list[dict[str, Any]]:
     response = requests.get(
-        f"http://127.0.0.1:{stack.cfg.ports.prometheus}/api/v1/query", params={"query": promql}, timeout=5
+        f"http://127.0.0.1:{stack.cfg.ports.prometheus}/api/v1/query",
+        params={"query": promql},
+        auth=web_auth(stack),
+        timeout=5,
     )
     response.raise_for_status()
     return response.json()["data"]["result"]
@@ -103,6 +107,7 @@ def _firing_cpu_high(stack: Stack) -> list[dict[str, Any]]:
     response = requests.get(
         f"http://127.0.0.1:{stack.cfg.ports.alertmanager}/api/v2/alerts",
         params={"filter": f'alertname="{s.ALERT_CPU_HIGH}"', "active": "true"},
+        auth=web_auth(stack),
         timeout=5,
     )
     response.raise_for_status()
@@ -115,7 +120,7 @@ def test_generated_rules_load_and_evaluate_in_prometheus(live_stack: Stack) -> N
     expected |= set(s.ALERT_NAMES)
 
     def evaluated_rules() -> dict[str, str] | None:
-        groups = requests.get(url, timeout=5).json()["data"]["groups"]
+        groups = requests.get(url, auth=web_auth(live_stack), timeout=5).json()["data"]["groups"]
         rules = {r["name"]: r["health"] for g in groups for r in g["rules"]}
         return rules if rules and all(h != "unknown" for h in rules.values()) else None
 

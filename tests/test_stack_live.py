@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import stat
 import subprocess
 import sys
 import threading
@@ -18,7 +19,7 @@ import psutil
 import pytest
 import requests
 import yaml
-from stackutil import exporter_headers, free_ports_config, running_stack, token_headers, webhook_headers
+from stackutil import exporter_headers, free_ports_config, running_stack, token_headers, web_auth, webhook_headers
 
 from mqttlb.brokers.mosquitto import MosquittoEvictionAdapter
 from mqttlb.stack.config import StackConfig
@@ -41,28 +42,31 @@ COMMAND = re.compile(r"`([^`]+)`")
 # What a page that is of no use to a human says: a 404, the Alertmanager package's note that it has no UI.
 USELESS = ("404 page not found", "does not include a web application")
 TOKEN_FILE = re.compile(r"bearer token in ([^\s:;)]+)")
+PASSWORD_FILE = re.compile(r"user (\S+), password in ([^\s:;)]+)")
 
 
 def assert_every_printed_address_answers(text: str) -> list[str]:
     """GET every http URL in ``text`` outside `backquotes` (redirects followed, as a browser does):
-    each must answer 200 with a page that is not a dead end -- with the bearer token its line names
-    ("bearer token in FILE"), and 401 without it; every mqtt:// address must accept a connection;
-    every `amtool ...` command must succeed.  Returns the URLs."""
-    found = [
-        (m.group(0), TOKEN_FILE.search(line)) for line in text.splitlines() for m in URL.finditer(COMMAND.sub("", line))
-    ]
+    each must answer 200 with a page that is not a dead end -- with the credential its line names
+    ("bearer token in FILE", "user U, password in FILE"), and 401 without it; every mqtt:// address
+    must accept a connection; every `amtool ...` command must succeed.  Returns the URLs."""
+    found = [(m.group(0), line) for line in text.splitlines() for m in URL.finditer(COMMAND.sub("", line))]
     urls = [url for url, _ in found]
     assert urls, text
-    for url, token in found:
+    for url, line in found:
+        token, login = TOKEN_FILE.search(line), PASSWORD_FILE.search(line)
         if url.startswith("mqtt://"):
             host, port = url.removeprefix("mqtt://").rsplit(":", 1)
             assert port_accepts(int(port), host), f"{url} printed but nothing accepts there"
             continue
-        headers = {}
+        headers, auth = {}, None
+        if token is not None or login is not None:
+            assert requests.get(url, timeout=10).status_code == 401, f"{url} answers without its credential"
         if token is not None:
-            assert requests.get(url, timeout=10).status_code == 401, f"{url} answers without its token"
             headers = token_headers(Path(token.group(1)))
-        answer = requests.get(url, headers=headers, timeout=10)
+        if login is not None:
+            auth = (login.group(1), Path(login.group(2)).read_text().strip())
+        answer = requests.get(url, headers=headers, auth=auth, timeout=10)
         assert answer.status_code == 200, f"{url} printed but answers {answer.status_code}"
         page = " ".join(answer.text.split())
         assert page and not any(u in page for u in USELESS), f"{url}: {page[:200]}"
@@ -234,14 +238,42 @@ def test_qos1_message_reaches_a_subscriber_through_envoy(live_stack: Stack) -> N
         sub.loop_stop()
 
 
+def test_every_http_part_refuses_a_request_without_its_credential(live_stack: Stack) -> None:
+    """Issue 18: nothing of the stack answers an anonymous local user but the webhook's probes; an alert
+    posted to Alertmanager without the login is refused (it would reach the webhook with the real token),
+    Prometheus's lifecycle API is off, and supervisord has no TCP port, only a socket for this user."""
+    topo, paths = live_stack.topology, live_stack.paths
+    alert = [{"labels": {"alertname": "Forged", "action": "rebalance", "cluster": live_stack.cfg.cluster}}]
+    refused = {
+        "Prometheus query": requests.get(topo.prometheus.url("/api/v1/query"), params={"query": "up"}, timeout=5),
+        "Prometheus reload": requests.post(topo.prometheus.url("/-/reload"), timeout=5),
+        "Alertmanager alert": requests.post(topo.alertmanager.url("/api/v2/alerts"), json=alert, timeout=5),
+        "Alertmanager status": requests.get(topo.alertmanager.url("/api/v2/status"), timeout=5),
+        "webhook status": requests.get(topo.webhook.url("/status"), timeout=5),
+        "webhook metrics": requests.get(topo.webhook.url("/metrics"), timeout=5),
+        "webhook drain": requests.post(topo.webhook.url("/drain"), json={"node": "node1", "draining": True}, timeout=5),
+        "broker exporter": requests.get(topo.broker_exporter.url("/metrics"), timeout=5),
+        "Envoy exporter": requests.get(topo.envoy_exporter.url("/metrics"), timeout=5),
+    }
+    assert {name: r.status_code for name, r in refused.items()} == dict.fromkeys(refused, 401)
+    assert requests.get(topo.webhook.url("/readyz"), timeout=5).status_code == 200  # probes stay open
+    login = web_auth(live_stack)
+    assert requests.get(topo.prometheus.url("/api/v1/query"), params={"query": "up"}, auth=login, timeout=5).ok
+    assert requests.post(topo.prometheus.url("/-/reload"), auth=login, timeout=5).status_code == 403  # lifecycle off
+    assert requests.get(topo.alertmanager.url("/api/v2/status"), auth=login, timeout=5).ok
+    mode = paths.supervisor_socket.stat().st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) & 0o077 == 0, oct(mode)  # this user only
+    assert "supervisor" not in live_stack.cfg.listening_ports()
+    assert {s.name for s in live_stack.status() if s.up} >= {"envoy", "prometheus", "alertmanager"}  # over the socket
+
+
 def test_prometheus_scrapes_every_target_and_envoy_lists_every_node(live_stack: Stack) -> None:
     cfg = live_stack.cfg
     deadline = time.monotonic() + 30
     targets: list[dict] = []
     while time.monotonic() < deadline:
-        targets = requests.get(f"http://127.0.0.1:{cfg.ports.prometheus}/api/v1/targets", timeout=5).json()[
-            "data"
-        ]["activeTargets"]
+        url = f"http://127.0.0.1:{cfg.ports.prometheus}/api/v1/targets"
+        targets = requests.get(url, auth=web_auth(live_stack), timeout=5).json()["data"]["activeTargets"]
         if targets and all(t["health"] == "up" for t in targets):
             break
         time.sleep(1)

@@ -54,6 +54,9 @@ SWITCHED: dict[str, tuple[str, ...]] = {
     "/prometheus/scrape_configs/*/static_configs/0/targets/0": ("addressing",),
     "/prometheus/scrape_configs/6": ("brokers",),  # HiveMQ's own metrics
     "/prometheus/scrape_configs/*/authorization/credentials_file": ("layout",),  # the scraped part's token
+    "/prometheus/scrape_configs/*/basic_auth/password_file": ("layout",),  # the stack's web login
+    "/prometheus/alerting/alertmanagers/0/basic_auth/password_file": ("layout",),
+    "/prometheus args/3": ("layout",),  # --web.config.file
     "/prometheus args/0": ("layout",),
     "/prometheus args/1": ("layout",),
     "/prometheus args/2": ("addressing",),
@@ -62,6 +65,7 @@ SWITCHED: dict[str, tuple[str, ...]] = {
     "/alertmanager args/0": ("layout",),
     "/alertmanager args/1": ("layout",),
     "/alertmanager args/2": ("addressing",),
+    "/alertmanager args/3": ("layout",),  # --web.config.file
     "/broker exporter/listen": ("addressing",),
     "/broker exporter/nodes/*/kind": ("brokers",),
     "/broker exporter/nodes/*/address": ("addressing",),
@@ -80,6 +84,8 @@ SWITCHED: dict[str, tuple[str, ...]] = {
     "/webhook/overload_file": ("layout",),
     "/webhook/token_file": ("layout",),
     "/webhook/open_routes": ("eds",),  # REST EDS served without a credential (Envoy sends none)
+    "/webhook/prometheus_auth/basic_auth/password_file": ("layout",),
+    "/webhook/alertmanager_auth/basic_auth/password_file": ("layout",),
     "/webhook/state_file": ("layout",),
     "/webhook/audit_log": ("layout",),
     "/webhook/nodes/*/host": ("addressing",),

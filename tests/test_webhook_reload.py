@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 from stackutil import process, wait_until
-from webhookhttp import write_config
+from webhookhttp import AUTH, write_config
 
 from mqttlb.reload import Reloader
 from mqttlb.stack.ephemeral import free_port
@@ -110,7 +110,7 @@ def test_sighup_to_a_real_webhook_refuses_a_bad_config_then_takes_a_good_one(tmp
     log = tmp_path / "webhook.log"
     with process([sys.executable, "-m", "mqttlb.cli", "webhook", "--config", str(path)], log) as proc:
         wait_until(lambda: requests.get(f"{base}/readyz", timeout=1).status_code == 200, 20, "webhook ready")
-        assert requests.get(f"{base}/status", timeout=2).json()["dry_run"] is False
+        assert requests.get(f"{base}/status", headers=AUTH, timeout=2).json()["dry_run"] is False
 
         path.write_text(yaml.safe_dump({**yaml.safe_load(good), "nodes": []}))  # a config no start would take
         os.kill(proc.pid, signal.SIGHUP)
@@ -120,13 +120,15 @@ def test_sighup_to_a_real_webhook_refuses_a_bad_config_then_takes_a_good_one(tmp
         assert len(refused) == 1 and str(path) in refused[0], refused
         time.sleep(0.5)
         assert proc.poll() is None and log.read_text().count("serving on") == 1
-        assert requests.get(f"{base}/status", timeout=2).json()["dry_run"] is False  # the old config runs
+        assert requests.get(f"{base}/status", headers=AUTH, timeout=2).json()["dry_run"] is False  # the old config runs
 
         path.write_text(yaml.safe_dump({**yaml.safe_load(good), "dry_run": True}))
         sent = time.monotonic()
         os.kill(proc.pid, signal.SIGHUP)
         status = wait_until(
-            lambda: (s := requests.get(f"{base}/status", timeout=1).json())["dry_run"] and s, 20, "reloaded"
+            lambda: (s := requests.get(f"{base}/status", headers=AUTH, timeout=1).json())["dry_run"] and s,
+            20,
+            "reloaded",
         )
         gap = time.monotonic() - sent
         assert status["dry_run"] is True and proc.poll() is None  # the same process (PID), restarted in place

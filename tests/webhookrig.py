@@ -456,6 +456,7 @@ def rest_eds_view(topo: Topology) -> View:
     response = requests.post(
         topo.webhook.url("/v3/discovery:endpoints"),
         json={"type_url": CLA_TYPE, "resource_names": [topo.settings.envoy_cluster]},
+        headers=AUTH,
         timeout=2,
     )
     assert response.status_code == 200, response.text

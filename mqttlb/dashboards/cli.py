@@ -32,6 +32,7 @@ from mqttlb.drift import report
 from mqttlb.logs import add_log_flags
 from mqttlb.params import DEFAULT_PARAMS_FILE, load_params
 from mqttlb.prometheus_api import PrometheusApi, PrometheusApiError, check_url
+from mqttlb.secure import BasicAuth, ClientAuth, client_session
 
 log = logging.getLogger("mqttlb.dashboards")
 
@@ -73,6 +74,17 @@ def _query_flags(parser: argparse.ArgumentParser, prometheus_required: bool) -> 
         metavar="URL",
         help="Prometheus base URL, e.g. http://127.0.0.1:9090; variables not given with --var are "
         "discovered there the way Grafana does (label_values)",
+    )
+    parser.add_argument(
+        "--prometheus-user",
+        metavar="USER",
+        help="basic-auth user of that Prometheus (the local stack's: mqttlb), with --prometheus-password-file",
+    )
+    parser.add_argument(
+        "--prometheus-password-file",
+        type=Path,
+        metavar="FILE",
+        help="that user's password (the local stack's: .stack/secrets/web-password)",
     )
     parser.add_argument(
         "--var",
@@ -161,8 +173,20 @@ def _check(args: argparse.Namespace) -> int:
     return report(problems, f"mqttlb dashboards generate{params} --out {args.dir}")
 
 
+def _prometheus(args: argparse.Namespace) -> PrometheusApi:
+    """The --prometheus client, with the basic-auth login of --prometheus-user/--prometheus-password-file.
+    Raises ValueError (SecretError) when the password file is unreadable or only one of the two is given."""
+    if (args.prometheus_user is None) != (args.prometheus_password_file is None):
+        raise ValueError("--prometheus-user and --prometheus-password-file go together")
+    auth = None
+    if args.prometheus_user is not None:
+        login = BasicAuth(username=args.prometheus_user, password_file=args.prometheus_password_file)
+        auth = ClientAuth(basic_auth=login)
+    return PrometheusApi(args.prometheus, args.timeout, session=client_session(auth))
+
+
 def _queries(args: argparse.Namespace) -> int:
-    prom = PrometheusApi(args.prometheus, args.timeout) if args.prometheus else None
+    prom = _prometheus(args) if args.prometheus else None
     window = Window.last(args.range_seconds, args.scrape_interval)
     for _path, dashboard in load_dashboards(args.dir):
         _variables, panels = resolve_dashboard(dashboard, window, dict(args.var), prom)
@@ -174,7 +198,7 @@ def _queries(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    prom = PrometheusApi(args.prometheus, args.timeout)
+    prom = _prometheus(args)
     window = Window.last(args.range_seconds, args.scrape_interval)
     failures = []
     for _path, dashboard in load_dashboards(args.dir):

@@ -23,6 +23,7 @@ from pathlib import Path
 from mqttlb.commandline import parse_args
 from mqttlb.loadgen.hot import HotNodeDriver, fan_out_subscribers
 from mqttlb.logs import add_log_flags
+from mqttlb.stack.builders import WEB_USER
 from mqttlb.stack.ephemeral import FAST_PARAMS, running_stack, stack_config
 
 log = logging.getLogger("mqttlb.dashboards.snapshot")
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 [
                     sys.executable, "-m", "mqttlb.cli", "dashboards", "render",
                     "--prometheus", f"http://127.0.0.1:{cfg.ports.prometheus}",
+                    "--prometheus-user", WEB_USER, "--prometheus-password-file", str(stack.paths.web_password),
                     "--out", str(args.out), "--range", f"{total + 10}s", "--scrape-interval", "2s",
                 ],
                 check=False,

@@ -11,7 +11,9 @@ The pages depend on the installed packages, so the Prometheus ones are found on 
 * the webhook's ``/`` is its human page (``/alerts`` only takes Alertmanager's POSTs).
 
 The webhook and the exporters answer only with their bearer token (``/healthz`` and ``/readyz`` of the
-webhook excepted): each of their lines names the token file and a ``curl`` line that uses it.
+webhook excepted), Prometheus and Alertmanager only with the stack's web login (``builders.WEB_USER``
+and the password in ``<state dir>/secrets/web-password``): each line names the credential's file, and a
+``curl`` or ``amtool`` line that uses it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import requests
 
+from mqttlb.stack.builders import WEB_USER
 from mqttlb.stack.topology import Topology
 
 #: Where the Prometheus UI pages live, in the order they are tried ("" = upstream, "/classic" = Debian).
@@ -40,35 +43,54 @@ class Address:
         return f"  {self.what:<22} {self.where}{hint}"
 
 
-def prometheus_ui_prefix(base_url: str, timeout: float = 2.0) -> str | None:
+def prometheus_ui_prefix(base_url: str, timeout: float = 2.0, auth: tuple[str, str] | None = None) -> str | None:
     """The path prefix under which the Prometheus at ``base_url`` serves its UI ("" or "/classic"),
-    found by GET ``<prefix>/targets`` answering 200; None when no prefix does (no UI, or not answering)."""
+    found by GET ``<prefix>/targets`` answering 200 (``auth``: basic-auth user and password); None when no
+    prefix does (no UI, or not answering)."""
     for prefix in PROMETHEUS_UI_PREFIXES:
         try:
-            if requests.get(f"{base_url}{prefix}/targets", timeout=timeout, allow_redirects=False).status_code == 200:
+            url = f"{base_url}{prefix}/targets"
+            if requests.get(url, timeout=timeout, allow_redirects=False, auth=auth).status_code == 200:
                 return prefix
         except requests.RequestException:
             return None
     return None
 
 
-def prometheus_addresses(base_url: str) -> list[Address]:
-    """Prometheus's targets and alerts pages on the running server at ``base_url`` (the JSON API if it has no UI)."""
-    prefix = prometheus_ui_prefix(base_url)
+def login_hint(password_file: Path) -> str:
+    """How a line says that its address wants the stack's web login."""
+    return f"user {WEB_USER}, password in {password_file}"
+
+
+def curl_with_login(url: str, password_file: Path) -> str:
+    """A curl command line that GETs ``url`` as the stack's web user."""
+    return f'curl -u "{WEB_USER}:$(cat {password_file})" {url}'
+
+
+def prometheus_addresses(base_url: str, password_file: Path | None = None) -> list[Address]:
+    """Prometheus's targets and alerts pages on the running server at ``base_url`` (the JSON API if it has no
+    UI); ``password_file``: the stack's web login, which that Prometheus requires."""
+    auth = (WEB_USER, password_file.read_text().strip()) if password_file is not None else None
+    prefix = prometheus_ui_prefix(base_url, auth=auth)
+    login = f"; {login_hint(password_file)}" if password_file is not None else ""
     if prefix is None:
         return [
-            Address("Prometheus targets", f"{base_url}/api/v1/targets", "JSON; this Prometheus serves no UI"),
-            Address("Prometheus alerts", f"{base_url}/api/v1/alerts", "JSON"),
+            Address("Prometheus targets", f"{base_url}/api/v1/targets", f"JSON; this Prometheus serves no UI{login}"),
+            Address("Prometheus alerts", f"{base_url}/api/v1/alerts", f"JSON{login}"),
         ]
     return [
-        Address("Prometheus targets", f"{base_url}{prefix}/targets"),
-        Address("Prometheus alerts", f"{base_url}{prefix}/alerts", f"rules: {prefix}/rules, queries: {prefix}/graph"),
+        Address("Prometheus targets", f"{base_url}{prefix}/targets", login.removeprefix("; ")),
+        Address(
+            "Prometheus alerts", f"{base_url}{prefix}/alerts", f"rules: {prefix}/rules, queries: {prefix}/graph{login}"
+        ),
     ]
 
 
-def amtool_query(alertmanager_url: str) -> str:
-    """The amtool command line that lists the alerts of the Alertmanager at ``alertmanager_url``."""
-    return f"amtool --alertmanager.url={alertmanager_url} alert query"
+def amtool_query(alertmanager_url: str, http_config: Path | None = None) -> str:
+    """The amtool command line that lists the alerts of the Alertmanager at ``alertmanager_url``
+    (``http_config``: amtool's --http.config.file, the login)."""
+    login = f" --http.config.file={http_config}" if http_config is not None else ""
+    return f"amtool --alertmanager.url={alertmanager_url}{login} alert query"
 
 
 def curl_with_token(url: str, token_file: Path) -> str:
@@ -81,16 +103,23 @@ def stack_addresses(topo: Topology, token_file: Path, logs: Path) -> list[Addres
     which UI it serves, so call it once the stack answers)."""
     alertmanager = topo.alertmanager.url()
     exporter_token = topo.state.exporter_token
+    password = topo.state.web_password
     broker_metrics = topo.broker_exporter.url("/metrics")
     return [
         Address("MQTT (through Envoy)", f"mqtt://{topo.envoy_listener.reach}"),
         Address("brokers (direct)", ", ".join(f"mqtt://{node.address}" for node in topo.nodes)),
         Address("Envoy admin", topo.envoy_admin.url("/clusters"), "weights and health per endpoint"),
-        *prometheus_addresses(topo.prometheus.url()),
+        *prometheus_addresses(topo.prometheus.url(), password),
         Address(
             "Alertmanager",
             topo.alertmanager.url("/api/v2/alerts"),
-            f"JSON; Debian's package has no web UI: `{amtool_query(alertmanager)}`",
+            f"JSON; {login_hint(password)}; Debian's package has no web UI: "
+            f"`{amtool_query(alertmanager, topo.state.amtool_config)}`",
+        ),
+        Address(
+            "web login",
+            str(password),
+            f"Prometheus and Alertmanager: `{curl_with_login(topo.prometheus.url('/api/v1/alerts'), password)}`",
         ),
         Address(
             "broker exporter",

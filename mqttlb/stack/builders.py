@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from mqttlb import contract
 from mqttlb.alertmanager_config import build as build_alertmanager_config
+from mqttlb.secure import BasicAuth, ClientAuth
 from mqttlb.stack.config import NO_SLOW_START
 from mqttlb.stack.topology import HIVEMQ_METRICS_PATH, BrokerNode, Topology
 from mqttlb.webhook.eds import Endpoint
@@ -39,6 +40,9 @@ ADS_API_TYPES = {"grpc": "GRPC", "delta-grpc": "DELTA_GRPC"}
 # rules use the broker exporter's job (contract.JOB_BROKERS).
 HIVEMQ_JOB = "hivemq"
 EXPORTER_SCRAPE_TIMEOUT_SECONDS = 2
+# The one user of Prometheus's and Alertmanager's web config (basic auth); its password is generated
+# into the state dir (Paths.web_password) and its bcrypt hash into their web.yml.
+WEB_USER = "mqttlb"
 
 INJECTED_RESOURCE = "envoy.resource_monitors.injected_resource"
 DOWNSTREAM_CONNECTIONS = "envoy.resource_monitors.global_downstream_max_connections"
@@ -284,24 +288,52 @@ def initial_endpoints(topo: Topology) -> list[Endpoint]:
 
 # ------------------------------------------------------------------ Prometheus and Alertmanager
 def _job(
-    name: str, targets: list[str], metrics_path: str = "/metrics", token_file: Path | None = None
+    name: str,
+    targets: list[str],
+    metrics_path: str = "/metrics",
+    token_file: Path | None = None,
+    basic_auth: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """One scrape job; ``token_file``: the bearer token the target requires (Prometheus reads the file)."""
+    """One scrape job; ``token_file``: the bearer token the target requires (Prometheus reads the file);
+    ``basic_auth``: Prometheus's ``basic_auth`` block instead."""
     job: dict[str, Any] = {"job_name": name, "metrics_path": metrics_path, "static_configs": [{"targets": targets}]}
     if token_file is not None:
         job["authorization"] = {"type": "Bearer", "credentials_file": str(token_file)}
+    if basic_auth is not None:
+        job["basic_auth"] = basic_auth
     return job
+
+
+def web_login(topo: Topology) -> dict[str, str]:
+    """The stack's web user as Prometheus's and amtool's ``basic_auth`` block (password read from its file)."""
+    return {"username": WEB_USER, "password_file": str(topo.state.web_password)}
+
+
+def web_client_auth(topo: Topology) -> ClientAuth:
+    """How mqttlb's own clients (webhook, runner, mqttlb test-alert) call Prometheus and Alertmanager."""
+    return ClientAuth(basic_auth=BasicAuth(username=WEB_USER, password_file=topo.state.web_password))
+
+
+def web_config(password_hash: str) -> dict[str, Any]:
+    """Prometheus's and Alertmanager's ``--web.config.file`` (exporter-toolkit): every API and page behind
+    basic auth of WEB_USER, whose bcrypt hash is ``password_hash``."""
+    return {"basic_auth_users": {WEB_USER: password_hash}}
+
+
+def amtool_config(topo: Topology) -> dict[str, Any]:
+    """amtool's ``--http.config.file``: the stack's web login."""
+    return {"basic_auth": web_login(topo)}
 
 
 def prometheus_config(topo: Topology) -> dict[str, Any]:
     """prometheus.yml: every mqttlb part scraped at its reach address, rules, Alertmanager."""
     cfg = topo.settings
     jobs = [
-        _job(contract.JOB_PROMETHEUS, [topo.prometheus.reach]),
+        _job(contract.JOB_PROMETHEUS, [topo.prometheus.reach], basic_auth=web_login(topo)),
         _job(contract.JOB_BROKERS, [topo.broker_exporter.reach], token_file=topo.state.exporter_token),
         _job(contract.JOB_ENVOY_EXPORTER, [topo.envoy_exporter.reach], token_file=topo.state.exporter_token),
         _job(contract.JOB_ENVOY, [topo.envoy_admin.reach], "/stats/prometheus"),
-        _job(contract.JOB_ALERTMANAGER, [topo.alertmanager.reach]),
+        _job(contract.JOB_ALERTMANAGER, [topo.alertmanager.reach], basic_auth=web_login(topo)),
         _job(contract.JOB_WEBHOOK, [topo.webhook.reach], token_file=topo.state.webhook_token),
     ]
     if topo.switches.brokers == "hivemq":
@@ -314,7 +346,11 @@ def prometheus_config(topo: Topology) -> dict[str, Any]:
             "scrape_timeout": cfg.scrape_interval,
         },
         "rule_files": [str(topo.files.prometheus_rules / "*.yml")],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [topo.alertmanager.reach]}]}]},
+        "alerting": {
+            "alertmanagers": [
+                {"static_configs": [{"targets": [topo.alertmanager.reach]}], "basic_auth": web_login(topo)}
+            ]
+        },
         "scrape_configs": jobs,
     }
 
@@ -324,6 +360,7 @@ def prometheus_args(topo: Topology) -> list[str]:
         f"--config.file={topo.files.prometheus_config}",
         f"--storage.tsdb.path={topo.files.prometheus_data}",
         f"--web.listen-address={topo.prometheus.listen}",
+        f"--web.config.file={topo.state.prometheus_web}",  # basic auth on every API and page
         "--storage.tsdb.retention.time=2d",
         # POST /-/reload and /-/quit only when the stack file asks (reload: SIGHUP, Stack.signal_component)
         *(["--web.enable-lifecycle"] if topo.settings.prometheus_lifecycle_api else []),
@@ -348,6 +385,7 @@ def alertmanager_args(topo: Topology) -> list[str]:
         f"--config.file={topo.files.alertmanager_config}",
         f"--storage.path={topo.files.alertmanager_data}",
         f"--web.listen-address={topo.alertmanager.listen}",
+        f"--web.config.file={topo.state.alertmanager_web}",  # basic auth on every API and page
         "--cluster.listen-address=",  # a single Alertmanager: no gossip port
     ]
 
@@ -428,6 +466,8 @@ def webhook_config(topo: Topology) -> dict[str, Any]:
         "nodes": [_webhook_node(topo, n) for n in topo.nodes],
         "scrape_interval": cfg.scrape_interval,
         "alertmanager_urls": [topo.alertmanager.url()],
+        "prometheus_auth": {"basic_auth": web_login(topo)},
+        "alertmanager_auth": {"basic_auth": web_login(topo)},
         "params_overrides": cfg.params.model_dump(mode="json", exclude_none=True),
         **({"xds_grpc_listen": topo.webhook_xds.listen} if topo.switches.eds in ADS_API_TYPES else {}),
     }

@@ -1,7 +1,8 @@
 """Prepare the compose stack's shared state volume (run once by the `init` service).
 
-Creates, only when missing (a restart keeps the existing ones): the webhook's bearer token and the
-exporters' (their /metrics require it), owned by the user Alertmanager and Prometheus run as so they
+Creates, only when missing (a restart keeps the existing ones): the webhook's bearer token, the
+exporters' (their /metrics require it), the web password of Prometheus's and Alertmanager's APIs with
+their web configs (its bcrypt hash), owned by the user Alertmanager and Prometheus run as so they
 can read them (the webhook and the exporters run as root), the mqttlb
 HiveMQ extension's API token (mode 0440: HiveMQ runs as uid 10000 in group 0), and the
 overload pressure file Envoy's injected_resource monitor reads ("0": no pressure).
@@ -16,9 +17,13 @@ import secrets
 import sys
 from pathlib import Path
 
+import yaml
+
 from mqttlb.atomic import atomic_write_text
 from mqttlb.commandline import parse_args, refuse
 from mqttlb.logs import add_log_flags
+from mqttlb.secure import bcrypt_hash, read_secret
+from mqttlb.stack import builders
 from mqttlb.stack.topology import Paths
 
 log = logging.getLogger("mqttlb.compose.init")
@@ -29,15 +34,24 @@ def init_state(state_dir: Path, token_owner: int | None) -> list[Path]:
     paths = Paths(state_dir)
     created = []
     directories = (paths.webhook_dir, paths.pressure_file.parent, paths.eds_file.parent, paths.hivemq_token.parent)
-    for directory in (*directories, paths.exporter_token.parent):
+    more = (paths.exporter_token, paths.web_password, paths.prometheus_web, paths.alertmanager_web)
+    # prometheus/rules: the mount point of ../rules inside the volume (mounted read-only in Prometheus)
+    for directory in (*directories, *(path.parent for path in more), paths.prometheus_rules):
         directory.mkdir(parents=True, exist_ok=True)
-    for token in (paths.webhook_token, paths.exporter_token):
+    tokens = (paths.webhook_token, paths.exporter_token, paths.web_password)
+    for token in tokens:
         if not token.exists():
             atomic_write_text(token, secrets.token_urlsafe(32) + "\n")
             created.append(token)
+    for web in (paths.prometheus_web, paths.alertmanager_web):  # basic auth of builders.WEB_USER
+        if not web.exists():
+            password = read_secret(paths.web_password, "web password")
+            atomic_write_text(web, yaml.safe_dump(builders.web_config(bcrypt_hash(password))))
+            created.append(web)
+    for secret in (*tokens, paths.prometheus_web, paths.alertmanager_web):
         if token_owner is not None:
-            os.chown(token, token_owner, token_owner)
-        token.chmod(0o400)
+            os.chown(secret, token_owner, token_owner)
+        secret.chmod(0o400)
     if not paths.hivemq_token.exists():
         atomic_write_text(paths.hivemq_token, secrets.token_urlsafe(32) + "\n")
         created.append(paths.hivemq_token)

@@ -22,6 +22,7 @@ from mqttlb.alertmanager_config import render as render_alertmanager_config
 from mqttlb.atomic import atomic_write_text
 from mqttlb.brokers import hivemq_node, mosquitto_plugin
 from mqttlb.rulegen import render_rule_files
+from mqttlb.secure import bcrypt_hash, read_secret
 from mqttlb.stack import builders
 from mqttlb.stack.config import HIVEMQ_JAR, RECORD_FILE, StackConfig, StackConfigError
 from mqttlb.stack.topology import BrokerNode, Paths, Service, Topology, native_topology
@@ -72,6 +73,7 @@ class Program:
     ready_port: int | None = None  # else: a TCP port that must accept
     priority: int = 50
     token_file: Path | None = None  # the bearer token the address (and ready_url) requires; named in address
+    password_file: Path | None = None  # ... or basic auth of builders.WEB_USER with this password
 
 
 def _http_program(
@@ -81,18 +83,25 @@ def _http_program(
     priority: int,
     address_path: str | None = None,
     token_file: Path | None = None,
+    password_file: Path | None = None,
 ) -> Program:
     """The program of the same name as ``service``, serving HTTP there: ready once GET ``ready_path``
-    answers 200 (with the bearer token in ``token_file``, if set), shown as its URL with ``address_path``
-    (default: ``ready_path``) and, when it needs one, where its token is."""
+    answers 200 (with the bearer token in ``token_file``, or as builders.WEB_USER with the password in
+    ``password_file``), shown as its URL with ``address_path`` (default: ``ready_path``) and, when it
+    needs one, where its credential is."""
     address = service.url(ready_path if address_path is None else address_path)
+    if token_file is not None:
+        address += f" (bearer token in {token_file})"
+    if password_file is not None:
+        address += f" (user {builders.WEB_USER}, password in {password_file})"
     return Program(
         name=service.name,
         command=command,
-        address=address if token_file is None else f"{address} (bearer token in {token_file})",
+        address=address,
         ready_url=service.url(ready_path),
         priority=priority,
         token_file=token_file,
+        password_file=password_file,
     )
 
 
@@ -147,8 +156,17 @@ def programs(topo: Topology, binaries: dict[str, str]) -> list[Program]:
         _http_program(
             topo.webhook, [*mqttlb, *builders.webhook_args(topo)], "/readyz", 30, "/", topo.state.webhook_token
         ),
-        _http_program(topo.alertmanager, alertmanager, "/-/ready", 40, "/api/v2/status"),
-        _http_program(topo.prometheus, [binaries["prometheus"], *builders.prometheus_args(topo)], "/-/ready", 50, ""),
+        _http_program(
+            topo.alertmanager, alertmanager, "/-/ready", 40, "/api/v2/status", password_file=topo.state.web_password
+        ),
+        _http_program(
+            topo.prometheus,
+            [binaries["prometheus"], *builders.prometheus_args(topo)],
+            "/-/ready",
+            50,
+            "",
+            password_file=topo.state.web_password,
+        ),
     ]
     return progs
 
@@ -201,6 +219,21 @@ def supervisord_config(topo: Topology, progs: list[Program]) -> str:
     return "\n".join(lines)
 
 
+def write_web_configs(topo: Topology) -> None:
+    """Prometheus's and Alertmanager's web.yml (basic_auth_users: builders.WEB_USER with the bcrypt hash of
+    the password in Paths.web_password, which must exist) and amtool's http config, mode 0600."""
+    paths = topo.state
+    web = _yaml(builders.web_config(bcrypt_hash(read_secret(paths.web_password, "web password"))))
+    for path, text in (
+        (paths.prometheus_web, web),
+        (paths.alertmanager_web, web),
+        (paths.amtool_config, _yaml(builders.amtool_config(topo))),
+    ):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+        path.chmod(0o600)
+
+
 def _quote(part: str) -> str:
     if not part or any(c in part for c in " \t\"'%;"):
         escaped = part.replace("%", "%%").replace('"', '\\"')
@@ -216,8 +249,9 @@ def render_all(cfg: StackConfig, binaries: dict[str, str]) -> tuple[Paths, list[
     """Write every config under the state dir; data dirs are created, never wiped.
 
     Raises StackConfigError when the state dir's path is too long for supervisord's control socket.
-    The pressure file and the webhook and exporter tokens are written only when missing (the webhook's state
-    survives a restart); the EDS file starts every node at the neutral weight.
+    The pressure file, the webhook and exporter tokens and the web password are written only when
+    missing (the webhook's state survives a restart); the web configs follow the password; the EDS file starts every
+    node at the neutral weight.
     """
     topo = native_topology(cfg)
     paths, files = topo.state, topo.files
@@ -258,10 +292,12 @@ def render_all(cfg: StackConfig, binaries: dict[str, str]) -> tuple[Paths, list[
     for name, text in render_rule_files(cfg.params).items():
         atomic_write_text(files.prometheus_rules / name, text)
 
-    for token in (paths.webhook_token, paths.exporter_token):
+    for token in (paths.webhook_token, paths.exporter_token, paths.web_password):
         if not token.exists():
+            token.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(token, secrets.token_urlsafe(32) + "\n")
             token.chmod(0o600)
+    write_web_configs(topo)
     atomic_write_text(
         files.alertmanager_config, render_alertmanager_config(cfg.params, **builders.alertmanager_wiring(topo))
     )

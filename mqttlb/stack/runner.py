@@ -27,6 +27,7 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from mqttlb.commandline import plural
 from mqttlb.envoy_admin import EndpointStatus, EnvoyAdminClient, EnvoyAdminError
+from mqttlb.stack import builders
 from mqttlb.stack.addresses import stack_addresses
 from mqttlb.stack.config import HIVEMQ_JAR, StackConfig, StackConfigError, check_binaries, recorded_config
 from mqttlb.stack.render import Program, programs, render_all
@@ -64,11 +65,13 @@ def port_accepts(port: int, host: str = LOOPBACK, timeout: float = 0.5) -> bool:
     return False
 
 
-def _http_ok(url: str, timeout: float = 1.0, token_file: Path | None = None) -> bool:
-    """GET ``url`` answers 200 (with the bearer token in ``token_file``, if given)."""
+def _http_ok(url: str, timeout: float = 1.0, token_file: Path | None = None, password_file: Path | None = None) -> bool:
+    """GET ``url`` answers 200 (with the bearer token in ``token_file``, or as builders.WEB_USER with the
+    password in ``password_file``, if given)."""
     try:
         headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"} if token_file is not None else {}
-        return requests.get(url, timeout=timeout, headers=headers).status_code == 200
+        auth = (builders.WEB_USER, password_file.read_text().strip()) if password_file is not None else None
+        return requests.get(url, timeout=timeout, headers=headers, auth=auth).status_code == 200
     except OSError:  # the token file is not there (yet)
         return False
     except requests.RequestException:
@@ -102,6 +105,11 @@ class Stack:
         socket_url = f"unix://{self.paths.supervisor_socket}"
         # the host part is unused: SupervisorTransport connects to the socket
         return xmlrpc.client.ServerProxy("http://supervisord", transport=SupervisorTransport(None, None, socket_url))
+
+    def web_session(self) -> requests.Session:
+        """A session that logs in to the stack's Prometheus and Alertmanager (builders.WEB_USER and the
+        generated password); raises SecretError before the stack has written the password."""
+        return builders.web_client_auth(self.topology).session()
 
     def supervisord_pid(self) -> int | None:
         """PID of this stack's supervisord, if it runs (a stale PID file of a crash is ignored)."""
@@ -221,7 +229,7 @@ class Stack:
 
     def _component_answers(self, prog: Program) -> bool:
         if prog.ready_url is not None:
-            return _http_ok(prog.ready_url, token_file=prog.token_file)
+            return _http_ok(prog.ready_url, token_file=prog.token_file, password_file=prog.password_file)
         return prog.ready_port is not None and port_accepts(prog.ready_port)
 
     def print_addresses(self) -> None:

@@ -127,6 +127,11 @@ class Paths:
     webhook_audit = _Below("webhook", "audit.jsonl")
     # The bearer token the exporters' /metrics require (Prometheus scrapes with it); generated.
     exporter_token = _Below("exporters", "token")
+    # The stack's web user's password (builders.WEB_USER): Prometheus's and Alertmanager's APIs want it.
+    web_password = _Below("secrets", "web-password")
+    prometheus_web = _Below("prometheus", "web.yml")  # --web.config.file: basic_auth_users (bcrypt)
+    alertmanager_web = _Below("alertmanager", "web.yml")
+    amtool_config = _Below("secrets", "amtool.yml")  # amtool --http.config.file: the same login
     # supervisord's control socket (mode 0700: only this user); the runner speaks XML-RPC over it.
     supervisor_socket = _Below("supervisord.sock")
 
