@@ -133,6 +133,7 @@ def test_connects_per_second_and_spread_around_batches() -> None:
     spread = analysis.reconnect_spread(rates, [batch], settle=1.0)
     assert spread.peak_node == 10.0 and spread.peak_total == 12.0 and spread.seconds == 4
     assert spread.reference_peak == 20.0  # (221 - 121) / 5 s, outside the batch
+    assert analysis.reconnect_spread(rates, [batch], settle=1.0, reference_from=10.5).reference_peak == 5.0
 
 
 # --- QoS 1 -------------------------------------------------------------------------------------------------

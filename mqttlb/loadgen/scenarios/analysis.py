@@ -206,7 +206,8 @@ class ReconnectSpread:
     """Connects per second at the nodes (Envoy) while eviction batches ran and shortly after (``settle``
     s, the clients' reconnect pause): ``peak_node`` / ``peak_total``: the busiest node's and all nodes'
     highest rate then; ``mean_total``: all nodes' mean rate then; ``seconds``: how long that was;
-    ``reference_peak``: the highest all-nodes rate outside those windows (a node stop's reconnect wave)."""
+    ``reference_peak``: the highest all-nodes rate outside those windows from ``reference_from`` on (e.g.
+    a node stop's reconnect wave)."""
 
     seconds: float
     peak_node: float
@@ -216,16 +217,20 @@ class ReconnectSpread:
 
 
 def reconnect_spread(
-    rates: Sequence[tuple[float, Mapping[str, float]]], batches: Sequence[Batch], settle: float = 3.0
+    rates: Sequence[tuple[float, Mapping[str, float]]],
+    batches: Sequence[Batch],
+    settle: float = 3.0,
+    reference_from: float = 0.0,
 ) -> ReconnectSpread:
-    """:class:`ReconnectSpread` of ``rates`` (from :func:`connects_per_second`) around ``batches``."""
+    """:class:`ReconnectSpread` of ``rates`` (from :func:`connects_per_second`) around ``batches``; the
+    reference peak is taken from ``reference_from`` s on (after the initial connect ramp)."""
     windows = [(b.started, b.finished + settle) for b in batches]
 
     def inside(t: float) -> bool:
         return any(start <= t <= end + 1.0 for start, end in windows)  # a rate ends its interval
 
     during = [r for t, r in rates if inside(t)]
-    outside = [r for t, r in rates if not inside(t)]
+    outside = [r for t, r in rates if not inside(t) and t >= reference_from]
     totals = [sum(r.values()) for r in during]
     return ReconnectSpread(
         seconds=float(len(during)),

@@ -3,8 +3,8 @@
 Scenarios: ``restart-pileup`` (a node stops and returns under long-lived clients: evict on vs off) and
 ``heterogeneous`` (heavy publishers among light ones: least request vs weighted CPU with evict, per
 seed).  The directory gets ``report.md``, ``summary.json``, PNG charts, and per seed and arm the load
-report (``loadgen-*.json``), the samples (``samples-*.csv``) and the webhook's evict audit entries
-(``evictions-*.jsonl``).
+report (``loadgen-*.json``), the samples (``samples-*.csv``), Envoy's per-node ``cx_total`` each second
+(``connects-*.csv``) and the webhook's evict audit entries (``evictions-*.jsonl``).
 """
 
 from __future__ import annotations
@@ -148,6 +148,12 @@ def _write_run(out: Path, seed: int, run: ArmRun) -> None:
     slug = f"seed{seed}-{run.setup.name.replace(' ', '-').replace('+', '-')}"
     run.load.write_json(out / f"loadgen-{slug}.json")
     atomic_write_text(out / f"samples-{slug}.csv", _samples_csv(run))
+    connects = io.StringIO()
+    writer = csv.writer(connects)
+    writer.writerow(["t", *(f"cx_total_{n}" for n in run.nodes)])
+    for c in run.connects:
+        writer.writerow([c.t, *(c.cx_total.get(n, 0) for n in run.nodes)])
+    atomic_write_text(out / f"connects-{slug}.csv", connects.getvalue())
     evicts = [json.dumps(e, sort_keys=True) for e in run.audit if e.get("kind") == "evict"]
     atomic_write_text(out / f"evictions-{slug}.jsonl", "".join(line + "\n" for line in evicts))
 

@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from mqttlb.loadgen.plots import _save  # noqa: E402
 from mqttlb.loadgen.scenarios.analysis import Batch  # noqa: E402
@@ -57,8 +58,9 @@ def evictions_and_connects(
     the batch) as a bar over the batch's duration, with the rate bound dashed."""
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
     times = [t for t, _ in rates]
-    for node in nodes:
-        top.step(times, [r.get(node, 0.0) for _, r in rates], where="pre", label=node)
+    for i, node in enumerate(nodes):
+        top.step(times, [r.get(node, 0.0) for _, r in rates], where="pre", label=node, color=f"C{i}",
+                 linewidth=2.5 - i * 0.6)
     top.set_ylabel("connects/s at the node")
     top.set_title("Connects per second at each node (Envoy cx_total) and eviction batches")
     top.grid(alpha=0.3)
@@ -68,11 +70,11 @@ def evictions_and_connects(
         n = b.broker_evicted if b.broker_evicted is not None else b.count
         width = max(b.seconds, 0.5)
         bottom.bar(b.started, n / width, width=width, align="edge", color=colours.get(b.node, "grey"), alpha=0.7)
-    for node in nodes:
-        bottom.bar([], [], color=colours[node], label=f"evicted from {node}")
-    bottom.axhline(max_per_second, color="grey", linestyle="--", linewidth=1, label=f"bound {max_per_second:g}/s")
+    bound = bottom.axhline(max_per_second, color="grey", linestyle="--", linewidth=1)
+    handles = [Patch(color=colours[node], alpha=0.7) for node in nodes] + [bound]
+    labels = [f"evicted from {node}" for node in nodes] + [f"bound {max_per_second:g}/s"]
     bottom.set_ylabel("evicted clients/s")
     bottom.set_xlabel("seconds since load start")
     bottom.grid(alpha=0.3)
-    bottom.legend(fontsize="small", loc="upper right")
+    bottom.legend(handles, labels, fontsize="small", loc="upper right")
     return _save(fig, path)

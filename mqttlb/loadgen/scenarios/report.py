@@ -58,7 +58,7 @@ BOUNDS_HEAD = [
     "count mismatches / batches without counters",
     "bounds hold",
     "connects/s during evictions: peak node / peak all / mean all",
-    "peak connects/s otherwise (all nodes)",
+    "peak connects/s outside the batches (all nodes)",
 ]
 
 BOUNDS_TEXT = (
@@ -69,7 +69,9 @@ BOUNDS_TEXT = (
     "`eviction.max_per_second` (the plugin paces client i of a batch no earlier than i / maxPerSecond s "
     "after the command); a batch's bound is `max_per_second` x the pass interval and `max_fraction` of the "
     "node's clients. Connects per second are Envoy's per-node `cx_total` differences, sampled every second, "
-    "while a batch ran and up to 4 s after (the clients' reconnect pause is 0.5 s)."
+    "while a batch ran and up to 4 s after (the clients' reconnect pause is 0.5 s); outside the batches: "
+    "restart-pileup from the node stop on (its clients' reconnect wave), heterogeneous from the start "
+    "(the connect ramp)."
 )
 
 

@@ -88,9 +88,11 @@ class RestartSummary:
         return data
 
 
-def summarise_arm(run: ArmRun, *, returned_at: float, threshold: float, within: float) -> RestartSummary:
-    """The figures of ``run`` for a node back at ``returned_at``.  Raises ValueError when the run has no
-    sample after the return."""
+def summarise_arm(
+    run: ArmRun, *, returned_at: float, threshold: float, within: float, stopped_at: float = 0.0
+) -> RestartSummary:
+    """The figures of ``run`` for a node stopped at ``stopped_at`` and back at ``returned_at``.  Raises
+    ValueError when the run has no sample after the return."""
     times = [s.t for s in run.samples]
     msd = cpu_msd_series(run.samples, run.nodes)
     end = times[-1]
@@ -109,7 +111,9 @@ def summarise_arm(run: ArmRun, *, returned_at: float, threshold: float, within: 
         evicted=sum(b.count for b in batches),
         evicted_sensors=sum(1 for b in batches for c in b.clients if "-sensor-" in c),
         bounds=analysis.check_bounds(batches, max_per_second),
-        reconnects=analysis.reconnect_spread(analysis.connects_per_second(run.connects), batches),
+        reconnects=analysis.reconnect_spread(
+            analysis.connects_per_second(run.connects), batches, reference_from=stopped_at
+        ),
         qos1=analysis.qos1_in_flight(run.load.published.get("1", 0), run.load.qos1),
         connect_failures=run.load.connect_failures_total,
         unexpected_disconnects=run.load.unexpected_disconnects,
@@ -155,7 +159,8 @@ def run_seed(
             base=base,
         )
         returned = next((t for t, action, _ in run.events if action == "start"), line.start_at)
-        summary = summarise_arm(run, returned_at=returned, threshold=THRESHOLD, within=WITHIN_S)
+        stopped = next((t for t, action, _ in run.events if action == "stop"), line.stop_at)
+        summary = summarise_arm(run, returned_at=returned, threshold=THRESHOLD, within=WITHIN_S, stopped_at=stopped)
         log.info(
             "seed %d, %s: settled %s s after the return (met %s), msd last minute %.4f, evicted %d in %d batches",
             seed,
