@@ -297,6 +297,7 @@ def render_all(cfg: StackConfig, binaries: dict[str, str]) -> tuple[Paths, list[
             token.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(token, secrets.token_urlsafe(32) + "\n")
             token.chmod(0o600)
+    paths.web_password.parent.chmod(0o700)  # secrets/: the web password and amtool's config
     write_web_configs(topo)
     atomic_write_text(
         files.alertmanager_config, render_alertmanager_config(cfg.params, **builders.alertmanager_wiring(topo))
