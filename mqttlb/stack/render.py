@@ -219,6 +219,23 @@ def supervisord_config(topo: Topology, progs: list[Program]) -> str:
     return "\n".join(lines)
 
 
+def write_secrets(topo: Topology) -> None:
+    """Generate, when missing, the stack's secrets (random, mode 0600): the webhook's and the exporters'
+    bearer tokens, the web password of Prometheus and Alertmanager (secrets/, mode 0700) and, for HiveMQ
+    nodes, their extension's token; then the web configs that follow the password."""
+    paths = topo.state
+    tokens = [paths.webhook_token, paths.exporter_token, paths.web_password]
+    if topo.switches.brokers == "hivemq":
+        tokens.append(paths.hivemq_token)
+    for token in tokens:
+        if not token.exists():
+            token.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(token, secrets.token_urlsafe(32) + "\n")
+            token.chmod(0o600)
+    paths.web_password.parent.chmod(0o700)  # secrets/: the web password and amtool's config
+    write_web_configs(topo)
+
+
 def write_web_configs(topo: Topology) -> None:
     """Prometheus's and Alertmanager's web.yml (basic_auth_users: builders.WEB_USER with the bcrypt hash of
     the password in Paths.web_password, which must exist) and amtool's http config, mode 0600."""
@@ -249,9 +266,8 @@ def render_all(cfg: StackConfig, binaries: dict[str, str]) -> tuple[Paths, list[
     """Write every config under the state dir; data dirs are created, never wiped.
 
     Raises StackConfigError when the state dir's path is too long for supervisord's control socket.
-    The pressure file, the webhook and exporter tokens and the web password are written only when
-    missing (the webhook's state survives a restart); the web configs follow the password; the EDS file starts every
-    node at the neutral weight.
+    The pressure file and the secrets (:func:`write_secrets`) are written only when missing (the
+    webhook's state survives a restart); the EDS file starts every node at the neutral weight.
     """
     topo = native_topology(cfg)
     paths, files = topo.state, topo.files
@@ -277,9 +293,7 @@ def render_all(cfg: StackConfig, binaries: dict[str, str]) -> tuple[Paths, list[
             continue
         (paths.mosquitto_dir(node.name) / "data").mkdir(parents=True, exist_ok=True)
         atomic_write_text(paths.mosquitto_conf(node.name), mosquitto_config(topo, node))
-    if topo.switches.brokers == "hivemq" and not paths.hivemq_token.exists():
-        atomic_write_text(paths.hivemq_token, secrets.token_urlsafe(32) + "\n")
-        paths.hivemq_token.chmod(0o600)
+    write_secrets(topo)
 
     atomic_write_text(files.envoy_config, _yaml(builders.envoy_bootstrap(topo)))
     if not paths.pressure_file.exists():
@@ -292,13 +306,6 @@ def render_all(cfg: StackConfig, binaries: dict[str, str]) -> tuple[Paths, list[
     for name, text in render_rule_files(cfg.params).items():
         atomic_write_text(files.prometheus_rules / name, text)
 
-    for token in (paths.webhook_token, paths.exporter_token, paths.web_password):
-        if not token.exists():
-            token.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(token, secrets.token_urlsafe(32) + "\n")
-            token.chmod(0o600)
-    paths.web_password.parent.chmod(0o700)  # secrets/: the web password and amtool's config
-    write_web_configs(topo)
     atomic_write_text(
         files.alertmanager_config, render_alertmanager_config(cfg.params, **builders.alertmanager_wiring(topo))
     )
