@@ -23,6 +23,7 @@ from mqttlb.alertmanager_config import render as render_alertmanager_config
 from mqttlb.cli import COMMANDS
 from mqttlb.exporters.broker_config import parse_config as parse_broker_config
 from mqttlb.rulegen import render_rule_files
+from mqttlb.stack import builders
 from mqttlb.stack import compose_render as cr
 from mqttlb.stack.config import load_stack_config
 from mqttlb.stack.topology import CONTAINER_STATE, ENVOY_NOFILE, MQTT_PORT, compose_topology
@@ -173,6 +174,11 @@ def test_grafana_datasource_points_at_the_compose_prometheus(compose):
     assert url.hostname == "prometheus" and url.hostname in compose["services"]
     assert url.port == cr.compose_config().ports.prometheus
     assert f"--web.listen-address=0.0.0.0:{url.port}" in compose["services"]["prometheus"]["command"]
+    # ... with the stack's web login, the password read from the state volume Grafana mounts
+    topo = compose_topology(cr.compose_config())
+    assert (datasource["basicAuth"], datasource["basicAuthUser"]) == (True, builders.WEB_USER)
+    assert datasource["secureJsonData"]["basicAuthPassword"] == f"$__file{{{topo.state.web_password}}}"
+    assert f"mqttlb-state:{topo.state.root}:ro" in compose["services"]["grafana"]["volumes"]
 
 
 def test_prometheus_scrapes_every_job_at_a_compose_service(compose):

@@ -101,7 +101,8 @@ def test_init_state_creates_token_and_pressure_once(tmp_path):
     assert len(exporters.read_text().strip()) >= 32 and exporters.read_text() != token.read_text()
     assert stat.S_IMODE(exporters.stat().st_mode) == 0o400 and exporters.stat().st_uid == os.getuid()
     password = (tmp_path / "secrets" / "web-password").read_text().strip()  # Prometheus's and Alertmanager's login
-    assert len(password) >= 32 and stat.S_IMODE((tmp_path / "secrets" / "web-password").stat().st_mode) == 0o400
+    secret = (tmp_path / "secrets" / "web-password").stat()  # Prometheus (owner) and Grafana (group 0) read it
+    assert len(password) >= 32 and stat.S_IMODE(secret.st_mode) == 0o440 and secret.st_gid == 0
     for web in ("prometheus/web.yml", "alertmanager/web.yml"):
         hashed = yaml.safe_load((tmp_path / web).read_text())["basic_auth_users"][builders.WEB_USER]
         assert bcrypt.checkpw(password.encode(), hashed.encode()), web

@@ -328,7 +328,7 @@ def _prometheus_service(topo: Topology, state: str) -> dict[str, Any]:
     )
 
 
-def _grafana_service() -> dict[str, Any]:
+def _grafana_service(state: str) -> dict[str, Any]:
     return _image_service(
         "grafana",
         _published(GRAFANA_PORT),
@@ -345,6 +345,7 @@ def _grafana_service() -> dict[str, Any]:
             "./grafana/provisioning/dashboards:/etc/grafana/provisioning/dashboards:ro",
             f"../dashboards/generated:{GRAFANA_DASHBOARDS_MOUNT}:ro",
             "grafana-data:/var/lib/grafana",
+            f"mqttlb-state:{state}:ro",  # the web password its Prometheus datasource logs in with
         ],
     )
 
@@ -359,7 +360,7 @@ def compose_file(topo: Topology) -> dict[str, Any]:
         **_mqttlb_services(topo, state),
         "alertmanager": _alertmanager_service(topo, state),
         "prometheus": _prometheus_service(topo, state),
-        "grafana": _grafana_service(),
+        "grafana": _grafana_service(state),
     }
     # No top-level `name:` (docker-compose 1.29 rejects it): pass `-p mqttlb` instead.
     return {

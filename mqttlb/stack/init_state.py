@@ -3,7 +3,8 @@
 Creates, only when missing (a restart keeps the existing ones): the webhook's bearer token, the
 exporters' (their /metrics require it), the web password of Prometheus's and Alertmanager's APIs with
 their web configs (its bcrypt hash), owned by the user Alertmanager and Prometheus run as so they
-can read them (the webhook and the exporters run as root), the mqttlb
+can read them (the webhook and the exporters run as root; the web password also by group 0, Grafana's
+group, for its datasource), the mqttlb
 HiveMQ extension's API token (mode 0440: HiveMQ runs as uid 10000 in group 0), and the
 overload pressure file Envoy's injected_resource monitor reads ("0": no pressure).
 """
@@ -27,6 +28,7 @@ from mqttlb.stack import builders
 from mqttlb.stack.topology import Paths
 
 log = logging.getLogger("mqttlb.compose.init")
+GRAFANA_GID = 0  # the grafana image runs as uid 472 in group 0
 
 
 def init_state(state_dir: Path, token_owner: int | None) -> list[Path]:
@@ -52,6 +54,9 @@ def init_state(state_dir: Path, token_owner: int | None) -> list[Path]:
         if token_owner is not None:
             os.chown(secret, token_owner, token_owner)
         secret.chmod(0o400)
+    # Grafana (uid 472, group 0) reads the web password for its Prometheus datasource
+    os.chown(paths.web_password, -1 if token_owner is None else token_owner, GRAFANA_GID)
+    paths.web_password.chmod(0o440)
     if not paths.hivemq_token.exists():
         atomic_write_text(paths.hivemq_token, secrets.token_urlsafe(32) + "\n")
         created.append(paths.hivemq_token)
