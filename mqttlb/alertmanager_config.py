@@ -78,12 +78,14 @@ def _check_token_file(flag: str, value: str) -> None:
         raise AlertmanagerConfigError(f"{flag} must be a file path, got {value!r}")
 
 
-def _webhook_receiver(name: str, url: str, token_file: str | None) -> dict[str, Any]:
+def _webhook_receiver(name: str, url: str, token_file: str | None, ca_file: str | None = None) -> dict[str, Any]:
     config: dict[str, Any] = {"url": url, "send_resolved": True}
     if token_file is not None:
         # The token stays in its file: Alertmanager reads it on every request, so rotating it
         # needs no reload and the config holds no secret.
         config["http_config"] = {"authorization": {"type": "Bearer", "credentials_file": token_file}}
+    if ca_file is not None:  # an https webhook signed by a private CA (the local stack's tls: true)
+        config.setdefault("http_config", {})["tls_config"] = {"ca_file": ca_file}
     return {"name": name, "webhook_configs": [config]}
 
 
@@ -125,11 +127,13 @@ def build(
     webhook_url: str,
     token_file: str,
     page_receiver: Mapping[str, Any] | None = None,
+    ca_file: str | None = None,
 ) -> dict[str, Any]:
     """The Alertmanager config as a dict.
 
     ``page_receiver``: integrations of the ``page`` receiver (see :func:`check_page_receiver`);
-    None = a placeholder without any.
+    None = a placeholder without any.  ``ca_file``: the CA an ``https`` webhook's certificate is checked
+    against (None: the system's).
     """
     _check_url("webhook_url", webhook_url)
     _check_token_file("token_file", token_file)
@@ -163,7 +167,7 @@ def build(
         ],
         "receivers": [
             {"name": RECEIVER_DEFAULT},
-            _webhook_receiver(RECEIVER_WEBHOOK, webhook_url, token_file),
+            _webhook_receiver(RECEIVER_WEBHOOK, webhook_url, token_file, ca_file),
             page,
         ],
     }
@@ -174,10 +178,11 @@ def render(
     webhook_url: str,
     token_file: str,
     page_receiver: Mapping[str, Any] | None = None,
+    ca_file: str | None = None,
 ) -> str:
     """``alertmanager.yml`` text; same arguments give the same bytes."""
     note = "" if page_receiver else PLACEHOLDER_NOTE
-    return HEADER + note + dump_yaml(build(params, webhook_url, token_file, page_receiver))
+    return HEADER + note + dump_yaml(build(params, webhook_url, token_file, page_receiver, ca_file))
 
 
 def _parser() -> argparse.ArgumentParser:

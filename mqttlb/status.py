@@ -37,7 +37,15 @@ def local_webhook_url(state_dir: Path) -> str:
     cfg = recorded_config(state_dir)
     if cfg is None:
         raise StatusError(f"no stack was started in {state_dir.resolve()} (run `make stack-up`, or pass --url)")
-    return f"http://127.0.0.1:{cfg.ports.webhook}"
+    return f"{'https' if cfg.tls else 'http'}://127.0.0.1:{cfg.ports.webhook}"
+
+
+def local_ca(state_dir: Path) -> Path | None:
+    """The CA of the local stack's https URLs (``tls: true``), if it has one."""
+    from mqttlb.stack.topology import Paths  # the stack package only when asked
+
+    ca = Paths(Path(state_dir)).tls_ca
+    return ca if ca.exists() else None
 
 
 def bearer_headers(token_file: Path | None) -> dict[str, str]:
@@ -50,11 +58,15 @@ def bearer_headers(token_file: Path | None) -> dict[str, str]:
         raise StatusError(f"webhook token {token_file}: cannot read: {exc.strerror or exc}") from None
 
 
-def fetch_status(url: str, timeout: float, token_file: Path | None = None) -> dict[str, Any]:
-    """GET ``<url>/status`` (with the bearer token in ``token_file``); raises StatusError."""
+def fetch_status(
+    url: str, timeout: float, token_file: Path | None = None, ca_file: Path | None = None
+) -> dict[str, Any]:
+    """GET ``<url>/status`` (with the bearer token in ``token_file``; ``ca_file``: the CA of an https
+    URL); raises StatusError."""
     endpoint = f"{url.rstrip('/')}/status"
     try:
-        response = requests.get(endpoint, timeout=timeout, headers=bearer_headers(token_file))
+        verify = str(ca_file) if ca_file is not None else True
+        response = requests.get(endpoint, timeout=timeout, headers=bearer_headers(token_file), verify=verify)
         if response.status_code == 401:
             raise StatusError(f"{endpoint}: 401, the webhook wants its bearer token (--token-file)")
         response.raise_for_status()
@@ -170,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="the webhook's bearer token (default: the local stack's <state dir>/webhook/token; none with --url)",
     )
+    parser.add_argument(
+        "--ca-file", type=Path, help="the CA of an https webhook (default: the local stack's, with tls: true)"
+    )
     parser.add_argument("--json", action="store_true", help="print the status document as JSON")
     parser.add_argument(
         "--last",
@@ -187,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         url = args.url or local_webhook_url(args.state_dir)
         token_file = args.token_file or (None if args.url else args.state_dir / "webhook" / "token")
-        document = fetch_status(url, args.timeout, token_file)
+        ca_file = args.ca_file or (None if args.url else local_ca(args.state_dir))
+        document = fetch_status(url, args.timeout, token_file, ca_file)
     except StatusError as exc:
         return refuse(exc, "mqttlb status: error")
     print(json.dumps(document, indent=2, sort_keys=True) if args.json else render(document, args.last))

@@ -58,11 +58,12 @@ class Target:
     webhook_token: Path | None = None  # the bearer token the webhook's /status needs
     alertmanager_login: tuple[str, Path] | None = None  # basic-auth user and password file Alertmanager wants
     amtool_config: Path | None = None  # amtool's --http.config.file with that login
+    ca_file: str | None = None  # the CA of https URLs (the local stack's tls: true)
 
 
 def local_target(state_dir: Path) -> Target:
     """The local stack started in ``state_dir`` (its recorded settings); raises AlertSendError."""
-    from mqttlb.stack.builders import WEB_USER
+    from mqttlb.stack.builders import WEB_USER, stack_ca
     from mqttlb.stack.config import recorded_config  # the stack package only when asked
     from mqttlb.stack.topology import native_topology
 
@@ -81,6 +82,7 @@ def local_target(state_dir: Path) -> Target:
         state.webhook_token,
         (WEB_USER, state.web_password),
         state.amtool_config,
+        stack_ca(topo),
     )
 
 
@@ -107,29 +109,37 @@ def alert_document(cluster: str, test_id: str, duration_s: float, now: datetime 
 
 
 def send(
-    alertmanager: str, alert: dict[str, Any], timeout: float, login: tuple[str, Path] | None = None
+    alertmanager: str,
+    alert: dict[str, Any],
+    timeout: float,
+    login: tuple[str, Path] | None = None,
+    ca_file: str | None = None,
 ) -> None:
-    """POST ``alert`` to ``<alertmanager>/api/v2/alerts`` (``login``: basic-auth user and password file);
-    raises AlertSendError unless it answers 200."""
+    """POST ``alert`` to ``<alertmanager>/api/v2/alerts`` (``login``: basic-auth user and password file;
+    ``ca_file``: the CA of an https URL); raises AlertSendError unless it answers 200."""
     endpoint = f"{alertmanager.rstrip('/')}/api/v2/alerts"
     try:
         auth = (login[0], login[1].read_text().strip()) if login is not None else None
     except OSError as exc:
         raise AlertSendError(f"cannot read Alertmanager's password: {exc}") from None
     try:
-        answer = requests.post(endpoint, json=[alert], timeout=timeout, auth=auth)
+        answer = requests.post(endpoint, json=[alert], timeout=timeout, auth=auth, verify=ca_file or True)
     except requests.RequestException as exc:
         raise AlertSendError(f"Alertmanager does not answer at {endpoint}: {type(exc).__name__}") from None
     if answer.status_code != 200:
         raise AlertSendError(f"Alertmanager refused the test alert ({answer.status_code}): {answer.text[:200]}")
 
 
-def recorded(webhook: str, test_id: str, timeout: float, token_file: Path | None = None) -> dict[str, Any] | None:
+def recorded(
+    webhook: str, test_id: str, timeout: float, token_file: Path | None = None, ca_file: str | None = None
+) -> dict[str, Any] | None:
     """The entry of the webhook's ``/status`` recent decisions that records ``test_id``, or None
-    (not yet, or the webhook does not answer); ``token_file``: the webhook's bearer token."""
+    (not yet, or the webhook does not answer); ``token_file``: the webhook's bearer token; ``ca_file``:
+    the CA of an https URL."""
     try:
         headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"} if token_file else {}
-        document = requests.get(f"{webhook.rstrip('/')}/status", headers=headers, timeout=timeout).json()
+        url = f"{webhook.rstrip('/')}/status"
+        document = requests.get(url, headers=headers, timeout=timeout, verify=ca_file or True).json()
     except (OSError, requests.RequestException, ValueError):
         return None
     for entry in document.get("recent", []) if isinstance(document, dict) else []:
@@ -139,12 +149,12 @@ def recorded(webhook: str, test_id: str, timeout: float, token_file: Path | None
 
 
 def wait_recorded(
-    webhook: str, test_id: str, wait_s: float, token_file: Path | None = None
+    webhook: str, test_id: str, wait_s: float, token_file: Path | None = None, ca_file: str | None = None
 ) -> dict[str, Any] | None:
     """Poll :func:`recorded` every POLL_SECONDS for up to ``wait_s`` seconds."""
     deadline = time.monotonic() + wait_s
     while True:
-        entry = recorded(webhook, test_id, timeout=2.0, token_file=token_file)
+        entry = recorded(webhook, test_id, timeout=2.0, token_file=token_file, ca_file=ca_file)
         if entry is not None or time.monotonic() >= deadline:
             return entry
         time.sleep(POLL_SECONDS)
@@ -198,12 +208,13 @@ def main(argv: list[str] | None = None) -> int:
                 args.webhook_token_file or local.webhook_token,
                 None if args.alertmanager else local.alertmanager_login,
                 None if args.alertmanager else local.amtool_config,
+                local.ca_file,
             )
         if args.duration <= 0:
             raise AlertSendError("--duration must be more than 0 seconds")
         test_id = uuid.uuid4().hex[:12]
         alert = alert_document(target.cluster, test_id, args.duration)
-        send(target.alertmanager, alert, timeout=10.0, login=target.alertmanager_login)
+        send(target.alertmanager, alert, timeout=10.0, login=target.alertmanager_login, ca_file=target.ca_file)
     except AlertSendError as exc:
         return refuse(exc, "mqttlb test-alert: error")
     print(
@@ -216,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         print("  the webhook records it after Alertmanager's group_wait: `mqttlb status`")
         return 0
     started = time.monotonic()
-    entry = wait_recorded(target.webhook, test_id, args.wait, target.webhook_token)
+    entry = wait_recorded(target.webhook, test_id, args.wait, target.webhook_token, target.ca_file)
     if entry is None:
         print(
             f"the webhook at {target.webhook} did not record it within {args.wait:.0f} s; "

@@ -45,11 +45,13 @@ TOKEN_FILE = re.compile(r"bearer token in ([^\s:;)]+)")
 PASSWORD_FILE = re.compile(r"user (\S+), password in ([^\s:;)]+)")
 
 
-def assert_every_printed_address_answers(text: str) -> list[str]:
+def assert_every_printed_address_answers(text: str, ca: str | None = None) -> list[str]:
     """GET every http URL in ``text`` outside `backquotes` (redirects followed, as a browser does):
     each must answer 200 with a page that is not a dead end -- with the credential its line names
     ("bearer token in FILE", "user U, password in FILE"), and 401 without it; every mqtt:// address
-    must accept a connection; every `amtool ...` command must succeed.  Returns the URLs."""
+    must accept a connection; every `amtool ...` command must succeed; ``ca``: the CA of https URLs.
+    Returns the URLs."""
+    verify = ca or True
     found = [(m.group(0), line) for line in text.splitlines() for m in URL.finditer(COMMAND.sub("", line))]
     urls = [url for url, _ in found]
     assert urls, text
@@ -61,12 +63,13 @@ def assert_every_printed_address_answers(text: str) -> list[str]:
             continue
         headers, auth = {}, None
         if token is not None or login is not None:
-            assert requests.get(url, timeout=10).status_code == 401, f"{url} answers without its credential"
+            refused = requests.get(url, timeout=10, verify=verify).status_code
+            assert refused == 401, f"{url} answers {refused} without its credential"
         if token is not None:
             headers = token_headers(Path(token.group(1)))
         if login is not None:
             auth = (login.group(1), Path(login.group(2)).read_text().strip())
-        answer = requests.get(url, headers=headers, auth=auth, timeout=10)
+        answer = requests.get(url, headers=headers, auth=auth, timeout=10, verify=verify)
         assert answer.status_code == 200, f"{url} printed but answers {answer.status_code}"
         page = " ".join(answer.text.split())
         assert page and not any(u in page for u in USELESS), f"{url}: {page[:200]}"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import requests
 
+from mqttlb.stack import builders
 from mqttlb.stack.builders import WEB_USER
 from mqttlb.stack.topology import Topology
 
@@ -43,14 +44,17 @@ class Address:
         return f"  {self.what:<22} {self.where}{hint}"
 
 
-def prometheus_ui_prefix(base_url: str, timeout: float = 2.0, auth: tuple[str, str] | None = None) -> str | None:
+def prometheus_ui_prefix(
+    base_url: str, timeout: float = 2.0, auth: tuple[str, str] | None = None, ca: str | None = None
+) -> str | None:
     """The path prefix under which the Prometheus at ``base_url`` serves its UI ("" or "/classic"),
-    found by GET ``<prefix>/targets`` answering 200 (``auth``: basic-auth user and password); None when no
-    prefix does (no UI, or not answering)."""
+    found by GET ``<prefix>/targets`` answering 200 (``auth``: basic-auth user and password; ``ca``: the
+    CA of an https URL); None when no prefix does (no UI, or not answering)."""
     for prefix in PROMETHEUS_UI_PREFIXES:
         try:
             url = f"{base_url}{prefix}/targets"
-            if requests.get(url, timeout=timeout, allow_redirects=False, auth=auth).status_code == 200:
+            answer = requests.get(url, timeout=timeout, allow_redirects=False, auth=auth, verify=ca or True)
+            if answer.status_code == 200:
                 return prefix
         except requests.RequestException:
             return None
@@ -62,16 +66,20 @@ def login_hint(password_file: Path) -> str:
     return f"user {WEB_USER}, password in {password_file}"
 
 
-def curl_with_login(url: str, password_file: Path) -> str:
-    """A curl command line that GETs ``url`` as the stack's web user."""
-    return f'curl -u "{WEB_USER}:$(cat {password_file})" {url}'
+def curl_with_login(url: str, password_file: Path, ca: str | None = None) -> str:
+    """A curl command line that GETs ``url`` as the stack's web user (``ca``: the CA of an https URL)."""
+    return f'curl{_cacert(ca)} -u "{WEB_USER}:$(cat {password_file})" {url}'
 
 
-def prometheus_addresses(base_url: str, password_file: Path | None = None) -> list[Address]:
+def _cacert(ca: str | None) -> str:
+    return f" --cacert {ca}" if ca is not None else ""
+
+
+def prometheus_addresses(base_url: str, password_file: Path | None = None, ca: str | None = None) -> list[Address]:
     """Prometheus's targets and alerts pages on the running server at ``base_url`` (the JSON API if it has no
-    UI); ``password_file``: the stack's web login, which that Prometheus requires."""
+    UI); ``password_file``: the stack's web login, which that Prometheus requires; ``ca``: its CA (https)."""
     auth = (WEB_USER, password_file.read_text().strip()) if password_file is not None else None
-    prefix = prometheus_ui_prefix(base_url, auth=auth)
+    prefix = prometheus_ui_prefix(base_url, auth=auth, ca=ca)
     login = f"; {login_hint(password_file)}" if password_file is not None else ""
     if prefix is None:
         return [
@@ -93,9 +101,10 @@ def amtool_query(alertmanager_url: str, http_config: Path | None = None) -> str:
     return f"amtool --alertmanager.url={alertmanager_url}{login} alert query"
 
 
-def curl_with_token(url: str, token_file: Path) -> str:
-    """A curl command line that GETs ``url`` with the bearer token read from ``token_file``."""
-    return f'curl -H "Authorization: Bearer $(cat {token_file})" {url}'
+def curl_with_token(url: str, token_file: Path, ca: str | None = None) -> str:
+    """A curl command line that GETs ``url`` with the bearer token read from ``token_file`` (``ca``: the
+    CA of an https URL)."""
+    return f'curl{_cacert(ca)} -H "Authorization: Bearer $(cat {token_file})" {url}'
 
 
 def stack_addresses(topo: Topology, token_file: Path, logs: Path) -> list[Address]:
@@ -104,12 +113,14 @@ def stack_addresses(topo: Topology, token_file: Path, logs: Path) -> list[Addres
     alertmanager = topo.alertmanager.url()
     exporter_token = topo.state.exporter_token
     password = topo.state.web_password
+    ca = builders.stack_ca(topo)
+    tls = [Address("TLS CA", ca, "the https addresses above are signed by it: curl --cacert")] if ca else []
     broker_metrics = topo.broker_exporter.url("/metrics")
     return [
         Address("MQTT (through Envoy)", f"mqtt://{topo.envoy_listener.reach}"),
         Address("brokers (direct)", ", ".join(f"mqtt://{node.address}" for node in topo.nodes)),
         Address("Envoy admin", topo.envoy_admin.url("/clusters"), "weights and health per endpoint"),
-        *prometheus_addresses(topo.prometheus.url(), password),
+        *prometheus_addresses(topo.prometheus.url(), password, ca),
         Address(
             "Alertmanager",
             topo.alertmanager.url("/api/v2/alerts"),
@@ -119,12 +130,12 @@ def stack_addresses(topo: Topology, token_file: Path, logs: Path) -> list[Addres
         Address(
             "web login",
             str(password),
-            f"Prometheus and Alertmanager: `{curl_with_login(topo.prometheus.url('/api/v1/alerts'), password)}`",
+            f"Prometheus and Alertmanager: `{curl_with_login(topo.prometheus.url('/api/v1/alerts'), password, ca)}`",
         ),
         Address(
             "broker exporter",
             topo.broker_exporter.url("/metrics"),
-            f"bearer token in {exporter_token}: `{curl_with_token(broker_metrics, exporter_token)}`",
+            f"bearer token in {exporter_token}: `{curl_with_token(broker_metrics, exporter_token, ca)}`",
         ),
         Address("Envoy exporter", topo.envoy_exporter.url("/metrics"), f"bearer token in {exporter_token}"),
         Address(
@@ -135,7 +146,8 @@ def stack_addresses(topo: Topology, token_file: Path, logs: Path) -> list[Addres
         Address(
             "webhook token",
             str(token_file),
-            f"every route but /healthz and /readyz: `{curl_with_token(topo.webhook.url('/status'), token_file)}`",
+            f"every route but /healthz and /readyz: `{curl_with_token(topo.webhook.url('/status'), token_file, ca)}`",
         ),
+        *tls,
         Address("logs", f"{logs}/"),
     ]

@@ -293,15 +293,24 @@ def _job(
     metrics_path: str = "/metrics",
     token_file: Path | None = None,
     basic_auth: dict[str, str] | None = None,
+    ca_file: str | None = None,
 ) -> dict[str, Any]:
     """One scrape job; ``token_file``: the bearer token the target requires (Prometheus reads the file);
-    ``basic_auth``: Prometheus's ``basic_auth`` block instead."""
+    ``basic_auth``: Prometheus's ``basic_auth`` block instead; ``ca_file``: scrape over HTTPS, checking
+    the target's certificate against this CA."""
     job: dict[str, Any] = {"job_name": name, "metrics_path": metrics_path, "static_configs": [{"targets": targets}]}
+    if ca_file is not None:
+        job |= {"scheme": "https", "tls_config": {"ca_file": ca_file}}
     if token_file is not None:
         job["authorization"] = {"type": "Bearer", "credentials_file": str(token_file)}
     if basic_auth is not None:
         job["basic_auth"] = basic_auth
     return job
+
+
+def stack_ca(topo: Topology) -> str | None:
+    """With ``tls: true``, the CA file every client of the stack's HTTP parts checks them against; else None."""
+    return str(topo.state.tls_ca) if topo.settings.tls else None
 
 
 def web_login(topo: Topology) -> dict[str, str]:
@@ -311,30 +320,40 @@ def web_login(topo: Topology) -> dict[str, str]:
 
 def web_client_auth(topo: Topology) -> ClientAuth:
     """How mqttlb's own clients (webhook, runner, mqttlb test-alert) call Prometheus and Alertmanager."""
-    return ClientAuth(basic_auth=BasicAuth(username=WEB_USER, password_file=topo.state.web_password))
+    ca = stack_ca(topo)
+    login = BasicAuth(username=WEB_USER, password_file=topo.state.web_password)
+    return ClientAuth(basic_auth=login, ca_file=Path(ca) if ca is not None else None)
 
 
-def web_config(password_hash: str) -> dict[str, Any]:
+def web_config(password_hash: str, topo: Topology | None = None) -> dict[str, Any]:
     """Prometheus's and Alertmanager's ``--web.config.file`` (exporter-toolkit): every API and page behind
-    basic auth of WEB_USER, whose bcrypt hash is ``password_hash``."""
-    return {"basic_auth_users": {WEB_USER: password_hash}}
+    basic auth of WEB_USER, whose bcrypt hash is ``password_hash``; with ``topo``'s ``tls: true``, HTTPS with
+    the stack's server certificate (``tls_server_config``)."""
+    config: dict[str, Any] = {"basic_auth_users": {WEB_USER: password_hash}}
+    if topo is not None and topo.settings.tls:
+        config = {
+            "tls_server_config": {"cert_file": str(topo.state.tls_cert), "key_file": str(topo.state.tls_key)},
+            **config,
+        }
+    return config
 
 
 def amtool_config(topo: Topology) -> dict[str, Any]:
     """amtool's ``--http.config.file``: the stack's web login."""
-    return {"basic_auth": web_login(topo)}
+    ca = stack_ca(topo)
+    return {"basic_auth": web_login(topo), **({"tls_config": {"ca_file": ca}} if ca is not None else {})}
 
 
 def prometheus_config(topo: Topology) -> dict[str, Any]:
     """prometheus.yml: every mqttlb part scraped at its reach address, rules, Alertmanager."""
-    cfg = topo.settings
+    cfg, ca, exporters = topo.settings, stack_ca(topo), topo.state.exporter_token
     jobs = [
-        _job(contract.JOB_PROMETHEUS, [topo.prometheus.reach], basic_auth=web_login(topo)),
-        _job(contract.JOB_BROKERS, [topo.broker_exporter.reach], token_file=topo.state.exporter_token),
-        _job(contract.JOB_ENVOY_EXPORTER, [topo.envoy_exporter.reach], token_file=topo.state.exporter_token),
+        _job(contract.JOB_PROMETHEUS, [topo.prometheus.reach], basic_auth=web_login(topo), ca_file=ca),
+        _job(contract.JOB_BROKERS, [topo.broker_exporter.reach], token_file=exporters, ca_file=ca),
+        _job(contract.JOB_ENVOY_EXPORTER, [topo.envoy_exporter.reach], token_file=exporters, ca_file=ca),
         _job(contract.JOB_ENVOY, [topo.envoy_admin.reach], "/stats/prometheus"),
-        _job(contract.JOB_ALERTMANAGER, [topo.alertmanager.reach], basic_auth=web_login(topo)),
-        _job(contract.JOB_WEBHOOK, [topo.webhook.reach], token_file=topo.state.webhook_token),
+        _job(contract.JOB_ALERTMANAGER, [topo.alertmanager.reach], basic_auth=web_login(topo), ca_file=ca),
+        _job(contract.JOB_WEBHOOK, [topo.webhook.reach], token_file=topo.state.webhook_token, ca_file=ca),
     ]
     if topo.switches.brokers == "hivemq":
         targets = [urlsplit(n.metrics_url).netloc for n in topo.nodes if n.metrics_url is not None]
@@ -348,7 +367,11 @@ def prometheus_config(topo: Topology) -> dict[str, Any]:
         "rule_files": [str(topo.files.prometheus_rules / "*.yml")],
         "alerting": {
             "alertmanagers": [
-                {"static_configs": [{"targets": [topo.alertmanager.reach]}], "basic_auth": web_login(topo)}
+                {
+                    "static_configs": [{"targets": [topo.alertmanager.reach]}],
+                    "basic_auth": web_login(topo),
+                    **({"scheme": "https", "tls_config": {"ca_file": ca}} if ca is not None else {}),
+                }
             ]
         },
         "scrape_configs": jobs,
@@ -369,9 +392,11 @@ def prometheus_args(topo: Topology) -> list[str]:
 
 def alertmanager_wiring(topo: Topology) -> dict[str, Any]:
     """The keyword arguments of `mqttlb.alertmanager_config.build`/`render` that depend on the stack."""
+    ca = stack_ca(topo)
     return {
         "webhook_url": topo.webhook.url("/alerts"),
         "token_file": str(topo.state.webhook_token),
+        **({"ca_file": ca} if ca is not None else {}),
     }
 
 
@@ -413,8 +438,10 @@ def broker_exporter_config(topo: Topology) -> dict[str, Any]:
 
 
 def exporter_web_args(topo: Topology) -> list[str]:
-    """The exporters' ``--web-*`` arguments: /metrics requires the stack's exporter token."""
-    return ["--web-token-file", str(topo.state.exporter_token)]
+    """The exporters' ``--web-*`` arguments: /metrics requires the stack's exporter token (and, with
+    ``tls: true``, is served over HTTPS with the stack's server certificate)."""
+    tls = ["--web-tls-cert-file", str(topo.state.tls_cert), "--web-tls-key-file", str(topo.state.tls_key)]
+    return ["--web-token-file", str(topo.state.exporter_token), *(tls if topo.settings.tls else [])]
 
 
 def broker_exporter_args(topo: Topology) -> list[str]:
@@ -445,6 +472,12 @@ def _webhook_node(topo: Topology, node: BrokerNode) -> dict[str, Any]:
     return entry
 
 
+def web_client(topo: Topology) -> dict[str, Any]:
+    """The webhook's ``prometheus_auth`` / ``alertmanager_auth``: the web login, and the CA with ``tls: true``."""
+    ca = stack_ca(topo)
+    return {"basic_auth": web_login(topo), **({"ca_file": ca} if ca is not None else {})}
+
+
 def webhook_config(topo: Topology) -> dict[str, Any]:
     """The webhook's YAML (`mqttlb.webhook.config.WebhookConfig`)."""
     cfg = topo.settings
@@ -466,8 +499,9 @@ def webhook_config(topo: Topology) -> dict[str, Any]:
         "nodes": [_webhook_node(topo, n) for n in topo.nodes],
         "scrape_interval": cfg.scrape_interval,
         "alertmanager_urls": [topo.alertmanager.url()],
-        "prometheus_auth": {"basic_auth": web_login(topo)},
-        "alertmanager_auth": {"basic_auth": web_login(topo)},
+        "prometheus_auth": web_client(topo),
+        "alertmanager_auth": web_client(topo),
+        **({"tls": {"cert_file": str(topo.state.tls_cert), "key_file": str(topo.state.tls_key)}} if cfg.tls else {}),
         "params_overrides": cfg.params.model_dump(mode="json", exclude_none=True),
         **({"xds_grpc_listen": topo.webhook_xds.listen} if topo.switches.eds in ADS_API_TYPES else {}),
     }

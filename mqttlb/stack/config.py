@@ -96,6 +96,9 @@ class StackConfig(BaseModel):
     envoy_max_connections: int | None = Field(default=None, ge=1)
     # Prometheus's POST /-/reload and /-/quit (--web.enable-lifecycle); off: reload with SIGHUP.
     prometheus_lifecycle_api: bool = False
+    # Every HTTP part mqttlb configures (Prometheus, Alertmanager, exporters, webhook) over HTTPS with a CA
+    # generated into the state dir (mqttlb.stack.certs); off: plain HTTP on loopback.
+    tls: bool = False
     ports: Ports
     params: Params
     envoy_cluster: str = ENVOY_CLUSTER
@@ -206,6 +209,7 @@ ENV_SCALARS = {
     "MQTTLB_LB_POLICY": "lb_policy",
     "MQTTLB_NODE_CPU_CORES": "node_cpu_cores",
     "MQTTLB_DRY_RUN": "dry_run",
+    "MQTTLB_TLS": "tls",
     "MQTTLB_CLUSTER": "cluster",
     "MQTTLB_BROKER": "broker",
     "MQTTLB_EDS": "eds",

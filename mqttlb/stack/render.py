@@ -24,6 +24,7 @@ from mqttlb.brokers import hivemq_node, mosquitto_plugin
 from mqttlb.rulegen import render_rule_files
 from mqttlb.secure import bcrypt_hash, read_secret
 from mqttlb.stack import builders
+from mqttlb.stack.certs import ensure_certificates
 from mqttlb.stack.config import HIVEMQ_JAR, RECORD_FILE, StackConfig, StackConfigError
 from mqttlb.stack.topology import BrokerNode, Paths, Service, Topology, native_topology
 from mqttlb.webhook.eds import write_eds_file
@@ -221,8 +222,9 @@ def supervisord_config(topo: Topology, progs: list[Program]) -> str:
 
 def write_secrets(topo: Topology) -> None:
     """Generate, when missing, the stack's secrets (random, mode 0600): the webhook's and the exporters'
-    bearer tokens, the web password of Prometheus and Alertmanager (secrets/, mode 0700) and, for HiveMQ
-    nodes, their extension's token; then the web configs that follow the password."""
+    bearer tokens, the web password of Prometheus and Alertmanager (secrets/, mode 0700), for HiveMQ
+    nodes their extension's token, with ``tls: true`` the CA and server certificate
+    (:mod:`mqttlb.stack.certs`); then the web configs that follow the password."""
     paths = topo.state
     tokens = [paths.webhook_token, paths.exporter_token, paths.web_password]
     if topo.switches.brokers == "hivemq":
@@ -232,7 +234,9 @@ def write_secrets(topo: Topology) -> None:
             token.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(token, secrets.token_urlsafe(32) + "\n")
             token.chmod(0o600)
-    paths.web_password.parent.chmod(0o700)  # secrets/: the web password and amtool's config
+    paths.web_password.parent.chmod(0o700)  # secrets/: the web password, amtool's config, the CA and keys
+    if topo.settings.tls:
+        ensure_certificates(paths)
     write_web_configs(topo)
 
 
@@ -240,7 +244,7 @@ def write_web_configs(topo: Topology) -> None:
     """Prometheus's and Alertmanager's web.yml (basic_auth_users: builders.WEB_USER with the bcrypt hash of
     the password in Paths.web_password, which must exist) and amtool's http config, mode 0600."""
     paths = topo.state
-    web = _yaml(builders.web_config(bcrypt_hash(read_secret(paths.web_password, "web password"))))
+    web = _yaml(builders.web_config(bcrypt_hash(read_secret(paths.web_password, "web password")), topo))
     for path, text in (
         (paths.prometheus_web, web),
         (paths.alertmanager_web, web),

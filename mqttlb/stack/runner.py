@@ -65,13 +65,19 @@ def port_accepts(port: int, host: str = LOOPBACK, timeout: float = 0.5) -> bool:
     return False
 
 
-def _http_ok(url: str, timeout: float = 1.0, token_file: Path | None = None, password_file: Path | None = None) -> bool:
+def _http_ok(
+    url: str,
+    timeout: float = 1.0,
+    token_file: Path | None = None,
+    password_file: Path | None = None,
+    verify: str | bool = True,
+) -> bool:
     """GET ``url`` answers 200 (with the bearer token in ``token_file``, or as builders.WEB_USER with the
-    password in ``password_file``, if given)."""
+    password in ``password_file``, if given; ``verify``: the CA file of an https URL)."""
     try:
         headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"} if token_file is not None else {}
         auth = (builders.WEB_USER, password_file.read_text().strip()) if password_file is not None else None
-        return requests.get(url, timeout=timeout, headers=headers, auth=auth).status_code == 200
+        return requests.get(url, timeout=timeout, headers=headers, auth=auth, verify=verify).status_code == 200
     except OSError:  # the token file is not there (yet)
         return False
     except requests.RequestException:
@@ -229,7 +235,10 @@ class Stack:
 
     def _component_answers(self, prog: Program) -> bool:
         if prog.ready_url is not None:
-            return _http_ok(prog.ready_url, token_file=prog.token_file, password_file=prog.password_file)
+            ca = builders.stack_ca(self.topology)
+            return _http_ok(
+                prog.ready_url, token_file=prog.token_file, password_file=prog.password_file, verify=ca or True
+            )
         return prog.ready_port is not None and port_accepts(prog.ready_port)
 
     def print_addresses(self) -> None:

@@ -132,6 +132,11 @@ class Paths:
     prometheus_web = _Below("prometheus", "web.yml")  # --web.config.file: basic_auth_users (bcrypt)
     alertmanager_web = _Below("alertmanager", "web.yml")
     amtool_config = _Below("secrets", "amtool.yml")  # amtool --http.config.file: the same login
+    # tls: true -- the stack's CA and the server certificate every HTTP part presents (mqttlb.stack.certs)
+    tls_ca = _Below("secrets", "ca.crt")
+    tls_ca_key = _Below("secrets", "ca.key")
+    tls_cert = _Below("secrets", "server.crt")
+    tls_key = _Below("secrets", "server.key")
     # supervisord's control socket (mode 0700: only this user); the runner speaks XML-RPC over it.
     supervisor_socket = _Below("supervisord.sock")
 
@@ -176,6 +181,7 @@ class Service:
     listen_host: str
     reach_host: str
     port: int
+    scheme: str = "http"  # https with the stack file's tls: true
 
     @property
     def listen(self) -> str:
@@ -188,8 +194,8 @@ class Service:
         return f"{self.reach_host}:{self.port}"
 
     def url(self, path: str = "") -> str:
-        """``http://<reach><path>``."""
-        return f"http://{self.reach}{path}"
+        """``<scheme>://<reach><path>``."""
+        return f"{self.scheme}://{self.reach}{path}"
 
 
 @dataclass(frozen=True)
@@ -276,10 +282,12 @@ def topology(cfg: StackConfig, switches: Switches) -> Topology:
     state = Paths(cfg.state_dir if switches.layout == "state-dir" else CONTAINER_STATE)
     loopback = switches.addressing == "loopback"
 
-    def service(name: str, port: int) -> Service:
+    def service(name: str, port: int, scheme: str = "http") -> Service:
         if loopback:
-            return Service(name, LOOPBACK, LOOPBACK, port)
-        return Service(name, ANY_ADDRESS, name, port)
+            return Service(name, LOOPBACK, LOOPBACK, port, scheme)
+        return Service(name, ANY_ADDRESS, name, port, scheme)
+
+    https = "https" if cfg.tls else "http"  # the HTTP parts mqttlb configures (Envoy's admin stays plain)
 
     p = cfg.ports
     return Topology(
@@ -290,11 +298,11 @@ def topology(cfg: StackConfig, switches: Switches) -> Topology:
         nodes=_nodes(cfg, switches, state),
         envoy_listener=service("envoy", p.envoy_listener),
         envoy_admin=service("envoy", p.envoy_admin),
-        prometheus=service("prometheus", p.prometheus),
-        alertmanager=service("alertmanager", p.alertmanager),
-        broker_exporter=service("broker-exporter", p.broker_exporter),
-        envoy_exporter=service("envoy-exporter", p.envoy_exporter),
-        webhook=service("webhook", p.webhook),
+        prometheus=service("prometheus", p.prometheus, https),
+        alertmanager=service("alertmanager", p.alertmanager, https),
+        broker_exporter=service("broker-exporter", p.broker_exporter, https),
+        envoy_exporter=service("envoy-exporter", p.envoy_exporter, https),
+        webhook=service("webhook", p.webhook, https),
         webhook_xds=service("webhook", p.xds),
     )
 
