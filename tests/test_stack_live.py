@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -266,6 +268,22 @@ def test_every_http_part_refuses_a_request_without_its_credential(live_stack: St
     assert requests.get(topo.alertmanager.url("/api/v2/status"), auth=login, timeout=5).ok
     mode = paths.supervisor_socket.stat().st_mode
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) & 0o077 == 0, oct(mode)  # this user only
+    supervisord = psutil.Process(live_stack.supervisord_pid())
+    assert [c for c in supervisord.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN] == []
+    if os.getuid() == 0:  # another local user (nobody) cannot reach the control socket
+        probe = (
+            "import socket, sys\n"
+            "s = socket.socket(socket.AF_UNIX)\n"
+            "try:\n    s.connect(sys.argv[1])\nexcept PermissionError:\n    sys.exit(13)\n"
+        )
+        other = subprocess.run(
+            # the system's python3: nobody may not read the venv
+            [shutil.which("python3", path="/usr/bin:/bin") or "python3", "-c", probe, str(paths.supervisor_socket)],
+            user=65534,
+            capture_output=True,
+            timeout=30,
+        )
+        assert other.returncode == 13, other
     assert "supervisor" not in live_stack.cfg.listening_ports()
     assert {s.name for s in live_stack.status() if s.up} >= {"envoy", "prometheus", "alertmanager"}  # over the socket
 
