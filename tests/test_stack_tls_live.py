@@ -90,3 +90,13 @@ def test_a_test_alert_reaches_the_webhook_over_https(tls_stack: Stack) -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert status.returncode == 0 and "node1" in status.stdout, status.stdout + status.stderr
+
+
+def test_envoy_takes_its_endpoints_over_xds_with_tls(tmp_path) -> None:
+    """eds: grpc with tls: true -- the webhook's xDS server presents the stack's certificate and Envoy's
+    xDS cluster checks it against the CA (running_stack returns once Envoy lists every node)."""
+    cfg = free_ports_config(tmp_path / "state", nodes=2, tls=True, eds="grpc")
+    with running_stack(cfg) as stack:
+        assert sorted(h.node for h in stack.envoy_hosts()) == ["node1", "node2"]
+        bootstrap = stack.paths.envoy_yaml.read_text()
+        assert "UpstreamTlsContext" in bootstrap and str(stack.paths.tls_ca) in bootstrap

@@ -103,7 +103,27 @@ def _webhook_xds_cluster(topo: Topology) -> dict[str, Any]:
             "explicit_http_config": {"http2_protocol_options": {}},
         }
     }
+    if topo.settings.tls:  # the webhook serves xDS with the stack's certificate too (its tls block)
+        cluster["transport_socket"] = _upstream_tls(str(topo.state.tls_ca), topo.webhook_xds.reach_host)
     return cluster
+
+
+def _upstream_tls(ca_file: str, ip: str) -> dict[str, Any]:
+    """Envoy's TLS to an upstream whose certificate ``ca_file`` signed for the IP address ``ip`` (ALPN h2:
+    gRPC)."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": TYPE_PREFIX + "transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "validation_context": {
+                    "trusted_ca": {"filename": ca_file},
+                    "match_typed_subject_alt_names": [{"san_type": "IP_ADDRESS", "matcher": {"exact": ip}}],
+                },
+            },
+        },
+    }
 
 
 def _static_cluster(name: str, host: str, port: int) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import secrets
 from pathlib import Path
 
 from cryptography import x509
@@ -50,7 +51,7 @@ def ensure_certificates(paths: Paths, now: dt.datetime | None = None) -> bool:
         return False
     start = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(minutes=5)  # tolerate a little clock skew
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name(f"mqttlb CA {paths.root}")
+    ca_name = _name(f"mqttlb local CA {secrets.token_hex(4)}")  # a CN holds at most 64 characters
     ca = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
