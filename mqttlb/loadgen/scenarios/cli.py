@@ -257,7 +257,10 @@ def _run_heterogeneous(args: argparse.Namespace, seeds: list[int], state_root: P
     acting = first[-1]
     charts = {
         "CPU max squared deviation, every seed and arm": plots.msd_over_time(
-            series, out / "msd.png", threshold=float(acting.stack_params["imbalance_max_squared_deviation"]),
+            series,
+            out / "msd.png",
+            threshold=float(acting.stack_params["imbalance_max_squared_deviation"]),
+            threshold_label="imbalance threshold",
             marks=[(first[0].samples[-1].t - args.steady, " steady part")],
         ).name,
         f"CPU per node (seed {seeds[0]})": node_plots.cpu_per_node(

@@ -23,15 +23,17 @@ def msd_over_time(
     path: Path,
     *,
     threshold: float,
+    threshold_label: str = "target",
     marks: Sequence[tuple[float, str]] = (),
     target_window: tuple[float, float] | None = None,
 ) -> Path:
-    """CPU max squared deviation per arm over time, log scale, a dashed line at ``threshold``, a dotted
+    """CPU max squared deviation per arm over time, log scale, a dashed line at ``threshold`` (labelled
+    ``threshold_label``), a dotted
     vertical line per mark (time, label) and ``target_window`` (start, end) shaded."""
     fig, ax = plt.subplots(figsize=(10, 4))
     for arm, (times, values) in series.items():
         ax.plot(times, [max(v, 1e-5) for v in values], label=arm)
-    ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=f"target {threshold:g}")
+    ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=f"{threshold_label} {threshold:g}")
     for t, label in marks:
         ax.axvline(t, color="black", linestyle=":", linewidth=1)
         ax.annotate(label, (t, 1.0), xycoords=("data", "axes fraction"), fontsize="small", va="top", ha="left")
