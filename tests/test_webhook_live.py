@@ -114,9 +114,12 @@ def runtime_cap(topo: Topology) -> int | None:
     return None if value is None else int(value)
 
 
-def shed_levels_over(topo: Topology, seconds: float) -> list[tuple[float, int]]:
-    """(monotonic time, level) each time /status showed a new shed level, polled for ``seconds``."""
-    changes: list[tuple[float, int]] = []
+def shed_levels_over(
+    topo: Topology, seconds: float, start: tuple[float, int] | None = None
+) -> list[tuple[float, int]]:
+    """(monotonic time, level) each time /status showed a new shed level, polled for ``seconds``, after
+    ``start`` (the level known before, e.g. when the alert was posted: the loop may act before the first poll)."""
+    changes: list[tuple[float, int]] = [start] if start is not None else []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         level = int(status(topo)["shed_level"])
@@ -174,7 +177,7 @@ def test_shedding_after_an_envoy_restart_keeps_a_sane_cap_and_lifts_one_level_pe
                     ALERT_CPU_CRITICAL, Action.SHED, "resolved", "2026-11-30T12:10:00Z", "2026-11-30T12:11:00Z"
                 )
                 post_alerts(topo, notification([resolved], ALERT_CPU_CRITICAL))
-                changes = shed_levels_over(topo, 6 * step)
+                changes = shed_levels_over(topo, 6 * step, start=(resolved_at, 5))
                 assert [level for _, level in changes] == [5, 4, 3, 2, 1, 0], changes
                 times = [t for t, _ in changes[1:]]
                 gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
