@@ -5,9 +5,11 @@
 Starts the real stack on free loopback ports with ``mqttlb/params.yaml`` unchanged and the stack
 file's scrape interval (5 s): rate window 30 s, ``cpu_high`` 0.75, ``MqttBrokerCpuHigh`` after
 20 s, Alertmanager ``group_wait`` 5 s, step interval 35 s (scrape + rate window), early steering
-after ``early_steer_for`` 5 s of the short-window rule ``node:mqtt_broker_cpu_utilisation:irate``
-above ``cpu_high``.  Each node is credited 0.25 cores (``node_cpu_cores``, a stack setting, not a
-parameter) so that one Mosquitto can be driven past ``cpu_high`` on a 2-core machine.
+once the short-window rule ``node:mqtt_broker_cpu_utilisation:irate`` has stayed above ``cpu_high``
+long and far enough (``early_steer_for`` 5 s when saturated) while the node is saturated or its
+rate-window CPU is above ``cpu_high`` (``mqttlb.webhook.plan``).  Each node is credited 0.25
+cores (``node_cpu_cores``, a stack setting, not a parameter) so that one Mosquitto can be driven
+past ``cpu_high`` on a 2-core machine.
 
 1. **Reaction time** (``--repeats`` times, at least 3): from the start of a flood of publishes
    straight to node1 (``HotNodeDriver``: 6 publishers x 1,000 msg/s, 256 B, fanned out to 8
