@@ -8,7 +8,7 @@ export NODES
 BROKER ?=
 export BROKER
 
-.PHONY: help install plugin stack-up stack-down stack-status test test-hivemq lint typecheck rules compose dashboards dashboard-images experiment bench clean helm chart
+.PHONY: help install plugin stack-up stack-down stack-status test test-hivemq lint typecheck rules compose dashboards dashboard-images experiment test-scenarios bench clean helm chart
 
 help:
 	@echo "make stack-up       install what is missing, start the local stack, print addresses (NODES=n, BROKER=hivemq)"
@@ -23,7 +23,10 @@ help:
 	@echo "make chart          regenerate the Helm chart's files (deploy/helm/mqttlb/files/) from the same sources"
 	@echo "make helm           build helm $(HELM_VERSION) from the Go module proxy into $(VENV)/bin (make test does it when missing)"
 	@echo "make dashboard-images  draw the dashboards of a loaded throwaway stack into docs/images/ (~4 min)"
-	@echo "make experiment     compare round robin, least request and weighted CPU (report in reports/)"
+	@echo "make experiment     compare round robin, least request and weighted CPU (report in reports/experiment/)"
+	@echo "make experiment SCENARIO=restart-pileup  a node stops and returns under long-lived clients: evict on vs off (~12 min)"
+	@echo "make experiment SCENARIO=heterogeneous   heavy among light publishers: least request vs weighted CPU + evict, seeds 1,2,3 (~38 min)"
+	@echo "make test-scenarios smoke runs of both scenarios on real stacks (~2 min; not in make test)"
 	@echo "make bench          run the benchmarks in bench/ and print figures"
 
 install:
@@ -48,7 +51,11 @@ typecheck: install
 	$(PY) -m mypy mqttlb bench
 
 test: install lint typecheck helm
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -ra -m "not hivemq"
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -ra -m "not hivemq and not scenario"
+
+# Smoke runs of the named experiment scenarios (tests/test_scenarios_live.py, about 2 min).
+test-scenarios: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -ra -m scenario
 
 # The live HiveMQ tests (tests/test_hivemq_live.py): the install step builds brokers/hivemq first.
 test-hivemq:
@@ -89,8 +96,11 @@ $(VENV)/bin/helm:
 dashboard-images: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m mqttlb.dashboards.snapshot --out docs/images
 
+# make experiment SCENARIO=restart-pileup|heterogeneous runs a named scenario (mqttlb/loadgen/scenarios/)
+SCENARIO ?=
 experiment: install
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m mqttlb.cli experiment --out reports/experiment
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m mqttlb.cli experiment \
+	  $(if $(SCENARIO),--scenario $(SCENARIO) --out reports/experiment-$(SCENARIO),--out reports/experiment)
 
 bench: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" sh -c 'for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done'
