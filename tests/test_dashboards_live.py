@@ -35,7 +35,6 @@ from mqttlb.dashboards.execute import (
     run_panels,
 )
 from mqttlb.dashboards.resolve import parse_duration
-from mqttlb.params import load_params
 from mqttlb.stack.runner import Stack
 
 pytestmark = pytest.mark.live
@@ -48,7 +47,6 @@ DATA_DEADLINE_SECONDS = 90.0
 RANGE = "5m"
 ALERTS_PANEL = "mqttlb-rebalancer / Alert states"
 FAILURES_PANEL = "mqttlb-rebalancer / Action failures"
-RATIO_PANEL = "mqttlb-cluster-balance / Busiest / idlest node"  # shown only while the cluster is busy
 
 
 def _client(port: int, name: str) -> mqtt.Client:
@@ -233,12 +231,6 @@ def _why_empty_is_wrong(stack: Stack, result: PanelResult) -> str | None:
     if result.panel.label == FAILURES_PANEL:
         failures = _webhook_failure_samples(stack)
         return f"the webhook exports failures {failures}" if failures else None
-    if result.panel.label == RATIO_PANEL:
-        prom = prometheus_api(stack, timeout=10)
-        busy = load_params().imbalance_min_mean  # the gate in the shipped JSON (generated from the defaults)
-        peak = prom.query(f'max_over_time({contract.CLUSTER_CPU_MEAN}{{cluster="{stack.cfg.cluster}"}}[{RANGE}])')
-        highest = max((sample.value for sample in peak), default=0.0)
-        return f"the cluster mean CPU reached {highest:.0%} (>= {busy:.0%})" if highest >= busy else None
     return "no data"
 
 

@@ -63,7 +63,7 @@ def test_resolved_panels_carry_what_the_renderer_draws() -> None:
     stats = {p.title: p for p in resolve_panels(balance, resolve_variables(balance), window.interval)}
     ratio = stats["Busiest / idlest node"]
     assert ratio.extra["calcs"] == ("lastNotNull",) and ratio.extra["color_mode"] == "value"
-    assert str(ratio.extra["no_value"]).startswith("idle")
+    assert ratio.extra["value_texts"] == {0.0: "idle (mean < 10%)"}
     assert stats["Nodes up"].extra["color_mode"] == "none"
 
 

@@ -329,9 +329,17 @@ def test_stats_show_the_window_end_and_a_bad_ratio_in_red() -> None:
     assert [s["value"] for s in steps] == [None, 1.5, 2.0] and steps[-1]["color"] == "red"
     assert ratio["options"]["colorMode"] == "value"
     (expr,) = [t["expr"] for t in ratio["targets"]]
-    # an idle cluster shows "idle", not the noise ratio of two small CPU figures
-    assert expr.endswith(f"{contract.CLUSTER_CPU_MEAN}{{cluster=\"$cluster\"}} >= {params.imbalance_min_mean:g})")
-    assert ratio["fieldConfig"]["defaults"]["noValue"] == f"idle (mean < {params.imbalance_min_mean:.0%})"
+    # an idle cluster gives 0, shown as "idle", not the noise ratio of two small CPU figures (nor the
+    # last busy ratio, which a lastNotNull over a query without idle samples would keep showing)
+    mean = f'{contract.CLUSTER_CPU_MEAN}{{cluster="$cluster"}}'
+    busy = f"{params.imbalance_min_mean:g}"
+    assert f"and on (cluster) {mean} >= {busy})" in expr and expr.endswith(f"or on (cluster) ({mean} < {busy}) * 0")
+    (mapping,) = ratio["fieldConfig"]["defaults"]["mappings"]
+    assert mapping["type"] == "value"
+    assert mapping["options"]["0"]["text"] == f"idle (mean < {params.imbalance_min_mean:.0%})"
+    counts = {"Nodes up": 0, "Max squared deviation": 4}
+    for title, decimals in counts.items():
+        assert _panels_by_title("mqttlb-cluster-balance.json")[title]["fieldConfig"]["defaults"]["decimals"] == decimals
 
 
 def test_decided_weights_are_drawn_apart_from_applied_ones() -> None:

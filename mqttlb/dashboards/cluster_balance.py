@@ -31,6 +31,7 @@ def squared_deviation_stat(params: Params) -> G.Stat:
         c.targets((f"{contract.CLUSTER_CPU_MSD}{{{c.cluster_selector()}}}", "max squared deviation")),
         "none",
         c.imbalance_thresholds(params),
+        decimals=4,
     )
 
 
@@ -41,17 +42,19 @@ def max_over_min_stat(params: Params) -> G.Stat:
         f"CPU of the busiest node divided by that of the idlest ({contract.CLUSTER_CPU_MAX_OVER_MIN}); "
         f"1 is perfectly even. Shown only while the cluster mean CPU is at least {busy} "
         "(imbalance_min_mean, below which the imbalance alert ignores spread): on an idle cluster the "
-        "ratio of two small numbers is noise.",
+        "ratio of two small numbers is noise, so the query gives 0 there, shown as \u201cidle\u201d.",
         c.targets(
             (
-                f"{contract.CLUSTER_CPU_MAX_OVER_MIN}{{{c.cluster_selector()}}} and on (cluster) "
-                f"({contract.CLUSTER_CPU_MEAN}{{{c.cluster_selector()}}} >= {params.imbalance_min_mean:g})",
+                f"({contract.CLUSTER_CPU_MAX_OVER_MIN}{{{c.cluster_selector()}}} and on (cluster) "
+                f"{contract.CLUSTER_CPU_MEAN}{{{c.cluster_selector()}}} >= {params.imbalance_min_mean:g}) "
+                f"or on (cluster) ({contract.CLUSTER_CPU_MEAN}{{{c.cluster_selector()}}} "
+                f"< {params.imbalance_min_mean:g}) * 0",
                 "max / min",
             )
         ),
         "none",
         c.max_over_min_thresholds(),
-        no_value=f"idle (mean < {busy})",
+        value_texts={0: f"idle (mean < {busy})"},
     )
 
 
@@ -61,6 +64,7 @@ def nodes_up_stat(params: Params) -> G.Stat:
         f"Nodes whose broker answered the exporter's last scrape ({contract.BROKER_UP}).",
         c.targets((f"sum({contract.BROKER_UP}{{{c.broker_selector(params)}}})", "up")),
         "short",
+        decimals=0,
     )
 
 

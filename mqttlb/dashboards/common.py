@@ -460,10 +460,12 @@ def stat(
     *,
     no_value: str = "no data",
     decimals: int = 2,
+    value_texts: dict[float, str] | None = None,
 ) -> G.Stat:
     """The last non-null value in the time range (reduction ``lastNotNull``, the window's end, as the
     query's newest sample), coloured by the marks, which the description explains; a sparkline of
-    the window behind it.  ``no_value`` is shown when the query returns nothing."""
+    the window behind it.  ``no_value`` is shown when the query returns nothing; ``value_texts`` maps
+    a value to a text shown instead (in the text colour), e.g. ``{0: "idle"}``."""
     note = marks_note(thresholds, unit, lines=False) if thresholds else ""
     return G.Stat(
         title=title,
@@ -478,6 +480,10 @@ def stat(
         reduceCalc="lastNotNull",
         decimals=decimals,
         noValue=no_value,
+        mappings=[
+            {"type": "value", "options": {f"{value:g}": {"text": text, "color": "text", "index": i}}}
+            for i, (value, text) in enumerate(sorted((value_texts or {}).items()))
+        ],
         maxDataPoints=None,
     )
 

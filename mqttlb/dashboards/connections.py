@@ -29,6 +29,7 @@ def total_connections() -> G.Stat:
         f"Sum of the connected clients over the selected nodes ({contract.NODE_CONNECTIONS}).",
         c.targets((f"sum({contract.NODE_CONNECTIONS}{{{c.node_selector()}}})", "total")),
         "short",
+        decimals=0,
     )
 
 

@@ -198,17 +198,19 @@ def _draw_stat(ax: Axes, panel: ResolvedPanel, results: Sequence[TargetResult]) 
             lines.append((legend(result.target.legend, series.labels), value, series))
     if len(lines) == 1:
         _sparkline(ax, lines[0][2], _threshold_colour(panel, lines[0][1]) if coloured else "grey")
+    texts = panel.extra.get("value_texts") or {}
     for i, (name, value, _series) in enumerate(lines[:4]):
         y = 0.55 - i * 0.3 if len(lines) > 1 else 0.55
+        mapped = texts.get(value)  # a value mapping shows its text, in the text colour
         ax.text(
             0.5,
             y,
-            format_value(value, panel.unit, panel.extra.get("decimals")),
+            mapped or format_value(value, panel.unit, panel.extra.get("decimals")),
             ha="center",
             va="center",
             transform=ax.transAxes,
-            fontsize=20 if len(lines) == 1 else 12,
-            color=_threshold_colour(panel, value) if coloured else "black",
+            fontsize=(14 if mapped else 20) if len(lines) == 1 else 12,
+            color=_threshold_colour(panel, value) if coloured and not mapped else "black",
             weight="bold",
         )
         if len(lines) > 1:

@@ -263,8 +263,20 @@ def _resolve_panel(
             "no_value": defaults.get("noValue"),
             "calcs": tuple((options.get("reduceOptions") or {}).get("calcs") or ("lastNotNull",)),
             "color_mode": options.get("colorMode"),
+            "value_texts": _value_texts(defaults),
         },
     )
+
+
+def _value_texts(defaults: Mapping[str, Any]) -> dict[float, str]:
+    """Value -> text of the field's value mappings (``{"type": "value", "options": {"0": {"text": …}}}``)."""
+    texts: dict[float, str] = {}
+    for mapping in defaults.get("mappings") or []:
+        if mapping.get("type") == "value":
+            for key, result in (mapping.get("options") or {}).items():
+                if isinstance(result, Mapping) and result.get("text"):
+                    texts[float(key)] = str(result["text"])
+    return texts
 
 
 def _ref_id_styles(panel: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
