@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-from webhookhttp import AUTH, TOKEN, alert, build, notification, serving
+from webhookhttp import AUTH, TOKEN, FakeEvictionSide, alert, build, notification, serving
 
 from mqttlb import status
-from mqttlb.brokers.eviction import ClientLoad, EvictResult
 from mqttlb.webhook.evict_lever import EvictLever
 
 
@@ -99,26 +97,9 @@ def test_cli_says_where_the_stack_is_missing(tmp_path: Path) -> None:
     assert negative.returncode == 2 and "must be 0 or more" in negative.stderr
 
 
-class _Broker:
-    """A node's eviction side: 200 light publishers (no persistent session; more than one evacuation batch
-    takes); evicts whatever it is asked."""
-
-    shared_sessions = False
-
-    def __init__(self) -> None:
-        self.evicted: list[str] = []
-
-    def clients(self) -> list[ClientLoad]:
-        return [ClientLoad(f"c{i}", 1.0, 64.0, False, 4, 60.0) for i in range(200) if f"c{i}" not in self.evicted]
-
-    def evict(self, client_ids: Sequence[str], **_bounds: object) -> EvictResult:
-        self.evicted += client_ids
-        return EvictResult(tuple(client_ids), (), (), "ok")
-
-
 def test_render_says_whether_the_evict_lever_is_armed_and_what_it_does(tmp_path: Path) -> None:
     harness = build(tmp_path, cpu={"node1": 0.7, "node2": 0.3, "node3": 0.2})
-    harness.controller.evict_lever = EvictLever({n: _Broker() for n in harness.config.node_names})
+    harness.controller.evict_lever = EvictLever({n: FakeEvictionSide() for n in harness.config.node_names})
     harness.controller.reconcile_once()
     idle = status.eviction_line(harness.client.get("/status").get_json()["eviction"])
     assert idle.startswith("evict lever: available, not armed; no evacuation; ")

@@ -29,6 +29,7 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from mqttlb import contract
+from mqttlb.brokers.eviction import ClientLoad, EvictResult
 from mqttlb.webhook.app import READ_ROUTES, create_app, server_error_hook
 from mqttlb.webhook.config import WebhookConfig
 from mqttlb.webhook.controller import Controller, LeverError, Snapshot
@@ -314,3 +315,23 @@ class HangingPrometheus:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+class FakeEvictionSide:
+    """A node's eviction side for controller tests: ``count`` light publishers (no persistent session);
+    evicts whatever it is asked and records it."""
+
+    shared_sessions = False
+
+    def __init__(self, count: int = 200) -> None:
+        self.count = count
+        self.evicted: list[str] = []
+
+    def clients(self) -> list[ClientLoad]:
+        return [
+            ClientLoad(f"c{i}", 1.0, 64.0, False, 4, 60.0) for i in range(self.count) if f"c{i}" not in self.evicted
+        ]
+
+    def evict(self, client_ids: Sequence[str], **_bounds: object) -> EvictResult:
+        self.evicted += client_ids
+        return EvictResult(tuple(client_ids), (), (), "ok")

@@ -21,7 +21,7 @@ import ssl
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mqttlb import contract
 from mqttlb.brokers.eviction import EvictionAdapter, EvictionError
@@ -45,6 +45,12 @@ class MosquittoControl(_Control):
     username: str | None = None
     password_file: Path | None = None
     tls: MqttTls | None = None
+
+    @model_validator(mode="after")
+    def _password_needs_username(self) -> MosquittoControl:
+        if self.password_file is not None and self.username is None:
+            raise ValueError("password_file needs username (MQTT sends a password only with a username)")
+        return self
 
 
 class HivemqControl(_Control):

@@ -57,7 +57,14 @@ def mosquitto_config(topo: Topology, node: BrokerNode) -> str:
             "connection_messages true",
             f"sys_interval {topo.settings.sys_interval}",
             # The eviction plugin (brokers/mosquitto-plugin), built by `make install`; missing -> error.
-            *mosquitto_plugin.config_lines(),
+            # The plugin's own rate bound never below the lever's (a command above it is refused whole).
+            *mosquitto_plugin.config_lines(
+                mosquitto_plugin.PluginOptions(
+                    max_per_second=max(
+                        mosquitto_plugin.PluginOptions.max_per_second, topo.settings.params.eviction.max_per_second
+                    )
+                )
+            ),
             "",
         ]
     )

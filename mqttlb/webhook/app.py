@@ -293,6 +293,8 @@ def create_app(
             wish = parse_evacuate(body)
         except PayloadError as exc:
             return reject(400, str(exc))
+        if wish.dry_run and not wish.evacuate:
+            return reject(400, "dry_run previews starting an evacuation: it cannot be combined with evacuate false")
         try:
             if wish.dry_run:
                 batches = controller.eviction_preview(evacuate=wish.node)

@@ -82,7 +82,7 @@ class Rebalancer:
             if config.tls is not None:
                 config.tls.context()  # a certificate or key that cannot be loaded stops the start here
         except EvictionError as exc:
-            raise WebhookConfigError(f"nodes[].eviction: {exc}") from None
+            raise WebhookConfigError(str(exc)) from None
         except SecretError as exc:
             raise WebhookConfigError(str(exc)) from None
         controller = Controller.from_config(

@@ -186,6 +186,7 @@ class Controller:
         )
         self._rebalance_requested = False
         self._evacuations: dict[str, bool] = {}  # desired evacuation changes not yet reconciled
+        self._evacuations_done: set[str] = set()  # evacuations that ended because the node is empty
         self._last_eviction_wait: str | None = None
         metrics.start_nodes(config.node_names, (REBALANCE, EVACUATE))
         self._state = WebhookState()
@@ -285,6 +286,15 @@ class Controller:
         why = self.evict_available()
         if why is not None:
             raise ValueError(why)
+        seen = self._last_observation
+        if seen is not None:
+            spread = spread_of(taking_part_cpu(self._state, seen, self.policy, self.config.node_names))
+            target = self.eviction.params.spread_target
+            if spread is not None and spread.max_abs_deviation <= target:
+                raise ValueError(
+                    f"nothing to rebalance: every node is within spread_target {target:g} of the mean CPU "
+                    f"(largest deviation {spread.max_abs_deviation:.3f})"
+                )
         with self._drain_lock:
             self._rebalance_requested = True
         self.wake()
@@ -301,6 +311,11 @@ class Controller:
             if self.evict_lever is None or node not in self.evict_lever.adapters:
                 raise ValueError(f"{node} has no eviction side configured (nodes[].eviction)")
             self.request_drain(node, True)
+        else:
+            with self._drain_lock:
+                running = node in self._state.evacuating or self._evacuations.get(node, False)
+            if not running:
+                raise ValueError(f"no evacuation of {node} is running")
         with self._drain_lock:
             self._evacuations[node] = evacuate
         self.wake()
@@ -490,10 +505,15 @@ class Controller:
         new = state.model_copy(deep=True)
         new.evacuating = sorted(evacuating)
         started = sorted(evacuating - set(state.evacuating))
+        reasons = [(node, "operator request: start") for node in started]
+        for node in sorted(set(state.evacuating) - evacuating):
+            complete = node in self._evacuations_done
+            self._evacuations_done.discard(node)
+            reasons.append((node, "complete: nothing evictable left" if complete else "operator request: stop"))
+        before = {"evacuating": list(state.evacuating)}
         steps = tuple(
-            Step(OutcomeKind.EVACUATE, "operator request", {"evacuating": list(state.evacuating)},
-                 {"evacuating": new.evacuating, "node": node})
-            for node in started
+            Step(OutcomeKind.EVACUATE, why, before, {"evacuating": new.evacuating, "node": node})
+            for node, why in reasons
         )
         return new, steps
 
@@ -511,6 +531,7 @@ class Controller:
             if outcome.purpose == EVACUATE and outcome.error is None and outcome.remaining == 0:
                 with self._drain_lock:
                     self._evacuations.setdefault(outcome.node, False)
+                    self._evacuations_done.add(outcome.node)
                 self.wake()
 
     def _record_batch(self, outcome: BatchOutcome, intent: EvictionIntent) -> None:

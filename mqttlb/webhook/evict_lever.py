@@ -239,6 +239,14 @@ class EvictLever:
 
 def build_evict_lever(nodes: Sequence[WebhookNodeConfig], timeout: float) -> EvictLever | None:
     """The lever for the config's ``nodes`` that have an ``eviction`` block (None when none has one);
-    ``timeout``: seconds per broker request.  Raises EvictionError when a secret file is unreadable."""
-    adapters = {n.name: open_adapter(n.host, n.port, n.eviction, timeout) for n in nodes if n.eviction is not None}
+    ``timeout``: seconds per broker request.  Raises EvictionError naming the node (``nodes[i].eviction``)
+    when a secret or TLS file is unusable."""
+    adapters: dict[str, EvictionAdapter] = {}
+    for index, node in enumerate(nodes):
+        if node.eviction is None:
+            continue
+        try:
+            adapters[node.name] = open_adapter(node.host, node.port, node.eviction, timeout)
+        except EvictionError as exc:
+            raise EvictionError(f"nodes[{index}].eviction ({node.name}): {exc}") from None
     return EvictLever(adapters) if adapters else None
