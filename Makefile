@@ -8,7 +8,7 @@ export NODES
 BROKER ?=
 export BROKER
 
-.PHONY: help install plugin stack-up stack-down stack-status test test-hivemq lint typecheck rules compose dashboards dashboard-images experiment test-scenarios bench clean helm chart
+.PHONY: help install plugin stack-up stack-down stack-status test test-slow test-hivemq lint typecheck rules compose dashboards dashboard-images experiment test-scenarios bench clean helm chart
 
 help:
 	@echo "make stack-up       install what is missing, start the local stack, print addresses (NODES=n, BROKER=hivemq)"
@@ -16,6 +16,7 @@ help:
 	@echo "make stack-down     stop every process the stack started"
 	@echo "make stack-status   one line per component, then the rebalancer per node (mqttlb status); non-zero exit if any is down"
 	@echo "make test           install what is missing, lint, type-check and run the whole test suite"
+	@echo "make test-slow      the slow live tests: HA pair, end-to-end alert loop, SIGKILL sweep (~4.5 min)"
 	@echo "make test-hivemq    build the HiveMQ extension and launcher (Maven) and run the live HiveMQ tests (~3 min)"
 	@echo "make rules          regenerate rules/ from mqttlb/params.yaml"
 	@echo "make compose        regenerate stack/docker-compose.yml and stack/compose/ (Docker path), build the mqttlb HiveMQ extension into its image's context"
@@ -51,7 +52,12 @@ typecheck: install
 	$(PY) -m mypy mqttlb bench
 
 test: install lint typecheck helm
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -ra -m "not hivemq and not scenario"
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -ra -m "not hivemq and not scenario and not slow"
+
+# The slow live tests (`-m slow`, about 4.5 min): the Alertmanager HA pair, the end-to-end alert loop, a hot
+# broker's alert into Alertmanager, the SIGKILL sweep of the publish path and the short experiment.
+test-slow: install
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -ra -m "slow and not hivemq and not scenario"
 
 # Smoke runs of the named experiment scenarios (tests/test_scenarios_live.py, about 2 min).
 test-scenarios: install

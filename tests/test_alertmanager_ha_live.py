@@ -72,7 +72,7 @@ from mqttlb.webhook.firing import NS_PER_MS, parse_timestamp
 from mqttlb.webhook.plan import Desired, Observation, PassResult, decide_pass
 from mqttlb.webhook.state import WebhookState
 
-pytestmark = pytest.mark.live
+pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 SCRAPE = "2s"
 HOT_NODE = "node1"

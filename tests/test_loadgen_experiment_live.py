@@ -10,7 +10,7 @@ import pytest
 
 from mqttlb.loadgen.experiment import main
 
-pytestmark = pytest.mark.live
+pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 
 def test_short_experiment_writes_tables_charts_and_per_policy_data(tmp_path: Path) -> None:

@@ -132,6 +132,7 @@ def test_generated_rules_load_and_evaluate_in_prometheus(live_stack: Stack) -> N
     assert _query(live_stack, s.CLUSTER_NODES_UP)[0]["value"][1] == str(len(nodes))
 
 
+@pytest.mark.slow
 def test_hot_broker_fires_cpu_high_into_alertmanager(live_stack: Stack) -> None:
     cfg = live_stack.cfg
     hot_node, hot_port = cfg.node_names[0], cfg.broker_ports[0]

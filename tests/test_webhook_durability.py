@@ -223,6 +223,7 @@ def drive_then_kill(
         sigkill(proc)
 
 
+@pytest.mark.slow
 def test_sigkill_anywhere_in_the_publish_path_never_drifts_or_reuses_a_version(tmp_path):
     seed = int(os.environ.get("MQTTLB_KILL_SEED", "1313"))
     rng = random.Random(seed)

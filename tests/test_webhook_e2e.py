@@ -12,7 +12,7 @@ import pytest
 from mqttlb.loadgen.hot import HotNodeDriver, fan_out_subscribers
 from mqttlb.stack.runner import Stack
 
-pytestmark = pytest.mark.live
+pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 
 def audit_entries(stack: Stack) -> list[dict]:
