@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -334,6 +335,7 @@ def test_stats_show_the_window_end_and_a_bad_ratio_in_red() -> None:
     mean = f'{contract.CLUSTER_CPU_MEAN}{{cluster="$cluster"}}'
     busy = f"{params.imbalance_min_mean:g}"
     assert f"and on (cluster) {mean} >= {busy})" in expr and expr.endswith(f"or on (cluster) ({mean} < {busy}) * 0")
+    assert expr.startswith("max by (cluster) (")
     (mapping,) = ratio["fieldConfig"]["defaults"]["mappings"]
     assert mapping["type"] == "value"
     assert mapping["options"]["0"]["text"] == f"idle (mean < {params.imbalance_min_mean:.0%})"
@@ -395,3 +397,31 @@ def test_descriptions_explain_threshold_and_annotation_lines() -> None:
             for value in values:
                 shown = f"{value * 100:g} %" if defaults["unit"] == "percentunit" else f"{value:g}"
                 assert f" {shown}" in text, f"{panel['title']}: threshold {shown} not explained"
+
+
+def test_the_ratio_stat_is_one_series_busy_then_idle(tmp_path: Path) -> None:
+    """promtool evaluates the stat's query: the ratio while the mean is busy, then 0, in one series
+    (two series would leave Grafana's lastNotNull on the stale busy ratio)."""
+    ratio = _panels_by_title("mqttlb-cluster-balance.json")["Busiest / idlest node"]
+    expr = ratio["targets"][0]["expr"].replace("$cluster", "local")
+    test = {
+        "rule_files": [],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": f'{contract.CLUSTER_CPU_MAX_OVER_MIN}{{cluster="local"}}', "values": "3 3 5"},
+                    {"series": f'{contract.CLUSTER_CPU_MEAN}{{cluster="local"}}', "values": "0.3 0.3 0.03"},
+                ],
+                "promql_expr_test": [
+                    {"expr": expr, "eval_time": "1m", "exp_samples": [{"labels": '{cluster="local"}', "value": 3}]},
+                    {"expr": expr, "eval_time": "2m", "exp_samples": [{"labels": '{cluster="local"}', "value": 0}]},
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "ratio_test.yml"
+    path.write_text(yaml.safe_dump(test))
+    done = subprocess.run(["promtool", "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -45,7 +45,8 @@ def max_over_min_stat(params: Params) -> G.Stat:
         "ratio of two small numbers is noise, so the query gives 0 there, shown as \u201cidle\u201d.",
         c.targets(
             (
-                f"({contract.CLUSTER_CPU_MAX_OVER_MIN}{{{c.cluster_selector()}}} and on (cluster) "
+                # one series {cluster}: both sides without the metric name, so `or` joins them in time
+                f"max by (cluster) ({contract.CLUSTER_CPU_MAX_OVER_MIN}{{{c.cluster_selector()}}} and on (cluster) "
                 f"{contract.CLUSTER_CPU_MEAN}{{{c.cluster_selector()}}} >= {params.imbalance_min_mean:g}) "
                 f"or on (cluster) ({contract.CLUSTER_CPU_MEAN}{{{c.cluster_selector()}}} "
                 f"< {params.imbalance_min_mean:g}) * 0",
