@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -206,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         document = fetch_status(url, args.timeout, token_file, ca_file)
     except StatusError as exc:
         return refuse(exc, "mqttlb status: error")
-    print(json.dumps(document, indent=2, sort_keys=True) if args.json else render(document, args.last))
+    try:
+        print(json.dumps(document, indent=2, sort_keys=True) if args.json else render(document, args.last))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `mqttlb status | head`: the reader left; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

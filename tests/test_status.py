@@ -75,6 +75,22 @@ def test_cli_json_and_text_against_a_served_webhook(tmp_path: Path) -> None:
     assert "evict lever: unavailable (no node has an eviction side configured" in as_text.stdout
 
 
+def test_cli_piped_into_a_reader_that_leaves_early_ends_quietly(tmp_path: Path) -> None:
+    """``mqttlb status --json | head -1``: the reader closes the pipe; no BrokenPipeError traceback."""
+    harness = _steered(tmp_path)
+    with serving(harness.app, harness.controller.metrics, harness.config.max_body_bytes) as (url, _port):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mqttlb.cli", "status", "--url", url, "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # the reader is gone before the status is printed (head -1 of a long output)
+        stderr = proc.stderr.read().decode()
+        code = proc.wait(timeout=60)
+    assert code == 0 and "Traceback" not in stderr, stderr
+
+
 def test_cli_says_where_the_stack_is_missing(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "mqttlb.cli", "status", "--state-dir", str(tmp_path / "none")],

@@ -38,7 +38,7 @@ import html
 import logging
 import time
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -250,61 +250,53 @@ def create_app(
         )
         return jsonify(_alerts_answer(result))
 
-    @app.post("/drain")
-    def drain() -> Any:
+    def operator_request(parse: Callable[[bytes], Any], act: Callable[[Any], tuple[Response, int]]) -> Any:
+        """An operator's POST: token and size checked, body parsed (400), then ``act(request)``; a KeyError
+        from it is an unknown node (404), a ValueError a refusal with its reason (409)."""
         body = guarded_body()
         if not isinstance(body, bytes):
             return body
         try:
-            wish = parse_drain(body)
+            wish = parse(body)
         except PayloadError as exc:
             return reject(400, str(exc))
         try:
-            controller.request_drain(wish.node, wish.draining)
+            return act(wish)
         except KeyError:
-            return reject(404, f"unknown node {wish.node[:100]!r}", "invalid_payload")
+            return reject(404, f"unknown node {str(getattr(wish, 'node', ''))[:100]!r}", "invalid_payload")
         except ValueError as exc:
             return reject(409, str(exc), "invalid_payload")
+
+    def act_drain(wish: Any) -> tuple[Response, int]:
+        controller.request_drain(wish.node, wish.draining)
         return jsonify({"result": "accepted", "node": wish.node, "draining": wish.draining}), 202
+
+    def act_rebalance(wish: Any) -> tuple[Response, int]:
+        if wish.dry_run:
+            return jsonify({"result": "dry_run", "batches": controller.eviction_preview()}), 200
+        controller.request_rebalance()
+        return jsonify({"result": "accepted"}), 202
+
+    def act_evacuate(wish: Any) -> tuple[Response, int]:
+        if wish.dry_run and not wish.evacuate:
+            return reject(400, "dry_run previews starting an evacuation: it cannot be combined with evacuate false")
+        if wish.dry_run:
+            batches = controller.eviction_preview(evacuate=wish.node)
+            return jsonify({"result": "dry_run", "node": wish.node, "batches": batches}), 200
+        controller.request_evacuate(wish.node, wish.evacuate)
+        return jsonify({"result": "accepted", "node": wish.node, "evacuate": wish.evacuate}), 202
+
+    @app.post("/drain")
+    def drain() -> Any:
+        return operator_request(parse_drain, act_drain)
 
     @app.post("/rebalance")
     def rebalance() -> Any:
-        body = guarded_body()
-        if not isinstance(body, bytes):
-            return body
-        try:
-            wish = parse_rebalance(body)
-        except PayloadError as exc:
-            return reject(400, str(exc))
-        try:
-            if wish.dry_run:
-                return jsonify({"result": "dry_run", "batches": controller.eviction_preview()}), 200
-            controller.request_rebalance()
-        except ValueError as exc:
-            return reject(409, str(exc), "invalid_payload")
-        return jsonify({"result": "accepted"}), 202
+        return operator_request(parse_rebalance, act_rebalance)
 
     @app.post("/evacuate")
     def evacuate() -> Any:
-        body = guarded_body()
-        if not isinstance(body, bytes):
-            return body
-        try:
-            wish = parse_evacuate(body)
-        except PayloadError as exc:
-            return reject(400, str(exc))
-        if wish.dry_run and not wish.evacuate:
-            return reject(400, "dry_run previews starting an evacuation: it cannot be combined with evacuate false")
-        try:
-            if wish.dry_run:
-                batches = controller.eviction_preview(evacuate=wish.node)
-                return jsonify({"result": "dry_run", "node": wish.node, "batches": batches}), 200
-            controller.request_evacuate(wish.node, wish.evacuate)
-        except KeyError:
-            return reject(404, f"unknown node {wish.node[:100]!r}", "invalid_payload")
-        except ValueError as exc:
-            return reject(409, str(exc), "invalid_payload")
-        return jsonify({"result": "accepted", "node": wish.node, "evacuate": wish.evacuate}), 202
+        return operator_request(parse_evacuate, act_evacuate)
 
     @app.post("/v3/discovery:endpoints")
     def discovery_endpoints() -> Any:
