@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import signal
 import socket
 import threading
@@ -32,7 +33,30 @@ SERVICE_PORTS = (
 )
 
 
-def free_port() -> int:
+# Ports handed out for listeners come from below the kernel's ephemeral range: a port picked from inside it
+# (bind to 0) can be taken by any outgoing connection before the component binds it ("Address already in
+# use" at start-up, seen in CI).
+LISTEN_PORT_FLOOR = 10000
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_pick = random.SystemRandom()
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (32768 when unreadable)."""
+    try:
+        return int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port(attempts: int = 200) -> int:
+    """A loopback TCP port free right now, below the ephemeral range when there is room there (else any)."""
+    high = _ephemeral_low() - 1
+    if high - LISTEN_PORT_FLOOR > 1000:
+        for _ in range(attempts):
+            port = _pick.randrange(LISTEN_PORT_FLOOR, high)
+            if _port_is_free(port):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
