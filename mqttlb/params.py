@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -124,6 +124,12 @@ class PolicyParams(_Strict):
     max_step: int = Field(gt=0)
     ewma_alpha: float = Field(gt=0, le=1)
     spare_exponent: float = Field(gt=0, le=4)
+    # Envoy's lb_policy the weights are computed for (mqttlb.webhook.policy_base): the stack writes its
+    # own lb_policy here, so the two cannot disagree.
+    base_policy: Literal["ROUND_ROBIN", "LEAST_REQUEST"]
+    # Envoy's least_request_lb_config.active_request_bias (LEAST_REQUEST: weight / (active + 1) ** bias);
+    # the stack's Envoy cluster and the policy's conversion of shares into weights both read it.
+    active_request_bias: float = Field(ge=0, le=10)
     hysteresis: float = Field(ge=0, lt=1)
     # Minimum time between two changes of one lever; None = the measurement lag (scrape interval +
     # rate window), so the effect of one step is measured before the next.

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from mqttlb import contract
 from mqttlb.alertmanager_config import build as build_alertmanager_config
+from mqttlb.params import Params
 from mqttlb.secure import BasicAuth, ClientAuth
 from mqttlb.stack.config import NO_SLOW_START
 from mqttlb.stack.topology import HIVEMQ_METRICS_PATH, BrokerNode, Topology
@@ -192,6 +193,11 @@ def _brokers_cluster(topo: Topology) -> dict[str, Any]:
     # deadlines the nodes got while ramping after start-up, and round robin skips a node for the
     # first connections (with 20 s, 3/3/6 of the first 12 on 3 nodes; tests/test_stack_live.py).
     lb_config: dict[str, Any] = {}
+    if cfg.lb_policy == "LEAST_REQUEST":  # the bias the policy's weights are computed for (policy_base)
+        lb_config["active_request_bias"] = {
+            "default_value": cfg.params.policy.active_request_bias,
+            "runtime_key": "mqttlb.lb.active_request_bias",
+        }
     if cfg.slow_start_window != NO_SLOW_START:
         lb_config["slow_start_config"] = {
             "slow_start_window": cfg.slow_start_window,
@@ -498,6 +504,14 @@ def web_client(topo: Topology) -> dict[str, Any]:
     return {"basic_auth": web_login(topo), **({"ca_file": ca} if ca is not None else {})}
 
 
+def _webhook_params(params: Params, lb_policy: str) -> dict[str, Any]:
+    """The webhook's parameters as JSON, with ``policy.base_policy`` = the Envoy ``lb_policy`` the stack runs
+    (the stack file's ``lb_policy`` is the one source; the weights are computed for it)."""
+    data = params.model_dump(mode="json", exclude_none=True)
+    data["policy"]["base_policy"] = lb_policy
+    return data
+
+
 def webhook_config(topo: Topology) -> dict[str, Any]:
     """The webhook's YAML (`mqttlb.webhook.config.WebhookConfig`)."""
     cfg = topo.settings
@@ -522,7 +536,7 @@ def webhook_config(topo: Topology) -> dict[str, Any]:
         "prometheus_auth": web_client(topo),
         "alertmanager_auth": web_client(topo),
         **({"tls": {"cert_file": str(topo.state.tls_cert), "key_file": str(topo.state.tls_key)}} if cfg.tls else {}),
-        "params_overrides": cfg.params.model_dump(mode="json", exclude_none=True),
+        "params_overrides": _webhook_params(cfg.params, cfg.lb_policy),
         **({"xds_grpc_listen": topo.webhook_xds.listen} if topo.switches.eds in ADS_API_TYPES else {}),
     }
 

@@ -1,7 +1,9 @@
 """Weighted-CPU rebalancing policy: per-node samples and current weights in, new weights and a reason out.
 
-Pure functions, no I/O and no clock: the caller passes ``now``.  A node's target weight grows with
-its spare CPU capacity (1 - smoothed utilisation), normalised so the mean target of the nodes that
+Pure functions, no I/O and no clock: the caller passes ``now``.  A node's target share of the new
+connections grows with its spare CPU capacity (1 - smoothed utilisation); :mod:`policy_base` turns the
+shares into the weights that give them under Envoy's base policy (ROUND_ROBIN or LEAST_REQUEST, the
+latter at the nodes' current connection counts), normalised so the mean target of the nodes that
 take part equals ``neutral_weight``.  Each decision moves a weight at most ``max_step`` toward its
 target, keeps it in ``[min_weight, max_weight]`` (``min_weight`` > 0, so never all zero), ignores
 differences below ``hysteresis`` and respects the step interval (``cooldown_seconds``) between two changes.  Nodes
@@ -15,10 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from mqttlb.params import PolicyParams
-
-# A node at 100 % CPU still gets a sliver of spare capacity so its target never collapses to 0;
-# min_weight is the real floor.
-_MIN_SPARE = 0.01
+from mqttlb.webhook import policy_base
 
 
 @dataclass(frozen=True)
@@ -143,16 +142,21 @@ def _smoothed(
     return smoothed
 
 
-def _targets(cpu: Mapping[str, float], params: PolicyParams) -> dict[str, float]:
-    """Target weight of each node in ``cpu`` (node -> smoothed utilisation 0..1), proportional to
-    its spare capacity; the mean target is ``neutral_weight``."""
-    # spare ** exponent: above 1 the hotter node's share falls faster than its spare capacity,
-    # which offsets load that weights cannot move (connections that stay where they are).
-    spare = {n: max(_MIN_SPARE, 1.0 - cpu[n]) ** params.spare_exponent for n in cpu}
-    mean_spare = sum(spare.values()) / len(spare)
-    # Targets depend on the samples only (mean target = neutral), never on the current weights:
-    # bounded steps then converge, and the weights cannot inflate or deflate over time.
-    return {n: params.neutral_weight * spare[n] / mean_spare for n in cpu}
+def _targets(cpu: Mapping[str, float], samples: Mapping[str, NodeSample], params: PolicyParams) -> dict[str, float]:
+    """Target weight of each node in ``cpu`` (node -> smoothed utilisation 0..1): its share of the new
+    connections from spare CPU (``policy_base.target_shares``), turned into the weights that make Envoy's
+    base policy (``params.base_policy``) hand out that share at the nodes' current connection counts
+    (``policy_base.weights_for_shares``); the mean target is ``neutral_weight``."""
+    # Targets depend on the samples only, never on the current weights: bounded steps then converge,
+    # and the weights cannot inflate or deflate over time.
+    shares = policy_base.target_shares(cpu, params.spare_exponent)
+    return policy_base.weights_for_shares(
+        shares,
+        params.base_policy,
+        neutral_weight=params.neutral_weight,
+        active={n: samples[n].connections if n in samples else None for n in cpu},
+        active_request_bias=params.active_request_bias,
+    )
 
 
 def _stepped(before: Mapping[str, int], targets: Mapping[str, float], params: PolicyParams) -> dict[str, int]:
@@ -222,7 +226,7 @@ def decide(
 
     cpu = {n: smoothed[n] for n in steerable}
     spread = max(cpu.values()) - min(cpu.values())
-    targets = _targets(cpu, params)
+    targets = _targets(cpu, samples, params)
     if spread < params.hysteresis:
         return result(
             before, targets, f"CPU spread {spread:.3f} below hysteresis {params.hysteresis}{stale_note}"

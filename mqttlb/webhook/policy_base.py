@@ -1,0 +1,122 @@
+"""From spare CPU to Envoy weights, for the base load-balancing policy Envoy runs: pure, no I/O.
+
+Weights steer only *new* connections, so the policy decides each node's **share of the new
+connections** first (:func:`target_shares`, from spare CPU) and then converts that share into the
+``load_balancing_weight`` values that make Envoy's base policy hand out those shares
+(:func:`weights_for_shares`).  :func:`pick_shares` is the inverse: the share of the next connections
+each node gets from given weights.
+
+What Envoy does with the weights (Envoy's "Supported load balancers" page and the
+``least_request.proto`` reference, https://www.envoyproxy.io/docs/envoy/latest/intro/arch_overview/upstream/load_balancing/load_balancers
+and https://www.envoyproxy.io/docs/envoy/latest/api-v3/extensions/load_balancing_policies/least_request/v3/least_request.proto;
+measured on Envoy 1.40 in ``/work/shared/reference/envoy-levers.md`` §1):
+
+* ``ROUND_ROBIN``: a weighted round-robin schedule; node i gets ``w_i / sum(w)`` of the new connections,
+  whatever it already holds.
+* ``LEAST_REQUEST`` with unequal weights: an EDF schedule on the dynamic weight
+  ``w_i / (active_i + 1) ** active_request_bias``; for tcp_proxy ``active`` is the node's active
+  connections (``rq_active`` equals ``cx_active``).  So the next connection goes to node i with
+  probability ``w_i / (a_i + 1) ** b`` over the sum of those; to give node i a share ``p_i`` *now*, its
+  weight must be ``p_i x (a_i + 1) ** b`` (normalised).  As connections land the dynamic weights fall
+  where they landed, so between two decisions least request still evens out connection counts: CPU
+  sets the share at each decision, the count term damps the drift until the next one.  With all
+  weights equal Envoy uses power-of-two-choices on the active counts instead (no formula to invert).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+BasePolicy = Literal["ROUND_ROBIN", "LEAST_REQUEST"]
+BASE_POLICIES: tuple[BasePolicy, ...] = ("ROUND_ROBIN", "LEAST_REQUEST")
+MIN_SPARE = 0.01  # a node at 100 % CPU keeps a sliver of share; min_weight is the real floor
+
+
+def target_shares(cpu: Mapping[str, float], spare_exponent: float) -> dict[str, float]:
+    """Each node's share (0..1, summing to 1) of the new connections, proportional to
+    ``max(MIN_SPARE, 1 - cpu) ** spare_exponent``.
+
+    ``cpu``: node -> smoothed utilisation 0..1 (values outside are clamped).  An exponent above 1 takes
+    the hotter node's share down faster than its spare capacity, which offsets load that weights cannot
+    move (connections that stay where they are).  Raises ValueError for no node or an exponent <= 0."""
+    if not cpu:
+        raise ValueError("target_shares() needs at least one node")
+    if spare_exponent <= 0:
+        raise ValueError(f"spare_exponent must be > 0, got {spare_exponent}")
+    spare = {n: max(MIN_SPARE, 1.0 - min(1.0, max(0.0, c))) ** spare_exponent for n, c in cpu.items()}
+    total = sum(spare.values())
+    return {n: s / total for n, s in spare.items()}
+
+
+def _active_factors(
+    nodes: list[str], active: Mapping[str, float | None], bias: float
+) -> dict[str, float]:
+    """``(a_i + 1) ** bias`` per node; a node with no count gets the mean count of the others (0 if none)."""
+    known = [float(v) for n in nodes if (v := active.get(n)) is not None and v >= 0]
+    fallback = sum(known) / len(known) if known else 0.0
+    factors = {}
+    for n in nodes:
+        count = active.get(n)
+        held = float(count) if count is not None and count >= 0 else fallback
+        factors[n] = (held + 1.0) ** bias
+    return factors
+
+
+def weights_for_shares(
+    shares: Mapping[str, float],
+    base: BasePolicy,
+    *,
+    neutral_weight: float,
+    active: Mapping[str, float | None] | None = None,
+    active_request_bias: float = 1.0,
+) -> dict[str, float]:
+    """Weights (floats, mean ``neutral_weight``) that make ``base`` give each node its ``shares`` of the
+    next new connections.
+
+    ``shares``: node -> share >= 0 (not all 0; normalised here); ``active``: node -> active connections
+    (LEAST_REQUEST only; missing or None = the mean of the known ones); ``active_request_bias``: Envoy's
+    ``least_request_lb_config.active_request_bias`` (>= 0).  ROUND_ROBIN: weight ~ share.  LEAST_REQUEST:
+    weight ~ share x (active + 1) ** bias.  The caller rounds and clamps (min/max weight, bounded step).
+    Raises ValueError for an unknown base, no node, a negative share or bias, or all shares 0."""
+    if base not in BASE_POLICIES:
+        raise ValueError(f"base policy must be one of {', '.join(BASE_POLICIES)}, got {base!r}")
+    if not shares:
+        raise ValueError("weights_for_shares() needs at least one node")
+    if any(s < 0 for s in shares.values()) or active_request_bias < 0:
+        raise ValueError("shares and active_request_bias must be >= 0")
+    total = sum(shares.values())
+    if total <= 0:
+        raise ValueError("at least one share must be > 0")
+    nodes = sorted(shares)
+    if base == "ROUND_ROBIN":
+        raw = {n: shares[n] / total for n in nodes}
+    else:
+        factors = _active_factors(nodes, active or {}, active_request_bias)
+        raw = {n: shares[n] / total * factors[n] for n in nodes}
+    mean = sum(raw.values()) / len(raw)
+    return {n: neutral_weight * raw[n] / mean for n in nodes}
+
+
+def pick_shares(
+    weights: Mapping[str, float],
+    base: BasePolicy,
+    *,
+    active: Mapping[str, float | None] | None = None,
+    active_request_bias: float = 1.0,
+) -> dict[str, float]:
+    """The share (0..1, summing to 1) of the next new connection each node gets from ``weights`` under
+    ``base`` (the inverse of :func:`weights_for_shares`; for LEAST_REQUEST with unequal weights, at the
+    given ``active`` counts).  Raises ValueError for no node, a negative weight or all weights 0."""
+    if base not in BASE_POLICIES:
+        raise ValueError(f"base policy must be one of {', '.join(BASE_POLICIES)}, got {base!r}")
+    if not weights or any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+        raise ValueError("pick_shares() needs at least one node, weights >= 0, not all 0")
+    nodes = sorted(weights)
+    if base == "ROUND_ROBIN":
+        dynamic = {n: float(weights[n]) for n in nodes}
+    else:
+        factors = _active_factors(nodes, active or {}, active_request_bias)
+        dynamic = {n: weights[n] / factors[n] for n in nodes}
+    total = sum(dynamic.values())
+    return {n: d / total for n, d in dynamic.items()}

@@ -1,0 +1,143 @@
+"""policy_base: spare CPU -> share of new connections -> Envoy weights for ROUND_ROBIN or LEAST_REQUEST."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from stackutil import free_ports_config
+
+from mqttlb.params import Params, with_defaults
+from mqttlb.stack.builders import envoy_bootstrap, webhook_config
+from mqttlb.stack.config import check_binaries
+from mqttlb.stack.render import render_all
+from mqttlb.stack.topology import native_topology
+from mqttlb.webhook import policy, policy_base
+from mqttlb.webhook.config import WebhookConfig
+from mqttlb.webhook.policy import NodeSample
+
+NODES = ["node1", "node2", "node3"]
+
+
+def test_shares_follow_spare_cpu_and_sum_to_one() -> None:
+    shares = policy_base.target_shares({"node1": 0.9, "node2": 0.5, "node3": 0.5}, spare_exponent=1.0)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert shares["node1"] == pytest.approx(0.1 / 1.1) and shares["node2"] == pytest.approx(0.5 / 1.1)
+
+
+def test_exponent_takes_the_hot_share_down_faster_and_saturation_keeps_a_sliver() -> None:
+    cpu = {"node1": 0.8, "node2": 0.4}
+    assert policy_base.target_shares(cpu, 2.0)["node1"] < policy_base.target_shares(cpu, 1.0)["node1"]
+    saturated = policy_base.target_shares({"node1": 1.3, "node2": 0.0}, 1.0)  # clamped to 1.0 -> MIN_SPARE
+    assert saturated["node1"] == pytest.approx(policy_base.MIN_SPARE / (1 + policy_base.MIN_SPARE))
+
+
+def test_round_robin_weights_are_proportional_to_the_shares() -> None:
+    weights = policy_base.weights_for_shares({"node1": 0.2, "node2": 0.3, "node3": 0.5}, "ROUND_ROBIN",
+                                             neutral_weight=100)
+    assert weights == pytest.approx({"node1": 60.0, "node2": 90.0, "node3": 150.0})
+
+
+def test_least_request_weights_undo_the_active_connections_term() -> None:
+    shares = {"node1": 0.2, "node2": 0.3, "node3": 0.5}
+    active = {"node1": 99, "node2": 9, "node3": 49}
+    weights = policy_base.weights_for_shares(shares, "LEAST_REQUEST", neutral_weight=100, active=active,
+                                             active_request_bias=1.0)
+    # weight ~ share x (active + 1): 20, 3, 25 -> mean 16
+    assert weights == pytest.approx({"node1": 125.0, "node2": 18.75, "node3": 156.25})
+    # Envoy's dynamic weight w / (a + 1) then gives exactly the target shares
+    back = policy_base.pick_shares(weights, "LEAST_REQUEST", active=active, active_request_bias=1.0)
+    assert back == pytest.approx(shares)
+
+
+@pytest.mark.parametrize("bias", [0.0, 0.5, 1.0, 2.0])
+def test_round_trip_for_every_bias(bias: float) -> None:
+    shares = {"node1": 0.1, "node2": 0.6, "node3": 0.3}
+    active = {"node1": 10, "node2": 200, "node3": None}  # node3 unknown: the mean of the others
+    weights = policy_base.weights_for_shares(shares, "LEAST_REQUEST", neutral_weight=100, active=active,
+                                             active_request_bias=bias)
+    assert sum(weights.values()) / 3 == pytest.approx(100.0)
+    assert policy_base.pick_shares(weights, "LEAST_REQUEST", active=active, active_request_bias=bias) == (
+        pytest.approx(shares))
+
+
+def test_bias_zero_is_round_robin() -> None:
+    shares = {"node1": 0.25, "node2": 0.75}
+    lr = policy_base.weights_for_shares(shares, "LEAST_REQUEST", neutral_weight=100, active={"node1": 5, "node2": 50},
+                                        active_request_bias=0.0)
+    assert lr == pytest.approx(policy_base.weights_for_shares(shares, "ROUND_ROBIN", neutral_weight=100))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: policy_base.target_shares({}, 1.0),
+        lambda: policy_base.target_shares({"a": 0.5}, 0.0),
+        lambda: policy_base.weights_for_shares({"a": 0.0, "b": 0.0}, "ROUND_ROBIN", neutral_weight=100),
+        lambda: policy_base.weights_for_shares({"a": -0.1, "b": 1.1}, "ROUND_ROBIN", neutral_weight=100),
+        lambda: policy_base.weights_for_shares({"a": 1.0}, "RANDOM", neutral_weight=100),  # type: ignore[arg-type]
+        lambda: policy_base.weights_for_shares({"a": 1.0}, "LEAST_REQUEST", neutral_weight=100,
+                                               active_request_bias=-1.0),
+        lambda: policy_base.pick_shares({"a": 0, "b": 0}, "ROUND_ROBIN"),
+    ],
+)
+def test_bad_input_is_refused(call: object) -> None:
+    with pytest.raises(ValueError):
+        call()  # type: ignore[operator]
+
+
+def _params(base: str, **policy_overrides: object) -> Params:
+    return Params.model_validate(with_defaults({"policy": {"base_policy": base, **policy_overrides}}))
+
+
+def test_decide_targets_depend_on_the_base_policy() -> None:
+    samples = {
+        "node1": NodeSample(cpu=0.9, connections=50, age_seconds=1),
+        "node2": NodeSample(cpu=0.3, connections=200, age_seconds=1),
+        "node3": NodeSample(cpu=0.3, connections=50, age_seconds=1),
+    }
+    weights = dict.fromkeys(NODES, 100)
+    targets = {}
+    for base in ("ROUND_ROBIN", "LEAST_REQUEST"):
+        p = _params(base).policy
+        d = policy.decide(NODES, samples, weights, {}, p, now=100.0, last_change=None, cooldown_seconds=10)
+        targets[base] = {n.node: n.target_weight for n in d.nodes}
+    rr, lr = targets["ROUND_ROBIN"], targets["LEAST_REQUEST"]
+    assert rr["node2"] == pytest.approx(rr["node3"])  # RR ignores what a node holds
+    assert lr["node2"] > lr["node3"]  # LR: node2's 200 connections lower its dynamic weight; the weight makes up
+    # at the current counts both give node2 and node3 the same share of the next connections
+    shares = policy_base.pick_shares(lr, "LEAST_REQUEST", active={n: s.connections for n, s in samples.items()})
+    assert shares["node2"] == pytest.approx(shares["node3"]) and shares["node1"] < shares["node2"] / 10
+
+
+def test_params_refuse_an_unknown_base_and_a_negative_bias() -> None:
+    with pytest.raises(ValueError, match="base_policy"):
+        _params("RANDOM")
+    with pytest.raises(ValueError, match="active_request_bias"):
+        _params("LEAST_REQUEST", active_request_bias=-0.5)
+
+
+@pytest.mark.parametrize("lb_policy", ["ROUND_ROBIN", "LEAST_REQUEST"])
+def test_the_stack_runs_envoy_on_its_lb_policy_and_tells_the_webhook(tmp_path: Path, lb_policy: str) -> None:
+    cfg = free_ports_config(tmp_path / "state", nodes=3, lb_policy=lb_policy,
+                            params={"policy": {"active_request_bias": 0.75}})
+    topo = native_topology(cfg)
+    cluster = envoy_bootstrap(topo)["static_resources"]["clusters"][0]
+    assert cluster["lb_policy"] == lb_policy
+    if lb_policy == "LEAST_REQUEST":
+        assert cluster["least_request_lb_config"]["active_request_bias"]["default_value"] == 0.75
+    else:
+        assert "least_request_lb_config" not in cluster
+    webhook = WebhookConfig.model_validate(webhook_config(topo))
+    assert webhook.params_overrides.policy.base_policy == lb_policy
+    assert webhook.params_overrides.policy.active_request_bias == 0.75
+
+
+def test_envoy_accepts_least_request_with_the_bias(tmp_path: Path) -> None:
+    binaries = check_binaries()
+    cfg = free_ports_config(tmp_path / "state", nodes=3, lb_policy="LEAST_REQUEST")
+    paths, _ = render_all(cfg, binaries)
+    envoy = subprocess.run([binaries["envoy"], "--mode", "validate", "-c", str(paths.envoy_yaml)],
+                           capture_output=True, text=True, timeout=60)
+    assert envoy.returncode == 0, envoy.stdout + envoy.stderr
