@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mqttlb.loadgen.scenarios import analysis, heterogeneous, restart_pileup
+from mqttlb.loadgen.scenarios import analysis
 from mqttlb.loadgen.scenarios.analysis import Batch, ConnectSample
 from mqttlb.loadgen.scenarios.cli import build_parser, parse_seeds
 from mqttlb.loadgen.scenarios.cli import main as scenario_main
@@ -178,50 +178,6 @@ def test_heterogeneous_workload_scatters_heavies_among_lights() -> None:
     assert all(first_light < h.start < last_light + 1 for h in heavies)
 
 
-# --- verdicts ----------------------------------------------------------------------------------------------
-
-
-def _het(arm: str, seed: int, msd: float) -> heterogeneous.HeterogeneousSummary:
-    return heterogeneous.HeterogeneousSummary(
-        arm, seed, 0.0, msd, msd, {}, {}, 0, 0, analysis.check_bounds([], 20),
-        analysis.reconnect_spread([], []), 0,
-    )
-
-
-def test_heterogeneous_verdict_compares_medians() -> None:
-    lr, we = heterogeneous.LEAST_REQUEST, heterogeneous.WEIGHTED_EVICT
-    summaries = [_het(lr, 1, 0.05), _het(we, 1, 0.002), _het(lr, 2, 0.01), _het(we, 2, 0.004),
-                 _het(lr, 3, 0.03), _het(we, 3, 0.003), _het(lr, 4, 0.5)]  # seed 4 lacks an arm: left out
-    v = heterogeneous.verdict(summaries)
-    assert v.median_least_request == 0.03 and v.median_weighted_evict == 0.003
-    assert v.ratio == pytest.approx(10) and v.met and set(v.ratios) == {1, 2, 3}
-    assert not heterogeneous.verdict([_het(lr, 1, 0.01), _het(we, 1, 0.004)]).met
-    with pytest.raises(ValueError):
-        heterogeneous.verdict([_het(lr, 1, 0.01)])
-
-
-def _restart_summary(settled_at: float | None, within: float = 180) -> restart_pileup.RestartSummary:
-    met = settled_at is not None and settled_at <= within
-    settling = analysis.Settling(0.0, 0.01, within, settled_at, settled_at, met, 0.0)
-    return restart_pileup.RestartSummary(
-        "x", 0.0, settling, 0.2, 0.0, {}, {}, 0, 0, 0, analysis.check_bounds([], 20),
-        analysis.reconnect_spread([], []), analysis.qos1_in_flight(0, {}), 0, 0,
-    )
-
-
-def test_restart_target_needs_on_to_settle_and_off_not() -> None:
-    assert restart_pileup.target_met(_restart_summary(120), _restart_summary(None))
-    assert not restart_pileup.target_met(_restart_summary(200), _restart_summary(None))
-    assert not restart_pileup.target_met(_restart_summary(120), _restart_summary(100))
-
-
-def test_restart_timeline_checked() -> None:
-    line = restart_pileup.timeline(60, 50, 240)
-    assert (line.stop_at, line.start_at, line.duration) == (60, 110, 350)
-    with pytest.raises(ValueError):
-        restart_pileup.timeline(5, 50, 240)
-
-
 # --- command line ------------------------------------------------------------------------------------------
 
 
@@ -233,9 +189,10 @@ def test_parse_seeds() -> None:
 
 
 def test_bad_flags_are_refused_before_any_stack_starts(capsys: pytest.CaptureFixture[str]) -> None:
-    assert scenario_main(["--scenario", "restart-pileup", "--down", "1"]) == 2
-    assert "--down" in capsys.readouterr().err
+    assert scenario_main(["--scenario", "pareto", "--policies", "round-robin,nope"]) == 2
+    assert "--policies" in capsys.readouterr().err
     assert scenario_main(["--scenario", "heterogeneous", "--seeds", "1,1"]) == 2
+    assert scenario_main(["--scenario", "pareto", "--nodes", "1"]) == 2
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--scenario", "nope"])
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import psutil
+
 from mqttlb.envoy_admin import EnvoyAdminClient, EnvoyAdminError
 from mqttlb.loadgen.balance import Sample
 from mqttlb.loadgen.engine import run
@@ -74,6 +76,48 @@ class ArmRun:
     sampler_errors: int
     stack_params: dict[str, Any]  # the stack's parameters as validated (mqttlb.params.Params, as JSON)
     stack_settings: dict[str, Any]  # lb_policy, scrape_interval, slow_start_window of the stack file
+    cpu_budget: CpuBudget
+
+
+@dataclass(frozen=True)
+class CpuBudget:
+    """Where the machine's CPU went during the load (psutil): ``generator``: this process (load generator and
+    samplers) as a share of all cores; ``machine``: every process's busy share of all cores; ``cores``."""
+
+    generator: float
+    machine: float
+    cores: int
+
+
+class CpuMeter:
+    """Measures :class:`CpuBudget` between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        self._t0 = 0.0
+        self._own0 = 0.0
+        self._busy0 = 0.0
+        self._total0 = 0.0
+
+    @staticmethod
+    def _machine() -> tuple[float, float]:
+        times = psutil.cpu_times()
+        total = sum(times)
+        return total - times.idle - getattr(times, "iowait", 0.0), total
+
+    def start(self) -> CpuMeter:
+        own = self._process.cpu_times()
+        self._t0, self._own0 = time.monotonic(), own.user + own.system
+        self._busy0, self._total0 = self._machine()
+        return self
+
+    def stop(self) -> CpuBudget:
+        own = self._process.cpu_times()
+        wall = max(time.monotonic() - self._t0, 1e-9)
+        cores = psutil.cpu_count() or 1
+        busy, total = self._machine()
+        machine = (busy - self._busy0) / (total - self._total0) if total > self._total0 else 0.0
+        return CpuBudget(round((own.user + own.system - self._own0) / (wall * cores), 4), round(machine, 4), cores)
 
 
 class ConnectSampler:
@@ -213,9 +257,11 @@ def run_arm(
         t0, wall_start = time.monotonic(), time.time()
         connects = ConnectSampler(admin, cfg.envoy_cluster, sample_interval).start(t0)
         log.info("arm %s: load for %.0f s", setup.name, workload.duration)
+        meter = CpuMeter().start()
         try:
             load, done = asyncio.run(_load_with_events(workload, events, act, t0))
         finally:
+            budget = meter.stop()
             samples = sampler.stop()
             connect_samples = connects.stop()
         audit = _read_audit(stack.paths.webhook_dir / "audit.jsonl")
@@ -233,16 +279,17 @@ def run_arm(
         sampler_errors=sampler.errors + connects.errors,
         stack_params=cfg.params.model_dump(mode="json"),
         stack_settings={key: str(getattr(cfg, key)) for key in ("lb_policy", "scrape_interval", "slow_start_window")},
+        cpu_budget=budget,
     )
 
 
-def base_config(nodes: int, node_cpu_cores: float) -> StackConfig:
-    """The stack file's settings (and parameters) with ``nodes`` and ``node_cpu_cores``, read once per
-    scenario so that every arm runs on the same settings even if the files change meanwhile.  Raises
-    StackConfigError."""
+def base_config(nodes: int, node_cpu_cores: float, **overrides: Any) -> StackConfig:
+    """The stack file's settings (and parameters) with ``nodes``, ``node_cpu_cores`` and ``overrides`` (stack
+    keys, e.g. ``params``, ``scrape_interval``), read once per scenario so that every arm runs on the same
+    settings even if the files change meanwhile.  Raises StackConfigError."""
     from mqttlb.stack.ephemeral import stack_config
 
-    return stack_config(Path("unused"), nodes=nodes, node_cpu_cores=node_cpu_cores)
+    return stack_config(Path("unused"), nodes=nodes, node_cpu_cores=node_cpu_cores, **overrides)
 
 
 def _stack_config(setup: ArmSetup, base: StackConfig, state_dir: Path) -> StackConfig:

@@ -77,3 +77,83 @@ def heterogeneous_workload(
         for i, start in enumerate(heavy_starts(seed, heavies, ramp))
     ]
     return build_workload(profiles, port=port, duration=duration, seed=seed, connect_rate=500.0)
+
+
+def pareto_rates(seed: int, clients: int, mean_rate: float, alpha: float, cap: float) -> list[float]:
+    """``clients`` message rates (msg/s, 2 decimals) drawn from a Pareto law with shape ``alpha`` (> 1) and
+    scale ``mean_rate x (alpha - 1) / alpha`` (so the uncapped mean is ``mean_rate``), each capped at
+    ``cap``; seeded by ``seed``.  ValueError for alpha <= 1 or a non-positive count, mean or cap."""
+    if alpha <= 1 or clients < 1 or mean_rate <= 0 or cap <= 0:
+        raise ValueError("pareto_rates needs alpha > 1 and positive clients, mean_rate and cap")
+    rng = random.Random(f"pareto:{seed}")
+    scale = mean_rate * (alpha - 1) / alpha
+    return [round(min(cap, scale * rng.paretovariate(alpha)), 2) for _ in range(clients)]
+
+
+def pareto_workload(
+    port: int,
+    duration: float,
+    seed: int,
+    *,
+    clients: int,
+    mean_rate: float,
+    alpha: float,
+    session: tuple[float, float],
+    ramp: float,
+) -> Workload:
+    """``clients`` QoS 0 publishers alike but for their rates, Pareto-distributed (:func:`pareto_rates`, cap
+    50 x the mean): a few carry much of the load.  They connect evenly over ``ramp`` seconds and reconnect
+    after sessions uniform in ``session`` seconds, so each reconnect re-places one client.  Raises
+    WorkloadError."""
+    rates = pareto_rates(seed, clients, mean_rate, alpha, cap=50 * mean_rate)
+    low, high = session
+    profiles = [
+        _profile(name=f"c{i}", count=1, rate=rate, size=64, qos=0, start=round(ramp * i / clients, 3),
+                 session={"kind": "uniform", "a": low, "b": high})
+        for i, rate in enumerate(rates)
+    ]
+    return build_workload(profiles, port=port, duration=duration, seed=seed, connect_rate=500.0,
+                          client_prefix="par", progress_interval=max(5.0, duration / 12))
+
+
+def flash_crowd_workload(
+    port: int,
+    duration: float,
+    seed: int,
+    *,
+    heavies: int,
+    heavy_rate: float,
+    lights: int,
+    light_rate: float,
+    light_session: tuple[float, float],
+    crowd_at: float,
+    crowd_seconds: float,
+    crowd_factor: float,
+    crowd_rate: float,
+) -> Workload:
+    """A churning base (``lights`` light publishers with sessions uniform in ``light_session`` seconds, and
+    ``heavies`` long-lived heavy ones scattered among them as in :func:`heterogeneous_workload`), then a
+    flash crowd: from ``crowd_at`` for ``crowd_seconds`` the connect rate is ``crowd_factor`` x the base's
+    (``lights / mean session``); the crowd's clients publish ``crowd_rate`` msg/s and stay.  The crowd
+    connects in 10 groups, one every ``crowd_seconds / 10``.  Raises WorkloadError."""
+    low, high = light_session
+    base_rate = lights / ((low + high) / 2)
+    crowd = max(10, round((crowd_factor - 1) * base_rate * crowd_seconds))
+    groups = 10
+    per_group, extra = divmod(crowd, groups)
+    ramp = 10.0
+    profiles = [
+        _profile(name="light", count=lights, rate=light_rate, size=64, qos=0,
+                 session={"kind": "uniform", "a": low, "b": high}),
+    ]
+    profiles += [
+        _profile(name=f"heavy{i}", count=1, rate=heavy_rate, size=64, qos=0, start=start)
+        for i, start in enumerate(heavy_starts(seed, heavies, ramp))
+    ]
+    profiles += [
+        _profile(name=f"crowd{k}", count=per_group + (1 if k < extra else 0), rate=crowd_rate, size=64, qos=0,
+                 start=round(crowd_at + k * crowd_seconds / groups, 3))
+        for k in range(groups)
+    ]
+    return build_workload(profiles, port=port, duration=duration, seed=seed, connect_rate=500.0,
+                          client_prefix="fc", progress_interval=max(5.0, duration / 12))

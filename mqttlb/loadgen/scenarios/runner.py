@@ -1,0 +1,169 @@
+"""One runner for every named scenario: each seed, each policy, one fresh stack, figures written as they come.
+
+For every (seed, policy) the runner starts a stack with the policy's Envoy ``lb_policy`` and webhook mode
+(:mod:`policies`), runs the scenario's workload and node events through it (:func:`arm.run_arm`), and writes
+under ``out/runs/``: ``<seed>-<policy>.json`` (:class:`metrics.RunFigures`), the samples, Envoy's per-node
+connects, the load report and the evict audit entries.  A run already on disk for the same scenario and
+parameter set is kept, so an interrupted benchmark resumes and seeds can be added later; the report
+(:mod:`bench_report`) is drawn from whatever ``out/runs/`` holds.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mqttlb.atomic import atomic_write_text
+from mqttlb.loadgen.balance import cpu_msd_series
+from mqttlb.loadgen.experiment import FAST_PARAMS
+from mqttlb.loadgen.scenarios import analysis, metrics
+from mqttlb.loadgen.scenarios.arm import ArmRun, run_arm
+from mqttlb.loadgen.scenarios.catalog import Scenario
+from mqttlb.loadgen.scenarios.policies import POLICIES
+from mqttlb.loadgen.workload import Workload
+
+if TYPE_CHECKING:
+    from mqttlb.stack.config import StackConfig
+
+log = logging.getLogger(__name__)
+
+# Stack overrides per parameter set: ``shipped`` = the stack file and mqttlb/params.yaml as users get them;
+# ``fast`` = the accelerated alert loop of the original experiment (rate window 12 s, imbalance threshold
+# 0.005, step interval 4 s, scrape 2 s; ``mqttlb.loadgen.experiment.FAST_PARAMS``).
+PARAM_SETS: dict[str, dict[str, Any]] = {
+    "shipped": {},
+    "fast": {"params": FAST_PARAMS, "scrape_interval": "2s", "slow_start_window": "0s"},
+}
+
+
+def slug(seed: int, policy: str) -> str:
+    """File name stem of one run: ``seed1-weighted-cpu-evict``."""
+    return f"seed{seed}-{policy.replace('+', '-')}"
+
+
+def figures_of(run: ArmRun, scenario: Scenario, seed: int) -> metrics.RunFigures:
+    """The :class:`metrics.RunFigures` of ``run``; the alert threshold is the run's own
+    ``imbalance_max_squared_deviation``.  Raises ValueError when no sample is in the measured window."""
+    threshold = float(run.stack_params["imbalance_max_squared_deviation"])
+    msd, msd_max, mean_cpu, settle = metrics.balance_figures(
+        run.samples, run.nodes, measure_from=scenario.measure_from, onset_from=scenario.onset_from,
+        threshold=threshold,
+    )
+    batches = analysis.batches_from_audit(run.audit, run.wall_start)
+    return metrics.RunFigures(
+        scenario=scenario.name,
+        policy=run.setup.name,
+        seed=seed,
+        measure_from=scenario.measure_from,
+        msd=round(msd, 6),
+        msd_max=round(msd_max, 6),
+        mean_cpu={n: round(v, 4) for n, v in mean_cpu.items()},
+        settle=settle,
+        reversals=metrics.weight_reversals(run.samples, run.nodes),
+        weight_changes=metrics.weight_changes(run.samples, run.nodes),
+        qos1_published=int(run.load.published.get("1", 0)),
+        qos1_lost=int(run.load.qos1.get("lost", 0)),
+        connect_failures=run.load.connect_failures_total,
+        evicted=sum(b.count for b in batches),
+        evict_batches=len(batches),
+        evict_bounds_hold=analysis.check_bounds(batches, float(run.stack_params["eviction"]["max_per_second"])).holds,
+        generator_cpu_share=run.cpu_budget.generator,
+        machine_cpu_share=run.cpu_budget.machine,
+    )
+
+
+def _samples_csv(run: ArmRun) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    nodes = run.nodes
+    writer.writerow(["t", "cpu_max_sq_dev", *(f"cpu_{n}" for n in nodes), *(f"connections_{n}" for n in nodes),
+                     *(f"weight_{n}" for n in nodes)])
+    for s, msd in zip(run.samples, cpu_msd_series(run.samples, nodes), strict=True):
+        writer.writerow([s.t, round(msd, 5), *(round(s.cpu.get(n, 0.0), 4) for n in nodes),
+                         *(s.connections.get(n, 0) for n in nodes), *(s.weights.get(n, 0) for n in nodes)])
+    return buffer.getvalue()
+
+
+def write_run(runs_dir: Path, run: ArmRun, figures: metrics.RunFigures, meta: Mapping[str, Any]) -> None:
+    """``runs_dir/<slug>.json`` (figures and ``meta``), ``.samples.csv``, ``.connects.csv``, ``.loadgen.json``,
+    ``.evictions.jsonl``."""
+    stem = runs_dir / slug(figures.seed, figures.policy)
+    run.load.write_json(stem.with_suffix(".loadgen.json"))
+    atomic_write_text(stem.with_suffix(".samples.csv"), _samples_csv(run))
+    connects = io.StringIO()
+    writer = csv.writer(connects)
+    writer.writerow(["t", *(f"cx_total_{n}" for n in run.nodes)])
+    for c in run.connects:
+        writer.writerow([c.t, *(c.cx_total.get(n, 0) for n in run.nodes)])
+    atomic_write_text(stem.with_suffix(".connects.csv"), connects.getvalue())
+    evicts = [json.dumps(e, sort_keys=True) for e in run.audit if e.get("kind") == "evict"]
+    atomic_write_text(stem.with_suffix(".evictions.jsonl"), "".join(line + "\n" for line in evicts))
+    record = {"figures": figures.as_dict(), **meta}
+    atomic_write_text(stem.with_suffix(".json"), json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def load_runs(runs_dir: Path) -> list[dict[str, Any]]:
+    """Every run record (``{"figures": ..., "meta"...}``) under ``runs_dir``, by seed then file name."""
+    records = []
+    for path in sorted(runs_dir.glob("seed*.json")):
+        if path.name.endswith(".loadgen.json"):
+            continue
+        records.append(json.loads(path.read_text()))
+    return sorted(records, key=lambda r: (r["figures"]["seed"], r["figures"]["policy"]))
+
+
+def _build(scenario: Scenario, seed: int, port: int) -> Workload:
+    return scenario.build(port, seed)
+
+
+def run_all(
+    scenario: Scenario,
+    seeds: Sequence[int],
+    policies: Sequence[str],
+    *,
+    param_set: str,
+    base: StackConfig,
+    out: Path,
+    state_root: Path,
+    on_run: Callable[[metrics.RunFigures], None] = lambda _f: None,
+) -> list[metrics.RunFigures]:
+    """Run ``scenario`` for every seed and policy (seed-major) on the ``base`` stack settings, skipping a run
+    whose record for the same scenario and ``param_set`` is already in ``out/runs``; the figures of the runs
+    done now.  Raises what :func:`arm.run_arm` raises (RuntimeError, OSError, ValueError)."""
+    runs_dir = out / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    done: list[metrics.RunFigures] = []
+    for seed in seeds:
+        for name in policies:
+            record = runs_dir / f"{slug(seed, name)}.json"
+            if record.exists():
+                meta = json.loads(record.read_text())
+                if meta.get("scenario") == scenario.name and meta.get("param_set") == param_set:
+                    log.info("seed %d, %s: already on disk, kept", seed, name)
+                    continue
+            run = run_arm(POLICIES[name], functools.partial(_build, scenario, seed), scenario.events,
+                          base=base, state_dir=state_root / slug(seed, name))
+            figures = figures_of(run, scenario, seed)
+            meta = {
+                "scenario": scenario.name,
+                "param_set": param_set,
+                "workload": run.load.workload,
+                "stack_params": run.stack_params,
+                "stack_settings": run.stack_settings,
+                "events": run.events,
+                "cores": run.cpu_budget.cores,
+                "node_cpu_cores": base.node_cpu_cores,
+            }
+            write_run(runs_dir, run, figures, meta)
+            log.info("seed %d, %s: CPU max sq. dev. %.4f, settle %s s, reversals %d, QoS1 lost %d, generator CPU "
+                     "%.0f %%", seed, name, figures.msd, figures.settle.seconds, figures.reversals, figures.qos1_lost,
+                     figures.generator_cpu_share * 100)
+            on_run(figures)
+            done.append(figures)
+    return done
