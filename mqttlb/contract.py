@@ -8,9 +8,13 @@ outcome kinds live here too.  Dashboards, rules, the webhook, the stack and the 
 them; the PromQL behind each recording rule lives only in the rule generator
 (``mqttlb/rulegen.py``) and thresholds only in ``mqttlb/params.yaml``.
 
-Every broker series carries ``cluster`` and ``node`` labels; Envoy endpoint series carry
-``cluster`` (the Envoy cluster name), ``endpoint`` (``host:port``) and ``node`` (the EDS
-endpoint hostname, which the stack sets to the broker's node name).
+Every broker series carries the MQTT cluster label (:data:`CLUSTER_LABEL`, ``mqtt_cluster`` unless
+the parameter ``mqtt_cluster_label`` names another) and ``node``.  Envoy series carry the Envoy cluster
+in :data:`ENVOY_CLUSTER_LABEL` (``envoy_cluster_name``, Envoy's own label on ``/stats/prometheus``);
+mqttlb's endpoint series add :data:`ENVOY_ENDPOINT_LABEL` (``host:port``) and ``node`` (the EDS endpoint hostname,
+which the stack sets to the broker's node name).  Neither uses ``cluster``, which kube-prometheus
+gives the Kubernetes cluster.  Recording rules keep ``namespace`` and are named ``mqttlb_node:...``
+and ``mqttlb_cluster:...``, apart from kubernetes-mixin's ``node:`` and ``cluster:`` rules.
 """
 
 from enum import StrEnum
@@ -63,27 +67,27 @@ WEBHOOK_XDS_VERSION = "mqttlb_webhook_xds_snapshot_version"  # version served
 WEBHOOK_XDS_IN_SYNC = "mqttlb_webhook_xds_streams_in_sync"  # streams whose Envoy applies that version
 
 # --- recording rules (level:metric:operations) --------------------------------------
-# per node (labels cluster, node)
-NODE_CPU = "node:mqtt_broker_cpu_utilisation:ratio"  # rate(cpu seconds) / capacity, 0..1
-NODE_CPU_FAST = "node:mqtt_broker_cpu_utilisation:irate"  # same, from the last two scrapes (early steering)
-NODE_CPU_DEVIATION = "node:mqtt_broker_cpu_utilisation:deviation"  # node - cluster mean
-NODE_CONNECTIONS = "node:mqtt_broker_connections:sum"
-NODE_CONNECTIONS_SHARE = "node:mqtt_broker_connections:share"  # node / cluster total, 0..1
-NODE_CONNECTIONS_DEVIATION = "node:mqtt_broker_connections:deviation"  # share - 1/N
-NODE_PUBLISH_RATE = "node:mqtt_broker_publish_received:rate"  # messages/s
-NODE_CONNECTS_RATE = "node:mqtt_broker_connects:rate"  # connects/s
-NODE_DISCONNECTS_RATE = "node:mqtt_broker_disconnects:rate"
-# per cluster (label cluster)
-CLUSTER_CPU_MEAN = "cluster:mqtt_broker_cpu_utilisation:avg"
-CLUSTER_CPU_MAD = "cluster:mqtt_broker_cpu_utilisation:mean_abs_deviation"
-CLUSTER_CPU_MSD = "cluster:mqtt_broker_cpu_utilisation:max_squared_deviation"
-CLUSTER_CPU_MAX_OVER_MIN = "cluster:mqtt_broker_cpu_utilisation:max_over_min"
-CLUSTER_CONNECTIONS_MAD = "cluster:mqtt_broker_connections_share:mean_abs_deviation"
-CLUSTER_CONNECTIONS_MSD = "cluster:mqtt_broker_connections_share:max_squared_deviation"
-CLUSTER_CONNECTIONS_MAX_OVER_MIN = "cluster:mqtt_broker_connections:max_over_min"
-CLUSTER_CONNECTS_RATE = "cluster:mqtt_broker_connects:rate"  # connection churn, connects/s
-CLUSTER_CONNECTIONS = "cluster:mqtt_broker_connections:sum"  # connections on the up nodes
-CLUSTER_NODES_UP = "cluster:mqtt_broker_up:sum"  # number of nodes whose last scrape answered
+# per node (labels namespace, <mqtt cluster label>, node)
+NODE_CPU = "mqttlb_node:mqtt_broker_cpu_utilisation:ratio"  # rate(cpu seconds) / capacity, 0..1
+NODE_CPU_FAST = "mqttlb_node:mqtt_broker_cpu_utilisation:irate"  # same, from the last two scrapes (early steering)
+NODE_CPU_DEVIATION = "mqttlb_node:mqtt_broker_cpu_utilisation:deviation"  # node - cluster mean
+NODE_CONNECTIONS = "mqttlb_node:mqtt_broker_connections:sum"
+NODE_CONNECTIONS_SHARE = "mqttlb_node:mqtt_broker_connections:share"  # node / cluster total, 0..1
+NODE_CONNECTIONS_DEVIATION = "mqttlb_node:mqtt_broker_connections:deviation"  # share - 1/N
+NODE_PUBLISH_RATE = "mqttlb_node:mqtt_broker_publish_received:rate"  # messages/s
+NODE_CONNECTS_RATE = "mqttlb_node:mqtt_broker_connects:rate"  # connects/s
+NODE_DISCONNECTS_RATE = "mqttlb_node:mqtt_broker_disconnects:rate"
+# per cluster (labels namespace, <mqtt cluster label>)
+CLUSTER_CPU_MEAN = "mqttlb_cluster:mqtt_broker_cpu_utilisation:avg"
+CLUSTER_CPU_MAD = "mqttlb_cluster:mqtt_broker_cpu_utilisation:mean_abs_deviation"
+CLUSTER_CPU_MSD = "mqttlb_cluster:mqtt_broker_cpu_utilisation:max_squared_deviation"
+CLUSTER_CPU_MAX_OVER_MIN = "mqttlb_cluster:mqtt_broker_cpu_utilisation:max_over_min"
+CLUSTER_CONNECTIONS_MAD = "mqttlb_cluster:mqtt_broker_connections_share:mean_abs_deviation"
+CLUSTER_CONNECTIONS_MSD = "mqttlb_cluster:mqtt_broker_connections_share:max_squared_deviation"
+CLUSTER_CONNECTIONS_MAX_OVER_MIN = "mqttlb_cluster:mqtt_broker_connections:max_over_min"
+CLUSTER_CONNECTS_RATE = "mqttlb_cluster:mqtt_broker_connects:rate"  # connection churn, connects/s
+CLUSTER_CONNECTIONS = "mqttlb_cluster:mqtt_broker_connections:sum"  # connections on the up nodes
+CLUSTER_NODES_UP = "mqttlb_cluster:mqtt_broker_up:sum"  # number of nodes whose last scrape answered
 
 # --- added by the exporters (issue 4) -----------------------------------------------
 BROKER_SAMPLE_AGE = "mqtt_broker_sample_age_seconds"  # age of the newest pushed data (Mosquitto $SYS)
@@ -152,8 +156,15 @@ class Action(StrEnum):
 ACTION_LABEL = "action"
 # Label names the rules put on every load alert and broker series.
 ALERTNAME_LABEL = "alertname"
-CLUSTER_LABEL = "cluster"
+# The MQTT cluster label's default name; the parameter `mqtt_cluster_label` may name another, and every
+# part that writes or reads the label takes it from there (mqttlb.params.Params.mqtt_cluster_label).
+CLUSTER_LABEL = "mqtt_cluster"
 NODE_LABEL = "node"
+NAMESPACE_LABEL = "namespace"  # kept by every recording rule and alert (AlertmanagerConfig routes match it)
+ENVOY_CLUSTER_LABEL = "envoy_cluster_name"  # the Envoy cluster: Envoy's own label on /stats/prometheus
+# An endpoint's host:port: Envoy's own label on /stats/prometheus (prometheus-operator gives `endpoint` to
+# every target: the scraped port's name).
+ENVOY_ENDPOINT_LABEL = "envoy_endpoint_address"
 
 # --- Alertmanager receivers ------------------------------------------------------------
 RECEIVER_WEBHOOK = "mqttlb-webhook"

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mqttlb import contract
 from mqttlb.yamlfile import ConfigError, Sources, deep_merge, invalid, load_yaml_mapping, one_line
 
 DEFAULT_PARAMS_FILE = Path(__file__).with_name("params.yaml")
@@ -69,6 +70,23 @@ def _check_selector(value: str) -> str:
     return value
 
 
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# Label names the MQTT cluster label must not take: kube-prometheus' Kubernetes cluster, the labels
+# mqttlb's own series and Prometheus targets already carry, and Prometheus' reserved ones.
+TAKEN_LABELS = frozenset(
+    {"cluster", "namespace", "pod", "container", "job", "instance", "endpoint", "service",
+     contract.NODE_LABEL, contract.ENVOY_CLUSTER_LABEL, contract.ACTION_LABEL, contract.ALERTNAME_LABEL}
+)
+
+
+def _check_cluster_label(value: str) -> str:
+    if not _LABEL_NAME.match(value) or value.startswith("__"):
+        raise ValueError("not a Prometheus label name such as mqtt_cluster")
+    if value in TAKEN_LABELS:
+        raise ValueError(f"{value!r} is taken (kube-prometheus or mqttlb use it for something else)")
+    return value
+
+
 def _check_http_url(value: str) -> str:
     parsed = urlparse(value)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -85,6 +103,8 @@ Selector = Annotated[str, AfterValidator(_check_selector)]
 HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
 """An http(s) URL with a host, kept as written."""
 Fraction = Annotated[float, Field(gt=0, lt=1)]
+ClusterLabel = Annotated[str, AfterValidator(_check_cluster_label)]
+"""The name of the MQTT cluster label: a Prometheus label name that is not in :data:`TAKEN_LABELS`."""
 
 
 class _Strict(BaseModel):
@@ -201,6 +221,21 @@ class EvictionParams(_Strict):
     allow_persistent: bool = False
 
 
+class BrokerCpuParams(_Strict):
+    """Where the per-node CPU utilisation (``contract.NODE_CPU``) comes from.
+
+    ``exporter``: the broker exporter's ``mqtt_broker_process_cpu_seconds_total`` over its configured
+    ``mqtt_broker_cpu_capacity_cores``.  ``cadvisor`` (Kubernetes): cAdvisor's
+    ``container_cpu_usage_seconds_total`` (``cadvisor_selector``) of the broker pod's containers over the
+    sum of their CPU limits from kube-state-metrics' ``kube_pod_container_resource_limits{resource="cpu"}``
+    (``kube_state_metrics_selector``), joined on ``namespace`` and ``pod``; the broker's node name must
+    be its pod name (a StatefulSet's ``hivemq-0``), and a pod without CPU limits has no utilisation."""
+
+    source: Literal["exporter", "cadvisor"] = "exporter"
+    cadvisor_selector: Selector = 'job="kubelet", metrics_path="/metrics/cadvisor"'
+    kube_state_metrics_selector: Selector = 'job="kube-state-metrics"'
+
+
 class Params(_Strict):
     broker_selector: Selector
     envoy_selector: Selector
@@ -224,6 +259,10 @@ class Params(_Strict):
     alertmanager: AlertmanagerTiming
     policy: PolicyParams
     eviction: EvictionParams = Field(default_factory=EvictionParams)
+    # Name of the MQTT cluster label on every broker series, recording rule and alert (not `cluster`,
+    # which kube-prometheus gives the Kubernetes cluster).
+    mqtt_cluster_label: ClusterLabel = contract.CLUSTER_LABEL
+    broker_cpu: BrokerCpuParams = Field(default_factory=BrokerCpuParams)
 
     @model_validator(mode="after")
     def _thresholds_in_order(self) -> Params:

@@ -57,15 +57,23 @@ HEADER = (
     "# `python -m mqttlb.rulegen check` finds drift.\n"
 )
 
-NODE = "cluster, node"
-
 
 # --- recording rules ---------------------------------------------------------------------
 
 
+def node_labels(p: Params) -> str:
+    """The labels every per-node rule keeps: ``namespace, <mqtt cluster label>, node``."""
+    return f"{s.NAMESPACE_LABEL}, {p.mqtt_cluster_label}, {s.NODE_LABEL}"
+
+
+def cluster_labels(p: Params) -> str:
+    """The labels every per-cluster rule keeps: ``namespace, <mqtt cluster label>``."""
+    return f"{s.NAMESPACE_LABEL}, {p.mqtt_cluster_label}"
+
+
 def _up_nodes(p: Params) -> str:
     # Nodes whose last scrape answered; joining with this keeps a dead node out of every mean.
-    return f"(max by ({NODE}) ({s.BROKER_UP}{{{p.broker_selector}}}) == 1)"
+    return f"(max by ({node_labels(p)}) ({s.BROKER_UP}{{{p.broker_selector}}}) == 1)"
 
 
 def _finite(expr: str) -> str:
@@ -81,22 +89,67 @@ def _finite(expr: str) -> str:
 
 
 def _node_rate(p: Params, counter: str) -> str:
+    node = node_labels(p)
     return (
-        f"{_finite(f'sum by ({NODE}) (rate({counter}{{{p.broker_selector}}}[{p.rate_window}]))')}\n"
-        f"  and on ({NODE}) {_up_nodes(p)}"
+        f"{_finite(f'sum by ({node}) (rate({counter}{{{p.broker_selector}}}[{p.rate_window}]))')}\n"
+        f"  and on ({node}) {_up_nodes(p)}"
     )
 
 
-def _deviation_group(deviation: str, mad: str, msd: str) -> list[dict[str, str]]:
+def _deviation_group(p: Params, deviation: str, mad: str, msd: str) -> list[dict[str, str]]:
+    cluster = cluster_labels(p)
     return [
-        {"record": mad, "expr": f"avg by (cluster) (abs({deviation}))"},
-        {"record": msd, "expr": f"max by (cluster) ({deviation} ^ 2)"},
+        {"record": mad, "expr": f"avg by ({cluster}) (abs({deviation}))"},
+        {"record": msd, "expr": f"max by ({cluster}) ({deviation} ^ 2)"},
     ]
 
 
-def _max_over_min(per_node: str) -> str:
+def _max_over_min(p: Params, per_node: str) -> str:
     # A cluster whose least loaded node is at exactly 0 has no finite ratio: no sample then.
-    return f"max by (cluster) ({per_node})\n  / on (cluster)\n(min by (cluster) ({per_node}) > 0)"
+    c = cluster_labels(p)
+    return f"max by ({c}) ({per_node})\n  / on ({c})\n(min by ({c}) ({per_node}) > 0)"
+
+
+def _exporter_cpu(p: Params, rate: str) -> str:
+    """Busy cores (``rate`` of the broker process's CPU seconds) over the exporter's configured cores."""
+    node = node_labels(p)
+    capacity = f"(max by ({node}) ({s.BROKER_CPU_CAPACITY}{{{p.broker_selector}}}) > 0)"
+    return (
+        f"sum by ({node}) ({rate}({s.BROKER_CPU_SECONDS}{{{p.broker_selector}}}[{p.rate_window}]))\n"
+        f"  / on ({node})\n{capacity}"
+    )
+
+
+def _cadvisor_cpu(p: Params, rate: str) -> str:
+    """Busy cores of the broker pod's containers (cAdvisor) over the sum of their CPU limits
+    (kube-state-metrics), per pod, given the broker's labels through its ``mqtt_broker_info`` series
+    (whose ``node`` is the pod name).  ``container!=""`` drops cAdvisor's pod-level cgroup and
+    ``container!="POD"`` the pause container, as kubernetes-mixin's rules do."""
+    c = p.broker_cpu
+    pod = f"{s.NAMESPACE_LABEL}, pod"
+    usage = (
+        f"sum by ({pod}) ({rate}(container_cpu_usage_seconds_total"
+        f'{{{c.cadvisor_selector}, container!="", container!="POD"}}[{p.rate_window}]))'
+    )
+    limits = (
+        f"(sum by ({pod}) (kube_pod_container_resource_limits"
+        f'{{{c.kube_state_metrics_selector}, resource="cpu", unit="core"}}) > 0)'
+    )
+    brokers = (
+        f'label_replace(max by ({node_labels(p)}) ({s.BROKER_INFO}{{{p.broker_selector}}}), "pod", "$1", '
+        f'"{s.NODE_LABEL}", "(.+)")'
+    )
+    return (
+        f"sum by ({node_labels(p)}) (\n  {usage}\n  / on ({pod})\n  {limits}\n"
+        f"  * on ({pod}) group_left ({p.mqtt_cluster_label}, {s.NODE_LABEL})\n  {brokers}\n)"
+    )
+
+
+def node_cpu_expr(p: Params, rate: str) -> str:
+    """Per-node CPU utilisation (0..1) from the source ``p.broker_cpu.source`` names, with ``rate``
+    (``rate`` or ``irate``) over the rate window: finite samples of up nodes only."""
+    ratio = _cadvisor_cpu(p, rate) if p.broker_cpu.source == "cadvisor" else _exporter_cpu(p, rate)
+    return _finite(ratio) + f"\n  and on ({node_labels(p)}) {_up_nodes(p)}"
 
 
 def recording_groups(p: Params) -> list[dict[str, Any]]:
@@ -104,76 +157,59 @@ def recording_groups(p: Params) -> list[dict[str, Any]]:
 
     Every per-node rule keeps only finite samples (`_finite`), so the cluster rules built on them
     average, sum and compare the nodes that report numbers; a node with a NaN sample drops out."""
-    capacity = f"(max by ({NODE}) ({s.BROKER_CPU_CAPACITY}{{{p.broker_selector}}}) > 0)"
+    node, cluster = node_labels(p), cluster_labels(p)
     cpu = [
-        {
-            "record": s.NODE_CPU,
-            "expr": (
-                _finite(
-                    f"sum by ({NODE}) (rate({s.BROKER_CPU_SECONDS}{{{p.broker_selector}}}[{p.rate_window}]))\n"
-                    f"  / on ({NODE})\n{capacity}"
-                )
-                + f"\n  and on ({NODE}) {_up_nodes(p)}"
-            ),
-        },
-        {
-            # irate: the last two scrapes only, so a node going hot shows within one scrape; the
-            # controller steers early from it (``early_steer_for``), alerts keep the rate window.
-            "record": s.NODE_CPU_FAST,
-            "expr": (
-                _finite(
-                    f"sum by ({NODE}) (irate({s.BROKER_CPU_SECONDS}{{{p.broker_selector}}}[{p.rate_window}]))\n"
-                    f"  / on ({NODE})\n{capacity}"
-                )
-                + f"\n  and on ({NODE}) {_up_nodes(p)}"
-            ),
-        },
-        {"record": s.CLUSTER_CPU_MEAN, "expr": f"avg by (cluster) ({s.NODE_CPU})"},
+        {"record": s.NODE_CPU, "expr": node_cpu_expr(p, "rate")},
+        # irate: the last two scrapes only, so a node going hot shows within one scrape; the
+        # controller steers early from it (``early_steer_for``), alerts keep the rate window.
+        {"record": s.NODE_CPU_FAST, "expr": node_cpu_expr(p, "irate")},
+        {"record": s.CLUSTER_CPU_MEAN, "expr": f"avg by ({cluster}) ({s.NODE_CPU})"},
         {
             "record": s.NODE_CPU_DEVIATION,
-            "expr": f"{s.NODE_CPU}\n  - on (cluster) group_left ()\n{s.CLUSTER_CPU_MEAN}",
+            "expr": f"{s.NODE_CPU}\n  - on ({cluster}) group_left ()\n{s.CLUSTER_CPU_MEAN}",
         },
-        *_deviation_group(s.NODE_CPU_DEVIATION, s.CLUSTER_CPU_MAD, s.CLUSTER_CPU_MSD),
-        {"record": s.CLUSTER_CPU_MAX_OVER_MIN, "expr": _max_over_min(s.NODE_CPU)},
+        *_deviation_group(p, s.NODE_CPU_DEVIATION, s.CLUSTER_CPU_MAD, s.CLUSTER_CPU_MSD),
+        {"record": s.CLUSTER_CPU_MAX_OVER_MIN, "expr": _max_over_min(p, s.NODE_CPU)},
     ]
     connections = [
         {
             "record": s.NODE_CONNECTIONS,
             "expr": (
-                f"{_finite(f'sum by ({NODE}) ({s.BROKER_CLIENTS_CONNECTED}{{{p.broker_selector}}})')}\n"
-                f"  and on ({NODE}) {_up_nodes(p)}"
+                f"{_finite(f'sum by ({node}) ({s.BROKER_CLIENTS_CONNECTED}{{{p.broker_selector}}})')}\n"
+                f"  and on ({node}) {_up_nodes(p)}"
             ),
         },
-        {"record": s.CLUSTER_CONNECTIONS, "expr": f"sum by (cluster) ({s.NODE_CONNECTIONS})"},
+        {"record": s.CLUSTER_CONNECTIONS, "expr": f"sum by ({cluster}) ({s.NODE_CONNECTIONS})"},
         {
             "record": s.NODE_CONNECTIONS_SHARE,
             # An empty cluster has no shares (0/0); the deviation rules then yield nothing.
-            "expr": f"{s.NODE_CONNECTIONS}\n  / on (cluster) group_left ()\n({s.CLUSTER_CONNECTIONS} > 0)",
+            "expr": f"{s.NODE_CONNECTIONS}\n  / on ({cluster}) group_left ()\n({s.CLUSTER_CONNECTIONS} > 0)",
         },
         {
             "record": s.NODE_CONNECTIONS_DEVIATION,
             "expr": (
-                f"{s.NODE_CONNECTIONS_SHARE}\n  - on (cluster) group_left ()\n"
-                f"(1 / count by (cluster) ({s.NODE_CONNECTIONS_SHARE}))"
+                f"{s.NODE_CONNECTIONS_SHARE}\n  - on ({cluster}) group_left ()\n"
+                f"(1 / count by ({cluster}) ({s.NODE_CONNECTIONS_SHARE}))"
             ),
         },
         *_deviation_group(
+            p,
             s.NODE_CONNECTIONS_DEVIATION,
             s.CLUSTER_CONNECTIONS_MAD,
             s.CLUSTER_CONNECTIONS_MSD,
         ),
-        {"record": s.CLUSTER_CONNECTIONS_MAX_OVER_MIN, "expr": _max_over_min(s.NODE_CONNECTIONS)},
+        {"record": s.CLUSTER_CONNECTIONS_MAX_OVER_MIN, "expr": _max_over_min(p, s.NODE_CONNECTIONS)},
     ]
     throughput = [
         {"record": s.NODE_PUBLISH_RATE, "expr": _node_rate(p, s.BROKER_PUBLISH_RECEIVED)},
         {"record": s.NODE_CONNECTS_RATE, "expr": _node_rate(p, s.BROKER_CONNECTS)},
         {"record": s.NODE_DISCONNECTS_RATE, "expr": _node_rate(p, s.BROKER_DISCONNECTS)},
-        {"record": s.CLUSTER_CONNECTS_RATE, "expr": f"sum by (cluster) ({s.NODE_CONNECTS_RATE})"},
+        {"record": s.CLUSTER_CONNECTS_RATE, "expr": f"sum by ({cluster}) ({s.NODE_CONNECTS_RATE})"},
     ]
     availability = [
         {
             "record": s.CLUSTER_NODES_UP,
-            "expr": f"sum by (cluster) (max by ({NODE}) ({s.BROKER_UP}{{{p.broker_selector}}}))",
+            "expr": f"sum by ({cluster}) (max by ({node}) ({s.BROKER_UP}{{{p.broker_selector}}}))",
         },
     ]
     return [
@@ -221,6 +257,9 @@ def _pct(value: float) -> str:
 
 def alerts(p: Params) -> list[_Alert]:
     b, e, w = p.broker_selector, p.envoy_selector, p.webhook_selector
+    # The MQTT cluster label in an annotation template, and the labels the aggregating alerts keep.
+    cl = f"{{{{ $labels.{p.mqtt_cluster_label} }}}}"
+    ns, envoy, address = s.NAMESPACE_LABEL, s.ENVOY_CLUSTER_LABEL, s.ENVOY_ENDPOINT_LABEL
     return [
         _Alert(
             ALERT_CPU_HIGH,
@@ -229,7 +268,7 @@ def alerts(p: Params) -> list[_Alert]:
             "warning",
             ACTION_REBALANCE,
             "MQTT broker {{ $labels.node }} is hot ({{ $value | humanizePercentage }} CPU)",
-            f"Node {{{{ $labels.node }}}} of cluster {{{{ $labels.cluster }}}} uses "
+            f"Node {{{{ $labels.node }}}} of cluster {cl} uses "
             f"{{{{ $value | humanizePercentage }}}} of its CPU capacity, above {_pct(p.cpu_high)} for "
             f"{p.cpu_high_for}. The rebalancer lowers its Envoy weight so new connections go elsewhere.",
         ),
@@ -239,8 +278,8 @@ def alerts(p: Params) -> list[_Alert]:
             p.cpu_critical_for,
             "critical",
             ACTION_SHED,
-            "MQTT cluster {{ $labels.cluster }} is saturated ({{ $value | humanizePercentage }} mean CPU)",
-            f"The mean CPU utilisation of the up nodes of cluster {{{{ $labels.cluster }}}} is "
+            f"MQTT cluster {cl} is saturated ({{{{ $value | humanizePercentage }}}} mean CPU)",
+            f"The mean CPU utilisation of the up nodes of cluster {cl} is "
             f"{{{{ $value | humanizePercentage }}}}, above {_pct(p.cpu_critical)} for {p.cpu_critical_for}. "
             "Rebalancing cannot help; the rebalancer sheds new connections at Envoy.",
         ),
@@ -248,36 +287,37 @@ def alerts(p: Params) -> list[_Alert]:
             ALERT_IMBALANCED,
             (
                 f"{s.CLUSTER_CPU_MSD} > {p.imbalance_max_squared_deviation:g}\n"
-                f"  and on (cluster) {s.CLUSTER_CPU_MEAN} >= {p.imbalance_min_mean:g}\n"
-                f"  and on (cluster) {s.CLUSTER_NODES_UP} >= 2"
+                f"  and on ({cluster_labels(p)}) {s.CLUSTER_CPU_MEAN} >= {p.imbalance_min_mean:g}\n"
+                f"  and on ({cluster_labels(p)}) {s.CLUSTER_NODES_UP} >= 2"
             ),
             p.imbalance_for,
             "warning",
             ACTION_REBALANCE,
-            "MQTT cluster {{ $labels.cluster }} is imbalanced",
+            f"MQTT cluster {cl} is imbalanced",
             f"The largest squared deviation of a node's CPU utilisation from the mean of cluster "
-            f"{{{{ $labels.cluster }}}} is {{{{ $value | printf \"%.4f\" }}}} (threshold "
+            f"{cl} is {{{{ $value | printf \"%.4f\" }}}} (threshold "
             f"{p.imbalance_max_squared_deviation:g}) for {p.imbalance_for}, while the cluster mean is at "
             f"least {_pct(p.imbalance_min_mean)}. The rebalancer moves weight from hot to cool nodes.",
         ),
         _Alert(
             ALERT_BROKER_DOWN,
-            f"max by ({NODE}) ({s.BROKER_UP}{{{b}}}) == 0",
+            f"max by ({node_labels(p)}) ({s.BROKER_UP}{{{b}}}) == 0",
             p.broker_down_for,
             "critical",
             ACTION_PAGE,
             "MQTT broker {{ $labels.node }} is down",
             f"The broker exporter cannot reach node {{{{ $labels.node }}}} of cluster "
-            f"{{{{ $labels.cluster }}}} for {p.broker_down_for}. It is left out of the cluster statistics.",
+            f"{cl} for {p.broker_down_for}. It is left out of the cluster statistics.",
         ),
         _Alert(
             ALERT_ENDPOINT_UNHEALTHY,
-            f'max by (cluster, node, endpoint) ({s.ENVOY_ENDPOINT_HEALTH}{{{e}, status="unhealthy"}}) == 1',
+            f"max by ({ns}, {envoy}, {s.NODE_LABEL}, {address}) "
+            f'({s.ENVOY_ENDPOINT_HEALTH}{{{e}, status="unhealthy"}}) == 1',
             p.endpoint_unhealthy_for,
             "warning",
             ACTION_PAGE,
-            "Envoy marks endpoint {{ $labels.endpoint }} ({{ $labels.node }}) unhealthy",
-            f"Envoy cluster {{{{ $labels.cluster }}}} has endpoint {{{{ $labels.endpoint }}}} "
+            f"Envoy marks endpoint {{{{ $labels.{address} }}}} ({{{{ $labels.node }}}}) unhealthy",
+            f"Envoy cluster {{{{ $labels.{envoy} }}}} has endpoint {{{{ $labels.{address} }}}} "
             f"(node {{{{ $labels.node }}}}) unhealthy for {p.endpoint_unhealthy_for}; "
             "it receives no new connections.",
         ),
@@ -295,7 +335,7 @@ def alerts(p: Params) -> list[_Alert]:
         _Alert(
             ALERT_REBALANCER_FAILING,
             (
-                f"sum by (job, instance) "
+                f"sum by ({ns}, job, instance) "
                 f"(increase({s.WEBHOOK_FAILURES}{{{w}}}[{p.rebalancer_failing_for}])) > 0\n"
                 f"  or up{{{w}}} == 0"
             ),

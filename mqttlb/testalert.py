@@ -59,6 +59,7 @@ class Target:
     alertmanager_login: tuple[str, Path] | None = None  # basic-auth user and password file Alertmanager wants
     amtool_config: Path | None = None  # amtool's --http.config.file with that login
     ca_file: str | None = None  # the CA of https URLs (the local stack's tls: true)
+    cluster_label: str = CLUSTER_LABEL  # the name of the MQTT cluster label (parameter mqtt_cluster_label)
 
 
 def local_target(state_dir: Path) -> Target:
@@ -83,18 +84,22 @@ def local_target(state_dir: Path) -> Target:
         (WEB_USER, state.web_password),
         state.amtool_config,
         stack_ca(topo),
+        cfg.params.mqtt_cluster_label,
     )
 
 
-def alert_document(cluster: str, test_id: str, duration_s: float, now: datetime | None = None) -> dict[str, Any]:
+def alert_document(
+    cluster: str, test_id: str, duration_s: float, now: datetime | None = None, cluster_label: str = CLUSTER_LABEL
+) -> dict[str, Any]:
     """One ``postableAlert`` of Alertmanager's API v2: the labels that route it to the webhook and
-    mark it a test, a summary, and ``endsAt`` ``duration_s`` seconds after ``now`` (UTC)."""
+    mark it a test (``cluster`` in the label ``cluster_label``), a summary, and ``endsAt`` ``duration_s``
+    seconds after ``now`` (UTC)."""
     start = now or datetime.now(UTC)
     return {
         "labels": {
             ALERTNAME_LABEL: ALERT_TEST,
             ACTION_LABEL: Action.REBALANCE.value,
-            CLUSTER_LABEL: cluster,
+            cluster_label: cluster,
             TEST_LABEL: "true",
             TEST_ID_LABEL: test_id,
         },
@@ -209,11 +214,12 @@ def main(argv: list[str] | None = None) -> int:
                 None if args.alertmanager else local.alertmanager_login,
                 None if args.alertmanager else local.amtool_config,
                 local.ca_file,
+                local.cluster_label,
             )
         if args.duration <= 0:
             raise AlertSendError("--duration must be more than 0 seconds")
         test_id = uuid.uuid4().hex[:12]
-        alert = alert_document(target.cluster, test_id, args.duration)
+        alert = alert_document(target.cluster, test_id, args.duration, cluster_label=target.cluster_label)
         send(target.alertmanager, alert, timeout=10.0, login=target.alertmanager_login, ca_file=target.ca_file)
     except AlertSendError as exc:
         return refuse(exc, "mqttlb test-alert: error")

@@ -51,7 +51,7 @@ def test_amtool_rejects_a_mistyped_field(config_file: Path, tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("labels", "receiver"),
     [
-        (["alertname=MqttBrokerCpuHigh", "action=rebalance", "cluster=local"], "mqttlb-webhook"),
+        (["alertname=MqttBrokerCpuHigh", "action=rebalance", "mqtt_cluster=local"], "mqttlb-webhook"),
         (["alertname=MqttClusterImbalanced", "action=rebalance"], "mqttlb-webhook"),
         (["alertname=MqttBrokerCpuCritical", "action=shed"], "mqttlb-webhook"),
         (["alertname=MqttBrokerDown", "action=page"], "page"),
@@ -70,7 +70,7 @@ def test_structure_and_timing_from_params() -> None:
     params = load_params({"alertmanager": timing})
     config = yaml.safe_load(amc.render(params, WEBHOOK_URL, TOKEN_FILE))
     route = config["route"]
-    assert route["group_by"] == ["alertname", "cluster", "action"]
+    assert route["group_by"] == ["alertname", "namespace", "mqtt_cluster", "action"]
     assert (route["group_wait"], route["group_interval"], route["repeat_interval"]) == ("1s", "3s", "7m")
     receivers = {r["name"]: r for r in config["receivers"]}
     webhook = receivers["mqttlb-webhook"]["webhook_configs"][0]
@@ -85,8 +85,8 @@ def test_structure_and_timing_from_params() -> None:
         for rule in config["inhibit_rules"]
     }
     assert inhibit == {
-        ('alertname="MqttBrokerCpuCritical"', 'alertname="MqttBrokerCpuHigh"'): ["cluster"],
-        ('alertname="MqttBrokerDown"', 'alertname="MqttClusterImbalanced"'): ["cluster"],
+        ('alertname="MqttBrokerCpuCritical"', 'alertname="MqttBrokerCpuHigh"'): ["namespace", "mqtt_cluster"],
+        ('alertname="MqttBrokerDown"', 'alertname="MqttClusterImbalanced"'): ["namespace", "mqtt_cluster"],
     }
 
 

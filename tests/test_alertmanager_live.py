@@ -16,7 +16,7 @@ import pytest
 import requests
 from stackutil import StubHandler, free_port, process, serve_stub, wait_until
 
-from mqttlb import alertmanager_config
+from mqttlb import alertmanager_config, contract
 from mqttlb.params import load_params
 
 TOKEN = "live-test-token-0123456789abcdef"
@@ -116,7 +116,7 @@ def _delivered(receiver: Receiver, path: str) -> dict[tuple[str, str, str], set[
             continue
         for alert in request.body["alerts"]:
             labels = alert["labels"]
-            key = (labels["alertname"], labels.get("cluster", ""), labels.get("node", ""))
+            key = (labels["alertname"], labels.get(contract.CLUSTER_LABEL, ""), labels.get("node", ""))
             seen.setdefault(key, set()).add(alert["status"])
     return seen
 
@@ -126,14 +126,16 @@ def test_routing_token_inhibition_and_resolve(alertmanager: str, receiver: Recei
     # Sources first, as in production where they are already firing: the inhibitor then holds them
     # before any target reaches the dispatcher, so the outcome does not depend on goroutine timing.
     sources = [
-        _alert("MqttBrokerCpuCritical", {"cluster": "local", "action": "shed", "severity": "critical"}),
-        _alert("MqttBrokerDown", {"cluster": "east", "node": "e2", "action": "page", "severity": "critical"}),
+        _alert("MqttBrokerCpuCritical", {contract.CLUSTER_LABEL: "local", "action": "shed", "severity": "critical"}),
+        _alert(
+            "MqttBrokerDown", {contract.CLUSTER_LABEL: "east", "node": "e2", "action": "page", "severity": "critical"}
+        ),
         _alert("Watchdog", {}),
     ]
     targets = [
-        _alert("MqttBrokerCpuHigh", {"cluster": "local", "node": "n1", **HIGH}),
-        _alert("MqttBrokerCpuHigh", {"cluster": "east", "node": "e1", **HIGH}),
-        _alert("MqttClusterImbalanced", {"cluster": "east", "action": "rebalance", "severity": "warning"}),
+        _alert("MqttBrokerCpuHigh", {contract.CLUSTER_LABEL: "local", "node": "n1", **HIGH}),
+        _alert("MqttBrokerCpuHigh", {contract.CLUSTER_LABEL: "east", "node": "e1", **HIGH}),
+        _alert("MqttClusterImbalanced", {contract.CLUSTER_LABEL: "east", "action": "rebalance", "severity": "warning"}),
     ]
     response = requests.post(f"{alertmanager}/api/v2/alerts", json=sources, timeout=5)
     assert response.status_code == 200, response.text
@@ -168,18 +170,20 @@ def test_routing_token_inhibition_and_resolve(alertmanager: str, receiver: Recei
     for request in receiver.snapshot():
         if request.path == "/alerts":
             assert request.body["commonLabels"]["action"] in ("rebalance", "shed")
-            assert set(request.body["groupLabels"]) <= {"alertname", "cluster", "action"}
+            grouping = {"alertname", contract.NAMESPACE_LABEL, contract.CLUSTER_LABEL, "action"}
+            assert set(request.body["groupLabels"]) <= grouping
 
     state = requests.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
     inhibited = {
-        a["labels"]["alertname"] + "/" + a["labels"].get("cluster", "")
+        a["labels"]["alertname"] + "/" + a["labels"].get(contract.CLUSTER_LABEL, "")
         for a in state
         if a["status"]["inhibitedBy"]
     }
     assert inhibited == {"MqttBrokerCpuHigh/local", "MqttClusterImbalanced/east"}
 
     # send_resolved: ending the east High alert produces a resolved notification for the webhook.
-    ended = _alert("MqttBrokerCpuHigh", {"cluster": "east", "node": "e1", **HIGH}, ends_in=-1, started_ago=5)
+    east_e1 = {contract.CLUSTER_LABEL: "east", "node": "e1", **HIGH}
+    ended = _alert("MqttBrokerCpuHigh", east_e1, ends_in=-1, started_ago=5)
     assert requests.post(f"{alertmanager}/api/v2/alerts", json=[ended], timeout=5).status_code == 200
     wait_until(
         lambda: "resolved" in _delivered(receiver, "/alerts").get(("MqttBrokerCpuHigh", "east", "e1"), set()),

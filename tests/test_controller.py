@@ -12,6 +12,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mqttlb import contract
 from mqttlb.contract import OutcomeKind
 from mqttlb.webhook.audit import AuditLog
 from mqttlb.webhook.config import WebhookConfig
@@ -91,7 +92,8 @@ def make_controller(tmp_path: Path, world: FakeWorld, clock: Clock, **overrides:
 def notification(
     alertname: str, status: str, starts_at: str, node: str | None = None, action: str = "rebalance"
 ) -> dict[str, Any]:
-    labels = {"alertname": alertname, "cluster": "local", "action": action, **({"node": node} if node else {})}
+    labels = {"alertname": alertname, contract.CLUSTER_LABEL: "local", "action": action}
+    labels |= {"node": node} if node else {}
     return {
         "version": "4",
         "groupKey": f'{{}}:{{alertname="{alertname}"}}',

@@ -139,10 +139,11 @@ def test_the_cli_names_file_and_rule_and_fails(tmp_path: Path, capsys: pytest.Ca
 def test_recording_rules_and_alerts_are_the_only_series_without_job() -> None:
     """The exclusions cover series that have no job label (aggregated by cluster and node), nothing else."""
     fine = copy.deepcopy(REBALANCER)
-    _set_expr("Shedding level", 'cluster:mqtt_broker_cpu_utilisation:avg{cluster="$cluster"} and on () ALERTS')(fine)
+    mean = 'mqttlb_cluster:mqtt_broker_cpu_utilisation:avg{mqtt_cluster="$cluster"}'
+    _set_expr("Shedding level", f"{mean} and on () ALERTS")(fine)
     assert lint(fine) == []
     raw = copy.deepcopy(REBALANCER)
-    _set_expr("Shedding level", 'cluster:mqtt_broker_cpu_utilisation:avg{cluster="$cluster"} * on () up')(raw)
+    _set_expr("Shedding level", f"{mean} * on () up")(raw)
     assert {(p.rule, p.message.split(":")[0]) for p in lint(raw)} == {
         ("target-job-rule", "up"),
         ("target-instance-rule", "up"),

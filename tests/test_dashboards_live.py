@@ -293,8 +293,8 @@ def test_queries_discovers_variables_from_prometheus(
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     nodes = "|".join(sorted(cfg.node_names))
-    assert f'cluster="{cfg.cluster}", node=~"({nodes})"' in out
-    assert f'cluster="{cfg.envoy_cluster}"' in out
+    assert f'{contract.CLUSTER_LABEL}="{cfg.cluster}", node=~"({nodes})"' in out
+    assert f'{contract.ENVOY_CLUSTER_LABEL}="{cfg.envoy_cluster}"' in out
     for node in cfg.node_names:
         assert f'node=~"{node}"' in out  # the repeated row, once per discovered node
     assert "$" not in out  # every variable resolved

@@ -48,7 +48,7 @@ def test_unknown_variable_names_the_place() -> None:
 DISCOVERED = {
     "job": ["mqtt-brokers", "mqttlb-envoy", "mqttlb-webhook", "other"],
     "instance": ["127.0.0.1:9641", "127.0.0.1:9642"],
-    "cluster": ["east", "local"],
+    "mqtt_cluster": ["east", "local"],  # the MQTT cluster label (the variable is still named cluster)
     "node": ["node2", "node1", "node3"],
 }
 
@@ -73,7 +73,7 @@ def test_discovered_variables_follow_grafana_defaults() -> None:
         "instance",
     )
     assert calls[3] == (
-        'mqtt_broker_up{job=~"(mqtt-brokers|mqttlb-envoy|mqttlb-webhook)", instance=~".+", cluster="local"}',
+        'mqtt_broker_up{job=~"(mqtt-brokers|mqttlb-envoy|mqttlb-webhook)", instance=~".+", mqtt_cluster="local"}',
         "node",
     )
 
@@ -101,7 +101,7 @@ def test_offline_defaults_substitute_the_stack_jobs_and_any_instance() -> None:
 def test_discovery_without_values_is_an_error() -> None:
     with pytest.raises(ResolveError, match="variable job: Prometheus has no values"):
         resolve_variables(BALANCE, {}, lambda selector, label: [])
-    found = {**DISCOVERED, "cluster": []}
+    found = {**DISCOVERED, "mqtt_cluster": []}
     with pytest.raises(ResolveError, match="variable cluster: Prometheus has no values"):
         resolve_variables(BALANCE, {}, lambda selector, label: found[label])
 

@@ -332,10 +332,11 @@ def test_stats_show_the_window_end_and_a_bad_ratio_in_red() -> None:
     (expr,) = [t["expr"] for t in ratio["targets"]]
     # an idle cluster gives 0, shown as "idle", not the noise ratio of two small CPU figures (nor the
     # last busy ratio, which a lastNotNull over a query without idle samples would keep showing)
-    mean = f'{contract.CLUSTER_CPU_MEAN}{{cluster="$cluster"}}'
+    mean = f'{contract.CLUSTER_CPU_MEAN}{{{contract.CLUSTER_LABEL}="$cluster"}}'
     busy = f"{params.imbalance_min_mean:g}"
-    assert f"and on (cluster) {mean} >= {busy})" in expr and expr.endswith(f"or on (cluster) ({mean} < {busy}) * 0")
-    assert expr.startswith("max by (cluster) (")
+    by = contract.CLUSTER_LABEL
+    assert f"and on ({by}) {mean} >= {busy})" in expr and expr.endswith(f"or on ({by}) ({mean} < {busy}) * 0")
+    assert expr.startswith(f"max by ({by}) (")
     (mapping,) = ratio["fieldConfig"]["defaults"]["mappings"]
     assert mapping["type"] == "value"
     assert mapping["options"]["0"]["text"] == f"idle (mean < {params.imbalance_min_mean:.0%})"
@@ -404,6 +405,7 @@ def test_the_ratio_stat_is_one_series_busy_then_idle(tmp_path: Path) -> None:
     (two series would leave Grafana's lastNotNull on the stale busy ratio)."""
     ratio = _panels_by_title("mqttlb-cluster-balance.json")["Busiest / idlest node"]
     expr = ratio["targets"][0]["expr"].replace("$cluster", "local")
+    local = f'{{{contract.CLUSTER_LABEL}="local"}}'
     test = {
         "rule_files": [],
         "evaluation_interval": "1m",
@@ -411,12 +413,12 @@ def test_the_ratio_stat_is_one_series_busy_then_idle(tmp_path: Path) -> None:
             {
                 "interval": "1m",
                 "input_series": [
-                    {"series": f'{contract.CLUSTER_CPU_MAX_OVER_MIN}{{cluster="local"}}', "values": "3 3 5"},
-                    {"series": f'{contract.CLUSTER_CPU_MEAN}{{cluster="local"}}', "values": "0.3 0.3 0.03"},
+                    {"series": f'{contract.CLUSTER_CPU_MAX_OVER_MIN}{local}', "values": "3 3 5"},
+                    {"series": f'{contract.CLUSTER_CPU_MEAN}{local}', "values": "0.3 0.3 0.03"},
                 ],
                 "promql_expr_test": [
-                    {"expr": expr, "eval_time": "1m", "exp_samples": [{"labels": '{cluster="local"}', "value": 3}]},
-                    {"expr": expr, "eval_time": "2m", "exp_samples": [{"labels": '{cluster="local"}', "value": 0}]},
+                    {"expr": expr, "eval_time": "1m", "exp_samples": [{"labels": local, "value": 3}]},
+                    {"expr": expr, "eval_time": "2m", "exp_samples": [{"labels": local, "value": 0}]},
                 ],
             }
         ],

@@ -223,9 +223,9 @@ def test_every_series_present_with_labels(rig: Rig) -> None:
     names += [name for f, name, _, counter in SAMPLE_METRICS if f not in not_reported_by_mosquitto]
     for node in rig.broker_ports:
         for name in names:
-            pick(broker, name, cluster="test", node=node)
+            pick(broker, name, mqtt_cluster="test", node=node)
         for reason in BROKER_REASONS:  # every reason exported, from 0
-            pick(broker, contract.BROKER_SCRAPE_ERRORS, cluster="test", node=node, reason=reason)
+            pick(broker, contract.BROKER_SCRAPE_ERRORS, mqtt_cluster="test", node=node, reason=reason)
     assert (
         pick(
             broker,
@@ -239,7 +239,8 @@ def test_every_series_present_with_labels(rig: Rig) -> None:
     assert pick(broker, contract.BROKER_RESIDENT_MEMORY, node="node1") > 1e6
     envoy = parse(rig.scrape(rig.envoy_exporter))
     for node, port in rig.broker_ports.items():
-        labels = {"cluster": ENVOY_CLUSTER, "endpoint": f"127.0.0.1:{port}", "node": node}
+        address = f"127.0.0.1:{port}"
+        labels = {contract.ENVOY_CLUSTER_LABEL: ENVOY_CLUSTER, contract.ENVOY_ENDPOINT_LABEL: address, "node": node}
         for name in (
             contract.ENVOY_ENDPOINT_CX_ACTIVE,
             contract.ENVOY_ENDPOINT_CX_TOTAL,
@@ -261,9 +262,9 @@ def test_every_series_present_with_labels(rig: Rig) -> None:
         contract.ENVOY_CLUSTER_TX_BYTES,
         contract.ENVOY_CLUSTER_CX_OVERFLOW,
     ):
-        pick(envoy, name, cluster=ENVOY_CLUSTER)
+        pick(envoy, name, envoy_cluster_name=ENVOY_CLUSTER)
     assert (
-        pick(envoy, contract.ENVOY_CLUSTER_MAX_CONNECTIONS, cluster=ENVOY_CLUSTER, priority="default")
+        pick(envoy, contract.ENVOY_CLUSTER_MAX_CONNECTIONS, envoy_cluster_name=ENVOY_CLUSTER, priority="default")
         == ENVOY_CLUSTER_MAX_CONNECTIONS
     )
     assert pick(envoy, contract.ENVOY_UP) == 1

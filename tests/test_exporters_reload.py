@@ -48,7 +48,7 @@ def test_check_reload_refuses_what_a_start_refuses_and_names_what_changed(tmp_pa
 def cluster_label(url: str) -> str | None:
     for line in requests.get(url, timeout=2).text.splitlines():
         if line.startswith("mqtt_broker_up{"):
-            return line.split('cluster="', 1)[1].split('"', 1)[0]
+            return line.split('mqtt_cluster="', 1)[1].split('"', 1)[0]
     return None
 
 

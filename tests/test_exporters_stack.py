@@ -38,14 +38,14 @@ def test_stack_exporters_name_every_node(live_stack) -> None:
             break
         time.sleep(1)
     assert ups == {name: "1.0" for name in cfg.node_names}
-    assert {lab["cluster"] for lab in labels_of(broker, contract.BROKER_CPU_SECONDS)} == {cfg.cluster}
+    assert {lab[contract.CLUSTER_LABEL] for lab in labels_of(broker, contract.BROKER_CPU_SECONDS)} == {cfg.cluster}
     assert {lab["node"] for lab in labels_of(broker, contract.BROKER_CPU_SECONDS)} == set(cfg.node_names)
 
     envoy = requests.get(envoy_url, headers=exporter_headers(live_stack), timeout=5).text
     endpoints = labels_of(envoy, contract.ENVOY_ENDPOINT_WEIGHT)
     assert {lab["node"] for lab in endpoints} == set(cfg.node_names)
-    assert {lab["endpoint"] for lab in endpoints} == {f"127.0.0.1:{p}" for p in cfg.broker_ports}
-    assert {lab["cluster"] for lab in endpoints} == {cfg.envoy_cluster}
+    assert {lab[contract.ENVOY_ENDPOINT_LABEL] for lab in endpoints} == {f"127.0.0.1:{p}" for p in cfg.broker_ports}
+    assert {lab[contract.ENVOY_CLUSTER_LABEL] for lab in endpoints} == {cfg.envoy_cluster}
 
     for text in (broker, envoy):
         result = subprocess.run(

@@ -435,6 +435,20 @@ def test_hivemq_adapter_over_http(http_server, silent_socket: str) -> None:
 
 
 # --- broker collector -----------------------------------------------------------------------
+def test_broker_collector_names_the_cluster_label_as_configured() -> None:
+    # The parameter mqtt_cluster_label reaches the exporter as cluster_label; `cluster` (kube-prometheus'
+    # Kubernetes cluster) is refused.
+    config = parse_config({**VALID, "cluster_label": "broker_fleet"})
+    collector = BrokerCollector(config.cluster, [NodeEntry(FakeAdapter("n1", FULL), 1)], 1, config.cluster_label)
+    samples = scrape(collector)
+    for name in (contract.BROKER_UP, contract.BROKER_INFO, contract.BROKER_CPU_SECONDS, contract.BROKER_SCRAPE_ERRORS):
+        labels = [lab for lab, _ in samples[name]]
+        assert labels and all(lab.get("broker_fleet") == "local" and "cluster" not in lab for lab in labels)
+    assert parse_config(VALID).cluster_label == contract.CLUSTER_LABEL
+    with pytest.raises(BrokerExporterConfigError, match="cluster_label: 'cluster' is taken"):
+        parse_config({**VALID, "cluster_label": "cluster"})
+
+
 def test_broker_collector_exports_every_series_with_labels() -> None:
     nodes = [
         NodeEntry(FakeAdapter("n1", FULL), 0.5),
@@ -444,7 +458,7 @@ def test_broker_collector_exports_every_series_with_labels() -> None:
     collector = BrokerCollector("local", nodes, timeout=1)
     samples = scrape(collector)
     for _field, name, _help, _counter in SAMPLE_METRICS:
-        assert value(samples, name, cluster="local", node="n1") == getattr(FULL, _field)
+        assert value(samples, name, mqtt_cluster="local", node="n1") == getattr(FULL, _field)
         assert not [lab for lab, _ in samples[name] if lab["node"] == "n2"]  # down: no stale values
     assert (
         value(samples, contract.BROKER_UP, node="n1") == 1 and value(samples, contract.BROKER_UP, node="n2") == 0
@@ -498,7 +512,7 @@ def fake_fetch(clusters: str | Exception, stats: str | Exception, delay: float =
 def test_envoy_collector_series() -> None:
     collector = EnvoyCollector("http://envoy:9901", 1, fetch=fake_fetch(CLUSTERS_JSON, STATS_JSON))
     samples = scrape(collector)
-    ep = {"cluster": "mqtt_brokers", "endpoint": "127.0.0.1:28831", "node": "node1"}
+    ep = {"envoy_cluster_name": "mqtt_brokers", "envoy_endpoint_address": "127.0.0.1:28831", "node": "node1"}
     assert value(samples, contract.ENVOY_ENDPOINT_CX_ACTIVE, **ep) == 3
     assert value(samples, contract.ENVOY_ENDPOINT_CX_TOTAL, **ep) == 5
     assert value(samples, contract.ENVOY_ENDPOINT_CX_FAIL, node="node3") == 5
@@ -506,9 +520,9 @@ def test_envoy_collector_series() -> None:
     assert value(samples, contract.ENVOY_ENDPOINT_HEALTH, node="node2", status="draining") == 1
     assert value(samples, contract.ENVOY_ENDPOINT_HEALTH, node="node2", status="healthy") == 0
     assert value(samples, contract.ENVOY_CLUSTER_MAX_CONNECTIONS, priority="default") == 10
-    assert value(samples, contract.ENVOY_CLUSTER_RX_BYTES, cluster="mqtt_brokers") == 20
-    assert value(samples, contract.ENVOY_CLUSTER_TX_BYTES, cluster="mqtt_brokers") == 219
-    assert value(samples, contract.ENVOY_CLUSTER_CX_OVERFLOW, cluster="mqtt_brokers") == 0
+    assert value(samples, contract.ENVOY_CLUSTER_RX_BYTES, envoy_cluster_name="mqtt_brokers") == 20
+    assert value(samples, contract.ENVOY_CLUSTER_TX_BYTES, envoy_cluster_name="mqtt_brokers") == 219
+    assert value(samples, contract.ENVOY_CLUSTER_CX_OVERFLOW, envoy_cluster_name="mqtt_brokers") == 0
     assert value(samples, contract.ENVOY_LISTENER_CX_ACTIVE, listener="127.0.0.1_21883") == 3
     assert value(samples, contract.ENVOY_LISTENER_CX_OVERLOAD_REJECT, listener="127.0.0.1_21883") == 0
     assert value(samples, contract.ENVOY_UP) == 1
@@ -521,7 +535,7 @@ def test_envoy_collector_labels_ipv6_endpoints_in_brackets() -> None:
     clusters = (FIXTURES / "envoy" / "clusters_ipv6.json").read_text()  # recorded from Envoy 1.40
     collector = EnvoyCollector("http://[::1]:9901", 1, fetch=fake_fetch(clusters, STATS_JSON))
     samples = scrape(collector)
-    assert {lab["endpoint"] for lab, _ in samples[contract.ENVOY_ENDPOINT_WEIGHT]} == {
+    assert {lab["envoy_endpoint_address"] for lab, _ in samples[contract.ENVOY_ENDPOINT_WEIGHT]} == {
         "[2001:db8::2]:18832",
         "127.0.0.1:18831",
     }
@@ -607,7 +621,7 @@ def test_exporter_http_server_paths() -> None:
         assert metrics.status_code == 200 and metrics.headers["Content-Type"].startswith(
             "text/plain; version=0.0.4"
         )
-        assert f'{contract.BROKER_UP}{{cluster="local",node="n1"}} 1.0' in metrics.text
+        assert f'{contract.BROKER_UP}{{mqtt_cluster="local",node="n1"}} 1.0' in metrics.text
         assert requests.get(f"{base}/", timeout=5).status_code == 200
         assert requests.get(f"{base}/nope", timeout=5).status_code == 404
     finally:

@@ -481,6 +481,35 @@ def test_load_params_blames_the_overrides_not_the_defaults() -> None:
     assert str(caught.value) == "experiment: cpu_critical: need cpu_high < cpu_critical, got 0.75 >= 0.5"
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"mqtt_cluster_label": "cluster"},
+            "parameter overrides: mqtt_cluster_label: 'cluster' is taken (kube-prometheus or mqttlb use it for "
+            "something else) (got 'cluster')",
+        ),
+        (
+            {"mqtt_cluster_label": "mqtt-cluster"},
+            "parameter overrides: mqtt_cluster_label: not a Prometheus label name such as mqtt_cluster "
+            "(got 'mqtt-cluster')",
+        ),
+        (
+            {"broker_cpu": {"source": "psutil"}},
+            "parameter overrides: broker_cpu.source: Input should be 'exporter' or 'cadvisor' (got 'psutil')",
+        ),
+        (
+            {"broker_cpu": {"cadvisor_selector": "kubelet"}},
+            f"parameter overrides: broker_cpu.cadvisor_selector: {SELECTOR} (got 'kubelet')",
+        ),
+    ],
+)
+def test_kubernetes_params_refused(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ParamsError) as caught:
+        load_params(overrides)
+    assert str(caught.value) == message
+
+
 # --- the shared pieces ------------------------------------------------------------------------------------
 
 

@@ -50,7 +50,26 @@ def test_every_recording_name_in_series_is_recorded_once(default_files: dict[str
     recorded = [r["record"] for r in _rules(default_files[rulegen.RECORDING_FILE])]
     assert sorted(recorded) == RECORDING_NAMES
     for name in recorded:
-        assert re.fullmatch(r"(node|cluster):[a-z_]+:[a-z_]+", name), name
+        # Our own level prefix: kubernetes-mixin records node:... and cluster:... rules.
+        assert re.fullmatch(r"mqttlb_(node|cluster):[a-z_]+:[a-z_]+", name), name
+
+
+def test_every_aggregation_keeps_namespace_and_the_mqtt_cluster_label() -> None:
+    # kube-prometheus: `cluster` is the Kubernetes cluster, and AlertmanagerConfig routes match `namespace`.
+    params = load_params({"mqtt_cluster_label": "broker_fleet"})
+    files = rulegen.render_rule_files(params)
+    text = "\n".join(files.values())
+    assert "cluster=" not in text and "(cluster" not in text and " cluster)" not in text
+    assert "$labels.cluster " not in text and "$labels.broker_fleet" in text
+    groupings = re.findall(r"\b(?:by|on) \(([^)]*)\)", text)
+    assert groupings
+    for labels in groupings:
+        names = [n.strip() for n in labels.split(",")]
+        if names == ["namespace", "pod"]:
+            continue  # the cAdvisor join (not generated with the default source)
+        assert names[0] == "namespace", labels
+        if "job" not in names and s.ENVOY_CLUSTER_LABEL not in names:
+            assert names[1] == "broker_fleet", labels
 
 
 def test_each_expression_lives_in_one_place(default_files: dict[str, str]) -> None:

@@ -125,3 +125,31 @@ def test_unit_tests_catch_a_changed_threshold(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "MqttBrokerCpuHigh" in result.stdout + result.stderr
     assert "MqttClusterImbalanced" in result.stdout + result.stderr
+
+
+CADVISOR_TEST = RULES_DIR / "tests" / "cadvisor" / "cpu_test.yml"
+
+
+def _cadvisor_rules(tmp_path: Path, overrides: dict) -> Path:
+    """The rules generated with ``overrides`` next to a copy of the cAdvisor unit test; its path."""
+    rulegen.write_rule_files(load_params(overrides), tmp_path)
+    return Path(shutil.copy(CADVISOR_TEST, tmp_path / CADVISOR_TEST.name))
+
+
+def test_cadvisor_cpu_source_unit_test(tmp_path: Path) -> None:
+    result = _promtool("test", "rules", str(_cadvisor_rules(tmp_path, {"broker_cpu": {"source": "cadvisor"}})))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_cadvisor_unit_test_fails_on_the_exporter_source(tmp_path: Path) -> None:
+    # The cAdvisor test is not vacuous: the exporter's own reading (0.1 for hivemq-0) does not pass it.
+    result = _promtool("test", "rules", str(_cadvisor_rules(tmp_path, {})))
+    assert result.returncode != 0
+    assert "mqttlb_node:mqtt_broker_cpu_utilisation:ratio" in result.stdout + result.stderr
+
+
+def test_cadvisor_rules_pass_promtool_check(tmp_path: Path) -> None:
+    rulegen.write_rule_files(load_params({"broker_cpu": {"source": "cadvisor"}}), tmp_path)
+    result = _promtool("check", "rules", *(str(tmp_path / n) for n in (rulegen.RECORDING_FILE, rulegen.ALERTS_FILE)))
+    assert result.returncode == 0, result.stdout + result.stderr

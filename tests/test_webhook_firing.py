@@ -44,7 +44,9 @@ ZERO = "0001-01-01T00:00:00Z"  # what Alertmanager sends as endsAt of a firing a
 T0 = 1_700_000_000.0
 CLUSTER = "lab"
 
-# Captured from prometheus-alertmanager 0.25 (the fingerprint is Alertmanager's own).
+# Captured from prometheus-alertmanager 0.25 (the fingerprint is Alertmanager's own), when the MQTT cluster
+# label was still named `cluster`: the sets that read it are made with CAPTURED_CLUSTER_LABEL.
+CAPTURED_CLUSTER_LABEL = "cluster"
 REAL_LABELS = {
     "action": "rebalance",
     "alertname": "MqttBrokerCpuHigh",
@@ -245,7 +247,7 @@ def test_an_unknown_status_is_rejected() -> None:
 
 def test_an_ha_copy_at_15_2_s_changes_nothing() -> None:
     clock = FakeClock()
-    fs = FiringSet(refresh_ttl=TTL)
+    fs = FiringSet(refresh_ttl=TTL, cluster_label=CAPTURED_CLUSTER_LABEL)
     notification = parse_notification(json.dumps(REAL_NOTIFICATION).encode())
     first = fs.apply(notification.alerts, clock.now)
     assert first.changed and first.added == (REAL_FINGERPRINT,)
@@ -434,7 +436,7 @@ def test_tombstones_are_pruned_by_age_and_bounded() -> None:
 
 
 def test_replace_from_api_rebuilds_the_set() -> None:
-    fs = FiringSet(refresh_ttl=TTL)
+    fs = FiringSet(refresh_ttl=TTL, cluster_label=CAPTURED_CLUSTER_LABEL)
     result = fs.replace_from_api(REAL_API_ALERTS, REAL_API_NOW)
     assert result.added == (REAL_FINGERPRINT,)
     (entry,) = fs.firing(CLUSTER)

@@ -74,6 +74,7 @@ def test_duplicate_or_unlabelled_series_raise():
 
 
 def test_clustercluster_selector_rejects_injection():
-    assert cluster_selector("local") == '{cluster="local"}'
+    assert cluster_selector("local") == '{mqtt_cluster="local"}'
+    assert cluster_selector("local", "broker_fleet") == '{broker_fleet="local"}'
     with pytest.raises(ValueError):
         cluster_selector('x"} or vector(1) or {a="')

@@ -104,23 +104,25 @@ def stack_jobs(params: Params) -> list[str]:
     return jobs
 
 
-def node_selector() -> str:
-    """Labels of every per-node recording rule (aggregated by cluster and node: no job or instance)."""
-    return 'cluster="$cluster", node=~"$node"'
+def node_selector(params: Params) -> str:
+    """Labels of every per-node recording rule (aggregated by namespace, MQTT cluster and node: no job or
+    instance)."""
+    return f'{cluster_selector(params)}, node=~"$node"'
 
 
-def cluster_selector() -> str:
-    return 'cluster="$cluster"'
+def cluster_selector(params: Params) -> str:
+    """The MQTT cluster variable's value in the MQTT cluster label (the parameter ``mqtt_cluster_label``)."""
+    return f'{params.mqtt_cluster_label}="$cluster"'
 
 
 def broker_selector(params: Params) -> str:
-    return f'{scrape_selector(params.broker_selector)}, cluster="$cluster", node=~"$node"'
+    return f"{scrape_selector(params.broker_selector)}, {node_selector(params)}"
 
 
 def envoy_endpoint_labels() -> str:
     # Endpoint series (Envoy exporter, webhook weights) carry the *Envoy* cluster name in
-    # `cluster`, hence a variable of its own.
-    return 'cluster="$envoy_cluster", node=~"$node"'
+    # ENVOY_CLUSTER_LABEL, hence a variable of its own.
+    return f'{contract.ENVOY_CLUSTER_LABEL}="$envoy_cluster", node=~"$node"'
 
 
 def envoy_selector(params: Params) -> str:
@@ -129,7 +131,7 @@ def envoy_selector(params: Params) -> str:
 
 def envoy_cluster_selector(params: Params) -> str:
     """Envoy cluster-wide series (circuit breakers, overflow) have no node label."""
-    return f'{scrape_selector(params.envoy_selector)}, cluster="$envoy_cluster"'
+    return f'{scrape_selector(params.envoy_selector)}, {contract.ENVOY_CLUSTER_LABEL}="$envoy_cluster"'
 
 
 def envoy_listener_selector(params: Params) -> str:
@@ -195,7 +197,10 @@ def cluster_variable(params: Params) -> G.Template:
     return G.Template(
         name="cluster",
         label="Broker cluster",
-        query=f"label_values({contract.BROKER_UP}{{{scrape_selector(params.broker_selector)}}}, cluster)",
+        query=(
+            f"label_values({contract.BROKER_UP}{{{scrape_selector(params.broker_selector)}}}, "
+            f"{params.mqtt_cluster_label})"
+        ),
         dataSource=DATASOURCE,
         default=DEFAULT_CLUSTER,
         refresh=G.REFRESH_ON_TIME_RANGE_CHANGE,
@@ -208,7 +213,7 @@ def node_variable(params: Params) -> G.Template:
         label="Node",
         query=(
             f"label_values({contract.BROKER_UP}{{{scrape_selector(params.broker_selector)}, "
-            'cluster="$cluster"}, node)'
+            f"{cluster_selector(params)}}}, node)"
         ),
         dataSource=DATASOURCE,
         default=ALL,
@@ -222,7 +227,10 @@ def envoy_cluster_variable(params: Params) -> G.Template:
     return G.Template(
         name="envoy_cluster",
         label="Envoy cluster",
-        query=f"label_values({contract.ENVOY_ENDPOINT_WEIGHT}{{{scrape_selector(params.envoy_selector)}}}, cluster)",
+        query=(
+            f"label_values({contract.ENVOY_ENDPOINT_WEIGHT}{{{scrape_selector(params.envoy_selector)}}}, "
+            f"{contract.ENVOY_CLUSTER_LABEL})"
+        ),
         dataSource=DATASOURCE,
         default=DEFAULT_ENVOY_CLUSTER,
         refresh=G.REFRESH_ON_TIME_RANGE_CHANGE,

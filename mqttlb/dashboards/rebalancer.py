@@ -131,7 +131,7 @@ def cluster_mean_cpu(params: Params) -> G.TimeSeries:
         "Cluster mean CPU vs shedding mark",
         f"Mean CPU over the nodes ({contract.CLUSTER_CPU_MEAN}); above {params.cpu_critical:.0%} for "
         f"{params.cpu_critical_for} the critical alert asks the rebalancer to shed.",
-        c.targets((f"{contract.CLUSTER_CPU_MEAN}{{{c.cluster_selector()}}}", "cluster mean")),
+        c.targets((f"{contract.CLUSTER_CPU_MEAN}{{{c.cluster_selector(params)}}}", "cluster mean")),
         "percentunit",
         c.cpu_thresholds(params),
         min_value=0,

@@ -25,7 +25,8 @@ log = logging.getLogger("exporters.broker")
 CONFIG_HELP = """\
 config file (YAML):
   listen: "127.0.0.1:9641"        # host:port to serve /metrics (overridden by --listen)
-  cluster: local                  # value of the cluster label
+  cluster: local                  # value of the MQTT cluster label
+  cluster_label: mqtt_cluster     # its name (the parameter mqtt_cluster_label; `cluster` is refused)
   scrape_timeout_seconds: 2       # a node that has not answered by then is reported down
   sys_interval_seconds: 10        # Mosquitto sys_interval (set it to the brokers' value)
   stale_factor: 3                 # Mosquitto data older than stale_factor x sys_interval = down
@@ -40,7 +41,7 @@ config file (YAML):
 
 
 def metrics_help() -> str:
-    lines = ["metrics (labels cluster, node on every series):"]
+    lines = ["metrics (labels <cluster_label>, node on every series):"]
     fixed = [
         (contract.BROKER_UP, "gauge", "1 if the node answered the last scrape, else 0"),
         (contract.BROKER_INFO, "gauge", "always 1; extra labels kind, address"),
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         nodes = build_nodes(config)  # reads the nodes' MQTT password and TLS files
     except ValueError as exc:
         return refuse(exc, "broker-exporter")
-    collector = BrokerCollector(config.cluster, nodes, config.scrape_timeout_seconds)
+    collector = BrokerCollector(config.cluster, nodes, config.scrape_timeout_seconds, config.cluster_label)
     for entry in nodes:
         entry.adapter.start()
     # the adapters close first, so that no worker of the collector's pool is busy with them

@@ -6,7 +6,7 @@ Each blocking adapter gets only the time left until that deadline, and its fetch
 ``mqttlb.exporters.http_fetch``), so the worker is free again for the next scrape.  Memory-backed
 adapters (Mosquitto) answer inline.
 
-``mqtt_broker_scrape_errors_total{cluster, node, reason}`` is exported for every node and every
+``mqtt_broker_scrape_errors_total{<cluster label>, node, reason}`` is exported for every node and every
 reason of ``ScrapeErrorReason`` from the first scrape on, 0 until it happens.
 """
 
@@ -31,7 +31,6 @@ from mqttlb.exporters.scrape_errors import BROKER_REASONS, REASON_LABEL, ScrapeE
 
 log = logging.getLogger(__name__)
 
-LABELS = ["cluster", "node"]
 MAX_WORKERS = 32
 
 # (BrokerSample field, metric name, help, is_counter)
@@ -89,8 +88,13 @@ def _timed_snapshot(adapter: NodeAdapter, deadline: float) -> tuple[BrokerSample
 
 
 class BrokerCollector(Collector):
-    def __init__(self, cluster: str, nodes: Sequence[NodeEntry], timeout: float) -> None:
+    def __init__(
+        self, cluster: str, nodes: Sequence[NodeEntry], timeout: float, cluster_label: str = contract.CLUSTER_LABEL
+    ) -> None:
+        """``cluster``: the value of the MQTT cluster label, named ``cluster_label`` (the parameter
+        ``mqtt_cluster_label``), on every series; ``timeout``: seconds one scrape of all nodes may take."""
         self.cluster = cluster
+        self.labels = [cluster_label, contract.NODE_LABEL]
         self.nodes = list(nodes)
         self.timeout = timeout
         # (node, reason) -> scrape errors: every pair from the start, so each is exported from 0
@@ -157,6 +161,7 @@ class BrokerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         results = self.scrape_nodes()
+        LABELS = self.labels  # noqa: N806 (one list for every family)
         up = metric_family(contract.BROKER_UP, "1 if the node answered the last scrape.", LABELS)
         info = metric_family(contract.BROKER_INFO, "Node identity (always 1).", [*LABELS, "kind", "address"])
         capacity = metric_family(contract.BROKER_CPU_CAPACITY, "CPU cores credited to the node (from config).", LABELS)
@@ -175,7 +180,7 @@ class BrokerCollector(Collector):
             error_counts = dict(self._errors)
         sample_names = {field: _sample_name(family) for field, family in families.items()}
         for entry, result in zip(self.nodes, results, strict=True):
-            labels = LabelSet({"cluster": self.cluster, "node": entry.adapter.name})
+            labels = LabelSet(dict(zip(LABELS, (self.cluster, entry.adapter.name), strict=True)))
             sample = result.sample
             up.samples.append(Sample(up.name, labels, 1.0 if sample.up else 0.0))
             info.add_metric(

@@ -8,6 +8,8 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mqttlb import contract
+from mqttlb.params import ClusterLabel
 from mqttlb.secure import MqttTls
 from mqttlb.yamlfile import ConfigError, invalid, kind_of, load_yaml_mapping, one_line
 
@@ -90,6 +92,8 @@ class BrokerExporterConfig(BaseModel):
 
     listen: str = "127.0.0.1:9641"
     cluster: str = Field(pattern=NAME_PATTERN, max_length=64)
+    # Name of the label that carries `cluster` (the parameter mqtt_cluster_label; never `cluster`).
+    cluster_label: ClusterLabel = contract.CLUSTER_LABEL
     scrape_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     # Mosquitto's $SYS publish period; values older than stale_factor x this mean "node down".
     sys_interval_seconds: float = Field(default=10.0, gt=0, le=3600)

@@ -14,14 +14,14 @@ from mqttlb.exporters.serve import exporter_parser, serve_collector, web_securit
 
 METRICS_HELP = f"""\
 metrics:
-  per endpoint (labels cluster = Envoy cluster, endpoint = host:port, node = EDS hostname):
+  per endpoint (labels envoy_cluster_name = Envoy cluster, envoy_endpoint_address = host:port, node = EDS hostname):
     {contract.ENVOY_ENDPOINT_CX_ACTIVE} (gauge): active upstream connections
     {contract.ENVOY_ENDPOINT_CX_TOTAL} (counter): upstream connections opened
     {contract.ENVOY_ENDPOINT_CX_FAIL} (counter): upstream connect failures
     {contract.ENVOY_ENDPOINT_WEIGHT} (gauge): load_balancing_weight in force
     {contract.ENVOY_ENDPOINT_HEALTH} (gauge, extra label status=healthy|degraded|draining|unhealthy):
       1 for the current status, 0 for the others
-  per cluster (label cluster):
+  per cluster (label envoy_cluster_name):
     {contract.ENVOY_CLUSTER_MAX_CONNECTIONS} (gauge, extra label priority=default|high):
       circuit-breaker max_connections now in force (runtime overrides included)
     {contract.ENVOY_CLUSTER_RX_BYTES} (counter): bytes from upstream hosts

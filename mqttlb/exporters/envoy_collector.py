@@ -44,7 +44,7 @@ from mqttlb.exporters.scrape_errors import ENVOY_REASONS, REASON_LABEL, ScrapeEr
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-EP_LABELS = ["cluster", "endpoint", "node"]
+EP_LABELS = [contract.ENVOY_CLUSTER_LABEL, contract.ENVOY_ENDPOINT_LABEL, contract.NODE_LABEL]
 
 # (stat after "cluster.<stat_name>.", series, help): per-cluster counters from /stats, label cluster
 CLUSTER_STATS: tuple[tuple[str, str, str], ...] = (
@@ -202,7 +202,7 @@ class EnvoyCollector(Collector):
         limits = metric_family(
             contract.ENVOY_CLUSTER_MAX_CONNECTIONS,
             "Circuit-breaker max_connections now in force.",
-            ["cluster", "priority"],
+            [contract.ENVOY_CLUSTER_LABEL, "priority"],
         )
         # One pre-rendered label set per endpoint (and per endpoint+status), shared by the families
         # and kept between scrapes while the endpoint exists: with 1,000 endpoints, escaping labels
@@ -219,7 +219,7 @@ class EnvoyCollector(Collector):
                 key = (ep.cluster, ep.endpoint, ep.node)
                 cached = previous.get(key)
                 if cached is None:
-                    base = LabelSet({"cluster": ep.cluster, "endpoint": ep.endpoint, "node": ep.node})
+                    base = LabelSet(dict(zip(EP_LABELS, key, strict=True)))
                     cached = (base, tuple(base.plus("status", status) for status in HEALTH_STATUSES))
                 current[key] = cached
                 labels, by_status = cached
@@ -236,7 +236,8 @@ class EnvoyCollector(Collector):
 
     def _stats_families(self, clusters: list[ClusterStatus], stats: dict[str, int]) -> Iterator[Metric]:
         by_cluster = [
-            (metric_family(name, text, ["cluster"], counter=True), stat) for stat, name, text in CLUSTER_STATS
+            (metric_family(name, text, [contract.ENVOY_CLUSTER_LABEL], counter=True), stat)
+            for stat, name, text in CLUSTER_STATS
         ]
         for cluster in clusters:
             prefix = f"cluster.{cluster.stat_name}."

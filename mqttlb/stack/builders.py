@@ -457,6 +457,7 @@ def broker_exporter_config(topo: Topology) -> dict[str, Any]:
     return {
         "listen": topo.broker_exporter.listen,
         "cluster": cfg.cluster,
+        "cluster_label": cfg.params.mqtt_cluster_label,
         "scrape_timeout_seconds": EXPORTER_SCRAPE_TIMEOUT_SECONDS,
         "sys_interval_seconds": cfg.sys_interval,
         "nodes": nodes,

@@ -93,6 +93,7 @@ class Rebalancer:
                 config.node_names,
                 PrometheusApi(config.prometheus_url, timeout, session=prometheus_session),
                 envoy,
+                config.params().mqtt_cluster_label,
             ),
             publisher=EdsFilePublisher(config.eds_path),
             shed_lever=EnvoyShedLever(envoy, config.envoy_cluster, config.overload_file),

@@ -224,7 +224,7 @@ class Controller:
         return cls(
             config,
             params,
-            firing=FiringSet.for_timing(params.alertmanager),
+            firing=FiringSet.for_timing(params.alertmanager, params.mqtt_cluster_label),
             observer=observer,
             publisher=publisher,
             shed_lever=shed_lever,

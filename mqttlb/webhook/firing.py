@@ -396,7 +396,14 @@ def is_test_alert(labels: Mapping[str, str]) -> bool:
     return labels.get(TEST_LABEL) == "true"
 
 
-def _event(status: str, labels: Mapping[str, str], starts_at: str, ends_at: str | None, fingerprint: str) -> _Event:
+def _event(
+    status: str,
+    labels: Mapping[str, str],
+    starts_at: str,
+    ends_at: str | None,
+    fingerprint: str,
+    cluster_label: str = CLUSTER_LABEL,
+) -> _Event:
     if status not in ("firing", "resolved"):
         raise FiringInputError(f"alert status must be 'firing' or 'resolved', got {str(status)[:20]!r}")
     starts = parse_timestamp(starts_at)
@@ -410,7 +417,7 @@ def _event(status: str, labels: Mapping[str, str], starts_at: str, ends_at: str 
         ends_at_ns=ends,
         labels=tuple(sorted(labels.items())),
         action=action,
-        cluster=labels.get(CLUSTER_LABEL) or None,
+        cluster=labels.get(cluster_label) or None,
         test=is_test_alert(labels),
     )
 
@@ -441,9 +448,18 @@ class FiringSet:
     ``refresh_ttl`` (s, > 0): lifetime of an entry without a refresh (see :func:`refresh_ttl_for`);
     ``tombstone_ttl`` (s, > 0, default ``refresh_ttl``): how long a resolve is remembered;
     ``max_tombstones`` (>= 1): bound on remembered resolves.  ``ValueError`` when out of range.
+    ``cluster_label``: the name of the label that names an alert's MQTT cluster (``mqtt_cluster_label``).
     """
 
-    def __init__(self, *, refresh_ttl: float, tombstone_ttl: float | None = None, max_tombstones: int = 10_000):
+    def __init__(
+        self,
+        *,
+        refresh_ttl: float,
+        tombstone_ttl: float | None = None,
+        max_tombstones: int = 10_000,
+        cluster_label: str = CLUSTER_LABEL,
+    ):
+        self.cluster_label = cluster_label
         tombstone_ttl = refresh_ttl if tombstone_ttl is None else tombstone_ttl
         if refresh_ttl <= 0 or tombstone_ttl <= 0 or max_tombstones < 1:
             raise ValueError("refresh_ttl and tombstone_ttl must be > 0 and max_tombstones >= 1")
@@ -456,10 +472,11 @@ class FiringSet:
         self._snapshot = FiringSnapshot()
 
     @classmethod
-    def for_timing(cls, timing: AlertmanagerTiming) -> FiringSet:
+    def for_timing(cls, timing: AlertmanagerTiming, cluster_label: str = CLUSTER_LABEL) -> FiringSet:
         """An empty set whose entries outlive one lost re-send under Alertmanager's ``timing``
         (``refresh_ttl`` from :func:`refresh_ttl_for` of its group and repeat intervals)."""
-        return cls(refresh_ttl=refresh_ttl_for(timing.group_interval_seconds, timing.repeat_interval_seconds))
+        ttl = refresh_ttl_for(timing.group_interval_seconds, timing.repeat_interval_seconds)
+        return cls(refresh_ttl=ttl, cluster_label=cluster_label)
 
     # ------------------------------------------------------------------ reads (lock-free)
     def snapshot(self) -> FiringSnapshot:
@@ -488,7 +505,7 @@ class FiringSet:
         Raises :class:`FiringInputError` (bad status) or :class:`TimestampError` (bad ``startsAt`` /
         ``endsAt``) before changing anything.
         """
-        events = [_event(a.status, a.labels, a.startsAt, a.endsAt, a.fingerprint) for a in alerts]
+        events = [_event(a.status, a.labels, a.startsAt, a.endsAt, a.fingerprint, self.cluster_label) for a in alerts]
         with self._lock:
             changes = _Changes()
             self._housekeep(received_at, changes)
@@ -518,7 +535,7 @@ class FiringSet:
         for a in api_alerts:
             ends = parse_ends_at(a.endsAt)
             status = "resolved" if ends is not None and ends <= now_ns else "firing"
-            event = _event(status, a.labels, a.startsAt, a.endsAt, a.fingerprint)
+            event = _event(status, a.labels, a.startsAt, a.endsAt, a.fingerprint, self.cluster_label)
             events.append((event, a.status.state == "suppressed"))
         with self._lock:
             changes = _Changes()

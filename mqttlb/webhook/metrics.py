@@ -43,7 +43,7 @@ class WebhookMetrics:
         self.weight = self._gauge(
             contract.WEBHOOK_WEIGHT,
             "Current EDS load_balancing_weight per node as published",
-            ["cluster", "node", "endpoint"],
+            [contract.ENVOY_CLUSTER_LABEL, contract.NODE_LABEL, contract.ENVOY_ENDPOINT_LABEL],
         )
         self.shed_level = self._gauge(contract.WEBHOOK_SHED_LEVEL, "Current shed level (0 = not shedding)")
         self.pass_seconds = self._histogram(

@@ -27,10 +27,11 @@ PARTS = {
 }
 
 
-def observation_query(cluster: str) -> str:
+def observation_query(cluster: str, cluster_label: str = contract.CLUSTER_LABEL) -> str:
     """CPU (rate window and short window), sample times, connections and ``up`` of every node of
-    ``cluster`` in ONE instant query; each part tagged with ``PART_LABEL`` so they can be split."""
-    selector = cluster_selector(cluster)
+    ``cluster`` (the value of the label ``cluster_label``) in ONE instant query; each part tagged with
+    ``PART_LABEL`` so they can be split."""
+    selector = cluster_selector(cluster, cluster_label)
     names = {
         "rule": f"{contract.NODE_CPU}{selector}",
         "connections": f"{contract.NODE_CONNECTIONS}{selector}",
@@ -72,13 +73,14 @@ class ClusterObserver:
         nodes: Sequence[str],
         prometheus: PrometheusApi,
         envoy: EnvoyAdminClient,
+        cluster_label: str = contract.CLUSTER_LABEL,
     ) -> None:
         self.cluster = cluster
         self.envoy_cluster = envoy_cluster
         self.nodes = list(nodes)
         self.prometheus = prometheus
         self.envoy = envoy
-        self.query = observation_query(cluster)
+        self.query = observation_query(cluster, cluster_label)
 
     def observe(self, now: float) -> Observation:
         try:

@@ -16,10 +16,12 @@ from mqttlb.webhook.policy import NodeSample
 _LABEL_VALUE = re.compile(r'^[^"\\\n]*$')
 
 
-def cluster_selector(cluster: str) -> str:
+def cluster_selector(cluster: str, cluster_label: str = contract.CLUSTER_LABEL) -> str:
+    """``{<cluster_label>="<cluster>"}``: the series of one MQTT cluster (``cluster_label`` is the parameter
+    ``mqtt_cluster_label``).  Raises ValueError for a cluster name that cannot go in a label matcher."""
     if not _LABEL_VALUE.match(cluster):
         raise ValueError(f"cluster name {cluster!r} cannot be used in a label matcher")
-    return f'{{cluster="{cluster}"}}'
+    return f'{{{cluster_label}="{cluster}"}}'
 
 
 def _by_node(samples: list[InstantSample], what: str) -> dict[str, InstantSample]:
