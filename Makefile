@@ -24,10 +24,10 @@ help:
 	@echo "make chart          regenerate the Helm chart's files (deploy/helm/mqttlb/files/) from the same sources"
 	@echo "make helm           build helm $(HELM_VERSION) from the Go module proxy into $(VENV)/bin (make test does it when missing)"
 	@echo "make dashboard-images  draw the dashboards of a loaded throwaway stack into docs/images/ (~4 min)"
-	@echo "make experiment     compare round robin, least request and weighted CPU (report in reports/experiment/)"
-	@echo "make experiment SCENARIO=restart-pileup  a node stops and returns under long-lived clients: evict on vs off (~12 min)"
-	@echo "make experiment SCENARIO=heterogeneous   heavy among light publishers: least request vs weighted CPU + evict, seeds 1,2,3 (~38 min)"
-	@echo "make test-scenarios smoke runs of both scenarios on real stacks (~2 min; not in make test)"
+	@echo "make experiment SCENARIO=<name> SEEDS=1,2,3 [POLICIES=...] [PARAMS=shipped|fast]  run a named scenario"
+	@echo "                    under each policy and seed (report in reports/experiment-<name>/); scenarios: gateway-sites"
+	@echo "                    (default), heterogeneous, pareto, slow-churn, restart-pileup, flash-crowd; ~2.7 min per run"
+	@echo "make test-scenarios smoke runs of the scenario runner on real stacks (~2.5 min; not in make test)"
 	@echo "make bench          run the benchmarks in bench/ and print figures"
 
 install:
@@ -59,7 +59,7 @@ test: install lint typecheck helm
 test-slow: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -ra -m "slow and not hivemq and not scenario"
 
-# Smoke runs of the named experiment scenarios (tests/test_scenarios_live.py, about 2 min).
+# Smoke runs of the scenario runner (tests/test_scenarios_live.py, about 2.5 min).
 test-scenarios: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -ra -m scenario
 
@@ -102,11 +102,14 @@ $(VENV)/bin/helm:
 dashboard-images: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m mqttlb.dashboards.snapshot --out docs/images
 
-# make experiment SCENARIO=restart-pileup|heterogeneous runs a named scenario (mqttlb/loadgen/scenarios/)
-SCENARIO ?=
+# make experiment SCENARIO=<name> SEEDS=1,2,3 POLICIES=a,b PARAMS=shipped|fast (mqttlb/loadgen/scenarios/)
+SCENARIO ?= gateway-sites
+SEEDS ?= 1,2,3
+POLICIES ?=
+PARAMS ?= shipped
 experiment: install
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m mqttlb.cli experiment \
-	  $(if $(SCENARIO),--scenario $(SCENARIO) --out reports/experiment-$(SCENARIO),--out reports/experiment)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m mqttlb.cli experiment --scenario $(SCENARIO) --seeds $(SEEDS) \
+	  --params $(PARAMS) $(if $(POLICIES),--policies $(POLICIES)) --out reports/experiment-$(SCENARIO)
 
 bench: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" sh -c 'for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done'

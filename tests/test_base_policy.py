@@ -98,11 +98,11 @@ def test_decide_targets_depend_on_the_base_policy() -> None:
         "node3": NodeSample(cpu=0.3, connections=50, age_seconds=1),
     }
     weights = dict.fromkeys(NODES, 100)
-    targets = {}
+    targets: dict[str, dict[str, float]] = {}
     for base in ("ROUND_ROBIN", "LEAST_REQUEST"):
         p = _params(base).policy
         d = policy.decide(NODES, samples, weights, {}, p, now=100.0, last_change=None, cooldown_seconds=10)
-        targets[base] = {n.node: n.target_weight for n in d.nodes}
+        targets[base] = {n.node: n.target_weight or 0.0 for n in d.nodes}
     rr, lr = targets["ROUND_ROBIN"], targets["LEAST_REQUEST"]
     assert rr["node2"] == pytest.approx(rr["node3"])  # RR ignores what a node holds
     assert lr["node2"] > lr["node3"]  # LR: node2's 200 connections lower its dynamic weight; the weight makes up

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,16 @@ def test_run_records_round_trip_through_the_runs_directory(tmp_path: Path) -> No
     records = runner.load_runs(tmp_path)
     assert len(records) == 1 and metrics.RunFigures.from_dict(records[0]["figures"]) == f
     assert runner.slug(2, f.policy) == "seed2-weighted-cpu-evict"
+
+
+def test_cpu_meter_sees_this_process_burn_cpu() -> None:
+    from mqttlb.loadgen.scenarios.arm import CpuMeter
+
+    meter = CpuMeter().start()
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:  # one core busy for 0.3 s
+        pass
+    budget = meter.stop()
+    assert budget.cores >= 1
+    # at least a fifth of a core even on a busy machine, never more than all of them
+    assert 0.2 / budget.cores <= budget.generator <= 1.0 and 0 < budget.machine <= 1.0
