@@ -255,7 +255,9 @@ class Params(_Strict):
     # The controller steers before the alert fires once a node's short-window CPU (NODE_CPU_FAST)
     # above cpu_high, integrated, reaches (1 - cpu_high) x this (see mqttlb.webhook.plan.early_hot).
     early_steer_for: Duration = "5s"
-    runbook_base_url: HttpUrl
+    # None: docs/runbooks/<AlertName>.md, relative (mqttlb.rulegen.runbook_url); the native stack sets it
+    # to its webhook's /runbooks (mqttlb.stack.render, mqttlb.webhook.runbooks).
+    runbook_base_url: HttpUrl | None = None
     alertmanager: AlertmanagerTiming
     policy: PolicyParams
     eviction: EvictionParams = Field(default_factory=EvictionParams)

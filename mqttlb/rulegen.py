@@ -39,6 +39,7 @@ from mqttlb.contract import (
 from mqttlb.drift import Drift
 from mqttlb.logs import add_log_flags
 from mqttlb.params import Params, ParamsError, load_params
+from mqttlb.shipped import RUNBOOKS
 from mqttlb.yamlfile import load_yaml_mapping
 
 log = logging.getLogger(__name__)
@@ -248,7 +249,10 @@ class _Alert:
 
 
 def runbook_url(p: Params, alert_name: str) -> str:
-    return f"{p.runbook_base_url.rstrip('/')}/{alert_name}.md"
+    """``<runbook_base_url>/<alert_name>.md``; without a base, the shipped runbook's path relative to the
+    repository (and to the wheel's data): ``docs/runbooks/<alert_name>.md``."""
+    base = RUNBOOKS if p.runbook_base_url is None else p.runbook_base_url.rstrip("/")
+    return f"{base}/{alert_name}.md"
 
 
 def _pct(value: float) -> str:

@@ -26,6 +26,7 @@ import requests
 from mqttlb.stack import builders
 from mqttlb.stack.builders import WEB_USER
 from mqttlb.stack.topology import Topology
+from mqttlb.webhook import runbooks
 
 #: Where the Prometheus UI pages live, in the order they are tried ("" = upstream, "/classic" = Debian).
 PROMETHEUS_UI_PREFIXES = ("", "/classic")
@@ -143,10 +144,12 @@ def stack_addresses(topo: Topology, token_file: Path, logs: Path) -> list[Addres
             topo.webhook.url("/"),
             f"weights, shedding, firing alerts; bearer token in {token_file}; `mqttlb status` in a shell",
         ),
+        Address("runbooks", topo.webhook.url(f"{runbooks.PREFIX}/"), "every alert's runbook_url; no credential needed"),
         Address(
             "webhook token",
             str(token_file),
-            f"every route but /healthz and /readyz: `{curl_with_token(topo.webhook.url('/status'), token_file, ca)}`",
+            f"every route but /healthz, /readyz and /runbooks/: "
+            f"`{curl_with_token(topo.webhook.url('/status'), token_file, ca)}`",
         ),
         *tls,
         Address("logs", f"{logs}/"),

@@ -2,9 +2,10 @@
 
 Routes:
 Every route but ``/healthz`` and ``/readyz`` (liveness and readiness probes, which say nothing an
-outsider could use) needs a credential: the bearer token, or the basic-auth user when one is configured
-(:class:`mqttlb.secure.Credentials`); ``open_routes`` (config key) lifts that for the read routes named
-there (``home``, ``status``, ``metrics``, ``eds``), e.g. REST EDS for Envoys that cannot send a header.
+outsider could use) and ``/runbooks/`` (the shipped runbooks) needs a credential: the bearer token, or
+the basic-auth user when one is configured (:class:`mqttlb.secure.Credentials`); ``open_routes`` (config
+key) lifts that for the read routes named there (``home``, ``status``, ``metrics``, ``eds``), e.g. REST EDS
+for Envoys that cannot send a header.
 
 - ``POST /alerts`` (Alertmanager, bearer token): the notification's alerts update the firing set and
   wake the reconcile loop; the answer counts what changed in the set (never lists the input back).
@@ -19,6 +20,9 @@ there (``home``, ``status``, ``metrics``, ``eds``), e.g. REST EDS for Envoys tha
   ``open_routes`` has ``eds``).
 - ``GET /status``: the controller's state, the firing set and the published snapshot, as JSON.
 - ``GET /metrics``, ``/healthz``, ``/readyz``, and ``GET /`` (a short page for people).
+- ``GET /runbooks/`` and ``GET /runbooks/<AlertName>.md``: the shipped runbooks, the target of every
+  alert's ``runbook_url`` on the local stack; open without a credential like the probes (public documents,
+  no state; see :mod:`mqttlb.webhook.runbooks`).
 
 No handler takes the reconcile loop's lock or does I/O beyond the request: inputs go to the firing
 set or the drain wishes (in-memory), readers read immutable snapshots.
@@ -41,11 +45,12 @@ from collections import Counter
 from collections.abc import Callable, Collection
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, abort, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from mqttlb.secure import Credentials
+from mqttlb.webhook import runbooks
 from mqttlb.webhook.controller import Controller
 from mqttlb.webhook.firing import ApplyResult, FiringInputError
 from mqttlb.webhook.metrics import WebhookMetrics
@@ -154,6 +159,7 @@ HOME_PAGE = """<!doctype html><title>mqttlb rebalancer</title>
 <ul>
 <li><a href="status">/status</a>: weights decided and published, draining, shedding, firing alerts (JSON)</li>
 <li><a href="metrics">/metrics</a>: Prometheus metrics</li>
+<li><a href="runbooks/">/runbooks/</a>: what each alert means and what to do (no credential needed)</li>
 <li>POST /alerts: Alertmanager's webhook (bearer token); POST /drain: {{"node", "draining"}} (bearer token)</li>
 </ul>
 <p>From a shell: <code>mqttlb status</code>.</p>
@@ -184,6 +190,7 @@ def create_app(
     metrics = controller.metrics
     firing = controller.firing
     app.extensions["controller"] = controller
+    runbook_texts = runbooks.load_runbooks()
 
     def reject(status: int, message: str, reason: str | None = None) -> tuple[Response, int]:
         _count_rejection(metrics, request.method, request.path, status, str(request.remote_addr), message, reason)
@@ -199,6 +206,8 @@ def create_app(
     def require_credentials() -> tuple[Response, int] | None:
         # unknown paths and methods go on to their 404 / 405
         if request.routing_exception is not None or request.path in ALWAYS_OPEN:
+            return None
+        if request.path.startswith(f"{runbooks.PREFIX}/"):  # public documents (mqttlb.webhook.runbooks)
             return None
         if READ_ROUTES.get(request.path) in open_routes:
             return None
@@ -330,6 +339,17 @@ def create_app(
         if controller.ready:
             return jsonify({"ready": True, "eds_version": controller.state.version})
         return jsonify({"ready": False}), 503
+
+    @app.get(f"{runbooks.PREFIX}/")
+    def runbook_index() -> Response:
+        return Response(runbooks.index_page(sorted(runbook_texts)), mimetype="text/html")
+
+    @app.get(f"{runbooks.PREFIX}/<name>.md")
+    def runbook(name: str) -> Response:
+        text = runbook_texts.get(name)
+        if text is None:
+            abort(404)
+        return Response(text, content_type=runbooks.TEXT)
 
     @app.get("/")
     def home() -> Response:
