@@ -146,8 +146,8 @@ def test_cli_writes_a_json_report_and_refuses_bad_input(broker: StandaloneBroker
         )
         == 2
     )
-    assert loadgen_main(["--profile", "x:1", "--json-out", str(bad)]) == 2  # no --duration
-    assert loadgen_main(["--host", "192.0.2.1", "--profile", "x:1", "--duration", "1"]) == 2
+    assert loadgen_main(["--profile", "x:1:rate=1", "--json-out", str(bad)]) == 2  # no --duration
+    assert loadgen_main(["--host", "192.0.2.1", "--profile", "x:1:rate=1", "--duration", "1"]) == 2
     assert not bad.exists()
 
 

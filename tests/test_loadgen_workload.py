@@ -55,7 +55,7 @@ def test_bad_profile_specs_are_refused_with_a_reason(spec: str, fragment: str) -
 
 
 def test_workload_refuses_remote_hosts_unless_allowed() -> None:
-    profiles = [parse_profile("a:1")]
+    profiles = [parse_profile("a:1:rate=1")]
     with pytest.raises(WorkloadError, match="not loopback"):
         build_workload(profiles, host="10.1.2.3", duration=1)
     assert build_workload(profiles, host="10.1.2.3", duration=1, allow_remote=True).host == "10.1.2.3"
@@ -64,15 +64,15 @@ def test_workload_refuses_remote_hosts_unless_allowed() -> None:
 
 
 def test_workload_needs_a_positive_bounded_duration_and_unique_names() -> None:
-    profiles = [parse_profile("a:1")]
+    profiles = [parse_profile("a:1:rate=1")]
     with pytest.raises(WorkloadError, match="duration"):
         build_workload(profiles)
     with pytest.raises(WorkloadError, match="duration"):
         build_workload(profiles, duration=0)
     with pytest.raises(WorkloadError, match="unique"):
-        build_workload([parse_profile("a:1"), parse_profile("a:2")], duration=1)
+        build_workload([parse_profile("a:1:rate=1"), parse_profile("a:2:rate=1")], duration=1)
     with pytest.raises(WorkloadError, match="at most"):
-        build_workload([parse_profile("a:40000"), parse_profile("b:20000")], duration=1)
+        build_workload([parse_profile("a:40000:rate=1"), parse_profile("b:20000:rate=1")], duration=1)
 
 
 def test_yaml_workload_with_mappings_and_spec_strings_and_overrides() -> None:
@@ -100,8 +100,8 @@ profiles:
         ("duration: 3", "profiles"),
         ("duration: 3\nprofiles: [7]", "profiles\\[0\\]"),
         ("duration: 3\nprofiles: [{name: a, count: 1, bogus: 1}]", "bogus"),
-        ("duration: 3\nprofiles: ['a:1']\nhost: example.com", "not loopback"),
-        ("duration: 3\nprofiles: ['a:1']\nunknown: 1", "unknown"),
+        ("duration: 3\nprofiles: ['a:1:rate=1']\nhost: example.com", "not loopback"),
+        ("duration: 3\nprofiles: ['a:1:rate=1']\nunknown: 1", "unknown"),
     ],
 )
 def test_bad_yaml_workloads_are_refused(text: str, fragment: str) -> None:
@@ -122,7 +122,7 @@ def test_churn_distributions_draw_within_their_bounds() -> None:
 
 
 def test_same_seed_same_client_gives_the_same_session_lengths() -> None:
-    w1 = build_workload([parse_profile("s:3:session=exp:30")], duration=1, seed=42)
+    w1 = build_workload([parse_profile("s:3:rate=1,session=exp:30")], duration=1, seed=42)
     w2 = w1.model_copy(update={"seed": 43})
     churn = w1.profiles[0].session
     assert churn is not None

@@ -15,12 +15,15 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
+import os
 import signal
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
-from mqttlb.commandline import parse_args, refuse
+from mqttlb.commandline import argument_type, parse_args, refuse
 from mqttlb.loadgen.engine import run
 from mqttlb.loadgen.limits import raise_nofile_limit
 from mqttlb.loadgen.shard import run_sharded
@@ -32,20 +35,57 @@ log = logging.getLogger("loadgen")
 EXIT_LOSS = 3  # bad input exits 2 (mqttlb.commandline.EXIT_BAD_INPUT)
 
 
+def _finite(text: str) -> float:
+    """A float flag's value; ``nan`` and ``inf`` are refused (ValueError) rather than compared."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {text!r}")
+    return value
+
+
+finite = argument_type(_finite)
+
+
+def output_problem(path: Path) -> str | None:
+    """Why the report cannot be written to ``path`` (checked before the run, so a long run does not end
+    in a traceback), or None: ``path`` must not be a directory, and its directory must exist and take a
+    new file (tried with a temporary file, removed at once)."""
+    if path.is_dir():
+        return f"--json-out {path}: is a directory"
+    parent = path.parent
+    if not parent.is_dir():
+        return f"--json-out {path}: directory {parent} does not exist"
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".mqttlb-loadgen-probe-"):
+            pass
+    except OSError as exc:
+        return f"--json-out {path}: cannot write in {parent}: {exc.strerror or exc}"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"--json-out {path}: not writable"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mqttlb loadgen",
         description="MQTT load generator: client profiles, QoS 0/1, churn, connect ramp, delivery check.",
         epilog="Profile spec: NAME:COUNT[:key=value,...] with keys role (pub|sub; names starting with "
-        "'sub' are subscribers), rate (msg/s per client), size (payload bytes), qos (0|1), echo "
+        "'sub' are subscribers, 'pub' publishers; a profile that states its role neither by name, nor by "
+        "role=, nor by a publisher key is refused), rate (msg/s per client), size (payload bytes), qos (0|1), echo "
         "(true|false: publisher checks its own delivery; default qos==1), session (churn: exp:MEAN, "
         "uniform:LOW:HIGH or fixed:S), start (s after run start), pause (s before reconnect), topic.",
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--profile", action="append", metavar="SPEC", help="a client profile (repeatable)")
+    src.add_argument(
+        "--profile",
+        action="append",
+        metavar="SPEC",
+        help="a client profile NAME:COUNT[:key=value,...] (repeatable); NAME is a free label, so the role "
+        "must be stated: role=, a publisher key (rate, size, echo), or a name starting with pub or sub",
+    )
     src.add_argument("--workload", type=Path, metavar="FILE", help="YAML workload file (see docs/loadgen.md)")
     p.add_argument(
-        "--duration", type=float, help="run length in seconds (required here or in the workload file)"
+        "--duration", type=finite, help="run length in seconds (required here or in the workload file)"
     )
     p.add_argument("--host", help="broker or Envoy listener address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 1883, the Envoy listener)")
@@ -57,9 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, help="random seed: the same seed repeats the same run (default 0)")
     p.add_argument(
-        "--connect-rate", type=float, help="connects per second, all clients together (default 500)"
+        "--connect-rate", type=finite, help="connects per second, all clients together (default 500)"
     )
-    p.add_argument("--connect-timeout", type=float, help="seconds for TCP connect + CONNACK (default 5)")
+    p.add_argument("--connect-timeout", type=finite, help="seconds for TCP connect + CONNACK (default 5)")
     p.add_argument("--keepalive", type=int, help="MQTT keepalive seconds (default 60)")
     p.add_argument(
         "--max-pending-connects",
@@ -68,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--drain",
-        type=float,
+        type=finite,
         help="max seconds a delivery-checked client waits for its echoes before leaving (default 2)",
     )
     p.add_argument(
@@ -78,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--topic-prefix", help="topic prefix (default mqttlb/load)")
     p.add_argument("--client-prefix", help="client id prefix (default lg)")
-    p.add_argument("--progress-interval", type=float, help="seconds between progress lines (default 5)")
+    p.add_argument("--progress-interval", type=finite, help="seconds between progress lines (default 5)")
     p.add_argument(
         "--workers",
         type=int,
@@ -86,7 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes to spread the clients over (default 1; one process sustains about "
         "2,300 connects/s on an idle 2-core machine)",
     )
-    p.add_argument("--json-out", type=Path, metavar="PATH", help="write the final report as JSON here")
+    p.add_argument(
+        "--json-out",
+        type=Path,
+        metavar="PATH",
+        help="write the final report as JSON here (its directory must exist; checked before the run)",
+    )
     p.add_argument(
         "--fail-on-loss",
         action="store_true",
@@ -175,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         return refuse(exc, "mqttlb loadgen")
     if not 1 <= args.workers <= 64:
         return refuse("--workers must be 1..64", "mqttlb loadgen")
+    if args.json_out is not None and (problem := output_problem(args.json_out)) is not None:
+        return refuse(problem, "mqttlb loadgen")
     raise_nofile_limit(workload.total_clients)
     if args.workers == 1:
         report = asyncio.run(_run_with_signals(workload, args.quiet))

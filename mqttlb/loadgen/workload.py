@@ -189,10 +189,35 @@ def _first_error(exc: ValidationError) -> str:
 
 
 _SPEC_KEYS = {"role", "rate", "size", "qos", "echo", "session", "start", "pause", "topic"}
+#: Options only publishers have: a profile that sets one is a publisher.
+PUBLISHER_KEYS = frozenset({"rate", "size", "echo"})
+#: Name prefixes that say a profile's role (``sub:2``, ``pub-fast:3``).
+ROLE_PREFIXES = ("pub", "sub")
+
+
+def role_stated(name: str, keys: set[str] | frozenset[str]) -> bool:
+    """Whether a profile named ``name`` with the options ``keys`` says what its clients do: ``role``
+    given, a publisher option (:data:`PUBLISHER_KEYS`), or a name starting with ``pub`` or ``sub``.
+
+    Names are free labels (there are no preset profiles), so ``nonsense:1`` or a misspelt ``sbu:2`` would
+    otherwise silently become one publisher at the default 1 msg/s."""
+    return "role" in keys or bool(PUBLISHER_KEYS & keys) or name.startswith(ROLE_PREFIXES)
+
+
+def _refuse_unstated_role(where: str, profile: Profile, keys: set[str]) -> Profile:
+    if role_stated(profile.name, keys):
+        return profile
+    raise WorkloadError(
+        f"{where}: does not say what its clients do: add role=sub, or role=pub / rate=MSG_PER_S for "
+        f"publishers, or start the name with 'pub' or 'sub' (names are free labels, not presets)"
+    )
 
 
 def parse_profile(spec: str) -> Profile:
-    """Parse ``NAME:COUNT[:key=value,...]``.  A profile named ``sub`` (or ``sub...``) is a subscriber."""
+    """Parse ``NAME:COUNT[:key=value,...]``.  A profile named ``sub`` (or ``sub...``) is a subscriber.
+
+    Raises WorkloadError naming the spec: bad syntax or values, or a profile that does not say what its
+    clients do (:func:`role_stated`)."""
     parts = spec.strip().split(":", 2)
     if len(parts) < 2 or not parts[0]:
         raise WorkloadError(f"profile {spec!r}: expected NAME:COUNT[:key=value,...]")
@@ -206,10 +231,12 @@ def parse_profile(spec: str) -> Profile:
         "count": count,
         "role": "sub" if name.startswith("sub") else "pub",
     }
+    given_role: set[str] = set()
     if len(parts) == 3 and parts[2]:
         for item in parts[2].split(","):
             key, sep, value = item.partition("=")
             key = key.strip()
+            given_role |= {key} & {"role"}
             if not sep or key not in _SPEC_KEYS:
                 raise WorkloadError(
                     f"profile {spec!r}: bad option {item!r} (known: {', '.join(sorted(_SPEC_KEYS))})"
@@ -227,9 +254,10 @@ def parse_profile(spec: str) -> Profile:
             else:
                 fields[key] = value.strip()
     try:
-        return Profile.model_validate(fields)
+        profile = Profile.model_validate(fields)
     except ValidationError as exc:
         raise WorkloadError(f"profile {spec!r}: {_first_error(exc)}") from None
+    return _refuse_unstated_role(f"profile {spec!r}", profile, set(fields) - {"name", "count", "role"} | given_role)
 
 
 def build_workload(profiles: list[Profile], **settings: Any) -> Workload:
@@ -260,9 +288,10 @@ def load_workload_yaml(text: str, overrides: dict[str, Any] | None = None, sourc
         if "role" not in item and isinstance(item.get("name"), str) and item["name"].startswith("sub"):
             item["role"] = "sub"
         try:
-            parsed.append(Profile.model_validate(item))
+            profile = Profile.model_validate(item)
         except ValidationError as exc:
             raise WorkloadError(f"profiles[{i}]: {_first_error(exc)}") from None
+        parsed.append(_refuse_unstated_role(f"profiles[{i}] ({profile.name})", profile, set(item) - {"name", "count"}))
     settings = {k: v for k, v in data.items() if k != "profiles"}
     settings.update(overrides or {})
     return build_workload(parsed, **settings)
