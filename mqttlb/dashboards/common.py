@@ -46,7 +46,7 @@ ALL_VALUE = ".+"
 # One series each exporter always exposes: the job variable offers the jobs that scrape mqttlb's
 # exporters (the broker exporter, the Envoy exporter, the webhook) and nothing else of a shared
 # Prometheus.
-JOB_PROBE_SERIES = (contract.BROKER_UP, contract.ENVOY_UP, contract.WEBHOOK_SHED_LEVEL)
+JOB_PROBE_SERIES = (contract.BROKER_UP, contract.ENVOY_UP, contract.ENVOY_SERVER_LIVE, contract.WEBHOOK_SHED_LEVEL)
 
 # Alerts shown on the rebalancer dashboard: exactly the alerts the mqttlb rules define.
 ALERTNAME_REGEX = "|".join(contract.ALERT_NAMES)
@@ -94,10 +94,15 @@ def scrape_selector(params_selector: str) -> str:
     return ", ".join(matchers + ([rest] if rest else []))
 
 
+def scraped_selectors(params: Params) -> tuple[str, ...]:
+    """The params selectors of every scrape job the dashboards read, in the order the job variable lists them."""
+    return (params.broker_selector, params.envoy_selector, params.envoy_stats_selector, params.webhook_selector)
+
+
 def stack_jobs(params: Params) -> list[str]:
     """Job names the params selectors pin (the stack's jobs), in selector order, without repeats."""
     jobs: list[str] = []
-    for selector in (params.broker_selector, params.envoy_selector, params.webhook_selector):
+    for selector in scraped_selectors(params):
         job = split_selector(selector)[0].get("job")
         if job and job not in jobs:
             jobs.append(job)
@@ -134,9 +139,22 @@ def envoy_cluster_selector(params: Params) -> str:
     return f'{scrape_selector(params.envoy_selector)}, {contract.ENVOY_CLUSTER_LABEL}="$envoy_cluster"'
 
 
-def envoy_listener_selector(params: Params) -> str:
-    """Envoy listener series, without the admin listener."""
-    return f'{scrape_selector(params.envoy_selector)}, listener!="admin"'
+def envoy_stats_endpoint_selector(params: Params) -> str:
+    """Envoy's own per-endpoint series (``/stats/prometheus``): the node is the EDS hostname."""
+    return (
+        f'{scrape_selector(params.envoy_stats_selector)}, {contract.ENVOY_CLUSTER_LABEL}="$envoy_cluster", '
+        f'{contract.ENVOY_ENDPOINT_HOSTNAME_LABEL}=~"$node"'
+    )
+
+
+def envoy_stats_cluster_selector(params: Params) -> str:
+    """Envoy's own cluster-wide series (bytes, circuit-breaker overflow)."""
+    return f'{scrape_selector(params.envoy_stats_selector)}, {contract.ENVOY_CLUSTER_LABEL}="$envoy_cluster"'
+
+
+def envoy_stats_listener_selector(params: Params) -> str:
+    """Envoy's own listener series (the admin listener has series of other names)."""
+    return scrape_selector(params.envoy_stats_selector)
 
 
 def webhook_selector(params: Params) -> str:
@@ -176,7 +194,7 @@ def instance_variable(params: Params) -> G.Template:
     instances = sorted(
         {
             instance
-            for selector in (params.broker_selector, params.envoy_selector, params.webhook_selector)
+            for selector in scraped_selectors(params)
             if (instance := split_selector(selector)[0].get("instance"))
         }
     )

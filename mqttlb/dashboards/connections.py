@@ -8,7 +8,9 @@ from mqttlb import contract
 from mqttlb.dashboards import common as c
 from mqttlb.params import Params
 
-ENDPOINT_LEGEND = "{{node}} {{" + contract.ENVOY_ENDPOINT_LABEL + "}}"  # an Envoy endpoint series
+ENDPOINT_LEGEND = "{{node}} {{" + contract.ENVOY_ENDPOINT_LABEL + "}}"  # an Envoy exporter endpoint series
+# Envoy's own per-endpoint series name the node and address with Envoy's labels.
+STATS_LEGEND = "{{" + contract.ENVOY_ENDPOINT_HOSTNAME_LABEL + "}} {{" + contract.ENVOY_ENDPOINT_LABEL + "}}"
 
 UID = "mqttlb-connections"
 
@@ -120,7 +122,7 @@ def envoy_active_connections(params: Params) -> G.TimeSeries:
         f"Connections Envoy holds open to each broker endpoint ({contract.ENVOY_ENDPOINT_CX_ACTIVE}); compare "
         "with the configured weights on the right.",
         c.targets(
-            (f"{contract.ENVOY_ENDPOINT_CX_ACTIVE}{{{c.envoy_selector(params)}}}", ENDPOINT_LEGEND)
+            (f"{contract.ENVOY_ENDPOINT_CX_ACTIVE}{{{c.envoy_stats_endpoint_selector(params)}}}", STATS_LEGEND)
         ),
         "short",
         stepped=True,
@@ -147,8 +149,9 @@ def envoy_new_connections(params: Params) -> G.TimeSeries:
         "clients are being sent right now.",
         c.targets(
             (
-                f"rate({contract.ENVOY_ENDPOINT_CX_TOTAL}{{{c.envoy_selector(params)}}}[$__rate_interval])",
-                ENDPOINT_LEGEND,
+                f"rate({contract.ENVOY_ENDPOINT_CX_TOTAL}{{{c.envoy_stats_endpoint_selector(params)}}}"
+                "[$__rate_interval])",
+                STATS_LEGEND,
             )
         ),
         "cps",
@@ -162,8 +165,9 @@ def envoy_connect_failures(params: Params) -> G.TimeSeries:
         f"Failed upstream connection attempts per endpoint ({contract.ENVOY_ENDPOINT_CX_FAIL}).",
         c.targets(
             (
-                f"rate({contract.ENVOY_ENDPOINT_CX_FAIL}{{{c.envoy_selector(params)}}}[$__rate_interval])",
-                ENDPOINT_LEGEND,
+                f"rate({contract.ENVOY_ENDPOINT_CX_FAIL}{{{c.envoy_stats_endpoint_selector(params)}}}"
+                "[$__rate_interval])",
+                STATS_LEGEND,
             )
         ),
         "cps",

@@ -88,12 +88,12 @@ def refused_connections(params: Params) -> G.TimeSeries:
         f"({contract.ENVOY_LISTENER_CX_OVERLOAD_REJECT}). Existing clients are not affected.",
         c.targets(
             (
-                f"sum(rate({contract.ENVOY_CLUSTER_CX_OVERFLOW}{{{c.envoy_cluster_selector(params)}}}"
+                f"sum(rate({contract.ENVOY_CLUSTER_CX_OVERFLOW}{{{c.envoy_stats_cluster_selector(params)}}}"
                 "[$__rate_interval]))",
                 "circuit breaker",
             ),
             (
-                f"sum(rate({contract.ENVOY_LISTENER_CX_OVERLOAD_REJECT}{{{c.envoy_listener_selector(params)}}}"
+                f"sum(rate({contract.ENVOY_LISTENER_CX_OVERLOAD_REJECT}{{{c.envoy_stats_listener_selector(params)}}}"
                 "[$__rate_interval]))",
                 "overload manager",
             ),

@@ -22,10 +22,9 @@ from dataclasses import dataclass
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
-from prometheus_client.samples import Sample
 
 from mqttlb import contract
-from mqttlb.exporters.exposition import LabelSet, metric_family
+from mqttlb.exporters.exposition import metric_family
 from mqttlb.exporters.node_adapter import BrokerSample, NodeAdapter
 from mqttlb.exporters.scrape_errors import BROKER_REASONS, REASON_LABEL, ScrapeErrorReason
 
@@ -66,10 +65,6 @@ class ScrapeResult:
 class NodeEntry:
     adapter: NodeAdapter
     cpu_cores: float
-
-
-def _sample_name(family: Metric) -> str:
-    return family.name + "_total" if family.type == "counter" else family.name
 
 
 def _timed_snapshot(adapter: NodeAdapter, deadline: float) -> tuple[BrokerSample, float]:
@@ -178,30 +173,21 @@ class BrokerCollector(Collector):
         }
         with self._lock:
             error_counts = dict(self._errors)
-        sample_names = {field: _sample_name(family) for field, family in families.items()}
         for entry, result in zip(self.nodes, results, strict=True):
-            labels = LabelSet(dict(zip(LABELS, (self.cluster, entry.adapter.name), strict=True)))
+            node = [self.cluster, entry.adapter.name]
             sample = result.sample
-            up.samples.append(Sample(up.name, labels, 1.0 if sample.up else 0.0))
-            info.add_metric(
-                [self.cluster, entry.adapter.name, entry.adapter.kind, entry.adapter.address], 1.0
-            )
-            capacity.samples.append(Sample(capacity.name, labels, entry.cpu_cores))
-            duration.samples.append(Sample(duration.name, labels, result.duration))
+            up.add_metric(node, 1.0 if sample.up else 0.0)
+            info.add_metric([*node, entry.adapter.kind, entry.adapter.address], 1.0)
+            capacity.add_metric(node, entry.cpu_cores)
+            duration.add_metric(node, result.duration)
             for reason in BROKER_REASONS:
-                errors.samples.append(
-                    Sample(
-                        _sample_name(errors),
-                        labels.plus(REASON_LABEL, reason.value),
-                        float(error_counts[(entry.adapter.name, reason)]),
-                    )
-                )
+                errors.add_metric([*node, reason.value], float(error_counts[(entry.adapter.name, reason)]))
             if not sample.up:
                 continue  # a down node's last values would look current: export none
             for field, family in families.items():
                 value = getattr(sample, field)
                 if value is not None:
-                    family.samples.append(Sample(sample_names[field], labels, float(value)))
+                    family.add_metric(node, float(value))
         yield up
         yield info
         yield capacity

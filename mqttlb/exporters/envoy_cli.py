@@ -1,4 +1,4 @@
-"""``mqttlb envoy-exporter``: per-endpoint and per-listener series from the Envoy admin API."""
+"""``mqttlb envoy-exporter``: what Envoy's own /stats/prometheus lacks, read from its admin API."""
 
 from __future__ import annotations
 
@@ -13,26 +13,21 @@ from mqttlb.exporters.scrape_errors import ENVOY_REASONS
 from mqttlb.exporters.serve import exporter_parser, serve_collector, web_security
 
 METRICS_HELP = f"""\
+Envoy itself serves per-endpoint connections and health ({contract.ENVOY_ENDPOINT_CX_ACTIVE},
+{contract.ENVOY_ENDPOINT_CX_TOTAL}, {contract.ENVOY_ENDPOINT_CX_FAIL}, {contract.ENVOY_ENDPOINT_HEALTHY}
+with the cluster's track_cluster_stats: {{per_endpoint_stats: true}}), cluster bytes and overflows and
+listener counts on /stats/prometheus: scrape Envoy for those.  This exporter adds what Envoy lacks.
+/metrics answers in the Prometheus text format, or OpenMetrics when asked (Accept), gzip-compressed
+when the scraper accepts it.
+
 metrics:
   per endpoint (labels envoy_cluster_name = Envoy cluster, envoy_endpoint_address = host:port, node = EDS hostname):
-    {contract.ENVOY_ENDPOINT_CX_ACTIVE} (gauge): active upstream connections
-    {contract.ENVOY_ENDPOINT_CX_TOTAL} (counter): upstream connections opened
-    {contract.ENVOY_ENDPOINT_CX_FAIL} (counter): upstream connect failures
     {contract.ENVOY_ENDPOINT_WEIGHT} (gauge): load_balancing_weight in force
     {contract.ENVOY_ENDPOINT_HEALTH} (gauge, extra label status=healthy|degraded|draining|unhealthy):
-      1 for the current status, 0 for the others
+      1 for the current status (EDS status and Envoy's health flags), 0 for the others
   per cluster (label envoy_cluster_name):
     {contract.ENVOY_CLUSTER_MAX_CONNECTIONS} (gauge, extra label priority=default|high):
-      circuit-breaker max_connections now in force (runtime overrides included)
-    {contract.ENVOY_CLUSTER_RX_BYTES} (counter): bytes from upstream hosts
-    {contract.ENVOY_CLUSTER_TX_BYTES} (counter): bytes to upstream hosts
-      (Envoy keeps no per-endpoint byte counters, so bytes are per cluster)
-    {contract.ENVOY_CLUSTER_CX_OVERFLOW} (counter): connections refused by the circuit breaker
-  per listener (label listener = Envoy's listener stat name, e.g. 127.0.0.1_1883 or admin):
-    {contract.ENVOY_LISTENER_CX_ACTIVE} (gauge): active downstream connections
-    {contract.ENVOY_LISTENER_CX_TOTAL} (counter): downstream connections accepted
-    {contract.ENVOY_LISTENER_CX_OVERFLOW} (counter): refused by the listener connection limit
-    {contract.ENVOY_LISTENER_CX_OVERLOAD_REJECT} (counter): rejected by the overload manager
+      circuit-breaker max_connections now in force (runtime overrides included): the shed cap
   overload manager (only when Envoy has one configured):
     {contract.ENVOY_OVERLOAD_ACTION_ACTIVE} (gauge, label action): 1 while the action is in force
     {contract.ENVOY_OVERLOAD_PRESSURE} (gauge, label resource): resource monitor pressure, 0..1
@@ -67,8 +62,9 @@ def _timeout(value: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = exporter_parser(
         "mqttlb envoy-exporter",
-        "Prometheus exporter for Envoy upstream endpoints, clusters and listeners, read from "
-        "the admin API (/clusters?format=json, /stats?format=json) at scrape time.",
+        "Prometheus exporter for what Envoy's own /stats/prometheus lacks (endpoint weights, detailed health, "
+        "the connection cap, overload state), read from the admin API (/clusters?format=json, "
+        "/stats?format=json) at scrape time.",
         METRICS_HELP,
     )
     parser.add_argument(

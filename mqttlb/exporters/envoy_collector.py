@@ -1,13 +1,22 @@
-"""prometheus-client custom collector for one Envoy admin endpoint, read at scrape time.
+"""prometheus-client custom collector for one Envoy admin endpoint: what Envoy does not export itself.
 
-``/clusters?format=json`` and ``/stats?format=json`` are fetched in parallel and the scrape
-waits at most ``timeout`` seconds in total; each fetch ends at its own deadline of ``timeout``
-seconds (see ``mqttlb.exporters.http_fetch``), so a trickling admin frees the workers again and
-the next scrape starts afresh.  ``up`` is 1 when ``/clusters`` (the endpoint data) was read; a
-failed ``/stats`` only drops the cluster byte/overflow and listener series and counts a scrape
-error.  ``mqttlb_envoy_scrape_errors_total{reason}`` is exported for every reason an admin read
-can fail with (timeout, unreachable, bad_answer) from the first scrape on, 0 until it happens; a
-scrape adds 1 per distinct reason it met.
+Envoy serves per-endpoint connection counts and health (``envoy_cluster_endpoint_cx_active``,
+``_cx_total``, ``_cx_connect_fail``, ``_healthy`` with ``track_cluster_stats: {per_endpoint_stats:
+true}``), cluster bytes and circuit-breaker overflows, and listener counts on its own
+``/stats/prometheus``; Prometheus scrapes that directly (job ``envoy``, one ServiceMonitor for a
+fleet).  This collector adds only what is not there: each endpoint's configured
+``load_balancing_weight`` and detailed health status (EDS status and health flags folded into
+healthy|degraded|draining|unhealthy), the circuit-breaker ``max_connections`` in force (the shed
+cap) and the overload manager's action and pressure state.
+
+``/clusters?format=json`` and ``/stats?format=json&filter=<overload>`` are fetched in parallel and the
+scrape waits at most ``timeout`` seconds in total; each fetch ends at its own deadline of ``timeout``
+seconds (see ``mqttlb.exporters.http_fetch``), so a trickling admin frees the workers again and the
+next scrape starts afresh.  ``up`` is 1 when ``/clusters`` (the endpoint data) was read; a failed
+``/stats`` only drops the overload series and counts a scrape error.
+``mqttlb_envoy_scrape_errors_total{reason}`` is exported for every reason an admin read can fail with
+(timeout, unreachable, bad_answer) from the first scrape on, 0 until it happens; a scrape adds 1 per
+distinct reason it met.
 """
 
 from __future__ import annotations
@@ -28,16 +37,14 @@ from prometheus_client.samples import Sample
 from mqttlb import contract
 from mqttlb.envoy_admin import (
     HEALTH_STATUSES,
-    STATS_FILTER,
     ClusterStatus,
     EnvoyAdminClient,
     EnvoyAdminError,
     EnvoyParseError,
     Fetch,
-    listeners,
     overload,
 )
-from mqttlb.exporters.exposition import LabelSet, metric_family
+from mqttlb.exporters.exposition import metric_family
 from mqttlb.exporters.http_fetch import FetchError, InflightFetches, fetch_text, new_session
 from mqttlb.exporters.scrape_errors import ENVOY_REASONS, REASON_LABEL, ScrapeErrorReason
 
@@ -45,38 +52,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 EP_LABELS = [contract.ENVOY_CLUSTER_LABEL, contract.ENVOY_ENDPOINT_LABEL, contract.NODE_LABEL]
-
-# (stat after "cluster.<stat_name>.", series, help): per-cluster counters from /stats, label cluster
-CLUSTER_STATS: tuple[tuple[str, str, str], ...] = (
-    (
-        "upstream_cx_rx_bytes_total",
-        contract.ENVOY_CLUSTER_RX_BYTES,
-        "Bytes received from upstream hosts (cluster total; Envoy has no per-endpoint byte stats).",
-    ),
-    ("upstream_cx_tx_bytes_total", contract.ENVOY_CLUSTER_TX_BYTES, "Bytes sent to upstream hosts (cluster total)."),
-    (
-        "upstream_cx_overflow",
-        contract.ENVOY_CLUSTER_CX_OVERFLOW,
-        "Connections refused by the max_connections circuit breaker.",
-    ),
-)
-# (ListenerStats field, series, help, is_counter): per-listener series, label listener
-LISTENER_SERIES: tuple[tuple[str, str, str, bool], ...] = (
-    ("cx_active", contract.ENVOY_LISTENER_CX_ACTIVE, "Active downstream connections.", False),
-    ("cx_total", contract.ENVOY_LISTENER_CX_TOTAL, "Downstream connections accepted.", True),
-    (
-        "cx_overflow",
-        contract.ENVOY_LISTENER_CX_OVERFLOW,
-        "Downstream connections refused by the listener's limit or Envoy's global connection cap.",
-        True,
-    ),
-    (
-        "cx_overload_reject",
-        contract.ENVOY_LISTENER_CX_OVERLOAD_REJECT,
-        "Downstream connections rejected by the overload manager.",
-        True,
-    ),
-)
+# The only /stats the exporter reads: the overload manager's actions and resource pressures.
+OVERLOAD_STATS_FILTER = r"^overload\..+\.(active|pressure)$"
 
 
 class AdminReadError(NamedTuple):
@@ -114,7 +91,6 @@ class EnvoyCollector(Collector):
         self.only = clusters
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="envoy-admin")
         self._errors = dict.fromkeys(ENVOY_REASONS, 0)  # every reason from the start: exported from 0
-        self._label_sets: dict[tuple[str, str, str], tuple[LabelSet, tuple[LabelSet, ...]]] = {}
         self._was_up: bool | None = None
         self._lock = threading.Lock()
 
@@ -140,7 +116,7 @@ class EnvoyCollector(Collector):
         """(clusters or None, stats or None, errors): both read in parallel, ``timeout`` s in all."""
         deadline = time.monotonic() + self.timeout
         clusters_future = self._pool.submit(self.admin.clusters, self.only)
-        stats_future = self._pool.submit(self.admin.stats, STATS_FILTER)
+        stats_future = self._pool.submit(self.admin.stats, OVERLOAD_STATS_FILTER)
         errors: list[AdminReadError] = []
         clusters = stats = None
         try:
@@ -150,7 +126,7 @@ class EnvoyCollector(Collector):
         except FetchError as exc:
             errors.append(AdminReadError(exc.reason, str(exc)))
         try:
-            stats = self._wait(stats_future, deadline, self.admin.stats_url(STATS_FILTER))
+            stats = self._wait(stats_future, deadline, self.admin.stats_url(OVERLOAD_STATS_FILTER))
         except EnvoyAdminError as exc:
             errors.append(AdminReadError(_reason_of(exc), str(exc)))
         except FetchError as exc:
@@ -172,8 +148,8 @@ class EnvoyCollector(Collector):
                 )
             self._was_up = up
         yield from self._endpoint_families(clusters or [])
-        if clusters is not None and stats is not None:
-            yield from self._stats_families(clusters, stats)
+        if stats is not None:
+            yield from self._overload_families(stats)
         up_family = GaugeMetricFamily(contract.ENVOY_UP, "1 if the Envoy admin /clusters was read.")
         up_family.add_metric([], 1.0 if up else 0.0)
         yield up_family
@@ -190,67 +166,33 @@ class EnvoyCollector(Collector):
         yield duration
 
     def _endpoint_families(self, clusters: list[ClusterStatus]) -> Iterator[Metric]:
+        """Per endpoint: configured weight and detailed health; per cluster and priority: the cap."""
+        weight = metric_family(contract.ENVOY_ENDPOINT_WEIGHT, "Configured load_balancing_weight.", EP_LABELS)
         health = metric_family(
             contract.ENVOY_ENDPOINT_HEALTH,
             "1 for the endpoint's current status (healthy|degraded|draining|unhealthy), else 0.",
             [*EP_LABELS, "status"],
         )
-        active = metric_family(contract.ENVOY_ENDPOINT_CX_ACTIVE, "Active upstream connections.", EP_LABELS)
-        total = metric_family(contract.ENVOY_ENDPOINT_CX_TOTAL, "Upstream connections opened.", EP_LABELS, counter=True)
-        failed = metric_family(contract.ENVOY_ENDPOINT_CX_FAIL, "Upstream connect failures.", EP_LABELS, counter=True)
-        weight = metric_family(contract.ENVOY_ENDPOINT_WEIGHT, "Configured load_balancing_weight.", EP_LABELS)
         limits = metric_family(
             contract.ENVOY_CLUSTER_MAX_CONNECTIONS,
             "Circuit-breaker max_connections now in force.",
             [contract.ENVOY_CLUSTER_LABEL, "priority"],
         )
-        # One pre-rendered label set per endpoint (and per endpoint+status), shared by the families
-        # and kept between scrapes while the endpoint exists: with 1,000 endpoints, escaping labels
-        # per sample was most of the scrape time.
-        active_samples, total_samples, failed_samples = active.samples, total.samples, failed.samples
-        weight_samples, health_samples = weight.samples, health.samples
-        total_name = contract.ENVOY_ENDPOINT_CX_TOTAL
-        failed_name = contract.ENVOY_ENDPOINT_CX_FAIL
-        previous, current = self._label_sets, {}
+        # Samples built directly (what add_metric does, without its per-sample zip): 5 per endpoint.
+        weights, statuses = weight.samples, health.samples
         for cluster in clusters:
             for priority, limit in sorted(cluster.max_connections.items()):
                 limits.add_metric([cluster.name, priority], float(limit))
             for ep in cluster.endpoints:
-                key = (ep.cluster, ep.endpoint, ep.node)
-                cached = previous.get(key)
-                if cached is None:
-                    base = LabelSet(dict(zip(EP_LABELS, key, strict=True)))
-                    cached = (base, tuple(base.plus("status", status) for status in HEALTH_STATUSES))
-                current[key] = cached
-                labels, by_status = cached
-                active_samples.append(Sample(active.name, labels, float(ep.cx_active)))
-                total_samples.append(Sample(total_name, labels, float(ep.cx_total)))
-                failed_samples.append(Sample(failed_name, labels, float(ep.cx_connect_fail)))
-                weight_samples.append(Sample(weight.name, labels, float(ep.weight)))
-                for status, status_labels in zip(HEALTH_STATUSES, by_status, strict=True):
-                    health_samples.append(
-                        Sample(health.name, status_labels, 1.0 if ep.health == status else 0.0)
-                    )
-        self._label_sets = current  # endpoints gone from Envoy drop out here
-        yield from (active, total, failed, weight, health, limits)
+                labels = dict(zip(EP_LABELS, (ep.cluster, ep.endpoint, ep.node), strict=True))
+                weights.append(Sample(weight.name, labels, float(ep.weight)))
+                for status in HEALTH_STATUSES:
+                    statuses.append(Sample(health.name, {**labels, "status": status}, float(ep.health == status)))
+        yield from (weight, health, limits)
 
-    def _stats_families(self, clusters: list[ClusterStatus], stats: dict[str, int]) -> Iterator[Metric]:
-        by_cluster = [
-            (metric_family(name, text, [contract.ENVOY_CLUSTER_LABEL], counter=True), stat)
-            for stat, name, text in CLUSTER_STATS
-        ]
-        for cluster in clusters:
-            prefix = f"cluster.{cluster.stat_name}."
-            for family, stat in by_cluster:
-                if prefix + stat in stats:
-                    family.add_metric([cluster.name], float(stats[prefix + stat]))
-        by_listener = [
-            (metric_family(name, text, ["listener"], counter=is_counter), field)
-            for field, name, text, is_counter in LISTENER_SERIES
-        ]
-        for item in listeners(stats):
-            for family, field in by_listener:
-                family.add_metric([item.listener], float(getattr(item, field)))
+    @staticmethod
+    def _overload_families(stats: dict[str, int]) -> Iterator[Metric]:
+        """The overload manager's actions in force and its resource pressures (only those Envoy has)."""
         actions, pressures = overload(stats)
         action_family = GaugeMetricFamily(
             contract.ENVOY_OVERLOAD_ACTION_ACTIVE,
@@ -264,6 +206,4 @@ class EnvoyCollector(Collector):
         )
         for resource, percent in sorted(pressures.items()):
             pressure_family.add_metric([resource], percent / 100.0)
-        yield from (family for family, _stat in by_cluster)
-        yield from (family for family, _field in by_listener)
         yield from (family for family in (action_family, pressure_family) if family.samples)

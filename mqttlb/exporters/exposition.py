@@ -1,67 +1,30 @@
-"""Prometheus text format 0.0.4 for collector output, and the HTTP server that serves it.
+"""The exporters' ``/metrics``: prometheus-client's own exposition behind mqttlb's credentials and TLS.
 
-prometheus-client's ``generate_latest`` validates and escapes every label of every sample; for an
-Envoy with 1,000 endpoints (about 8,000 samples sharing 1,000 label sets) that alone took longer
-than the whole scrape budget.  Here the collectors are still prometheus-client custom collectors
-(registered in a ``CollectorRegistry``); only the serialisation is done with the label string of
-each distinct label set escaped once per scrape.  Output is the same text format (checked by
-``promtool check metrics`` in the tests).  ``metric_family`` builds the collectors' empty families.
+The collectors are prometheus-client custom collectors registered in a ``CollectorRegistry``; the text
+is prometheus-client's (``prometheus_client.exposition.choose_encoder``): the Prometheus text format
+0.0.4 by default, OpenMetrics when the scraper's ``Accept`` asks for ``application/openmetrics-text``
+(Prometheus does), gzip-compressed when its ``Accept-Encoding`` allows gzip (Prometheus sends it).
+``metric_family`` builds the collectors' empty families.
 """
 
 from __future__ import annotations
 
+import gzip
 import http.server
 import logging
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from socketserver import ThreadingMixIn
 
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
 from mqttlb.secure import Credentials
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_SPECIAL = {"nan": "NaN", "inf": "+Inf", "-inf": "-Inf"}  # Python repr -> text format
-_TYPE_MAP = {"info": "gauge", "stateset": "gauge", "gaugehistogram": "histogram", "unknown": "untyped"}
-
 log = logging.getLogger(__name__)
 REQUEST_TIMEOUT_SECONDS = 10  # a connection idle this long (TLS handshake or request) is closed
-
-
-def _escape_label_value(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-
-
-def label_text(labels: dict[str, str]) -> str:
-    return "{" + ",".join(f'{k}="{_escape_label_value(str(v))}"' for k, v in labels.items()) + "}"
-
-
-class LabelSet(dict[str, str]):
-    """A label dict that carries its rendered text.  Collectors that put the same label set on many
-    samples (an Envoy endpoint has eight) build one of these, so rendering costs one lookup."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, labels: dict[str, str]) -> None:
-        super().__init__(labels)
-        self.text = label_text(labels)
-
-    def plus(self, name: str, value: str) -> LabelSet:
-        """This label set with one more label (the new text is derived, not re-escaped)."""
-        suffix = _SUFFIXES.get((name, value))
-        if suffix is None:
-            suffix = f',{name}="{_escape_label_value(value)}"}}'
-            if len(_SUFFIXES) < 1024:  # meant for a few constant values such as health statuses
-                _SUFFIXES[(name, value)] = suffix
-        extended = LabelSet.__new__(LabelSet)
-        dict.update(extended, self)
-        extended[name] = value
-        extended.text = self.text[:-1] + suffix
-        return extended
-
-
-_SUFFIXES: dict[tuple[str, str], str] = {}  # (name, value) -> ',name="value"}' for LabelSet.plus
 
 
 def metric_family(
@@ -73,46 +36,24 @@ def metric_family(
     return kind(name, documentation, labels=list(labels))
 
 
-def render(registry: CollectorRegistry) -> bytes:
-    return render_families(registry.collect())
+@dataclass(frozen=True)
+class Exposition:
+    """One rendered ``/metrics`` answer: the body and its ``Content-Type`` / ``Content-Encoding``."""
+
+    body: bytes
+    content_type: str
+    content_encoding: str | None = None  # "gzip", or None for an uncompressed body
 
 
-def render_families(families: Iterable[Metric]) -> bytes:
-    out: list[str] = []
-    # Label sets are escaped once: by identity for dicts shared between samples (the collectors
-    # share one dict per endpoint/node), else by content.
-    by_id: dict[int, tuple[dict[str, str], str]] = {}  # holds the dict so its id is not reused
-    by_content: dict[tuple[tuple[str, str], ...], str] = {}
-    append = out.append
-    for family in families:
-        name = family.name + ("_total" if family.type == "counter" else "")
-        if family.type == "info":
-            name = family.name + "_info"
-        documentation = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        append(f"# HELP {name} {documentation}\n# TYPE {name} {_TYPE_MAP.get(family.type, family.type)}\n")
-        created = family.name + "_created"  # OpenMetrics-only sample, not in this format
-        for sample_name, labels, value, *_rest in family.samples:
-            text = repr(float(value))
-            if text[-1] in "fn":  # nan, inf, -inf
-                text = _SPECIAL[text]
-            if not labels:
-                if sample_name != created:
-                    append(f"{sample_name} {text}\n")
-                continue
-            if type(labels) is LabelSet:
-                rendered = labels.text
-            elif (cached := by_id.get(id(labels))) is not None:
-                rendered = cached[1]
-            else:
-                key = tuple(labels.items())
-                found = by_content.get(key)
-                if found is None:
-                    found = by_content[key] = label_text(labels)
-                rendered = found
-                by_id[id(labels)] = (labels, rendered)
-            if sample_name != created:
-                append(f"{sample_name}{rendered} {text}\n")
-    return "".join(out).encode("utf-8")
+def render(registry: CollectorRegistry, accept: str | None = None, accept_encoding: str | None = None) -> Exposition:
+    """Collect ``registry`` now and encode it as the request's ``Accept`` header asks (None: text 0.0.4,
+    ``application/openmetrics-text``: OpenMetrics), gzip-compressed if ``Accept-Encoding`` allows gzip.
+    Raises whatever a collector raises."""
+    encoder, content_type = choose_encoder(accept or "")
+    body = encoder(registry)
+    if gzip_accepted(accept_encoding or ""):
+        return Exposition(gzip.compress(body, compresslevel=1), content_type, "gzip")
+    return Exposition(body, content_type)
 
 
 class _ThreadingServer(ThreadingMixIn, http.server.HTTPServer):
@@ -129,7 +70,7 @@ def make_server(
     credentials: Credentials | None = None,
     tls: ssl.SSLContext | None = None,
 ) -> http.server.HTTPServer:
-    """An HTTP server answering ``GET /metrics`` (rendered at request time) and ``GET /``.
+    """An HTTP server answering ``GET /metrics`` (rendered at request time by :func:`render`) and ``GET /``.
 
     ``credentials`` (required ones): both paths answer 401 with ``WWW-Authenticate`` without an accepted
     ``Authorization`` header.  ``tls``: a server SSLContext: HTTPS, the handshake done in the request's
@@ -147,7 +88,10 @@ def make_server(
                 extra.append(("WWW-Authenticate", guard.schemes()))
             elif path == "/metrics":
                 try:
-                    body, status, ctype = render(registry), 200, CONTENT_TYPE
+                    answer = render(registry, self.headers.get("Accept"), self.headers.get("Accept-Encoding"))
+                    body, status, ctype = answer.body, 200, answer.content_type
+                    if answer.content_encoding is not None:
+                        extra.append(("Content-Encoding", answer.content_encoding))
                 except Exception:  # a collector bug: answer 500, keep serving
                     log.exception("rendering /metrics failed")
                     body, status, ctype = b"internal error while collecting metrics\n", 500, "text/plain"

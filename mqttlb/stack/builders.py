@@ -215,6 +215,8 @@ def _brokers_cluster(topo: Topology) -> dict[str, Any]:
         },
         "health_checks": [_health_check()],
         "eds_cluster_config": {"eds_config": {"resource_api_version": "V3", **_eds_source(topo)}},
+        # Envoy's own /stats/prometheus then has envoy_cluster_endpoint_* per endpoint (job envoy).
+        "track_cluster_stats": {"per_endpoint_stats": True},
     }
 
 
