@@ -238,7 +238,8 @@ def test_the_service_monitors_give_the_rules_job_names(three) -> None:
         jobs[service["metadata"]["labels"]["mqttlb.io/job"]] = monitor["spec"]["endpoints"][0]
     assert sorted(jobs) == sorted([contract.JOB_BROKERS, contract.JOB_ENVOY_EXPORTER, contract.JOB_ENVOY,
                                    contract.JOB_WEBHOOK])
-    for selector in (params.broker_selector, params.envoy_selector, params.webhook_selector):
+    selectors = (params.broker_selector, params.envoy_selector, params.envoy_stats_selector, params.webhook_selector)
+    for selector in selectors:
         assert re.fullmatch(r'job="([^"]+)"', selector)[1] in jobs  # type: ignore[index]
     assert jobs[contract.JOB_ENVOY]["path"] == "/stats/prometheus" and "authorization" not in jobs[contract.JOB_ENVOY]
     assert jobs[contract.JOB_WEBHOOK]["authorization"]["credentials"]["key"] == hr.WEBHOOK_TOKEN_KEY
@@ -316,6 +317,9 @@ def test_envoy_validates_the_charts_bootstrap(three, tmp_path: Path) -> None:
         "address": f"{chart.RELEASE}-xds.{FQDN}", "port_value": 9645
     }
     assert bootstrap["dynamic_resources"]["ads_config"]["api_type"] == "GRPC"
+    # Envoy's own per-endpoint series, which the envoy ServiceMonitor scrapes from every replica
+    brokers = bootstrap["static_resources"]["clusters"][0]
+    assert brokers["name"] == contract.ENVOY_CLUSTER and brokers["track_cluster_stats"] == {"per_endpoint_stats": True}
     pressure = tmp_path / "pressure"  # the pod's emptyDir; a real file here
     pressure.write_text("0\n")
     bootstrap["overload_manager"]["resource_monitors"][0]["typed_config"]["filename"] = str(pressure)
