@@ -57,6 +57,9 @@ from mqttlb.webhook.state import StateError, WebhookState, check_state, load_sta
 log = logging.getLogger(__name__)
 
 RECENT_DECISIONS = 50  # audit entries kept in memory for /status
+#: WebhookState fields a dry run carries from pass to pass itself (it commits no state): the evict lever's
+#: trigger episode and cooldown.
+DRY_RUN_EVICTION_FIELDS = frozenset({"evict_since", "evict_mark", "evict_armed", "evict_reason", "last_eviction"})
 
 
 class LeverError(RuntimeError):
@@ -188,6 +191,10 @@ class Controller:
         self._evacuations: dict[str, bool] = {}  # desired evacuation changes not yet reconciled
         self._evacuations_done: set[str] = set()  # evacuations that ended because the node is empty
         self._last_eviction_wait: str | None = None
+        # Dry run commits no state, so the evict lever's own bookkeeping (its trigger episode and each
+        # donor's last batch, i.e. the cooldown) is kept here instead: a dry run arms, waits and names a
+        # batch as the real run would, once per cooldown, not on every pass.
+        self._dry_run_eviction: dict[str, Any] = {}
         metrics.start_nodes(config.node_names, (REBALANCE, EVACUATE))
         self._state = WebhookState()
         self._snapshot: Snapshot | None = None
@@ -421,6 +428,8 @@ class Controller:
                 return PassReport((), None, (exc.reason,))
             state, drain_steps, wishes = self._with_drains(self._state)
             state, evacuation_steps = self._with_evacuations(state)
+            if self.config.dry_run and self._dry_run_eviction:
+                state = state.model_copy(update=self._dry_run_eviction)
             try:
                 desired = self._desired(now)
                 result = decide_pass(
@@ -433,6 +442,8 @@ class Controller:
                     now,
                     eviction=self.eviction if self.evict_lever is not None else None,
                 )
+                if self.config.dry_run:
+                    self._dry_run_eviction = result.state.model_dump(include=DRY_RUN_EVICTION_FIELDS)
                 report = self._act(state, result, now, drain_steps + evacuation_steps)
                 if not report.failures:  # the weights of this pass are applied: the evicted land right
                     self._carry_out(result.eviction)
