@@ -443,7 +443,7 @@ class Controller:
                     eviction=self.eviction if self.evict_lever is not None else None,
                 )
                 if self.config.dry_run:
-                    self._dry_run_eviction = result.state.model_dump(include=DRY_RUN_EVICTION_FIELDS)
+                    self._dry_run_eviction = result.state.model_dump(include=set(DRY_RUN_EVICTION_FIELDS))
                 report = self._act(state, result, now, drain_steps + evacuation_steps)
                 if not report.failures:  # the weights of this pass are applied: the evicted land right
                     self._carry_out(result.eviction)
