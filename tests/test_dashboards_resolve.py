@@ -48,6 +48,7 @@ def test_unknown_variable_names_the_place() -> None:
 DISCOVERED = {
     "job": ["envoy", "mqtt-brokers", "mqttlb-envoy", "mqttlb-webhook", "other"],
     "instance": ["127.0.0.1:9641", "127.0.0.1:9642"],
+    "namespace": [],  # the local stack scrapes without Kubernetes: no namespace label
     "mqtt_cluster": ["east", "local"],  # the MQTT cluster label (the variable is still named cluster)
     "node": ["node2", "node1", "node3"],
 }
@@ -65,6 +66,7 @@ def test_discovered_variables_follow_grafana_defaults() -> None:
     assert variables["job"].values == ("mqtt-brokers", "mqttlb-envoy", "envoy", "mqttlb-webhook")
     assert variables["job"].formatted() == "(mqtt-brokers|mqttlb-envoy|envoy|mqttlb-webhook)"
     assert variables["instance"].formatted() == ".+"  # "All" with allValue: the regex, not the list
+    assert variables["namespace"].formatted() == ".*"  # no values: Grafana's lone "All", i.e. its allValue
     assert variables["cluster"].values == ("local",)  # the saved default exists, so it is kept
     assert variables["node"].values == ("node1", "node2", "node3")  # "All" -> every value
     assert calls[1] == (
@@ -72,10 +74,13 @@ def test_discovered_variables_follow_grafana_defaults() -> None:
         'job=~"(mqtt-brokers|mqttlb-envoy|envoy|mqttlb-webhook)"}',
         "instance",
     )
-    assert calls[3] == (
-        'mqtt_broker_up{job=~"(mqtt-brokers|mqttlb-envoy|envoy|mqttlb-webhook)", instance=~".+", mqtt_cluster="local"}',
+    assert calls[4] == (
+        'mqtt_broker_up{job=~"(mqtt-brokers|mqttlb-envoy|envoy|mqttlb-webhook)", instance=~".+", '
+        'namespace=~".*", mqtt_cluster="local"}',
         "node",
     )
+    in_kubernetes = resolve_variables(BALANCE, {}, lambda selector, label: {**DISCOVERED, "namespace": ["mqtt"]}[label])
+    assert in_kubernetes["namespace"].formatted() == ".*"  # "All" stays any namespace
 
 
 def test_saved_jobs_missing_from_prometheus_fall_back_to_the_first_found() -> None:

@@ -335,7 +335,7 @@ def test_stats_show_the_window_end_and_a_bad_ratio_in_red() -> None:
     (expr,) = [t["expr"] for t in ratio["targets"]]
     # an idle cluster gives 0, shown as "idle", not the noise ratio of two small CPU figures (nor the
     # last busy ratio, which a lastNotNull over a query without idle samples would keep showing)
-    mean = f'{contract.CLUSTER_CPU_MEAN}{{{contract.CLUSTER_LABEL}="$cluster"}}'
+    mean = f'{contract.CLUSTER_CPU_MEAN}{{namespace=~"$namespace", {contract.CLUSTER_LABEL}="$cluster"}}'
     busy = f"{params.imbalance_min_mean:g}"
     by = contract.CLUSTER_LABEL
     assert f"and on ({by}) {mean} >= {busy})" in expr and expr.endswith(f"or on ({by}) ({mean} < {busy}) * 0")
@@ -407,7 +407,7 @@ def test_the_ratio_stat_is_one_series_busy_then_idle(tmp_path: Path) -> None:
     """promtool evaluates the stat's query: the ratio while the mean is busy, then 0, in one series
     (two series would leave Grafana's lastNotNull on the stale busy ratio)."""
     ratio = _panels_by_title("mqttlb-cluster-balance.json")["Busiest / idlest node"]
-    expr = ratio["targets"][0]["expr"].replace("$cluster", "local")
+    expr = ratio["targets"][0]["expr"].replace("$namespace", ".*").replace("$cluster", "local")
     local = f'{{{contract.CLUSTER_LABEL}="local"}}'
     test = {
         "rule_files": [],

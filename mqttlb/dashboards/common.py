@@ -43,6 +43,9 @@ ALL = "$__all"
 # What "All" of the job and instance variables stands for (dashboard-linter's template-job and
 # template-instance rules): any value, rather than the list of values Grafana found.
 ALL_VALUE = ".+"
+# What "All" of the namespace variable stands for: any value or none (the local stack and compose scrape
+# without Kubernetes, so their series have no namespace label).
+ANY_NAMESPACE = ".*"
 # One series each exporter always exposes: the job variable offers the jobs that scrape mqttlb's
 # exporters (the broker exporter, the Envoy exporter, the webhook) and nothing else of a shared
 # Prometheus.
@@ -115,9 +118,15 @@ def node_selector(params: Params) -> str:
     return f'{cluster_selector(params)}, node=~"$node"'
 
 
+def namespace_selector() -> str:
+    """The namespace variable: every mqttlb series and recording rule keeps ``namespace`` (Kubernetes)."""
+    return f'{contract.NAMESPACE_LABEL}=~"$namespace"'
+
+
 def cluster_selector(params: Params) -> str:
-    """The MQTT cluster variable's value in the MQTT cluster label (the parameter ``mqtt_cluster_label``)."""
-    return f'{params.mqtt_cluster_label}="$cluster"'
+    """The namespace and MQTT cluster variables, the latter in the MQTT cluster label (the parameter
+    ``mqtt_cluster_label``)."""
+    return f'{namespace_selector()}, {params.mqtt_cluster_label}="$cluster"'
 
 
 def broker_selector(params: Params) -> str:
@@ -127,7 +136,7 @@ def broker_selector(params: Params) -> str:
 def envoy_endpoint_labels() -> str:
     # Endpoint series (Envoy exporter, webhook weights) carry the *Envoy* cluster name in
     # ENVOY_CLUSTER_LABEL, hence a variable of its own.
-    return f'{contract.ENVOY_CLUSTER_LABEL}="$envoy_cluster", node=~"$node"'
+    return f'{namespace_selector()}, {contract.ENVOY_CLUSTER_LABEL}="$envoy_cluster", node=~"$node"'
 
 
 def envoy_selector(params: Params) -> str:
@@ -136,14 +145,17 @@ def envoy_selector(params: Params) -> str:
 
 def envoy_cluster_selector(params: Params) -> str:
     """Envoy cluster-wide series (circuit breakers, overflow) have no node label."""
-    return f'{scrape_selector(params.envoy_selector)}, {contract.ENVOY_CLUSTER_LABEL}="$envoy_cluster"'
+    return (
+        f"{scrape_selector(params.envoy_selector)}, {namespace_selector()}, "
+        f'{contract.ENVOY_CLUSTER_LABEL}="$envoy_cluster"'
+    )
 
 
 def envoy_stats_endpoint_selector(params: Params) -> str:
     """Envoy's own per-endpoint series (``/stats/prometheus``): the node is the EDS hostname."""
     return (
-        f'{scrape_selector(params.envoy_stats_selector)}, {contract.ENVOY_CLUSTER_LABEL}="$envoy_cluster", '
-        f'{contract.ENVOY_ENDPOINT_HOSTNAME_LABEL}=~"$node"'
+        f"{scrape_selector(params.envoy_stats_selector)}, {namespace_selector()}, "
+        f'{contract.ENVOY_CLUSTER_LABEL}="$envoy_cluster", {contract.ENVOY_ENDPOINT_HOSTNAME_LABEL}=~"$node"'
     )
 
 
@@ -211,12 +223,29 @@ def instance_variable(params: Params) -> G.Template:
     )
 
 
+def namespace_variable(params: Params) -> G.Template:
+    """Kubernetes namespace of the brokers' exporter; "All" (the default) matches series without one too."""
+    return G.Template(
+        name="namespace",
+        label="Namespace",
+        query=(
+            f"label_values({contract.BROKER_UP}{{{scrape_selector(params.broker_selector)}}}, "
+            f"{contract.NAMESPACE_LABEL})"
+        ),
+        dataSource=DATASOURCE,
+        default=ALL,
+        includeAll=True,
+        allValue=ANY_NAMESPACE,
+        refresh=G.REFRESH_ON_TIME_RANGE_CHANGE,
+    )
+
+
 def cluster_variable(params: Params) -> G.Template:
     return G.Template(
         name="cluster",
         label="Broker cluster",
         query=(
-            f"label_values({contract.BROKER_UP}{{{scrape_selector(params.broker_selector)}}}, "
+            f"label_values({contract.BROKER_UP}{{{scrape_selector(params.broker_selector)}, {namespace_selector()}}}, "
             f"{params.mqtt_cluster_label})"
         ),
         dataSource=DATASOURCE,
@@ -260,6 +289,7 @@ def templating(params: Params, *, envoy: bool = False) -> G.Templating:
         datasource_variable(),
         job_variable(params),
         instance_variable(params),
+        namespace_variable(params),
         cluster_variable(params),
         node_variable(params),
     ]

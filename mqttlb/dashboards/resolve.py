@@ -135,6 +135,10 @@ def resolve_variables(
                 )
             selector = interpolate(match.group("selector"), variables, interval, f"variable {name}")
             found = sorted(set(discover(selector, match.group("label"))))
+            if not found and spec.get("includeAll") and all_value and saved == (ALL,):
+                # Grafana offers "All" alone and substitutes allValue (the namespace variable outside Kubernetes)
+                variables[name] = Variable(name, (all_value,), regex, all_regex=all_value)
+                continue
             if not found:
                 raise ResolveError(f"variable {name}: Prometheus has no values for {query}")
             if spec.get("includeAll") and saved == (ALL,):
