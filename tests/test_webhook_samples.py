@@ -78,3 +78,24 @@ def test_clustercluster_selector_rejects_injection():
     assert cluster_selector("local", "broker_fleet") == '{broker_fleet="local"}'
     with pytest.raises(ValueError):
         cluster_selector('x"} or vector(1) or {a="')
+
+
+def test_observation_query_and_firing_set_use_the_configured_cluster_label():
+    # The parameter mqtt_cluster_label reaches the webhook's query and its reading of alert labels.
+    from mqttlb.webhook.firing import FiringSet
+    from mqttlb.webhook.observe import PARTS, observation_query
+
+    query = observation_query("c1", "broker_fleet")
+    assert query.count('{broker_fleet="c1"}') == len(PARTS) and contract.CLUSTER_LABEL not in query
+
+    class Alert:
+        status, startsAt, endsAt, fingerprint = "firing", "2026-11-30T12:00:00Z", "0001-01-01T00:00:00Z", ""
+        labels = {"alertname": contract.ALERT_CPU_HIGH, contract.ACTION_LABEL: "rebalance", "node": "n1",
+                  "broker_fleet": "c1", "cluster": "k8s-eu"}  # `cluster`: kube-prometheus' Kubernetes cluster
+
+    fleet = FiringSet(refresh_ttl=60, cluster_label="broker_fleet")
+    fleet.apply([Alert()], received_at=NOW)
+    assert fleet.clusters(NOW) == ("c1",) and fleet.nodes_hot("c1", NOW) == ("n1",)
+    default = FiringSet(refresh_ttl=60)
+    default.apply([Alert()], received_at=NOW)
+    assert default.clusters(NOW) == ()  # neither broker_fleet nor the Kubernetes `cluster` is read
