@@ -5,7 +5,7 @@
 Starts the real stack on free loopback ports with ``mqttlb/params.yaml`` unchanged and the stack
 file's scrape interval (5 s): rate window 30 s, ``cpu_high`` 0.75, ``MqttBrokerCpuHigh`` after
 20 s, Alertmanager ``group_wait`` 5 s, step interval 35 s (scrape + rate window), early steering
-once the short-window rule ``node:mqtt_broker_cpu_utilisation:irate`` has stayed above ``cpu_high``
+once the short-window rule ``mqttlb_node:mqtt_broker_cpu_utilisation:irate`` has stayed above ``cpu_high``
 long and far enough (``early_steer_for`` 5 s when saturated) while the node is saturated or its
 rate-window CPU is above ``cpu_high`` (``mqttlb.webhook.plan``).  Each node is credited 0.25
 cores (``node_cpu_cores``, a stack setting, not a parameter) so that one Mosquitto can be driven
