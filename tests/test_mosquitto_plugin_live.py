@@ -193,6 +193,31 @@ def test_evict_is_spread_at_max_per_second_and_mqtt5_clients_see_use_another_ser
     assert (listing.counters.evicted_total, listing.counters.evictions_pending) == (len(victims), 0)
 
 
+@pytest.mark.parametrize(
+    ("specs", "says", "never"),
+    [
+        ([("v3-a", {}), ("v3-b", {})], "MQTT 3 clients only: connections closed, no reason code", "0x"),
+        ([("v5-a", {"protocol": 5})], "MQTT 5 reason code 0x9C", "MQTT 3"),
+        ([("v3", {}), ("v5", {"protocol": 5})], "1 MQTT 5 client sent reason code 0x9C, 1 MQTT 3 client closed", ""),
+    ],
+    ids=["mqtt3-only", "mqtt5-only", "mixed"],
+)
+def test_the_answer_names_the_reason_code_only_for_the_mqtt5_clients(
+    specs: list[tuple[str, dict[str, Any]]], says: str, never: str
+) -> None:
+    """Trial: a batch of MQTT 3 clients was answered "MQTT 5 reason code 0x9C", which none of them got."""
+    options = replace(BOUNDS, mqtt5_clean_start_transient=True)
+    with broker(options) as b, clients(b.port, *specs) as group, \
+            MosquittoEvictionAdapter(HOST, b.port, timeout=5) as adapter:
+        publish_all(group, count=2)
+        victims = [cid for cid, _ in specs]
+        wait_until(lambda: tracked(adapter, set(victims)), 5, "victims tracked")
+        result = adapter.evict(victims, max_per_second=20)
+    assert set(result.evicted) == set(victims)
+    assert says in result.reason, result.reason
+    assert not never or never not in result.reason, result.reason
+
+
 def test_persistent_sessions_move_only_with_the_opt_in() -> None:
     specs: list[tuple[str, dict[str, Any]]] = [("sticky-v3", {"clean": False}), ("v5-clean-start", {"protocol": 5}),
              ("v5-resume", {"protocol": 5, "clean": False, "expiry": 300})]

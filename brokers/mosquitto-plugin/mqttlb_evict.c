@@ -57,6 +57,7 @@ struct batch {
 	char **ids;
 	bool *kicked;
 	size_t n, next;
+	size_t mqtt5, mqtt3;            /* clients kicked so far, by protocol (MQTT 3.x has no reason code) */
 	double start, rate;
 	int reason_code;
 	char *reference, *requester, *correlation;
@@ -430,7 +431,8 @@ static void disconnect_one(struct batch *b, size_t i)
 {
 	struct client_load *c = find_client(b->ids[i]);
 	if(!c) return;  /* left by itself since the batch was accepted: answered as unknown */
-	if(c->protocol == 5 && send__disconnect){
+	bool mqtt5 = c->protocol == 5;
+	if(mqtt5 && send__disconnect){
 		mosquitto_property *props = NULL;
 		if(b->reference) mosquitto_property_add_string(&props, MQTT_PROP_SERVER_REFERENCE, b->reference);
 		send__disconnect(c->client, (uint8_t)b->reason_code, props);
@@ -438,7 +440,26 @@ static void disconnect_one(struct batch *b, size_t i)
 	}
 	/* Drops the entry through our DISCONNECT callback: `c` is not used after this. */
 	b->kicked[i] = mosquitto_kick_client_by_clientid(b->ids[i], false) == MOSQ_ERR_SUCCESS;
-	if(b->kicked[i]) counters.evicted++;
+	if(!b->kicked[i]) return;
+	counters.evicted++;
+	if(mqtt5) b->mqtt5++;
+	else b->mqtt3++;
+}
+
+/* What the evicted clients were told, for the answer's message: MQTT 5 clients the reason code, MQTT 3.x
+ * clients nothing (their protocol has no DISCONNECT from the server: the connection is closed). */
+static void describe_reasons(char *out, size_t size, const struct batch *b, int code)
+{
+	if(b->mqtt5 && b->mqtt3){
+		snprintf(out, size, "%zu MQTT 5 client%s sent reason code 0x%02X, %zu MQTT 3 client%s closed (no reason "
+				"code in MQTT 3)", b->mqtt5, b->mqtt5 == 1 ? "" : "s", code, b->mqtt3, b->mqtt3 == 1 ? "" : "s");
+	}else if(b->mqtt5){
+		snprintf(out, size, "MQTT 5 reason code 0x%02X", code);
+	}else if(b->mqtt3){
+		snprintf(out, size, "MQTT 3 clients only: connections closed, no reason code (MQTT 3 has none)");
+	}else{
+		snprintf(out, size, "nobody disconnected");
+	}
 }
 
 static void finish_batch(struct batch *b, double now)
@@ -449,14 +470,17 @@ static void finish_batch(struct batch *b, double now)
 	for(size_t i = 0; i < b->n; i++) done += b->kicked[i];
 	counters.unknown += b->n - done;
 	if(r){
-		char message[160];
+		char message[320], reasons[160];
 		int code = send__disconnect ? b->reason_code : MQTT_RC_ADMINISTRATIVE_ACTION;
-		snprintf(message, sizeof(message), "evicted %zu of %zu clients at <= %g/s in %.2f s; %zu had left; "
-				"MQTT 5 reason code 0x%02X", done, b->n, b->rate, now - b->start, b->n - done, code);
+		describe_reasons(reasons, sizeof(reasons), b, code);
+		snprintf(message, sizeof(message), "evicted %zu of %zu clients at <= %g/s in %.2f s; %zu had left; %s",
+				done, b->n, b->rate, now - b->start, b->n - done, reasons);
 		add_strings(r, "evicted", b->ids, b->kicked, true, b->n);
 		add_strings(r, "unknown", b->ids, b->kicked, false, b->n);
 		add_strings(r, "refused", b->ids, NULL, false, 0);
 		cJSON_AddNumberToObject(r, "reasonCode", code);
+		cJSON_AddNumberToObject(r, "mqtt5", (double)b->mqtt5);
+		cJSON_AddNumberToObject(r, "mqtt3", (double)b->mqtt3);
 		cJSON_AddNumberToObject(r, "seconds", now - b->start);
 		cJSON_AddStringToObject(r, "message", message);
 	}
