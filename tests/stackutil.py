@@ -8,6 +8,8 @@
   `mqttlb.stack.builders`, never a bootstrap written by a test (`running_envoy`);
 - a process group that is always killed (`process`) and polling with a deadline (`wait_until`);
 - a load generator report with plausible values, for tests of what reads reports (`sample_report`);
+- a fleet of MQTT 3.1.1 / 5 clients through Envoy that notes connects, disconnects with their reason
+  codes, and messages (`Fleet`);
 - stub HTTP servers: a quiet handler that answers whole bodies (`StubHandler`), served on a free
   loopback port from a daemon thread (`serve_stub`).
 """
@@ -25,8 +27,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import paho.mqtt.client as mqtt
 import requests
 import yaml
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from mqttlb.loadgen.report import Report
 from mqttlb.procgroup import stop_group
@@ -43,6 +47,7 @@ from mqttlb.webhook.eds import write_eds_file
 
 __all__ = [
     "exporter_headers",
+    "Fleet",
     "free_port",
     "free_ports_config",
     "loopback_topology",
@@ -219,3 +224,60 @@ def serve_stub(handler: type[http.server.BaseHTTPRequestHandler]) -> http.server
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
     return server
+
+
+@dataclasses.dataclass
+class Fleet:
+    """MQTT clients (paho, reconnecting after 1-2 s) on ``host:port``, usually Envoy's listener: who is
+    connected, every disconnect as (client id, monotonic time, reason code: 0x9C = use another server,
+    0 for MQTT 3.1.1, which has none), and the messages each received on ``topic`` (subscribed at QoS 1
+    on every connect, clean sessions; None: no subscription).  ``close()`` disconnects them all."""
+
+    host: str
+    port: int
+    topic: str | None = None
+    clients: dict[str, mqtt.Client] = dataclasses.field(default_factory=dict)
+    connected: set[str] = dataclasses.field(default_factory=set)
+    disconnects: list[tuple[str, float, int]] = dataclasses.field(default_factory=list)
+    received: dict[str, list[bytes]] = dataclasses.field(default_factory=dict)
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def add(self, client_id: str, protocol: MQTTProtocolVersion) -> None:
+        """Connect one more client (clean start), its network loop in a thread."""
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+        client.reconnect_delay_set(min_delay=1, max_delay=2)
+
+        def on_connect(c: mqtt.Client, userdata: object, flags: object, reason: object, props: object) -> None:
+            if self.topic is not None:
+                c.subscribe(self.topic, qos=1)  # clean sessions: again after every reconnect
+            with self.lock:
+                self.connected.add(client_id)
+
+        def on_disconnect(c: mqtt.Client, userdata: object, flags: object, reason: object, props: object) -> None:
+            with self.lock:
+                self.connected.discard(client_id)
+                self.disconnects.append((client_id, time.monotonic(), int(getattr(reason, "value", 0))))
+
+        def on_message(c: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+            with self.lock:
+                self.received.setdefault(client_id, []).append(bytes(message.payload))
+
+        client.on_connect = on_connect
+        client.on_disconnect = on_disconnect
+        client.on_message = on_message
+        if protocol == mqtt.MQTTv5:
+            client.connect(self.host, self.port, keepalive=30, clean_start=True)
+        else:
+            client.connect(self.host, self.port, keepalive=30)
+        client.loop_start()
+        self.clients[client_id] = client
+
+    def publish_once(self, size: int = 32) -> None:
+        """Each client publishes ``size`` bytes at QoS 0 to ``fleet/<client id>`` (load the broker sees)."""
+        for client_id, client in list(self.clients.items()):
+            client.publish(f"fleet/{client_id}", b"x" * size, qos=0)
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.disconnect()
+            client.loop_stop()

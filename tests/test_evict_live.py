@@ -19,14 +19,12 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 import requests
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from stackutil import free_ports_config, running_stack, wait_until, webhook_headers
+from stackutil import Fleet, free_ports_config, running_stack, wait_until, webhook_headers
 
 from mqttlb import contract
 from mqttlb.stack.ephemeral import FAST_PARAMS
@@ -38,50 +36,6 @@ MAX_PER_SECOND = 5
 CLIENTS_V311 = 24
 CLIENTS_V5 = 9
 NODE = "node1"
-
-
-@dataclass
-class Fleet:
-    """Clients through Envoy: who got disconnected when, with which reason code, and who is connected."""
-
-    host: str
-    port: int
-    clients: dict[str, mqtt.Client] = field(default_factory=dict)
-    connected: set[str] = field(default_factory=set)
-    disconnects: list[tuple[str, float, int]] = field(default_factory=list)  # (client id, time, reason code)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, client_id: str, protocol: MQTTProtocolVersion) -> None:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
-        client.reconnect_delay_set(min_delay=1, max_delay=2)
-
-        def on_connect(c: mqtt.Client, userdata: object, flags: object, reason: object, props: object) -> None:
-            with self.lock:
-                self.connected.add(client_id)
-
-        def on_disconnect(c: mqtt.Client, userdata: object, flags: object, reason: object, props: object) -> None:
-            code = getattr(reason, "value", 0)
-            with self.lock:
-                self.connected.discard(client_id)
-                self.disconnects.append((client_id, time.monotonic(), int(code)))
-
-        client.on_connect = on_connect
-        client.on_disconnect = on_disconnect
-        if protocol == mqtt.MQTTv5:
-            client.connect(self.host, self.port, keepalive=30, clean_start=True)
-        else:
-            client.connect(self.host, self.port, keepalive=30)
-        client.loop_start()
-        self.clients[client_id] = client
-
-    def publish_once(self) -> None:
-        for client_id, client in list(self.clients.items()):
-            client.publish(f"fleet/{client_id}", b"x" * 32, qos=0)
-
-    def close(self) -> None:
-        for client in self.clients.values():
-            client.disconnect()
-            client.loop_stop()
 
 
 @pytest.fixture()

@@ -18,11 +18,10 @@ Marked ``hivemq`` (and ``live``): `make test-hivemq` runs it (about a minute), `
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -30,8 +29,8 @@ import pytest
 import requests
 import yaml
 from hivemqnode import ensure_built
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from stackutil import free_ports_config, running_stack, wait_until, web_auth, webhook_headers
+from paho.mqtt.enums import CallbackAPIVersion
+from stackutil import Fleet, free_ports_config, running_stack, wait_until, web_auth, webhook_headers
 
 from mqttlb import contract
 from mqttlb.brokers.hivemq import HivemqEvictionAdapter
@@ -45,52 +44,6 @@ CLIENTS_V311 = 9
 CLIENTS_V5 = 9
 NODE = "node1"
 TOPIC = f"mqttlb/hq/{uuid.uuid4().hex[:8]}"
-
-
-@dataclass
-class Fleet:
-    """Clients through Envoy, each subscribed to TOPIC: disconnects (id, time, reason code), messages."""
-
-    host: str
-    port: int
-    clients: dict[str, mqtt.Client] = field(default_factory=dict)
-    connected: set[str] = field(default_factory=set)
-    disconnects: list[tuple[str, float, int]] = field(default_factory=list)
-    received: dict[str, list[bytes]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, client_id: str, protocol: MQTTProtocolVersion) -> None:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
-        client.reconnect_delay_set(min_delay=1, max_delay=2)
-
-        def on_connect(c: mqtt.Client, userdata: object, flags: object, reason: object, props: object) -> None:
-            c.subscribe(TOPIC, qos=1)  # clean sessions: again after every reconnect
-            with self.lock:
-                self.connected.add(client_id)
-
-        def on_disconnect(c: mqtt.Client, userdata: object, flags: object, reason: object, props: object) -> None:
-            with self.lock:
-                self.connected.discard(client_id)
-                self.disconnects.append((client_id, time.monotonic(), int(getattr(reason, "value", 0))))
-
-        def on_message(c: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-            with self.lock:
-                self.received.setdefault(client_id, []).append(bytes(message.payload))
-
-        client.on_connect = on_connect
-        client.on_disconnect = on_disconnect
-        client.on_message = on_message
-        if protocol == mqtt.MQTTv5:
-            client.connect(self.host, self.port, keepalive=30, clean_start=True)
-        else:
-            client.connect(self.host, self.port, keepalive=30)
-        client.loop_start()
-        self.clients[client_id] = client
-
-    def close(self) -> None:
-        for client in self.clients.values():
-            client.disconnect()
-            client.loop_stop()
 
 
 @dataclass
@@ -153,7 +106,7 @@ def hive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HiveStack]:
             return time.monotonic() - healthy_since[0] >= 3.0
 
         wait_until(steadily_healthy, 60, "every node healthy in Envoy for 3 s", interval=0.25)
-        fleet = Fleet("127.0.0.1", topo.envoy_listener.port)
+        fleet = Fleet("127.0.0.1", topo.envoy_listener.port, TOPIC)
         try:
             for i in range(CLIENTS_V311):
                 fleet.add(f"hq-v311-{i}", mqtt.MQTTv311)
