@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"stack in {cfg.state_dir} is not running")
             for status in statuses:
                 print(status.line())
+            for line in stack.held_drain_lines() if stack.is_running() else []:
+                print(line)
             return 0 if stack.is_running() and all(s.up for s in statuses) else 1
     except (StackConfigError, StackError) as exc:
         return refuse(exc, "mqttlb stack: error")

@@ -30,6 +30,7 @@ from mqttlb.envoy_admin import EndpointStatus, EnvoyAdminClient, EnvoyAdminError
 from mqttlb.stack import builders
 from mqttlb.stack.addresses import stack_addresses
 from mqttlb.stack.config import HIVEMQ_JAR, StackConfig, StackConfigError, check_binaries, recorded_config
+from mqttlb.stack.held_drains import clear_held_drains, cleared_drain_line, held_drain_lines, held_drains
 from mqttlb.stack.render import Program, programs, render_all
 from mqttlb.stack.topology import LOOPBACK, Paths, native_topology
 
@@ -158,9 +159,12 @@ class Stack:
                 )
             self.out(f"stack already running (supervisord pid {self.supervisord_pid()}); nothing changed")
             self.print_addresses()
+            for line in self.held_drain_lines():
+                self.out(line)
             return
         binaries = check_binaries(self.cfg.broker)
         self._refuse_busy_ports()
+        drain_notes = self._settle_held_drains()
         paths, progs = render_all(self.cfg, binaries)
         self.out(f"configs rendered into {paths.root}")
         supervisord = str(Path(sys.executable).with_name("supervisord"))
@@ -179,6 +183,28 @@ class Stack:
             self.down(quiet=True)
             raise
         self.print_addresses()
+        for line in drain_notes:
+            self.out(line)
+
+    def _settle_held_drains(self) -> list[str]:
+        """Before the webhook starts: clear the drains its state holds when the broker changed since the
+        last start (other brokers under the same names), else list them (mqttlb.stack.held_drains).
+        Returns the lines to print after the addresses."""
+        state_file = self.paths.webhook_state
+        previous = recorded_config(self.paths.root)
+        if previous is not None and previous.broker != self.cfg.broker:
+            try:
+                cleared = clear_held_drains(state_file)
+            except OSError as exc:
+                raise StackError(f"cannot clear the held drains in {state_file}: {exc}") from None
+            if cleared:
+                return [cleared_drain_line(cleared, BROKER_NAMES[previous.broker], BROKER_NAMES[self.cfg.broker])]
+            return []
+        return held_drain_lines(self.topology, held_drains(state_file))
+
+    def held_drain_lines(self) -> list[str]:
+        """The drains the running webhook holds, with their undrain commands (for `stack status`)."""
+        return held_drain_lines(self.topology, held_drains(self.paths.webhook_state))
 
     def _refuse_busy_ports(self) -> None:
         ports = self.cfg.listening_ports()
