@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mqttlb import contract
+from mqttlb import contract, rulegen
 from mqttlb.alertmanager_config import build as build_alertmanager_config
 from mqttlb.dashboards.build import GENERATED_DIR, render_dashboards
 from mqttlb.deploy import chart
@@ -185,6 +185,23 @@ def test_the_prometheus_rules_hold_the_rule_files_byte_for_byte(three_text, thre
         assert "".join(line[2:] if line.strip() else line.strip(" ") for line in block.splitlines(True)) == text
         rule = named(three, "PrometheusRule", kind)
         assert rule["spec"]["groups"] == yaml.safe_load(text)["groups"]
+
+
+def test_broker_cpu_from_cadvisor_swaps_in_the_cadvisor_recording_rules() -> None:
+    # monitoring.brokerCpuSource=cadvisor: the recording rules generated with broker_cpu.source cadvisor
+    # (cAdvisor CPU over kube-state-metrics limits), the alerts unchanged.
+    text = chart.template([THREE], {"monitoring.brokerCpuSource": "cadvisor"})
+    specs = _prometheus_rule_specs(text)
+    cadvisor = rulegen.render_rule_files(hr.cadvisor_params(load_params()))
+    for kind, name in (("alerts", rulegen.ALERTS_FILE), ("recording", rulegen.RECORDING_FILE)):
+        block = specs[f"{chart.RELEASE}-{kind}"].rstrip("\n") + "\n"
+        unindented = "".join(line[2:] if line.strip() else line.strip(" ") for line in block.splitlines(True))
+        assert unindented == cadvisor[name]
+    assert "container_cpu_usage_seconds_total" in cadvisor[rulegen.RECORDING_FILE]
+    assert "container_cpu_usage_seconds_total" not in (shipped(RULES) / rulegen.RECORDING_FILE).read_text()
+    assert cadvisor[rulegen.ALERTS_FILE] == (shipped(RULES) / rulegen.ALERTS_FILE).read_text()
+    with pytest.raises(chart.HelmError, match="brokerCpuSource"):  # the schema knows the two sources only
+        chart.template([THREE], {"monitoring.brokerCpuSource": "psutil"})
 
 
 def test_the_dashboards_are_configmaps_for_the_grafana_sidecar(three) -> None:

@@ -7,6 +7,8 @@ sources as the local and compose stacks, so nothing is written twice:
 =============================  ==========================================================================
 ``files/rules/*.yml``          :func:`mqttlb.rulegen.render_rule_files` -- the bytes of ``rules/*.yml``
                                (the PrometheusRule objects embed them with ``.Files.Get``)
+``files/rules-cadvisor/*.yml`` the recording rules with ``broker_cpu.source: cadvisor`` (used instead of
+                               ``files/rules/``'s when ``monitoring.brokerCpuSource`` is ``cadvisor``)
 ``files/dashboards/*.json``    :func:`mqttlb.dashboards.build.render_dashboards` -- the bytes of
                                ``dashboards/generated/*.json`` (one ConfigMap each)
 ``files/webhook.yaml``         :func:`mqttlb.stack.builders.webhook_config` (the rebalancer's config)
@@ -56,7 +58,7 @@ from mqttlb.dashboards.build import render_dashboards
 from mqttlb.drift import find_drift, report
 from mqttlb.logs import add_log_flags
 from mqttlb.params import Params, load_params
-from mqttlb.rulegen import dump_yaml, render_rule_files
+from mqttlb.rulegen import RECORDING_FILE, dump_yaml, render_rule_files
 from mqttlb.shipped import PACKAGE_DIR, checkout_root
 from mqttlb.stack import builders
 from mqttlb.stack.compose_render import IMAGES, compose_config
@@ -77,6 +79,7 @@ log = logging.getLogger(__name__)
 # installed mqttlb never writes next to site-packages.
 CHART_DIR = PACKAGE_DIR.parent / "deploy" / "helm" / "mqttlb"
 FILES_DIR = CHART_DIR / "files"
+CADVISOR_RULES = "rules-cadvisor"  # folder of files/ with the recording rules on cAdvisor CPU
 REGENERATE = "python -m mqttlb.deploy.helm_render"
 
 # The chart's Envoy takes its endpoints over gRPC ADS (state of the world) from the rebalancer; HiveMQ
@@ -320,6 +323,8 @@ def render_files(cfg: StackConfig | None = None, params: Params | None = None) -
     files: dict[Path, str] = {}
     for name, text in render_rule_files(params).items():
         files[FILES_DIR / "rules" / name] = text
+    # The recording rules with the broker CPU from cAdvisor and kube-state-metrics (monitoring.brokerCpuSource).
+    files[FILES_DIR / CADVISOR_RULES / RECORDING_FILE] = render_rule_files(cadvisor_params(params))[RECORDING_FILE]
     for name, text in render_dashboards(params).items():
         if name.endswith(".json"):  # the dashboards themselves (Grafana's sidecar loads *.json)
             files[FILES_DIR / "dashboards" / name] = text
@@ -336,10 +341,22 @@ def render_files(cfg: StackConfig | None = None, params: Params | None = None) -
     return files
 
 
+def cadvisor_params(params: Params) -> Params:
+    """``params`` with the broker CPU read from cAdvisor against kube-state-metrics' CPU limits."""
+    return params.model_copy(update={"broker_cpu": params.broker_cpu.model_copy(update={"source": "cadvisor"})})
+
+
+GENERATED = [
+    (FILES_DIR, "*.yaml"),
+    (FILES_DIR / "rules", "*.yml"),
+    (FILES_DIR / CADVISOR_RULES, "*.yml"),
+    (FILES_DIR / "dashboards", "*.json"),
+]
+
+
 def drift(files: dict[Path, str]) -> list[str]:
     """One line per generated chart file that is missing, differs, or that no source generates."""
-    generated = [(FILES_DIR, "*.yaml"), (FILES_DIR / "rules", "*.yml"), (FILES_DIR / "dashboards", "*.json")]
-    return [d.line(REGENERATE) for d in find_drift(files, generated_dirs=generated, root=CHART_DIR)]
+    return [d.line(REGENERATE) for d in find_drift(files, generated_dirs=GENERATED, root=CHART_DIR)]
 
 
 DESCRIPTION = (
@@ -365,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         files = render_files()
     except ValueError as exc:  # StackConfigError, ParamsError, a placeholder left behind
         return refuse(exc)
-    generated = [(FILES_DIR, "*.yaml"), (FILES_DIR / "rules", "*.yml"), (FILES_DIR / "dashboards", "*.json")]
+    generated = GENERATED
     if args.check:
         problems = find_drift(files, generated_dirs=generated, root=CHART_DIR)
         if not problems:
