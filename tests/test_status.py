@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,7 +11,9 @@ from pathlib import Path
 from webhookhttp import AUTH, TOKEN, FakeEvictionSide, alert, build, notification, serving
 
 from mqttlb import status
+from mqttlb.webhook.controller import START_GRACE_SECONDS
 from mqttlb.webhook.evict_lever import EvictLever
+from mqttlb.webhook.plan import Observation
 
 
 def _steered(tmp_path: Path):  # type: ignore[no-untyped-def]
@@ -149,3 +152,31 @@ def test_eviction_line_says_why_the_lever_cannot_act_and_what_it_waits_for() -> 
         "max squared deviation - vs target 0.0100 (every node within 0.1 of the mean)"
     )
     assert status.eviction_line(None) == "evict lever: not reported by this webhook"
+
+
+def test_a_node_not_yet_seen_up_is_starting_within_the_grace_then_down(tmp_path: Path) -> None:
+    """Trial: HiveMQ nodes showed "down" for ~15 s after `make stack-up` (the JVM starts; the first scrapes
+    say down).  Within START_GRACE_SECONDS of the start a node never seen up is "starting"; one seen up
+    and then lost is "down" at once; after the grace, down is down."""
+    harness = build(tmp_path)
+    observe = harness.cluster.observe
+    down: set[str] = {"node1", "node2"}
+
+    def with_down(now: float) -> Observation:
+        return dataclasses.replace(observe(now), down=frozenset(down))
+
+    harness.cluster.observe = with_down  # type: ignore[method-assign]
+
+    def health() -> dict[str, str]:
+        harness.controller.reconcile_once()
+        return {n["node"]: n["health"] for n in harness.client.get("/status").get_json()["nodes"]}
+
+    assert health() == {"node1": "starting", "node2": "starting", "node3": "up"}
+    assert "starting" in status.render(harness.client.get("/status").get_json(), last=0)
+    down.discard("node1")
+    assert health()["node1"] == "up"
+    down.add("node1")  # seen up once: a loss is a loss
+    harness.clock.advance(30)
+    assert health() == {"node1": "down", "node2": "starting", "node3": "up"}
+    harness.clock.advance(START_GRACE_SECONDS)
+    assert health() == {"node1": "down", "node2": "down", "node3": "up"}

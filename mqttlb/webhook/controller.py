@@ -57,6 +57,10 @@ from mqttlb.webhook.state import StateError, WebhookState, check_state, load_sta
 log = logging.getLogger(__name__)
 
 RECENT_DECISIONS = 50  # audit entries kept in memory for /status
+#: Seconds after the controller starts in which a node it has not yet seen up is shown as "starting", not
+#: "down", in /status (a HiveMQ node's JVM takes ~15 s, and its first scrapes say down).  Display only: the
+#: passes treat such a node as down.
+START_GRACE_SECONDS = 60.0
 #: WebhookState fields a dry run carries from pass to pass itself (it commits no state): the evict lever's
 #: trigger episode and cooldown.
 DRY_RUN_EVICTION_FIELDS = frozenset({"evict_since", "evict_mark", "evict_armed", "evict_reason", "last_eviction"})
@@ -206,6 +210,8 @@ class Controller:
         self._shed_in_force = True  # False after a failed shed apply: every pass tries again
         self.last_pass_at: float | None = None
         self._last_observation: Observation | None = None
+        self._seen_up: set[str] = set()  # nodes observed up at least once since the start
+        self._started_at: float | None = None
         self._last_applied: dict[str, int] = {}
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_DECISIONS)
         self.started = False
@@ -368,6 +374,7 @@ class Controller:
         Raises StateError for a state file that cannot be used or saved (nothing is published then).
         """
         with self._pass_lock:
+            self._started_at = self.clock()
             names = self.config.node_names
             persisted = load_state(self.config.state_file, names, self.policy)
             if persisted is not None and persisted.nodes == names and set(persisted.weights) == set(names):
@@ -422,6 +429,7 @@ class Controller:
             try:
                 observation = self.observer.observe(now)
                 self._last_observation = observation
+                self._seen_up.update(n for n in self.config.node_names if n not in observation.down)
             except LeverError as exc:
                 self.metrics.failures.labels("observe", exc.reason).inc()
                 log.warning("pass skipped: cannot observe the cluster (%s): %s", exc.reason, exc)
@@ -751,7 +759,7 @@ class Controller:
                     "weight": state.weights.get(name),
                     "published": published.get(name),
                     "applied": self._last_applied.get(name),
-                    "health": None if seen is None else ("down" if name in seen.down else "up"),
+                    "health": None if seen is None else self._health(name, seen),
                     "draining": name in state.draining,
                 }
             )
@@ -771,6 +779,14 @@ class Controller:
             .get(self.config.cluster, {"rebalance_firing": False, "shed_firing": False, "nodes_hot": [], "alerts": []}),
             "recent": list(self._recent),
         }
+
+    def _health(self, node: str, seen: Observation) -> str:
+        """``up``, ``down``, or ``starting``: down but never seen up, within START_GRACE_SECONDS of the start."""
+        if node not in seen.down:
+            return "up"
+        started = self._started_at
+        in_grace = started is not None and self.clock() - started < START_GRACE_SECONDS
+        return "starting" if in_grace and node not in self._seen_up else "down"
 
     def _eviction_status(self, state: WebhookState, seen: Observation | None) -> dict[str, Any]:
         spread = spread_of(taking_part_cpu(state, seen, self.policy, self.config.node_names)) if seen else None
