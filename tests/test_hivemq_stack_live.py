@@ -31,6 +31,7 @@ import yaml
 from hivemqnode import ensure_built
 from paho.mqtt.enums import CallbackAPIVersion
 from stackutil import Fleet, free_ports_config, running_stack, wait_until, web_auth, webhook_headers
+from test_stack_live import assert_every_printed_address_answers
 
 from mqttlb import contract
 from mqttlb.brokers.hivemq import HivemqEvictionAdapter
@@ -125,6 +126,22 @@ def prometheus(stack: Stack, query: str) -> list[dict]:
     answer = requests.get(url, params={"query": query}, auth=web_auth(stack), timeout=5)
     result: list[dict] = answer.json()["data"]["result"]
     return result
+
+
+def test_the_printed_addresses_list_every_nodes_extension_and_each_answers(hive: HiveStack) -> None:
+    """Trial: with BROKER=hivemq the address block had no extension URL.  Runs first: later tests drain nodes
+    (a drained node's availability answers 503)."""
+    printed: list[str] = []
+    stack = hive.stack
+    stack.out = printed.append
+    stack.print_addresses()
+    text = "\n".join(printed)
+    for what, path in (("HiveMQ metrics", "/metrics"), ("HiveMQ availability", "/mqttlb/v1/availability"),
+                       ("HiveMQ clients", "/mqttlb/v1/clients")):
+        [line] = [line for line in printed if line.strip().startswith(what)]
+        assert all(f"127.0.0.1:{node.http_port}{path}" in line for node in stack.topology.nodes), line
+    assert f"bearer token in {stack.paths.hivemq_token}" in text
+    assert_every_printed_address_answers(text)
 
 
 def test_qos1_through_envoy_every_target_up_and_clients_on_every_node(hive: HiveStack) -> None:

@@ -23,10 +23,15 @@ from pathlib import Path
 
 import requests
 
+from mqttlb.brokers.hivemq import API_PREFIX
 from mqttlb.stack import builders
 from mqttlb.stack.builders import WEB_USER
 from mqttlb.stack.topology import Topology
 from mqttlb.webhook import runbooks
+
+#: The mqttlb HiveMQ extension's read routes (brokers/hivemq/README.md).
+HIVEMQ_AVAILABILITY = f"{API_PREFIX}availability"
+HIVEMQ_CLIENTS = f"{API_PREFIX}clients"
 
 #: Where the Prometheus UI pages live, in the order they are tried ("" = upstream, "/classic" = Debian).
 PROMETHEUS_UI_PREFIXES = ("", "/classic")
@@ -151,6 +156,36 @@ def stack_addresses(topo: Topology, token_file: Path, logs: Path) -> list[Addres
             f"every route but /healthz, /readyz and /runbooks/: "
             f"`{curl_with_token(topo.webhook.url('/status'), token_file, ca)}`",
         ),
+        *hivemq_addresses(topo),
         *tls,
         Address("logs", f"{logs}/"),
+    ]
+
+
+def hivemq_addresses(topo: Topology) -> list[Address]:
+    """HiveMQ nodes (``broker: hivemq``): each node's mqttlb extension -- its metrics and availability
+    (open: Prometheus and load balancers' health checks) and its client list (the API's bearer token,
+    ``<state dir>/hivemq/token``); none for Mosquitto nodes, which have no HTTP side."""
+    nodes = [node for node in topo.nodes if node.api_url is not None]
+    if not nodes:
+        return []
+    token = topo.state.hivemq_token
+    clients = [f"{node.api_url}{HIVEMQ_CLIENTS}" for node in nodes]
+    return [
+        Address(
+            "HiveMQ metrics",
+            ", ".join(str(node.metrics_url) for node in nodes),
+            "each node's mqttlb extension, Prometheus text; no credential",
+        ),
+        Address(
+            "HiveMQ availability",
+            ", ".join(f"{node.api_url}{HIVEMQ_AVAILABILITY}" for node in nodes),
+            "200 accepting, 503 draining: the load balancers' health check; no credential",
+        ),
+        Address(
+            "HiveMQ clients",
+            ", ".join(clients),
+            f"per-client load, what the evict lever reads; bearer token in {token}: "
+            f"`{curl_with_token(clients[0], token)}`",
+        ),
     ]
