@@ -151,7 +151,7 @@ def test_broker_exporter_reads_every_hivemq_node_at_its_metrics_url(tmp_path):
             server.shutdown()
             server.server_close()
     for node in config["nodes"]:
-        labels = f'cluster="docker",node="{node["name"]}"'
+        labels = f'{contract.CLUSTER_LABEL}="docker",node="{node["name"]}"'
         lines = [line for line in text.splitlines() if labels in line]
         up = [line for line in lines if line.startswith(contract.BROKER_UP)]
         assert up and up[0].endswith(" 1.0"), f"{node['name']}: {up}\n{text[:1500]}"

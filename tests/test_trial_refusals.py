@@ -9,6 +9,7 @@ another state dir (tests/test_stack_live.py).
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ class Case:
 
 CASES = [
     Case("page-receiver-unknown-integration", [*AM, "--page-receiver", "{tmp}/p.yml"],
-         "--page-receiver {tmp}/p.yml: amtool check-config refuses it: yaml: unmarshal errors: line 42: "
+         "--page-receiver {tmp}/p.yml: amtool check-config refuses it: yaml: unmarshal errors: line * "
          "field foo_configs not found in type config.plain", {"p.yml": "foo_configs: [{url: x}]\n"}),
     Case("page-receiver-unknown-field", [*AM, "--page-receiver", "{tmp}/p.yml"],
          "field bogus not found in type config.plain", {"p.yml": "email_configs: [{to: a@b.c, bogus: 1}]\n"}),
@@ -69,7 +70,9 @@ def test_refused_in_one_line_with_exit_2_and_nothing_written(case: Case, tmp_pat
     )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stdout + result.stderr
-    assert case.expected.replace("{tmp}", str(tmp_path)) in lines[0], lines[0]
+    # "line *" stands for amtool's line number in the generated config, which moves as the config grows.
+    pattern = re.escape(case.expected.replace("{tmp}", str(tmp_path))).replace(re.escape("line *"), r"line \d+:")
+    assert re.search(pattern, lines[0]), lines[0]
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
