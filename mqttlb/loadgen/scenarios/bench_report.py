@@ -31,7 +31,7 @@ def _f(value: float) -> str:
     return f"{value:.4f}"
 
 
-def _range(s: metrics.Spread, fmt: str = "{:.4f}") -> str:
+def _range(s: metrics.SeedSpread, fmt: str = "{:.4f}") -> str:
     return f"{fmt.format(s.median)} [{fmt.format(s.low)}-{fmt.format(s.high)}]"
 
 

@@ -3,7 +3,7 @@
 Per run (:class:`RunFigures`): the mean CPU max squared deviation over the measured window, the settling
 time (imbalance onset -> the deviation below the alert threshold for good), weight reversals
 (oscillation), QoS 1 loss, eviction batches and the CPU the load generator took.  Over seeds
-(:class:`Spread`, :func:`ratio_spread`): median and range, and ratios of one policy's figure to another's
+(:class:`SeedSpread`, :func:`ratio_spread`): median and range, and ratios of one policy's figure to another's
 per seed.
 """
 
@@ -128,7 +128,7 @@ def balance_figures(
 
 
 @dataclass(frozen=True)
-class Spread:
+class SeedSpread:
     """Median, lowest and highest of a figure over seeds (``n`` values)."""
 
     median: float
@@ -137,16 +137,16 @@ class Spread:
     n: int
 
 
-def spread(values: Sequence[float]) -> Spread:
-    """:class:`Spread` of ``values``; ValueError for none."""
+def spread(values: Sequence[float]) -> SeedSpread:
+    """:class:`SeedSpread` of ``values``; ValueError for none."""
     if not values:
         raise ValueError("spread of no values")
-    return Spread(float(statistics.median(values)), min(values), max(values), len(values))
+    return SeedSpread(float(statistics.median(values)), min(values), max(values), len(values))
 
 
-def ratio_spread(reference: Mapping[int, float], other: Mapping[int, float]) -> tuple[float, Spread] | None:
+def ratio_spread(reference: Mapping[int, float], other: Mapping[int, float]) -> tuple[float, SeedSpread] | None:
     """How many times lower ``other`` is than ``reference`` (seed -> figure): the ratio of the medians over the
-    seeds both have, and the :class:`Spread` of the per-seed ratios.  None when no seed is shared or a figure is
+    seeds both have, and the :class:`SeedSpread` of the per-seed ratios.  None when no seed is shared or a figure is
     0."""
     seeds = sorted(set(reference) & set(other))
     if not seeds or any(other[s] <= 0 for s in seeds):
