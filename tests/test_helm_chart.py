@@ -15,6 +15,7 @@ import yaml
 
 from mqttlb import contract, rulegen
 from mqttlb.alertmanager_config import build as build_alertmanager_config
+from mqttlb.brokers.control import EmqxControl, HivemqControl, MosquittoControl
 from mqttlb.dashboards.build import GENERATED_DIR, render_dashboards
 from mqttlb.deploy import chart
 from mqttlb.deploy import helm_render as hr
@@ -24,11 +25,12 @@ from mqttlb.params import load_params
 from mqttlb.shipped import RULES, shipped
 from mqttlb.stack.compose_render import IMAGES
 from mqttlb.stack.config import find_binary
-from mqttlb.webhook.config import WebhookConfig
+from mqttlb.webhook.config import WebhookConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 THREE = hr.CHART_DIR / "ci" / "three-nodes-values.yaml"
 HA = hr.CHART_DIR / "ci" / "ha-values.yaml"
+EVICTION = hr.CHART_DIR / "ci" / "eviction-values.yaml"
 FQDN = f"{chart.NAMESPACE}.svc"
 
 
@@ -54,6 +56,11 @@ def three(three_text: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def ha() -> list[dict[str, Any]]:
     return chart.objects(chart.template([HA]))
+
+
+@pytest.fixture(scope="module")
+def eviction() -> list[dict[str, Any]]:
+    return chart.objects(chart.template([EVICTION]))
 
 
 # ------------------------------------------------------------------ generated from the one source
@@ -112,14 +119,14 @@ def test_the_helm_in_use_is_the_pinned_build() -> None:
 
 
 def test_helm_lint_passes_with_every_ci_values_file() -> None:
-    assert chart.CI_VALUES == [HA, THREE]
+    assert chart.CI_VALUES == [EVICTION, HA, THREE]
     for values in chart.CI_VALUES:
         assert "0 chart(s) failed" in chart.lint([values])
 
 
-def test_every_rendered_object_validates_against_the_schemas(three, ha) -> None:
+def test_every_rendered_object_validates_against_the_schemas(three, ha, eviction) -> None:
     store = default_store()
-    for objects in (three, ha):
+    for objects in (three, ha, eviction):
         problems = [str(p) for obj in objects for p in store.problems(obj)]
         assert problems == []
     kinds = sorted({o["kind"] for o in three})
@@ -289,6 +296,47 @@ def test_the_rebalancer_config_loads_and_points_at_the_release(three) -> None:
     assert pod["serviceAccountName"] == f"{chart.RELEASE}-rebalancer"
 
 
+def test_node_eviction_is_off_unless_a_node_has_an_eviction_block(three) -> None:
+    config = WebhookConfig.model_validate(_config(three, "rebalancer", "webhook.yaml"))
+    assert [n.eviction for n in config.nodes] == [None, None, None]
+    pod = named(three, "Deployment", "rebalancer")["spec"]["template"]["spec"]
+    assert "eviction" not in {v["name"] for v in pod["volumes"]}
+
+
+def test_node_eviction_loads_with_the_webhooks_loader_and_reads_secrets(eviction, tmp_path: Path) -> None:
+    text = named(eviction, "ConfigMap", "rebalancer")["data"]["webhook.yaml"]
+    path = tmp_path / "webhook.yaml"
+    path.write_text(text)
+    config = load_config(path)  # the rebalancer's own loader, as `mqttlb webhook --config` reads it
+    controls = {n.name: n.eviction for n in config.nodes}
+    hivemq, emqx, mosquitto, none = controls["node1"], controls["node2"], controls["node3"], controls["node4"]
+    mount = Path(hr.EVICTION_MOUNT)
+    assert isinstance(hivemq, HivemqControl) and hivemq.url == "http://hivemq-node1.mqtt.svc:9399"
+    assert hivemq.token_file == mount / "node1" / hr.EVICTION_CREDENTIAL
+    assert isinstance(emqx, EmqxControl) and (emqx.node, emqx.api_key) == ("emqx@emqx-node2.mqtt.svc", "mqttlb")
+    assert emqx.api_secret_file == mount / "node2" / hr.EVICTION_CREDENTIAL
+    assert isinstance(mosquitto, MosquittoControl) and mosquitto.username == "mqttlb-control"
+    assert mosquitto.password_file == mount / "node3" / hr.EVICTION_CREDENTIAL
+    assert mosquitto.client_id == contract.EVICTION_CONTROL_CLIENT_ID and none is None
+    # every credential file is a key of the named Secret in the rebalancer's projected volume, none inline
+    pod = named(eviction, "Deployment", "rebalancer")["spec"]["template"]["spec"]
+    (mounted,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "eviction"]
+    assert mounted == {"name": "eviction", "mountPath": hr.EVICTION_MOUNT, "readOnly": True}
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "eviction"]
+    files = {
+        mount / item["path"]: (source["secret"]["name"], item["key"])
+        for source in volume["projected"]["sources"]
+        for item in source["secret"]["items"]
+    }
+    assert files == {
+        hivemq.token_file: ("hivemq-mqttlb", "token"),
+        emqx.api_secret_file: ("emqx-api", "secret"),
+        mosquitto.password_file: ("mosquitto-control", "password"),
+    }
+    assert "secret:" not in text.replace("api_secret_file", "")
+    assert named(eviction, "Deployment", "rebalancer")["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+
 def test_two_replicas_share_a_claim_under_the_lease(ha) -> None:
     config = WebhookConfig.model_validate(_config(ha, "rebalancer", "webhook.yaml"))
     assert config.lease is not None and config.lease.kind == "kubernetes"
@@ -364,8 +412,33 @@ def test_envoy_validates_the_charts_bootstrap(three, tmp_path: Path) -> None:
         ([THREE], {"envoy.enabled": "false"}, "set envoy.host"),
         ([THREE], {"brokers.nodes[0].ip": "hivemq-node1"}, "/brokers/nodes/0/ip"),
         ([THREE], {"rebalancer.replica": "2"}, "additional properties 'replica' not allowed"),
+        ([EVICTION], {"brokers.nodes[0].eviction.kind": "vernemq"}, "/brokers/nodes/0/eviction/kind"),
+        ([EVICTION], {"brokers.nodes[1].eviction.username": "x"}, "/brokers/nodes/1/eviction"),
+        ([EVICTION], {"brokers.nodes[2].eviction.secret.token": "inline"}, "additional properties 'token'"),
     ],
 )
 def test_bad_values_are_refused_by_name(values: list[Path], settings: dict[str, str], reason: str) -> None:
     with pytest.raises(chart.HelmError, match=re.escape(reason)):
         chart.template(values, settings)
+
+
+@pytest.mark.parametrize(
+    ("node", "eviction", "reason"),
+    [
+        (0, {"kind": "hivemq", "url": "http://hivemq-node1.mqtt.svc:9399"}, "missing property 'secret'"),
+        (1, {"kind": "emqx", "url": "http://e:18083", "apiKey": "k", "secret": {"name": "s", "key": "k"}},
+         "missing property 'node'"),
+        (2, {"kind": "mosquitto", "secret": {"name": "s", "key": "k"}},
+         "properties 'username' required, if 'secret' exists"),
+    ],
+)
+def test_an_eviction_block_without_what_its_kind_needs_is_refused(
+    node: int, eviction: dict[str, Any], reason: str, tmp_path: Path
+) -> None:
+    values = yaml.safe_load(EVICTION.read_text())
+    values["brokers"]["nodes"][node]["eviction"] = eviction
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    where = re.escape(f"/brokers/nodes/{node}/eviction")
+    with pytest.raises(chart.HelmError, match=f"{where}(.|\n)*{re.escape(reason)}"):
+        chart.template([path])

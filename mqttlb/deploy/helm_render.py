@@ -32,6 +32,8 @@ The templates run these files through ``tpl``; the rule and dashboard files neve
 Keys a Kubernetes install sets itself, and so are not taken from the builders: the webhook's
 ``token_file`` (the token Secret's mount), ``prometheus_url`` and ``alertmanager_urls`` (values), and
 ``prometheus_auth`` / ``alertmanager_auth`` (none; ``rebalancer.config`` in the values can add them).
+Each node's ``eviction`` block (mqttlb.brokers.control) is added by the chart's rebalancer ConfigMap from
+``brokers.nodes[].eviction``, its credential a file under :data:`EVICTION_MOUNT` (a projected Secret).
 
     python -m mqttlb.deploy.helm_render            # (re)write deploy/helm/mqttlb/files/
     python -m mqttlb.deploy.helm_render --check    # exit 1 and print a diff if a committed file is stale
@@ -90,6 +92,10 @@ K8S_SWITCHES = Switches(
 # Where the rebalancer's pod mounts the token Secret (its ``token_file``).
 SECRET_MOUNT = "/etc/mqttlb-secrets"  # not below /etc/mqttlb, where the config ConfigMap is mounted
 WEBHOOK_TOKEN_KEY = "webhook-token"
+# Where the rebalancer's pod mounts the broker nodes' eviction credentials (values brokers.nodes[].eviction
+# .secret, one projected Secret key per node): <EVICTION_MOUNT>/<node name>/<EVICTION_CREDENTIAL>.
+EVICTION_MOUNT = "/etc/mqttlb-eviction"
+EVICTION_CREDENTIAL = "credential"
 EXPORTER_TOKEN_KEY = "exporter-token"
 
 HEADER = (
@@ -300,7 +306,9 @@ def topology_file(topo: Topology) -> dict[str, Any]:
             "exporterTokenDir": str(topo.state.exporter_token.parent),
             "exporterToken": topo.state.exporter_token.name,
             "secrets": SECRET_MOUNT,
+            "evictionSecrets": EVICTION_MOUNT,
         },
+        "evictionCredential": EVICTION_CREDENTIAL,
         "secretKeys": {"webhook": WEBHOOK_TOKEN_KEY, "exporter": EXPORTER_TOKEN_KEY},
         "jobs": {
             "brokerExporter": contract.JOB_BROKERS,

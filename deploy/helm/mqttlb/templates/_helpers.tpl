@@ -140,3 +140,35 @@ affinity:
 {{- fail "envoy.enabled is false: set envoy.host to your Envoy's Service (its admin on 9901)" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The webhook's eviction block of one broker node (include "mqttlb.nodeEviction" (list $ $node)), from
+brokers.nodes[].eviction, in webhook.yaml's field names (mqttlb/brokers/control.py).  The credential is
+never inline: it is the file <mounts.evictionSecrets>/<node>/<evictionCredential> of the rebalancer's
+projected volume, taken from the Secret key the values name. */}}
+{{- define "mqttlb.nodeEviction" -}}
+{{- $root := index . 0 -}}
+{{- $node := index . 1 -}}
+{{- $t := include "mqttlb.topology" $root | fromYaml -}}
+{{- $e := $node.eviction -}}
+{{- $file := printf "%s/%s/%s" $t.mounts.evictionSecrets $node.name $t.evictionCredential -}}
+kind: {{ $e.kind }}
+{{- if eq $e.kind "hivemq" }}
+url: {{ $e.url | toJson }}
+token_file: {{ $file | toJson }}
+{{- else if eq $e.kind "emqx" }}
+url: {{ $e.url | toJson }}
+node: {{ $e.node | toJson }}
+api_key: {{ $e.apiKey | toJson }}
+api_secret_file: {{ $file | toJson }}
+{{- else }}
+{{- with $e.clientId }}
+client_id: {{ . | toJson }}
+{{- end }}
+{{- with $e.username }}
+username: {{ . | toJson }}
+{{- end }}
+{{- if $e.secret }}
+password_file: {{ $file | toJson }}
+{{- end }}
+{{- end }}
+{{- end -}}
