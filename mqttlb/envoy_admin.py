@@ -233,6 +233,13 @@ def circuit_breaker_key(cluster: str) -> str:
     return f"circuit_breakers.{cluster}.default.max_connections"
 
 
+def listener_limit_key(listener: str) -> str:
+    """The runtime key of a listener's connection limit (Envoy: ``envoy.resource_limits.listener.<name>.
+    connection_limit``); at 0 the listener closes every new connection at accept and counts it in
+    ``listener.<address>.downstream_cx_overflow``, open connections stay."""
+    return f"envoy.resource_limits.listener.{listener}.connection_limit"
+
+
 # --------------------------------------------------------------------------- client
 class EnvoyAdminClient:
     """One Envoy admin endpoint, e.g. ``http://127.0.0.1:9901``.

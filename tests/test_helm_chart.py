@@ -286,6 +286,7 @@ def test_the_rebalancer_config_loads_and_points_at_the_release(three) -> None:
     assert config.xds_grpc_listen == "0.0.0.0:9645" and config.listen == "0.0.0.0:9643"
     assert config.envoy_admin == f"http://{chart.RELEASE}-envoy-admin.{FQDN}:9901"
     assert str(config.token_file) == f"{hr.SECRET_MOUNT}/{hr.WEBHOOK_TOKEN_KEY}"
+    assert config.hard_stop_listener == "mqtt" and config.overload_file is None  # Envoy is another pod
     assert config.lease is not None and config.lease.kind == "kubernetes"
     assert config.lease.name == f"{chart.RELEASE}-rebalancer"
     deployment = named(three, "Deployment", "rebalancer")
@@ -385,9 +386,14 @@ def test_envoy_validates_the_charts_bootstrap(three, tmp_path: Path) -> None:
     # Envoy's own per-endpoint series, which the envoy ServiceMonitor scrapes from every replica
     brokers = bootstrap["static_resources"]["clusters"][0]
     assert brokers["name"] == contract.ENVOY_CLUSTER and brokers["track_cluster_stats"] == {"per_endpoint_stats": True}
-    pressure = tmp_path / "pressure"  # the pod's emptyDir; a real file here
-    pressure.write_text("0\n")
-    bootstrap["overload_manager"]["resource_monitors"][0]["typed_config"]["filename"] = str(pressure)
+    # no injected-resource monitor (nothing writes a pressure file in Envoy's pod): the hard stop is the
+    # listener's runtime connection limit, which the rebalancer sets over the admin API
+    monitors = [m["name"] for m in bootstrap["overload_manager"]["resource_monitors"]]
+    assert monitors == ["envoy.resource_monitors.global_downstream_max_connections"]
+    assert "actions" not in bootstrap["overload_manager"]
+    config = WebhookConfig.model_validate(_config(three, "rebalancer", "webhook.yaml"))
+    (listener,) = bootstrap["static_resources"]["listeners"]
+    assert config.hard_stop_listener == listener["name"] and config.overload_file is None
     path = tmp_path / "envoy.yaml"
     path.write_text(yaml.safe_dump(bootstrap))
     envoy = find_binary("envoy")

@@ -14,7 +14,7 @@ sources as the local and compose stacks, so nothing is written twice:
 ``files/webhook.yaml``         :func:`mqttlb.stack.builders.webhook_config` (the rebalancer's config)
 ``files/broker-exporter.yaml`` :func:`mqttlb.stack.builders.broker_exporter_config`
 ``files/envoy.yaml``           :func:`mqttlb.stack.builders.envoy_bootstrap` (ADS to the rebalancer's
-                               gRPC xDS server)
+                               gRPC xDS server; no injected-resource monitor, :func:`envoy_file`)
 ``files/args.yaml``            the components' command lines (``builders.*_args``)
 ``files/alertmanagerconfig.yaml``  :func:`mqttlb.alertmanager_config.build`, as an ``AlertmanagerConfig``
                                spec (prometheus-operator's field names; the bearer token from a Secret)
@@ -32,6 +32,9 @@ The templates run these files through ``tpl``; the rule and dashboard files neve
 Keys a Kubernetes install sets itself, and so are not taken from the builders: the webhook's
 ``token_file`` (the token Secret's mount), ``prometheus_url`` and ``alertmanager_urls`` (values), and
 ``prometheus_auth`` / ``alertmanager_auth`` (none; ``rebalancer.config`` in the values can add them).
+The shed hard stop is ``hard_stop_listener`` (the MQTT listener's runtime connection limit, set over
+Envoy's admin API) instead of ``overload_file``, and Envoy's bootstrap has no injected-resource monitor:
+the rebalancer cannot write a file in Envoy's pod.
 Each node's ``eviction`` block (mqttlb.brokers.control) is added by the chart's rebalancer ConfigMap from
 ``brokers.nodes[].eviction``, its credential a file under :data:`EVICTION_MOUNT` (a projected Secret).
 
@@ -212,7 +215,33 @@ def webhook_file(topo: Topology) -> dict[str, Any]:
     config["alertmanager_urls"] = "MQTTLBK8S_ALERTMANAGER_URLS"
     config.pop("prometheus_auth", None)
     config.pop("alertmanager_auth", None)
+    # The hard stop: Envoy runs in another pod, whose files the rebalancer cannot write, so not the
+    # pressure file but the MQTT listener's runtime connection limit, over the admin API like the cap.
+    config.pop("overload_file")
+    config["hard_stop_listener"] = mqtt_listener(topo)
     return config
+
+
+def mqtt_listener(topo: Topology) -> str:
+    """The name of the Envoy listener MQTT clients connect to (the bootstrap's only listener)."""
+    (listener,) = builders.envoy_bootstrap(topo)["static_resources"]["listeners"]
+    name: str = listener["name"]
+    return name
+
+
+def envoy_file(topo: Topology) -> dict[str, Any]:
+    """Envoy's bootstrap without the injected-resource monitor and its action: in the chart nothing
+    writes its pressure file (the hard stop is the listener's runtime limit, :func:`webhook_file`)."""
+    bootstrap = builders.envoy_bootstrap(topo)
+    overload = bootstrap["overload_manager"]
+    injected = builders.INJECTED_RESOURCE
+    overload["resource_monitors"] = [m for m in overload["resource_monitors"] if m["name"] != injected]
+    actions = [a for a in overload["actions"] if all(t["name"] != injected for t in a["triggers"])]
+    if actions:
+        overload["actions"] = actions
+    else:
+        del overload["actions"]
+    return bootstrap
 
 
 def args_file(topo: Topology) -> dict[str, list[str]]:
@@ -302,7 +331,6 @@ def topology_file(topo: Topology) -> dict[str, Any]:
             "brokerExporterConfig": files.broker_exporter_config.name,
             "envoyConfigDir": str(files.envoy_config.parent),
             "envoyConfig": files.envoy_config.name,
-            "envoyPressureDir": str(topo.state.pressure_file.parent),
             "exporterTokenDir": str(topo.state.exporter_token.parent),
             "exporterToken": topo.state.exporter_token.name,
             "secrets": SECRET_MOUNT,
@@ -338,7 +366,7 @@ def render_files(cfg: StackConfig | None = None, params: Params | None = None) -
             files[FILES_DIR / "dashboards" / name] = text
     files[FILES_DIR / "webhook.yaml"] = _config_file(webhook_file(topo), "webhook.yaml")
     files[FILES_DIR / "broker-exporter.yaml"] = _config_file(builders.broker_exporter_config(topo), "broker-exporter")
-    files[FILES_DIR / "envoy.yaml"] = _config_file(builders.envoy_bootstrap(topo), "envoy.yaml")
+    files[FILES_DIR / "envoy.yaml"] = _config_file(envoy_file(topo), "envoy.yaml")
     files[FILES_DIR / "args.yaml"] = _config_file(dict(args_file(topo)), "args.yaml")
     spec_text = _helm(dump_yaml(alertmanager_config_spec(topo.settings.params, topo)), PLACEHOLDERS)
     spec_text = spec_text.replace("MQTTLBK8S_SECRET_NAME", '{{ include "mqttlb.secretName" $ }}')

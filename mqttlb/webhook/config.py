@@ -49,7 +49,13 @@ class WebhookConfig(BaseModel):
     envoy_admin: str = "http://127.0.0.1:9901"
     prometheus_url: str = "http://127.0.0.1:9090"
     eds_path: Path
-    overload_file: Path
+    # The shed lever's hard stop (the last level, mqttlb.webhook.shedding), exactly one of: the overload
+    # manager's injected-resource file, which this process writes (Envoy reads it on the same host or
+    # volume) ...
+    overload_file: Path | None = None
+    # ... or the runtime connection limit of this Envoy listener, set to 0 over Envoy's admin API like the
+    # shed cap: for an Envoy whose files this process cannot write (Kubernetes: another pod).
+    hard_stop_listener: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
     token_file: Path | None = None
     # Accepted next to the bearer token on every route but /healthz and /readyz (mqttlb.webhook.app).
     basic_auth: BasicAuth | None = None
@@ -94,6 +100,16 @@ class WebhookConfig(BaseModel):
     @classmethod
     def _params_with_defaults(cls, value: Any) -> Any:
         return with_defaults(value)
+
+    @model_validator(mode="after")
+    def _check_hard_stop(self) -> WebhookConfig:
+        if (self.overload_file is None) == (self.hard_stop_listener is None):
+            raise invalid(
+                "set exactly one of overload_file and hard_stop_listener (the shed hard stop)",
+                "overload_file",
+                "hard_stop_listener",
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_nodes(self) -> WebhookConfig:
