@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from stackutil import loopback_topology, running_envoy, wait_until
 
+from mqttlb import contract
 from mqttlb.envoy_admin import EnvoyAdminClient, listener_limit_key
 from mqttlb.params import load_params
 from mqttlb.stack import builders
@@ -132,6 +134,11 @@ def test_the_listener_limit_stops_new_connections_keeps_open_ones_and_lifts(envo
     refused = [_admitted(topo) for _ in range(3)]
     assert [ok for ok, _ in refused] == [False, False, False]  # EOF at once, no broker reached
     assert envoy.stats(f"^{overflow}$")[overflow] == before + 3
+    # the series the Rebalancer dashboard's "Connections refused by shedding" reads (Envoy's own exposition)
+    exposition = requests.get(topo.envoy_admin.url("/stats/prometheus"), timeout=2).text
+    address = f"{topo.envoy_listener.reach_host}_{topo.envoy_listener.port}"
+    series = f'{contract.ENVOY_LISTENER_CX_OVERFLOW}{{{contract.ENVOY_LISTENER_LABEL}="{address}"}} {before + 3}'
+    assert series in exposition.splitlines()
     held.settimeout(0.5)
     with pytest.raises(TimeoutError):  # the session open before the stop is kept (no EOF)
         held.recv(1)

@@ -84,8 +84,9 @@ def refused_connections(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "Connections refused by shedding",
         f"New connections Envoy closed at once: over the circuit-breaker cap "
-        f"({contract.ENVOY_CLUSTER_CX_OVERFLOW}) or by the overload manager "
-        f"({contract.ENVOY_LISTENER_CX_OVERLOAD_REJECT}). Existing clients are not affected.",
+        f"({contract.ENVOY_CLUSTER_CX_OVERFLOW}), or by the hard stop: the overload manager "
+        f"({contract.ENVOY_LISTENER_CX_OVERLOAD_REJECT}; local and compose stacks) or the listener's runtime "
+        f"connection limit ({contract.ENVOY_LISTENER_CX_OVERFLOW}; Helm chart). Existing clients are not affected.",
         c.targets(
             (
                 f"sum(rate({contract.ENVOY_CLUSTER_CX_OVERFLOW}{{{c.envoy_stats_cluster_selector(params)}}}"
@@ -96,6 +97,11 @@ def refused_connections(params: Params) -> G.TimeSeries:
                 f"sum(rate({contract.ENVOY_LISTENER_CX_OVERLOAD_REJECT}{{{c.envoy_stats_listener_selector(params)}}}"
                 "[$__rate_interval]))",
                 "overload manager",
+            ),
+            (
+                f"sum(rate({contract.ENVOY_LISTENER_CX_OVERFLOW}{{{c.envoy_stats_listener_selector(params)}}}"
+                "[$__rate_interval]))",
+                "listener limit",
             ),
         ),
         "cps",
