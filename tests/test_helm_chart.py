@@ -287,6 +287,9 @@ def test_the_rebalancer_config_loads_and_points_at_the_release(three) -> None:
     assert config.envoy_admin == f"http://{chart.RELEASE}-envoy-admin.{FQDN}:9901"
     assert str(config.token_file) == f"{hr.SECRET_MOUNT}/{hr.WEBHOOK_TOKEN_KEY}"
     assert config.hard_stop_listener == "mqtt" and config.overload_file is None  # Envoy is another pod
+    # the shed lever reaches every Envoy replica: the admin Service's name resolves to each ready pod
+    assert config.envoy_admin_all_addresses is True
+    assert named(three, "Service", "envoy-admin")["spec"]["clusterIP"] == "None"
     assert config.lease is not None and config.lease.kind == "kubernetes"
     assert config.lease.name == f"{chart.RELEASE}-rebalancer"
     deployment = named(three, "Deployment", "rebalancer")

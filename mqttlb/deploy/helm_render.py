@@ -34,7 +34,8 @@ Keys a Kubernetes install sets itself, and so are not taken from the builders: t
 ``prometheus_auth`` / ``alertmanager_auth`` (none; ``rebalancer.config`` in the values can add them).
 The shed hard stop is ``hard_stop_listener`` (the MQTT listener's runtime connection limit, set over
 Envoy's admin API) instead of ``overload_file``, and Envoy's bootstrap has no injected-resource monitor:
-the rebalancer cannot write a file in Envoy's pod.
+the rebalancer cannot write a file in Envoy's pod.  ``envoy_admin_all_addresses``: the cap and the hard
+stop go to every address of the (headless) admin Service, i.e. every ready Envoy pod.
 Each node's ``eviction`` block (mqttlb.brokers.control) is added by the chart's rebalancer ConfigMap from
 ``brokers.nodes[].eviction``, its credential a file under :data:`EVICTION_MOUNT` (a projected Secret).
 
@@ -217,8 +218,10 @@ def webhook_file(topo: Topology) -> dict[str, Any]:
     config.pop("alertmanager_auth", None)
     # The hard stop: Envoy runs in another pod, whose files the rebalancer cannot write, so not the
     # pressure file but the MQTT listener's runtime connection limit, over the admin API like the cap.
+    # Every Envoy replica: the admin Service is headless, its name resolves to each ready Envoy pod.
     config.pop("overload_file")
     config["hard_stop_listener"] = mqtt_listener(topo)
+    config["envoy_admin_all_addresses"] = True
     return config
 
 

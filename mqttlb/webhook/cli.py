@@ -23,7 +23,7 @@ from mqttlb.webhook.controller import Controller
 from mqttlb.webhook.evict_lever import build_evict_lever
 from mqttlb.webhook.ha import Follower, Replica
 from mqttlb.webhook.lease import open_lease
-from mqttlb.webhook.levers import EdsFilePublisher, EnvoyShedLever, hard_stop_of
+from mqttlb.webhook.levers import EdsFilePublisher, shed_lever_of
 from mqttlb.webhook.observe import ClusterObserver
 from mqttlb.webhook.reload import check_reload
 from mqttlb.webhook.resync import Resyncer
@@ -96,7 +96,7 @@ class Rebalancer:
                 config.params().mqtt_cluster_label,
             ),
             publisher=EdsFilePublisher(config.eds_path),
-            shed_lever=EnvoyShedLever(envoy, config.envoy_cluster, hard_stop_of(config, envoy)),
+            shed_lever=shed_lever_of(config, envoy, timeout),
             evict_lever=evict_lever,
         )
         resyncer = Resyncer(

@@ -56,6 +56,9 @@ class WebhookConfig(BaseModel):
     # ... or the runtime connection limit of this Envoy listener, set to 0 over Envoy's admin API like the
     # shed cap: for an Envoy whose files this process cannot write (Kubernetes: another pod).
     hard_stop_listener: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
+    # Shed through every address envoy_admin's host resolves to (a headless Service: every Envoy pod), each
+    # call resolving afresh; False: the one Envoy at envoy_admin.  Needs hard_stop_listener.
+    envoy_admin_all_addresses: bool = False
     token_file: Path | None = None
     # Accepted next to the bearer token on every route but /healthz and /readyz (mqttlb.webhook.app).
     basic_auth: BasicAuth | None = None
@@ -108,6 +111,11 @@ class WebhookConfig(BaseModel):
                 "set exactly one of overload_file and hard_stop_listener (the shed hard stop)",
                 "overload_file",
                 "hard_stop_listener",
+            )
+        if self.envoy_admin_all_addresses and self.hard_stop_listener is None:
+            raise invalid(
+                "envoy_admin_all_addresses needs hard_stop_listener (one file cannot stop many Envoys)",
+                "envoy_admin_all_addresses",
             )
         return self
 

@@ -1,12 +1,18 @@
 """The controller's levers on Envoy: publish a snapshot (EDS file), set the shedding plan (the cap over the
-admin API; the hard stop as a pressure file or a listener's runtime connection limit).
+admin API; the hard stop as a pressure file or a listener's runtime connection limit) on one Envoy or on
+every address of its admin host name.
 
 Adapters only: they know nothing of policy and raise :class:`LeverError` with a bounded reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import socket
+import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 
 from mqttlb.atomic import atomic_write_text
@@ -131,9 +137,90 @@ class EnvoyShedLever:
         return cap == plan.max_connections and self.hard_stop.is_on() == plan.hard_stop
 
 
+def admin_addresses(admin_url: str) -> list[str]:
+    """Every base URL ``admin_url``'s host resolves to (``http://10.1.2.3:9901``, IPv6 in brackets), sorted;
+    a headless Service's name gives one per ready pod.  Raises LeverError("envoy") when it resolves to none."""
+    parts = urllib.parse.urlsplit(admin_url)
+    host, port = parts.hostname or "", parts.port or 80
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise LeverError("envoy", f"cannot resolve Envoy's admin host {host!r}: {exc}") from exc
+    addresses = sorted({str(info[4][0]) for info in found})
+    if not addresses:
+        raise LeverError("envoy", f"Envoy's admin host {host!r} resolves to no address")
+    return [f"{parts.scheme}://{f'[{a}]' if ':' in a else a}:{port}" for a in addresses]
+
+
+class EnvoyFleetShedLever:
+    """The shed lever on every Envoy behind one admin host name (``envoy_admin_all_addresses``): the host is
+    resolved afresh on each call (:func:`admin_addresses`; a headless Service: every ready Envoy pod), and
+    each address gets the hard stop and an equal share of the cap, ``ceil(cap / Envoys)`` (each Envoy's circuit
+    breaker counts its own connections; clients spread evenly over the replicas), through its own
+    :class:`EnvoyShedLever` (``lever_for``).  An Envoy that joins or leaves changes the share and fails
+    :meth:`in_force`, so the controller applies the plan again."""
+
+    def __init__(
+        self,
+        admin_url: str,
+        lever_for: Callable[[str], EnvoyShedLever],
+        resolve: Callable[[str], list[str]] = admin_addresses,
+    ) -> None:
+        self.admin_url = admin_url
+        self.lever_for = lever_for
+        self.resolve = resolve
+
+    def _levers(self) -> list[tuple[str, EnvoyShedLever]]:
+        return [(url, self.lever_for(url)) for url in self.resolve(self.admin_url)]
+
+    @staticmethod
+    def share(plan: ShedPlan, envoys: int) -> ShedPlan:
+        """``plan`` for one of ``envoys`` Envoys: its cap divided among them (rounded up, at least 1)."""
+        if plan.max_connections is None:
+            return plan
+        return dataclasses.replace(plan, max_connections=max(1, math.ceil(plan.max_connections / envoys)))
+
+    def apply(self, plan: ShedPlan) -> None:
+        """Apply ``plan`` on every Envoy (all are tried); LeverError naming the first that failed."""
+        failures: list[tuple[str, LeverError]] = []
+        levers = self._levers()
+        for url, lever in levers:
+            try:
+                lever.apply(self.share(plan, len(levers)))
+            except LeverError as exc:
+                failures.append((url, exc))
+        if failures:
+            url, first = failures[0]
+            raise LeverError(first.reason, f"{len(failures)} Envoy(s) failed, first {url}: {first}") from first
+
+    def in_force(self, plan: ShedPlan) -> bool:
+        """True when every Envoy the host resolves to runs ``plan``; LeverError when one cannot be read."""
+        levers = self._levers()
+        return all(lever.in_force(self.share(plan, len(levers))) for _, lever in levers)
+
+
 def hard_stop_of(config: WebhookConfig, envoy: EnvoyAdminClient) -> PressureFileHardStop | ListenerLimitHardStop:
     """The hard stop ``config`` names: ``hard_stop_listener`` (runtime limit) or ``overload_file``."""
     if config.hard_stop_listener is not None:
         return ListenerLimitHardStop(envoy, config.hard_stop_listener)
     assert config.overload_file is not None  # WebhookConfig requires exactly one of the two
     return PressureFileHardStop(config.overload_file)
+
+
+def shed_lever_of(
+    config: WebhookConfig,
+    envoy: EnvoyAdminClient,
+    timeout: float,
+    resolve: Callable[[str], list[str]] = admin_addresses,
+) -> EnvoyShedLever | EnvoyFleetShedLever:
+    """The shed lever ``config`` describes: on ``envoy`` (the one at ``envoy_admin``), or with
+    ``envoy_admin_all_addresses`` on every Envoy its host resolves to (``resolve``; clients with
+    ``timeout`` s)."""
+    if not config.envoy_admin_all_addresses:
+        return EnvoyShedLever(envoy, config.envoy_cluster, hard_stop_of(config, envoy))
+
+    def lever_for(url: str) -> EnvoyShedLever:
+        one = EnvoyAdminClient(url, timeout=timeout, session=envoy.session)
+        return EnvoyShedLever(one, config.envoy_cluster, hard_stop_of(config, one))
+
+    return EnvoyFleetShedLever(config.envoy_admin, lever_for, resolve)
