@@ -8,7 +8,9 @@ come from ``--page-receiver FILE`` (the rendered config is checked with ``amtool
 amtool is installed, so an integration or field Alertmanager would refuse is refused here, exit
 status 2); without it the receiver is a placeholder with none, and pages
 are visible in Alertmanager only (``amtool alert query action=page``).  Timing comes from
-``params.alertmanager``.  Written for Alertmanager >= 0.22 (``matchers`` and
+``params.alertmanager`` (short, for the webhook: the top route's ``repeat_interval`` is how often a
+firing group reaches the rebalancer again); the ``page`` route has its own :data:`PAGE_REPEAT_INTERVAL`
+(4h), so a pager is not re-notified every 30 s while a page stays firing.  Written for Alertmanager >= 0.22 (``matchers`` and
 ``http_config.authorization.credentials_file``); checked by ``amtool check-config`` in the tests.
 
 CLI::
@@ -49,6 +51,9 @@ from mqttlb.rulegen import (
 from mqttlb.yamlfile import load_yaml_mapping
 
 log = logging.getLogger(__name__)
+
+PAGE_REPEAT_INTERVAL = "4h"
+"""How often a still-firing page is sent to the ``page`` receiver again (a human's pager, not the webhook)."""
 
 
 def group_by(params: Params) -> list[str]:
@@ -150,7 +155,11 @@ def build(
             "repeat_interval": timing.repeat_interval,
             "routes": [
                 {"receiver": RECEIVER_WEBHOOK, "matchers": [f'action=~"{ACTION_REBALANCE}|{ACTION_SHED}"']},
-                {"receiver": RECEIVER_PAGE, "matchers": [f'action="{ACTION_PAGE}"']},
+                {
+                    "receiver": RECEIVER_PAGE,
+                    "matchers": [f'action="{ACTION_PAGE}"'],
+                    "repeat_interval": PAGE_REPEAT_INTERVAL,
+                },
             ],
         },
         "inhibit_rules": [

@@ -90,6 +90,15 @@ def test_structure_and_timing_from_params() -> None:
     }
 
 
+def test_page_route_repeats_hourly_not_at_the_webhooks_pace() -> None:
+    # The top route re-sends every 30 s for the webhook; a pager inheriting that would ring every 30 s.
+    config = yaml.safe_load(amc.render(load_params(), WEBHOOK_URL, TOKEN_FILE))
+    assert config["route"]["repeat_interval"] == "30s"
+    children = {child["receiver"]: child for child in config["route"]["routes"]}
+    assert children["page"]["repeat_interval"] == amc.PAGE_REPEAT_INTERVAL == "4h"
+    assert "repeat_interval" not in children["mqttlb-webhook"]  # the webhook keeps params' pace
+
+
 def test_page_receiver_is_the_operators_and_never_the_webhook() -> None:
     params = load_params()
     placeholder = amc.render(params, WEBHOOK_URL, TOKEN_FILE)

@@ -286,6 +286,13 @@ def _receiver(receiver: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _child_route(child: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"receiver": child["receiver"], "matchers": [crd_matcher(m) for m in child["matchers"]]}
+    if "repeat_interval" in child:
+        out["repeatInterval"] = child["repeat_interval"]
+    return out
+
+
 def alertmanager_config_spec(params: Params, topo: Topology) -> dict[str, Any]:
     """``mqttlb.alertmanager_config.build``'s config as an ``AlertmanagerConfig`` (monitoring.coreos.com/
     v1alpha1) spec: the same route tree, receivers and inhibit rules under the CRD's field names."""
@@ -298,10 +305,7 @@ def alertmanager_config_spec(params: Params, topo: Topology) -> dict[str, Any]:
             "groupWait": route["group_wait"],
             "groupInterval": route["group_interval"],
             "repeatInterval": route["repeat_interval"],
-            "routes": [
-                {"receiver": child["receiver"], "matchers": [crd_matcher(m) for m in child["matchers"]]}
-                for child in route["routes"]
-            ],
+            "routes": [_child_route(child) for child in route["routes"]],
         },
         "receivers": [_receiver(r) for r in config["receivers"]],
         "inhibitRules": [
