@@ -10,8 +10,9 @@ status 2); without it the receiver is a placeholder with none, and pages
 are visible in Alertmanager only (``amtool alert query action=page``).  Timing comes from
 ``params.alertmanager`` (short, for the webhook: the top route's ``repeat_interval`` is how often a
 firing group reaches the rebalancer again); the ``page`` route has its own :data:`PAGE_REPEAT_INTERVAL`
-(4h), so a pager is not re-notified every 30 s while a page stays firing.  Written for Alertmanager >= 0.22 (``matchers`` and
-``http_config.authorization.credentials_file``); checked by ``amtool check-config`` in the tests.
+(4h), so a pager is not re-notified every 30 s while a page stays firing.  Written for Alertmanager
+>= 0.22 (``matchers`` and ``http_config.authorization.credentials_file``); checked by ``amtool
+check-config`` in the tests.
 
 CLI::
 

@@ -240,6 +240,25 @@ def test_the_alertmanager_config_routes_rebalance_and_shed_to_the_rebalancer(thr
     assert receivers[contract.RECEIVER_PAGE] == {"name": contract.RECEIVER_PAGE}
 
 
+def test_the_page_route_does_not_repeat_at_the_webhooks_pace(three) -> None:
+    (config,) = by_kind(three, "AlertmanagerConfig")
+    route = config["spec"]["route"]
+    children = {r["receiver"]: r for r in route["routes"]}
+    assert route["repeatInterval"] == load_params().alertmanager.repeat_interval
+    assert children[contract.RECEIVER_PAGE]["repeatInterval"] == "4h"
+
+
+def test_the_manifests_load_with_a_plain_yaml_1_1_reader(three_text) -> None:
+    # A bare `matchType: =` is YAML 1.1's value tag: PyYAML's safe loader (and other YAML 1.1 tools) refuse it.
+    documents = [d for d in yaml.safe_load_all(three_text) if d]
+    assert documents == chart.objects(three_text)
+
+
+def test_every_object_names_the_release_namespace(three, ha, eviction) -> None:
+    for obj in three + ha + eviction:
+        assert obj["metadata"].get("namespace") == chart.NAMESPACE, (obj["kind"], obj["metadata"]["name"])
+
+
 def test_the_page_receiver_takes_the_values_integrations(ha) -> None:
     (config,) = by_kind(ha, "AlertmanagerConfig")
     page = next(r for r in config["spec"]["receivers"] if r["name"] == contract.RECEIVER_PAGE)
@@ -346,7 +365,7 @@ def test_two_replicas_share_a_claim_under_the_lease(ha) -> None:
     assert config.lease is not None and config.lease.kind == "kubernetes"
     assert (config.lease.duration_seconds, config.lease.renew_seconds) == (10, 1)
     assert config.dry_run is True and config.cluster == "prod-eu"
-    assert config.params().cpu_high == 0.8  # rebalancer.config merged over the generated config
+    assert config.http_timeout_seconds == 5  # rebalancer.config merged over the generated config
     assert config.envoy_admin == "http://mqtt-edge-admin.edge.svc:9901"
     deployment = named(ha, "Deployment", "rebalancer")
     assert deployment["spec"]["replicas"] == 2
@@ -424,11 +443,41 @@ def test_envoy_validates_the_charts_bootstrap(three, tmp_path: Path) -> None:
         ([EVICTION], {"brokers.nodes[0].eviction.kind": "vernemq"}, "/brokers/nodes/0/eviction/kind"),
         ([EVICTION], {"brokers.nodes[1].eviction.username": "x"}, "/brokers/nodes/1/eviction"),
         ([EVICTION], {"brokers.nodes[2].eviction.secret.token": "inline"}, "additional properties 'token'"),
+        # what the rebalancer would refuse at start (a crash loop) is refused at install
+        ([THREE], {"brokers.nodes[1].name": "node1"}, 'brokers.nodes: the name "node1" is listed twice'),
+        ([THREE], {"brokers.nodes[0].ip": "999.1.1.1"}, "/brokers/nodes/0/ip"),
+        ([THREE], {"brokers.nodes[0].ip": "1::2::3"}, "/brokers/nodes/0/ip"),
+        ([THREE], {"rebalancer.config.params_overrides.mqtt_cluster_label": "cluster"},
+         "rebalancer.config.params_overrides: the rules"),
+        # a rule-affecting parameter would change the rebalancer but not the PrometheusRules: refused, with the way
+        ([THREE], {"rebalancer.config.params_overrides.cpu_high": "0.6"}, "helm_render --params my-params.yaml --out"),
     ],
 )
 def test_bad_values_are_refused_by_name(values: list[Path], settings: dict[str, str], reason: str) -> None:
     with pytest.raises(chart.HelmError, match=re.escape(reason)):
         chart.template(values, settings)
+
+
+def test_ipv4_and_ipv6_broker_addresses_pass_the_schema() -> None:
+    for ip in ("10.96.100.11", "255.255.255.255", "fd00::11", "::1", "2001:db8:0:0:0:0:0:1"):
+        config = _config(chart.objects(chart.template([THREE], {"brokers.nodes[0].ip": ip})), "rebalancer",
+                         "webhook.yaml")
+        assert WebhookConfig.model_validate(config).nodes[0].host == ip
+
+
+def test_a_chart_rendered_for_own_params_keeps_alerts_and_rebalancer_in_step(tmp_path: Path) -> None:
+    params = tmp_path / "my-params.yaml"
+    params.write_text("cpu_high: 0.6\n")
+    out = tmp_path / "chart"
+    assert hr.main(["--params", str(params), "--out", str(out)]) == 0
+    objects = chart.objects(chart.template([THREE], chart_dir=out))
+    rebalancer = WebhookConfig.model_validate(_config(objects, "rebalancer", "webhook.yaml"))
+    assert rebalancer.params().cpu_high == 0.6
+    alerts = named(objects, "PrometheusRule", "alerts")["spec"]
+    (high,) = [r for g in alerts["groups"] for r in g["rules"] if r.get("alert") == contract.ALERT_CPU_HIGH]
+    assert high["expr"].endswith("> 0.6")
+    assert hr.main(["--params", str(params)]) != 0  # never into the repository's chart
+    assert hr.drift(hr.render_files()) == []
 
 
 @pytest.mark.parametrize(

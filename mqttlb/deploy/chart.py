@@ -71,12 +71,13 @@ def lint(values: list[Path], settings: dict[str, str] | None = None) -> str:
     )
 
 
-def template(values: list[Path], settings: dict[str, str] | None = None) -> str:
-    """``helm template`` of release :data:`RELEASE` in namespace :data:`NAMESPACE`: the manifests' text."""
+def template(values: list[Path], settings: dict[str, str] | None = None, chart_dir: Path = CHART_DIR) -> str:
+    """``helm template`` of release :data:`RELEASE` in namespace :data:`NAMESPACE`: the manifests' text.
+    ``chart_dir``: another copy of the chart (``helm_render --out``)."""
     return _helm(
         "template",
         RELEASE,
-        str(CHART_DIR),
+        str(chart_dir),
         "--namespace",
         NAMESPACE,
         "--kube-version",

@@ -41,6 +41,12 @@ Each node's ``eviction`` block (mqttlb.brokers.control) is added by the chart's 
 
     python -m mqttlb.deploy.helm_render            # (re)write deploy/helm/mqttlb/files/
     python -m mqttlb.deploy.helm_render --check    # exit 1 and print a diff if a committed file is stale
+    python -m mqttlb.deploy.helm_render --params my-params.yaml --out DIR   # a copy of the chart for your params
+
+``--params FILE`` holds overrides of ``mqttlb/params.yaml`` (the keys of the webhook's ``params_overrides``);
+the rules, dashboards, Alertmanager routes and the rebalancer's config of the copy written to ``DIR`` all
+come from them, so alerts and rebalancer agree.  The chart refuses ``rebalancer.config.params_overrides``
+for that reason: its values cannot re-render the rules.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ import argparse
 import json
 import logging
 import re
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -63,7 +70,7 @@ from mqttlb.commandline import parse_args, refuse
 from mqttlb.dashboards.build import render_dashboards
 from mqttlb.drift import find_drift, report
 from mqttlb.logs import add_log_flags
-from mqttlb.params import Params, load_params
+from mqttlb.params import Params, ParamsError, load_params
 from mqttlb.rulegen import RECORDING_FILE, dump_yaml, render_rule_files
 from mqttlb.shipped import PACKAGE_DIR, checkout_root
 from mqttlb.stack import builders
@@ -78,6 +85,7 @@ from mqttlb.stack.topology import (
     Topology,
     topology,
 )
+from mqttlb.yamlfile import load_yaml_mapping
 
 log = logging.getLogger(__name__)
 
@@ -413,18 +421,49 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--check", action="store_true", help="write nothing; exit 1 and print a diff if a committed file is stale"
     )
+    parser.add_argument("--params", type=Path, metavar="FILE",
+                        help="YAML overrides of mqttlb/params.yaml (thresholds, windows, timing, policy, ...) for "
+                             "the rules, dashboards, Alertmanager routes and rebalancer config alike; needs --out")
+    parser.add_argument("--out", type=Path, metavar="DIR",
+                        help="write a copy of the chart (templates, values, generated files/) to DIR, a new "
+                             "directory, instead of the repository's deploy/helm/mqttlb/files/")
     add_log_flags(parser)
     return parser
+
+
+def write_chart_copy(files: dict[Path, str], out: Path) -> None:
+    """The chart's hand-written files copied to ``out`` (which must not exist) with ``files`` (paths under
+    :data:`FILES_DIR`) as its generated ``files/``.  Raises FileExistsError when ``out`` exists."""
+    shutil.copytree(CHART_DIR, out, ignore=lambda folder, _: ["files"] if Path(folder) == CHART_DIR else [])
+    for path, text in files.items():
+        target = out / path.relative_to(CHART_DIR)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(_parser(), argv)
     if checkout_root() is None:
         return refuse(f"the Helm chart is part of the source checkout, not of the installed package ({CHART_DIR})")
+    if args.params is not None and args.out is None:
+        return refuse("--params needs --out DIR: the repository's chart keeps mqttlb/params.yaml's parameters")
+    if args.out is not None and args.check:
+        return refuse("--check compares the repository's chart; leave out --out")
     try:
-        files = render_files()
+        cfg, params = compose_config(), None
+        if args.params is not None:
+            params = load_params(load_yaml_mapping(args.params, ParamsError), source=str(args.params))
+            cfg = cfg.model_copy(update={"params": params})
+        files = render_files(cfg, params)
     except ValueError as exc:  # StackConfigError, ParamsError, a placeholder left behind
         return refuse(exc)
+    if args.out is not None:
+        try:
+            write_chart_copy(files, args.out)
+        except OSError as exc:
+            return refuse(f"--out {args.out}: {exc}")
+        log.info("wrote the chart with %s's parameters to %s", args.params or "mqttlb/params.yaml", args.out)
+        return 0
     generated = GENERATED
     if args.check:
         problems = find_drift(files, generated_dirs=generated, root=CHART_DIR)

@@ -139,6 +139,16 @@ affinity:
 {{- if and (not .Values.envoy.enabled) (not .Values.envoy.host) -}}
 {{- fail "envoy.enabled is false: set envoy.host to your Envoy's Service (its admin on 9901)" -}}
 {{- end -}}
+{{- $names := list -}}
+{{- range .Values.brokers.nodes -}}
+{{- if has .name $names -}}
+{{- fail (printf "brokers.nodes: the name %q is listed twice (a node's name is its node label and its Envoy endpoint: each must be unique)" .name) -}}
+{{- end -}}
+{{- $names = append $names .name -}}
+{{- end -}}
+{{- if hasKey .Values.rebalancer.config "params_overrides" -}}
+{{- fail "rebalancer.config.params_overrides: the rules, dashboards and Alertmanager routes are rendered from the same parameters and would not follow; render a chart for your parameters instead: python -m mqttlb.deploy.helm_render --params my-params.yaml --out DIR (README: Kubernetes)" -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The webhook's eviction block of one broker node (include "mqttlb.nodeEviction" (list $ $node)), from
