@@ -353,8 +353,13 @@ WEBHOOK_CASES = [
     ),
     (
         "duplicate-node",
-        {"nodes": [{"name": "node1", "host": "h", "port": 1}, {"name": "node1", "host": "h", "port": 2}]},
+        {"nodes": [{"name": "node1", "host": "10.0.0.1", "port": 1}, {"name": "node1", "host": "10.0.0.1", "port": 2}]},
         "{file}: nodes: node names must be unique, got ['node1', 'node1']",
+    ),
+    (
+        "node-ip",
+        {"nodes": [{"name": "node1", "host": "999.1.1.1", "port": 1883}]},
+        "{file}: nodes.0.host: must be an IPv4 or IPv6 address (Envoy's EDS takes no names), got '999.1.1.1'",
     ),
     (
         "timeout-zero",

@@ -6,6 +6,7 @@ load like every other key, so a bad parameter stops the webhook before it serves
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -38,6 +39,16 @@ class WebhookNodeConfig(BaseModel):
     host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
     eviction: EvictionControl | None = None
+
+    @field_validator("host")
+    @classmethod
+    def _host_is_an_ip(cls, value: str) -> str:
+        # Envoy's EDS endpoints take IP addresses only: a name or 999.1.1.1 would be refused by Envoy later.
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"must be an IPv4 or IPv6 address (Envoy's EDS takes no names), got {value!r}") from None
+        return value
 
 
 class WebhookConfig(BaseModel):
