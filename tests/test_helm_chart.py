@@ -182,12 +182,20 @@ def _prometheus_rule_specs(text: str) -> dict[str, str]:
     return specs
 
 
+RUNBOOKS_IN_CLUSTER = f"http://{chart.RELEASE}-rebalancer.{FQDN}:9643/runbooks"
+
+
+def _absolute_runbooks(text: str, base: str = RUNBOOKS_IN_CLUSTER) -> str:
+    return text.replace("runbook_url: docs/runbooks/", f"runbook_url: {base}/")
+
+
 def test_the_prometheus_rules_hold_the_rule_files_byte_for_byte(three_text, three) -> None:
+    # byte for byte but for the runbook links, made absolute (the rebalancer's /runbooks by default)
     rules = shipped(RULES)
     specs = _prometheus_rule_specs(three_text)
     assert sorted(specs) == [f"{chart.RELEASE}-alerts", f"{chart.RELEASE}-recording"]
     for kind in ("alerts", "recording"):
-        text = (rules / f"mqttlb-{kind}.yml").read_text()
+        text = _absolute_runbooks((rules / f"mqttlb-{kind}.yml").read_text())
         block = specs[f"{chart.RELEASE}-{kind}"].rstrip("\n") + "\n"
         assert "".join(line[2:] if line.strip() else line.strip(" ") for line in block.splitlines(True)) == text
         rule = named(three, "PrometheusRule", kind)
@@ -203,12 +211,28 @@ def test_broker_cpu_from_cadvisor_swaps_in_the_cadvisor_recording_rules() -> Non
     for kind, name in (("alerts", rulegen.ALERTS_FILE), ("recording", rulegen.RECORDING_FILE)):
         block = specs[f"{chart.RELEASE}-{kind}"].rstrip("\n") + "\n"
         unindented = "".join(line[2:] if line.strip() else line.strip(" ") for line in block.splitlines(True))
-        assert unindented == cadvisor[name]
+        assert unindented == _absolute_runbooks(cadvisor[name])
     assert "container_cpu_usage_seconds_total" in cadvisor[rulegen.RECORDING_FILE]
     assert "container_cpu_usage_seconds_total" not in (shipped(RULES) / rulegen.RECORDING_FILE).read_text()
     assert cadvisor[rulegen.ALERTS_FILE] == (shipped(RULES) / rulegen.ALERTS_FILE).read_text()
     with pytest.raises(chart.HelmError, match="brokerCpuSource"):  # the schema knows the two sources only
         chart.template([THREE], {"monitoring.brokerCpuSource": "psutil"})
+
+
+def _runbook_urls(objects: list[dict[str, Any]]) -> list[str]:
+    alerts = named(objects, "PrometheusRule", "alerts")["spec"]["groups"]
+    return [r["annotations"]["runbook_url"] for g in alerts for r in g["rules"] if "alert" in r]
+
+
+def test_runbook_links_are_absolute_and_follow_the_value(three) -> None:
+    # a relative docs/runbooks/X.md is a dead link in Slack or PagerDuty
+    urls = _runbook_urls(three)
+    assert urls and all(u == f"{RUNBOOKS_IN_CLUSTER}/{u.rsplit('/', 1)[1]}" for u in urls)
+    assert {u.rsplit("/", 1)[1] for u in urls} == {f"{a}.md" for a in contract.ALERT_NAMES}
+    wiki = chart.objects(chart.template([THREE], {"monitoring.runbookBaseUrl": "https://wiki.example.com/mqttlb/"}))
+    assert _runbook_urls(wiki) == [u.replace(RUNBOOKS_IN_CLUSTER, "https://wiki.example.com/mqttlb") for u in urls]
+    with pytest.raises(chart.HelmError, match="runbookBaseUrl"):
+        chart.template([THREE], {"monitoring.runbookBaseUrl": "wiki/mqttlb"})
 
 
 def test_the_dashboards_are_configmaps_for_the_grafana_sidecar(three) -> None:

@@ -72,7 +72,7 @@ from mqttlb.drift import find_drift, report
 from mqttlb.logs import add_log_flags
 from mqttlb.params import Params, ParamsError, load_params
 from mqttlb.rulegen import RECORDING_FILE, dump_yaml, render_rule_files
-from mqttlb.shipped import PACKAGE_DIR, checkout_root
+from mqttlb.shipped import PACKAGE_DIR, RUNBOOKS, checkout_root
 from mqttlb.stack import builders
 from mqttlb.stack.compose_render import IMAGES, compose_config
 from mqttlb.stack.config import StackConfig
@@ -361,6 +361,7 @@ def topology_file(topo: Topology) -> dict[str, Any]:
         },
         "receivers": {"page": contract.RECEIVER_PAGE, "rebalancer": contract.RECEIVER_WEBHOOK},
         "scrapeInterval": topo.settings.scrape_interval,
+        "runbooks": RUNBOOKS,  # the rules' relative runbook_url prefix, made absolute by monitoring.runbookBaseUrl
         "envoyStatsPath": "/stats/prometheus",
         "images": {"mqttlb": IMAGES["mqttlb"], "envoy": IMAGES["envoy"]},
     }
