@@ -229,9 +229,13 @@ class BrokerCpuParams(_Strict):
     ``container_cpu_usage_seconds_total`` (``cadvisor_selector``) of the broker pod's containers over the
     sum of their CPU limits from kube-state-metrics' ``kube_pod_container_resource_limits{resource="cpu"}``
     (``kube_state_metrics_selector``), joined on ``namespace`` and ``pod``; the broker's node name must
-    be its pod name (a StatefulSet's ``hivemq-0``), and a pod without CPU limits has no utilisation."""
+    be its pod name (a StatefulSet's ``hivemq-0``), and a pod without CPU limits has no utilisation.
+    ``cadvisor_rate_window``: the ``rate``/``irate`` range over cAdvisor's counter, not ``rate_window``:
+    the kubelet is scraped far less often than mqttlb's exporters (kube-prometheus-stack: every 30 s),
+    and a range holding one sample gives no rate at all; keep it >= 4 x the kubelet's scrape interval."""
 
     source: Literal["exporter", "cadvisor"] = "exporter"
+    cadvisor_rate_window: PositiveDuration = "2m"
     cadvisor_selector: Selector = 'job="kubelet", metrics_path="/metrics/cadvisor"'
     kube_state_metrics_selector: Selector = 'job="kube-state-metrics"'
 

@@ -130,7 +130,7 @@ def _cadvisor_cpu(p: Params, rate: str) -> str:
     pod = f"{s.NAMESPACE_LABEL}, pod"
     usage = (
         f"sum by ({pod}) ({rate}(container_cpu_usage_seconds_total"
-        f'{{{c.cadvisor_selector}, container!="", container!="POD"}}[{p.rate_window}]))'
+        f'{{{c.cadvisor_selector}, container!="", container!="POD"}}[{c.cadvisor_rate_window}]))'
     )
     limits = (
         f"(sum by ({pod}) (kube_pod_container_resource_limits"

@@ -149,6 +149,24 @@ def test_cadvisor_unit_test_fails_on_the_exporter_source(tmp_path: Path) -> None
     assert "mqttlb_node:mqtt_broker_cpu_utilisation:ratio" in result.stdout + result.stderr
 
 
+CADVISOR_30S_TEST = RULES_DIR / "tests" / "cadvisor" / "cpu_30s_scrape_test.yml"
+
+
+@pytest.mark.parametrize(("window", "passes"), [(None, True), ("30s", False)])
+def test_cadvisor_cpu_with_the_kubelet_scraped_every_30s(tmp_path: Path, window: str | None, passes: bool) -> None:
+    # kube-prometheus-stack scrapes cAdvisor every 30 s: the default cadvisor_rate_window (2m) gives the CPU,
+    # a 30 s range (rate_window's value, which the cAdvisor rules used before) holds one sample and gives none.
+    broker_cpu: dict[str, str] = {"source": "cadvisor"}
+    if window is not None:
+        broker_cpu["cadvisor_rate_window"] = window
+    rulegen.write_rule_files(load_params({"broker_cpu": broker_cpu}), tmp_path)
+    test = shutil.copy(CADVISOR_30S_TEST, tmp_path / CADVISOR_30S_TEST.name)
+    result = _promtool("test", "rules", str(test))
+    assert (result.returncode == 0) is passes, result.stdout + result.stderr
+    if not passes:
+        assert "mqttlb_node:mqtt_broker_cpu_utilisation:ratio" in result.stdout + result.stderr
+
+
 def test_cadvisor_rules_pass_promtool_check(tmp_path: Path) -> None:
     rulegen.write_rule_files(load_params({"broker_cpu": {"source": "cadvisor"}}), tmp_path)
     result = _promtool("check", "rules", *(str(tmp_path / n) for n in (rulegen.RECORDING_FILE, rulegen.ALERTS_FILE)))
