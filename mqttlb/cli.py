@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from mqttlb.reload import catch_sighup_early
+
 # subcommand -> (module with main(argv), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "stack": ("mqttlb.stack.cli", "start, stop and inspect the local stack (up|down|status|check)"),
@@ -22,6 +24,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "loadgen": ("mqttlb.loadgen.cli", "MQTT load generator (loopback only unless told otherwise)"),
     "experiment": ("mqttlb.loadgen.experiment", "compare balancing policies on one seeded workload"),
 }
+
+# Commands that reload on SIGHUP: they queue SIGHUP before their (slow) imports, see mqttlb.reload.
+RELOADING = frozenset({"webhook", "broker-exporter", "envoy-exporter"})
 
 
 def usage() -> str:
@@ -43,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     if args[0] not in COMMANDS:
         print(f"mqttlb: unknown command '{args[0]}'\n\n{usage()}", file=sys.stderr)
         return 2
+    if args[0] in RELOADING:
+        catch_sighup_early()
     module = importlib.import_module(COMMANDS[args[0]][0])
     return int(module.main(args[1:]) or 0)
 

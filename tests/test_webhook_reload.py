@@ -17,11 +17,11 @@ import yaml
 from stackutil import process, wait_until
 from webhookhttp import AUTH, write_config
 
-from mqttlb.reload import Reloader
+from mqttlb.reload import Accepted, Reloader
 from mqttlb.stack.ephemeral import free_port
 from mqttlb.webhook.cli import Rebalancer
 from mqttlb.webhook.config import WebhookConfigError, load_config
-from mqttlb.webhook.reload import check_reload
+from mqttlb.webhook.reload import CHECKED_CONFIG_ENV, check_reload, checked_copy, take_checked_copy
 from mqttlb.webhook.state import StateError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def test_a_refused_config_logs_one_line_and_never_restarts(caplog: pytest.LogCap
     def bad() -> str:
         raise WebhookConfigError("webhook.yaml: nodes: List should have at least 1 item")
 
-    reloader = Reloader("mqttlb webhook", bad, lambda: calls.append("prepare"), lambda: calls.append("restart"))
+    reloader = Reloader("mqttlb webhook", bad, lambda: calls.append("prepare"), lambda env: calls.append("restart"))
     with caplog.at_level(logging.INFO):
         assert reloader.handle_once() is False
     assert calls == [] and reloader.refused == 1
@@ -47,12 +47,25 @@ def test_a_refused_config_logs_one_line_and_never_restarts(caplog: pytest.LogCap
 def test_an_accepted_config_prepares_then_restarts(caplog: pytest.LogCaptureFixture) -> None:
     calls: list[str] = []
     reloader = Reloader(
-        "x", lambda: "changed: dry_run", lambda: calls.append("prepare"), lambda: calls.append("restart")
+        "x",
+        lambda: Accepted("changed: dry_run", {"A": "b"}),
+        lambda: calls.append("prepare"),
+        lambda env: calls.append(f"restart {dict(env)}"),
     )
     with caplog.at_level(logging.INFO):
         assert reloader.handle_once() is True
-    assert calls == ["prepare", "restart"]
+    assert calls == ["prepare", "restart {'A': 'b'}"]
     assert "new config accepted (changed: dry_run); restarting in place" in caplog.text
+
+
+def test_the_checked_copy_is_what_loads_and_is_handed_over_once(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    copy = checked_copy(path)
+    assert copy.read_bytes() == path.read_bytes() and copy.stat().st_mode & 0o077 == 0
+    path.write_text("nodes: [unclosed\n")  # edited after the check: the copy still loads, named by the file
+    assert load_config(path, read_from=copy).node_names == load_config(copy).node_names
+    env = {CHECKED_CONFIG_ENV: str(copy)}
+    assert take_checked_copy(env) == copy and env == {} and take_checked_copy(env) is None
 
 
 def _write(path: Path, data: object) -> Path:
@@ -137,3 +150,35 @@ def test_sighup_to_a_real_webhook_refuses_a_bad_config_then_takes_a_good_one(tmp
         assert text.count("serving on") == 2, text[-2000:]
     print(f"reload: SIGHUP -> the new config serving in {gap:.2f} s")
 
+
+
+@pytest.mark.live
+def test_sighups_during_the_restart_are_queued_and_the_checked_text_is_what_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trial: a second SIGHUP 0.7 s after the first killed the re-executing webhook, and a file edited
+    again during the restart started unchecked."""
+    port = free_port()
+    path = write_config(tmp_path, node_names=["node1", "node2"], listen=f"127.0.0.1:{port}")
+    good = yaml.safe_load(path.read_text())
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "webhook.log"
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))  # where the checked copy is written
+    with process([sys.executable, "-m", "mqttlb.cli", "webhook", "--config", str(path)], log) as proc:
+        wait_until(lambda: requests.get(f"{base}/readyz", timeout=1).status_code == 200, 20, "webhook ready")
+
+        path.write_text(yaml.safe_dump({**good, "dry_run": True}))
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_until(lambda: "restarting in place" in log.read_text(), 10, "first restart")
+        path.write_text(yaml.safe_dump({**good, "nodes": []}))  # edited during the restart: never checked
+        time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGHUP)  # into the re-executing process
+        refused = wait_until(
+            lambda: [line for line in log.read_text().splitlines() if "new config refused" in line], 20, "queued"
+        )
+        assert proc.poll() is None, log.read_text()[-2000:]
+        assert len(refused) == 1 and "nodes" in refused[0]
+        assert requests.get(f"{base}/status", headers=AUTH, timeout=2).json()["dry_run"] is True
+        assert log.read_text().count("serving on") == 2
+        assert list((tmp_path / "tmp").iterdir()) == []  # the new process removed the copy it read

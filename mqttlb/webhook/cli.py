@@ -15,7 +15,7 @@ from mqttlb.brokers.eviction import EvictionError
 from mqttlb.envoy_admin import EnvoyAdminClient
 from mqttlb.logs import add_log_flags, setup_from_args
 from mqttlb.prometheus_api import PrometheusApi
-from mqttlb.reload import reload_on_sighup
+from mqttlb.reload import Accepted, reload_on_sighup
 from mqttlb.secure import SecretError, client_session
 from mqttlb.webhook.app import create_app, server_error_hook
 from mqttlb.webhook.config import ConfigError, WebhookConfig, WebhookConfigError, load_config, load_token
@@ -25,7 +25,7 @@ from mqttlb.webhook.ha import Follower, Replica
 from mqttlb.webhook.lease import open_lease
 from mqttlb.webhook.levers import EdsFilePublisher, shed_lever_of
 from mqttlb.webhook.observe import ClusterObserver
-from mqttlb.webhook.reload import check_reload
+from mqttlb.webhook.reload import CHECKED_CONFIG_ENV, check_reload, checked_copy, take_checked_copy
 from mqttlb.webhook.resync import Resyncer
 from mqttlb.webhook.server import Serving, create_tls_webhook_server, create_webhook_server
 from mqttlb.webhook.state import StateError
@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="webhook YAML (listen, nodes, eds_path, token_file, ...); SIGHUP reads it again: a config a start "
         "would refuse is refused in one log line and the running one kept, a good one restarts the process in "
-        "place (same PID and command line; state, EDS file and audit log carry over)",
+        "place (same PID and command line; state, EDS file and audit log carry over) on the very text checked; "
+        "SIGHUPs during the restart are queued",
     )
     parser.add_argument("--dry-run", action="store_true", help="decide and log, but do not touch Envoy or files")
     parser.add_argument("--listen", help="host:port to serve on (overrides the config's listen)")
@@ -177,8 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.listen:
         overrides["listen"] = args.listen
     stop = threading.Event()
+    checked = take_checked_copy()  # set by a SIGHUP restart: the text the old process checked
     try:
-        config = load_config(args.config, overrides)
+        try:
+            config = load_config(args.config, overrides, read_from=checked)
+        finally:
+            if checked is not None:
+                checked.unlink(missing_ok=True)
         rebalancer = Rebalancer.build(config)
         rebalancer.start(stop)
     except (ConfigError, StateError, OSError) as exc:
@@ -211,11 +217,16 @@ def main(argv: list[str] | None = None) -> int:
         controller.pass_seconds,
         controller.timing.step_seconds,
     )
-    reload_on_sighup(
-        "mqttlb webhook",
-        check=lambda: check_reload(args.config, overrides, config, Rebalancer.build),
-        prepare=lambda: rebalancer.stop(stop),
-    )
+    def check() -> Accepted:
+        copy = checked_copy(args.config)
+        try:
+            changed = check_reload(args.config, overrides, config, Rebalancer.build, read_from=copy)
+        except BaseException:
+            copy.unlink(missing_ok=True)
+            raise
+        return Accepted(changed, {CHECKED_CONFIG_ENV: str(copy)})
+
+    reload_on_sighup("mqttlb webhook", check=check, prepare=lambda: rebalancer.stop(stop))
     try:
         server.run()
     finally:

@@ -20,7 +20,7 @@ from mqttlb.contract import ENVOY_CLUSTER
 from mqttlb.params import HttpUrl, Params, PositiveDuration, duration_seconds, with_defaults
 from mqttlb.secure import BasicAuth, ClientAuth, ServerTls
 from mqttlb.webhook.lease import LeaseConfig
-from mqttlb.yamlfile import ConfigError, Sources, invalid, load_yaml_mapping, one_line
+from mqttlb.yamlfile import ConfigError, Sources, invalid, load_yaml_mapping, one_line, parse_yaml_mapping
 
 TOKEN_ENV = "MQTTLB_WEBHOOK_TOKEN"
 _LISTEN = re.compile(r"^(?P<host>[^:]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
@@ -156,14 +156,24 @@ class WebhookConfig(BaseModel):
 
 
 def load_config(
-    path: Path, overrides: Mapping[str, Any] | None = None, overrides_source: str = "command line"
+    path: Path,
+    overrides: Mapping[str, Any] | None = None,
+    overrides_source: str = "command line",
+    read_from: Path | None = None,
 ) -> WebhookConfig:
-    """The webhook config from the YAML file at ``path``, with ``overrides`` (top-level keys) on top.
+    """The webhook config from the YAML file at ``path`` (its text read from ``read_from`` when given: a
+    checked copy, messages still name ``path``), with ``overrides`` (top-level keys) on top.
 
     Raises :class:`WebhookConfigError`, one line naming the key and its source (``path`` or
     ``overrides_source``), e.g. ``"webhook.yaml: params_overrides.policy.bogus: unknown key"``."""
     path = Path(path)
-    raw = load_yaml_mapping(path, WebhookConfigError)
+    if read_from is None:
+        raw = load_yaml_mapping(path, WebhookConfigError)
+    else:
+        try:
+            raw = parse_yaml_mapping(Path(read_from).read_bytes(), str(path), WebhookConfigError)
+        except OSError as exc:
+            raise WebhookConfigError(f"{path}: checked copy {read_from}: cannot read: {exc.strerror}") from None
     sources = Sources(str(path))
     sources.add(str(path), raw)
     sources.add(overrides_source, overrides or {})
