@@ -362,6 +362,18 @@ WEBHOOK_CASES = [
         "{file}: nodes.0.host: must be an IPv4 or IPv6 address (Envoy's EDS takes no names), got '999.1.1.1'",
     ),
     (
+        "rate-window-one-scrape",
+        {"params_overrides": {"rate_window": "5s"}, "scrape_interval": "5s"},
+        "{file}: params_overrides.rate_window: need params_overrides.rate_window >= 2 x scrape_interval "
+        "(rate() needs two samples), got 5s < 2 x 5s",
+    ),
+    (
+        "scrape-interval-too-long-for-the-window",
+        {"scrape_interval": "20s"},
+        "{file}: scrape_interval: need params_overrides.rate_window >= 2 x scrape_interval "
+        "(rate() needs two samples), got 30s < 2 x 20s",
+    ),
+    (
         "timeout-zero",
         {"http_timeout_seconds": 0},
         "{file}: http_timeout_seconds: Input should be greater than 0 (got 0)",

@@ -81,9 +81,14 @@ def _write(path: Path, data: object) -> Path:
         (lambda d, p: {**d, "nodes": []}, WebhookConfigError, "nodes"),
         (lambda d, p: {**d, "params_overrides": {"policy": {"min_weight": 900}}}, WebhookConfigError, "min_weight"),
         (lambda d, p: {**d, "token_file": str(p / "no-such-token")}, WebhookConfigError, "no-such-token"),
+        (
+            lambda d, p: {**d, "params_overrides": {"rate_window": "5s"}, "scrape_interval": "5s"},
+            WebhookConfigError,
+            "rate_window >= 2 x scrape_interval",
+        ),
         (lambda d, p: {**d, "state_file": str(p / "bad-state.json")}, StateError, "bad-state.json"),
     ],
-    ids=["yaml", "unknown-key", "no-nodes", "bad-param", "token", "state"],
+    ids=["yaml", "unknown-key", "no-nodes", "bad-param", "token", "rate-window", "state"],
 )
 def test_what_a_start_refuses_refuses_the_reload(tmp_path: Path, change, error, message: str) -> None:
     running_path = write_config(tmp_path)
@@ -149,7 +154,6 @@ def test_sighup_to_a_real_webhook_refuses_a_bad_config_then_takes_a_good_one(tmp
         assert "new config accepted (changed: dry_run); restarting in place" in text
         assert text.count("serving on") == 2, text[-2000:]
     print(f"reload: SIGHUP -> the new config serving in {gap:.2f} s")
-
 
 
 @pytest.mark.live

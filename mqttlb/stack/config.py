@@ -21,7 +21,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mqttlb.brokers.hivemq_node import JarMissingError, jar_path
 from mqttlb.contract import ENVOY_CLUSTER
-from mqttlb.params import DEFAULT_PARAMS_FILE, Duration, Params, PositiveDuration, duration_seconds, with_defaults
+from mqttlb.params import (
+    DEFAULT_PARAMS_FILE,
+    Duration,
+    Params,
+    PositiveDuration,
+    duration_seconds,
+    rate_window_problem,
+    with_defaults,
+)
 from mqttlb.shipped import STACK_FILE, shipped
 from mqttlb.yamlfile import ConfigError, Sources, deep_merge, invalid, load_yaml_mapping, one_line
 
@@ -167,14 +175,9 @@ class StackConfig(BaseModel):
 
     @model_validator(mode="after")
     def _rate_window_spans_two_scrapes(self) -> StackConfig:
-        window, interval = self.params.rate_window, self.scrape_interval
-        if duration_seconds(window) < 2 * duration_seconds(interval):
-            raise invalid(
-                f"need params.rate_window >= 2 x scrape_interval (rate() needs two samples), "
-                f"got {window} < 2 x {interval}",
-                "params.rate_window",
-                "scrape_interval",
-            )
+        problem = rate_window_problem(self.params, self.scrape_interval, "params.rate_window")
+        if problem is not None:
+            raise invalid(problem, "params.rate_window", "scrape_interval")
         return self
 
     @property

@@ -217,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         controller.pass_seconds,
         controller.timing.step_seconds,
     )
+
     def check() -> Accepted:
         copy = checked_copy(args.config)
         try:
