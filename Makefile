@@ -14,7 +14,7 @@ help:
 	@echo "make stack-up       install what is missing, start the local stack, print addresses (NODES=n, BROKER=hivemq)"
 	@echo "make plugin         (re)build the Mosquitto eviction plugin into $(VENV)/lib/mqttlb/ (install does it too)"
 	@echo "make stack-down     stop every process the stack started"
-	@echo "make stack-status   one line per component, then the rebalancer per node (mqttlb status); non-zero exit if any is down"
+	@echo "make stack-status   one line per component, then the rebalancer per node (mqttlb status), always both; exit 2 if either fails"
 	@echo "make test           install what is missing, lint, type-check and run the whole test suite"
 	@echo "make test-slow      the slow live tests: HA pair, end-to-end alert loop, SIGKILL sweep (~4.5 min)"
 	@echo "make test-hivemq    build the HiveMQ extension and launcher (Maven) and run the live HiveMQ tests (~3 min)"
@@ -42,8 +42,11 @@ stack-up: install
 stack-down:
 	@$(PY) -m mqttlb.cli stack down
 
+# Both views, whatever the first says; the recipe fails (make exits 2) when either command did.
 stack-status:
-	@$(PY) -m mqttlb.cli stack status && echo && $(PY) -m mqttlb.cli status
+	@$(PY) -m mqttlb.cli stack status; s=$$?; echo; \
+	$(PY) -m mqttlb.cli status $(if $(MQTTLB_STATE_DIR),--state-dir $(MQTTLB_STATE_DIR)); t=$$?; \
+	test $$s -eq 0 && test $$t -eq 0
 
 lint: install
 	$(PY) -m ruff check .

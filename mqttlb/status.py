@@ -171,6 +171,13 @@ def _not_negative(text: str) -> int:
     return value
 
 
+def _timeout(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 300:  # also refuses nan and inf
+        raise ValueError(f"must be more than 0 and at most 300 seconds, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mqttlb status", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -194,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=10,
         help="how many recent decisions to show (default 10; 0 for none)",
     )
-    parser.add_argument("--timeout", type=float, default=5.0, help="HTTP timeout in seconds (default 5)")
+    parser.add_argument(
+        "--timeout", type=argument_type(_timeout), default=5.0, help="HTTP timeout in seconds, > 0 (default 5)"
+    )
     add_log_flags(parser)
     return parser
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,14 @@ from stackutil import free_ports_config
 
 from mqttlb.brokers.hivemq_node import JAR_ENV, launcher_args
 from mqttlb.stack.builders import envoy_bootstrap, envoy_connection_limit
-from mqttlb.stack.config import HIVEMQ_JAR, StackConfigError, check_binaries, find_binary, load_stack_config
+from mqttlb.stack.config import (
+    HIVEMQ_JAR,
+    StackConfigError,
+    check_binaries,
+    find_binary,
+    load_stack_config,
+    unknown_env_vars,
+)
 from mqttlb.stack.render import render_all
 from mqttlb.stack.topology import native_topology
 
@@ -77,9 +85,7 @@ def test_later_layers_merge_into_params_key_by_key(tmp_path: Path) -> None:
 
 
 def test_missing_binary_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(
-        "mqttlb.stack.config.find_binary", lambda name: None if name == "prometheus" else "/bin/true"
-    )
+    monkeypatch.setattr("mqttlb.stack.config.find_binary", lambda name: None if name == "prometheus" else "/bin/true")
     with pytest.raises(StackConfigError, match="missing binary 'prometheus'.*apt-get install prometheus"):
         check_binaries()
 
@@ -124,9 +130,7 @@ def test_rendered_configs_are_valid_for_the_real_binaries(tmp_path: Path) -> Non
     assert [h["endpoint"]["hostname"] for h in hosts] == ["node1", "node2", "node3", "node4"]
     names = [p.name for p in progs]
     assert names[:4] == ["mosquitto-node1", "mosquitto-node2", "mosquitto-node3", "mosquitto-node4"]
-    assert {"envoy", "prometheus", "alertmanager", "broker-exporter", "envoy-exporter", "webhook"} <= set(
-        names
-    )
+    assert {"envoy", "prometheus", "alertmanager", "broker-exporter", "envoy-exporter", "webhook"} <= set(names)
     supervisord = paths.supervisord_conf.read_text()
     assert all(f"[program:{name}]" in supervisord for name in names)
     for node in cfg.node_names:
@@ -245,3 +249,17 @@ def test_hivemq_without_the_built_jar_is_refused_in_one_line(tmp_path: Path, mon
         f"the HiveMQ launcher is not built: {tmp_path / 'nope.jar'} is missing; run `make stack-up BROKER=hivemq` "
         f"(stack/install.sh builds it with brokers/hivemq/build.sh) or set {JAR_ENV}"
     )
+
+
+def test_unknown_mqttlb_variables_are_named() -> None:
+    env = {"MQTTLB_NODE": "5", "MQTTLB_NODES": "3", "NODES": "2", "MQTTLB_PORT_WEBHOOK": "1", "MQTTLB_HIVEMQ_JAR": "x"}
+    assert unknown_env_vars({**env, "MQTTLB_TLSS": "1", "OTHER": "1"}) == ["MQTTLB_NODE", "MQTTLB_TLSS"]
+    assert unknown_env_vars(env) == ["MQTTLB_NODE"]
+
+
+def test_stack_check_warns_about_a_mistyped_variable(tmp_path: Path) -> None:
+    env = {**os.environ, "MQTTLB_NODE": "5", "MQTTLB_STATE_DIR": str(tmp_path / "state")}
+    checked = run_stack_cli("check", env=env)
+    assert checked.returncode == 0, checked.stderr
+    assert "mqttlb stack: warning: environment variable MQTTLB_NODE is not an mqttlb setting; ignored" in checked.stderr
+    assert "MQTTLB_NODES" in checked.stderr

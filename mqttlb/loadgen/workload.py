@@ -157,7 +157,7 @@ class Workload(BaseModel):
         if len(set(names)) != len(names):
             raise ValueError(f"profile names must be unique, got {names}")
         if not self.allow_remote and not is_loopback(self.host):
-            raise ValueError(f"host {self.host!r} is not loopback; pass allow_remote to load a remote broker")
+            raise ValueError(f"host {self.host!r} is not loopback; pass --allow-remote to load a remote broker")
         return self
 
     @property

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from mqttlb.commandline import parse_args, plural, refuse
 from mqttlb.logs import add_log_flags
 from mqttlb.stack.config import (
+    ENV_SCALARS,
+    PORT_ENV_PREFIX,
     StackConfigError,
     check_binaries,
     check_state_dir,
     load_stack_config,
     recorded_config,
+    unknown_env_vars,
 )
 from mqttlb.stack.runner import Stack, StackError
 
@@ -28,13 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mqttlb stack", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--stack-file", type=Path, help="stack file with settings that override stack/stack.yaml"
-    )
+    parser.add_argument("--stack-file", type=Path, help="stack file with settings that override stack/stack.yaml")
     parser.add_argument("--nodes", type=int, help="number of Mosquitto nodes (overrides the stack file)")
-    parser.add_argument(
-        "--state-dir", type=Path, help="where configs, logs, data and PIDs live (default .stack)"
-    )
+    parser.add_argument("--state-dir", type=Path, help="where configs, logs, data and PIDs live (default .stack)")
     add_log_flags(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="render configs, start everything, wait until each part answers")
@@ -60,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
         stack = Stack(cfg)
         if args.command in ("up", "check"):
             check_state_dir(cfg.state_dir)
+            for var in unknown_env_vars():
+                print(
+                    f"mqttlb stack: warning: environment variable {var} is not an mqttlb setting; ignored "
+                    f"(stack settings: {', '.join(sorted(v for v in ENV_SCALARS if v.startswith('MQTTLB_')))}, "
+                    f"{PORT_ENV_PREFIX}<NAME>)",
+                    file=sys.stderr,
+                )
         if args.command == "up":
             stack.up(timeout=args.timeout)
         elif args.command == "down":

@@ -219,6 +219,34 @@ ENV_SCALARS = {
     "BROKER": "broker",
 }
 PORT_ENV_PREFIX = "MQTTLB_PORT_"
+# MQTTLB_* variables read elsewhere than the stack settings (install script, brokers, webhook, tests).
+OTHER_ENV = frozenset(
+    {
+        STACK_FILE_ENV,
+        "MQTTLB_HIVEMQ",
+        "MQTTLB_HIVEMQ_JAR",
+        "MQTTLB_MOSQUITTO_PLUGIN",
+        "MQTTLB_WEBHOOK_TOKEN",
+        "MQTTLB_WEBHOOK_CHECKED_CONFIG",
+        "MQTTLB_VENV",
+        "MQTTLB_KILL_SEED",
+    }
+)
+
+
+def unknown_env_vars(env: Mapping[str, str] | None = None) -> list[str]:
+    """The set ``MQTTLB_*`` variables of ``env`` (default ``os.environ``) that mqttlb does not read, sorted:
+    a mistyped one (``MQTTLB_NODE=5``) would otherwise be silently ignored.  ``MQTTLB_PORT_<NAME>`` is
+    left to the ports check, which names an unknown port."""
+    env = os.environ if env is None else env
+    return sorted(
+        var
+        for var in env
+        if var.startswith("MQTTLB_")
+        and var not in ENV_SCALARS
+        and var not in OTHER_ENV
+        and not var.startswith(PORT_ENV_PREFIX)
+    )
 
 
 def _env_layers(env: Mapping[str, str]) -> Iterator[tuple[str, dict[str, Any]]]:
