@@ -81,6 +81,7 @@ WEBHOOK_EVICTED = "mqttlb_webhook_evicted_clients_total"  # labels node, purpose
 WEBHOOK_SHED_LEVEL = "mqttlb_webhook_shed_level"  # 0 = not shedding
 WEBHOOK_PASS_SECONDS = "mqttlb_webhook_reconcile_pass_duration_seconds"
 WEBHOOK_FIRING_ALERTS = "mqttlb_webhook_firing_alerts"  # label action
+WEBHOOK_ALERTS_IGNORED = "mqttlb_webhook_alerts_ignored_total"  # label reason (firing.IgnoreReason), POST /alerts
 # gRPC xDS (mqttlb.webhook.xds_grpc): label mode = sotw | delta
 WEBHOOK_XDS_STREAMS = "mqttlb_webhook_xds_streams"  # open ADS streams
 WEBHOOK_XDS_RESPONSES = "mqttlb_webhook_xds_responses_total"

@@ -8,10 +8,12 @@ calls the webhook with its bearer token.  The webhook records it (log line, audi
 and moves no lever.  The alert resolves by itself after ``--duration`` seconds.
 
 By default the command then polls the webhook's ``/status`` until the entry with its ``test_id``
-appears (``--wait`` seconds; 0 = do not wait) and says where to look.  Exit status: 0 recorded (or
-sent, with ``--wait 0``), 1 sent but not recorded in time, 2 nothing sent (no stack, bad flag,
-Alertmanager refused or did not answer).  The local stack's Alertmanager wants the stack's web login
-and its webhook's ``/status`` its bearer token: both are read from the state dir.
+appears (``--wait`` seconds; 0 = do not wait) and says where to look.  A webhook whose scope leaves the
+alert out (``--cluster`` naming another MQTT cluster) records it as ignored, and the command says so.
+Exit status: 0 recorded (or sent, with ``--wait 0``), 1 sent but not recorded in time, or recorded as
+ignored, 2 nothing sent (no stack, bad flag, Alertmanager refused or did not answer).  The local
+stack's Alertmanager wants the stack's web login and its webhook's ``/status`` its bearer token: both
+are read from the state dir.
 """
 
 from __future__ import annotations
@@ -238,6 +240,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"the webhook at {target.webhook} did not record it within {args.wait:.0f} s; "
             "see its log (.stack/logs/webhook.log) and the amtool line above"
+        )
+        return 1
+    why = (entry.get("ignored") or {}).get(test_id)
+    if why:
+        print(
+            f"the webhook received it after {time.monotonic() - started:.1f} s and IGNORED it ({why}): "
+            f"a real alert with these labels would change nothing: {entry['reason']}"
         )
         return 1
     print(f"the webhook recorded it after {time.monotonic() - started:.1f} s and moved no lever: {entry['reason']}")

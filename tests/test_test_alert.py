@@ -105,10 +105,14 @@ def test_the_sent_alert_routes_to_the_webhook(tmp_path: Path) -> None:
     ("argv", "message"),
     [
         (["--state-dir", "{tmp}/nowhere"], "no stack was started in"),
-        (["--alertmanager", "http://127.0.0.1:1", "--webhook", "http://127.0.0.1:1", "--cluster", "c"],
-         "Alertmanager does not answer at http://127.0.0.1:1/api/v2/alerts"),
-        (["--alertmanager", "x", "--webhook", "x", "--cluster", "c", "--duration", "0"],
-         "--duration must be more than 0 seconds"),
+        (
+            ["--alertmanager", "http://127.0.0.1:1", "--webhook", "http://127.0.0.1:1", "--cluster", "c"],
+            "Alertmanager does not answer at http://127.0.0.1:1/api/v2/alerts",
+        ),
+        (
+            ["--alertmanager", "x", "--webhook", "x", "--cluster", "c", "--duration", "0"],
+            "--duration must be more than 0 seconds",
+        ),
     ],
 )
 def test_nothing_sent_is_one_line_and_exit_2(
@@ -130,3 +134,46 @@ def test_bad_flags_are_usage_errors(capsys: pytest.CaptureFixture[str], argv: li
     with pytest.raises(SystemExit) as exc:
         testalert.main(argv)
     assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("labels", "reason"),
+    [
+        ({"node": "node9"}, "unknown_node"),
+        ({contract.CLUSTER_LABEL: "nosuch"}, "other_cluster"),
+    ],
+    ids=["node9", "other-cluster"],
+)
+def test_an_alert_out_of_scope_is_ignored_with_its_reason(tmp_path: Path, labels: dict[str, str], reason: str) -> None:
+    """Trial: alerts for node9 (not configured) or another cluster were added and would hold the weights."""
+    h = build(tmp_path, cpu=HOT)
+    weights = dict(h.controller.state.weights)
+    node = labels.pop("node", "node1")
+    answer = post(h, alert(node=node, **labels))
+    assert (answer["result"], answer["added"], answer["ignored"]) == ("unchanged", 0, {reason: 1})
+    assert h.controller.firing.snapshot().alerts == ()
+    assert acting_kinds(h) == [] and h.controller.state.weights == weights
+    assert h.metrics()[(contract.WEBHOOK_ALERTS_IGNORED, (("reason", reason),))] == 1
+    assert h.metrics()[(contract.WEBHOOK_ALERTS_IGNORED, (("reason", "test"),))] == 0
+
+
+def test_a_test_alert_for_another_cluster_is_recorded_as_ignored(tmp_path: Path) -> None:
+    h = build(tmp_path, cpu=HOT)
+    answer = post(h, labelled_test_alert(**{contract.CLUSTER_LABEL: "nosuch"}))
+    assert answer["ignored"] == {"test": 1}
+    recent = [e for e in h.client.get("/status").json["recent"] if e["kind"] == "test"]
+    assert recent[0]["ignored"] == {"abc123": "other_cluster"}
+    assert f"(ignored: other_cluster; this webhook's cluster is {h.config.cluster})" in recent[0]["reason"]
+
+
+def test_test_alert_reports_an_ignored_alert(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mqttlb test-alert --cluster nosuch`: what the webhook recorded says ignored, and the command says so."""
+    entry = {"kind": "test", "test_ids": ["t1"], "ignored": {"t1": "other_cluster"}, "reason": "test alert ... ignored"}
+    monkeypatch.setattr(testalert, "send", lambda *a, **k: None)
+    monkeypatch.setattr(testalert, "wait_recorded", lambda *a, **k: entry)
+    monkeypatch.setattr(testalert.uuid, "uuid4", lambda: type("U", (), {"hex": "t1"})())
+    code = testalert.main(["--alertmanager", "http://127.0.0.1:1", "--webhook", "http://x", "--cluster", "nosuch"])
+    out = capsys.readouterr()
+    assert code == 1 and "IGNORED it (other_cluster)" in out.out, out

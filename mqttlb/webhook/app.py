@@ -249,6 +249,8 @@ def create_app(
             return reject(exc.status, str(exc))
         except FiringInputError as exc:
             return reject(400, str(exc))
+        for ignored in result.ignored:
+            metrics.alerts_ignored.labels(ignored.reason.value).inc()
         if result.changed:
             controller.wake()
         record_test_alerts(controller, list(notification.alerts), result)

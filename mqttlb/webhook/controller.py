@@ -228,8 +228,8 @@ class Controller:
         clock: Callable[[], float] = time.time,
     ) -> Controller:
         """A controller (not started) wired from ``config`` and the given levers: the config's
-        parameters, an empty firing set timed by their Alertmanager timing
-        (:meth:`FiringSet.for_timing`), the config's audit log and fresh metrics.
+        parameters, an empty firing set timed by their Alertmanager timing and scoped to the config's
+        cluster and nodes (:meth:`FiringSet.for_timing`), the config's audit log and fresh metrics.
 
         Raises what ``config.params()`` raises for parameters that cannot be used.
         """
@@ -237,7 +237,9 @@ class Controller:
         return cls(
             config,
             params,
-            firing=FiringSet.for_timing(params.alertmanager, params.mqtt_cluster_label),
+            firing=FiringSet.for_timing(
+                params.alertmanager, params.mqtt_cluster_label, cluster=config.cluster, nodes=config.node_names
+            ),
             observer=observer,
             publisher=publisher,
             shed_lever=shed_lever,

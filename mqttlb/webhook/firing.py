@@ -37,6 +37,13 @@ Alertmanager re-sends a firing group every ``repeat_interval`` (checked on each 
 flush), and every copy refreshes ``updated_at``.  :func:`refresh_ttl_for` gives a TTL that
 survives one lost re-send.
 
+Scope
+-----
+A set built with ``cluster`` and ``nodes`` (the webhook's: its config's) holds only alerts it can act
+on: an alert whose cluster label names another MQTT cluster is ignored as ``OTHER_CLUSTER``, one whose
+``node`` label names a node not configured as ``UNKNOWN_NODE`` (an alert without a node label, such as
+a cluster-wide shed alert, is in scope).  Otherwise it would hold the weights of nodes it never saw.
+
 Tombstones (resolved episodes) are kept for ``tombstone_ttl`` seconds after they were last heard
 of, and at most ``max_tombstones`` of them (oldest dropped first): a firing copy delayed beyond
 that can re-add an alert, until the next resolve, expiry or :meth:`FiringSet.replace_from_api`.
@@ -227,6 +234,8 @@ class IgnoreReason(StrEnum):
     SUPPRESSED = "suppressed"  # silenced or inhibited in Alertmanager (replace_from_api only)
     TEST = "test"  # labelled mqttlb_test="true" (`mqttlb test-alert`): never enters the set
     UNKNOWN = "unknown"  # a resolve of an episode the set never held (never seen firing): remembered only
+    OTHER_CLUSTER = "other_cluster"  # its cluster label names another MQTT cluster than the set's
+    UNKNOWN_NODE = "unknown_node"  # its node label names a node the set's config does not have
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,6 +458,7 @@ class FiringSet:
     ``tombstone_ttl`` (s, > 0, default ``refresh_ttl``): how long a resolve is remembered;
     ``max_tombstones`` (>= 1): bound on remembered resolves.  ``ValueError`` when out of range.
     ``cluster_label``: the name of the label that names an alert's MQTT cluster (``mqtt_cluster_label``).
+    ``cluster`` / ``nodes``: the scope (see "Scope" in the module docstring); None: any.
     """
 
     def __init__(
@@ -458,8 +468,12 @@ class FiringSet:
         tombstone_ttl: float | None = None,
         max_tombstones: int = 10_000,
         cluster_label: str = CLUSTER_LABEL,
+        cluster: str | None = None,
+        nodes: Iterable[str] | None = None,
     ):
         self.cluster_label = cluster_label
+        self.cluster = cluster
+        self.nodes = frozenset(nodes) if nodes is not None else None
         tombstone_ttl = refresh_ttl if tombstone_ttl is None else tombstone_ttl
         if refresh_ttl <= 0 or tombstone_ttl <= 0 or max_tombstones < 1:
             raise ValueError("refresh_ttl and tombstone_ttl must be > 0 and max_tombstones >= 1")
@@ -472,11 +486,29 @@ class FiringSet:
         self._snapshot = FiringSnapshot()
 
     @classmethod
-    def for_timing(cls, timing: AlertmanagerTiming, cluster_label: str = CLUSTER_LABEL) -> FiringSet:
+    def for_timing(
+        cls,
+        timing: AlertmanagerTiming,
+        cluster_label: str = CLUSTER_LABEL,
+        cluster: str | None = None,
+        nodes: Iterable[str] | None = None,
+    ) -> FiringSet:
         """An empty set whose entries outlive one lost re-send under Alertmanager's ``timing``
-        (``refresh_ttl`` from :func:`refresh_ttl_for` of its group and repeat intervals)."""
+        (``refresh_ttl`` from :func:`refresh_ttl_for` of its group and repeat intervals), scoped to
+        ``cluster`` and ``nodes`` (None: any)."""
         ttl = refresh_ttl_for(timing.group_interval_seconds, timing.repeat_interval_seconds)
-        return cls(refresh_ttl=ttl, cluster_label=cluster_label)
+        return cls(refresh_ttl=ttl, cluster_label=cluster_label, cluster=cluster, nodes=nodes)
+
+    def out_of_scope(self, labels: Mapping[str, str]) -> IgnoreReason | None:
+        """``OTHER_CLUSTER`` or ``UNKNOWN_NODE`` for an alert (its ``labels``) this set's scope leaves
+        out, else None (also for an alert without a cluster label: that one is not actionable)."""
+        cluster = labels.get(self.cluster_label)
+        if self.cluster is not None and cluster and cluster != self.cluster:
+            return IgnoreReason.OTHER_CLUSTER
+        node = labels.get(NODE_LABEL)
+        if self.nodes is not None and node and node not in self.nodes:
+            return IgnoreReason.UNKNOWN_NODE
+        return None
 
     # ------------------------------------------------------------------ reads (lock-free)
     def snapshot(self) -> FiringSnapshot:
@@ -599,6 +631,10 @@ class FiringSet:
             return
         if event.action is None or event.cluster is None:
             changes.ignored.append(Ignored(fp, IgnoreReason.NOT_ACTIONABLE))
+            return
+        scope = self.out_of_scope(dict(event.labels))
+        if scope is not None:
+            changes.ignored.append(Ignored(fp, scope))
             return
         entry = self._entries.get(fp)
         stone = self._tombstones.get(fp)

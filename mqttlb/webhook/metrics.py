@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mqttlb import contract
+from mqttlb.webhook.firing import IgnoreReason
 
 # Bucket bounds in seconds.
 DECISION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
@@ -61,6 +62,12 @@ class WebhookMetrics:
             "Rebalance/shed alerts in the controller's firing set, by action",
             ["action"],
         )
+        self.alerts_ignored = self._counter(
+            contract.WEBHOOK_ALERTS_IGNORED,
+            "Alerts of POST /alerts notifications that changed nothing, by reason (duplicate, stale, test, "
+            "other_cluster, unknown_node, ...)",
+            ["reason"],
+        )
         self._start_at_zero()
 
     def start_nodes(self, nodes: Sequence[str], purposes: Sequence[str]) -> None:
@@ -92,3 +99,5 @@ class WebhookMetrics:
                 self.rejected.labels(route, reason)
         for action in (contract.Action.REBALANCE, contract.Action.SHED):
             self.firing.labels(action.value)
+        for reason in IgnoreReason:
+            self.alerts_ignored.labels(reason.value)

@@ -4,6 +4,9 @@ The firing set leaves them out (:data:`mqttlb.webhook.firing.IgnoreReason.TEST`)
 shedding step can follow from one.  What the operator sees instead, for each notification that
 carries test alerts: one log line, one audit entry of kind ``test`` (in the audit log and in
 ``/status``'s recent decisions, so `mqttlb status` lists it) and ``WEBHOOK_ACTIONS{kind="test"}``.
+A test alert the webhook's scope leaves out (another MQTT cluster, a node not configured; see
+:meth:`mqttlb.webhook.firing.FiringSet.out_of_scope`) is recorded as ignored, with that reason, so
+`mqttlb test-alert --cluster nosuch` can say so.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import logging
 from typing import Any, Protocol
 
 from mqttlb.contract import ALERTNAME_LABEL, TEST_ID_LABEL, OutcomeKind
-from mqttlb.webhook.firing import AlertLike, ApplyResult, IgnoreReason, is_test_alert
+from mqttlb.webhook.firing import AlertLike, ApplyResult, FiringSet, IgnoreReason, is_test_alert
 from mqttlb.webhook.metrics import WebhookMetrics
 
 log = logging.getLogger(__name__)
@@ -24,23 +27,40 @@ class Recorder(Protocol):
     """What records an entry (the controller): audit log plus /status's recent decisions."""
 
     metrics: WebhookMetrics
+    firing: FiringSet
 
     def record(self, entry: dict[str, Any]) -> None: ...
 
 
-def test_alert_entry(alerts: list[AlertLike]) -> dict[str, Any]:
+def test_alert_entry(alerts: list[AlertLike], firing: FiringSet | None = None) -> dict[str, Any]:
     """The audit entry for the test alerts among ``alerts`` (at least one): kind ``test``, a reason
-    naming each (alertname, test_id, status; at most MAX_LISTED), ``applied`` False."""
+    naming each (alertname, test_id, status; at most MAX_LISTED), ``applied`` False.  With ``firing``,
+    test alerts its scope leaves out are named in the reason with why (``ignored: other_cluster``) and
+    listed in ``ignored`` (test_id -> reason); a real alert like them would be ignored too."""
     tests = [a for a in alerts if is_test_alert(a.labels)]
-    named = [
-        f"{a.labels.get(ALERTNAME_LABEL, '?')}[{a.labels.get(TEST_ID_LABEL, '-')}] {a.status}" for a in tests
-    ][:MAX_LISTED]
-    return {
+    scope = {id(a): firing.out_of_scope(a.labels) if firing is not None else None for a in tests}
+    named = [_named(a, scope[id(a)], firing) for a in tests][:MAX_LISTED]
+    entry: dict[str, Any] = {
         "kind": OutcomeKind.TEST.value,
         "reason": f"test alert received from Alertmanager: {', '.join(named)}; no lever moved",
         "test_ids": sorted({a.labels.get(TEST_ID_LABEL, "") for a in tests})[:MAX_LISTED],
         "applied": False,
     }
+    ignored = {a.labels.get(TEST_ID_LABEL, ""): r.value for a in tests if (r := scope[id(a)]) is not None}
+    if ignored:
+        entry["ignored"] = dict(list(ignored.items())[:MAX_LISTED])
+    return entry
+
+
+def _named(alert: AlertLike, reason: IgnoreReason | None, firing: FiringSet | None) -> str:
+    """``MqttlbTestAlert[<test_id>] firing``, plus why the scope leaves it out, e.g. `` (ignored:
+    other_cluster; this webhook's cluster is local)``."""
+    text = f"{alert.labels.get(ALERTNAME_LABEL, '?')}[{alert.labels.get(TEST_ID_LABEL, '-')}] {alert.status}"
+    if reason is None or firing is None:
+        return text
+    if reason is IgnoreReason.OTHER_CLUSTER:
+        return f"{text} (ignored: {reason.value}; this webhook's cluster is {firing.cluster})"
+    return f"{text} (ignored: {reason.value}; this webhook's nodes are {', '.join(sorted(firing.nodes or ()))})"
 
 
 def record_test_alerts(recorder: Recorder, alerts: list[AlertLike], result: ApplyResult) -> bool:
@@ -48,7 +68,7 @@ def record_test_alerts(recorder: Recorder, alerts: list[AlertLike], result: Appl
     ``alerts``): log, audit, count.  Returns True when there were any."""
     if not any(i.reason is IgnoreReason.TEST for i in result.ignored):
         return False
-    entry = test_alert_entry(alerts)
+    entry = test_alert_entry(alerts, recorder.firing)
     recorder.metrics.actions.labels(OutcomeKind.TEST.value).inc()
     recorder.record(entry)
     log.info("%s", entry["reason"])
