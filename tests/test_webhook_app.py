@@ -398,6 +398,20 @@ def test_home_page_is_html_and_escapes_the_cluster_name(tmp_path: Path):
     assert "EDS snapshot version 1" in page
 
 
+def test_home_page_shows_each_nodes_weights_shed_level_and_drains(h: Harness):
+    """Trial: README called / 'a page: weights, shedding, links' but it showed no weight."""
+    h.client.post("/drain", data=valid_drain(), headers=AUTH)
+    h.controller.reconcile_once()
+    page = h.client.get("/").get_data(as_text=True)
+    assert "shed level 0; draining: node2;\nfiring alerts: none." in page
+    assert "<th>weight decided</th><th>published</th>\n<th>applied (Envoy)</th><th>draining</th>" in page
+    for node in h.controller.status()["nodes"]:
+        weight = node["weight"]
+        assert f"<tr><td>{node['node']}</td><td>{node['health']}</td>" in page and weight is not None
+        draining = "yes" if node["node"] == "node2" else "no"
+        assert f"<td>{weight}</td><td>{node['published']}</td>" in page and f"<td>{draining}</td></tr>" in page
+
+
 def test_readyz_before_and_after_start(tmp_path: Path):
     h = build(tmp_path, start=False)
     assert h.client.get("/healthz").json == {"status": "ok"}

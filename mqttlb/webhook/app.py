@@ -19,7 +19,8 @@ for Envoys that cannot send a header.
 - ``POST /v3/discovery:endpoints``: REST-JSON EDS, from the current immutable snapshot (credential unless
   ``open_routes`` has ``eds``).
 - ``GET /status``: the controller's state, the firing set and the published snapshot, as JSON.
-- ``GET /metrics``, ``/healthz``, ``/readyz``, and ``GET /`` (a short page for people).
+- ``GET /metrics``, ``/healthz``, ``/readyz``, and ``GET /`` (a page for people: per node health, CPU,
+  connections, weight decided/published/applied, draining; shed level, firing alerts, links).
 - ``GET /runbooks/`` and ``GET /runbooks/<AlertName>.md``: the shipped runbooks, the target of every
   alert's ``runbook_url`` on the local stack; open without a credential like the probes (public documents,
   no state; see :mod:`mqttlb.webhook.runbooks`).
@@ -42,7 +43,7 @@ import html
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from flask import Flask, Response, abort, jsonify, request
@@ -155,7 +156,13 @@ def _alerts_answer(result: ApplyResult) -> dict[str, Any]:
 
 HOME_PAGE = """<!doctype html><title>mqttlb rebalancer</title>
 <h1>mqttlb rebalancer</h1>
-<p>Cluster <b>{cluster}</b>{dry}. EDS snapshot version {version}; shed level {shed}.</p>
+<p>Cluster <b>{cluster}</b>{dry}. EDS snapshot version {version}; shed level {shed}; draining: {draining};
+firing alerts: {firing}.</p>
+<table border="1" cellpadding="4">
+<tr><th>node</th><th>health</th><th>CPU</th><th>connections</th><th>weight decided</th><th>published</th>
+<th>applied (Envoy)</th><th>draining</th></tr>
+{rows}
+</table>
 <ul>
 <li><a href="status">/status</a>: weights decided and published, draining, shedding, firing alerts (JSON)</li>
 <li><a href="metrics">/metrics</a>: Prometheus metrics</li>
@@ -164,6 +171,22 @@ HOME_PAGE = """<!doctype html><title>mqttlb rebalancer</title>
 </ul>
 <p>From a shell: <code>mqttlb status</code>.</p>
 """
+
+
+def _home_row(node: Mapping[str, Any]) -> str:
+    """One ``<tr>`` of the home page for one node of :meth:`Controller.status` (``-``: not known yet)."""
+
+    def cell(value: Any, percent: bool = False) -> str:
+        if value is None:
+            return "<td>-</td>"
+        if percent and isinstance(value, float):
+            return f"<td>{value:.0%}</td>"
+        if isinstance(value, bool):
+            return f"<td>{'yes' if value else 'no'}</td>"
+        return f"<td>{html.escape(str(value))}</td>"
+
+    keys = ("health", "cpu", "connections", "weight", "published", "applied", "draining")
+    return f"<tr><td>{html.escape(node['node'])}</td>" + "".join(cell(node[k], k == "cpu") for k in keys) + "</tr>"
 
 
 def create_app(
@@ -356,11 +379,17 @@ def create_app(
     @app.get("/")
     def home() -> Response:
         snapshot = controller.snapshot
+        status = controller.status()
+        nodes, firing = status["nodes"], status["firing"]
+        draining = [n["node"] for n in nodes if n["draining"]]
         page = HOME_PAGE.format(
             cluster=html.escape(controller.config.cluster),
             dry=" (dry run: decides and logs, does not act)" if controller.config.dry_run else "",
             version=snapshot.version if snapshot else "-",
             shed=controller.state.shed_level,
+            draining=html.escape(", ".join(draining)) if draining else "none",
+            rows="\n".join(_home_row(n) for n in nodes),
+            firing=html.escape(", ".join(a["alertname"] for a in firing["alerts"]) or "none"),
         )
         return Response(page, mimetype="text/html")
 
