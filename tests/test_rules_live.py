@@ -157,7 +157,7 @@ def test_hot_broker_fires_cpu_high_into_alertmanager(live_stack: Stack) -> None:
         deviation = _by_node(live_stack, s.NODE_CPU_DEVIATION)
 
     alert = alerts[0]
-    assert alert["labels"]["cluster"] == cfg.cluster
+    assert alert["labels"][s.CLUSTER_LABEL] == cfg.cluster
     assert alert["labels"]["action"] == rulegen.ACTION_REBALANCE
     assert alert["labels"]["severity"] == "warning"
     assert alert["annotations"]["runbook_url"].endswith(f"/{s.ALERT_CPU_HIGH}.md")
