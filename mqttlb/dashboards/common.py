@@ -223,15 +223,19 @@ def instance_variable(params: Params) -> G.Template:
     )
 
 
+def _broker_label_values(params: Params, label: str, *narrowing: str) -> str:
+    """Grafana's ``label_values(mqtt_broker_up{<broker selector>, <narrowing...>}, <label>)``: the values of
+    ``label`` among the scraped brokers, narrowed by the variables above it (matcher strings)."""
+    matchers = ", ".join([scrape_selector(params.broker_selector), *narrowing])
+    return f"label_values({contract.BROKER_UP}{{{matchers}}}, {label})"
+
+
 def namespace_variable(params: Params) -> G.Template:
     """Kubernetes namespace of the brokers' exporter; "All" (the default) matches series without one too."""
     return G.Template(
         name="namespace",
         label="Namespace",
-        query=(
-            f"label_values({contract.BROKER_UP}{{{scrape_selector(params.broker_selector)}}}, "
-            f"{contract.NAMESPACE_LABEL})"
-        ),
+        query=_broker_label_values(params, contract.NAMESPACE_LABEL),
         dataSource=DATASOURCE,
         default=ALL,
         includeAll=True,
@@ -244,10 +248,7 @@ def cluster_variable(params: Params) -> G.Template:
     return G.Template(
         name="cluster",
         label="Broker cluster",
-        query=(
-            f"label_values({contract.BROKER_UP}{{{scrape_selector(params.broker_selector)}, {namespace_selector()}}}, "
-            f"{params.mqtt_cluster_label})"
-        ),
+        query=_broker_label_values(params, params.mqtt_cluster_label, namespace_selector()),
         dataSource=DATASOURCE,
         default=DEFAULT_CLUSTER,
         refresh=G.REFRESH_ON_TIME_RANGE_CHANGE,
@@ -258,10 +259,7 @@ def node_variable(params: Params) -> G.Template:
     return G.Template(
         name="node",
         label="Node",
-        query=(
-            f"label_values({contract.BROKER_UP}{{{scrape_selector(params.broker_selector)}, "
-            f"{cluster_selector(params)}}}, node)"
-        ),
+        query=_broker_label_values(params, "node", cluster_selector(params)),
         dataSource=DATASOURCE,
         default=ALL,
         multi=True,
