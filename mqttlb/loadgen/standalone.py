@@ -53,8 +53,10 @@ def standalone_mosquitto(start_timeout: float = 10.0, extra_config: Sequence[str
     directory = Path(tempfile.mkdtemp(prefix="mqttlb-lg-broker-"))
     port = free_port()
     conf = directory / "mosquitto.conf"
+    # "user root" is ignored unless started as root, where it stops Mosquitto dropping to a user that
+    # cannot read a plugin under a 0700 directory (a checkout in `mktemp -d`), as the stack's nodes do.
     conf.write_text(
-        f"listener {port} {LOOPBACK}\nallow_anonymous true\nmax_connections -1\npersistence false\n"
+        f"listener {port} {LOOPBACK}\nallow_anonymous true\nmax_connections -1\npersistence false\nuser root\n"
         "log_dest stderr\nlog_type error\nlog_type warning\n" + "".join(f"{line}\n" for line in extra_config)
     )
     log = (directory / "mosquitto.log").open("wb")
