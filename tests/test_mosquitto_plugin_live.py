@@ -446,7 +446,8 @@ def test_a_missing_plugin_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_
 ], ids=["no control client", "rate not a number", "max clients 0", "unknown option"])
 def test_a_misconfigured_plugin_stops_the_broker(change: Any, message: str, tmp_path: Path) -> None:
     conf = tmp_path / "mosquitto.conf"
-    conf.write_text("\n".join(["listener 0 127.0.0.1", "log_dest stdout", *change(config_lines())]) + "\n")
+    # "user root": as root Mosquitto would drop to its own user, which cannot read the plugin in a 0700 checkout.
+    conf.write_text("\n".join(["listener 0 127.0.0.1", "log_dest stdout", "user root", *change(config_lines())]) + "\n")
     result = subprocess.run([mosquitto_binary(), "-c", str(conf)], capture_output=True, text=True, timeout=20)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
