@@ -57,8 +57,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from mqttlb.brokers.eviction import (
     EVICTION_REASON_CODES,
-    REASON_USE_ANOTHER_SERVER,
     ClientLoad,
+    EvictCommand,
+    EvictionAdapter,
     EvictionError,
     EvictResult,
 )
@@ -144,7 +145,7 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}{more}"
 
 
-class EmqxEvictionAdapter:
+class EmqxEvictionAdapter(EvictionAdapter):
     """The eviction side of one EMQX 5 node, through the cluster's REST API at ``base_url``
     (``http://host:18083``; any node of the cluster answers for all).
 
@@ -421,15 +422,7 @@ class EmqxEvictionAdapter:
             (evicted if kicked else gone).append(client_id)
         return evicted, gone
 
-    def evict(
-        self,
-        client_ids: Sequence[str],
-        *,
-        max_per_second: float,
-        reason_code: int = REASON_USE_ANOTHER_SERVER,
-        server_reference: str | None = None,
-        allow_persistent: bool = False,
-    ) -> EvictResult:
+    def _evict(self, command: EvictCommand) -> EvictResult:
         """Kick ``client_ids`` off this node at no more than ``max_per_second`` clients/s; returns when done.
 
         Whole or nothing: the command is first checked against the bounds (EvictionError, no request made),
@@ -442,10 +435,10 @@ class EmqxEvictionAdapter:
         :class:`EmqxEvictionInterrupted` (an EvictionError naming the clients already kicked) when it fails
         part-way.
         """
-        ids = self._check_command(client_ids, max_per_second, reason_code)
+        ids = self._check_command(command.client_ids, command.max_per_second, command.reason_code)
         if not ids:
-            return EvictResult((), (), (), "nothing to evict")
-        unknown, refused = self._preflight(ids, allow_persistent)
+            return EvictResult.nothing_to_evict()
+        unknown, refused = self._preflight(ids, command.allow_persistent)
         if unknown or refused:
             why = []
             if unknown:
@@ -453,9 +446,9 @@ class EmqxEvictionAdapter:
             if refused:
                 why.append(f"{len(refused)} with a persistent session (allow_persistent not set)")
             return EvictResult((), tuple(unknown), tuple(refused), f"nothing evicted: {'; '.join(why)}")
-        evicted, gone = self._paced(ids, max_per_second)
-        asked = f"; asked for {reason_code:#04x}"
-        if server_reference:
-            asked += f" with server reference {server_reference}"
+        evicted, gone = self._paced(ids, command.max_per_second)
+        asked = f"; asked for {command.reason_code:#04x}"
+        if command.server_reference:
+            asked += f" with server reference {command.server_reference}"
         left = f"; {len(gone)} left by themselves" if gone else ""
         return EvictResult(tuple(evicted), tuple(gone), (), f"{len(evicted)} evicted{left}. {KICK_NOTE}{asked}")

@@ -9,9 +9,10 @@ error answer and changes nothing.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any
 
 # MQTT 5 DISCONNECT reason codes a server may send (OASIS MQTT 5.0, 3.14.2.1).
 REASON_ADMINISTRATIVE_ACTION = 0x98
@@ -56,15 +57,55 @@ class EvictResult:
     refused: tuple[str, ...]
     reason: str
 
+    @classmethod
+    def nothing_to_evict(cls) -> EvictResult:
+        """The answer to a command with no clients: nothing asked, nothing done."""
+        return cls((), (), (), "nothing to evict")
 
-class EvictionAdapter(Protocol):
-    """A broker node's eviction side."""
+
+@dataclass(frozen=True)
+class EvictCommand:
+    """One evict command as :meth:`EvictionAdapter.evict` was given it (not yet checked against any bound).
+
+    ``client_ids``: the clients to disconnect, as given; ``max_per_second``: clients/s at most;
+    ``reason_code``: the MQTT 5 DISCONNECT reason (one of :data:`EVICTION_REASON_CODES` when valid);
+    ``server_reference``: the Server Reference property to send with it, None for none;
+    ``allow_persistent``: whether clients with a persistent session may be moved.
+    """
+
+    client_ids: Sequence[str]
+    max_per_second: float
+    reason_code: int
+    server_reference: str | None
+    allow_persistent: bool
+
+    def wire(self) -> dict[str, Any]:
+        """The command as the mqttlb plugin and extension take it (JSON, camelCase keys):
+        ``clients``, ``maxPerSecond``, ``reasonCode``, ``allowPersistent`` and ``serverReference`` when set."""
+        body: dict[str, Any] = {
+            "clients": list(self.client_ids),
+            "maxPerSecond": float(self.max_per_second),
+            "reasonCode": self.reason_code,
+            "allowPersistent": self.allow_persistent,
+        }
+        if self.server_reference is not None:
+            body["serverReference"] = self.server_reference
+        return body
+
+    def batch_seconds(self) -> float:
+        """How long the paced batch takes at ``max_per_second`` (s): ``(n - 1) / max_per_second``, 0 for a
+        rate that is not > 0 (the broker refuses that command)."""
+        return (len(self.client_ids) - 1) / self.max_per_second if self.max_per_second > 0 else 0.0
+
+
+class EvictionAdapter(ABC):
+    """A broker node's eviction side; a broker's adapter implements :meth:`clients` and :meth:`_evict`."""
 
     shared_sessions: bool  # True when a session survives a move to another node (HiveMQ cluster)
 
+    @abstractmethod
     def clients(self) -> list[ClientLoad]:
         """The node's clients with their load.  Raises EvictionError."""
-        ...
 
     def evict(
         self,
@@ -77,5 +118,10 @@ class EvictionAdapter(Protocol):
     ) -> EvictResult:
         """Disconnect ``client_ids`` at no more than ``max_per_second`` clients/s, MQTT 5 clients with
         ``reason_code`` (and ``server_reference``); persistent sessions only with ``allow_persistent``.
-        Returns when the batch is done.  Raises EvictionError when the command is refused whole."""
-        ...
+        Returns when the batch is done.  Raises EvictionError when the command is refused whole.
+        What each broker can send and how it checks the command: its adapter's :meth:`_evict`."""
+        return self._evict(EvictCommand(client_ids, max_per_second, reason_code, server_reference, allow_persistent))
+
+    @abstractmethod
+    def _evict(self, command: EvictCommand) -> EvictResult:
+        """Carry out ``command`` on this broker (see :meth:`evict`)."""

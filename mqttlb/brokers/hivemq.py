@@ -24,14 +24,13 @@ raises :class:`~mqttlb.brokers.eviction.EvictionError` with a one-line message n
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mqttlb.brokers.eviction import REASON_USE_ANOTHER_SERVER, ClientLoad, EvictionError, EvictResult
+from mqttlb.brokers.eviction import ClientLoad, EvictCommand, EvictionAdapter, EvictionError, EvictResult
 
 API_PREFIX = "/mqttlb/v1/"
 DEFAULT_TIMEOUT_SECONDS = 5.0
@@ -94,7 +93,7 @@ class HivemqClientListing:
     clients: tuple[ClientLoad, ...]
 
 
-class HivemqEvictionAdapter:
+class HivemqEvictionAdapter(EvictionAdapter):
     """The eviction side of one HiveMQ node whose mqttlb extension serves its API at ``base_url``
     (``http://host:port``, the launcher's ``--http-port``).
 
@@ -156,41 +155,19 @@ class HivemqEvictionAdapter:
         and payload bytes/s as the extension's exponentially weighted rates.  Raises EvictionError."""
         return list(self.list_clients().clients)
 
-    def evict(
-        self,
-        client_ids: Sequence[str],
-        *,
-        max_per_second: float,
-        reason_code: int = REASON_USE_ANOTHER_SERVER,
-        server_reference: str | None = None,
-        allow_persistent: bool = False,
-    ) -> EvictResult:
-        """Disconnect ``client_ids`` at <= ``max_per_second``/s; returns when the extension reports the batch
-        done.  MQTT 5 clients get ``reason_code`` (0x98, 0x9C or 0x9D) and, for 0x9C/0x9D, the Server
-        Reference (``server_reference``, else the node's ``--server-reference``, else none).
+    def _evict(self, command: EvictCommand) -> EvictResult:
+        """``POST evict``; returns when the extension reports the batch done.  MQTT 5 clients get the
+        ``reason_code`` (0x98, 0x9C or 0x9D) and, for 0x9C/0x9D, the Server Reference (``server_reference``,
+        else the node's ``--server-reference``, else none).
 
         Unknown or refused ids come back in the result with nothing done; an empty ``client_ids`` returns
         an empty result without asking.  Raises EvictionError when the command is refused whole (over a
         bound, busy, malformed, token not accepted) or unanswered.
         """
-        if not client_ids:
-            return EvictResult((), (), (), "nothing to evict")
-        body: dict[str, Any] = {
-            "clients": list(client_ids),
-            "maxPerSecond": float(max_per_second),
-            "reasonCode": reason_code,
-            "allowPersistent": allow_persistent,
-        }
-        if server_reference is not None:
-            body["serverReference"] = server_reference
-        duration = (len(client_ids) - 1) / max_per_second if max_per_second > 0 else 0.0
-        answer = self._call("POST", "evict", _EvictAnswer, self._timeout + duration, body)
-        return EvictResult(
-            evicted=tuple(answer.evicted),
-            unknown=tuple(answer.unknown),
-            refused=tuple(answer.refused),
-            reason=answer.reason,
-        )
+        if not command.client_ids:
+            return EvictResult.nothing_to_evict()
+        answer = self._call("POST", "evict", _EvictAnswer, self._timeout + command.batch_seconds(), command.wire())
+        return EvictResult(tuple(answer.evicted), tuple(answer.unknown), tuple(answer.refused), answer.reason)
 
     def set_available(self, available: bool) -> bool:
         """Switch the node's availability endpoint: ``available`` True -> accepting (its health check answers

@@ -21,7 +21,7 @@ import logging
 import ssl
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -32,7 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mqttlb import contract
-from mqttlb.brokers.eviction import REASON_USE_ANOTHER_SERVER, ClientLoad, EvictionError, EvictResult
+from mqttlb.brokers.eviction import ClientLoad, EvictCommand, EvictionAdapter, EvictionError, EvictResult
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class ClientListing:
     limits: PluginLimits
 
 
-class MosquittoEvictionAdapter:
+class MosquittoEvictionAdapter(EvictionAdapter):
     """The eviction side of one Mosquitto node at ``host:port`` (connect directly, not through Envoy).
 
     ``client_id`` / ``username`` / ``password``: the control identity the plugin is configured with.
@@ -243,39 +243,17 @@ class MosquittoEvictionAdapter:
         load.  Raises EvictionError."""
         return list(self.list_clients().clients)
 
-    def evict(
-        self,
-        client_ids: Sequence[str],
-        *,
-        max_per_second: float,
-        reason_code: int = REASON_USE_ANOTHER_SERVER,
-        server_reference: str | None = None,
-        allow_persistent: bool = False,
-    ) -> EvictResult:
-        """Disconnect ``client_ids`` at <= ``max_per_second``/s; returns when the plugin reports the batch done.
+    def _evict(self, command: EvictCommand) -> EvictResult:
+        """``evict``; returns when the plugin reports the batch done.
 
         Unknown or refused ids come back in the result with nothing done (the plugin's answer text as
         ``reason``); an empty ``client_ids`` returns an empty result without asking.  Raises EvictionError
         when the command is refused whole (above a bound, busy, malformed, not authorised) or unanswered.
         """
-        if not client_ids:
-            return EvictResult((), (), (), "nothing to evict")
-        command: dict[str, Any] = {
-            "command": "evict",
-            "clients": list(client_ids),
-            "maxPerSecond": max_per_second,
-            "reasonCode": reason_code,
-            "allowPersistent": allow_persistent,
-        }
-        if server_reference is not None:
-            command["serverReference"] = server_reference
-        duration = (len(client_ids) - 1) / max_per_second if max_per_second > 0 else 0.0
-        answer = self._request(command, self._timeout + duration)
+        if not command.client_ids:
+            return EvictResult.nothing_to_evict()
+        answer = self._request({"command": "evict", **command.wire()}, self._timeout + command.batch_seconds())
         if answer.error and not (answer.unknown or answer.refused):
             raise EvictionError(f"Mosquitto at {self.address}: evict refused: {answer.error}")
-        return EvictResult(
-            evicted=tuple(answer.evicted),
-            unknown=tuple(answer.unknown),
-            refused=tuple(answer.refused),
-            reason=answer.error or answer.message,
-        )
+        reason = answer.error or answer.message
+        return EvictResult(tuple(answer.evicted), tuple(answer.unknown), tuple(answer.refused), reason)
