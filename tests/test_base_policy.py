@@ -111,6 +111,28 @@ def test_decide_targets_depend_on_the_base_policy() -> None:
     assert shares["node2"] == pytest.approx(shares["node3"]) and shares["node1"] < shares["node2"] / 10
 
 
+def test_least_request_counts_what_envoy_holds_not_clients_that_bypass_it() -> None:
+    """A hot node whose clients connect straight to the broker: Envoy's least request divides by Envoy's own
+    active count (0 here), so the broker's 8 connections must not raise the hot node's weight."""
+    def samples(envoy_active: float | None) -> dict[str, NodeSample]:
+        return {
+            "node1": NodeSample(cpu=0.9, connections=8, age_seconds=1, envoy_active=envoy_active),
+            "node2": NodeSample(cpu=0.1, connections=0, age_seconds=1, envoy_active=envoy_active),
+            "node3": NodeSample(cpu=0.1, connections=0, age_seconds=1, envoy_active=envoy_active),
+        }
+
+    p = _params("LEAST_REQUEST").policy
+
+    def targets(envoy_active: float | None) -> dict[str, float]:
+        d = policy.decide(NODES, samples(envoy_active), dict.fromkeys(NODES, 100), {}, p, now=100.0,
+                          last_change=None, cooldown_seconds=10)
+        return {n.node: n.target_weight or 0.0 for n in d.nodes}
+
+    through_envoy = targets(0.0)
+    assert through_envoy["node1"] < through_envoy["node2"] / 10  # steered away, as Envoy will see it
+    assert targets(None)["node1"] > through_envoy["node1"]  # unknown: the broker's count stands in
+
+
 def test_params_refuse_an_unknown_base_and_a_negative_bias() -> None:
     with pytest.raises(ValueError, match="base_policy"):
         _params("RANDOM")

@@ -70,10 +70,14 @@ def test_slow_start_is_off_by_default_and_rendered_only_when_a_window_is_set(tmp
     def lb_config(**settings: str) -> dict:
         cfg = load_stack_config(env={}, overrides={"state_dir": str(tmp_path), **settings})
         cluster = envoy_bootstrap(native_topology(cfg))["static_resources"]["clusters"]
-        return next(c for c in cluster if c["name"] == cfg.envoy_cluster).get("round_robin_lb_config", {})
+        found = next(c for c in cluster if c["name"] == cfg.envoy_cluster)
+        return found.get("round_robin_lb_config" if cfg.lb_policy == "ROUND_ROBIN" else "least_request_lb_config", {})
 
-    assert lb_config() == {}  # the shipped stack.yaml: round robin rotates from the first connection
-    assert lb_config(slow_start_window="20s")["slow_start_config"]["slow_start_window"] == "20s"
+    # the shipped stack.yaml: least request, no slow start, so every node takes connections from the first one
+    assert "slow_start_config" not in lb_config()
+    for policy in ("LEAST_REQUEST", "ROUND_ROBIN"):
+        window = lb_config(lb_policy=policy, slow_start_window="20s")["slow_start_config"]["slow_start_window"]
+        assert window == "20s"
 
 
 def test_later_layers_merge_into_params_key_by_key(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ for *every* node of the cluster.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -98,7 +99,10 @@ class ClusterObserver:
         )
         connections = [s.connections for n, s in samples.items() if n not in down and s.connections is not None]
         return Observation(
-            samples=samples,
+            samples={
+                n: dataclasses.replace(s, envoy_active=float(endpoints[n].cx_active)) if n in endpoints else s
+                for n, s in samples.items()
+            },
             fast_cpu=_per_node(parts["cpu_fast"]),
             down=down,
             active_connections=sum(e.cx_active for e in endpoints.values()),

@@ -25,6 +25,10 @@ class NodeSample:
     cpu: float | None  # utilisation 0..1 of the node's cores (NODE_CPU); None = no sample
     connections: float | None  # MQTT connections held (NODE_CONNECTIONS)
     age_seconds: float | None  # age of the CPU sample; None = unknown (treated as stale)
+    # Connections Envoy holds to the node (its /clusters cx_active): what LEAST_REQUEST divides the weight
+    # by.  Clients that reach the broker past Envoy count in ``connections`` but not here.  None = unknown
+    # (the policy then uses ``connections``).
+    envoy_active: float | None = None
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,8 @@ def _targets(cpu: Mapping[str, float], samples: Mapping[str, NodeSample], params
     """Target weight of each node in ``cpu`` (node -> smoothed utilisation 0..1): its share of the new
     connections from spare CPU (``policy_base.target_shares``), turned into the weights that make Envoy's
     base policy (``params.base_policy``) hand out that share at the nodes' current connection counts
-    (``policy_base.weights_for_shares``); the mean target is ``neutral_weight``."""
+    (``policy_base.weights_for_shares``: Envoy's own active count where known, else the broker's); the mean
+    target is ``neutral_weight``."""
     # Targets depend on the samples only, never on the current weights: bounded steps then converge,
     # and the weights cannot inflate or deflate over time.
     shares = policy_base.target_shares(cpu, params.spare_exponent)
@@ -154,9 +159,16 @@ def _targets(cpu: Mapping[str, float], samples: Mapping[str, NodeSample], params
         shares,
         params.base_policy,
         neutral_weight=params.neutral_weight,
-        active={n: samples[n].connections if n in samples else None for n in cpu},
+        active={n: _envoy_active(samples.get(n)) for n in cpu},
         active_request_bias=params.active_request_bias,
     )
+
+
+def _envoy_active(sample: NodeSample | None) -> float | None:
+    """The active-connection count Envoy's least request sees for a node: Envoy's own, else the broker's."""
+    if sample is None:
+        return None
+    return sample.envoy_active if sample.envoy_active is not None else sample.connections
 
 
 def _stepped(before: Mapping[str, int], targets: Mapping[str, float], params: PolicyParams) -> dict[str, int]:
