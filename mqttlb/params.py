@@ -257,6 +257,7 @@ class Params(_Strict):
     exporter_down_for: Duration
     endpoint_unhealthy_for: Duration
     rebalancer_failing_for: PositiveDuration  # also the range of increase(failures[...])
+    cpu_missing_for: Duration = "5m"  # an up broker without a CPU utilisation sample (MqttBrokerCpuMissing)
     # The controller steers before the alert fires once a node's short-window CPU (NODE_CPU_FAST)
     # above cpu_high, integrated, reaches (1 - cpu_high) x this (see mqttlb.webhook.plan.early_hot).
     early_steer_for: Duration = "5s"

@@ -27,6 +27,7 @@ from mqttlb.commandline import parse_args, refuse
 from mqttlb.contract import (
     ALERT_BROKER_DOWN,
     ALERT_CPU_CRITICAL,
+    ALERT_CPU_MISSING,
     ALERT_CPU_HIGH,
     ALERT_ENDPOINT_UNHEALTHY,
     ALERT_EXPORTER_DOWN,
@@ -351,6 +352,17 @@ def alerts(p: Params) -> list[_Alert]:
             f"(value {{{{ $value | printf \"%.1f\" }}}}: "
             f"failures in the last {p.rebalancer_failing_for}, or 0 when it is not scraped) for "
             f"{p.rebalancer_failing_for}. Envoy weights and shedding are no longer steered.",
+        ),
+        _Alert(
+            ALERT_CPU_MISSING,
+            f"{_up_nodes(p)}\n  unless on ({node_labels(p)}) {s.NODE_CPU}",
+            p.cpu_missing_for,
+            "warning",
+            ACTION_PAGE,
+            "MQTT broker {{ $labels.node }} is up but its CPU is not measured",
+            f"Node {{{{ $labels.node }}}} of cluster {cl} answers, but {s.NODE_CPU} has had no sample for it "
+            f"for {p.cpu_missing_for} (CPU source {p.broker_cpu.source}). The CPU alerts cannot fire for it and "
+            "the rebalancer keeps its weight.",
         ),
     ]
 

@@ -93,6 +93,7 @@ def test_alerts_carry_labels_annotations_and_runbooks(default_files: dict[str, s
         "EnvoyEndpointUnhealthy": ("page", "warning"),
         "MqttExporterDown": ("page", "critical"),
         "MqttRebalancerFailing": ("page", "critical"),
+        "MqttBrokerCpuMissing": ("page", "warning"),
     }
     for name, rule in alerts.items():
         assert (rule["labels"]["action"], rule["labels"]["severity"]) == expected_actions[name]
