@@ -27,8 +27,8 @@ from mqttlb.commandline import parse_args, refuse
 from mqttlb.contract import (
     ALERT_BROKER_DOWN,
     ALERT_CPU_CRITICAL,
-    ALERT_CPU_MISSING,
     ALERT_CPU_HIGH,
+    ALERT_CPU_MISSING,
     ALERT_ENDPOINT_UNHEALTHY,
     ALERT_EXPORTER_DOWN,
     ALERT_IMBALANCED,
