@@ -58,7 +58,7 @@ test: install lint typecheck helm
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -ra -m "not hivemq and not scenario and not slow"
 
 # The slow live tests (`-m slow`, about 4.5 min): the Alertmanager HA pair, the end-to-end alert loop, a hot
-# broker's alert into Alertmanager, the SIGKILL sweep of the publish path and the short experiment.
+# broker's alert into Alertmanager and the SIGKILL sweep of the publish path.
 test-slow: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -ra -m "slow and not hivemq and not scenario"
 

@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "alertmanager-config": ("mqttlb.alertmanager_config", "render the Alertmanager config"),
     "dashboards": ("mqttlb.dashboards.cli", "generate, check and render the Grafana dashboards"),
     "loadgen": ("mqttlb.loadgen.cli", "MQTT load generator (loopback only unless told otherwise)"),
-    "experiment": ("mqttlb.loadgen.experiment", "compare balancing policies on one seeded workload"),
+    "experiment": ("mqttlb.loadgen.scenarios.cli", "run a named scenario under each balancing policy and seed"),
 }
 
 # Commands that reload on SIGHUP: they queue SIGHUP before their (slow) imports, see mqttlb.reload.

@@ -197,6 +197,27 @@ def test_bad_flags_are_refused_before_any_stack_starts(capsys: pytest.CaptureFix
         build_parser().parse_args(["--scenario", "nope"])
 
 
+def test_mqttlb_experiment_without_a_scenario_runs_gateway_sites(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mqttlb.cli import main as mqttlb_main
+
+    args = build_parser().parse_args([])
+    assert (args.scenario, args.seeds, args.params) == ("gateway-sites", "1,2,3", "shipped")
+    # --report-only on an empty directory: the runner's own path, refused for want of a gateway-sites run
+    assert mqttlb_main(["experiment", "--report-only", "--out", str(tmp_path)]) == 2
+    assert f"no run of gateway-sites under {tmp_path / 'runs'}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("retired", [["--workload", "w.yaml"], ["--sites", "2"], ["--duration", "30"]])
+def test_the_retired_single_seed_flags_are_usage_errors(retired: list[str]) -> None:
+    from mqttlb.cli import main as mqttlb_main
+
+    with pytest.raises(SystemExit) as exited:
+        mqttlb_main(["experiment", *retired])
+    assert exited.value.code == 2
+
+
 # --- arm settings ------------------------------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from mqttlb.loadgen.experiment import main
+from mqttlb.loadgen.scenarios.cli import main
 
 pytestmark = [pytest.mark.live, pytest.mark.scenario]
 

@@ -2,8 +2,8 @@
 
 Pure: each :class:`Scenario` builds its :class:`~mqttlb.loadgen.workload.Workload` for a port and a seed
 and lists its node events; the runner (``runner.py``) runs it under each policy.  Every scenario has a
-full form (``make experiment SCENARIO=...``) and a short one (``--short``: seconds, a smoke run that
-proves the pipeline, not the figures).
+full form (``make experiment SCENARIO=...``) and a short one (``mqttlb experiment --short``: seconds, a smoke
+run that proves the pipeline, not the figures).
 
 ``steerable`` says plainly whether Envoy weights can move the load at all, and why: weights steer only
 new connections, so load that never reconnects can be moved by the evict lever only.
@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mqttlb.loadgen.experiment_workload import experiment_workload
 from mqttlb.loadgen.scenarios.arm import NodeEvent
 from mqttlb.loadgen.scenarios.workloads import (
     flash_crowd_workload,
+    gateway_sites_workload,
     heterogeneous_workload,
     pareto_workload,
     restart_workload,
@@ -57,8 +57,8 @@ def _gateway_sites(short: bool) -> Scenario:
     mobiles, sensors = (60, 40) if short else (180, 100)
 
     def build(port: int, seed: int) -> Workload:
-        return experiment_workload(port, duration, seed, sites=3, uplink_rate=250.0, mobiles=mobiles,
-                                   mobile_rate=10.0, sensors=sensors)
+        return gateway_sites_workload(port, duration, seed, sites=3, uplink_rate=250.0, mobiles=mobiles,
+                                      mobile_rate=10.0, sensors=sensors)
 
     return Scenario(
         "gateway-sites",

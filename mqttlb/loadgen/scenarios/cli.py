@@ -1,4 +1,5 @@
-"""``mqttlb experiment --scenario NAME``: run a named scenario under each policy and seed, write its report.
+"""``mqttlb experiment [--scenario NAME]``: run a named scenario (default gateway-sites) under each policy and
+seed, write its report.
 
 Scenarios (``catalog.py``): gateway-sites, heterogeneous, pareto, slow-churn, restart-pileup, flash-crowd.
 Policies (``policies.py``): round-robin, least-request, weighted-cpu-rr, weighted-cpu-lr, weighted-cpu+evict.
@@ -29,19 +30,21 @@ from mqttlb.logs import add_log_flags
 
 log = logging.getLogger("mqttlb.loadgen.scenarios")
 
+DEFAULT_SCENARIO = "gateway-sites"
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="mqttlb experiment --scenario",
+        prog="mqttlb experiment",
         description="Run a named scenario under each balancing policy and seed, one fresh local stack per run, "
         "and write a report (median and range over seeds, ratios against round robin and least request, "
         "settling, weight reversals, QoS 1, CPU budget). Scenarios: " + ", ".join(catalog.NAMES)
         + ". Policies: " + ", ".join(POLICIES) + ".",
     )
-    p.add_argument("--scenario", required=True, choices=catalog.NAMES, help="the scenario to run")
+    p.add_argument("--scenario", default=DEFAULT_SCENARIO, choices=catalog.NAMES,
+                   help=f"the scenario to run (default {DEFAULT_SCENARIO})")
     p.add_argument("--out", type=Path, help="report directory (default ./experiment-<scenario>)")
     p.add_argument("--seeds", default="1,2,3", help="comma-separated workload seeds (default 1,2,3)")
     p.add_argument("--policies", default=",".join(POLICIES),

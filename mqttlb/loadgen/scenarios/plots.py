@@ -1,5 +1,5 @@
-"""The scenarios' own charts (matplotlib, no display); the per-node charts come from
-:mod:`mqttlb.loadgen.plots`."""
+"""The scenarios' charts (matplotlib, no display): CPU max squared deviation over time, evictions and
+connects around eviction batches."""
 
 from __future__ import annotations
 
@@ -10,12 +10,20 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from mqttlb.loadgen.plots import _save  # noqa: E402
 from mqttlb.loadgen.scenarios.analysis import Batch  # noqa: E402
 
 Series = tuple[Sequence[float], Sequence[float]]  # times (s since load start), values
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    """Lay ``fig`` out, write it to ``path`` as PNG (90 dpi), close it; returns ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def msd_over_time(
