@@ -133,6 +133,14 @@ def heavy_starts(seed: int, heavies: int, ramp: float, chunks: int = LIGHT_CHUNK
     return sorted(round((slot + 0.5) * gap, 3) for slot in slots)
 
 
+def _heavy_profiles(seed: int, heavies: int, heavy_rate: float, ramp: float) -> list[Profile]:
+    """``heavies`` QoS 0 publishers at ``heavy_rate`` msg/s, one profile each, starting at :func:`heavy_starts`."""
+    return [
+        _profile(name=f"heavy{i}", count=1, rate=heavy_rate, size=64, qos=0, start=start)
+        for i, start in enumerate(heavy_starts(seed, heavies, ramp))
+    ]
+
+
 def heterogeneous_workload(
     port: int,
     duration: float,
@@ -154,10 +162,7 @@ def heterogeneous_workload(
         for k in range(LIGHT_CHUNKS)
         if per_chunk + (1 if k < extra else 0) > 0
     ]
-    profiles += [
-        _profile(name=f"heavy{i}", count=1, rate=heavy_rate, size=64, qos=0, start=start)
-        for i, start in enumerate(heavy_starts(seed, heavies, ramp))
-    ]
+    profiles += _heavy_profiles(seed, heavies, heavy_rate, ramp)
     return build_workload(profiles, port=port, duration=duration, seed=seed, connect_rate=500.0)
 
 
@@ -228,10 +233,7 @@ def flash_crowd_workload(
         _profile(name="light", count=lights, rate=light_rate, size=64, qos=0,
                  session={"kind": "uniform", "a": low, "b": high}),
     ]
-    profiles += [
-        _profile(name=f"heavy{i}", count=1, rate=heavy_rate, size=64, qos=0, start=start)
-        for i, start in enumerate(heavy_starts(seed, heavies, ramp))
-    ]
+    profiles += _heavy_profiles(seed, heavies, heavy_rate, ramp)
     profiles += [
         _profile(name=f"crowd{k}", count=per_group + (1 if k < extra else 0), rate=crowd_rate, size=64, qos=0,
                  start=round(crowd_at + k * crowd_seconds / groups, 3))
