@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from benchstats import describe
 
 from mqttlb import contract
 from mqttlb.envoy_admin import EnvoyAdminClient, EnvoyAdminError
@@ -66,20 +67,6 @@ ALERT_LABELS = {
 VISIBLE_TIMEOUT_SECONDS = 2.0
 POLL_SECONDS = 0.005
 NS_PER_S = 1_000_000_000
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (0 <= q <= 100) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-def describe(name: str, values: list[float]) -> str:
-    """One line: count, p50/p90/p99 and max, values in milliseconds."""
-    if not values:
-        return f"{name:<52} no samples"
-    figures = "  ".join(f"p{q}={percentile(values, q):7.2f} ms" for q in (50, 90, 99))
-    return f"{name:<52} n={len(values):<5} {figures}  max={max(values):7.2f} ms"
 
 
 def episode(i: int, base: datetime) -> tuple[str, str]:

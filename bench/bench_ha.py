@@ -28,18 +28,13 @@ from typing import Any
 
 import requests
 import yaml
+from benchstats import percentile
 
 from mqttlb.stack.ephemeral import free_port
 
 TOKEN = "bench-ha-token-0123456789abcdef"
 READY_TIMEOUT_SECONDS = 30.0
 POLL_SECONDS = 0.01
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (0 <= q <= 100) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 def write_config(folder: Path, name: str, renew: float) -> tuple[Path, str]:

@@ -37,6 +37,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from benchstats import describe, percentile
+
 from mqttlb.envoy_admin import EnvoyAdminClient
 from mqttlb.params import Params
 from mqttlb.stack import builders
@@ -56,19 +58,6 @@ TARGET_P99_MS = 100.0
 TARGET_FLEET = 20
 GAP_SECONDS = 0.02
 SYNC_TIMEOUT_SECONDS = 10.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (0 <= q <= 100) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
-def describe(name: str, values: list[float], unit: str = "ms") -> str:
-    if not values:
-        return f"{name:<46} no samples"
-    figures = "  ".join(f"p{q}={percentile(values, q):8.2f} {unit}" for q in (50, 90, 99))
-    return f"{name:<46} n={len(values):<4} {figures}  max={max(values):8.2f} {unit}"
 
 
 # ----------------------------------------------------------------------------- (a) real Envoys
