@@ -49,7 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -65,6 +65,7 @@ from mqttlb.brokers.eviction import (
 )
 
 API_PREFIX = "/api/v5"
+_Model = TypeVar("_Model", bound=BaseModel)
 DEFAULT_TIMEOUT_SECONDS = 5.0
 DEFAULT_PAGE_LIMIT = 1000  # clients per listing page
 MAX_PAGE_LIMIT = 10_000  # EMQX refuses a larger limit (emqx_dashboard_swagger MAX_ROW_LIMIT)
@@ -246,6 +247,16 @@ class EmqxEvictionAdapter(EvictionAdapter):
             f"{hint.get(response.status_code, '')}"
         )
 
+    def _answer(self, response: requests.Response, path: str, model: type[_Model], what: str = "") -> _Model:
+        """The body of a ``GET path`` answer as ``model``; EvictionError for another status than 200 (the
+        :meth:`_refusal`) or a body that is not one (``what`` follows the path in the message)."""
+        if response.status_code != 200:
+            raise self._refusal("GET", path, response)
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise EvictionError(f"{self._where('GET', path)}{what}: bad answer: {_first_error(exc)}") from None
+
     def _is_not_found(self, response: requests.Response) -> bool:
         """A 404 that says the client is not connected (not a wrong URL, which is a 404 too)."""
         if response.status_code != 404:
@@ -265,13 +276,7 @@ class EmqxEvictionAdapter(EvictionAdapter):
             "limit": self._page_limit,
             "fields": ",".join(LIST_FIELDS),
         }
-        response = self._call("GET", path, params)
-        if response.status_code != 200:
-            raise self._refusal("GET", path, response)
-        try:
-            body = _Page.model_validate_json(response.content)
-        except ValidationError as exc:
-            raise EvictionError(f"{self._where('GET', path)} page {page}: bad answer: {_first_error(exc)}") from None
+        body = self._answer(self._call("GET", path, params), path, _Page, f" page {page}")
         if body.meta.page != page:
             raise EvictionError(f"{self._where('GET', path)}: asked for page {page}, got page {body.meta.page}")
         self._check_nodes(body.data, f"{self._where('GET', path)} page {page}")
@@ -370,12 +375,7 @@ class EmqxEvictionAdapter(EvictionAdapter):
         response = self._call("GET", path)
         if self._is_not_found(response):
             return None
-        if response.status_code != 200:
-            raise self._refusal("GET", path, response)
-        try:
-            client = _Client.model_validate_json(response.content)
-        except ValidationError as exc:
-            raise EvictionError(f"{self._where('GET', path)}: bad answer: {_first_error(exc)}") from None
+        client = self._answer(response, path, _Client)
         if client.clientid != client_id:
             raise EvictionError(f"{self._where('GET', path)}: answered for client {client.clientid!r}")
         return client if client.node == self.node and client.connected else None
