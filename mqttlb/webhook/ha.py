@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 
 from mqttlb.webhook.config import WebhookConfig
 from mqttlb.webhook.controller import Controller, build_snapshot
@@ -58,26 +59,20 @@ class Follower:
         log.info("standby: serving the leader's snapshot version %d", state.version)
 
 
+@dataclass(eq=False)  # identity, as a thread's loop
 class Replica:
-    """The lease loop of one replica (:meth:`run` in a thread until ``stop`` is set)."""
+    """The lease loop of one replica (:meth:`run` in a thread until ``stop`` is set): ``lead`` runs while it
+    holds ``lease`` (until the event it gets is set), ``follow`` every ``renew_seconds`` while another
+    replica does, ``on_lost`` when it loses the lease; ``clock`` gives Unix seconds."""
 
-    def __init__(
-        self,
-        lease: Lease,
-        *,
-        lead: Callable[[threading.Event], None],
-        follow: Callable[[], None],
-        renew_seconds: float,
-        on_lost: Callable[[], None],
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.lease = lease
-        self.lead = lead
-        self.follow = follow
-        self.renew_seconds = renew_seconds
-        self.on_lost = on_lost
-        self.clock = clock
-        self.leading_since: float | None = None  # when this replica last took the lease (None: standby)
+    lease: Lease
+    _: KW_ONLY
+    lead: Callable[[threading.Event], None]
+    follow: Callable[[], None]
+    renew_seconds: float
+    on_lost: Callable[[], None]
+    clock: Callable[[], float] = time.time
+    leading_since: float | None = field(default=None, init=False)  # when it last took the lease (None: standby)
 
     def run(self, stop: threading.Event) -> None:
         leadership: threading.Event | None = None
