@@ -169,7 +169,7 @@ def running_envoy(topo: Topology, log: Path | None = None, timeout: float = 20.0
     topo.files.envoy_config.parent.mkdir(parents=True, exist_ok=True)
     topo.files.envoy_config.write_text(yaml.safe_dump(builders.envoy_bootstrap(topo), sort_keys=False))
     log = log or state.logs / "envoy.log"
-    with process([envoy, *builders.envoy_args(topo)], log) as proc:
+    with process(builders.envoy_command(topo, envoy), log) as proc:
         ready = topo.envoy_admin.url("/ready")
         try:
             wait_until(lambda: requests.get(ready, timeout=1).status_code == 200, timeout, "Envoy ready")

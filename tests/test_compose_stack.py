@@ -26,7 +26,14 @@ from mqttlb.rulegen import render_rule_files
 from mqttlb.stack import builders
 from mqttlb.stack import compose_render as cr
 from mqttlb.stack.config import load_stack_config
-from mqttlb.stack.topology import CONTAINER_STATE, ENVOY_NOFILE, MQTT_PORT, compose_topology
+from mqttlb.stack.topology import (
+    CONTAINER_STATE,
+    ENVOY_CONFIG_MOUNT,
+    ENVOY_NOFILE,
+    ENVOY_RUN_DIR,
+    MQTT_PORT,
+    compose_topology,
+)
 from mqttlb.webhook.config import WebhookConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -107,9 +114,9 @@ def test_generated_compose_files_are_up_to_date():
 def test_drift_check_reports_a_changed_file():
     files = cr.render_files()
     envoy = cr.COMPOSE_DIR / "envoy.yaml"
-    files[envoy] = files[envoy].replace("refresh_delay: 2s", "refresh_delay: 9s")
+    files[envoy] = files[envoy].replace("connect_timeout: 1s", "connect_timeout: 9s", 1)
     diffs = cr.drift(files)
-    assert len(diffs) == 1 and re.search(r"^\+ +refresh_delay: 9s$", diffs[0], re.M)
+    assert len(diffs) == 1 and re.search(r"^\+ +connect_timeout: 9s$", diffs[0], re.M)
     assert cr.main(["--check"]) == 0
 
 
@@ -141,19 +148,32 @@ def test_every_bind_mount_and_build_context_exists(compose):
     assert checked >= 12
 
 
-def test_rules_dashboards_and_provisioning_come_from_their_one_location(compose):
+def test_dashboards_and_provisioning_come_from_their_one_location_and_rules_link_the_served_runbooks(compose):
     prometheus = bind_mounts(compose["services"]["prometheus"])
     grafana = bind_mounts(compose["services"]["grafana"])
-    rules_target = str(compose_topology(cr.compose_config()).files.prometheus_rules)
-    assert prometheus[rules_target] == REPO / "rules"
+    topo = compose_topology(cr.compose_config())
+    rules_target = str(topo.files.prometheus_rules)
+    assert prometheus[rules_target] == cr.COMPOSE_DIR / cr.RULES_DIR
     assert grafana[cr.GRAFANA_DASHBOARDS_MOUNT] == REPO / "dashboards" / "generated"
     for kind in ("datasources", "dashboards"):
         assert grafana[f"/etc/grafana/provisioning/{kind}"] == STACK / "grafana" / "provisioning" / kind
 
-    # the local stack renders its rule files with the same generator and params: same bytes
-    native = load_stack_config(env={})
-    assert render_rule_files(native.params) == {p.name: p.read_text() for p in (REPO / "rules").glob("*.yml")}
-    assert render_rule_files(native.params) == render_rule_files(cr.compose_config().params)
+    # the compose rules are rules/*.yml but for each alert's runbook_url: absolute, at the webhook's /runbooks
+    # on its published host port (a browser on the Docker host opens it; the route needs no credential)
+    shipped = {p.name: p.read_text() for p in (REPO / "rules").glob("*.yml")}
+    assert render_rule_files(load_stack_config(env={}).params) == shipped
+    ours = {p.name: p.read_text() for p in (cr.COMPOSE_DIR / cr.RULES_DIR).glob("*.yml")}
+    assert sorted(ours) == sorted(shipped)
+    port = cr.compose_config().ports.webhook
+    assert f"127.0.0.1:{port}:{port}" in compose["services"]["webhook"]["ports"]
+    urls = []
+    for name, text in ours.items():
+        for line, same in zip(text.splitlines(), shipped[name].splitlines(), strict=True):
+            if line != same:
+                key, url = line.split(": ")
+                assert key.strip() == "runbook_url" and same == f"{key}: docs/runbooks/{url.rsplit('/', 1)[1]}"
+                urls.append(url)
+    assert urls and all(u.startswith(f"http://127.0.0.1:{port}/runbooks/") for u in urls)
 
     # Prometheus loads the mounted rules; Grafana's provider reads the mounted dashboards
     rule_globs = load(cr.COMPOSE_DIR / "prometheus.yml")["rule_files"]
@@ -162,10 +182,8 @@ def test_rules_dashboards_and_provisioning_come_from_their_one_location(compose)
     assert provider["options"]["path"] == cr.GRAFANA_DASHBOARDS_MOUNT
     assert list((REPO / "dashboards" / "generated").glob("*.json"))
 
-    # no copies of shared files (dashboards, rules/mqttlb-*.yml) under stack/compose
-    rule_names = {p.name for p in (REPO / "rules").glob("*.yml")}
-    copies = [p for p in cr.COMPOSE_DIR.rglob("*") if p.suffix == ".json" or p.name in rule_names]
-    assert copies == []
+    # no copies of the dashboards under stack/compose
+    assert [p for p in cr.COMPOSE_DIR.rglob("*.json")] == []
 
 
 def test_grafana_datasource_points_at_the_compose_prometheus(compose):
@@ -282,18 +300,23 @@ def test_hivemq_nodes_form_one_cluster_at_the_addresses_envoy_balances_over(comp
     assert all(ip.startswith(subnet.rsplit(".", 1)[0] + ".") for ip in ips.values())
 
 
-def test_envoy_fetches_eds_from_the_webhook_and_shares_its_pressure_file(compose):
+def test_envoy_fetches_eds_over_ads_with_the_token_and_shares_its_pressure_file(compose):
     cfg = cr.compose_config()
     envoy = load(cr.COMPOSE_DIR / "envoy.yaml")
     clusters = {c["name"]: c for c in envoy["static_resources"]["clusters"]}
-    source = clusters[cfg.envoy_cluster]["eds_cluster_config"]["eds_config"]["api_config_source"]
-    assert source["api_type"] == "REST" and source["transport_api_version"] == "V3"
-    (eds_cluster,) = source["cluster_names"]
-    (endpoint,) = clusters[eds_cluster]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert clusters[cfg.envoy_cluster]["eds_cluster_config"]["eds_config"]["ads"] == {}
+    (service,) = envoy["dynamic_resources"]["ads_config"]["grpc_services"]
+    assert service["initial_metadata"] == [{"key": "authorization", "value": f"Bearer {builders.XDS_TOKEN_SLOT}"}]
+    (endpoint,) = clusters[service["envoy_grpc"]["cluster_name"]]["load_assignment"]["endpoints"][0]["lb_endpoints"]
     webhook = load(cr.COMPOSE_DIR / "webhook.yaml")
-    webhook_port = int(webhook["listen"].split(":")[1])
-    socket = endpoint["endpoint"]["address"]["socket_address"]
-    assert socket == {"address": "webhook", "port_value": webhook_port}
+    xds_port = int(webhook["xds_grpc_listen"].split(":")[1])
+    assert endpoint["endpoint"]["address"]["socket_address"] == {"address": "webhook", "port_value": xds_port}
+    assert "open_routes" not in webhook  # every webhook route wants the token: Envoy sends it over ADS
+    # the start script reads the token from the state volume and writes Envoy's copy into its tmpfs
+    command = compose["services"]["envoy"]["command"]
+    assert command[:2] == ["/bin/sh", "-c"] and command[4:7] == [webhook["token_file"], *map(str, (
+        ENVOY_CONFIG_MOUNT, ENVOY_RUN_DIR / "envoy.yaml"))]
+    assert compose["services"]["envoy"]["tmpfs"] == [str(ENVOY_RUN_DIR)]
     assert envoy["admin"]["address"]["socket_address"]["address"] == "0.0.0.0"
     monitor = envoy["overload_manager"]["resource_monitors"][0]["typed_config"]
     assert monitor["filename"] == webhook["overload_file"]

@@ -14,7 +14,6 @@ import bcrypt
 import pytest
 import yaml
 
-from mqttlb.contract import ENVOY_CLUSTER
 from mqttlb.stack import builders
 from mqttlb.stack import compose_render as cr
 from mqttlb.stack.config import find_binary
@@ -70,10 +69,9 @@ def test_envoy_validates_the_compose_envoy_config(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "OK" in result.stdout + result.stderr
 
-    # ... and it does reject a broken one (REST EDS naming a cluster that does not exist)
-    clusters = config["static_resources"]["clusters"]
-    eds = next(c for c in clusters if c["name"] == ENVOY_CLUSTER)["eds_cluster_config"]["eds_config"]
-    eds["api_config_source"]["cluster_names"] = ["no_such_cluster"]
+    # ... and it does reject a broken one (ADS naming a cluster that does not exist)
+    (service,) = config["dynamic_resources"]["ads_config"]["grpc_services"]
+    service["envoy_grpc"]["cluster_name"] = "no_such_cluster"
     path.write_text(yaml.safe_dump(config))
     result = validate(path)
     assert result.returncode != 0

@@ -4,6 +4,7 @@ prometheus-operator's schemas, and the rendered configs accepted by the componen
 
 from __future__ import annotations
 
+import base64
 import copy
 import re
 import subprocess
@@ -23,6 +24,7 @@ from mqttlb.deploy.k8s_schemas import KUBERNETES_VERSION, OPERATOR_VERSION, defa
 from mqttlb.exporters.broker_config import parse_config
 from mqttlb.params import load_params
 from mqttlb.shipped import RULES, shipped
+from mqttlb.stack import builders
 from mqttlb.stack.compose_render import IMAGES
 from mqttlb.stack.config import find_binary
 from mqttlb.webhook.config import WebhookConfig, load_config
@@ -452,6 +454,41 @@ def test_envoy_validates_the_charts_bootstrap(three, tmp_path: Path) -> None:
     result = subprocess.run([envoy, "--mode", "validate", "-c", str(path), "--log-level", "warning"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
+
+
+def test_envoy_sends_the_webhook_token_from_the_secret_never_inline(three, three_text, tmp_path: Path) -> None:
+    secret = named(three, "Secret", "tokens")
+    token = base64.b64decode(secret["data"][hr.WEBHOOK_TOKEN_KEY]).decode()
+    (service,) = _config(three, "envoy", "envoy.yaml")["dynamic_resources"]["ads_config"]["grpc_services"]
+    assert service["initial_metadata"] == [{"key": "authorization", "value": f"Bearer {builders.XDS_TOKEN_SLOT}"}]
+    pod = named(three, "Deployment", "envoy")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert volumes["tokens"]["secret"] == {
+        "secretName": secret["metadata"]["name"],
+        "items": [{"key": hr.WEBHOOK_TOKEN_KEY, "path": hr.WEBHOOK_TOKEN_KEY}],
+    }
+    assert volumes["run"]["emptyDir"]["medium"] == "Memory"
+    command = container["command"]
+    token_file, template, filled, envoy = command[4:8]
+    assert token_file == f"{mounts['tokens']}/{hr.WEBHOOK_TOKEN_KEY}" and Path(filled).parent == Path(mounts["run"])
+    assert Path(template).parent == Path(mounts["config"]) and command[command.index("-c", 4) + 1] == filled
+    assert token not in three_text and three_text.count(secret["data"][hr.WEBHOOK_TOKEN_KEY]) == 1  # the Secret only
+    # the command itself, run on these files, writes the bootstrap with the Secret's token that Envoy accepts
+    (tmp_path / "token").write_text(token)
+    (tmp_path / "envoy.yaml").write_text(named(three, "ConfigMap", "envoy")["data"]["envoy.yaml"])
+    binary = find_binary("envoy")
+    assert binary is not None
+    local = {token_file: tmp_path / "token", template: tmp_path / "envoy.yaml", filled: tmp_path / "filled.yaml",
+             envoy: binary}
+    run = [str(local.get(arg, arg)) for arg in command] + ["--mode", "validate"]
+    result = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    (service,) = yaml.safe_load((tmp_path / "filled.yaml").read_text())["dynamic_resources"]["ads_config"][
+        "grpc_services"
+    ]
+    assert service["initial_metadata"] == [{"key": "authorization", "value": f"Bearer {token}"}]
 
 
 # ------------------------------------------------------------------ refusals

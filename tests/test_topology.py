@@ -44,9 +44,11 @@ SWITCHED: dict[str, tuple[str, ...]] = {
         "envoy_open_files",
     ),
     "/envoy/static_resources/clusters/0/eds_cluster_config/eds_config/path_config_source": ("eds", "layout"),
-    "/envoy/static_resources/clusters/0/eds_cluster_config/eds_config/api_config_source": ("eds",),
-    "/envoy/static_resources/clusters/1": ("eds",),  # the webhook as REST EDS server
-    "/envoy args/1": ("layout",),  # -c <config>
+    "/envoy/static_resources/clusters/0/eds_cluster_config/eds_config/ads": ("eds",),
+    "/envoy/dynamic_resources": ("eds",),  # ADS to the webhook's xDS server, with its token
+    "/envoy/static_resources/clusters/1": ("eds",),  # the webhook as xDS server
+    "/envoy args/1": ("eds", "layout"),  # -c <config>: with ADS the copy holding the token
+    "/envoy command": ("eds", "layout"),  # with ADS the start script that writes that copy, then Envoy
     "/eds/*/host": ("addressing",),
     "/eds/*/port": ("addressing",),
     "/prometheus/rule_files/0": ("layout",),
@@ -83,7 +85,7 @@ SWITCHED: dict[str, tuple[str, ...]] = {
     "/webhook/eds_path": ("layout",),
     "/webhook/overload_file": ("layout",),
     "/webhook/token_file": ("layout",),
-    "/webhook/open_routes": ("eds",),  # REST EDS served without a credential (Envoy sends none)
+    "/webhook/xds_grpc_listen": ("eds",),
     "/webhook/prometheus_auth/basic_auth/password_file": ("layout",),
     "/webhook/alertmanager_auth/basic_auth/password_file": ("layout",),
     "/webhook/state_file": ("layout",),
@@ -101,6 +103,7 @@ def rendered(topo: Any) -> dict[str, Any]:
     return {
         "envoy": builders.envoy_bootstrap(topo),
         "envoy args": builders.envoy_args(topo),
+        "envoy command": builders.envoy_command(topo),
         "eds": [dataclasses.asdict(e) for e in builders.initial_endpoints(topo)],
         "prometheus": builders.prometheus_config(topo),
         "prometheus args": builders.prometheus_args(topo),
@@ -226,7 +229,7 @@ def test_both_renderers_write_what_the_shared_builders_build(tmp_path: Path) -> 
     assert yaml.safe_load((committed / "prometheus.yml").read_text()) == builders.prometheus_config(compose)
     assert yaml.safe_load((committed / "webhook.yaml").read_text()) == builders.webhook_config(compose)
     services = yaml.safe_load(compose_render.COMPOSE_FILE.read_text())["services"]
-    assert services["envoy"]["command"] == ["envoy", *builders.envoy_args(compose)]
+    assert services["envoy"]["command"] == compose_render.compose_literal(builders.envoy_command(compose))
     assert services["envoy-exporter"]["command"] == builders.envoy_exporter_args(compose)
 
 

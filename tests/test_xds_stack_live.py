@@ -1,5 +1,6 @@
 """The local stack with ``eds: grpc`` (MQTTLB_EDS=grpc): its Envoy bootstraps to ADS on the webhook's
-xDS server, takes every node from it, and a drain posted to the webhook reaches Envoy over the stream."""
+xDS server with the webhook's token, takes every node from it, and a drain posted to the webhook reaches
+Envoy over the stream."""
 
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ def test_the_stack_serves_envoy_over_grpc_xds(tmp_path) -> None:  # type: ignore
         hosts = envoy.cluster(cfg.envoy_cluster).by_node()
         assert sorted(hosts) == [n.name for n in topo.nodes]
         token = topo.state.webhook_token.read_text().strip()
+        # Envoy sent it on the stream (the xDS server wants it): its bootstrap holds a slot, the 0600 copy it reads
+        # the token (builders.envoy_command)
+        assert token not in topo.files.envoy_config.read_text() and token in topo.files.envoy_bootstrap.read_text()
+        assert topo.files.envoy_bootstrap.stat().st_mode & 0o777 == 0o600
         samples = xds_metrics(topo.webhook.url("/metrics"), token)
         assert samples[(contract.WEBHOOK_XDS_STREAMS, (("mode", "sotw"),))] == 1
         assert samples[(contract.WEBHOOK_XDS_IN_SYNC, ())] == 1

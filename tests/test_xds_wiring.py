@@ -25,7 +25,13 @@ def test_ads_bootstrap_and_webhook_config(tmp_path: Path, eds: str, api_type: st
     boot = builders.envoy_bootstrap(topo)
     ads = boot["dynamic_resources"]["ads_config"]
     assert ads["api_type"] == api_type
-    assert ads["grpc_services"] == [{"envoy_grpc": {"cluster_name": builders.WEBHOOK_XDS_CLUSTER}}]
+    # the webhook's token goes as metadata: the slot the start script fills (tests/test_xds_auth.py)
+    assert ads["grpc_services"] == [
+        {
+            "envoy_grpc": {"cluster_name": builders.WEBHOOK_XDS_CLUSTER},
+            "initial_metadata": [{"key": "authorization", "value": f"Bearer {builders.XDS_TOKEN_SLOT}"}],
+        }
+    ]
     clusters = {c["name"]: c for c in boot["static_resources"]["clusters"]}
     xds = clusters[builders.WEBHOOK_XDS_CLUSTER]
     assert xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] == {

@@ -15,7 +15,8 @@ sources as the local and compose stacks, so nothing is written twice:
 ``files/broker-exporter.yaml`` :func:`mqttlb.stack.builders.broker_exporter_config`
 ``files/envoy.yaml``           :func:`mqttlb.stack.builders.envoy_bootstrap` (ADS to the rebalancer's
                                gRPC xDS server; no injected-resource monitor, :func:`envoy_file`)
-``files/args.yaml``            the components' command lines (``builders.*_args``)
+``files/args.yaml``            the components' command lines (``builders.*_args``; Envoy's whole command,
+                               ``builders.envoy_command``: the start script that fills the token in)
 ``files/alertmanagerconfig.yaml``  :func:`mqttlb.alertmanager_config.build`, as an ``AlertmanagerConfig``
                                spec (prometheus-operator's field names; the bearer token from a Secret)
 ``files/topology.yaml``        ports, mount paths, job names, receivers, scrape interval, images
@@ -30,7 +31,8 @@ The templates run these files through ``tpl``; the rule and dashboard files neve
 (they hold ``{{ $value }}`` and ``{{node}}``).
 
 Keys a Kubernetes install sets itself, and so are not taken from the builders: the webhook's
-``token_file`` (the token Secret's mount), ``prometheus_url`` and ``alertmanager_urls`` (values), and
+``token_file`` (the token Secret's mount, which Envoy's pod mounts too: its start script reads the token
+from there into the ADS stream's metadata), ``prometheus_url`` and ``alertmanager_urls`` (values), and
 ``prometheus_auth`` / ``alertmanager_auth`` (none; ``rebalancer.config`` in the values can add them).
 The shed hard stop is ``hard_stop_listener`` (the MQTT listener's runtime connection limit, set over
 Envoy's admin API) instead of ``overload_file``, and Envoy's bootstrap has no injected-resource monitor:
@@ -256,12 +258,13 @@ def envoy_file(topo: Topology) -> dict[str, Any]:
 
 
 def args_file(topo: Topology) -> dict[str, list[str]]:
-    """Each container's arguments (without the program: ``mqttlb`` or ``envoy``)."""
+    """Each mqttlb container's arguments (without the program, ``mqttlb``), and Envoy's whole command: the
+    start script that writes its bootstrap with the webhook token, read from the token Secret's mount."""
     return {
         "rebalancer": builders.webhook_args(topo),
         "brokerExporter": builders.broker_exporter_args(topo),
         "envoyExporter": builders.envoy_exporter_args(topo),
-        "envoy": builders.envoy_args(topo),
+        "envoy": builders.envoy_command(topo, token_file=f"{SECRET_MOUNT}/{WEBHOOK_TOKEN_KEY}"),
     }
 
 
@@ -346,6 +349,7 @@ def topology_file(topo: Topology) -> dict[str, Any]:
             "brokerExporterConfig": files.broker_exporter_config.name,
             "envoyConfigDir": str(files.envoy_config.parent),
             "envoyConfig": files.envoy_config.name,
+            "envoyRunDir": str(files.envoy_bootstrap.parent),  # an in-memory emptyDir: the copy with the token
             "exporterTokenDir": str(topo.state.exporter_token.parent),
             "exporterToken": topo.state.exporter_token.name,
             "secrets": SECRET_MOUNT,

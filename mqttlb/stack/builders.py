@@ -20,6 +20,7 @@ from mqttlb.params import Params
 from mqttlb.secure import BasicAuth, ClientAuth
 from mqttlb.stack.config import NO_SLOW_START
 from mqttlb.stack.topology import HIVEMQ_METRICS_PATH, BrokerNode, Topology
+from mqttlb.webhook import runbooks
 from mqttlb.webhook.eds import Endpoint
 from mqttlb.webhook.shedding import OVERLOAD_THRESHOLD
 
@@ -37,6 +38,27 @@ EDS_REFRESH = "2s"
 # eds=grpc / delta-grpc: the static cluster of the webhook's xDS server (HTTP/2), and Envoy's ADS api_type.
 WEBHOOK_XDS_CLUSTER = "mqttlb_xds"
 ADS_API_TYPES = {"grpc": "GRPC", "delta-grpc": "DELTA_GRPC"}
+# The ADS stream carries the webhook's bearer token (the xDS server refuses a stream without it).  Envoy
+# cannot read a file or variable into gRPC metadata, so its bootstrap holds this slot, and the command
+# Envoy runs under (envoy_command) writes a copy with the token in it, mode 0600, before exec'ing Envoy.
+XDS_TOKEN_SLOT = "@MQTTLB_WEBHOOK_TOKEN@"
+# POSIX sh; arguments: the token file, the bootstrap with the slot, the copy to write, then Envoy's command
+# line.  The token must be RFC 6750 token characters, which also keeps it literal in sed and in YAML.  One
+# line, no " ;" or " #" (supervisord's config would read a comment there).
+ENVOY_START_SCRIPT = " && ".join(
+    [
+        "set -eu",
+        't=$(cat "$1")',
+        'case $t in ""|*[!A-Za-z0-9._~+/=-]*) echo "mqttlb: $1: not a bearer token '
+        '(RFC 6750: letters, digits, - . _ ~ + / and = at the end)" >&2 && exit 78;; esac',
+        "umask 077",
+        f'sed "s|{XDS_TOKEN_SLOT}|$t|" "$2" > "$3.new"',
+        'mv "$3.new" "$3"',
+        "shift 3",
+        'exec "$@"',
+    ]
+)
+ENVOY_START_NAME = "mqttlb-envoy-start"  # $0 of the script (names it in ps and in sh's own errors)
 # brokers=hivemq: Prometheus also scrapes HiveMQ's own names (com_hivemq_*) for drilling down; the
 # rules use the broker exporter's job (contract.JOB_BROKERS).
 HIVEMQ_JOB = "hivemq"
@@ -142,11 +164,17 @@ def _static_cluster(name: str, host: str, port: int) -> dict[str, Any]:
 
 
 def _ads_config(topo: Topology) -> dict[str, Any]:
-    """eds=grpc / delta-grpc: one aggregated stream (SotW or incremental) to the webhook's xDS server."""
+    """eds=grpc / delta-grpc: one aggregated stream (SotW or incremental) to the webhook's xDS server, with
+    ``authorization: Bearer <token>`` metadata (the token is the slot :func:`envoy_command` fills)."""
     return {
         "api_type": ADS_API_TYPES[topo.switches.eds],
         "transport_api_version": "V3",
-        "grpc_services": [{"envoy_grpc": {"cluster_name": WEBHOOK_XDS_CLUSTER}}],
+        "grpc_services": [
+            {
+                "envoy_grpc": {"cluster_name": WEBHOOK_XDS_CLUSTER},
+                "initial_metadata": [{"key": "authorization", "value": f"Bearer {XDS_TOKEN_SLOT}"}],
+            }
+        ],
         "set_node_on_first_message_only": True,
     }
 
@@ -264,7 +292,7 @@ def envoy_bootstrap(topo: Topology) -> dict[str, Any]:
     clusters = [_brokers_cluster(topo)]
     if topo.switches.eds == "rest":
         clusters.append(_webhook_eds_cluster(topo))
-    ads = topo.switches.eds in ADS_API_TYPES
+    ads = uses_ads(topo)
     if ads:
         clusters.append(_webhook_xds_cluster(topo))
     return {
@@ -288,8 +316,27 @@ def envoy_bootstrap(topo: Topology) -> dict[str, Any]:
     }
 
 
+def uses_ads(topo: Topology) -> bool:
+    """Whether Envoy takes its endpoints over an ADS stream (eds=grpc / delta-grpc), which needs the token."""
+    return topo.switches.eds in ADS_API_TYPES
+
+
+def envoy_command(topo: Topology, envoy: str = "envoy", token_file: Path | str | None = None) -> list[str]:
+    """The command line that runs Envoy (``envoy``: its binary): with ADS, :data:`ENVOY_START_SCRIPT` under
+    ``/bin/sh`` first writes ``files.envoy_bootstrap`` (``files.envoy_config`` with the webhook token read
+    from ``token_file``, default the stack's ``state.webhook_token``) and then exec's Envoy on it (same PID:
+    supervisord's and the container runtime's signals reach Envoy); otherwise Envoy alone.  A bad token file
+    stops it before Envoy starts, exit 78 with one line naming the file."""
+    if not uses_ads(topo):
+        return [envoy, *envoy_args(topo)]
+    files = topo.files
+    token = topo.state.webhook_token if token_file is None else token_file
+    fill = [str(token), str(files.envoy_config), str(files.envoy_bootstrap)]
+    return ["/bin/sh", "-c", ENVOY_START_SCRIPT, ENVOY_START_NAME, *fill, envoy, *envoy_args(topo)]
+
+
 def envoy_args(topo: Topology) -> list[str]:
-    """Envoy's arguments.
+    """Envoy's arguments (``-c``: ``files.envoy_bootstrap`` with ADS, which :func:`envoy_command` writes).
 
     One worker (``--concurrency 1``): round robin then cycles through the endpoints exactly (each
     worker keeps its own cursor), which keeps policy comparisons honest; one worker proxies far
@@ -298,7 +345,7 @@ def envoy_args(topo: Topology) -> list[str]:
     """
     return [
         "-c",
-        str(topo.files.envoy_config),
+        str(topo.files.envoy_bootstrap if uses_ads(topo) else topo.files.envoy_config),
         "--concurrency",
         "1",
         "--log-level",
@@ -315,6 +362,16 @@ def initial_endpoints(topo: Topology) -> list[Endpoint]:
 
 
 # ------------------------------------------------------------------ Prometheus and Alertmanager
+def rule_params(params: Params, webhook_url: str) -> Params:
+    """``params`` for a stack's rule files: a ``runbook_base_url`` left unset becomes ``<webhook_url>/runbooks``
+    (the webhook serves the shipped runbooks there without a credential, :mod:`mqttlb.webhook.runbooks`), so
+    every alert's ``runbook_url`` opens from Alertmanager or a browser; one the stack file sets is kept.
+    ``webhook_url``: the webhook as a browser on the stack's host reaches it (``scheme://host:port``)."""
+    if params.runbook_base_url is not None:
+        return params
+    return params.model_copy(update={"runbook_base_url": webhook_url + runbooks.PREFIX})
+
+
 def _job(
     name: str,
     targets: list[str],
@@ -406,12 +463,27 @@ def prometheus_config(topo: Topology) -> dict[str, Any]:
     }
 
 
-def prometheus_args(topo: Topology) -> list[str]:
+def _prometheus_family_args(config: Path, storage_flag: str, storage: Path, listen: str, web: Path) -> list[str]:
+    """The flags Prometheus and Alertmanager share: config file, data folder (``storage_flag``: each one's
+    name for it), listen address and ``--web.config.file`` (basic auth on every API and page)."""
     return [
-        f"--config.file={topo.files.prometheus_config}",
-        f"--storage.tsdb.path={topo.files.prometheus_data}",
-        f"--web.listen-address={topo.prometheus.listen}",
-        f"--web.config.file={topo.state.prometheus_web}",  # basic auth on every API and page
+        f"--config.file={config}",
+        f"{storage_flag}={storage}",
+        f"--web.listen-address={listen}",
+        f"--web.config.file={web}",
+    ]
+
+
+def prometheus_args(topo: Topology) -> list[str]:
+    files = topo.files
+    return [
+        *_prometheus_family_args(
+            files.prometheus_config,
+            "--storage.tsdb.path",
+            files.prometheus_data,
+            topo.prometheus.listen,
+            topo.state.prometheus_web,
+        ),
         "--storage.tsdb.retention.time=2d",
         # POST /-/reload and /-/quit only when the stack file asks (reload: SIGHUP, Stack.signal_component)
         *(["--web.enable-lifecycle"] if topo.settings.prometheus_lifecycle_api else []),
@@ -434,11 +506,15 @@ def alertmanager_config(topo: Topology) -> dict[str, Any]:
 
 
 def alertmanager_args(topo: Topology) -> list[str]:
+    files = topo.files
     return [
-        f"--config.file={topo.files.alertmanager_config}",
-        f"--storage.path={topo.files.alertmanager_data}",
-        f"--web.listen-address={topo.alertmanager.listen}",
-        f"--web.config.file={topo.state.alertmanager_web}",  # basic auth on every API and page
+        *_prometheus_family_args(
+            files.alertmanager_config,
+            "--storage.path",
+            files.alertmanager_data,
+            topo.alertmanager.listen,
+            topo.state.alertmanager_web,
+        ),
         "--cluster.listen-address=",  # a single Alertmanager: no gossip port
     ]
 
@@ -527,8 +603,8 @@ def webhook_config(topo: Topology) -> dict[str, Any]:
         "eds_path": str(topo.state.eds_file),
         "overload_file": str(topo.state.pressure_file),
         "token_file": str(topo.state.webhook_token),
-        # Envoy's REST EDS client cannot send a header (ApiConfigSource has none): the compose stack's
-        # webhook serves EDS without a credential, on the compose network only.  File and gRPC EDS need none.
+        # Envoy's REST EDS client cannot send a header (ApiConfigSource has none): with eds=rest (tests only;
+        # no stack uses it) the webhook serves EDS without a credential.  gRPC ADS sends the token; file, none.
         **({"open_routes": ["eds"]} if topo.switches.eds == "rest" else {}),
         "state_file": str(topo.state.webhook_state),
         "audit_log": str(topo.state.webhook_audit),

@@ -11,12 +11,15 @@ tests/test_topology.py renders both stacks and fails on any other difference.  T
 stack/stack.yaml and mqttlb/params.yaml with COMPOSE_OVERRIDES on top.
 
 This module adds only what the compose stack alone has: the compose file and HiveMQ's own configs
-(the cluster's config.xml, the Prometheus extension's and the mqttlb extension's settings).  The HiveMQ
+(the cluster's config.xml, the Prometheus extension's and the mqttlb extension's settings), and its rule
+files (stack/compose/rules/: rules/*.yml but for each alert's ``runbook_url``, which points at the compose
+webhook's ``/runbooks`` on its published host port, 127.0.0.1:9643, so a link opens from a browser on the
+Docker host; ``runbook_base_url`` in the params wins when set).  The HiveMQ
 image (stack/compose/hivemq/Dockerfile) also holds the mqttlb extension folder built by brokers/hivemq
 (Maven); `make compose` copies it into the build context, stack/compose/hivemq/mqttlb-extension/
 (not committed: the jar is a build output).
-Files shared verbatim by both stacks (rules/*.yml, dashboards/generated/*.json,
-stack/grafana/provisioning) are bind-mounted from their one location, never copied here.
+Files shared verbatim by both stacks (dashboards/generated/*.json, stack/grafana/provisioning) are
+bind-mounted from their one location, never copied here.
 
     python -m mqttlb.stack.compose_render            # (re)write stack/docker-compose.yml and stack/compose/
     python -m mqttlb.stack.compose_render --check    # exit 1 if a committed file differs from a fresh render
@@ -38,6 +41,7 @@ from mqttlb.atomic import atomic_write_text
 from mqttlb.commandline import parse_args, refuse
 from mqttlb.drift import find_drift, report
 from mqttlb.logs import add_log_flags
+from mqttlb.rulegen import render_rule_files
 from mqttlb.shipped import shipped
 from mqttlb.stack import builders
 from mqttlb.stack.config import StackConfig, load_stack_config
@@ -46,6 +50,7 @@ from mqttlb.stack.topology import (
     HIVEMQ_METRICS_PATH,
     HIVEMQ_METRICS_PORT,
     SUBNET,
+    Service,
     Topology,
     compose_topology,
 )
@@ -55,6 +60,7 @@ log = logging.getLogger(__name__)
 STACK_DIR = shipped("stack")
 COMPOSE_FILE = STACK_DIR / "docker-compose.yml"
 COMPOSE_DIR = STACK_DIR / "compose"
+RULES_DIR = "rules"  # in COMPOSE_DIR
 
 # The settings that differ from stack/stack.yaml: one label value for this stack, and each HiveMQ
 # container is limited to one CPU (`cpus: 1.0`), so utilisation = process CPU / 1 core.
@@ -176,9 +182,17 @@ def mqttlb_extension_properties(topo: Topology) -> str:
 
 
 # ------------------------------------------------------------------ the compose file
+PUBLISHED_HOST = "127.0.0.1"  # every published port is on the host's loopback only
+
+
 def _published(*ports: int) -> list[str]:
     """Host port = container port, on the host's loopback only."""
-    return [f"127.0.0.1:{port}:{port}" for port in ports]
+    return [f"{PUBLISHED_HOST}:{port}:{port}" for port in ports]
+
+
+def host_url(service: Service) -> str:
+    """Where a browser on the Docker host reaches ``service``: its published port (``scheme://127.0.0.1:port``)."""
+    return f"{service.scheme}://{PUBLISHED_HOST}:{service.port}"
 
 
 def _mqttlb_service(command: list[str], volumes: list[str], port: int, **extra: Any) -> dict[str, Any]:
@@ -265,13 +279,22 @@ def _envoy_service(topo: Topology, state: str) -> dict[str, Any]:
         "envoy",
         _published(topo.envoy_listener.port, topo.envoy_admin.port),
         _after_init(webhook="service_started"),
-        command=["envoy", *builders.envoy_args(topo)],
-        # Root, so Envoy can read the pressure file the webhook (root) writes with mode 0600.
+        # With ADS (eds=grpc), a start script fills the webhook's token (from the state volume) into a copy
+        # of the bootstrap in the tmpfs below, then exec's Envoy (builders.envoy_command).
+        command=compose_literal(builders.envoy_command(topo)),
+        # Root, so Envoy can read the pressure file and the token the webhook (root) writes with mode 0600.
         environment={"ENVOY_UID": "0"},
         volumes=[f"./compose/envoy.yaml:{topo.files.envoy_config}:ro", f"mqttlb-state:{state}:ro"],
+        tmpfs=[str(topo.files.envoy_bootstrap.parent)],
         # The open-files limit Envoy's connection cap is derived from (Switches.envoy_open_files).
         ulimits={"nofile": {"soft": open_files, "hard": open_files}},
     )
+
+
+def compose_literal(args: list[str]) -> list[str]:
+    """``args`` with every ``$`` doubled: Compose substitutes ``$NAME`` in the file (and refuses ``$1``), and
+    hands ``$$`` to the container as ``$``."""
+    return [arg.replace("$", "$$") for arg in args]
 
 
 def _mqttlb_services(topo: Topology, state: str) -> dict[str, Any]:
@@ -320,8 +343,8 @@ def _prometheus_service(topo: Topology, state: str) -> dict[str, Any]:
         command=builders.prometheus_args(topo),
         volumes=[
             f"./compose/prometheus.yml:{files.prometheus_config}:ro",
-            # the same rule files the local stack loads, from their one location
-            f"../rules:{files.prometheus_rules}:ro",
+            # the rule files, their runbook_url on the webhook's published port (render_files)
+            f"./compose/{RULES_DIR}:{files.prometheus_rules}:ro",
             f"prometheus-data:{files.prometheus_data}",
             f"mqttlb-state:{state}:ro",  # the bearer tokens of the webhook and the exporters it scrapes
         ],
@@ -393,6 +416,7 @@ def render_files(cfg: StackConfig | None = None) -> dict[Path, str]:
     """Every generated compose file: absolute path -> text."""
     topo = compose_topology(cfg or compose_config())
     alertmanager = render_alertmanager_config(topo.settings.params, **builders.alertmanager_wiring(topo))
+    rules = render_rule_files(builders.rule_params(topo.settings.params, host_url(topo.webhook)))
     return {
         COMPOSE_FILE: _yaml(compose_file(topo)),
         COMPOSE_DIR / "envoy.yaml": _yaml(builders.envoy_bootstrap(topo)),
@@ -403,6 +427,7 @@ def render_files(cfg: StackConfig | None = None) -> dict[Path, str]:
         COMPOSE_DIR / "hivemq" / "config.xml": hivemq_config_xml(topo),
         COMPOSE_DIR / "hivemq" / "prometheus-extension.properties": prometheus_extension_properties(),
         COMPOSE_DIR / "hivemq" / "mqttlb-extension.properties": mqttlb_extension_properties(topo),
+        **{COMPOSE_DIR / RULES_DIR / name: text for name, text in rules.items()},
     }
 
 
@@ -417,7 +442,9 @@ def drift(files: dict[Path, str]) -> list[str]:
 
 DESCRIPTION = (
     "Render stack/docker-compose.yml and stack/compose/* from stack/stack.yaml and mqttlb/params.yaml "
-    "through the config builders both stacks share (mqttlb/stack/builders.py)."
+    "through the config builders both stacks share (mqttlb/stack/builders.py); the rule files in stack/compose/rules/ "
+    "link each alert's runbook at the webhook's published port (http://127.0.0.1:9643/runbooks/) unless "
+    "runbook_base_url is set."
 )
 CHECK_HELP = "write nothing; exit 1 and print a diff if a committed file is out of date"
 

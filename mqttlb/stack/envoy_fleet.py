@@ -2,14 +2,16 @@
 listener port, all taking their endpoints from the same source (e.g. ADS to one xDS server).
 
 Every Envoy runs the product's bootstrap and command line (:func:`mqttlb.stack.builders.envoy_bootstrap`,
-:func:`~mqttlb.stack.builders.envoy_args`); only its ports, its config file and its node id
-(``--service-node``, so the xDS server tells them apart) differ.  Tests and ``bench/bench_xds.py`` use it.
+:func:`~mqttlb.stack.builders.envoy_command`: with ADS, the start script that fills in the webhook token);
+only its ports, its config files and its node id (``--service-node``, so the xDS server tells them apart)
+differ.  Tests and ``bench/bench_xds.py`` use it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import secrets
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -48,7 +50,9 @@ def fleet(topo: Topology, size: int, folder: Path, free_port: Callable[[], int])
             topo,
             envoy_listener=dataclasses.replace(topo.envoy_listener, port=free_port()),
             envoy_admin=dataclasses.replace(topo.envoy_admin, port=free_port()),
-            files=dataclasses.replace(topo.files, envoy_config=own / "envoy.yaml"),
+            files=dataclasses.replace(
+                topo.files, envoy_config=own / "envoy.yaml", envoy_bootstrap=own / "envoy-bootstrap.yaml"
+            ),
         )
         members.append(FleetMember(f"mqttlb-{topo.settings.cluster}-envoy-{i}", member_topo))
     return members
@@ -60,7 +64,8 @@ def running_fleet(
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
     """Start every member (all at once), wait until each answers /ready, stop them all at exit.
 
-    The pressure file of the topology is created ("0") if missing.  Raises RuntimeError naming the
+    The pressure file of the topology is created ("0") if missing, and with ADS the webhook token file
+    (a random token) too.  Raises RuntimeError naming the
     member and the end of its log when one is not ready within ``timeout`` s or exits."""
     envoy = find_binary("envoy")
     if envoy is None:
@@ -84,10 +89,15 @@ def _start(envoy: str, member: FleetMember) -> subprocess.Popen[bytes]:
     pressure.parent.mkdir(parents=True, exist_ok=True)
     if not pressure.exists():
         pressure.write_text("0\n")
+    token = topo.state.webhook_token
+    if builders.uses_ads(topo) and not token.exists():
+        token.parent.mkdir(parents=True, exist_ok=True)
+        token.write_text(secrets.token_urlsafe(32) + "\n")
+        token.chmod(0o600)
     config = topo.files.envoy_config
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(yaml.safe_dump(builders.envoy_bootstrap(topo), sort_keys=False))
-    argv = [envoy, *builders.envoy_args(topo), "--service-node", member.node_id]
+    argv = [*builders.envoy_command(topo, envoy), "--service-node", member.node_id]
     with (config.parent / "envoy.log").open("wb") as log:
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 

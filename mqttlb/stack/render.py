@@ -21,14 +21,12 @@ import yaml
 from mqttlb.alertmanager_config import render as render_alertmanager_config
 from mqttlb.atomic import atomic_write_text
 from mqttlb.brokers import hivemq_node, mosquitto_plugin
-from mqttlb.params import Params
 from mqttlb.rulegen import render_rule_files
 from mqttlb.secure import bcrypt_hash, read_secret
 from mqttlb.stack import builders
 from mqttlb.stack.certs import ensure_certificates
 from mqttlb.stack.config import HIVEMQ_JAR, RECORD_FILE, StackConfig, StackConfigError
 from mqttlb.stack.topology import BrokerNode, Paths, Service, Topology, native_topology
-from mqttlb.webhook import runbooks
 from mqttlb.webhook.eds import write_eds_file
 
 MAX_UNIX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, with the terminating NUL
@@ -144,7 +142,7 @@ def programs(topo: Topology, binaries: dict[str, str]) -> list[Program]:
     progs += [
         Program(
             name="envoy",
-            command=[binaries["envoy"], *builders.envoy_args(topo)],
+            command=builders.envoy_command(topo, binaries["envoy"]),
             address=f"mqtt://{topo.envoy_listener.reach} (admin {admin.url()})",
             ready_url=admin.url("/ready"),
             priority=20,
@@ -275,16 +273,6 @@ def _yaml(data: dict[str, Any]) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def rule_params(topo: Topology) -> Params:
-    """The stack's params for its rule files: a ``runbook_base_url`` left unset becomes the running webhook's
-    ``/runbooks`` (served without a credential, :mod:`mqttlb.webhook.runbooks`), so every alert's
-    ``runbook_url`` opens from Alertmanager or a browser; one the stack file sets is kept."""
-    params = topo.settings.params
-    if params.runbook_base_url is not None:
-        return params
-    return params.model_copy(update={"runbook_base_url": topo.webhook.url(runbooks.PREFIX)})
-
-
 def render_all(cfg: StackConfig, binaries: dict[str, str]) -> tuple[Paths, list[Program]]:
     """Write every config under the state dir; data dirs are created, never wiped.
 
@@ -326,7 +314,7 @@ def render_all(cfg: StackConfig, binaries: dict[str, str]) -> tuple[Paths, list[
     atomic_write_text(files.prometheus_config, _yaml(builders.prometheus_config(topo)))
     for stale in files.prometheus_rules.glob("*.yml"):
         stale.unlink()
-    for name, text in render_rule_files(rule_params(topo)).items():
+    for name, text in render_rule_files(builders.rule_params(cfg.params, topo.webhook.url())).items():
         atomic_write_text(files.prometheus_rules / name, text)
 
     atomic_write_text(

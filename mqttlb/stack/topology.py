@@ -44,6 +44,9 @@ HIVEMQ_METRICS_PATH = "/metrics"
 ENVOY_NOFILE = 65536
 # Where the compose file mounts each config, and the images' data directories.
 ENVOY_CONFIG_MOUNT = Path("/etc/envoy/envoy.yaml")
+# With ADS, Envoy reads its bootstrap with the webhook's token filled in (builders.envoy_command) from a
+# private in-memory folder of its container (compose: a tmpfs; Kubernetes: an emptyDir of medium Memory).
+ENVOY_RUN_DIR = Path("/run/mqttlb-envoy")
 MQTTLB_CONFIG_DIR = Path("/etc/mqttlb")
 PROMETHEUS_CONFIG_MOUNT = Path("/etc/prometheus/prometheus.yml")
 PROMETHEUS_DATA = Path("/prometheus")
@@ -112,6 +115,7 @@ class Paths:
     supervisord_conf = _Below("supervisord.conf")
     supervisord_pid = _Below("supervisord.pid")
     envoy_yaml = _Below("envoy", "envoy.yaml")
+    envoy_bootstrap = _Below("secrets", "envoy.yaml")  # eds=grpc / delta-grpc: envoy.yaml with the webhook token
     pressure_file = _Below("envoy", "pressure")
     eds_file = _Below("eds", "eds.json")
     prometheus_yaml = _Below("prometheus", "prometheus.yml")
@@ -164,6 +168,7 @@ class Files:
     """Where each component reads its config and keeps its data, as that component sees the path."""
 
     envoy_config: Path
+    envoy_bootstrap: Path  # what Envoy reads with eds=grpc / delta-grpc: envoy_config with the webhook token
     prometheus_config: Path
     prometheus_rules: Path  # a directory of *.yml rule files
     prometheus_data: Path
@@ -257,7 +262,7 @@ def native_switches(
 
 
 COMPOSE_SWITCHES = Switches(
-    eds="rest", addressing="service-names", brokers="hivemq", layout="container", envoy_open_files=ENVOY_NOFILE
+    eds="grpc", addressing="service-names", brokers="hivemq", layout="container", envoy_open_files=ENVOY_NOFILE
 )
 
 
@@ -311,6 +316,7 @@ def _files(state: Paths, layout: Layout) -> Files:
     if layout == "state-dir":
         return Files(
             envoy_config=state.envoy_yaml,
+            envoy_bootstrap=state.envoy_bootstrap,
             prometheus_config=state.prometheus_yaml,
             prometheus_rules=state.prometheus_rules,
             prometheus_data=state.prometheus_data,
@@ -321,6 +327,7 @@ def _files(state: Paths, layout: Layout) -> Files:
         )
     return Files(
         envoy_config=ENVOY_CONFIG_MOUNT,
+        envoy_bootstrap=ENVOY_RUN_DIR / ENVOY_CONFIG_MOUNT.name,
         prometheus_config=PROMETHEUS_CONFIG_MOUNT,
         prometheus_rules=state.prometheus_rules,  # rules/ mounted where the native stack keeps them
         prometheus_data=PROMETHEUS_DATA,

@@ -16,7 +16,7 @@ from mqttlb.envoy_admin import EnvoyAdminClient
 from mqttlb.logs import add_log_flags, setup_from_args
 from mqttlb.prometheus_api import PrometheusApi
 from mqttlb.reload import Accepted, reload_on_sighup
-from mqttlb.secure import SecretError, client_session
+from mqttlb.secure import Credentials, SecretError, client_session
 from mqttlb.webhook.app import create_app, server_error_hook
 from mqttlb.webhook.config import ConfigError, WebhookConfig, WebhookConfigError, load_config, load_token
 from mqttlb.webhook.controller import Controller
@@ -49,10 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config",
         required=True,
-        help="webhook YAML (listen, nodes, eds_path, token_file, ...); SIGHUP reads it again: a config a start "
-        "would refuse is refused in one log line and the running one kept, a good one restarts the process in "
-        "place (same PID and command line; state, EDS file and audit log carry over) on the very text checked; "
-        "SIGHUPs during the restart are queued",
+        help="webhook YAML (listen, nodes, eds_path, token_file: the bearer token every route but /healthz, /readyz "
+        "and /runbooks/ and every gRPC xDS stream (xds_grpc_listen) must carry, ...); SIGHUP reads it again: "
+        "a config a start would refuse is refused in one log line and the running one kept, a good one restarts "
+        "the process in place (same PID and command line; state, EDS file and audit log carry over) on the very "
+        "text checked; SIGHUPs during the restart are queued",
     )
     parser.add_argument("--dry-run", action="store_true", help="decide and log, but do not touch Envoy or files")
     parser.add_argument("--listen", help="host:port to serve on (overrides the config's listen)")
@@ -110,15 +111,12 @@ class Rebalancer:
             on_change=controller.wake,
             session=alertmanager_session,
         )
-        app = create_app(
-            controller,
-            token if token is not None else load_token(config),
-            config.max_body_bytes,
-            basic=basic,
-            open_routes=config.open_routes,
-        )
+        token = token if token is not None else load_token(config)
+        app = create_app(controller, token, config.max_body_bytes, basic=basic, open_routes=config.open_routes)
         listen = config.xds_grpc_listen
-        xds = attach_xds(controller, listen, tls=config.tls) if listen is not None else None
+        # xDS streams need the same credential as the HTTP routes (Envoy sends it as initial metadata)
+        credentials = Credentials(token, basic)
+        xds = attach_xds(controller, listen, tls=config.tls, credentials=credentials) if listen is not None else None
         return cls(config, controller, resyncer, app, xds=xds)
 
     def start(self, stop: threading.Event) -> None:

@@ -1,7 +1,11 @@
 """Envoy's aggregated discovery service (ADS) over gRPC: state-of-the-world and incremental (delta)
 ClusterLoadAssignments for the MQTT cluster, pushed to every open stream when the controller publishes.
 
-- :class:`XdsServer`: a ``grpc.aio`` server on its own thread and event loop.  ``set_snapshot`` (any
+- :class:`XdsServer`: a ``grpc.aio`` server on its own thread and event loop.  With ``credentials`` (the
+  webhook's bearer token, and basic-auth user if any) every stream must carry an ``authorization``
+  metadata entry they accept (``Bearer <token>``; Envoy sends it from its ADS ``grpc_service``'s
+  ``initial_metadata``); any other stream ends at once with UNAUTHENTICATED, before a resource is sent
+  (:class:`BearerInterceptor`).  ``set_snapshot`` (any
   thread) makes an :class:`~mqttlb.webhook.xds_cache.XdsSnapshot` current and wakes every stream; each
   stream runs the protocol state of :mod:`mqttlb.webhook.xds_cache` (nonces, ACK/NACK, what to send).
   A NACK is logged and counted, and the Envoy keeps its last good endpoints.
@@ -24,14 +28,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from mqttlb import contract
-from mqttlb.secure import ServerTls
+from mqttlb.secure import Credentials, ServerTls
 from mqttlb.webhook.controller import Controller, LeverError, Publisher, Snapshot
 from mqttlb.webhook.eds import CLA_TYPE
 from mqttlb.webhook.xds_cache import (
@@ -51,6 +55,7 @@ MODES: tuple[Mode, ...] = ("sotw", "delta")
 START_TIMEOUT_SECONDS = 10.0
 _TICK = object()  # queued to a stream when a new snapshot is current
 _END = object()  # queued when the Envoy closed its side of the stream
+AUTHORIZATION = "authorization"  # the gRPC metadata key (lower case, as HTTP/2 carries it)
 
 
 @dataclass
@@ -115,12 +120,16 @@ class XdsServer:
         grace_seconds: float = 0.5,
         on_nack: Callable[[], None] | None = None,
         tls: ServerTls | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         """``on_nack``: called (on the server's thread) for every NACK, after it is logged and counted.
         ``tls``: serve gRPC over TLS with its certificate and key; with its ``client_ca_file`` every client
-        (Envoy) must present a certificate signed by that CA (mutual TLS).  None: plaintext."""
+        (Envoy) must present a certificate signed by that CA (mutual TLS).  None: plaintext.
+        ``credentials``: what a stream's ``authorization`` metadata must carry (:class:`BearerInterceptor`);
+        None: no check (tests and benchmarks; the webhook always passes its own)."""
         self.listen = listen
         self.tls = tls
+        self.credentials = credentials
         self.metrics = metrics or XdsMetrics()
         self.on_nack = on_nack
         self.grace_seconds = grace_seconds
@@ -166,7 +175,10 @@ class XdsServer:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        server = grpc.aio.server()
+        credentials = self.credentials
+        interceptors = [BearerInterceptor(credentials)] if credentials is not None and credentials.required else []
+        guarded = bool(interceptors)
+        server = grpc.aio.server(interceptors=interceptors)
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Servicer(self), server)
         try:
             if self.tls is None:
@@ -179,7 +191,7 @@ class XdsServer:
             return
         await server.start()
         self._started.set()
-        log.info("xDS (ADS, SotW and delta) serving on %s", self.listen)
+        log.info("xDS (ADS, SotW and delta) serving on %s%s", self.listen, " (credential required)" if guarded else "")
         await self._stop.wait()
         await server.stop(self.grace_seconds)
 
@@ -277,6 +289,32 @@ def _credentials(tls: ServerTls) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca, require_client_auth=mutual)
 
 
+class BearerInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses every call whose ``authorization`` metadata ``credentials`` do not accept: the call ends with
+    UNAUTHENTICATED before its handler runs (no stream is opened, nothing is sent).  The check is
+    :meth:`mqttlb.secure.Credentials.allows`, the webhook's HTTP one (constant-time compares)."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        self.credentials = credentials
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        metadata = handler_call_details.invocation_metadata or ()
+        presented = [value for key, value in metadata if key == AUTHORIZATION]
+        if len(presented) == 1 and self.credentials.allows(str(presented[0])):
+            return await continuation(handler_call_details)
+        method = handler_call_details.method
+        log.warning("xDS: %s refused: missing or wrong credential (%d authorization entries)", method, len(presented))
+        return grpc.stream_stream_rpc_method_handler(_refuse)
+
+
+async def _refuse(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong credential (authorization: Bearer <token>)")
+
+
 def _put_all(queues: Sequence[asyncio.Queue[object]], item: object) -> None:
     for queue in queues:
         queue.put_nowait(item)
@@ -303,6 +341,14 @@ def _node_of(request: Any) -> str:
     return str(request.node.id) if request.HasField("node") else ""
 
 
+class _StreamState(Protocol):
+    """What the servicer needs of :class:`SotwStream` / :class:`DeltaStream`."""
+
+    synced_version: int | None
+
+    def on_snapshot(self, snapshot: XdsSnapshot) -> Any: ...
+
+
 class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     """Both ADS methods: one loop per stream over the Envoy's requests and the snapshot ticks."""
 
@@ -313,14 +359,15 @@ class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self,
         mode: Mode,
         requests: AsyncIterator[Any],
-        peer: str,
+        context: grpc.aio.ServicerContext,
+        state: _StreamState,
         on_request: Callable[[Any, XdsSnapshot | None], tuple[Outcome, Any]],
-        on_snapshot: Callable[[XdsSnapshot], Any],
-        synced: Callable[[], int | None],
         build: Callable[[Any], Any],
     ) -> AsyncIterator[Any]:
+        """One stream: ``state`` (SotW or delta) answers each request (``on_request``) and each new snapshot;
+        ``build`` makes a response message of what it returns."""
         server = self.server
-        status, queue = server._open(mode, peer)
+        status, queue = server._open(mode, context.peer())
         reader = asyncio.get_running_loop().create_task(_requests(requests, queue))
         try:
             while True:
@@ -330,7 +377,7 @@ class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 outcome, response = Outcome(), None
                 if item is _TICK:
                     snapshot = server.snapshot
-                    response = on_snapshot(snapshot) if snapshot is not None else None
+                    response = state.on_snapshot(snapshot) if snapshot is not None else None
                 else:
                     request: Any = item
                     status.node = _node_of(request) or status.node
@@ -338,7 +385,7 @@ class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                         log.info("xDS: %s asked for %s, which is not served", status.node, request.type_url)
                         continue
                     outcome, response = on_request(request, server.snapshot)
-                server._note(status, outcome, synced())
+                server._note(status, outcome, state.synced_version)
                 if response is not None:
                     server._sent(status)
                     yield build(response)
@@ -364,9 +411,7 @@ class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 nonce=response.nonce,
             )
 
-        synced = lambda: state.synced_version  # noqa: E731
-        async for response in self._stream("sotw", request_iterator, context.peer(), on_request, state.on_snapshot,
-                                           synced, build):
+        async for response in self._stream("sotw", request_iterator, context, state, on_request, build):
             yield response
 
     async def DeltaAggregatedResources(  # noqa: N802 (the generated servicer's name)
@@ -396,9 +441,7 @@ class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 nonce=response.nonce,
             )
 
-        synced = lambda: state.synced_version  # noqa: E731
-        async for response in self._stream("delta", request_iterator, context.peer(), on_request, state.on_snapshot,
-                                           synced, build):
+        async for response in self._stream("delta", request_iterator, context, state, on_request, build):
             yield response
 
 
@@ -449,13 +492,17 @@ class FanOutPublisher:
         return min(known) if len(known) == len(versions) else None
 
 
-def attach_xds(controller: Controller, listen: str, tls: ServerTls | None = None) -> XdsServer:
+def attach_xds(
+    controller: Controller, listen: str, tls: ServerTls | None = None, credentials: Credentials | None = None
+) -> XdsServer:
     """An xDS server (not started) on ``listen`` that the controller publishes to as well: its publisher
     becomes a fan-out to the one it had (the EDS file) and the server; the server's metrics go to the
     controller's registry (``/metrics``), and each NACK also counts as a ``publish/xds_nack`` failure (which
     feeds the rebalancer-failing alert).  ``tls``: the webhook's ``tls`` block (TLS, and mutual TLS with its
-    ``client_ca_file``).  Call before ``controller.start()``."""
+    ``client_ca_file``).  ``credentials``: the webhook's (its bearer token, and basic-auth user if any), which
+    every stream must present (:class:`BearerInterceptor`).  Call before ``controller.start()``."""
     nack_failure = controller.metrics.failures.labels("publish", "xds_nack")
-    server = XdsServer(listen, XdsMetrics(controller.metrics.registry), on_nack=nack_failure.inc, tls=tls)
+    metrics = XdsMetrics(controller.metrics.registry)
+    server = XdsServer(listen, metrics, on_nack=nack_failure.inc, tls=tls, credentials=credentials)
     controller.publisher = FanOutPublisher([controller.publisher, XdsPublisher(server)])
     return server
