@@ -19,7 +19,7 @@ from mqttlb.alertmanager_config import build as build_alertmanager_config
 from mqttlb.params import Params
 from mqttlb.secure import BasicAuth, ClientAuth
 from mqttlb.stack.config import NO_SLOW_START
-from mqttlb.stack.topology import HIVEMQ_METRICS_PATH, BrokerNode, Topology
+from mqttlb.stack.topology import HIVEMQ_METRICS_PATH, BrokerNode, Service, Topology
 from mqttlb.webhook import runbooks
 from mqttlb.webhook.eds import Endpoint
 from mqttlb.webhook.shedding import OVERLOAD_THRESHOLD
@@ -463,31 +463,25 @@ def prometheus_config(topo: Topology) -> dict[str, Any]:
     }
 
 
-def _prometheus_family_args(config: Path, storage_flag: str, storage: Path, listen: str, web: Path) -> list[str]:
-    """The flags Prometheus and Alertmanager share: config file, data folder (``storage_flag``: each one's
-    name for it), listen address and ``--web.config.file`` (basic auth on every API and page)."""
+def _prometheus_family_args(config: Path, data: tuple[str, Path], service: Service, web: Path) -> list[str]:
+    """The flags Prometheus and Alertmanager share: config file, data folder (``data``: each one's flag for
+    it and the folder), listen address and ``--web.config.file`` (basic auth on every API and page)."""
+    data_flag, data_dir = data
     return [
         f"--config.file={config}",
-        f"{storage_flag}={storage}",
-        f"--web.listen-address={listen}",
+        f"{data_flag}={data_dir}",
+        f"--web.listen-address={service.listen}",
         f"--web.config.file={web}",
     ]
 
 
 def prometheus_args(topo: Topology) -> list[str]:
     files = topo.files
-    return [
-        *_prometheus_family_args(
-            files.prometheus_config,
-            "--storage.tsdb.path",
-            files.prometheus_data,
-            topo.prometheus.listen,
-            topo.state.prometheus_web,
-        ),
-        "--storage.tsdb.retention.time=2d",
-        # POST /-/reload and /-/quit only when the stack file asks (reload: SIGHUP, Stack.signal_component)
-        *(["--web.enable-lifecycle"] if topo.settings.prometheus_lifecycle_api else []),
-    ]
+    data = ("--storage.tsdb.path", files.prometheus_data)
+    shared = _prometheus_family_args(files.prometheus_config, data, topo.prometheus, topo.state.prometheus_web)
+    # POST /-/reload and /-/quit only when the stack file asks (reload: SIGHUP, Stack.signal_component)
+    lifecycle = ["--web.enable-lifecycle"] if topo.settings.prometheus_lifecycle_api else []
+    return [*shared, "--storage.tsdb.retention.time=2d", *lifecycle]
 
 
 def alertmanager_wiring(topo: Topology) -> dict[str, Any]:
@@ -507,16 +501,9 @@ def alertmanager_config(topo: Topology) -> dict[str, Any]:
 
 def alertmanager_args(topo: Topology) -> list[str]:
     files = topo.files
-    return [
-        *_prometheus_family_args(
-            files.alertmanager_config,
-            "--storage.path",
-            files.alertmanager_data,
-            topo.alertmanager.listen,
-            topo.state.alertmanager_web,
-        ),
-        "--cluster.listen-address=",  # a single Alertmanager: no gossip port
-    ]
+    data = ("--storage.path", files.alertmanager_data)
+    shared = _prometheus_family_args(files.alertmanager_config, data, topo.alertmanager, topo.state.alertmanager_web)
+    return [*shared, "--cluster.listen-address="]  # a single Alertmanager: no gossip port
 
 
 # ------------------------------------------------------------------ exporters and webhook

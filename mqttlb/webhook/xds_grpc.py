@@ -349,6 +349,59 @@ class _StreamState(Protocol):
     def on_snapshot(self, snapshot: XdsSnapshot) -> Any: ...
 
 
+def _sotw_request(state: SotwStream, request: Any, snapshot: XdsSnapshot | None) -> tuple[Outcome, Any]:
+    return state.on_request(
+        request.resource_names, request.version_info, request.response_nonce, _error_text(request), snapshot
+    )
+
+
+def _sotw_message(response: SotwResponse) -> discovery_pb2.DiscoveryResponse:
+    return discovery_pb2.DiscoveryResponse(
+        version_info=response.version_info,
+        resources=[r.packed for r in response.resources],
+        type_url=CLA_TYPE,
+        nonce=response.nonce,
+    )
+
+
+def _delta_request(state: DeltaStream, request: Any, snapshot: XdsSnapshot | None) -> tuple[Outcome, Any]:
+    return state.on_request(
+        request.resource_names_subscribe,
+        request.resource_names_unsubscribe,
+        dict(request.initial_resource_versions),
+        request.response_nonce,
+        _error_text(request),
+        snapshot,
+    )
+
+
+def _delta_message(response: DeltaResponse) -> discovery_pb2.DeltaDiscoveryResponse:
+    return discovery_pb2.DeltaDiscoveryResponse(
+        system_version_info=response.system_version_info,
+        resources=[
+            discovery_pb2.Resource(name=r.name, version=r.version, resource=r.packed) for r in response.resources
+        ],
+        removed_resources=list(response.removed),
+        type_url=CLA_TYPE,
+        nonce=response.nonce,
+    )
+
+
+@dataclass(frozen=True)
+class _Flavour:
+    """One ADS method: its mode label, a fresh protocol state per stream, how a request is answered
+    (``on_request(state, request, snapshot)``) and how an answer becomes the response message."""
+
+    mode: Mode
+    new_state: Callable[[], Any]
+    on_request: Callable[[Any, Any, XdsSnapshot | None], tuple[Outcome, Any]]
+    build: Callable[[Any], Any]
+
+
+_SOTW = _Flavour("sotw", SotwStream, _sotw_request, _sotw_message)
+_DELTA = _Flavour("delta", DeltaStream, _delta_request, _delta_message)
+
+
 class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     """Both ADS methods: one loop per stream over the Envoy's requests and the snapshot ticks."""
 
@@ -356,18 +409,12 @@ class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         self.server = server
 
     async def _stream(
-        self,
-        mode: Mode,
-        requests: AsyncIterator[Any],
-        context: grpc.aio.ServicerContext,
-        state: _StreamState,
-        on_request: Callable[[Any, XdsSnapshot | None], tuple[Outcome, Any]],
-        build: Callable[[Any], Any],
+        self, flavour: _Flavour, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
-        """One stream: ``state`` (SotW or delta) answers each request (``on_request``) and each new snapshot;
-        ``build`` makes a response message of what it returns."""
+        """One stream: a new ``flavour`` state (SotW or delta) answers each request and each new snapshot."""
         server = self.server
-        status, queue = server._open(mode, context.peer())
+        state: _StreamState = flavour.new_state()
+        status, queue = server._open(flavour.mode, context.peer())
         reader = asyncio.get_running_loop().create_task(_requests(requests, queue))
         try:
             while True:
@@ -384,11 +431,11 @@ class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                     if request.type_url != CLA_TYPE:
                         log.info("xDS: %s asked for %s, which is not served", status.node, request.type_url)
                         continue
-                    outcome, response = on_request(request, server.snapshot)
+                    outcome, response = flavour.on_request(state, request, server.snapshot)
                 server._note(status, outcome, state.synced_version)
                 if response is not None:
                     server._sent(status)
-                    yield build(response)
+                    yield flavour.build(response)
         finally:
             reader.cancel()
             server._close(status)
@@ -396,52 +443,13 @@ class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     async def StreamAggregatedResources(  # noqa: N802 (the generated servicer's name)
         self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        state = SotwStream()
-
-        def on_request(request: Any, snapshot: XdsSnapshot | None) -> tuple[Outcome, SotwResponse | None]:
-            return state.on_request(
-                request.resource_names, request.version_info, request.response_nonce, _error_text(request), snapshot
-            )
-
-        def build(response: SotwResponse) -> discovery_pb2.DiscoveryResponse:
-            return discovery_pb2.DiscoveryResponse(
-                version_info=response.version_info,
-                resources=[r.packed for r in response.resources],
-                type_url=CLA_TYPE,
-                nonce=response.nonce,
-            )
-
-        async for response in self._stream("sotw", request_iterator, context, state, on_request, build):
+        async for response in self._stream(_SOTW, request_iterator, context):
             yield response
 
     async def DeltaAggregatedResources(  # noqa: N802 (the generated servicer's name)
         self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
-        state = DeltaStream()
-
-        def on_request(request: Any, snapshot: XdsSnapshot | None) -> tuple[Outcome, DeltaResponse | None]:
-            return state.on_request(
-                request.resource_names_subscribe,
-                request.resource_names_unsubscribe,
-                dict(request.initial_resource_versions),
-                request.response_nonce,
-                _error_text(request),
-                snapshot,
-            )
-
-        def build(response: DeltaResponse) -> discovery_pb2.DeltaDiscoveryResponse:
-            return discovery_pb2.DeltaDiscoveryResponse(
-                system_version_info=response.system_version_info,
-                resources=[
-                    discovery_pb2.Resource(name=r.name, version=r.version, resource=r.packed)
-                    for r in response.resources
-                ],
-                removed_resources=list(response.removed),
-                type_url=CLA_TYPE,
-                nonce=response.nonce,
-            )
-
-        async for response in self._stream("delta", request_iterator, context, state, on_request, build):
+        async for response in self._stream(_DELTA, request_iterator, context):
             yield response
 
 
