@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -208,6 +209,21 @@ def test_hivemq_http_ports_are_checked_only_for_hivemq_nodes() -> None:
         "node2-http": 19832,
         "node3-http": 19833,
     }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"nodes": 3, "ports": {"broker_base": 65534}}, "node3 would be on port 65536: broker_base + nodes exceeds"),
+        (
+            {"broker": "hivemq", "nodes": 2, "ports": {"broker_http_base": 65535}},
+            "node2's HTTP port would be on port 65536: broker_http_base + nodes exceeds",
+        ),
+    ],
+)
+def test_node_ports_above_65535_are_refused(overrides: dict, message: str) -> None:
+    with pytest.raises(StackConfigError, match=re.escape(message)):
+        load_stack_config(env={}, overrides=overrides)
 
 
 def test_hivemq_nodes_are_rendered_with_the_launcher_the_exporter_and_eviction(

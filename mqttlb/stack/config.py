@@ -142,34 +142,21 @@ class StackConfig(BaseModel):
                 raise invalid(
                     f"port clash: {owners[port]} and {name} both use {port}", f"ports.{name}", f"ports.{owners[port]}"
                 )
-        for index, port in enumerate(self.broker_ports, start=1):
+        # Each node's MQTT port (and, for HiveMQ, its extension's HTTP port): base + index, inside 65535 and
+        # clashing with no other port.
+        node_ports = [(f"node{i}", "broker_base", port) for i, port in enumerate(self.broker_ports, start=1)]
+        node_ports += [
+            (f"node{i}'s HTTP port", "broker_http_base", port) for i, port in enumerate(self.broker_http_ports, start=1)
+        ]
+        for label, base, port in node_ports:
             if port > 65535:
+                message = f"{label} would be on port {port}: {base} + nodes exceeds 65535"
+                raise invalid(message, f"ports.{base}", "nodes")
+            owner = owners.setdefault(port, label)
+            if owner != label:
+                owner_key = "ports.broker_base" if owner.startswith("node") else f"ports.{owner}"
                 raise invalid(
-                    f"node{index} would listen on {port}: broker_base + nodes exceeds 65535",
-                    "ports.broker_base",
-                    "nodes",
-                )
-            if port in owners:
-                raise invalid(
-                    f"port clash: node{index} ({port}) and {owners[port]} both use {port}",
-                    f"ports.{owners[port]}",
-                    "ports.broker_base",
-                    "nodes",
-                )
-            owners[port] = f"node{index}"
-        for index, port in enumerate(self.broker_http_ports, start=1):
-            if port > 65535:
-                raise invalid(
-                    f"node{index}'s HTTP port would be {port}: broker_http_base + nodes exceeds 65535",
-                    "ports.broker_http_base",
-                    "nodes",
-                )
-            if port in owners:
-                raise invalid(
-                    f"port clash: node{index}'s HTTP port ({port}) and {owners[port]} both use {port}",
-                    "ports.broker_http_base",
-                    "ports.broker_base" if owners[port].startswith("node") else f"ports.{owners[port]}",
-                    "nodes",
+                    f"port clash: {label} ({port}) and {owner} both use {port}", owner_key, f"ports.{base}", "nodes"
                 )
         return self
 
