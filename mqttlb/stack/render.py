@@ -147,19 +147,12 @@ def programs(topo: Topology, binaries: dict[str, str]) -> list[Program]:
             ready_url=admin.url("/ready"),
             priority=20,
         ),
-        _http_program(
-            topo.broker_exporter,
-            [*mqttlb, *builders.broker_exporter_args(topo)],
-            "/metrics",
-            30,
-            token_file=topo.state.exporter_token,
-        ),
-        _http_program(
-            topo.envoy_exporter,
-            [*mqttlb, *builders.envoy_exporter_args(topo)],
-            "/metrics",
-            30,
-            token_file=topo.state.exporter_token,
+        *(  # both exporters: /metrics behind the exporters' bearer token
+            _http_program(exporter, [*mqttlb, *args], "/metrics", 30, token_file=topo.state.exporter_token)
+            for exporter, args in (
+                (topo.broker_exporter, builders.broker_exporter_args(topo)),
+                (topo.envoy_exporter, builders.envoy_exporter_args(topo)),
+            )
         ),
         _http_program(
             topo.webhook, [*mqttlb, *builders.webhook_args(topo)], "/readyz", 30, "/", topo.state.webhook_token
