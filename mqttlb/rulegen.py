@@ -361,7 +361,7 @@ def alerts(p: Params) -> list[_Alert]:
             ACTION_PAGE,
             "MQTT broker {{ $labels.node }} is up but its CPU is not measured",
             f"Node {{{{ $labels.node }}}} of cluster {cl} answers, but {s.NODE_CPU} has had no sample for it "
-            f"for {p.cpu_missing_for} (CPU source {p.broker_cpu.source}). The CPU alerts cannot fire for it and "
+            f"for {p.cpu_missing_for} (see broker_cpu.source). The CPU alerts cannot fire for it and "
             "the rebalancer keeps its weight.",
         ),
     ]
