@@ -46,6 +46,7 @@ from mqttlb.stack.topology import EdsSource, Topology, native_switches, topology
 from mqttlb.webhook.eds import write_eds_file
 
 __all__ = [
+    "connect_through_envoy",
     "exporter_headers",
     "Fleet",
     "free_port",
@@ -226,6 +227,21 @@ def serve_stub(handler: type[http.server.BaseHTTPRequestHandler]) -> http.server
     return server
 
 
+def connect_through_envoy(stack: Stack, count: int, prefix: str) -> dict[str, int]:
+    """Open ``count`` MQTT sessions (client ids ``<prefix>-<i>``) through ``stack``'s Envoy one after another and
+    close each after its CONNACK; how many each node received (Envoy's upstream ``cx_total`` per host, before
+    and after)."""
+    before = {h.node: h.cx_total for h in stack.envoy_hosts()}
+    for i in range(count):
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{prefix}-{i}")
+        client.connect("127.0.0.1", stack.topology.envoy_listener.port, keepalive=10)
+        client.loop(timeout=0.2)  # read CONNACK
+        client.disconnect()
+    time.sleep(0.5)  # let Envoy count the last upstream connections
+    after = {h.node: h.cx_total for h in stack.envoy_hosts()}
+    return {node: after[node] - before.get(node, 0) for node in after}
+
+
 @dataclasses.dataclass
 class Fleet:
     """MQTT clients (paho, reconnecting after 1-2 s) on ``host:port``, usually Envoy's listener: who is
@@ -271,6 +287,15 @@ class Fleet:
             client.connect(self.host, self.port, keepalive=30)
         client.loop_start()
         self.clients[client_id] = client
+
+    def connect_mixed(self, prefix: str, v311: int, v5: int, timeout: float = 30) -> None:
+        """Add ``v311`` MQTT 3.1.1 clients ``<prefix>-v311-<i>`` and ``v5`` MQTT 5 clients ``<prefix>-v5-<i>``, then
+        wait until every client of the fleet is connected (AssertionError after ``timeout`` s)."""
+        for i in range(v311):
+            self.add(f"{prefix}-v311-{i}", mqtt.MQTTv311)
+        for i in range(v5):
+            self.add(f"{prefix}-v5-{i}", mqtt.MQTTv5)
+        wait_until(lambda: len(self.connected) == len(self.clients), timeout, "every client connected")
 
     def publish_once(self, size: int = 32) -> None:
         """Each client publishes ``size`` bytes at QoS 0 to ``fleet/<client id>`` (load the broker sees)."""

@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 import requests
 from stackutil import Fleet, free_ports_config, running_stack, wait_until, webhook_headers
@@ -87,11 +86,7 @@ def test_evacuate_a_node_through_the_real_plugin(stack: Stack) -> None:
 
     publisher = threading.Thread(target=publish_loop, daemon=True)
     try:
-        for i in range(CLIENTS_V311):
-            fleet.add(f"fleet-v311-{i}", mqtt.MQTTv311)
-        for i in range(CLIENTS_V5):
-            fleet.add(f"fleet-v5-{i}", mqtt.MQTTv5)
-        wait_until(lambda: len(fleet.connected) == len(fleet.clients), 30, "every client connected")
+        fleet.connect_mixed("fleet", CLIENTS_V311, CLIENTS_V5)
         publisher.start()
 
         def preview() -> dict:

@@ -17,10 +17,9 @@ import json
 import time
 from collections.abc import Iterator
 
-import paho.mqtt.client as mqtt
 import pytest
 from hivemqnode import ensure_built
-from stackutil import free_ports_config, running_stack, wait_until
+from stackutil import connect_through_envoy, free_ports_config, running_stack, wait_until
 
 from mqttlb import contract
 from mqttlb.loadgen.hot import HotNodeDriver, fan_out_subscribers
@@ -52,20 +51,6 @@ def audit_entries(stack: Stack) -> list[dict]:
 
 def envoy_weights(stack: Stack) -> dict[str, int]:
     return {h.node: h.weight for h in stack.envoy_hosts()}
-
-
-def connect_through_envoy(stack: Stack, count: int) -> dict[str, int]:
-    """Open ``count`` MQTT sessions through Envoy one after another; how many each node received
-    (Envoy's upstream ``cx_total`` per host, before and after)."""
-    before = {h.node: h.cx_total for h in stack.envoy_hosts()}
-    for i in range(count):
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"hq-e2e-new-{i}")
-        client.connect("127.0.0.1", stack.topology.envoy_listener.port, keepalive=10)
-        client.loop(timeout=0.2)  # read CONNACK
-        client.disconnect()
-    time.sleep(0.5)  # let Envoy count the last upstream connections
-    after = {h.node: h.cx_total for h in stack.envoy_hosts()}
-    return {node: after[node] - before.get(node, 0) for node in after}
 
 
 def test_hot_hivemq_node_loses_weight_in_envoy_and_new_connections_go_elsewhere(hive: Stack) -> None:
@@ -107,7 +92,7 @@ def test_hot_hivemq_node_loses_weight_in_envoy_and_new_connections_go_elsewhere(
         assert seen[hot_node] < max(w for n, w in seen.items() if n != hot_node), seen
 
         # New connections through Envoy follow the weights: the hot node gets less than any other node.
-        landed = connect_through_envoy(stack, NEW_CONNECTIONS)
+        landed = connect_through_envoy(stack, NEW_CONNECTIONS, "hq-e2e-new")
         print(f"[figures] {NEW_CONNECTIONS} new connections through Envoy: {landed} (weights {envoy_weights(stack)})")
         assert sum(landed.values()) == NEW_CONNECTIONS
         assert landed[hot_node] < NEW_CONNECTIONS / len(landed)

@@ -109,11 +109,7 @@ def hive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HiveStack]:
         wait_until(steadily_healthy, 60, "every node healthy in Envoy for 3 s", interval=0.25)
         fleet = Fleet("127.0.0.1", topo.envoy_listener.port, TOPIC)
         try:
-            for i in range(CLIENTS_V311):
-                fleet.add(f"hq-v311-{i}", mqtt.MQTTv311)
-            for i in range(CLIENTS_V5):
-                fleet.add(f"hq-v5-{i}", mqtt.MQTTv5)
-            wait_until(lambda: len(fleet.connected) == len(fleet.clients), 30, "every client connected")
+            fleet.connect_mixed("hq", CLIENTS_V311, CLIENTS_V5)
             yield HiveStack(stack, fleet, topo.state.webhook_token.read_text().strip(), adapters)
         finally:
             fleet.close()

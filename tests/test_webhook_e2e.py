@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
+from stackutil import connect_through_envoy
 
 from mqttlb.loadgen.hot import HotNodeDriver, fan_out_subscribers
 from mqttlb.stack.runner import Stack
@@ -24,23 +24,6 @@ def audit_entries(stack: Stack) -> list[dict]:
 
 def envoy_weights(stack: Stack) -> dict[str, int]:
     return {h.node: h.weight for h in stack.envoy_hosts()}
-
-
-def envoy_connections_total(stack: Stack) -> dict[str, int]:
-    return {h.node: h.cx_total for h in stack.envoy_hosts()}
-
-
-def connect_through_envoy(stack: Stack, count: int) -> dict[str, int]:
-    """Open ``count`` real MQTT sessions through Envoy; returns how many each node received."""
-    before = envoy_connections_total(stack)
-    for i in range(count):
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"e2e-new-{i}")
-        client.connect("127.0.0.1", stack.cfg.ports.envoy_listener, keepalive=10)
-        client.loop(timeout=0.2)  # read CONNACK
-        client.disconnect()
-    time.sleep(0.5)  # let Envoy count the last upstream connections
-    after = envoy_connections_total(stack)
-    return {node: after[node] - before.get(node, 0) for node in after}
 
 
 def test_hot_node_loses_weight_in_envoy(live_stack: Stack) -> None:
@@ -79,7 +62,7 @@ def test_hot_node_loses_weight_in_envoy(live_stack: Stack) -> None:
     assert weights[hot_node] < max(w for n, w in weights.items() if n != hot_node)
 
     # New connections now follow the weights: the hot node gets less than an equal share.
-    landed = connect_through_envoy(stack, 60)
+    landed = connect_through_envoy(stack, 60, "e2e-new")
     print(f"60 new connections through Envoy after the decision: {landed} (weights {envoy_weights(stack)})")
     assert sum(landed.values()) == 60
     assert landed[hot_node] < 60 / len(landed)
