@@ -24,6 +24,7 @@ import orjson
 import requests
 
 from mqttlb.exporters.http_fetch import FetchError, fetch_text, new_session
+from mqttlb.http_call import send
 
 HEALTH_STATUSES = ("healthy", "degraded", "draining", "unhealthy")
 # Regex for Envoy's /stats `filter` parameter: only what the exporter uses, so a large Envoy
@@ -310,12 +311,10 @@ class EnvoyAdminClient:
     def set_runtime(self, values: Mapping[str, str]) -> None:
         """POST /runtime_modify; an empty string removes a key's override."""
         url = f"{self.base_url}/runtime_modify"
-        try:
-            response = self.session.post(url, params=dict(values), timeout=self.timeout)
-        except requests.Timeout:
-            raise EnvoyAdminError(f"POST {url}: timed out after {self.timeout:g}s") from None
-        except requests.RequestException as exc:
-            raise EnvoyAdminError(f"POST {url}: {type(exc).__name__}: {exc}") from None
+        response = send(
+            self.session, "POST", url, what=f"POST {url}", error=EnvoyAdminError, timeout=self.timeout,
+            params=dict(values),
+        )
         if response.status_code != 200:
             raise EnvoyAdminError(f"POST {url}: HTTP {response.status_code}: {response.text[:200]}")
 

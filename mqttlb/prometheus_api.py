@@ -14,6 +14,8 @@ from urllib.parse import urlparse
 
 import requests
 
+from mqttlb.http_call import send
+
 
 class PrometheusApiError(RuntimeError):
     """Prometheus could not answer (down, slow), refused the query (the API's errorType and error
@@ -95,12 +97,10 @@ class PrometheusApi:
     def _get(self, path: str, params: dict[str, Any]) -> Any:
         """The decoded JSON answer of ``GET path``, whatever its status."""
         url = f"{self.base_url}{path}"
-        try:
-            response = self.session.get(url, params=params, timeout=self.timeout)
-        except requests.Timeout:
-            raise PrometheusApiError(f"GET {url}: timed out after {self.timeout:g}s") from None
-        except requests.RequestException as exc:
-            raise PrometheusApiError(f"cannot reach Prometheus at {self.base_url}: {exc}") from None
+        response = send(
+            self.session, "GET", url, what=f"GET {url}", error=PrometheusApiError, timeout=self.timeout,
+            unreachable=f"cannot reach Prometheus at {self.base_url}: ", params=params,
+        )
         try:
             return response.json()
         except ValueError:

@@ -234,7 +234,7 @@ def test_client_is_bounded_by_its_timeout_on_a_silent_admin() -> None:
         client = EnvoyAdminClient(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout=0.4)
         for call in (client.clusters, lambda: client.set_max_connections("c", 1)):
             start = time.monotonic()
-            with pytest.raises(EnvoyAdminError, match="timed out"):
+            with pytest.raises(EnvoyAdminError, match="timed out|no answer within"):
                 call()
             assert time.monotonic() - start < 1.5
     finally:

@@ -63,6 +63,7 @@ from mqttlb.brokers.eviction import (
     EvictionError,
     EvictResult,
 )
+from mqttlb.http_call import one_line, send
 
 API_PREFIX = "/api/v5"
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -131,11 +132,6 @@ class EmqxEvictionInterrupted(EvictionError):
         super().__init__(message)
         self.evicted = tuple(evicted)
         self.remaining = tuple(remaining)
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -219,20 +215,11 @@ class EmqxEvictionAdapter(EvictionAdapter):
         return f"EMQX at {self.base_url}: {method} {API_PREFIX}{path}"
 
     def _call(self, method: str, path: str, params: Any = None) -> requests.Response:
-        try:
-            return self._session.request(
-                method,
-                f"{self.base_url}{API_PREFIX}{path}",
-                params=params,
-                auth=self._auth,
-                headers={"Accept": "application/json"},
-                timeout=self._timeout,
-                allow_redirects=False,
-            )
-        except requests.Timeout:
-            raise EvictionError(f"{self._where(method, path)}: no answer within {self._timeout:g} s") from None
-        except requests.RequestException as exc:
-            raise EvictionError(f"{self._where(method, path)}: {_one_line(str(exc))}") from None
+        return send(
+            self._session, method, f"{self.base_url}{API_PREFIX}{path}", what=self._where(method, path),
+            error=EvictionError, timeout=self._timeout, params=params, auth=self._auth,
+            headers={"Accept": "application/json"}, allow_redirects=False,
+        )
 
     def _refusal(self, method: str, path: str, response: requests.Response) -> EvictionError:
         """The one-line error for an answer other than the expected one."""
@@ -243,7 +230,7 @@ class EmqxEvictionAdapter(EvictionAdapter):
             said = response.text or "empty body"
         hint = {401: " (check api_key / api_secret)", 403: " (the API key's role may not do this)"}
         return EvictionError(
-            f"{self._where(method, path)}: HTTP {response.status_code} {_one_line(said)}"
+            f"{self._where(method, path)}: HTTP {response.status_code} {one_line(said)}"
             f"{hint.get(response.status_code, '')}"
         )
 

@@ -31,10 +31,10 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mqttlb.brokers.eviction import ClientLoad, EvictCommand, EvictionAdapter, EvictionError, EvictResult
+from mqttlb.http_call import one_line, send
 
 API_PREFIX = "/mqttlb/v1/"
 DEFAULT_TIMEOUT_SECONDS = 5.0
-MAX_ERROR_CHARS = 200  # of a non-JSON error body quoted in an EvictionError
 
 _Model = TypeVar("_Model", bound=BaseModel)
 
@@ -125,12 +125,10 @@ class HivemqEvictionAdapter(EvictionAdapter):
     def _call(self, method: str, path: str, answer: type[_Model], timeout: float, body: Any = None) -> _Model:
         url = self.base_url + API_PREFIX + path
         what = f"HiveMQ at {self.base_url}: {method} {API_PREFIX}{path}"
-        try:
-            response = self._session.request(method, url, json=body, timeout=(self._timeout, timeout))
-        except requests.Timeout:
-            raise EvictionError(f"{what}: no answer within {timeout:g} s") from None
-        except requests.RequestException as exc:
-            raise EvictionError(f"{what}: cannot reach the mqttlb extension: {_one_line(str(exc))}") from None
+        response = send(
+            self._session, method, url, what=what, error=EvictionError, timeout=(self._timeout, timeout),
+            unreachable="cannot reach the mqttlb extension: ", json=body,
+        )
         if response.status_code != 200:
             raise EvictionError(f"{what}: refused with {response.status_code}: {_error_text(response)}")
         try:
@@ -183,14 +181,9 @@ class HivemqEvictionAdapter(EvictionAdapter):
         return answer.changed
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _error_text(response: requests.Response) -> str:
-    """The extension's ``{"error": ...}`` text, else the start of whatever the body is."""
+    """The extension's ``{"error": ...}`` text, else the start of whatever the body is (one line each)."""
     try:
-        return _one_line(_ErrorAnswer.model_validate_json(response.content).error)
+        return one_line(_ErrorAnswer.model_validate_json(response.content).error)
     except ValidationError:
-        text = _one_line(response.text)
-        return (text[:MAX_ERROR_CHARS] + "...") if len(text) > MAX_ERROR_CHARS else (text or "(empty body)")
+        return one_line(response.text) or "(empty body)"
