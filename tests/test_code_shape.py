@@ -39,9 +39,16 @@ def _own_lines(function: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
     return total
 
 
-def long_branching_functions() -> list[str]:
+def sources(root: Path = PACKAGE) -> list[Path]:
+    """Every Python source under ``root`` (the whole package: every part, every module)."""
+    return sorted(root.rglob("*.py"))
+
+
+def long_branching_functions(root: Path = PACKAGE) -> list[str]:
+    """``path:line name (N lines)`` of each function under ``root`` with branching and more than MAX_LINES
+    lines of its own."""
     offenders = []
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in sources(root):
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -51,7 +58,7 @@ def long_branching_functions() -> list[str]:
             )
             lines = _own_lines(node)
             if branches and lines > MAX_LINES:
-                offenders.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} ({lines} lines)")
+                offenders.append(f"{path.relative_to(root.parent)}:{node.lineno} {node.name} ({lines} lines)")
     return offenders
 
 
@@ -59,9 +66,28 @@ def test_no_function_with_branching_exceeds_60_lines() -> None:
     assert long_branching_functions() == []
 
 
+def test_the_length_rule_reads_every_part_of_the_package() -> None:
+    parts = {path.relative_to(PACKAGE).parts[0] for path in sources() if len(path.relative_to(PACKAGE).parts) > 1}
+    assert parts >= {"brokers", "dashboards", "deploy", "exporters", "loadgen", "stack", "webhook"}
+    assert PACKAGE / "cli.py" in sources() and PACKAGE / "loadgen" / "scenarios" / "runner.py" in sources()
+
+
+def test_the_length_rule_flags_a_long_branching_function_only(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    straight = "\n".join(f"    x{i} = {i}" for i in range(MAX_LINES))
+    (package / "sub" / "a.py").write_text(
+        f"def long_branching(flag):\n    if flag:\n        pass\n{straight}\n\n"  # 63 lines, branches
+        f"def long_straight():\n{straight}\n\n"  # 61 lines, no branch
+        f"def factory(flag):\n    if flag:\n        pass\n    def route():\n{straight.replace('    ', '        ')}\n"
+        "    return route\n"  # the factory's own lines: 5
+    )
+    assert long_branching_functions(package) == ["pkg/sub/a.py:1 long_branching (63 lines)"]
+
+
 def test_no_two_public_classes_share_a_name() -> None:
     homes: dict[str, list[str]] = defaultdict(list)
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in sources():
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
                 homes[node.name].append(str(path.relative_to(PACKAGE.parent)))
