@@ -51,13 +51,15 @@ _duration = argument_type(parse_duration, ResolveError)
 _url = argument_type(check_url)
 
 
-def _params_flag(parser: argparse.ArgumentParser) -> None:
+def _generated_flags(parser: argparse.ArgumentParser, flag: str, default: Path, help_: str) -> None:
+    """``--params`` (the thresholds the dashboards show) and ``flag``, the directory of the generated JSON."""
     parser.add_argument(
         "--params",
         type=Path,
         default=DEFAULT_PARAMS_FILE,
         help="parameter file whose thresholds the dashboards show (default: mqttlb/params.yaml)",
     )
+    parser.add_argument(flag, type=Path, default=default, help=help_)
 
 
 def _query_flags(parser: argparse.ArgumentParser, prometheus_required: bool) -> None:
@@ -121,22 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_log_flags(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    gen = sub.add_parser("generate", help="write the dashboard JSON from the Python sources")
-    _params_flag(gen)
-    gen.add_argument(
+    _generated_flags(
+        sub.add_parser("generate", help="write the dashboard JSON from the Python sources"),
         "--out",
-        type=Path,
-        default=build.DEFAULT_OUT,
-        help="output directory (default: dashboards/generated under the current directory)",
+        build.DEFAULT_OUT,
+        "output directory (default: dashboards/generated under the current directory)",
     )
-
-    check = sub.add_parser("check", help="fail if the generated JSON differs from the sources")
-    _params_flag(check)
-    check.add_argument(
+    _generated_flags(
+        sub.add_parser("check", help="fail if the generated JSON differs from the sources"),
         "--dir",
-        type=Path,
-        default=build.GENERATED_DIR,
-        help="directory of the generated JSON (default: the shipped dashboards)",
+        build.GENERATED_DIR,
+        "directory of the generated JSON (default: the shipped dashboards)",
     )
 
     render = sub.add_parser("render", help="draw each dashboard to a PNG from a live Prometheus")
