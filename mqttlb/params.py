@@ -312,16 +312,16 @@ def step_interval_seconds(params: Params, scrape_interval_seconds: float) -> flo
     return scrape_interval_seconds + duration_seconds(params.rate_window)
 
 
-def rate_window_problem(params: Params, scrape_interval: str, key: str = "rate_window") -> str | None:
-    """Why ``params.rate_window`` cannot go with a Prometheus ``scrape_interval`` (a duration string):
-    rate() needs two samples, so the window must span at least two scrapes.  None when it does; else one
-    line naming ``key`` (how the caller's file spells rate_window), e.g. ``"need params.rate_window >= 2 x
-    scrape_interval (rate() needs two samples), got 5s < 2 x 5s"``.  The stack's and the webhook's config
-    both check with this."""
+def check_rate_window(params: Params, scrape_interval: str, key: str = "rate_window") -> None:
+    """Refuse a ``params.rate_window`` that cannot go with a Prometheus ``scrape_interval`` (a duration string):
+    rate() needs two samples, so the window must span at least two scrapes.  For a model validator: raises
+    the cross-field error (:func:`mqttlb.yamlfile.invalid`) on ``key`` (how the caller's file spells
+    rate_window) and ``scrape_interval``, e.g. ``"need params.rate_window >= 2 x scrape_interval (rate() needs
+    two samples), got 5s < 2 x 5s"``.  The stack's and the webhook's config both check with this."""
     window = params.rate_window
-    if duration_seconds(window) >= 2 * duration_seconds(scrape_interval):
-        return None
-    return f"need {key} >= 2 x scrape_interval (rate() needs two samples), got {window} < 2 x {scrape_interval}"
+    if duration_seconds(window) < 2 * duration_seconds(scrape_interval):
+        message = f"need {key} >= 2 x scrape_interval (rate() needs two samples), got {window} < 2 x {scrape_interval}"
+        raise invalid(message, key, "scrape_interval")
 
 
 def params_file_data(path: Path = DEFAULT_PARAMS_FILE) -> dict[str, Any]:

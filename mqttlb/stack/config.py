@@ -26,8 +26,8 @@ from mqttlb.params import (
     Duration,
     Params,
     PositiveDuration,
+    check_rate_window,
     duration_seconds,
-    rate_window_problem,
     with_defaults,
 )
 from mqttlb.shipped import STACK_FILE, shipped
@@ -162,9 +162,7 @@ class StackConfig(BaseModel):
 
     @model_validator(mode="after")
     def _rate_window_spans_two_scrapes(self) -> StackConfig:
-        problem = rate_window_problem(self.params, self.scrape_interval, "params.rate_window")
-        if problem is not None:
-            raise invalid(problem, "params.rate_window", "scrape_interval")
+        check_rate_window(self.params, self.scrape_interval, "params.rate_window")
         return self
 
     @property

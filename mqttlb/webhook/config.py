@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mqttlb.brokers.control import EvictionControl
 from mqttlb.contract import ENVOY_CLUSTER
-from mqttlb.params import HttpUrl, Params, PositiveDuration, duration_seconds, rate_window_problem, with_defaults
+from mqttlb.params import HttpUrl, Params, PositiveDuration, check_rate_window, duration_seconds, with_defaults
 from mqttlb.secure import BasicAuth, ClientAuth, ServerTls
 from mqttlb.webhook.lease import LeaseConfig
 from mqttlb.yamlfile import ConfigError, Sources, invalid, load_yaml_mapping, one_line, parse_yaml_mapping
@@ -132,9 +132,7 @@ class WebhookConfig(BaseModel):
 
     @model_validator(mode="after")
     def _rate_window_spans_two_scrapes(self) -> WebhookConfig:
-        problem = rate_window_problem(self.params_overrides, self.scrape_interval, "params_overrides.rate_window")
-        if problem is not None:
-            raise invalid(problem, "params_overrides.rate_window", "scrape_interval")
+        check_rate_window(self.params_overrides, self.scrape_interval, "params_overrides.rate_window")
         return self
 
     @model_validator(mode="after")
