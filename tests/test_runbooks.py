@@ -242,48 +242,34 @@ def pages_never_go_through_the_webhook() -> None:
     assert "webhook:9643" not in yaml.safe_dump(page)
 
 
-CLAIMS: list[tuple[str, str, Callable[[], None]]] = [
-    ("MqttBrokerCpuHigh", "at most one step per step interval", one_step_per_interval),
-    ("MqttBrokerCpuHigh", "steers early", steers_early),
-    (
-        "MqttBrokerCpuHigh",
-        "only when no rebalance alert of the cluster\nfires",
-        recovers_only_when_no_rebalance_alert_fires,
-    ),
-    ("MqttBrokerCpuHigh", "**held** while the CPU spread persists", held_while_the_spread_persists),
-    ("MqttClusterImbalanced", "at most one step per step interval", one_step_per_interval),
-    (
-        "MqttClusterImbalanced",
-        "only when no rebalance alert of the cluster fires",
-        recovers_only_when_no_rebalance_alert_fires,
-    ),
-    ("MqttClusterImbalanced", "**held** while the CPU spread persists", held_while_the_spread_persists),
-    ("MqttClusterImbalanced", "take no part", down_nodes_take_no_part),
-    ("MqttClusterImbalanced", "**arms the evict lever**", arms_after_the_weights_had_their_time),
-    ("MqttClusterImbalanced", "**weights favour the recipients first**", favours_the_recipients_first),
-    (
-        "MqttClusterImbalanced",
-        "**above the mean by more than\n`eviction.spread_target`**",
-        donors_only_above_the_mean_by_the_target,
-    ),
-    ("MqttClusterImbalanced", "**adds up to at most the donor's surplus**", victims_add_up_to_the_surplus),
-    ("MqttClusterImbalanced", "**one batch per node per step\ninterval**", one_batch_per_node_per_step_interval),
-    ("MqttClusterImbalanced", "**persistent\nsessions stay**", persistent_sessions_stay),
-    ("MqttClusterImbalanced", "**stops when every node is within `eviction.spread_target`**", stops_inside_the_target),
-    ("MqttBrokerCpuHigh", "**arms the evict lever**", arms_after_the_weights_had_their_time),
-    ("MqttBrokerCpuHigh", "**adds\nup to at most the donor's surplus**", victims_add_up_to_the_surplus),
-    ("MqttBrokerCpuHigh", "**one batch per node per step interval**", one_batch_per_node_per_step_interval),
-    ("MqttBrokerCpuHigh", "**persistent sessions stay**", persistent_sessions_stay),
-    ("MqttBrokerCpuHigh", "**evicts every evictable client at the\nbounded rate**", evacuates_at_the_bounded_rate),
-    ("MqttBrokerCpuCritical", "one level per step interval", sheds_one_level_per_interval),
-    ("MqttBrokerCpuCritical", "never taken below\n`policy.shed_min_connections`", shed_basis_has_a_floor),
-    ("MqttBrokerCpuCritical", "lifted one level per step\ninterval", lifted_one_level_per_interval),
-    ("MqttBrokerDown", "**never goes through the webhook**", pages_never_go_through_the_webhook),
-    ("MqttBrokerDown", "treats the node as **down**", down_nodes_take_no_part),
-    ("EnvoyEndpointUnhealthy", "treats the node as **down**", down_nodes_take_no_part),
-    ("MqttExporterDown", "**never goes through the webhook**", pages_never_go_through_the_webhook),
-    ("MqttRebalancerFailing", "**never goes through the\nwebhook**", pages_never_go_through_the_webhook),
+# Who says it: one load alert, the two steering alerts, the alerts that treat a node as down, those that page.
+HIGH, IMBALANCED, CRITICAL = (contract.ALERT_CPU_HIGH,), (contract.ALERT_IMBALANCED,), (contract.ALERT_CPU_CRITICAL,)
+STEERING = HIGH + IMBALANCED
+DOWN = (contract.ALERT_BROKER_DOWN, contract.ALERT_ENDPOINT_UNHEALTHY)
+PAGING = (contract.ALERT_BROKER_DOWN, contract.ALERT_EXPORTER_DOWN, contract.ALERT_REBALANCER_FAILING)
+
+# Each claim once: the phrase (white space does not matter), its check and the runbooks that state it.
+STATED: list[tuple[str, Callable[[], None], tuple[str, ...]]] = [
+    ("at most one step per step interval", one_step_per_interval, STEERING),
+    ("steers early", steers_early, HIGH),
+    ("only when no rebalance alert of the cluster fires", recovers_only_when_no_rebalance_alert_fires, STEERING),
+    ("**held** while the CPU spread persists", held_while_the_spread_persists, STEERING),
+    ("take no part", down_nodes_take_no_part, IMBALANCED),
+    ("**arms the evict lever**", arms_after_the_weights_had_their_time, STEERING),
+    ("**weights favour the recipients first**", favours_the_recipients_first, IMBALANCED),
+    ("**above the mean by more than `eviction.spread_target`**", donors_only_above_the_mean_by_the_target, IMBALANCED),
+    ("**adds up to at most the donor's surplus**", victims_add_up_to_the_surplus, STEERING),
+    ("**one batch per node per step interval**", one_batch_per_node_per_step_interval, STEERING),
+    ("**persistent sessions stay**", persistent_sessions_stay, STEERING),
+    ("**stops when every node is within `eviction.spread_target`**", stops_inside_the_target, IMBALANCED),
+    ("**evicts every evictable client at the bounded rate**", evacuates_at_the_bounded_rate, HIGH),
+    ("one level per step interval", sheds_one_level_per_interval, CRITICAL),
+    ("never taken below `policy.shed_min_connections`", shed_basis_has_a_floor, CRITICAL),
+    ("lifted one level per step interval", lifted_one_level_per_interval, CRITICAL),
+    ("**never goes through the webhook**", pages_never_go_through_the_webhook, PAGING),
+    ("treats the node as **down**", down_nodes_take_no_part, DOWN),
 ]
+CLAIMS = [(runbook, phrase, check) for phrase, check, runbooks in STATED for runbook in runbooks]
 
 # Behaviour that no longer exists: notifications as commands, the /page route, recovery ticks.
 RETIRED = [
