@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -31,27 +32,36 @@ def test_profile_named_sub_is_a_subscriber() -> None:
 
 
 @pytest.mark.parametrize(
-    ("spec", "fragment"),
+    ("parse", "text", "fragment"),
     [
-        ("heavy", "NAME:COUNT"),
-        ("heavy:x", "COUNT must be an integer"),
-        ("heavy:0", "count"),
-        ("heavy:1:qos=2", "qos must be 0 or 1"),
-        ("heavy:1:rate=-1", "rate"),
-        ("heavy:1:rate=fast", "rate"),
-        ("heavy:1:colour=red", "bad option"),
-        ("heavy:1:rate", "bad option"),
-        ("heavy:1:session=gauss:3", "kind"),
-        ("heavy:1:session=uniform:9:3", "high >= low"),
-        ("heavy:1:session=exp:0", "greater than 0"),
-        ("heavy:1:topic=a/#", "wildcards"),
-        ("9lives:1", "name"),
-        ("sub:1:echo=true", "publishers only"),
+        (parse_profile, "heavy", "NAME:COUNT"),
+        (parse_profile, "heavy:x", "COUNT must be an integer"),
+        (parse_profile, "heavy:0", "count"),
+        (parse_profile, "heavy:1:qos=2", "qos must be 0 or 1"),
+        (parse_profile, "heavy:1:rate=-1", "rate"),
+        (parse_profile, "heavy:1:rate=fast", "rate"),
+        (parse_profile, "heavy:1:colour=red", "bad option"),
+        (parse_profile, "heavy:1:rate", "bad option"),
+        (parse_profile, "heavy:1:session=gauss:3", "kind"),
+        (parse_profile, "heavy:1:session=uniform:9:3", "high >= low"),
+        (parse_profile, "heavy:1:session=exp:0", "greater than 0"),
+        (parse_profile, "heavy:1:topic=a/#", "wildcards"),
+        (parse_profile, "9lives:1", "name"),
+        (parse_profile, "sub:1:echo=true", "publishers only"),
+        (load_workload_yaml, "[1, 2", "not valid YAML"),
+        (load_workload_yaml, "- a", "mapping"),
+        (load_workload_yaml, "duration: 3", "profiles"),
+        (load_workload_yaml, "duration: 3\nprofiles: [7]", "profiles\\[0\\]"),
+        (load_workload_yaml, "duration: 3\nprofiles: [{name: a, count: 1, bogus: 1}]", "bogus"),
+        (load_workload_yaml, "duration: 3\nprofiles: ['a:1:rate=1']\nhost: example.com", "not loopback"),
+        (load_workload_yaml, "duration: 3\nprofiles: ['a:1:rate=1']\nunknown: 1", "unknown"),
     ],
 )
-def test_bad_profile_specs_are_refused_with_a_reason(spec: str, fragment: str) -> None:
+def test_bad_profile_specs_and_yaml_workloads_are_refused_with_a_reason(
+    parse: Callable[[str], object], text: str, fragment: str
+) -> None:
     with pytest.raises(WorkloadError, match=fragment):
-        parse_profile(spec)
+        parse(text)
 
 
 def test_workload_refuses_remote_hosts_unless_allowed() -> None:
@@ -90,23 +100,6 @@ profiles:
     assert w.profiles[1].session == Churn(kind="exp", a=30)
     assert w.profiles[2].role == "sub"
     assert "heavy: 2 publisher(s) x 500 msg/s" in w.describe()
-
-
-@pytest.mark.parametrize(
-    ("text", "fragment"),
-    [
-        ("[1, 2", "not valid YAML"),
-        ("- a", "mapping"),
-        ("duration: 3", "profiles"),
-        ("duration: 3\nprofiles: [7]", "profiles\\[0\\]"),
-        ("duration: 3\nprofiles: [{name: a, count: 1, bogus: 1}]", "bogus"),
-        ("duration: 3\nprofiles: ['a:1:rate=1']\nhost: example.com", "not loopback"),
-        ("duration: 3\nprofiles: ['a:1:rate=1']\nunknown: 1", "unknown"),
-    ],
-)
-def test_bad_yaml_workloads_are_refused(text: str, fragment: str) -> None:
-    with pytest.raises(WorkloadError, match=fragment):
-        load_workload_yaml(text)
 
 
 def test_churn_distributions_draw_within_their_bounds() -> None:
