@@ -44,51 +44,50 @@ def _set_expr(title: str, expr: str) -> Callable[[dict[str, Any]], None]:
     return change
 
 
+def _update_variable(name: str, /, **fields: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda d: _variable(d, name).update(fields)
+
+
+def _update_panel(title: str, /, **fields: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda d: _panel(d, title).update(fields)
+
+
 RAW = 'mqttlb_webhook_shed_level{job=~"$job", instance=~"$instance"}'
 FAULTS: dict[str, tuple[str, Callable[[dict[str, Any]], None]]] = {
     "no datasource variable": (
         "template-datasource-rule",
         lambda d: d["templating"]["list"].pop(0),
     ),
-    "datasource variable renamed": (
-        "template-datasource-rule",
-        lambda d: _variable(d, "datasource").update(name="ds"),
-    ),
+    "datasource variable renamed": ("template-datasource-rule", _update_variable("datasource", name="ds")),
     "no job variable": (
         "template-job-rule",
         lambda d: d["templating"]["list"].remove(_variable(d, "job")),
     ),
-    "job variable single-valued": ("template-job-rule", lambda d: _variable(d, "job").update(multi=False)),
-    "instance All is not .+": ("template-instance-rule", lambda d: _variable(d, "instance").update(allValue="")),
+    "job variable single-valued": ("template-job-rule", _update_variable("job", multi=False)),
+    "instance All is not .+": ("template-instance-rule", _update_variable("instance", allValue="")),
     "instance variable on a fixed data source": (
         "template-instance-rule",
-        lambda d: _variable(d, "instance").update(datasource={"type": "prometheus", "uid": "P1"}),
+        _update_variable("instance", datasource={"type": "prometheus", "uid": "P1"}),
     ),
     "variable query not label_values(...)": (
         "template-label-promql-rule",
-        lambda d: _variable(d, "cluster").update(query="label_valus(up, cluster)"),
+        _update_variable("cluster", query="label_valus(up, cluster)"),
     ),
     "variable query with broken PromQL": (
         "template-label-promql-rule",
-        lambda d: _variable(d, "cluster").update(query="label_values(up{job=}, cluster)"),
+        _update_variable("cluster", query="label_values(up{job=}, cluster)"),
     ),
-    "variable refreshed on load only": (
-        "template-on-time-change-reload-rule",
-        lambda d: _variable(d, "node").update(refresh=1),
-    ),
+    "variable refreshed on load only": ("template-on-time-change-reload-rule", _update_variable("node", refresh=1)),
     "panel on a fixed data source": (
         "panel-datasource-rule",
-        lambda d: _panel(d, "Shedding level").update(datasource={"type": "prometheus", "uid": "P1"}),
+        _update_panel("Shedding level", datasource={"type": "prometheus", "uid": "P1"}),
     ),
-    "panel without description": (
-        "panel-title-description-rule",
-        lambda d: _panel(d, "Shedding level").update(description=""),
-    ),
+    "panel without description": ("panel-title-description-rule", _update_panel("Shedding level", description="")),
     "panel with an unknown unit": (
         "panel-units-rule",
         lambda d: _panel(d, "Shedding level")["fieldConfig"]["defaults"].update(unit="levels"),
     ),
-    "panel without queries": ("panel-no-targets-rule", lambda d: _panel(d, "Shedding level").update(targets=[])),
+    "panel without queries": ("panel-no-targets-rule", _update_panel("Shedding level", targets=[])),
     "invalid PromQL": ("target-promql-rule", _set_expr("Shedding level", "sum(" + RAW)),
     "rate over a fixed range": (
         "target-rate-interval-rule",
