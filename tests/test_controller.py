@@ -84,7 +84,7 @@ def make_config(tmp_path: Path, **overrides: Any) -> WebhookConfig:
 
 def make_controller(tmp_path: Path, world: FakeWorld, clock: Clock, **overrides: Any) -> Controller:
     config = make_config(tmp_path, **overrides)
-    controller = Controller.from_config(config, observer=world, publisher=world, shed_lever=world, clock=clock)
+    controller = Controller(config, observer=world, publisher=world, shed_lever=world, clock=clock)
     controller.start()
     return controller
 

@@ -112,7 +112,7 @@ def test_of_takes_only_the_sides_with_a_switch() -> None:
 def controller_with(tmp_path: Path, side: FakeSide, **overrides: object) -> tuple[Controller, Clock]:
     clock, world = Clock(), FakeWorld()
     config = make_config(tmp_path, **overrides)
-    controller = Controller.from_config(
+    controller = Controller(
         config,
         observer=world,
         publisher=world,

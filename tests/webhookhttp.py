@@ -184,7 +184,7 @@ def build(tmp_path: Path, *, start: bool = True, cpu: Mapping[str, float] | None
     cluster = FakeCluster(Path(config.eds_path), cpu)
     shed = FakeShedLever()
     publisher = EdsFilePublisher(Path(config.eds_path))
-    controller = Controller.from_config(config, observer=cluster, publisher=publisher, shed_lever=shed, clock=clock)
+    controller = Controller(config, observer=cluster, publisher=publisher, shed_lever=shed, clock=clock)
     # the read routes open: these tests are about other things (tests/test_webhook_auth.py guards them)
     app = create_app(controller, TOKEN, config.max_body_bytes, open_routes=READ_ROUTES.values())
     harness = Harness(config, controller, app, clock, cluster, shed)

@@ -87,7 +87,7 @@ class Rebalancer:
             raise WebhookConfigError(str(exc)) from None
         except SecretError as exc:
             raise WebhookConfigError(str(exc)) from None
-        controller = Controller.from_config(
+        controller = Controller(
             config,
             observer=ClusterObserver(
                 config.cluster,

@@ -32,7 +32,6 @@ from typing import Any, Protocol
 
 from mqttlb.contract import Action, OutcomeKind
 from mqttlb.envoy_admin import host_port
-from mqttlb.params import Params
 from mqttlb.webhook import shedding
 from mqttlb.webhook.audit import AuditLog
 from mqttlb.webhook.availability import AvailabilitySync
@@ -161,25 +160,31 @@ class Controller:
     def __init__(
         self,
         config: WebhookConfig,
-        params: Params,
         *,
-        firing: FiringSet,
         observer: Observer,
         publisher: Publisher,
         shed_lever: ShedLever,
-        audit: AuditLog,
-        metrics: WebhookMetrics,
         evict_lever: EvictLever | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """A controller (not started) wired from ``config`` and the given levers: the config's
+        parameters, an empty firing set timed by their Alertmanager timing and scoped to the config's
+        cluster and nodes (:meth:`FiringSet.for_timing`), the config's audit log and fresh metrics.
+
+        Raises what ``config.params()`` raises for parameters that cannot be used.
+        """
+        params = config.params()
+        metrics = WebhookMetrics()
         self.config = config
         self.params = params
         self.policy = params.policy
-        self.firing = firing
+        self.firing = FiringSet.for_timing(
+            params.alertmanager, params.mqtt_cluster_label, cluster=config.cluster, nodes=config.node_names
+        )
         self.observer = observer
         self.publisher = publisher
         self.shed_lever = shed_lever
-        self.audit = audit
+        self.audit = AuditLog(config.audit_log)
         self.metrics = metrics
         self.clock = clock
         self.timing: Timing = timing_for(params, config.scrape_interval_seconds)
@@ -215,39 +220,6 @@ class Controller:
         self._last_applied: dict[str, int] = {}
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_DECISIONS)
         self.started = False
-
-    @classmethod
-    def from_config(
-        cls,
-        config: WebhookConfig,
-        *,
-        observer: Observer,
-        publisher: Publisher,
-        shed_lever: ShedLever,
-        evict_lever: EvictLever | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> Controller:
-        """A controller (not started) wired from ``config`` and the given levers: the config's
-        parameters, an empty firing set timed by their Alertmanager timing and scoped to the config's
-        cluster and nodes (:meth:`FiringSet.for_timing`), the config's audit log and fresh metrics.
-
-        Raises what ``config.params()`` raises for parameters that cannot be used.
-        """
-        params = config.params()
-        return cls(
-            config,
-            params,
-            firing=FiringSet.for_timing(
-                params.alertmanager, params.mqtt_cluster_label, cluster=config.cluster, nodes=config.node_names
-            ),
-            observer=observer,
-            publisher=publisher,
-            shed_lever=shed_lever,
-            audit=AuditLog(config.audit_log),
-            metrics=WebhookMetrics(),
-            evict_lever=evict_lever,
-            clock=clock,
-        )
 
     # ------------------------------------------------------------------ readers (no lock)
     @property
