@@ -185,16 +185,12 @@ def build(
     }
 
 
-def render(
-    params: Params,
-    webhook_url: str,
-    token_file: str,
-    page_receiver: Mapping[str, Any] | None = None,
-    ca_file: str | None = None,
-) -> str:
-    """``alertmanager.yml`` text; same arguments give the same bytes."""
-    note = "" if page_receiver else PLACEHOLDER_NOTE
-    return HEADER + note + dump_yaml(build(params, webhook_url, token_file, page_receiver, ca_file))
+def render(config: dict[str, Any]) -> str:
+    """``alertmanager.yml`` text of a :func:`build` config, with :data:`PLACEHOLDER_NOTE` when its
+    ``page`` receiver has no integration; the same config gives the same bytes."""
+    (page,) = [receiver for receiver in config["receivers"] if receiver["name"] == RECEIVER_PAGE]
+    note = PLACEHOLDER_NOTE if page.keys() == {"name"} else ""
+    return HEADER + note + dump_yaml(config)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -224,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = params_from_args(args.overrides)
         page = load_yaml_mapping(args.page_receiver, AlertmanagerConfigError) if args.page_receiver else None
-        text = render(params, webhook_url=args.webhook_url, token_file=args.token_file, page_receiver=page)
+        text = render(build(params, webhook_url=args.webhook_url, token_file=args.token_file, page_receiver=page))
         # the receiver's integrations are Alertmanager's own schema: amtool is the judge of their fields
         if page is not None and not check_with_amtool(text, f"--page-receiver {args.page_receiver}"):
             log.warning("amtool not found: the page receiver was checked for its shape only")

@@ -27,7 +27,7 @@ def _amtool(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture()
 def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "alertmanager.yml"
-    path.write_text(amc.render(load_params(), WEBHOOK_URL, TOKEN_FILE))
+    path.write_text(amc.render(amc.build(load_params(), WEBHOOK_URL, TOKEN_FILE)))
     return path
 
 
@@ -68,7 +68,7 @@ def test_amtool_routes_on_action(config_file: Path, labels: list[str], receiver:
 def test_structure_and_timing_from_params() -> None:
     timing = {"group_wait": "1s", "group_interval": "3s", "repeat_interval": "7m"}
     params = load_params({"alertmanager": timing})
-    config = yaml.safe_load(amc.render(params, WEBHOOK_URL, TOKEN_FILE))
+    config = yaml.safe_load(amc.render(amc.build(params, WEBHOOK_URL, TOKEN_FILE)))
     route = config["route"]
     assert route["group_by"] == ["alertname", "namespace", "mqtt_cluster", "action"]
     assert (route["group_wait"], route["group_interval"], route["repeat_interval"]) == ("1s", "3s", "7m")
@@ -92,7 +92,7 @@ def test_structure_and_timing_from_params() -> None:
 
 def test_page_route_repeats_hourly_not_at_the_webhooks_pace() -> None:
     # The top route re-sends every 30 s for the webhook; a pager inheriting that would ring every 30 s.
-    config = yaml.safe_load(amc.render(load_params(), WEBHOOK_URL, TOKEN_FILE))
+    config = yaml.safe_load(amc.render(amc.build(load_params(), WEBHOOK_URL, TOKEN_FILE)))
     assert config["route"]["repeat_interval"] == "30s"
     children = {child["receiver"]: child for child in config["route"]["routes"]}
     assert children["page"]["repeat_interval"] == amc.PAGE_REPEAT_INTERVAL == "4h"
@@ -101,9 +101,9 @@ def test_page_route_repeats_hourly_not_at_the_webhooks_pace() -> None:
 
 def test_page_receiver_is_the_operators_and_never_the_webhook() -> None:
     params = load_params()
-    placeholder = amc.render(params, WEBHOOK_URL, TOKEN_FILE)
+    placeholder = amc.render(amc.build(params, WEBHOOK_URL, TOKEN_FILE))
     assert "--page-receiver" in placeholder  # the header says how to give the pager
-    with_pager = yaml.safe_load(amc.render(params, WEBHOOK_URL, TOKEN_FILE, PAGER))
+    with_pager = yaml.safe_load(amc.render(amc.build(params, WEBHOOK_URL, TOKEN_FILE, PAGER)))
     page = {r["name"]: r for r in with_pager["receivers"]}["page"]
     assert page == {"name": "page", **PAGER}
     assert WEBHOOK_URL not in yaml.safe_dump(page)
@@ -120,13 +120,13 @@ def test_page_receiver_is_the_operators_and_never_the_webhook() -> None:
 )
 def test_bad_page_receivers_are_refused(receiver: dict, message: str) -> None:
     with pytest.raises(amc.AlertmanagerConfigError, match=message):
-        amc.render(load_params(), WEBHOOK_URL, TOKEN_FILE, receiver)
+        amc.build(load_params(), WEBHOOK_URL, TOKEN_FILE, receiver)
 
 
 def test_render_is_deterministic() -> None:
     params = load_params()
-    first = amc.render(params, WEBHOOK_URL, TOKEN_FILE, PAGER)
-    assert first == amc.render(params, WEBHOOK_URL, TOKEN_FILE, PAGER)
+    first = amc.render(amc.build(params, WEBHOOK_URL, TOKEN_FILE, PAGER))
+    assert first == amc.render(amc.build(params, WEBHOOK_URL, TOKEN_FILE, PAGER))
 
 
 @pytest.mark.parametrize(
@@ -140,14 +140,14 @@ def test_render_is_deterministic() -> None:
 )
 def test_bad_arguments_are_refused(webhook_url: str, token_file: str, message: str) -> None:
     with pytest.raises(amc.AlertmanagerConfigError, match=message):
-        amc.render(load_params(), webhook_url, token_file)
+        amc.build(load_params(), webhook_url, token_file)
 
 
 def test_cli_writes_the_config(tmp_path: Path) -> None:
     out = tmp_path / "am" / "alertmanager.yml"
     argv = [*ARGS, "--out", str(out)]
     assert amc.main(argv) == 0
-    assert out.read_text() == amc.render(load_params(), WEBHOOK_URL, TOKEN_FILE)
+    assert out.read_text() == amc.render(amc.build(load_params(), WEBHOOK_URL, TOKEN_FILE))
     assert _amtool("check-config", str(out)).returncode == 0
 
 

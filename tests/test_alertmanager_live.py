@@ -75,11 +75,13 @@ def alertmanager(tmp_path: Path, receiver: Receiver) -> Iterator[str]:
     config = tmp_path / "alertmanager.yml"
     config.write_text(
         alertmanager_config.render(
-            params,
-            webhook_url=f"http://127.0.0.1:{receiver.port}/alerts",
-            token_file=str(token_file),
-            # the operator's pager (here the same test receiver, another path, no token)
-            page_receiver={"webhook_configs": [{"url": f"http://127.0.0.1:{receiver.port}/page"}]},
+            alertmanager_config.build(
+                params,
+                webhook_url=f"http://127.0.0.1:{receiver.port}/alerts",
+                token_file=str(token_file),
+                # the operator's pager (here the same test receiver, another path, no token)
+                page_receiver={"webhook_configs": [{"url": f"http://127.0.0.1:{receiver.port}/page"}]},
+            )
         )
     )
     port = free_port()

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from mqttlb import contract
-from mqttlb.alertmanager_config import render as render_alertmanager_config
+from mqttlb.alertmanager_config import build as build_alertmanager_config
 from mqttlb.cli import COMMANDS
 from mqttlb.exporters.broker_config import parse_config as parse_broker_config
 from mqttlb.rulegen import render_rule_files
@@ -214,7 +214,7 @@ def test_prometheus_scrapes_every_job_at_a_compose_service(compose):
 def test_alertmanager_routes_to_the_webhook_with_the_shared_token(compose):
     cfg = cr.compose_config()
     config = load(cr.COMPOSE_DIR / "alertmanager.yml")
-    native = yaml.safe_load(render_alertmanager_config(cfg.params, "http://127.0.0.1:9643/alerts", "/x/token"))
+    native = build_alertmanager_config(cfg.params, "http://127.0.0.1:9643/alerts", "/x/token")
     assert config["route"] == native["route"] and config["inhibit_rules"] == native["inhibit_rules"]
     webhook = load(cr.COMPOSE_DIR / "webhook.yaml")
     receivers = {r["name"]: r for r in config["receivers"]}

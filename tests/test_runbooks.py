@@ -235,7 +235,7 @@ def evacuates_at_the_bounded_rate() -> None:
 
 
 def pages_never_go_through_the_webhook() -> None:
-    config = yaml.safe_load(alertmanager_config.render(PARAMS, "http://webhook:9643/alerts", "/token"))
+    config = alertmanager_config.build(PARAMS, "http://webhook:9643/alerts", "/token")
     routes = {r["matchers"][0]: r["receiver"] for r in config["route"]["routes"]}
     assert routes[f'action="{contract.Action.PAGE.value}"'] == contract.RECEIVER_PAGE
     page = {r["name"]: r for r in config["receivers"]}[contract.RECEIVER_PAGE]

@@ -91,7 +91,8 @@ def test_the_sent_alert_routes_to_the_webhook(tmp_path: Path) -> None:
     amtool = shutil.which("amtool")
     assert amtool is not None, "amtool is not installed (Debian package prometheus-alertmanager)"
     config = tmp_path / "alertmanager.yml"
-    config.write_text(alertmanager_config.render(load_params(), "http://127.0.0.1:9643/alerts", "/tmp/token"))
+    built = alertmanager_config.build(load_params(), "http://127.0.0.1:9643/alerts", "/tmp/token")
+    config.write_text(alertmanager_config.render(built))
     document = testalert.alert_document("local", "abc123", 120, datetime(2027, 1, 15, 8, 0, tzinfo=UTC))
     assert (document["startsAt"], document["endsAt"]) == ("2027-01-15T08:00:00Z", "2027-01-15T08:02:00Z")
     labels = [f"{k}={v}" for k, v in document["labels"].items()]

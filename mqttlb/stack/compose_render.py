@@ -415,7 +415,7 @@ def _yaml(data: dict[str, Any]) -> str:
 def render_files(cfg: StackConfig | None = None) -> dict[Path, str]:
     """Every generated compose file: absolute path -> text."""
     topo = compose_topology(cfg or compose_config())
-    alertmanager = render_alertmanager_config(topo.settings.params, **builders.alertmanager_wiring(topo))
+    alertmanager = render_alertmanager_config(builders.alertmanager_config(topo))
     rules = render_rule_files(builders.rule_params(topo.settings.params, host_url(topo.webhook)))
     return {
         COMPOSE_FILE: _yaml(compose_file(topo)),

@@ -310,9 +310,7 @@ def render_all(cfg: StackConfig, binaries: dict[str, str]) -> tuple[Paths, list[
     for name, text in render_rule_files(builders.rule_params(cfg.params, topo.webhook.url())).items():
         atomic_write_text(files.prometheus_rules / name, text)
 
-    atomic_write_text(
-        files.alertmanager_config, render_alertmanager_config(cfg.params, **builders.alertmanager_wiring(topo))
-    )
+    atomic_write_text(files.alertmanager_config, render_alertmanager_config(builders.alertmanager_config(topo)))
     atomic_write_text(files.broker_exporter_config, _yaml(builders.broker_exporter_config(topo)))
     atomic_write_text(files.webhook_config, _yaml(builders.webhook_config(topo)))
 
