@@ -10,7 +10,7 @@ import pytest
 
 from mqttlb.loadgen.balance import Sample
 from mqttlb.loadgen.scenarios import bench_report, catalog, metrics, policies, runner
-from mqttlb.loadgen.scenarios.workloads import flash_crowd_workload, pareto_rates, pareto_workload
+from mqttlb.loadgen.scenarios.workloads import Mix, flash_crowd_workload, pareto_rates, pareto_workload
 
 NODES = ["node1", "node2", "node3"]
 
@@ -60,8 +60,9 @@ def test_pareto_clients_reconnect_and_connect_over_the_ramp() -> None:
 
 
 def test_flash_crowd_is_five_times_the_base_connect_rate() -> None:
-    w = flash_crowd_workload(1883, 150, 1, heavies=3, heavy_rate=250, lights=150, light_rate=4,
-                             light_session=(20, 60), crowd_at=50, crowd_seconds=30, crowd_factor=5, crowd_rate=2)
+    mix = Mix(heavies=3, heavy_rate=250, lights=150, light_rate=4)
+    w = flash_crowd_workload(1883, 150, 1, mix=mix, light_session=(20, 60), crowd_at=50, crowd_seconds=30,
+                             crowd_factor=5, crowd_rate=2)
     crowd = [p for p in w.profiles if p.name.startswith("crowd")]
     base_rate = 150 / 40  # connects/s of the churning lights
     assert sum(p.count for p in crowd) == round(4 * base_rate * 30)  # the extra 4x on top of the base

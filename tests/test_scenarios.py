@@ -14,7 +14,7 @@ from mqttlb.loadgen.scenarios import analysis
 from mqttlb.loadgen.scenarios.analysis import Batch, ConnectSample
 from mqttlb.loadgen.scenarios.cli import build_parser, parse_seeds
 from mqttlb.loadgen.scenarios.cli import main as scenario_main
-from mqttlb.loadgen.scenarios.workloads import heavy_starts, heterogeneous_workload, restart_workload
+from mqttlb.loadgen.scenarios.workloads import Mix, heavy_starts, heterogeneous_workload, restart_workload
 
 # --- settling ------------------------------------------------------------------------------------------
 
@@ -169,7 +169,7 @@ def test_heavy_starts_fall_between_light_groups_and_follow_the_seed() -> None:
 
 
 def test_heterogeneous_workload_scatters_heavies_among_lights() -> None:
-    w = heterogeneous_workload(1883, 300, 2, heavies=4, heavy_rate=250, lights=241, light_rate=4, ramp=12)
+    w = heterogeneous_workload(1883, 300, 2, mix=Mix(heavies=4, heavy_rate=250, lights=241, light_rate=4), ramp=12)
     lights = [p for p in w.profiles if p.name.startswith("light")]
     heavies = [p for p in w.profiles if p.name.startswith("heavy")]
     assert sum(p.count for p in lights) == 241 and len(heavies) == 4

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from mqttlb.loadgen.scenarios.arm import NodeEvent
 from mqttlb.loadgen.scenarios.workloads import (
+    Mix,
     flash_crowd_workload,
     gateway_sites_workload,
     heterogeneous_workload,
@@ -75,8 +76,7 @@ def _heterogeneous(short: bool) -> Scenario:
     heavies, heavy_rate, lights, light_rate = (2, 100.0, 40, 2.0) if short else (4, 250.0, 240, 4.0)
 
     def build(port: int, seed: int) -> Workload:
-        return heterogeneous_workload(port, duration, seed, heavies=heavies, heavy_rate=heavy_rate, lights=lights,
-                                      light_rate=light_rate, ramp=10.0)
+        return heterogeneous_workload(port, duration, seed, mix=Mix(heavies, heavy_rate, lights, light_rate), ramp=10.0)
 
     return Scenario(
         "heterogeneous",
@@ -139,8 +139,8 @@ def _flash_crowd(short: bool) -> Scenario:
     heavies, lights = (2, 40) if short else (3, 150)
 
     def build(port: int, seed: int) -> Workload:
-        return flash_crowd_workload(port, duration, seed, heavies=heavies, heavy_rate=250.0 if not short else 100.0,
-                                    lights=lights, light_rate=4.0, light_session=(20.0, 60.0), crowd_at=crowd_at,
+        mix = Mix(heavies, 250.0 if not short else 100.0, lights, 4.0)
+        return flash_crowd_workload(port, duration, seed, mix=mix, light_session=(20.0, 60.0), crowd_at=crowd_at,
                                     crowd_seconds=crowd_seconds, crowd_factor=5.0, crowd_rate=2.0)
 
     return Scenario(

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
 from mqttlb.loadgen.workload import Profile, Workload, build_workload
@@ -133,36 +134,37 @@ def heavy_starts(seed: int, heavies: int, ramp: float, chunks: int = LIGHT_CHUNK
     return sorted(round((slot + 0.5) * gap, 3) for slot in slots)
 
 
-def _heavy_profiles(seed: int, heavies: int, heavy_rate: float, ramp: float) -> list[Profile]:
-    """``heavies`` QoS 0 publishers at ``heavy_rate`` msg/s, one profile each, starting at :func:`heavy_starts`."""
+@dataclass(frozen=True)
+class Mix:
+    """Heavy publishers among light ones (the heterogeneous and flash-crowd workloads), all QoS 0 with
+    64-byte payloads: ``heavies`` at ``heavy_rate`` msg/s, ``lights`` at ``light_rate`` msg/s."""
+
+    heavies: int
+    heavy_rate: float
+    lights: int
+    light_rate: float
+
+
+def _heavy_profiles(seed: int, mix: Mix, ramp: float) -> list[Profile]:
+    """The mix's heavy publishers, one profile each, starting at :func:`heavy_starts`."""
     return [
-        _profile(name=f"heavy{i}", count=1, rate=heavy_rate, size=64, qos=0, start=start)
-        for i, start in enumerate(heavy_starts(seed, heavies, ramp))
+        _profile(name=f"heavy{i}", count=1, rate=mix.heavy_rate, size=64, qos=0, start=start)
+        for i, start in enumerate(heavy_starts(seed, mix.heavies, ramp))
     ]
 
 
-def heterogeneous_workload(
-    port: int,
-    duration: float,
-    seed: int,
-    *,
-    heavies: int,
-    heavy_rate: float,
-    lights: int,
-    light_rate: float,
-    ramp: float,
-) -> Workload:
-    """``lights`` light QoS 0 publishers at ``light_rate`` msg/s connecting in :data:`LIGHT_CHUNKS` groups
-    over ``ramp`` seconds, and ``heavies`` heavy publishers at ``heavy_rate`` msg/s connecting between two
-    groups (:func:`heavy_starts`); nobody disconnects by itself.  Raises WorkloadError."""
-    per_chunk, extra = divmod(lights, LIGHT_CHUNKS)
+def heterogeneous_workload(port: int, duration: float, seed: int, *, mix: Mix, ramp: float) -> Workload:
+    """The mix's light publishers connecting in :data:`LIGHT_CHUNKS` groups over ``ramp`` seconds, and its
+    heavy publishers connecting between two groups (:func:`heavy_starts`); nobody disconnects by itself.
+    Raises WorkloadError."""
+    per_chunk, extra = divmod(mix.lights, LIGHT_CHUNKS)
     profiles = [
-        _profile(name=f"light{k}", count=per_chunk + (1 if k < extra else 0), rate=light_rate, size=64, qos=0,
+        _profile(name=f"light{k}", count=per_chunk + (1 if k < extra else 0), rate=mix.light_rate, size=64, qos=0,
                  start=round(k * ramp / LIGHT_CHUNKS, 3))
         for k in range(LIGHT_CHUNKS)
         if per_chunk + (1 if k < extra else 0) > 0
     ]
-    profiles += _heavy_profiles(seed, heavies, heavy_rate, ramp)
+    profiles += _heavy_profiles(seed, mix, ramp)
     return build_workload(profiles, port=port, duration=duration, seed=seed, connect_rate=500.0)
 
 
@@ -208,32 +210,29 @@ def flash_crowd_workload(
     duration: float,
     seed: int,
     *,
-    heavies: int,
-    heavy_rate: float,
-    lights: int,
-    light_rate: float,
+    mix: Mix,
     light_session: tuple[float, float],
     crowd_at: float,
     crowd_seconds: float,
     crowd_factor: float,
     crowd_rate: float,
 ) -> Workload:
-    """A churning base (``lights`` light publishers with sessions uniform in ``light_session`` seconds, and
-    ``heavies`` long-lived heavy ones scattered among them as in :func:`heterogeneous_workload`), then a
+    """A churning base (the mix's light publishers with sessions uniform in ``light_session`` seconds, and
+    its long-lived heavy ones scattered among them as in :func:`heterogeneous_workload`), then a
     flash crowd: from ``crowd_at`` for ``crowd_seconds`` the connect rate is ``crowd_factor`` x the base's
-    (``lights / mean session``); the crowd's clients publish ``crowd_rate`` msg/s and stay.  The crowd
+    (``mix.lights / mean session``); the crowd's clients publish ``crowd_rate`` msg/s and stay.  The crowd
     connects in 10 groups, one every ``crowd_seconds / 10``.  Raises WorkloadError."""
     low, high = light_session
-    base_rate = lights / ((low + high) / 2)
+    base_rate = mix.lights / ((low + high) / 2)
     crowd = max(10, round((crowd_factor - 1) * base_rate * crowd_seconds))
     groups = 10
     per_group, extra = divmod(crowd, groups)
     ramp = 10.0
     profiles = [
-        _profile(name="light", count=lights, rate=light_rate, size=64, qos=0,
+        _profile(name="light", count=mix.lights, rate=mix.light_rate, size=64, qos=0,
                  session={"kind": "uniform", "a": low, "b": high}),
     ]
-    profiles += _heavy_profiles(seed, heavies, heavy_rate, ramp)
+    profiles += _heavy_profiles(seed, mix, ramp)
     profiles += [
         _profile(name=f"crowd{k}", count=per_group + (1 if k < extra else 0), rate=crowd_rate, size=64, qos=0,
                  start=round(crowd_at + k * crowd_seconds / groups, 3))
