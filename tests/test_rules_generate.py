@@ -24,7 +24,7 @@ RECORDING_NAMES = sorted(
 
 
 # Alerts on a measured quantity show it; the others (up == 0, a status flag) have no value worth showing.
-SHOWS_VALUE = {"MqttBrokerCpuHigh", "MqttBrokerCpuCritical", "MqttClusterImbalanced", "MqttRebalancerFailing"}
+SHOWS_VALUE = {s.ALERT_CPU_HIGH, s.ALERT_CPU_CRITICAL, s.ALERT_IMBALANCED, s.ALERT_REBALANCER_FAILING}
 
 
 def _rules(text: str) -> list[dict]:
@@ -86,14 +86,14 @@ def test_alerts_carry_labels_annotations_and_runbooks(default_files: dict[str, s
     alerts = {r["alert"]: r for r in _rules(default_files[rulegen.ALERTS_FILE])}
     assert sorted(alerts) == sorted(s.ALERT_NAMES)
     expected_actions = {
-        "MqttBrokerCpuHigh": ("rebalance", "warning"),
-        "MqttBrokerCpuCritical": ("shed", "critical"),
-        "MqttClusterImbalanced": ("rebalance", "warning"),
-        "MqttBrokerDown": ("page", "critical"),
-        "EnvoyEndpointUnhealthy": ("page", "warning"),
-        "MqttExporterDown": ("page", "critical"),
-        "MqttRebalancerFailing": ("page", "critical"),
-        "MqttBrokerCpuMissing": ("page", "warning"),
+        s.ALERT_CPU_HIGH: (s.Action.REBALANCE, "warning"),
+        s.ALERT_CPU_CRITICAL: (s.Action.SHED, "critical"),
+        s.ALERT_IMBALANCED: (s.Action.REBALANCE, "warning"),
+        s.ALERT_BROKER_DOWN: (s.Action.PAGE, "critical"),
+        s.ALERT_ENDPOINT_UNHEALTHY: (s.Action.PAGE, "warning"),
+        s.ALERT_EXPORTER_DOWN: (s.Action.PAGE, "critical"),
+        s.ALERT_REBALANCER_FAILING: (s.Action.PAGE, "critical"),
+        s.ALERT_CPU_MISSING: (s.Action.PAGE, "warning"),
     }
     for name, rule in alerts.items():
         assert (rule["labels"]["action"], rule["labels"]["severity"]) == expected_actions[name]
@@ -126,12 +126,12 @@ def test_parameters_flow_into_the_rules() -> None:
     assert 'mqtt_broker_process_cpu_seconds_total{job="brokers-prod", env="eu"}[2m]' in recording
     assert 'job="mqtt-brokers"' not in recording
     alerts = {r["alert"]: r for r in _rules(files[rulegen.ALERTS_FILE])}
-    high = alerts["MqttBrokerCpuHigh"]
+    high = alerts[s.ALERT_CPU_HIGH]
     assert high["expr"] == f"{s.NODE_CPU} > 0.6"
     assert high["for"] == "45s"
     assert "above 60% for 45s" in high["annotations"]["description"]
     assert high["annotations"]["runbook_url"] == "https://runbooks.example/mqttlb/MqttBrokerCpuHigh.md"
-    imbalanced = alerts["MqttClusterImbalanced"]["expr"]
+    imbalanced = alerts[s.ALERT_IMBALANCED]["expr"]
     assert f"{s.CLUSTER_CPU_MSD} > 0.09" in imbalanced
     assert f"{s.CLUSTER_CPU_MEAN} >= 0.2" in imbalanced
     assert f"{s.CLUSTER_NODES_UP} >= 2" in imbalanced
