@@ -10,8 +10,12 @@ and moves no lever.  The alert resolves by itself after ``--duration`` seconds.
 By default the command then polls the webhook's ``/status`` until the entry with its ``test_id``
 appears (``--wait`` seconds; 0 = do not wait) and says where to look.  A webhook whose scope leaves the
 alert out (``--cluster`` naming another MQTT cluster) records it as ignored, and the command says so.
+Before anything is posted the command checks the webhook's token file (readable, not empty) and, unless
+``--wait 0``, that the webhook answers ``GET /status`` with that token (200): a missing or wrong token, or
+a webhook that is not up, stops it with one line and nothing sent.
 Exit status: 0 recorded (or sent, with ``--wait 0``), 1 sent but not recorded in time, or recorded as
-ignored, 2 nothing sent (no stack, bad flag, Alertmanager refused or did not answer).  The local
+ignored, 2 nothing sent (no stack, bad flag, unreadable or refused webhook token, webhook down,
+Alertmanager refused or did not answer).  The local
 stack's Alertmanager wants the stack's web login and its webhook's ``/status`` its bearer token: both
 are read from the state dir.
 """
@@ -113,6 +117,37 @@ def alert_document(
         "startsAt": start.isoformat().replace("+00:00", "Z"),
         "endsAt": (start + timedelta(seconds=duration_s)).isoformat().replace("+00:00", "Z"),
     }
+
+
+def read_token(token_file: Path) -> str:
+    """The bearer token in ``token_file`` (surrounding whitespace stripped); raises AlertSendError when the
+    file cannot be read or holds nothing."""
+    try:
+        token = token_file.read_text().strip()
+    except OSError as exc:
+        raise AlertSendError(f"cannot read the webhook's token file {token_file}: {exc.strerror or exc}") from None
+    if not token:
+        raise AlertSendError(f"the webhook's token file {token_file} is empty")
+    return token
+
+
+def check_webhook(webhook: str, token_file: Path | None, timeout: float, ca_file: str | None = None) -> None:
+    """``GET <webhook>/status`` with the bearer token of ``token_file`` (None: no header) must answer 200;
+    raises AlertSendError (one line: token refused, webhook down, other status) otherwise, so that nothing
+    is posted that could not be seen arriving."""
+    headers = {"Authorization": f"Bearer {read_token(token_file)}"} if token_file is not None else {}
+    url = f"{webhook.rstrip('/')}/status"
+    try:
+        answer = requests.get(url, headers=headers, timeout=timeout, verify=ca_file or True)
+    except requests.RequestException as exc:
+        raise AlertSendError(f"the webhook does not answer at {url}: {type(exc).__name__}") from None
+    if answer.status_code in (401, 403):
+        which = f"the token in {token_file}" if token_file is not None else "a request without a token"
+        raise AlertSendError(
+            f"the webhook at {url} refuses {which} ({answer.status_code}); pass its token with --webhook-token-file"
+        )
+    if answer.status_code != 200:
+        raise AlertSendError(f"the webhook at {url} answered {answer.status_code}, not 200")
 
 
 def send(
@@ -220,13 +255,17 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.duration <= 0:
             raise AlertSendError("--duration must be more than 0 seconds")
+        if target.webhook_token is not None:
+            read_token(target.webhook_token)
+        if args.wait > 0:
+            check_webhook(target.webhook, target.webhook_token, timeout=5.0, ca_file=target.ca_file)
         test_id = uuid.uuid4().hex[:12]
         alert = alert_document(target.cluster, test_id, args.duration, cluster_label=target.cluster_label)
         send(target.alertmanager, alert, timeout=10.0, login=target.alertmanager_login, ca_file=target.ca_file)
     except AlertSendError as exc:
         return refuse(exc, "mqttlb test-alert: error")
     print(
-        f"sent {ALERT_TEST} {TEST_ID_LABEL}={test_id} (cluster {target.cluster}, {TEST_LABEL}=\"true\") to "
+        f'sent {ALERT_TEST} {TEST_ID_LABEL}={test_id} (cluster {target.cluster}, {TEST_LABEL}="true") to '
         f"{target.alertmanager}; it resolves in {args.duration:.0f} s"
     )
     login = f" --http.config.file={target.amtool_config}" if target.amtool_config is not None else ""

@@ -107,8 +107,25 @@ def test_the_sent_alert_routes_to_the_webhook(tmp_path: Path) -> None:
     [
         (["--state-dir", "{tmp}/nowhere"], "no stack was started in"),
         (
-            ["--alertmanager", "http://127.0.0.1:1", "--webhook", "http://127.0.0.1:1", "--cluster", "c"],
+            [
+                "--alertmanager",
+                "http://127.0.0.1:1",
+                "--webhook",
+                "http://127.0.0.1:1",
+                "--cluster",
+                "c",
+                "--wait",
+                "0",
+            ],
             "Alertmanager does not answer at http://127.0.0.1:1/api/v2/alerts",
+        ),
+        (
+            ["--alertmanager", "http://127.0.0.1:1", "--webhook", "http://127.0.0.1:1", "--cluster", "c"],
+            "the webhook does not answer at http://127.0.0.1:1/status",
+        ),
+        (
+            ["--alertmanager", "x", "--webhook", "x", "--cluster", "c", "--webhook-token-file", "{tmp}/no-token"],
+            "cannot read the webhook's token file {tmp}/no-token",
         ),
         (
             ["--alertmanager", "x", "--webhook", "x", "--cluster", "c", "--duration", "0"],
@@ -121,7 +138,54 @@ def test_nothing_sent_is_one_line_and_exit_2(
 ) -> None:
     code = testalert.main([a.replace("{tmp}", str(tmp_path)) for a in argv])
     err = capsys.readouterr().err
-    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert code == 2 and message.replace("{tmp}", str(tmp_path)) in err and len(err.strip().splitlines()) == 1, err
+
+
+class _Answer:
+    def __init__(self, status_code: int) -> None:
+        self.status_code = status_code
+
+
+@pytest.mark.parametrize(
+    ("token", "status", "message"),
+    [
+        ("", 200, "the webhook's token file {tmp}/token is empty"),
+        ("wrong", 401, "the webhook at http://wh/status refuses the token in {tmp}/token (401)"),
+        ("right", 503, "the webhook at http://wh/status answered 503, not 200"),
+    ],
+    ids=["empty", "refused", "not-ready"],
+)
+def test_a_bad_webhook_token_stops_it_before_anything_is_posted(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    token: str,
+    status: int,
+    message: str,
+) -> None:
+    """Trial: a wrong token file posted the alert, then waited 12 s and said "did not record it"."""
+    (tmp_path / "token").write_text(token + "\n")
+    sent: list[Any] = []
+    asked: list[dict[str, str]] = []
+    monkeypatch.setattr(testalert, "send", lambda *a, **k: sent.append(a))
+    monkeypatch.setattr(testalert.requests, "get", lambda url, headers, **k: asked.append(headers) or _Answer(status))
+    argv = ["--alertmanager", "http://am", "--webhook", "http://wh", "--cluster", "c"]
+    code = testalert.main([*argv, "--webhook-token-file", str(tmp_path / "token")])
+    err = capsys.readouterr().err
+    assert code == 2 and sent == [] and len(err.strip().splitlines()) == 1, err
+    assert message.replace("{tmp}", str(tmp_path)) in err
+    assert asked == ([] if not token else [{"Authorization": f"Bearer {token}"}])
+
+
+def test_an_accepted_token_lets_the_alert_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The control: the same check with a 200 posts the alert."""
+    (tmp_path / "token").write_text("right\n")
+    sent: list[Any] = []
+    monkeypatch.setattr(testalert, "send", lambda *a, **k: sent.append(a))
+    monkeypatch.setattr(testalert.requests, "get", lambda *a, **k: _Answer(200))
+    monkeypatch.setattr(testalert, "wait_recorded", lambda *a, **k: None)
+    argv = ["--alertmanager", "http://am", "--webhook", "http://wh", "--cluster", "c", "--wait", "1"]
+    assert testalert.main([*argv, "--webhook-token-file", str(tmp_path / "token")]) == 1 and len(sent) == 1
 
 
 @pytest.mark.parametrize(
@@ -173,6 +237,7 @@ def test_test_alert_reports_an_ignored_alert(
     """`mqttlb test-alert --cluster nosuch`: what the webhook recorded says ignored, and the command says so."""
     entry = {"kind": "test", "test_ids": ["t1"], "ignored": {"t1": "other_cluster"}, "reason": "test alert ... ignored"}
     monkeypatch.setattr(testalert, "send", lambda *a, **k: None)
+    monkeypatch.setattr(testalert, "check_webhook", lambda *a, **k: None)
     monkeypatch.setattr(testalert, "wait_recorded", lambda *a, **k: entry)
     monkeypatch.setattr(testalert.uuid, "uuid4", lambda: type("U", (), {"hex": "t1"})())
     code = testalert.main(["--alertmanager", "http://127.0.0.1:1", "--webhook", "http://x", "--cluster", "nosuch"])
