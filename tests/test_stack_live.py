@@ -186,6 +186,19 @@ def test_cli_up_is_idempotent_status_reports_and_down_leaves_nothing(cli_stack: 
     assert second.returncode == 0 and "already running" in second.stdout and "nothing changed" in second.stdout
     assert {s.name: s.pid for s in stack.status()} == pids_before
 
+    # a part stopped by hand: `up` starts it again, waits until it answers and says so
+    stack.stop_component("mosquitto-node3")
+    third = stack_cli(stack_file, "up")
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "starting what is not running: mosquitto-node3" in third.stdout, third.stdout
+    assert "ready: mosquitto-node3" in third.stdout and "nothing changed" not in third.stdout, third.stdout
+    after_restart = {s.name: s for s in stack.status()}
+    assert [s.line() for s in after_restart.values() if not s.up] == []
+    assert {n: s.pid for n, s in after_restart.items() if n != "mosquitto-node3"} == {
+        n: pid for n, pid in pids_before.items() if n != "mosquitto-node3"
+    }
+    pids_before = {n: s.pid for n, s in after_restart.items()}
+
     status = stack_cli(stack_file, "status")
     assert status.returncode == 0, status.stdout
     lines = status.stdout.strip().splitlines()

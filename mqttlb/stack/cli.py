@@ -37,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", type=Path, help="where configs, logs, data and PIDs live (default .stack)")
     add_log_flags(parser)
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="render configs, start everything, wait until each part answers")
+    up = sub.add_parser(
+        "up",
+        help="render configs, start everything, wait until each part answers; on a running stack, start "
+        "only the parts that are not running",
+    )
     up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness (default 90)")
     sub.add_parser("down", help="stop every process the stack started (by PID) and check no listener is left")
     sub.add_parser("status", help="one line per component; exit status 1 if any is down")

@@ -27,6 +27,7 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from mqttlb.commandline import plural
 from mqttlb.envoy_admin import EndpointStatus, EnvoyAdminClient, EnvoyAdminError
+from mqttlb.shipped import checkout_root
 from mqttlb.stack import builders
 from mqttlb.stack.addresses import stack_addresses
 from mqttlb.stack.config import HIVEMQ_JAR, StackConfig, StackConfigError, check_binaries, recorded_config
@@ -43,6 +44,25 @@ STOP_TIMEOUT_SECONDS = 30.0
 
 class StackError(RuntimeError):
     """The stack could not be started or stopped; the message says which part and why."""
+
+
+@dataclass(frozen=True)
+class OperatorCommands:
+    """How the operator stops the stack and asks for its status, as the messages spell it (backquoted)."""
+
+    down: str
+    status: str
+
+
+def operator_commands(cwd: Path | None = None) -> OperatorCommands:
+    """``make stack-down`` / ``make stack-status`` when ``cwd`` (default: the current directory) is the
+    checkout mqttlb runs from, where the Makefile is; else ``mqttlb stack down`` / ``mqttlb stack status``
+    (an installed wheel, or a checkout's mqttlb run from another folder)."""
+    root = checkout_root()
+    here = (cwd or Path.cwd()).resolve()
+    if root is not None and here == root.resolve() and (root / "Makefile").is_file():
+        return OperatorCommands("`make stack-down`", "`make stack-status`")
+    return OperatorCommands("`mqttlb stack down`", "`mqttlb stack status`")
 
 
 @dataclass(frozen=True)
@@ -106,6 +126,7 @@ class Stack:
         self.topology = native_topology(cfg)
         self.paths: Paths = self.topology.state
         self.out = out or (lambda line: print(line, flush=True))
+        self.commands = operator_commands()
 
     # --- supervisord plumbing -------------------------------------------------------
     def _rpc(self) -> xmlrpc.client.ServerProxy:
@@ -155,9 +176,9 @@ class Stack:
             if recorded is not None and recorded.model_dump(mode="json") != self.cfg.model_dump(mode="json"):
                 raise StackError(
                     f"the stack in {self.paths.root} is already running with other settings; "
-                    "run `make stack-down` first to apply the new ones"
+                    f"run {self.commands.down} first to apply the new ones"
                 )
-            self.out(f"stack already running (supervisord pid {self.supervisord_pid()}); nothing changed")
+            self._start_stopped_parts(timeout)
             self.print_addresses()
             for line in self.held_drain_lines():
                 self.out(line)
@@ -185,6 +206,33 @@ class Stack:
         self.print_addresses()
         for line in drain_notes:
             self.out(line)
+
+    def _start_stopped_parts(self, timeout: float) -> None:
+        """On a running stack: start (supervisord startProcess, waiting for RUNNING) every part it does not report
+        RUNNING -- stopped by hand, exited, given up on -- and wait up to ``timeout`` seconds until each
+        answers.  Says which it started, or that nothing changed.  Raises StackError naming the parts
+        that cannot be started or do not answer in time; the parts that were running are left alone."""
+        infos = {info["name"]: info for info in self._process_infos()}
+        progs = [prog for prog in self.programs() if infos.get(prog.name, {}).get("statename") != "RUNNING"]
+        pid = self.supervisord_pid()
+        if not progs:
+            self.out(f"stack already running (supervisord pid {pid}); nothing changed")
+            return
+        names = ", ".join(prog.name for prog in progs)
+        self.out(f"stack already running (supervisord pid {pid}); starting what is not running: {names}")
+        failed = []
+        for prog in progs:
+            try:
+                self._rpc().supervisor.startProcess(prog.name, True)  # returns once RUNNING, or a Fault
+            except (OSError, xmlrpc.client.Error) as exc:
+                reason = exc.faultString if isinstance(exc, xmlrpc.client.Fault) else str(exc)
+                failed.append(f"{prog.name} ({reason})")
+        if failed:
+            raise StackError(
+                f"cannot start {', '.join(failed)}; see {self.paths.logs}/<name>.log "
+                f"(the other parts keep running; stop with {self.commands.down})"
+            )
+        self._wait_ready(progs, timeout)
 
     def _settle_held_drains(self) -> list[str]:
         """Before the webhook starts: clear the drains its state holds when the broker changed since the
@@ -225,12 +273,15 @@ class Stack:
                 if self._component_answers(prog):
                     self.out(f"  ready: {name:<18} {prog.address}")
                     del pending[name]
+            # FATAL: supervisord gave up on it; EXITED or BACKOFF with a spawn error: it cannot be run.
             fatal = [
                 info["name"]
                 for info in self._process_infos()
                 if info["name"] in pending
-                and info["statename"] in ("FATAL", "EXITED", "BACKOFF")
-                and info.get("spawnerr")
+                and (
+                    info["statename"] == "FATAL"
+                    or (info["statename"] in ("EXITED", "BACKOFF") and info.get("spawnerr"))
+                )
             ]
             if fatal:
                 raise StackError(f"{', '.join(fatal)} failed to start; see {self.paths.logs}/<name>.log")
@@ -275,7 +326,7 @@ class Stack:
         self.out(f"mqttlb stack '{cfg.cluster}' is up ({nodes}, {cfg.lb_policy})")
         for address in stack_addresses(self.topology, self.paths.webhook_token, self.paths.logs):
             self.out(address.line())
-        self.out("  stop with `make stack-down`; status with `make stack-status`")
+        self.out(f"  stop with {self.commands.down}; status with {self.commands.status}")
 
     # --- status ---------------------------------------------------------------------------
     def status(self) -> list[ComponentStatus]:
