@@ -21,6 +21,7 @@ from webhookhttp import AUTH, Harness, alert, build, notification
 from mqttlb import alertmanager_config, contract, testalert
 from mqttlb.params import load_params
 from mqttlb.webhook.firing import FiringSet, IgnoreReason
+from mqttlb.webhook.test_alerts import SeenTestAlerts
 
 HOT = {"node1": 0.95, "node2": 0.30, "node3": 0.30}
 TEST_LABELS = {contract.TEST_LABEL: "true", contract.TEST_ID_LABEL: "abc123"}
@@ -78,6 +79,47 @@ def test_a_resolved_test_alert_is_recorded_too(tmp_path: Path) -> None:
     post(h, labelled_test_alert(status="resolved", ends_at="2027-01-15T08:02:00Z"))
     reasons = [e["reason"] for e in h.controller.audit.read() if e["kind"] == "test"]
     assert len(reasons) == 1 and "resolved" in reasons[0]
+
+
+def test_alertmanagers_re_sends_record_a_test_alert_once_per_firing_and_once_on_resolve(tmp_path: Path) -> None:
+    """Trial: each re-send (repeat_interval, a group change) added another `test` entry: 5 for one alert."""
+    h = build(tmp_path, cpu=HOT)
+    firing = labelled_test_alert(fingerprint="e4a459399ec2abcd")
+    for _ in range(4):
+        post(h, firing)
+    other = labelled_test_alert(**{contract.TEST_ID_LABEL: "def456"})
+    post(h, firing, other)  # a second test alert joins the group: the first is re-sent with it
+    resolved = {**firing, "status": "resolved", "endsAt": "2027-01-15T08:02:00Z"}
+    post(h, resolved)
+    post(h, resolved)
+    entries = [e for e in h.controller.audit.read() if e["kind"] == contract.OutcomeKind.TEST.value]
+    assert [(e["test_ids"], e["reason"].split(": ")[1].split(";")[0]) for e in entries] == [
+        (["abc123"], f"{contract.ALERT_TEST}[abc123] firing"),
+        (["def456"], f"{contract.ALERT_TEST}[def456] firing"),
+        (["abc123"], f"{contract.ALERT_TEST}[abc123] resolved"),
+    ]
+    assert [e["test_ids"] for e in h.client.get("/status").json["recent"] if e["kind"] == "test"] == [
+        ["abc123"],
+        ["def456"],
+        ["abc123"],
+    ]
+    assert h.metrics()[(contract.WEBHOOK_ACTIONS, (("kind", "test"),))] == 3
+
+
+def test_seen_test_alerts_forgets_the_oldest_beyond_its_limit() -> None:
+    from mqttlb.webhook.payload import parse_notification
+
+    def parsed(*documents: dict[str, Any]) -> list[Any]:
+        return list(parse_notification(json.dumps(notification(*documents)).encode()).alerts)
+
+    def alerts(*ids: str) -> list[Any]:
+        return parsed(*[labelled_test_alert(**{contract.TEST_ID_LABEL: i}) for i in ids])
+
+    seen = SeenTestAlerts(limit=2)
+    assert [a.labels[contract.TEST_ID_LABEL] for a in seen.new(alerts("a", "b", "a"))] == ["a", "b"]
+    assert (seen.new(alerts("a", "b")), seen.resent) == ([], 3)
+    assert [a.labels[contract.TEST_ID_LABEL] for a in seen.new(alerts("c", "a"))] == ["c", "a"]
+    assert seen.new(parsed(alert())) == []  # not a test alert: never "new"
 
 
 def test_a_resync_from_alertmanager_leaves_test_alerts_out() -> None:

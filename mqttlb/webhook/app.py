@@ -65,7 +65,7 @@ from mqttlb.webhook.payload import (
     parse_rebalance,
 )
 from mqttlb.webhook.server import ErrorHook
-from mqttlb.webhook.test_alerts import record_test_alerts
+from mqttlb.webhook.test_alerts import SeenTestAlerts, record_test_alerts
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,7 @@ def create_app(
     credentials = Credentials(token, basic)
     metrics = controller.metrics
     firing = controller.firing
+    seen_tests = SeenTestAlerts()  # records each test alert once per firing
     app.extensions["controller"] = controller
     runbook_texts = runbooks.load_runbooks()
 
@@ -276,7 +277,7 @@ def create_app(
             metrics.alerts_ignored.labels(ignored.reason.value).inc()
         if result.changed:
             controller.wake()
-        record_test_alerts(controller, list(notification.alerts), result)
+        record_test_alerts(controller, list(notification.alerts), result, seen_tests)
         log.info(
             "notification %s: %s",
             notification.summary(),
