@@ -29,8 +29,10 @@ done
 # mqttlb/stack/config.py reads: BROKER, else MQTTLB_BROKER, else `broker:` in $MQTTLB_STACK_FILE or stack/stack.yaml.
 broker="${BROKER:-${MQTTLB_BROKER:-}}"
 if [ -z "$broker" ]; then
+  # A stack file that cannot be read is skipped here: `mqttlb stack up` then refuses it in one line.
   for file in ${MQTTLB_STACK_FILE:+"$MQTTLB_STACK_FILE"} stack/stack.yaml; do
-    found=$(sed -n 's/^broker:[[:space:]]*\([a-z]*\).*/\1/p' "$file" 2>/dev/null | tail -n 1)
+    [ -f "$file" ] && [ -r "$file" ] || continue
+    found=$(sed -n 's/^broker:[[:space:]]*\([a-z]*\).*/\1/p' "$file" | tail -n 1)
     if [ -n "$found" ]; then broker="$found"; break; fi
   done
 fi
