@@ -134,6 +134,9 @@ BAD_INPUTS = [
     ("/drain", body({"node": "node2", "draining": True, "force": True}), 400, "invalid_payload"),
     ("/drain", body({"node": "node9", "draining": True}), 404, "invalid_payload"),
     ("/drain", deep(), 400, "invalid_payload"),
+    ("/drain", b'{"node": "node2", "draining": true, "node": "node3"}', 400, "invalid_payload"),
+    ("/alerts", body(notification())[:-1] + b', "version": "4"}', 400, "invalid_payload"),
+    ("/v3/discovery:endpoints", b'{"resource_names": ["mqtt_brokers"], "resource_names": []}', 400, "invalid_payload"),
     # REST EDS (no token: Envoy's)
     ("/v3/discovery:endpoints", b"{x", 400, "invalid_payload"),
     ("/v3/discovery:endpoints", b"[]", 400, "invalid_payload"),
@@ -169,6 +172,26 @@ def test_a_refused_input_is_short_json_counted_and_changes_nothing(
     # nothing latent either: the next pass publishes nothing new
     h.controller.reconcile_once()
     assert h.world() == before
+
+
+@pytest.mark.parametrize(
+    ("route", "payload", "key"),
+    [
+        ("/drain", b'{"node": "node2", "draining": true, "node": "node3"}', "'node'"),
+        ("/drain", b'{"node": "node2", "draining": true, "draining": false}', "'draining'"),
+        ("/rebalance", b'{"dry_run": true, "dry_run": false}', "'dry_run'"),
+        ("/evacuate", b'{"node": "node1", "node": "node2"}', "'node'"),
+        ("/alerts", body(notification()).replace(b'"labels": {', b'"labels": {"node": "node3", ', 1), "'node'"),
+    ],
+    ids=["drain-node", "drain-draining", "rebalance", "evacuate", "alerts-nested"],
+)
+def test_a_key_given_twice_is_refused_not_last_one_wins(h: Harness, route: str, payload: bytes, key: str):
+    """Trial: {"node":"node2","draining":true,"node":"node3"} drained node3 (Python's json: last key wins)."""
+    before = h.world()
+    response = h.client.post(route, data=payload, headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 400, response.data[:300]
+    assert f"gives the key {key} more than once in one JSON object" in response.json["error"]
+    assert h.world() == before and h.wakes == []
 
 
 def test_a_rejected_10000_alert_body_is_not_echoed(tmp_path: Path, caplog: pytest.LogCaptureFixture):

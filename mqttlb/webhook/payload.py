@@ -6,7 +6,9 @@
 
 Every parser takes the raw body (bytes) and raises :class:`PayloadError` (status 400, or 422 for a
 well-formed notification whose ``action`` the contract does not know) for anything it cannot take:
-invalid JSON or UTF-8, JSON nested too deeply for the parser, a value of the wrong type or shape.
+invalid JSON or UTF-8, JSON nested too deeply for the parser, an object with the same key twice
+(``{"node": "node2", "node": "node3"}``: JSON parsers differ on which one wins, so none is guessed),
+a value of the wrong type or shape.
 An error message never echoes the body: it names the field and the problem, at most
 ``MAX_ERROR_CHARS`` characters.
 """
@@ -140,13 +142,33 @@ def _short(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class _DuplicateKey(ValueError):
+    """A JSON object of the body names the same key twice (``args[0]``: the key)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``' object_pairs_hook: the object as a dict; raises _DuplicateKey for a key seen twice."""
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise _DuplicateKey(key)
+        document[key] = value
+    return document
+
+
 def load_json(body: bytes, what: str = "body") -> Any:
-    """The JSON document of ``body``; raises PayloadError for invalid UTF-8 or JSON, or nesting too
-    deep for the parser (which reports it as RecursionError)."""
+    """The JSON document of ``body``; raises PayloadError for invalid UTF-8 or JSON, an object with a
+    key given twice (anywhere in the document), or nesting too deep for the parser (which reports it as
+    RecursionError)."""
     try:
-        return json.loads(body)
+        return json.loads(body, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise PayloadError(f"{what} is nested too deeply") from None
+    except _DuplicateKey as exc:
+        key = _short(repr(exc.args[0]), 40)
+        raise PayloadError(
+            f"{what} gives the key {key} more than once in one JSON object; give each key once"
+        ) from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a too-long integer
         raise PayloadError(f"{what} is not valid JSON: {exc}") from None
 
