@@ -1,7 +1,8 @@
 """Invalid parameters and configs: each is refused at load with one exact line naming key and source.
 
 A table in the style of blackbox_exporter's config tests: input -> the exact error.  ``{file}`` in
-an expected message stands for the path of the file the case writes.  The stack cases also run
+an expected message (or a case's file or variables) stands for the path of the file the case writes,
+``{dir}`` for the case's temporary folder and ``{repo}`` for this checkout.  The stack cases also run
 ``mqttlb stack check`` (and ``stack up`` for some) as a subprocess: exit status 2, that one line
 on stderr, and nothing created -- no state directory, no other file.
 """
@@ -38,6 +39,8 @@ class StackCase:
 
 DURATION = "not a Prometheus duration such as 30s, 1m or 1h30m"
 SELECTOR = 'not a label matcher list such as job="mqtt-brokers"'
+OWN_FOLDER = "name a folder of its own, such as .stack"
+REPO = Path(__file__).resolve().parents[1]
 NODES_NOT_A_NUMBER = (
     "environment variable NODES: nodes: Input should be a valid integer, unable to parse string as an integer "
     "(got 'abc')"
@@ -234,6 +237,32 @@ STACK_CASES = [
         env={"MQTTLB_DRY_RUN": "maybe"},
     ),
     StackCase(
+        "state-dir-empty",
+        "{file}: state_dir: must name a folder (empty, the stack would write its files into the current folder) "
+        "(got '')",
+        file='state_dir: ""\n',
+        up=True,
+    ),
+    StackCase(
+        "MQTTLB_STATE_DIR-the-checkout",
+        f"environment variable MQTTLB_STATE_DIR: state_dir: holds mqttlb's own files (mqttlb/ or stack/stack.yaml): "
+        f"the stack would write its tokens and configs among them; {OWN_FOLDER} (got '{{repo}}')",
+        env={"MQTTLB_STATE_DIR": "{repo}"},
+        up=True,
+    ),
+    StackCase(
+        "state-dir-in-the-package",
+        f"{{file}}: state_dir: is inside the mqttlb package ({{repo}}/mqttlb); {OWN_FOLDER} "
+        "(got '{repo}/mqttlb/state')",
+        file="state_dir: {repo}/mqttlb/state\n",
+    ),
+    StackCase(
+        "state-dir-the-checkouts-stack-folder",
+        f"{{file}}: state_dir: is the checkout's stack/ folder, whose files are tracked; {OWN_FOLDER} "
+        "(got '{repo}/stack')",
+        file="state_dir: {repo}/stack\n",
+    ),
+    StackCase(
         "MQTTLB_STACK_FILE-missing",
         "{dir}/missing.yaml: cannot read: No such file or directory "
         "(file named by environment variable MQTTLB_STACK_FILE)",
@@ -243,7 +272,9 @@ STACK_CASES = [
 
 
 def _fill(text: str, tmp_path: Path) -> str:
-    return text.replace("{file}", str(tmp_path / "stack.yaml")).replace("{dir}", str(tmp_path))
+    for name, value in (("{file}", tmp_path / "stack.yaml"), ("{dir}", tmp_path), ("{repo}", REPO)):
+        text = text.replace(name, str(value))
+    return text
 
 
 def _prepare(case: StackCase, tmp_path: Path) -> tuple[Path | None, dict[str, str], str]:
@@ -251,7 +282,7 @@ def _prepare(case: StackCase, tmp_path: Path) -> tuple[Path | None, dict[str, st
     path = None
     if case.file is not None:
         path = tmp_path / "stack.yaml"
-        path.write_text(case.file)
+        path.write_text(_fill(case.file, tmp_path))
     env = {name: _fill(value, tmp_path) for name, value in case.env.items()}
     return path, env, _fill(case.message, tmp_path)
 
@@ -277,7 +308,9 @@ def test_stack_cli_refuses_before_anything_starts(case: StackCase, tmp_path: Pat
     no_binaries = tmp_path / "empty-bin"  # were the config accepted, `up` would stop at "missing binary"
     no_binaries.mkdir()
     state = tmp_path / "state"
-    env = {"PATH": str(no_binaries), "HOME": str(work), "MQTTLB_STATE_DIR": str(state), **case_env}
+    env = {"PATH": str(no_binaries), "HOME": str(work), **case_env}
+    if "state_dir:" not in (case.file or ""):  # a case about the file's state_dir: the variable would win
+        env.setdefault("MQTTLB_STATE_DIR", str(state))
     args = ["--stack-file", str(path)] if path is not None else []
     for command in ["check", "up"] if case.up else ["check"]:
         result = subprocess.run(
@@ -291,6 +324,7 @@ def test_stack_cli_refuses_before_anything_starts(case: StackCase, tmp_path: Pat
         assert (result.returncode, result.stdout, result.stderr) == (2, "", f"mqttlb stack: error: {expected}\n")
     assert not state.exists()
     assert list(work.iterdir()) == []
+    assert not (REPO / "supervisord.conf").exists() and not (REPO / "mqttlb" / "state").exists()
 
 
 def test_stack_command_line_override_is_blamed_on_the_command_line(tmp_path: Path) -> None:

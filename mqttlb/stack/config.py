@@ -30,7 +30,7 @@ from mqttlb.params import (
     duration_seconds,
     with_defaults,
 )
-from mqttlb.shipped import STACK_FILE, shipped
+from mqttlb.shipped import PACKAGE_DIR, STACK_FILE, checkout_root, shipped
 from mqttlb.yamlfile import ConfigError, Sources, deep_merge, invalid, load_yaml_mapping, one_line
 
 DEFAULT_STACK_FILE = shipped(STACK_FILE)
@@ -126,10 +126,19 @@ class StackConfig(BaseModel):
     def _in_seconds(cls, value: str) -> str:
         return _envoy_seconds(duration_seconds(value))
 
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _state_dir_not_empty(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must name a folder (empty, the stack would write its files into the current folder)")
+        return value
+
     @field_validator("state_dir", mode="after")
     @classmethod
     def _absolute_state_dir(cls, value: Path) -> Path:
-        return value if value.is_absolute() else (Path.cwd() / value)
+        absolute = value if value.is_absolute() else (Path.cwd() / value)
+        refuse_source_folder(absolute)
+        return absolute
 
     @model_validator(mode="after")
     def _ports_do_not_clash(self) -> StackConfig:
@@ -188,6 +197,25 @@ class StackConfig(BaseModel):
         ports.update({f"node{i}": p for i, p in enumerate(self.broker_ports, start=1)})
         ports.update({f"node{i}-http": p for i, p in enumerate(self.broker_http_ports, start=1)})
         return ports
+
+
+def refuse_source_folder(state_dir: Path) -> None:
+    """Raise ValueError when ``state_dir`` (absolute) is where mqttlb's own files are: a folder holding the
+    package or a checkout (``mqttlb/__init__.py`` or ``stack/stack.yaml`` in it: the checkout root, a
+    site-packages), the package folder or a folder inside it, or the checkout's ``stack/`` folder.  The stack
+    writes tokens, secrets and configs into its state dir, which must be a folder of its own."""
+    resolved = state_dir.resolve()
+    root = checkout_root()
+    own = "name a folder of its own, such as .stack"
+    if (resolved / "mqttlb" / "__init__.py").is_file() or (resolved / STACK_FILE).is_file():
+        raise ValueError(
+            f"holds mqttlb's own files (mqttlb/ or {STACK_FILE}): the stack would write its tokens and configs "
+            f"among them; {own}"
+        )
+    if resolved.is_relative_to(PACKAGE_DIR):
+        raise ValueError(f"is inside the mqttlb package ({PACKAGE_DIR}); {own}")
+    if root is not None and resolved == (root / STACK_FILE).parent:
+        raise ValueError(f"is the checkout's {Path(STACK_FILE).parent}/ folder, whose files are tracked; {own}")
 
 
 ENV_SCALARS = {
