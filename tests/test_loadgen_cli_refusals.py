@@ -111,3 +111,16 @@ def test_the_workload_file_follows_the_same_rule():
 def test_a_good_json_out_is_accepted(tmp_path):
     assert cli.output_problem(tmp_path / "r.json") is None
     assert list(tmp_path.iterdir()) == [], "the probe file is removed"
+
+
+def test_a_run_where_no_client_ever_connects_exits_non_zero(tmp_path, capsys):
+    """Trial: `mqttlb loadgen --port 1` exited 0 although every connect failed."""
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = ["--profile", "sensor:3:rate=1", "--duration", "1", "--port", str(port), "--quiet"]
+    assert _exit_code([*argv, "--json-out", str(tmp_path / "r.json")]) == cli.EXIT_NO_CONNECTION == 4
+    out, err = capsys.readouterr()
+    assert "connections: 0 ok of" in out, "the report is still printed"
+    assert f"no client ever connected to 127.0.0.1:{port} (" in err and "attempts failed: tcp connect refused=" in err
+    assert (tmp_path / "r.json").exists()

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -33,6 +34,7 @@ from mqttlb.logs import add_log_flags
 log = logging.getLogger("loadgen")
 
 EXIT_LOSS = 3  # bad input exits 2 (mqttlb.commandline.EXIT_BAD_INPUT)
+EXIT_NO_CONNECTION = 4  # clients tried to connect and not one ever did
 
 
 def _finite(text: str) -> float:
@@ -73,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
         "'sub' are subscribers, 'pub' publishers; a profile that states its role neither by name, nor by "
         "role=, nor by a publisher key is refused), rate (msg/s per client), size (payload bytes), qos (0|1), echo "
         "(true|false: publisher checks its own delivery; default qos==1), session (churn: exp:MEAN, "
-        "uniform:LOW:HIGH or fixed:S), start (s after run start), pause (s before reconnect), topic.",
+        "uniform:LOW:HIGH or fixed:S), start (s after run start), pause (s before reconnect), topic. "
+        f"Exit status: 0 done, 2 bad input (nothing run), {EXIT_LOSS} QoS 1 loss with --fail-on-loss, "
+        f"{EXIT_NO_CONNECTION} no client ever connected (the report is printed first).",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
@@ -84,9 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "must be stated: role=, a publisher key (rate, size, echo), or a name starting with pub or sub",
     )
     src.add_argument("--workload", type=Path, metavar="FILE", help="YAML workload file (see docs/loadgen.md)")
-    p.add_argument(
-        "--duration", type=finite, help="run length in seconds (required here or in the workload file)"
-    )
+    p.add_argument("--duration", type=finite, help="run length in seconds (required here or in the workload file)")
     p.add_argument("--host", help="broker or Envoy listener address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 1883, the Envoy listener)")
     p.add_argument(
@@ -96,9 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow a non-loopback host (default: loopback only)",
     )
     p.add_argument("--seed", type=int, help="random seed: the same seed repeats the same run (default 0)")
-    p.add_argument(
-        "--connect-rate", type=finite, help="connects per second, all clients together (default 500)"
-    )
+    p.add_argument("--connect-rate", type=finite, help="connects per second, all clients together (default 500)")
     p.add_argument("--connect-timeout", type=finite, help="seconds for TCP connect + CONNACK (default 5)")
     p.add_argument("--keepalive", type=int, help="MQTT keepalive seconds (default 60)")
     p.add_argument(
@@ -160,9 +160,7 @@ _SETTINGS = {
 
 
 def workload_from_args(args: argparse.Namespace) -> Any:
-    settings = {
-        key: getattr(args, attr) for key, attr in _SETTINGS.items() if getattr(args, attr) is not None
-    }
+    settings = {key: getattr(args, attr) for key, attr in _SETTINGS.items() if getattr(args, attr) is not None}
     if args.workload is not None:
         try:
             text = args.workload.read_text()
@@ -235,6 +233,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_out is not None:
         report.write_json(args.json_out)
         log.info("report written to %s", args.json_out)
+    if report.connect_attempts > 0 and report.connects_ok == 0:
+        failures = ", ".join(f"{k}={v}" for k, v in sorted(report.connect_failures.items())) or "no answer"
+        print(
+            f"mqttlb loadgen: no client ever connected to {workload.host}:{workload.port} "
+            f"({report.connect_attempts} attempts failed: {failures}); is the listener up?",
+            file=sys.stderr,
+        )
+        return EXIT_NO_CONNECTION
     if args.fail_on_loss and (report.qos1["lost"] or report.qos1["duplicates"]):
         return EXIT_LOSS
     return 0
