@@ -47,3 +47,17 @@ def test_webhook_routes_exist(tmp_path: Path) -> None:
     routes = {rule.rule for rule in build(tmp_path, start=False).app.url_map.iter_rules()}
     used = set(re.findall(r"http://127\.0\.0\.1:9643(/[a-z]*/?)", first_hour()))
     assert used and used <= routes, used - routes
+
+
+def test_the_status_output_shown_is_the_commands_and_every_column_is_explained() -> None:
+    """Issue 18's must-show: the status command's output, with its columns explained (trial: `cpu now`)."""
+    from mqttlb.status import node_table
+
+    columns = re.split(r" {2,}", node_table([])[0])
+    text = first_hour()
+    shown = [re.split(r" {2,}", line.strip()) for line in text.splitlines()]
+    assert columns in shown, f"no `mqttlb status` output with the columns {columns} in the first hour"
+    first_row = " ".join(shown[shown.index(columns) + 1])
+    assert re.fullmatch(r"node1 \d\.\d\d \d\.\d\d \d+ \d+ \d+ \d+ up no", first_row), first_row
+    unexplained = [column for column in columns[1:] if f"`{column}`" not in text]  # all but `node`
+    assert not unexplained, unexplained
