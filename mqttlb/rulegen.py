@@ -452,8 +452,10 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", type=Path, default=Path("rules"), metavar="DIR",
                      help="directory to write the rule files into (default: rules)")
     chk = sub.add_parser("check", help="exit 1 if the rule files in DIR differ from the generated ones")
-    chk.add_argument("--dir", type=Path, default=Path("rules"), metavar="DIR",
-                     help="directory holding the committed rule files (default: rules)")
+    chk.add_argument("--dir", type=Path, metavar="DIR",
+                     help="directory holding the rule files to compare: the checkout's committed rules/, or where "
+                          "`generate --out DIR` wrote them (default: rules under the current directory; without "
+                          "one, check refuses and says so rather than compare the rules the package ships)")
     return parser
 
 
@@ -467,6 +469,13 @@ def main(argv: list[str] | None = None) -> int:
             for path in write_rule_files(params, args.out):
                 log.info("wrote %s", path)
             return 0
+        if args.dir is None:
+            args.dir = Path("rules")
+            if not args.dir.is_dir():
+                raise ValueError(
+                    f"no rules/ folder in {Path.cwd()}: pass --dir DIR (the folder `mqttlb rules generate --out DIR` "
+                    "wrote), or run from the checkout"
+                )
         if not args.dir.is_dir():
             raise ValueError(f"--dir {args.dir} is not a directory")
         drifted = find_drift(params, args.dir)

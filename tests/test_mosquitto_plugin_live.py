@@ -434,7 +434,7 @@ def test_the_stacks_node_config_loads_the_plugin_for_the_stacks_control_client(t
 
 def test_a_missing_plugin_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(PLUGIN_ENV, str(tmp_path / "absent.so"))
-    with pytest.raises(PluginMissingError, match="make install"):
+    with pytest.raises(PluginMissingError, match=f"absent.so \\(environment variable {PLUGIN_ENV}\\) is not a file"):
         config_lines()
 
 

@@ -229,3 +229,16 @@ def test_cli_missing_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     a_file.write_text("x")
     assert rulegen.main(["generate", "--out", str(a_file)]) == 2
     assert a_file.read_text() == "x"
+
+
+def test_cli_check_without_rules_here_says_what_it_looked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert rulegen.main(["check"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: no rules/ folder in {tmp_path}: pass --dir DIR (the folder `mqttlb rules generate --out DIR` "
+        "wrote), or run from the checkout\n"
+    )
+    assert rulegen.main(["generate"]) == 0
+    assert rulegen.main(["check"]) == 0

@@ -13,6 +13,7 @@ import yaml
 from stackutil import free_ports_config
 
 from mqttlb.brokers.hivemq_node import JAR_ENV, launcher_args
+from mqttlb.brokers.mosquitto_plugin import PLUGIN_ENV
 from mqttlb.stack.builders import envoy_bootstrap, envoy_connection_limit
 from mqttlb.stack.config import (
     HIVEMQ_JAR,
@@ -269,6 +270,24 @@ def test_hivemq_without_the_built_jar_is_refused_in_one_line(tmp_path: Path, mon
         f"the HiveMQ launcher is not built: {tmp_path / 'nope.jar'} is missing; run `make stack-up BROKER=hivemq` "
         f"(stack/install.sh builds it with brokers/hivemq/build.sh) or set {JAR_ENV}"
     )
+
+
+def test_mosquitto_without_the_built_plugin_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a checkout: `make install`; the installed wheel's case is in tests/test_wheel_install.py."""
+    monkeypatch.delenv(PLUGIN_ENV, raising=False)
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
+    with pytest.raises(StackConfigError) as caught:
+        check_binaries("mosquitto")
+    assert str(caught.value) == (
+        f"the Mosquitto eviction plugin is not built: {tmp_path}/venv/lib/mqttlb/mqttlb_evict.so is missing; "
+        f"run `make install` (stack/install.sh builds it from brokers/mosquitto-plugin) "
+        f"or set {PLUGIN_ENV}=/path/to/mqttlb_evict.so"
+    )
+    monkeypatch.setenv(PLUGIN_ENV, str(tmp_path / "absent.so"))
+    with pytest.raises(StackConfigError, match=f"absent.so \\(environment variable {PLUGIN_ENV}\\) is not a file"):
+        check_binaries("mosquitto")
 
 
 def test_unknown_mqttlb_variables_are_named() -> None:

@@ -24,9 +24,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _run(
+    cmd: list[str], cwd: Path, env: dict[str, str] | None = None, status: int = 0
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == status, f"{cmd} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
     return result
 
 
@@ -77,12 +79,32 @@ def test_commands_run_from_another_directory_and_write_nothing_into_site_package
     cwd = tmp_path / "operator"
     cwd.mkdir()
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    env.pop("MQTTLB_STATE_DIR", None)
-    env.pop("MQTTLB_STACK_FILE", None)
+    for var in ("MQTTLB_STATE_DIR", "MQTTLB_STACK_FILE", "MQTTLB_MOSQUITTO_PLUGIN"):
+        env.pop(var, None)
     before = _snapshot(site)
     mqttlb = str(bin_dir / "mqttlb")
 
     assert "commands:" in _run([mqttlb, "--help"], cwd, env).stdout
+    # no rules/ here: check says what it looked for and how to point it elsewhere
+    no_rules = _run([mqttlb, "rules", "check"], cwd, env, status=2)
+    assert no_rules.stderr == (
+        f"error: no rules/ folder in {cwd}: pass --dir DIR (the folder `mqttlb rules generate --out DIR` wrote), "
+        "or run from the checkout\n"
+    )
+    # the wheel carries no Mosquitto plugin: check and up say how to get it, in one line, and create nothing
+    venv_dir = bin_dir.parent
+    no_plugin = (
+        f"mqttlb stack: error: the Mosquitto eviction plugin is not built: {venv_dir}/lib/mqttlb/mqttlb_evict.so "
+        f"is missing; mqttlb is installed without it: build it from an mqttlb checkout with "
+        f"`make -C brokers/mosquitto-plugin VENV={venv_dir}` or set MQTTLB_MOSQUITTO_PLUGIN=/path/to/mqttlb_evict.so\n"
+    )
+    for command in ("check", "up"):
+        refused = _run([mqttlb, "stack", command], cwd, env, status=2)
+        assert (refused.stdout, refused.stderr) == ("", no_plugin)
+        assert list(cwd.iterdir()) == []
+    plugin = tmp_path / "mqttlb_evict.so"  # check looks for the file; the live tests load the real one
+    plugin.write_bytes(b"")
+    env["MQTTLB_MOSQUITTO_PLUGIN"] = str(plugin)
     _run([mqttlb, "rules", "generate"], cwd, env)
     assert sorted(p.name for p in (cwd / "rules").iterdir()) == ["mqttlb-alerts.yml", "mqttlb-recording.yml"]
     _run([mqttlb, "rules", "check"], cwd, env)
@@ -108,3 +130,7 @@ def test_the_wheel_ships_its_data(installed: tuple[Path, Path], tmp_path: Path) 
     out = _run([str(bin_dir / "python"), "-c", probe], tmp_path).stdout.split()
     assert out[0] == "None"
     assert all(Path(p).is_relative_to(shipped) for p in out[1:])
+    # no Makefile to run: `stack up` tells the operator to stop the stack with the mqttlb command
+    commands = "from mqttlb.stack.runner import operator_commands as o; print(o().down, o().status)"
+    printed = _run([str(bin_dir / "python"), "-c", commands], tmp_path).stdout.strip()
+    assert printed == "`mqttlb stack down` `mqttlb stack status`"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mqttlb import contract
+from mqttlb.shipped import checkout_root
 
 PLUGIN_ENV = "MQTTLB_MOSQUITTO_PLUGIN"
 PLUGIN_FILE = "mqttlb_evict.so"
@@ -47,18 +48,41 @@ def plugin_path() -> Path:
     return Path(override) if override else Path(sys.prefix) / "lib" / "mqttlb" / PLUGIN_FILE
 
 
+def built_plugin() -> Path:
+    """The built plugin's path (:func:`plugin_path`) when the file is there.
+
+    Raises PluginMissingError with one line saying what to do: from a checkout, ``make install``; from
+    an installed wheel (which carries no C build), build it with the plugin's Makefile in a checkout or
+    point ``MQTTLB_MOSQUITTO_PLUGIN`` at a built library; with that variable set, that it names no file.
+    """
+    path = plugin_path()
+    if path.is_file():
+        return path
+    if os.environ.get(PLUGIN_ENV):
+        raise PluginMissingError(
+            f"the Mosquitto eviction plugin is missing: {path} (environment variable {PLUGIN_ENV}) is not a file; "
+            f"point it at a built {PLUGIN_FILE}"
+        )
+    if checkout_root() is not None:
+        how = "run `make install` (stack/install.sh builds it from brokers/mosquitto-plugin)"
+    else:
+        how = (
+            f"mqttlb is installed without it: build it from an mqttlb checkout with "
+            f"`make -C brokers/mosquitto-plugin VENV={sys.prefix}`"
+        )
+    raise PluginMissingError(
+        f"the Mosquitto eviction plugin is not built: {path} is missing; {how} "
+        f"or set {PLUGIN_ENV}=/path/to/{PLUGIN_FILE}"
+    )
+
+
 def config_lines(options: PluginOptions | None = None) -> list[str]:
     """The mosquitto.conf lines that load the plugin with ``options`` (default: :class:`PluginOptions`).
 
     Raises PluginMissingError when the library is not there: the stack's nodes must not start without it.
     """
     opts = options or PluginOptions()
-    path = plugin_path()
-    if not path.is_file():
-        raise PluginMissingError(
-            f"the Mosquitto eviction plugin is not built: {path} is missing; run `make install` "
-            f"(stack/install.sh builds it from brokers/mosquitto-plugin) or set {PLUGIN_ENV}"
-        )
+    path = built_plugin()
     lines = [
         f"plugin {path}",
         f"plugin_opt_control_client_id {opts.control_client_id}",

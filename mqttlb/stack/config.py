@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mqttlb.brokers.hivemq_node import JarMissingError, jar_path
+from mqttlb.brokers.mosquitto_plugin import PluginMissingError, built_plugin
 from mqttlb.contract import ENVOY_CLUSTER
 from mqttlb.params import (
     DEFAULT_PARAMS_FILE,
@@ -341,7 +342,9 @@ def find_binary(name: str) -> str | None:
 
 
 def check_binaries(broker: str = "mosquitto") -> dict[str, str]:
-    """Paths of every binary the stack runs with ``broker`` nodes; raises naming the first missing one."""
+    """Paths of every binary the stack runs with ``broker`` nodes (and the file each node loads: the HiveMQ
+    launcher jar, the Mosquitto eviction plugin); raises StackConfigError naming the first missing one and
+    how to get it."""
     paths = {}
     for name, how in {**REQUIRED_BINARIES, **BROKER_BINARIES[broker]}.items():
         found = find_binary(name)
@@ -353,6 +356,11 @@ def check_binaries(broker: str = "mosquitto") -> dict[str, str]:
         try:
             paths[HIVEMQ_JAR] = str(jar_path())
         except JarMissingError as exc:
+            raise StackConfigError(str(exc)) from None
+    else:
+        try:
+            built_plugin()
+        except PluginMissingError as exc:
             raise StackConfigError(str(exc)) from None
     return paths
 
