@@ -48,6 +48,7 @@ def write_config(folder: Path, name: str, renew: float) -> tuple[Path, str]:
         "eds_path": str(folder / "eds" / "eds.json"),
         "overload_file": str(folder / "pressure"),
         "token_file": str(folder / "token"),
+        "xds_token_file": str(folder / "xds-token"),
         "state_file": str(folder / "state.json"),
         "audit_log": str(folder / f"audit-{name}.jsonl"),
         "nodes": [{"name": f"node{i}", "host": "127.0.0.1", "port": 20000 + i} for i in (1, 2, 3)],
@@ -101,6 +102,7 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
 def failovers(count: int, renew: float, folder: Path) -> tuple[list[float], list[int]]:
     """Takeover times (s) of ``count`` SIGKILLed leaders, and the state versions after each takeover."""
     (folder / "token").write_text(TOKEN + "\n")
+    (folder / "xds-token").write_text("bench-ha-xds-token-0123456789\n")
     procs: list[subprocess.Popen[bytes]] = []
     times: list[float] = []
     versions: list[int] = []

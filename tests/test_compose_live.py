@@ -1,8 +1,9 @@
 """The compose configs work with the real components: the generated files are run natively, with only
 the container host names and the /mqttlb volume mapped onto loopback ports and a tmp dir.
 
-- init script + webhook + Envoy: Envoy, run by the compose file's start script, sends the init's webhook
-  token over gRPC ADS and gets the cluster's endpoints; every webhook route wants that token.
+- init script + webhook + Envoy: Envoy, run by the compose file's start script, sends the init's xDS
+  token over gRPC ADS and gets the cluster's endpoints; every webhook route wants the webhook's token and
+  refuses the xDS one, which is all Envoy's admin /config_dump shows.
 - broker exporter in HiveMQ mode reads the Prometheus extension's exposition (a recorded HiveMQ
   scrape served over HTTP) at each node's metrics_url and exports every node.
 """
@@ -102,8 +103,14 @@ def test_envoy_gets_the_brokers_from_the_webhook_over_ads_with_the_token(tmp_pat
             raise AssertionError(f"envoy exit={proc.poll()}\n{logs}") from None
         got = hosts()
         assert set(got) == {n["name"] for n in webhook["nodes"]}
-        # no route is open: Envoy sent the init's token over ADS; the HTTP routes want it too (REST EDS included)
+        # no route is open, and none takes the xDS token Envoy sent (REST EDS included); Envoy's admin (no login)
+        # shows that token, never the webhook's
+        xds_token = (state / "xds" / "token").read_text().strip()
+        dump = requests.get(f"{admin}/config_dump", timeout=2).text
+        assert xds_token in dump and (state / "webhook" / "token").read_text().strip() not in dump
         assert requests.get(f"http://127.0.0.1:{webhook_port}/status", timeout=5).status_code == 401
+        assert requests.get(f"http://127.0.0.1:{webhook_port}/status", headers={"Authorization": f"Bearer {xds_token}"},
+                            timeout=5).status_code == 401
         assert requests.post(f"http://127.0.0.1:{webhook_port}/v3/discovery:endpoints", json={},
                              timeout=5).status_code == 401
         ports = {h.port for h in got.values()}

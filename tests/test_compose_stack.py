@@ -312,16 +312,23 @@ def test_envoy_fetches_eds_over_ads_with_the_token_and_shares_its_pressure_file(
     xds_port = int(webhook["xds_grpc_listen"].split(":")[1])
     assert endpoint["endpoint"]["address"]["socket_address"] == {"address": "webhook", "port_value": xds_port}
     assert "open_routes" not in webhook  # every webhook route wants the token: Envoy sends it over ADS
-    # the start script reads the token from the state volume and writes Envoy's copy into its tmpfs
+    # the start script reads the xDS token (not the webhook's) and writes Envoy's copy into its tmpfs
     command = compose["services"]["envoy"]["command"]
-    assert command[:2] == ["/bin/sh", "-c"] and command[4:7] == [webhook["token_file"], *map(str, (
+    assert command[:2] == ["/bin/sh", "-c"] and command[4:7] == [webhook["xds_token_file"], *map(str, (
         ENVOY_CONFIG_MOUNT, ENVOY_RUN_DIR / "envoy.yaml"))]
     assert compose["services"]["envoy"]["tmpfs"] == [str(ENVOY_RUN_DIR)]
     assert envoy["admin"]["address"]["socket_address"]["address"] == "0.0.0.0"
     monitor = envoy["overload_manager"]["resource_monitors"][0]["typed_config"]
     assert monitor["filename"] == webhook["overload_file"]
     assert monitor["filename"].startswith(f"{CONTAINER_STATE}/")
-    assert f"mqttlb-state:{CONTAINER_STATE}:ro" in compose["services"]["envoy"]["volumes"]
+    # Envoy mounts its two volumes, not the state volume with the webhook's token; only it and the webhook (and the
+    # init service that creates it) mount the xDS token's
+    envoy_mounts = compose["services"]["envoy"]["volumes"][1:]
+    assert envoy_mounts == [f"{cr.ENVOY_VOLUME}:{Path(webhook['overload_file']).parent}:ro",
+                            f"{cr.XDS_VOLUME}:{Path(webhook['xds_token_file']).parent}:ro"]
+    readers = {name for name, s in compose["services"].items() if any(v.startswith(f"{cr.XDS_VOLUME}:")
+                                                                       for v in s.get("volumes", []))}
+    assert readers == {"init", "envoy", "webhook"}
     init = compose["services"]["envoy"]["depends_on"]["init"]
     assert init == {"condition": "service_completed_successfully"}
 

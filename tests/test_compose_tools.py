@@ -98,6 +98,9 @@ def test_init_state_creates_token_and_pressure_once(tmp_path):
     exporters = tmp_path / "exporters" / "token"  # the exporters' /metrics token, read by Prometheus (nobody)
     assert len(exporters.read_text().strip()) >= 32 and exporters.read_text() != token.read_text()
     assert stat.S_IMODE(exporters.stat().st_mode) == 0o400 and exporters.stat().st_uid == os.getuid()
+    xds = tmp_path / "xds" / "token"  # the xDS token: its own folder, a volume only Envoy and the webhook mount
+    assert len(xds.read_text().strip()) >= 32 and xds.read_text() != token.read_text()
+    assert stat.S_IMODE(xds.stat().st_mode) == 0o400
     password = (tmp_path / "secrets" / "web-password").read_text().strip()  # Prometheus's and Alertmanager's login
     secret = (tmp_path / "secrets" / "web-password").stat()  # Prometheus (owner) and Grafana (group 0) read it
     assert len(password) >= 32 and stat.S_IMODE(secret.st_mode) == 0o440 and secret.st_gid == 0
@@ -109,11 +112,11 @@ def test_init_state_creates_token_and_pressure_once(tmp_path):
         assert checked.returncode == 0, checked.stdout + checked.stderr
     assert (tmp_path / "prometheus" / "rules").is_dir()  # the mount point of ../rules in the read-only volume
 
-    first, first_hivemq = token.read_text(), hivemq.read_text()
+    first, first_hivemq, first_xds = token.read_text(), hivemq.read_text(), xds.read_text()
     pressure.write_text("0.95\n")  # the webhook's state survives a restart of the stack
     again = run_init("--state-dir", str(tmp_path))
     assert again.returncode == 0, again.stderr
-    assert token.read_text() == first and hivemq.read_text() == first_hivemq
+    assert token.read_text() == first and hivemq.read_text() == first_hivemq and xds.read_text() == first_xds
     assert pressure.read_text() == "0.95\n"
     assert "nothing, all present" in again.stderr
 

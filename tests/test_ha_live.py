@@ -61,6 +61,8 @@ def replica_topology(topo: Topology) -> Topology:
 def write_config(topo: Topology, name: str, **urls: Any) -> Path:
     topo.state.webhook_dir.mkdir(parents=True, exist_ok=True)
     topo.state.webhook_token.write_text(TOKEN + "\n")
+    topo.state.xds_token.parent.mkdir(parents=True, exist_ok=True)
+    topo.state.xds_token.write_text("an-xds-token-0123456789abcdef\n")
     config = {
         **builders.webhook_config(topo),
         **urls,

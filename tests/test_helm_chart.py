@@ -133,8 +133,8 @@ def test_every_rendered_object_validates_against_the_schemas(three, ha, eviction
         assert problems == []
     kinds = sorted({o["kind"] for o in three})
     assert kinds == sorted(
-        ["AlertmanagerConfig", "ConfigMap", "Deployment", "PrometheusRule", "Role", "RoleBinding", "Secret",
-         "Service", "ServiceAccount", "ServiceMonitor"]
+        ["AlertmanagerConfig", "ConfigMap", "Deployment", "NetworkPolicy", "PrometheusRule", "Role", "RoleBinding",
+         "Secret", "Service", "ServiceAccount", "ServiceMonitor"]
     )
     assert sorted(o["metadata"]["name"] for o in by_kind(three, "Deployment")) == [
         f"{chart.RELEASE}-{c}" for c in ("broker-exporter", "envoy", "envoy-exporter", "rebalancer")
@@ -262,7 +262,7 @@ def test_the_alertmanager_config_routes_rebalance_and_shed_to_the_rebalancer(thr
     credentials = hook["httpConfig"]["authorization"]["credentials"]
     assert credentials == {"name": f"{chart.RELEASE}-tokens", "key": hr.WEBHOOK_TOKEN_KEY}
     secret = named(three, "Secret", "tokens")
-    assert sorted(secret["data"]) == [hr.EXPORTER_TOKEN_KEY, hr.WEBHOOK_TOKEN_KEY]
+    assert sorted(secret["data"]) == [hr.EXPORTER_TOKEN_KEY, hr.WEBHOOK_TOKEN_KEY, hr.XDS_TOKEN_KEY]
     assert receivers[contract.RECEIVER_PAGE] == {"name": contract.RECEIVER_PAGE}
 
 
@@ -456,9 +456,10 @@ def test_envoy_validates_the_charts_bootstrap(three, tmp_path: Path) -> None:
     assert result.returncode != 0
 
 
-def test_envoy_sends_the_webhook_token_from_the_secret_never_inline(three, three_text, tmp_path: Path) -> None:
+def test_envoy_sends_the_xds_token_from_the_secret_never_inline(three, three_text, tmp_path: Path) -> None:
     secret = named(three, "Secret", "tokens")
-    token = base64.b64decode(secret["data"][hr.WEBHOOK_TOKEN_KEY]).decode()
+    token = base64.b64decode(secret["data"][hr.XDS_TOKEN_KEY]).decode()
+    assert token != base64.b64decode(secret["data"][hr.WEBHOOK_TOKEN_KEY]).decode()
     (service,) = _config(three, "envoy", "envoy.yaml")["dynamic_resources"]["ads_config"]["grpc_services"]
     assert service["initial_metadata"] == [{"key": "authorization", "value": f"Bearer {builders.XDS_TOKEN_SLOT}"}]
     pod = named(three, "Deployment", "envoy")["spec"]["template"]["spec"]
@@ -467,14 +468,16 @@ def test_envoy_sends_the_webhook_token_from_the_secret_never_inline(three, three
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert volumes["tokens"]["secret"] == {
         "secretName": secret["metadata"]["name"],
-        "items": [{"key": hr.WEBHOOK_TOKEN_KEY, "path": hr.WEBHOOK_TOKEN_KEY}],
+        "items": [{"key": hr.XDS_TOKEN_KEY, "path": hr.XDS_TOKEN_KEY}],  # not the webhook's own token
     }
     assert volumes["run"]["emptyDir"]["medium"] == "Memory"
     command = container["command"]
     token_file, template, filled, envoy = command[4:8]
-    assert token_file == f"{mounts['tokens']}/{hr.WEBHOOK_TOKEN_KEY}" and Path(filled).parent == Path(mounts["run"])
+    assert token_file == f"{mounts['tokens']}/{hr.XDS_TOKEN_KEY}" and Path(filled).parent == Path(mounts["run"])
     assert Path(template).parent == Path(mounts["config"]) and command[command.index("-c", 4) + 1] == filled
-    assert token not in three_text and three_text.count(secret["data"][hr.WEBHOOK_TOKEN_KEY]) == 1  # the Secret only
+    assert token not in three_text and three_text.count(secret["data"][hr.XDS_TOKEN_KEY]) == 1  # the Secret only
+    rebalancer = WebhookConfig.model_validate(_config(three, "rebalancer", "webhook.yaml"))
+    assert rebalancer.xds_token_file == Path(mounts["tokens"]) / hr.XDS_TOKEN_KEY
     # the command itself, run on these files, writes the bootstrap with the Secret's token that Envoy accepts
     (tmp_path / "token").write_text(token)
     (tmp_path / "envoy.yaml").write_text(named(three, "ConfigMap", "envoy")["data"]["envoy.yaml"])
@@ -489,6 +492,32 @@ def test_envoy_sends_the_webhook_token_from_the_secret_never_inline(three, three
         "grpc_services"
     ]
     assert service["initial_metadata"] == [{"key": "authorization", "value": f"Bearer {token}"}]
+
+
+def test_envoys_admin_port_takes_only_the_pods_that_use_it_and_mqtt_stays_open(three) -> None:
+    def pod_labels(suffix: str) -> dict[str, str]:
+        labels: dict[str, str] = named(three, "Deployment", suffix)["spec"]["template"]["metadata"]["labels"]
+        return labels
+
+    policy = named(three, "NetworkPolicy", "envoy-admin")["spec"]
+    assert policy["podSelector"] == {"matchLabels": pod_labels("envoy")} and policy["policyTypes"] == ["Ingress"]
+    mqtt, admin = policy["ingress"]
+    assert mqtt == {"ports": [{"port": 1883, "protocol": "TCP"}]}  # no `from`: every source
+    assert admin["ports"] == [{"port": 9901, "protocol": "TCP"}]
+    rebalancer, exporter, prometheus = admin["from"]
+    assert rebalancer == {"podSelector": {"matchLabels": pod_labels("rebalancer")}}
+    assert exporter == {"podSelector": {"matchLabels": pod_labels("envoy-exporter")}}
+    # Prometheus scrapes Envoy's stats on the admin port (the envoy ServiceMonitor): its namespace AND pods
+    (envoy_monitor,) = named(three, "ServiceMonitor", "envoy")["spec"]["endpoints"]
+    assert envoy_monitor["port"] == "admin" and envoy_monitor["path"] == "/stats/prometheus"
+    assert prometheus == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    }
+    off = chart.objects(chart.template([THREE], {"envoy.adminNetworkPolicy.enabled": "false"}))
+    assert by_kind(off, "NetworkPolicy") == []
+    unscraped = chart.objects(chart.template([THREE], {"monitoring.serviceMonitors": "false"}))
+    assert len(by_kind(unscraped, "NetworkPolicy")[0]["spec"]["ingress"][1]["from"]) == 2
 
 
 # ------------------------------------------------------------------ refusals

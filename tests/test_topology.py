@@ -86,6 +86,7 @@ SWITCHED: dict[str, tuple[str, ...]] = {
     "/webhook/overload_file": ("layout",),
     "/webhook/token_file": ("layout",),
     "/webhook/xds_grpc_listen": ("eds",),
+    "/webhook/xds_token_file": ("eds", "layout"),
     "/webhook/prometheus_auth/basic_auth/password_file": ("layout",),
     "/webhook/alertmanager_auth/basic_auth/password_file": ("layout",),
     "/webhook/state_file": ("layout",),

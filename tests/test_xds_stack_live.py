@@ -40,10 +40,17 @@ def test_the_stack_serves_envoy_over_grpc_xds(tmp_path) -> None:  # type: ignore
         hosts = envoy.cluster(cfg.envoy_cluster).by_node()
         assert sorted(hosts) == [n.name for n in topo.nodes]
         token = topo.state.webhook_token.read_text().strip()
-        # Envoy sent it on the stream (the xDS server wants it): its bootstrap holds a slot, the 0600 copy it reads
-        # the token (builders.envoy_command)
-        assert token not in topo.files.envoy_config.read_text() and token in topo.files.envoy_bootstrap.read_text()
+        xds_token = topo.state.xds_token.read_text().strip()
+        # Envoy sent the xDS token on the stream (the xDS server wants it): its bootstrap holds a slot, the 0600 copy
+        # it reads the token (builders.envoy_command); Envoy's admin (no login) shows that one, never the webhook's
+        boot_text, filled = topo.files.envoy_config.read_text(), topo.files.envoy_bootstrap.read_text()
+        assert xds_token not in boot_text and xds_token in filled and token not in filled
         assert topo.files.envoy_bootstrap.stat().st_mode & 0o777 == 0o600
+        dump = requests.get(topo.envoy_admin.url("/config_dump"), timeout=5).text
+        assert xds_token in dump and token not in dump
+        refused = requests.post(topo.webhook.url("/drain"), json={"node": "node2", "draining": True},
+                                headers={"Authorization": f"Bearer {xds_token}"}, timeout=5)
+        assert refused.status_code == 401  # the xDS token reads the endpoint snapshot, nothing else
         samples = xds_metrics(topo.webhook.url("/metrics"), token)
         assert samples[(contract.WEBHOOK_XDS_STREAMS, (("mode", "sotw"),))] == 1
         assert samples[(contract.WEBHOOK_XDS_IN_SYNC, ())] == 1

@@ -25,7 +25,7 @@ def test_ads_bootstrap_and_webhook_config(tmp_path: Path, eds: str, api_type: st
     boot = builders.envoy_bootstrap(topo)
     ads = boot["dynamic_resources"]["ads_config"]
     assert ads["api_type"] == api_type
-    # the webhook's token goes as metadata: the slot the start script fills (tests/test_xds_auth.py)
+    # the xDS token goes as metadata: the slot the start script fills (tests/test_xds_auth.py)
     assert ads["grpc_services"] == [
         {
             "envoy_grpc": {"cluster_name": builders.WEBHOOK_XDS_CLUSTER},
@@ -63,6 +63,8 @@ def test_a_bad_xds_address_is_refused_in_one_line(tmp_path: Path) -> None:
 def test_the_rebalancer_publishes_to_the_file_and_to_xds(tmp_path: Path) -> None:
     topo = loopback_topology(tmp_path, eds="grpc")
     config = WebhookConfig.model_validate(builders.webhook_config(topo))
+    topo.state.xds_token.parent.mkdir(parents=True)
+    topo.state.xds_token.write_text("x" * 32)  # the xDS streams' own token (tests/test_xds_auth.py)
     rebalancer = Rebalancer.build(config, token=TOKEN)
     assert rebalancer.xds is not None
     publisher = rebalancer.controller.publisher

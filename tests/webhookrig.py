@@ -50,6 +50,7 @@ from mqttlb.webhook.eds import CLA_TYPE
 from mqttlb.webhook.observe import PART_LABEL, PARTS, observation_query
 
 TOKEN = "issue13-live-token-0123456789"
+XDS_TOKEN = "issue18-xds-token-0123456789"  # the xDS streams' own token (xds_token_file)
 CLUSTER = "local"
 NODES = ("node1", "node2", "node3")
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -332,6 +333,8 @@ def write_webhook_config(topo: Topology, **overrides: Any) -> Path:
     """The stack's webhook.yaml for ``topo`` with ``overrides`` (e.g. ``prometheus_url``) and the token file."""
     topo.state.webhook_dir.mkdir(parents=True, exist_ok=True)
     topo.state.webhook_token.write_text(TOKEN + "\n")
+    topo.state.xds_token.parent.mkdir(parents=True, exist_ok=True)
+    topo.state.xds_token.write_text(XDS_TOKEN + "\n")  # read with eds=grpc / delta-grpc
     config = {**builders.webhook_config(topo), "alertmanager_urls": [], **overrides}
     path = topo.files.webhook_config
     path.write_text(yaml.safe_dump(config, sort_keys=False))

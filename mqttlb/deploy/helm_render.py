@@ -31,8 +31,9 @@ The templates run these files through ``tpl``; the rule and dashboard files neve
 (they hold ``{{ $value }}`` and ``{{node}}``).
 
 Keys a Kubernetes install sets itself, and so are not taken from the builders: the webhook's
-``token_file`` (the token Secret's mount, which Envoy's pod mounts too: its start script reads the token
-from there into the ADS stream's metadata), ``prometheus_url`` and ``alertmanager_urls`` (values), and
+``token_file`` and ``xds_token_file`` (the token Secret's mount; Envoy's pod mounts only its ``xds-token`` key,
+which its start script reads into the ADS stream's metadata: never the webhook token, which Envoy's
+unauthenticated admin interface would show), ``prometheus_url`` and ``alertmanager_urls`` (values), and
 ``prometheus_auth`` / ``alertmanager_auth`` (none; ``rebalancer.config`` in the values can add them).
 The shed hard stop is ``hard_stop_listener`` (the MQTT listener's runtime connection limit, set over
 Envoy's admin API) instead of ``overload_file``, and Envoy's bootstrap has no injected-resource monitor:
@@ -106,6 +107,7 @@ K8S_SWITCHES = Switches(
 # Where the rebalancer's pod mounts the token Secret (its ``token_file``).
 SECRET_MOUNT = "/etc/mqttlb-secrets"  # not below /etc/mqttlb, where the config ConfigMap is mounted
 WEBHOOK_TOKEN_KEY = "webhook-token"
+XDS_TOKEN_KEY = "xds-token"  # the ADS streams' token: Envoy's pod mounts this key only
 # Where the rebalancer's pod mounts the broker nodes' eviction credentials (values brokers.nodes[].eviction
 # .secret, one projected Secret key per node): <EVICTION_MOUNT>/<node name>/<EVICTION_CREDENTIAL>.
 EVICTION_MOUNT = "/etc/mqttlb-eviction"
@@ -222,6 +224,7 @@ def webhook_file(topo: Topology) -> dict[str, Any]:
     """The rebalancer's config: the builder's, with the keys a Kubernetes install sets itself."""
     config = builders.webhook_config(topo)
     config["token_file"] = f"{SECRET_MOUNT}/{WEBHOOK_TOKEN_KEY}"
+    config["xds_token_file"] = f"{SECRET_MOUNT}/{XDS_TOKEN_KEY}"
     config["prometheus_url"] = "MQTTLBK8S_PROMETHEUS_URL"
     config["alertmanager_urls"] = "MQTTLBK8S_ALERTMANAGER_URLS"
     config.pop("prometheus_auth", None)
@@ -259,12 +262,12 @@ def envoy_file(topo: Topology) -> dict[str, Any]:
 
 def args_file(topo: Topology) -> dict[str, list[str]]:
     """Each mqttlb container's arguments (without the program, ``mqttlb``), and Envoy's whole command: the
-    start script that writes its bootstrap with the webhook token, read from the token Secret's mount."""
+    start script that writes its bootstrap with the xDS token, read from the token Secret's mount."""
     return {
         "rebalancer": builders.webhook_args(topo),
         "brokerExporter": builders.broker_exporter_args(topo),
         "envoyExporter": builders.envoy_exporter_args(topo),
-        "envoy": builders.envoy_command(topo, token_file=f"{SECRET_MOUNT}/{WEBHOOK_TOKEN_KEY}"),
+        "envoy": builders.envoy_command(topo, token_file=f"{SECRET_MOUNT}/{XDS_TOKEN_KEY}"),
     }
 
 
@@ -356,7 +359,7 @@ def topology_file(topo: Topology) -> dict[str, Any]:
             "evictionSecrets": EVICTION_MOUNT,
         },
         "evictionCredential": EVICTION_CREDENTIAL,
-        "secretKeys": {"webhook": WEBHOOK_TOKEN_KEY, "exporter": EXPORTER_TOKEN_KEY},
+        "secretKeys": {"webhook": WEBHOOK_TOKEN_KEY, "xds": XDS_TOKEN_KEY, "exporter": EXPORTER_TOKEN_KEY},
         "jobs": {
             "brokerExporter": contract.JOB_BROKERS,
             "envoyExporter": contract.JOB_ENVOY_EXPORTER,

@@ -38,10 +38,12 @@ EDS_REFRESH = "2s"
 # eds=grpc / delta-grpc: the static cluster of the webhook's xDS server (HTTP/2), and Envoy's ADS api_type.
 WEBHOOK_XDS_CLUSTER = "mqttlb_xds"
 ADS_API_TYPES = {"grpc": "GRPC", "delta-grpc": "DELTA_GRPC"}
-# The ADS stream carries the webhook's bearer token (the xDS server refuses a stream without it).  Envoy
+# The ADS stream carries the xDS token (Paths.xds_token: its own, which reads the endpoint snapshot and nothing
+# else; the xDS server refuses a stream without it, and no HTTP route accepts it: Envoy's admin interface, which
+# has no login, shows it in /config_dump, so Envoy never holds the webhook's own token).  Envoy
 # cannot read a file or variable into gRPC metadata, so its bootstrap holds this slot, and the command
 # Envoy runs under (envoy_command) writes a copy with the token in it, mode 0600, before exec'ing Envoy.
-XDS_TOKEN_SLOT = "@MQTTLB_WEBHOOK_TOKEN@"
+XDS_TOKEN_SLOT = "@MQTTLB_XDS_TOKEN@"
 # POSIX sh; arguments: the token file, the bootstrap with the slot, the copy to write, then Envoy's command
 # line.  The token must be RFC 6750 token characters, which also keeps it literal in sed and in YAML.  One
 # line, no " ;" or " #" (supervisord's config would read a comment there).
@@ -165,7 +167,7 @@ def _static_cluster(name: str, host: str, port: int) -> dict[str, Any]:
 
 def _ads_config(topo: Topology) -> dict[str, Any]:
     """eds=grpc / delta-grpc: one aggregated stream (SotW or incremental) to the webhook's xDS server, with
-    ``authorization: Bearer <token>`` metadata (the token is the slot :func:`envoy_command` fills)."""
+    ``authorization: Bearer <xDS token>`` metadata (the token is the slot :func:`envoy_command` fills)."""
     return {
         "api_type": ADS_API_TYPES[topo.switches.eds],
         "transport_api_version": "V3",
@@ -317,20 +319,20 @@ def envoy_bootstrap(topo: Topology) -> dict[str, Any]:
 
 
 def uses_ads(topo: Topology) -> bool:
-    """Whether Envoy takes its endpoints over an ADS stream (eds=grpc / delta-grpc), which needs the token."""
+    """Whether Envoy takes its endpoints over an ADS stream (eds=grpc / delta-grpc), which needs the xDS token."""
     return topo.switches.eds in ADS_API_TYPES
 
 
 def envoy_command(topo: Topology, envoy: str = "envoy", token_file: Path | str | None = None) -> list[str]:
     """The command line that runs Envoy (``envoy``: its binary): with ADS, :data:`ENVOY_START_SCRIPT` under
-    ``/bin/sh`` first writes ``files.envoy_bootstrap`` (``files.envoy_config`` with the webhook token read
-    from ``token_file``, default the stack's ``state.webhook_token``) and then exec's Envoy on it (same PID:
+    ``/bin/sh`` first writes ``files.envoy_bootstrap`` (``files.envoy_config`` with the xDS token read
+    from ``token_file``, default the stack's ``state.xds_token``) and then exec's Envoy on it (same PID:
     supervisord's and the container runtime's signals reach Envoy); otherwise Envoy alone.  A bad token file
     stops it before Envoy starts, exit 78 with one line naming the file."""
     if not uses_ads(topo):
         return [envoy, *envoy_args(topo)]
     files = topo.files
-    token = topo.state.webhook_token if token_file is None else token_file
+    token = topo.state.xds_token if token_file is None else token_file
     fill = [str(token), str(files.envoy_config), str(files.envoy_bootstrap)]
     return ["/bin/sh", "-c", ENVOY_START_SCRIPT, ENVOY_START_NAME, *fill, envoy, *envoy_args(topo)]
 
@@ -580,7 +582,7 @@ def _webhook_params(params: Params, lb_policy: str) -> dict[str, Any]:
 
 def webhook_config(topo: Topology) -> dict[str, Any]:
     """The webhook's YAML (`mqttlb.webhook.config.WebhookConfig`)."""
-    cfg = topo.settings
+    cfg, ads = topo.settings, uses_ads(topo)
     return {
         "listen": topo.webhook.listen,
         "cluster": cfg.cluster,
@@ -591,7 +593,7 @@ def webhook_config(topo: Topology) -> dict[str, Any]:
         "overload_file": str(topo.state.pressure_file),
         "token_file": str(topo.state.webhook_token),
         # Envoy's REST EDS client cannot send a header (ApiConfigSource has none): with eds=rest (tests only;
-        # no stack uses it) the webhook serves EDS without a credential.  gRPC ADS sends the token; file, none.
+        # no stack uses it) the webhook serves EDS without a credential.  gRPC ADS sends the xDS token; file, none.
         **({"open_routes": ["eds"]} if topo.switches.eds == "rest" else {}),
         "state_file": str(topo.state.webhook_state),
         "audit_log": str(topo.state.webhook_audit),
@@ -603,7 +605,7 @@ def webhook_config(topo: Topology) -> dict[str, Any]:
         "alertmanager_auth": web_client(topo),
         **({"tls": {"cert_file": str(topo.state.tls_cert), "key_file": str(topo.state.tls_key)}} if cfg.tls else {}),
         "params_overrides": _webhook_params(cfg.params, cfg.lb_policy),
-        **({"xds_grpc_listen": topo.webhook_xds.listen} if topo.switches.eds in ADS_API_TYPES else {}),
+        **({"xds_grpc_listen": topo.webhook_xds.listen, "xds_token_file": str(topo.state.xds_token)} if ads else {}),
     }
 
 

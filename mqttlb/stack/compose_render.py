@@ -32,7 +32,7 @@ import logging
 import secrets
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -246,16 +246,35 @@ def _after_init(**conditions: str) -> dict[str, Any]:
     }
 
 
-def _init_service(state: str) -> dict[str, Any]:
+# Envoy mounts no part of the shared state volume (which holds the webhook's token, the one that drains and
+# evacuates): only these two, each a volume of its own mounted over its folder of the state layout, into Envoy
+# (read-only), the webhook and the init service.
+ENVOY_VOLUME = "mqttlb-envoy"  # the overload pressure file (the webhook writes it, Envoy's overload manager reads)
+XDS_VOLUME = "mqttlb-xds"  # the xDS token (Envoy sends it on its ADS stream; the webhook checks it)
+VOLUMES = ("mqttlb-state", ENVOY_VOLUME, XDS_VOLUME, "prometheus-data", "alertmanager-data", "grafana-data")
+
+
+def _envoy_shares(topo: Topology, service: Literal["init", "webhook", "envoy"]) -> list[str]:
+    """``service``'s mounts of :data:`ENVOY_VOLUME` and :data:`XDS_VOLUME`: init writes both, the webhook
+    writes the pressure file and reads the token, Envoy reads both."""
+    pressure = "" if service in ("init", "webhook") else ":ro"
+    token = "" if service == "init" else ":ro"
+    return [
+        f"{ENVOY_VOLUME}:{topo.state.pressure_file.parent}{pressure}",
+        f"{XDS_VOLUME}:{topo.state.xds_token.parent}{token}",
+    ]
+
+
+def _init_service(topo: Topology, state: str) -> dict[str, Any]:
     """Prepares the shared state volume (mounted at ``state``) once: the webhook's bearer token
     (readable by Alertmanager, which runs as nobody), the mqttlb HiveMQ extension's API token (readable by
-    HiveMQ, group 0) and the overload pressure file Envoy reads."""
+    HiveMQ, group 0), and in Envoy's own volumes the xDS token and the overload pressure file Envoy reads."""
     return {
         "build": {"context": "..", "dockerfile": "Dockerfile"},
         "image": IMAGES["mqttlb"],
         "entrypoint": ["python", "-m", INIT_MODULE],
         "command": ["--state-dir", state, "--token-owner", str(PROMETHEUS_UID)],
-        "volumes": [f"mqttlb-state:{state}"],
+        "volumes": [f"mqttlb-state:{state}", *_envoy_shares(topo, "init")],
         "networks": ["mqttlb"],
     }
 
@@ -273,18 +292,19 @@ def _image_service(image: str, ports: list[str], depends_on: Any, **settings: An
     }
 
 
-def _envoy_service(topo: Topology, state: str) -> dict[str, Any]:
+def _envoy_service(topo: Topology) -> dict[str, Any]:
     open_files = topo.switches.envoy_open_files
     return _image_service(
         "envoy",
         _published(topo.envoy_listener.port, topo.envoy_admin.port),
         _after_init(webhook="service_started"),
-        # With ADS (eds=grpc), a start script fills the webhook's token (from the state volume) into a copy
-        # of the bootstrap in the tmpfs below, then exec's Envoy (builders.envoy_command).
+        # With ADS (eds=grpc), a start script fills the xDS token (from its own volume) into a copy of the
+        # bootstrap in the tmpfs below, then exec's Envoy (builders.envoy_command).
         command=compose_literal(builders.envoy_command(topo)),
-        # Root, so Envoy can read the pressure file and the token the webhook (root) writes with mode 0600.
+        # Root, so Envoy can read the pressure file the webhook (root) writes with mode 0600 and the xDS token.
         environment={"ENVOY_UID": "0"},
-        volumes=[f"./compose/envoy.yaml:{topo.files.envoy_config}:ro", f"mqttlb-state:{state}:ro"],
+        # not the state volume: the webhook's own token is there
+        volumes=[f"./compose/envoy.yaml:{topo.files.envoy_config}:ro", *_envoy_shares(topo, "envoy")],
         tmpfs=[str(topo.files.envoy_bootstrap.parent)],
         # The open-files limit Envoy's connection cap is derived from (Switches.envoy_open_files).
         ulimits={"nofile": {"soft": open_files, "hard": open_files}},
@@ -312,7 +332,11 @@ def _mqttlb_services(topo: Topology, state: str) -> dict[str, Any]:
         ),
         "webhook": _mqttlb_service(
             builders.webhook_args(topo),
-            [f"./compose/webhook.yaml:{files.webhook_config}:ro", f"mqttlb-state:{state}"],
+            [
+                f"./compose/webhook.yaml:{files.webhook_config}:ro",
+                f"mqttlb-state:{state}",
+                *_envoy_shares(topo, "webhook"),
+            ],
             topo.webhook.port,
             depends_on=_after_init(),
         ),
@@ -377,9 +401,9 @@ def compose_file(topo: Topology) -> dict[str, Any]:
     """docker-compose.yml: one service per component, commands from the shared builders."""
     state = str(topo.state.root)
     services: dict[str, Any] = {
-        "init": _init_service(state),
+        "init": _init_service(topo, state),
         **{node.service: _hivemq_service(topo, node.ip, node.host) for node in topo.nodes},
-        "envoy": _envoy_service(topo, state),
+        "envoy": _envoy_service(topo),
         **_mqttlb_services(topo, state),
         "alertmanager": _alertmanager_service(topo, state),
         "prometheus": _prometheus_service(topo, state),
@@ -389,9 +413,7 @@ def compose_file(topo: Topology) -> dict[str, Any]:
     return {
         "services": services,
         "networks": {"mqttlb": {"ipam": {"config": [{"subnet": SUBNET}]}}},
-        "volumes": {
-            name: {} for name in ("mqttlb-state", "prometheus-data", "alertmanager-data", "grafana-data")
-        },
+        "volumes": {name: {} for name in VOLUMES},
         "secrets": {GRAFANA_SECRET: {"file": f"./compose/{GRAFANA_PASSWORD_NAME}"}},
     }
 

@@ -2,7 +2,7 @@
 listener port, all taking their endpoints from the same source (e.g. ADS to one xDS server).
 
 Every Envoy runs the product's bootstrap and command line (:func:`mqttlb.stack.builders.envoy_bootstrap`,
-:func:`~mqttlb.stack.builders.envoy_command`: with ADS, the start script that fills in the webhook token);
+:func:`~mqttlb.stack.builders.envoy_command`: with ADS, the start script that fills in the xDS token);
 only its ports, its config files and its node id (``--service-node``, so the xDS server tells them apart)
 differ.  Tests and ``bench/bench_xds.py`` use it.
 """
@@ -64,7 +64,7 @@ def running_fleet(
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
     """Start every member (all at once), wait until each answers /ready, stop them all at exit.
 
-    The pressure file of the topology is created ("0") if missing, and with ADS the webhook token file
+    The pressure file of the topology is created ("0") if missing, and with ADS the xDS token file
     (a random token) too.  Raises RuntimeError naming the
     member and the end of its log when one is not ready within ``timeout`` s or exits."""
     envoy = find_binary("envoy")
@@ -89,7 +89,7 @@ def _start(envoy: str, member: FleetMember) -> subprocess.Popen[bytes]:
     pressure.parent.mkdir(parents=True, exist_ok=True)
     if not pressure.exists():
         pressure.write_text("0\n")
-    token = topo.state.webhook_token
+    token = topo.state.xds_token
     if builders.uses_ads(topo) and not token.exists():
         token.parent.mkdir(parents=True, exist_ok=True)
         token.write_text(secrets.token_urlsafe(32) + "\n")

@@ -1,7 +1,8 @@
 """Prepare the compose stack's shared state volume (run once by the `init` service).
 
-Creates, only when missing (a restart keeps the existing ones): the webhook's bearer token, the
-exporters' (their /metrics require it), the web password of Prometheus's and Alertmanager's APIs with
+Creates, only when missing (a restart keeps the existing ones): the webhook's bearer token, its xDS
+streams' (in xds/, a volume of its own that only Envoy and the webhook mount), the exporters' (their
+/metrics require it), the web password of Prometheus's and Alertmanager's APIs with
 their web configs (its bcrypt hash), owned by the user Alertmanager and Prometheus run as so they
 can read them (the webhook and the exporters run as root; the web password also by group 0, Grafana's
 group, for its datasource), the mqttlb
@@ -35,12 +36,18 @@ def init_state(state_dir: Path, token_owner: int | None) -> list[Path]:
     """Create the missing files under ``state_dir``; returns the ones created."""
     paths = Paths(state_dir)
     created = []
-    directories = (paths.webhook_dir, paths.pressure_file.parent, paths.eds_file.parent, paths.hivemq_token.parent)
+    directories = (
+        paths.webhook_dir,
+        paths.xds_token.parent,
+        paths.pressure_file.parent,
+        paths.eds_file.parent,
+        paths.hivemq_token.parent,
+    )
     more = (paths.exporter_token, paths.web_password, paths.prometheus_web, paths.alertmanager_web)
     # prometheus/rules: the mount point of ../rules inside the volume (mounted read-only in Prometheus)
     for directory in (*directories, *(path.parent for path in more), paths.prometheus_rules):
         directory.mkdir(parents=True, exist_ok=True)
-    tokens = (paths.webhook_token, paths.exporter_token, paths.web_password)
+    tokens = (paths.webhook_token, paths.xds_token, paths.exporter_token, paths.web_password)
     for token in tokens:
         if not token.exists():
             atomic_write_text(token, secrets.token_urlsafe(32) + "\n")

@@ -221,12 +221,12 @@ def supervisord_config(topo: Topology, progs: list[Program]) -> str:
 
 
 def write_secrets(topo: Topology) -> None:
-    """Generate, when missing, the stack's secrets (random, mode 0600): the webhook's and the exporters'
-    bearer tokens, the web password of Prometheus and Alertmanager (secrets/, mode 0700), for HiveMQ
+    """Generate, when missing, the stack's secrets (random, mode 0600): the webhook's, its xDS streams' and the
+    exporters' bearer tokens, the web password of Prometheus and Alertmanager (secrets/, mode 0700), for HiveMQ
     nodes their extension's token, with ``tls: true`` the CA and server certificate
     (:mod:`mqttlb.stack.certs`); then the web configs that follow the password."""
     paths = topo.state
-    tokens = [paths.webhook_token, paths.exporter_token, paths.web_password]
+    tokens = [paths.webhook_token, paths.xds_token, paths.exporter_token, paths.web_password]
     if topo.switches.brokers == "hivemq":
         tokens.append(paths.hivemq_token)
     for token in tokens:

@@ -44,7 +44,7 @@ HIVEMQ_METRICS_PATH = "/metrics"
 ENVOY_NOFILE = 65536
 # Where the compose file mounts each config, and the images' data directories.
 ENVOY_CONFIG_MOUNT = Path("/etc/envoy/envoy.yaml")
-# With ADS, Envoy reads its bootstrap with the webhook's token filled in (builders.envoy_command) from a
+# With ADS, Envoy reads its bootstrap with the xDS token filled in (builders.envoy_command) from a
 # private in-memory folder of its container (compose: a tmpfs; Kubernetes: an emptyDir of medium Memory).
 ENVOY_RUN_DIR = Path("/run/mqttlb-envoy")
 MQTTLB_CONFIG_DIR = Path("/etc/mqttlb")
@@ -115,7 +115,7 @@ class Paths:
     supervisord_conf = _Below("supervisord.conf")
     supervisord_pid = _Below("supervisord.pid")
     envoy_yaml = _Below("envoy", "envoy.yaml")
-    envoy_bootstrap = _Below("secrets", "envoy.yaml")  # eds=grpc / delta-grpc: envoy.yaml with the webhook token
+    envoy_bootstrap = _Below("secrets", "envoy.yaml")  # eds=grpc / delta-grpc: envoy.yaml with the xDS token
     pressure_file = _Below("envoy", "pressure")
     eds_file = _Below("eds", "eds.json")
     prometheus_yaml = _Below("prometheus", "prometheus.yml")
@@ -129,6 +129,9 @@ class Paths:
     webhook_token = _Below("webhook", "token")
     webhook_state = _Below("webhook", "state.json")
     webhook_audit = _Below("webhook", "audit.jsonl")
+    # The bearer token of the webhook's gRPC xDS streams only (Envoy sends it; no HTTP route takes it); generated.
+    # Its own folder: the compose stack mounts it (a volume of its own) into Envoy and the webhook only.
+    xds_token = _Below("xds", "token")
     # The bearer token the exporters' /metrics require (Prometheus scrapes with it); generated.
     exporter_token = _Below("exporters", "token")
     # The stack's web user's password (builders.WEB_USER): Prometheus's and Alertmanager's APIs want it.
@@ -168,7 +171,7 @@ class Files:
     """Where each component reads its config and keeps its data, as that component sees the path."""
 
     envoy_config: Path
-    envoy_bootstrap: Path  # what Envoy reads with eds=grpc / delta-grpc: envoy_config with the webhook token
+    envoy_bootstrap: Path  # what Envoy reads with eds=grpc / delta-grpc: envoy_config with the xDS token
     prometheus_config: Path
     prometheus_rules: Path  # a directory of *.yml rule files
     prometheus_data: Path

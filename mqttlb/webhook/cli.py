@@ -16,7 +16,7 @@ from mqttlb.envoy_admin import EnvoyAdminClient
 from mqttlb.logs import add_log_flags, setup_from_args
 from mqttlb.prometheus_api import PrometheusApi
 from mqttlb.reload import Accepted, reload_on_sighup
-from mqttlb.secure import Credentials, SecretError, client_session
+from mqttlb.secure import SecretError, client_session, load_credentials
 from mqttlb.webhook.app import create_app, server_error_hook
 from mqttlb.webhook.config import ConfigError, WebhookConfig, WebhookConfigError, load_config, load_token
 from mqttlb.webhook.controller import Controller
@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         required=True,
         help="webhook YAML (listen, nodes, eds_path, token_file: the bearer token every route but /healthz, /readyz "
-        "and /runbooks/ and every gRPC xDS stream (xds_grpc_listen) must carry, ...); SIGHUP reads it again: "
+        "and /runbooks/ must carry, xds_token_file: the other one every gRPC xDS stream (xds_grpc_listen) must "
+        "carry, ...); SIGHUP reads it again: "
         "a config a start would refuse is refused in one log line and the running one kept, a good one restarts "
         "the process in place (same PID and command line; state, EDS file and audit log carry over) on the very "
         "text checked; SIGHUPs during the restart are queued",
@@ -83,6 +84,7 @@ class Rebalancer:
             alertmanager_session = client_session(config.alertmanager_auth)
             if config.tls is not None:
                 config.tls.context()  # a certificate or key that cannot be loaded stops the start here
+            xds_credentials = load_credentials(config.xds_token_file, None) if config.xds_token_file else None
         except EvictionError as exc:
             raise WebhookConfigError(str(exc)) from None
         except SecretError as exc:
@@ -112,11 +114,18 @@ class Rebalancer:
             session=alertmanager_session,
         )
         token = token if token is not None else load_token(config)
+        if xds_credentials is not None and xds_credentials.token == token:
+            raise WebhookConfigError(
+                f"{config.xds_token_file}: the xDS token must differ from the webhook's bearer token "
+                "(Envoy's admin interface shows it to anyone who can reach it)"
+            )
         app = create_app(controller, token, config.max_body_bytes, basic=basic, open_routes=config.open_routes)
         listen = config.xds_grpc_listen
-        # xDS streams need the same credential as the HTTP routes (Envoy sends it as initial metadata)
-        credentials = Credentials(token, basic)
-        xds = attach_xds(controller, listen, tls=config.tls, credentials=credentials) if listen is not None else None
+        # xDS streams need their own token, which reads the snapshot only (Envoy sends it as initial metadata);
+        # the HTTP routes never accept it (create_app has only the webhook's token)
+        xds = None
+        if listen is not None and xds_credentials is not None:  # the config requires both together
+            xds = attach_xds(controller, listen, tls=config.tls, credentials=xds_credentials)
         return cls(config, controller, resyncer, app, xds=xds)
 
     def start(self, stop: threading.Event) -> None:
@@ -184,12 +193,13 @@ def main(argv: list[str] | None = None) -> int:
             if checked is not None:
                 checked.unlink(missing_ok=True)
         rebalancer = Rebalancer.build(config)
-        rebalancer.start(stop)
     except (ConfigError, StateError, OSError) as exc:
         log.error("%s", exc)
         return 2
     host, port = config.listen_host_port()
     controller = rebalancer.controller
+    # Bind before anything acts: a second webhook started on a port in use must exit before its loop
+    # publishes weights or moves a lever.
     try:
         server: Serving
         if config.tls is not None:
@@ -203,8 +213,13 @@ def main(argv: list[str] | None = None) -> int:
                 on_error=server_error_hook(controller.metrics, config.max_body_bytes),
             )
     except OSError as exc:
-        stop.set()
         log.error("cannot listen on %s: %s", config.listen, exc.strerror or exc)
+        return 2
+    try:
+        rebalancer.start(stop)
+    except (StateError, OSError) as exc:
+        server.close()
+        log.error("%s", exc)
         return 2
     log.info(
         "serving on %s:%d over %s (dry_run=%s); reconcile pass every %.1fs, step interval %.1fs",

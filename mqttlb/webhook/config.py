@@ -97,6 +97,9 @@ class WebhookConfig(BaseModel):
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     # host:port of the gRPC xDS server (ADS, SotW and delta; mqttlb.webhook.xds_grpc); None: off.
     xds_grpc_listen: str | None = None
+    # The bearer token every xDS stream must carry (Envoy's ADS initial_metadata): its own, not token_file's,
+    # and accepted on no HTTP route -- it only reads the endpoint snapshot.  Needed with xds_grpc_listen.
+    xds_token_file: Path | None = None
     # Replicas: the leader lease (mqttlb.webhook.lease); None: this process always acts.
     lease: LeaseConfig | None = None
 
@@ -127,6 +130,15 @@ class WebhookConfig(BaseModel):
             raise invalid(
                 "envoy_admin_all_addresses needs hard_stop_listener (one file cannot stop many Envoys)",
                 "envoy_admin_all_addresses",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_xds_token(self) -> WebhookConfig:
+        if self.xds_grpc_listen is not None and self.xds_token_file is None:
+            raise invalid(
+                "xds_grpc_listen needs xds_token_file (the bearer token Envoy sends on its ADS stream)",
+                "xds_token_file",
             )
         return self
 

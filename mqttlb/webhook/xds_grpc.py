@@ -2,10 +2,10 @@
 ClusterLoadAssignments for the MQTT cluster, pushed to every open stream when the controller publishes.
 
 - :class:`XdsServer`: a ``grpc.aio`` server on its own thread and event loop.  With ``credentials`` (the
-  webhook's bearer token, and basic-auth user if any) every stream must carry an ``authorization``
-  metadata entry they accept (``Bearer <token>``; Envoy sends it from its ADS ``grpc_service``'s
-  ``initial_metadata``); any other stream ends at once with UNAUTHENTICATED, before a resource is sent
-  (:class:`BearerInterceptor`).  ``set_snapshot`` (any
+  webhook's xDS token, ``xds_token_file``: its own, which no HTTP route accepts) every stream must carry an
+  ``authorization`` metadata entry they accept (``Bearer <token>``; Envoy sends it from its ADS
+  ``grpc_service``'s ``initial_metadata``); any other stream ends at once with UNAUTHENTICATED, before a
+  resource is sent (:class:`BearerInterceptor`).  ``set_snapshot`` (any
   thread) makes an :class:`~mqttlb.webhook.xds_cache.XdsSnapshot` current and wakes every stream; each
   stream runs the protocol state of :mod:`mqttlb.webhook.xds_cache` (nonces, ACK/NACK, what to send).
   A NACK is logged and counted, and the Envoy keeps its last good endpoints.
@@ -126,7 +126,7 @@ class XdsServer:
         ``tls``: serve gRPC over TLS with its certificate and key; with its ``client_ca_file`` every client
         (Envoy) must present a certificate signed by that CA (mutual TLS).  None: plaintext.
         ``credentials``: what a stream's ``authorization`` metadata must carry (:class:`BearerInterceptor`);
-        None: no check (tests and benchmarks; the webhook always passes its own)."""
+        None: no check (tests and benchmarks; the webhook always passes its xDS token)."""
         self.listen = listen
         self.tls = tls
         self.credentials = credentials
@@ -507,8 +507,8 @@ def attach_xds(
     becomes a fan-out to the one it had (the EDS file) and the server; the server's metrics go to the
     controller's registry (``/metrics``), and each NACK also counts as a ``publish/xds_nack`` failure (which
     feeds the rebalancer-failing alert).  ``tls``: the webhook's ``tls`` block (TLS, and mutual TLS with its
-    ``client_ca_file``).  ``credentials``: the webhook's (its bearer token, and basic-auth user if any), which
-    every stream must present (:class:`BearerInterceptor`).  Call before ``controller.start()``."""
+    ``client_ca_file``).  ``credentials``: the webhook's xDS token (``xds_token_file``), which every stream must
+    present (:class:`BearerInterceptor`).  Call before ``controller.start()``."""
     nack_failure = controller.metrics.failures.labels("publish", "xds_nack")
     metrics = XdsMetrics(controller.metrics.registry)
     server = XdsServer(listen, metrics, on_nack=nack_failure.inc, tls=tls, credentials=credentials)
