@@ -7,6 +7,7 @@ the claim fails the phrase lookup; and sentences describing removed behaviour mu
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -280,6 +281,8 @@ RETIRED = [
     "answers\nAlertmanager with 503",
     "so a bounded number of clients reconnect",  # a drain closes no connection; the evict lever moves them
     "consider a\nbounded drain",
+    "slow start keeps the reconnect storm",  # slow start is off by default (slow_start_window: 0s)
+    "get traffic through slow start",
 ]
 
 
@@ -304,3 +307,81 @@ def test_every_alert_has_a_runbook_with_a_what_mqttlb_does_section() -> None:
 def test_no_runbook_describes_retired_behaviour(phrase: str) -> None:
     for path in sorted(RUNBOOKS.glob("*.md")):
         assert " ".join(phrase.split()) not in " ".join(path.read_text().split()), f"{path.name}: {phrase!r}"
+
+
+# --------------------------------------------------------------------------- commands a runbook gives
+
+LOCAL_SUPERVISORCTL = ".venv/bin/supervisorctl -c .stack/supervisord.conf"
+GUARDED_PORTS = {"9641", "9642", "9643"}  # the exporters' /metrics and the webhook: bearer token
+OPEN_PATHS = ("/healthz", "/readyz", "/runbooks/")
+
+
+def _runbook_texts() -> dict[str, str]:
+    return {path.name: " ".join(path.read_text().split()) for path in sorted(RUNBOOKS.glob("*.md"))}
+
+
+def _local_stack(broker: str, tmp_path: Path) -> tuple[list[str], set[str]]:
+    """The local stack's supervisord programs and its state files and folders, relative to `.stack/`."""
+    from collections import defaultdict
+
+    from mqttlb.stack.config import load_stack_config
+    from mqttlb.stack.render import programs
+    from mqttlb.stack.topology import native_topology
+
+    cfg = load_stack_config(env={}, overrides={"broker": broker, "state_dir": str(tmp_path / ".stack")})
+    topo = native_topology(cfg)
+    names = [p.name for p in programs(topo, defaultdict(lambda: "/bin/true"))]
+    root = topo.state.root
+    paths: set[str] = set()
+    for name in dir(topo.state):
+        value = getattr(topo.state, name, None)
+        if isinstance(value, Path) and value.is_relative_to(root) and value != root:
+            relative = value.relative_to(root)
+            paths.update(str(part) for part in [relative, *relative.parents] if str(part) != ".")
+    return names, paths
+
+
+def test_every_supervisorctl_line_works_on_the_local_stack(tmp_path: Path) -> None:
+    """Trial: `supervisorctl status` fails without `-c .stack/supervisord.conf` (no TCP port, its own socket)."""
+    programs = set()
+    for broker in ("mosquitto", "hivemq"):
+        programs.update(_local_stack(broker, tmp_path / broker)[0])
+    calls = [(name, m) for name, text in _runbook_texts().items() for m in re.findall(r"supervisorctl[^`]*", text)]
+    assert calls
+    for name, call in calls:
+        assert f".venv/bin/{call}".startswith(LOCAL_SUPERVISORCTL + " "), (name, call)
+        verb, *args = call.removeprefix(LOCAL_SUPERVISORCTL.removeprefix(".venv/bin/")).split()
+        named = args[1:] if verb == "signal" else args
+        assert verb in {"status", "restart", "start", "stop", "signal"} and set(named) <= programs, (name, call)
+
+
+def test_every_local_stack_path_exists_in_the_stack_layout(tmp_path: Path) -> None:
+    _, paths = _local_stack("mosquitto", tmp_path)
+    for name, text in _runbook_texts().items():
+        for mentioned in re.findall(r"\.stack/([A-Za-z0-9_./-]*[A-Za-z0-9_])", text):
+            assert mentioned in paths, (name, mentioned, sorted(paths))
+
+
+def test_every_curl_to_a_guarded_route_carries_its_credential() -> None:
+    """Trial: MqttExporterDown's `curl http://<exporter>/metrics` got a 401."""
+    for name, text in _runbook_texts().items():
+        calls = [part.split("`", 1)[0] for part in re.split(r"(?=\bcurl )", text) if part.startswith("curl ")]
+        for call in calls:
+            for url in re.findall(r"https?://[^ `]+", call):
+                port = re.match(r"https?://[^/:]+:(\d+)", url)
+                guarded = port is not None and port[1] in GUARDED_PORTS and not url.endswith(OPEN_PATHS)
+                assert not guarded or "Authorization: Bearer $(cat .stack/" in call, (name, call)
+        assert "<exporter>/metrics` by hand" not in text, name
+
+
+def test_slow_start_is_described_as_off_by_default_with_least_request(tmp_path: Path) -> None:
+    """What a returning or new node gets depends on the stack file's defaults: no slow start, least request."""
+    from mqttlb.stack.config import NO_SLOW_START, load_stack_config
+
+    cfg = load_stack_config(env={}, overrides={"state_dir": str(tmp_path)})
+    assert (cfg.slow_start_window, cfg.lb_policy) == (NO_SLOW_START, "LEAST_REQUEST")
+    texts = _runbook_texts()
+    for name in (f"{contract.ALERT_BROKER_DOWN}.md", f"{contract.ALERT_CPU_CRITICAL}.md"):
+        said = texts[name]
+        assert "slow start is **off** by default" in said or "slow start is off by default" in said, name
+        assert "`slow_start_window: 0s`" in said and "least request (the default `lb_policy`)" in said, name
