@@ -40,7 +40,7 @@ def stack_cli(stack_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-URL = re.compile(r"(https?|mqtt)://[^\s,)]+")
+URL = re.compile(r"(https?|mqtt|grpcs?)://[^\s,)]+")
 COMMAND = re.compile(r"`([^`]+)`")
 # What a page that is of no use to a human says: a 404, the Alertmanager package's note that it has no UI.
 USELESS = ("404 page not found", "does not include a web application")
@@ -52,7 +52,8 @@ def assert_every_printed_address_answers(text: str, ca: str | None = None) -> li
     """GET every http URL in ``text`` outside `backquotes` (redirects followed, as a browser does):
     each must answer 200 with a page that is not a dead end -- with the credential its line names
     ("bearer token in FILE", "user U, password in FILE"), and 401 without it; every mqtt:// address
-    must accept a connection; every `amtool ...` command must succeed; ``ca``: the CA of https URLs.
+    must accept a connection, and so must every grpc:// or grpcs:// one (the webhook's xDS); every `amtool ...`
+    command must succeed; ``ca``: the CA of https URLs.
     Returns the URLs."""
     verify = ca or True
     found = [(m.group(0), line) for line in text.splitlines() for m in URL.finditer(COMMAND.sub("", line))]
@@ -60,8 +61,8 @@ def assert_every_printed_address_answers(text: str, ca: str | None = None) -> li
     assert urls, text
     for url, line in found:
         token, login = TOKEN_FILE.search(line), PASSWORD_FILE.search(line)
-        if url.startswith("mqtt://"):
-            host, port = url.removeprefix("mqtt://").rsplit(":", 1)
+        if url.startswith(("mqtt://", "grpc://", "grpcs://")):  # MQTT, and the webhook's xDS (gRPC ADS)
+            host, port = url.split("://", 1)[1].rsplit(":", 1)
             assert port_accepts(int(port), host), f"{url} printed but nothing accepts there"
             continue
         headers, auth = {}, None

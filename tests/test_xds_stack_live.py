@@ -1,6 +1,7 @@
 """The local stack with ``eds: grpc`` (MQTTLB_EDS=grpc): its Envoy bootstraps to ADS on the webhook's
-xDS server with the webhook's token, takes every node from it, and a drain posted to the webhook reaches
-Envoy over the stream."""
+xDS server with the xDS token (never the webhook's: Envoy's admin shows it, and no route takes it), takes every
+node from it, and a drain posted to the webhook reaches Envoy over the stream; the printed addresses list the
+xDS server and each answers."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from stackutil import free_ports_config, running_stack, wait_until
+from test_stack_live import assert_every_printed_address_answers
 
 from mqttlb import contract
 from mqttlb.envoy_admin import EnvoyAdminClient
 from mqttlb.stack import builders
+from mqttlb.stack.addresses import stack_addresses
 
 pytestmark = pytest.mark.live
 
@@ -51,6 +54,9 @@ def test_the_stack_serves_envoy_over_grpc_xds(tmp_path) -> None:  # type: ignore
         refused = requests.post(topo.webhook.url("/drain"), json={"node": "node2", "draining": True},
                                 headers={"Authorization": f"Bearer {xds_token}"}, timeout=5)
         assert refused.status_code == 401  # the xDS token reads the endpoint snapshot, nothing else
+        printed = "\n".join(a.line() for a in stack_addresses(topo, topo.state.webhook_token, topo.state.logs))
+        assert f"grpc://{topo.webhook_xds.reach}" in assert_every_printed_address_answers(printed)
+        assert f"xDS token in {topo.state.xds_token}" in printed
         samples = xds_metrics(topo.webhook.url("/metrics"), token)
         assert samples[(contract.WEBHOOK_XDS_STREAMS, (("mode", "sotw"),))] == 1
         assert samples[(contract.WEBHOOK_XDS_IN_SYNC, ())] == 1

@@ -125,7 +125,11 @@ def stack_addresses(topo: Topology, token_file: Path, logs: Path) -> list[Addres
     return [
         Address("MQTT (through Envoy)", f"mqtt://{topo.envoy_listener.reach}"),
         Address("brokers (direct)", ", ".join(f"mqtt://{node.address}" for node in topo.nodes)),
-        Address("Envoy admin", topo.envoy_admin.url("/clusters"), "weights and health per endpoint"),
+        Address(
+            "Envoy admin",
+            topo.envoy_admin.url("/clusters"),
+            "weights and health per endpoint; no login: whoever reaches it can change Envoy and read its config",
+        ),
         *prometheus_addresses(topo.prometheus.url(), password, ca),
         Address(
             "Alertmanager",
@@ -156,9 +160,26 @@ def stack_addresses(topo: Topology, token_file: Path, logs: Path) -> list[Addres
             f"every route but /healthz, /readyz and /runbooks/: "
             f"`{curl_with_token(topo.webhook.url('/status'), token_file, ca)}`",
         ),
+        *xds_addresses(topo),
         *hivemq_addresses(topo),
         *tls,
         Address("logs", f"{logs}/"),
+    ]
+
+
+def xds_addresses(topo: Topology) -> list[Address]:
+    """``eds: grpc`` / ``delta-grpc``: the webhook's gRPC xDS server, ``grpc://host:port`` (``grpcs://`` with
+    ``tls: true``), which Envoy's ADS stream reaches with the xDS token; none with file EDS."""
+    if not builders.uses_ads(topo):
+        return []
+    scheme = "grpcs" if topo.webhook_xds.scheme == "https" else "grpc"
+    return [
+        Address(
+            "xDS (gRPC ADS)",
+            f"{scheme}://{topo.webhook_xds.reach}",
+            f"Envoy's endpoint stream; xDS token in {topo.state.xds_token} (reads the endpoint weights only; "
+            "Envoy's admin shows it)",
+        )
     ]
 
 
