@@ -60,6 +60,31 @@ def bearer_headers(token_file: Path | None) -> dict[str, str]:
         raise StatusError(f"webhook token {token_file}: cannot read: {exc.strerror or exc}") from None
 
 
+def is_webhook_refusal(response: requests.Response) -> bool:
+    """Whether a 401 is the mqttlb webhook's (mqttlb.webhook.app): a JSON ``{"error": "missing or wrong
+    ..."}`` with ``WWW-Authenticate`` offering ``Bearer``; Prometheus or Alertmanager behind a login answer
+    ``Basic`` and plain text."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    error = body.get("error") if isinstance(body, dict) else None
+    offered = response.headers.get("WWW-Authenticate", "")
+    return isinstance(error, str) and error.startswith("missing or wrong") and "Bearer" in offered
+
+
+def refusal(response: requests.Response, token_file: Path | None) -> str:
+    """What a 401 at ``/status`` means, for the error line: the webhook wants its token (or refuses the one
+    in ``token_file``), or something else answered at that address."""
+    if is_webhook_refusal(response):
+        if token_file is None:
+            return "401, the webhook wants its bearer token (--token-file)"
+        return f"401, the webhook refuses the bearer token in {token_file} (--token-file names the right one)"
+    offered = response.headers.get("WWW-Authenticate")
+    asks = f" (it asks for {offered})" if offered else ""
+    return f"401 from something that is not the mqttlb webhook{asks}: is --url the webhook's address?"
+
+
 def fetch_status(
     url: str, timeout: float, token_file: Path | None = None, ca_file: Path | None = None
 ) -> dict[str, Any]:
@@ -70,7 +95,7 @@ def fetch_status(
         verify = str(ca_file) if ca_file is not None else True
         response = requests.get(endpoint, timeout=timeout, headers=bearer_headers(token_file), verify=verify)
         if response.status_code == 401:
-            raise StatusError(f"{endpoint}: 401, the webhook wants its bearer token (--token-file)")
+            raise StatusError(f"{endpoint}: {refusal(response, token_file)}")
         response.raise_for_status()
         document = response.json()
     except requests.ConnectionError:

@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from stackutil import StubHandler, serve_stub
 from webhookhttp import AUTH, TOKEN, FakeEvictionSide, alert, build, notification, serving
 
 from mqttlb import status
+from mqttlb.webhook.app import create_app
 from mqttlb.webhook.controller import START_GRACE_SECONDS
 from mqttlb.webhook.evict_lever import EvictLever
 from mqttlb.webhook.plan import Observation
@@ -180,3 +183,42 @@ def test_a_node_not_yet_seen_up_is_starting_within_the_grace_then_down(tmp_path:
     assert health() == {"node1": "down", "node2": "starting", "node3": "up"}
     harness.clock.advance(START_GRACE_SECONDS)
     assert health() == {"node1": "down", "node2": "down", "node3": "up"}
+
+
+class _LoginWall(StubHandler):
+    """What Prometheus behind its web login answers: 401, plain text, ``WWW-Authenticate: Basic``."""
+
+    def do_GET(self) -> None:  # noqa: N802 -- http.server's name
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="Prometheus"')
+        self.send_header("Content-Length", "13")
+        self.end_headers()
+        self.wfile.write(b"Unauthorized\n")
+
+
+def test_a_401_says_whether_the_webhook_or_something_else_refused(tmp_path: Path) -> None:
+    harness = build(tmp_path)
+    guarded = create_app(harness.controller, TOKEN, harness.config.max_body_bytes)  # /status needs the token
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text("not-the-token-0123456789\n")
+    with serving(guarded, harness.controller.metrics, harness.config.max_body_bytes) as (url, _port):
+        with pytest.raises(status.StatusError) as no_token:
+            status.fetch_status(url, timeout=5)
+        with pytest.raises(status.StatusError) as wrong_token:
+            status.fetch_status(url, timeout=5, token_file=wrong)
+    assert str(no_token.value) == f"{url}/status: 401, the webhook wants its bearer token (--token-file)"
+    assert str(wrong_token.value) == (
+        f"{url}/status: 401, the webhook refuses the bearer token in {wrong} (--token-file names the right one)"
+    )
+    server = serve_stub(_LoginWall)
+    try:
+        other = f"http://127.0.0.1:{server.server_port}"
+        with pytest.raises(status.StatusError) as elsewhere:
+            status.fetch_status(other, timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert str(elsewhere.value) == (
+        f"{other}/status: 401 from something that is not the mqttlb webhook (it asks for Basic realm=\"Prometheus\"): "
+        "is --url the webhook's address?"
+    )

@@ -9,6 +9,7 @@ another state dir (tests/test_stack_live.py).
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -29,6 +30,7 @@ class Case:
     argv: list[str]  # after `mqttlb`; {tmp} is the test's directory
     expected: str  # the one stderr line contains this
     files: dict[str, str] = field(default_factory=dict)  # written under {tmp} first
+    env: dict[str, str] = field(default_factory=dict)  # set for the command
 
 
 CASES = [
@@ -51,7 +53,12 @@ CASES = [
     Case("stack-cpu-bool", ["stack", "--stack-file", "{tmp}/s.yaml", "check"],
          "{tmp}/s.yaml: node_cpu_cores: Input should be a number, not true", {"s.yaml": "node_cpu_cores: true\n"}),
     Case("stack-state-dir-unwritable", ["stack", "--state-dir", "/proc/mqttlb-x", "check"],
-         "state_dir: /proc/mqttlb-x: cannot create files in /proc"),
+         "error: command line: state_dir: /proc/mqttlb-x: cannot create files in /proc"),
+    Case("stack-state-dir-variable-unwritable", ["stack", "check"],
+         "error: environment variable MQTTLB_STATE_DIR: state_dir: /proc/mqttlb-x: cannot create files in /proc",
+         env={"MQTTLB_STATE_DIR": "/proc/mqttlb-x"}),
+    Case("stack-options-after-the-command", ["stack", "check", "--stack-file", "{tmp}/s.yaml"],
+         "error: {tmp}/s.yaml: nodes: Input should be a number, not true", {"s.yaml": "nodes: true\n"}),
     Case("stack-state-dir-under-a-file", ["stack", "--state-dir", "{tmp}/f/state", "check"],
          "state_dir: {tmp}/f/state: cannot create files in {tmp}/f: Not a directory", {"f": ""}),
     Case("stack-up-state-dir-unwritable", ["stack", "--state-dir", "/proc/mqttlb-x", "up"],
@@ -65,8 +72,9 @@ def test_refused_in_one_line_with_exit_2_and_nothing_written(case: Case, tmp_pat
         (tmp_path / name).write_text(text)
     before = sorted(p.name for p in tmp_path.iterdir())
     argv = [a.replace("{tmp}", str(tmp_path)) for a in case.argv]
+    env = {**os.environ, **case.env}
     result = subprocess.run(
-        [sys.executable, "-m", "mqttlb.cli", *argv], capture_output=True, text=True, timeout=60, cwd=tmp_path
+        [sys.executable, "-m", "mqttlb.cli", *argv], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env
     )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stdout + result.stderr

@@ -13,7 +13,6 @@ from mqttlb.stack.config import (
     PORT_ENV_PREFIX,
     StackConfigError,
     check_binaries,
-    check_state_dir,
     load_stack_config,
     recorded_config,
     unknown_env_vars,
@@ -28,24 +27,41 @@ MQTTLB_STACK_FILE, and environment variables (MQTTLB_NODES or NODES, MQTTLB_STAT
 MQTTLB_LB_POLICY, MQTTLB_NODE_CPU_CORES, MQTTLB_DRY_RUN, MQTTLB_EDS, MQTTLB_PORT_<NAME>)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mqttlb stack", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def _add_stack_options(parser: argparse.ArgumentParser) -> None:
+    """The options every subcommand takes: ``--stack-file``, ``--nodes``, ``--state-dir`` and the log flags."""
     parser.add_argument("--stack-file", type=Path, help="stack file with settings that override stack/stack.yaml")
     parser.add_argument("--nodes", type=int, help="number of Mosquitto nodes (overrides the stack file)")
     parser.add_argument("--state-dir", type=Path, help="where configs, logs, data and PIDs live (default .stack)")
     add_log_flags(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``mqttlb stack [options] COMMAND [options]``: the stack's options go before or after the command
+    (``stack check --stack-file X`` as ``stack --stack-file X check``); given in both places, the later wins."""
+    parser = argparse.ArgumentParser(
+        prog="mqttlb stack", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    _add_stack_options(parser)
+    # The same options after the command: without defaults, so that leaving them out there keeps the values
+    # given (or defaulted) before it.
+    after = argparse.ArgumentParser(add_help=False)
+    _add_stack_options(after)
+    for action in after._actions:
+        action.default = argparse.SUPPRESS
     sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser(
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:  # noqa: A002 -- argparse's keyword
+        return sub.add_parser(name, help=help, parents=[after], description=help)
+
+    up = add(
         "up",
-        help="render configs, start everything, wait until each part answers; on a running stack, start "
+        "render configs, start everything, wait until each part answers; on a running stack, start "
         "only the parts that are not running",
     )
     up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness (default 90)")
-    sub.add_parser("down", help="stop every process the stack started (by PID) and check no listener is left")
-    sub.add_parser("status", help="one line per component; exit status 1 if any is down")
-    sub.add_parser("check", help="validate the stack file and the binaries without starting anything")
+    add("down", "stop every process the stack started (by PID) and check no listener is left")
+    add("status", "one line per component; exit status 1 if any is down")
+    add("check", "validate the stack file, the state dir and the binaries without starting anything")
     return parser
 
 
@@ -57,13 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.state_dir is not None:
         overrides["state_dir"] = str(args.state_dir.resolve())
     try:
-        cfg = load_stack_config(args.stack_file, overrides=overrides, overrides_source="command line")
+        cfg = load_stack_config(
+            args.stack_file,
+            overrides=overrides,
+            overrides_source="command line",
+            writable_state_dir=args.command in ("up", "check"),
+        )
         if args.command in ("down", "status"):
             # A running stack is described by what it was started with, whatever the files say now.
             cfg = recorded_config(cfg.state_dir) or cfg
         stack = Stack(cfg)
         if args.command in ("up", "check"):
-            check_state_dir(cfg.state_dir)
             for var in unknown_env_vars():
                 print(
                     f"mqttlb stack: warning: environment variable {var} is not an mqttlb setting; ignored "

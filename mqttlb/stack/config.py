@@ -287,13 +287,17 @@ def load_stack_config(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     overrides_source: str = "overrides",
+    writable_state_dir: bool = False,
 ) -> StackConfig:
     """The stack's settings from every layer (see the module docstring), validated.
 
     ``path`` is the user's stack file (default: $MQTTLB_STACK_FILE, if set); ``env`` defaults to
     ``os.environ``; ``overrides`` (keys as in the stack file) win over everything and are blamed on
-    ``overrides_source``.  Raises :class:`StackConfigError`, one line naming the key and its source,
-    e.g. ``"environment variable NODES: nodes: Input should be a valid integer, ... (got 'abc')"``.
+    ``overrides_source``.  ``writable_state_dir``: also check that files can be created in the state dir
+    (:func:`check_state_dir`), before anything is.  Raises :class:`StackConfigError`, one line naming the
+    key and its source, e.g. ``"environment variable NODES: nodes: Input should be a valid integer, ...
+    (got 'abc')"`` or ``"environment variable MQTTLB_STATE_DIR: state_dir: /proc/x: cannot create files
+    in /proc: No such file or directory"``.
     """
     env = os.environ if env is None else env
     sources = Sources(str(DEFAULT_STACK_FILE))
@@ -311,9 +315,15 @@ def load_stack_config(
         data = deep_merge(data, layer)
         sources.add(source, layer)
     try:
-        return StackConfig.model_validate(data)
+        cfg = StackConfig.model_validate(data)
     except ValidationError as exc:
         raise StackConfigError(one_line(exc, sources)) from None
+    if writable_state_dir:
+        try:
+            check_state_dir(cfg.state_dir)
+        except StackConfigError as exc:
+            raise StackConfigError(f"{sources.blame(['state_dir'])[1]}: {exc}") from None
+    return cfg
 
 
 REQUIRED_BINARIES = {
