@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import sigterm_stops  # noqa: E402
 from stackutil import free_ports_config, running_stack  # noqa: E402
 
 from mqttlb.stack.ephemeral import FAST_PARAMS  # noqa: E402
@@ -20,6 +21,10 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get(
 # The hot load of the shared stack's tests connects straight to a node, not through Envoy: the evict
 # lever would only disconnect it.  The eviction tests start stacks of their own with it on.
 LIVE_PARAMS = {**FAST_PARAMS, "eviction": {"enabled": False}}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(sigterm_stops, "mqttlb-sigterm-stops")  # SIGTERM tears the fixtures down
 
 
 @pytest.fixture(scope="session")

@@ -112,7 +112,9 @@ def running_stack(
     """Start the stack, yield it, and stop it again whatever happens inside the block.
 
     SIGTERM (a CI timeout, `kill`) is turned into SystemExit while the block runs, so the
-    stack is stopped then too; SIGKILL leaves it running: `mqttlb stack --state-dir DIR down`.
+    stack is stopped then too -- unless the program handles SIGTERM itself (a handler set before the
+    first block: the test session's, tests/sigterm_stops.py, or the experiment's), which then stays in
+    charge and must raise.  SIGKILL leaves it running: `mqttlb stack --state-dir DIR down`.
     """
     stack = Stack(cfg, out=out or (lambda line: log.info("[stack] %s", line)))
     with _sigterm_exits():
@@ -123,17 +125,32 @@ def running_stack(
             stack.down(quiet=True)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+_sigterm_blocks = 0  # running_stack blocks open in the main thread while _exit_on_sigterm is installed
+
+
 @contextlib.contextmanager
 def _sigterm_exits() -> Iterator[None]:
+    """SIGTERM raises SystemExit while any such block is open.  Installed by the first block (when SIGTERM
+    has its default action), put back to the default by the last one to close, whatever the order the
+    blocks close in: test fixtures of different scopes leave them open across each other.  A handler the
+    program set itself is left alone.  Outside the main thread: no change (Python runs handlers there)."""
+    global _sigterm_blocks
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def exit_on_sigterm(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, exit_on_sigterm)
+    if _sigterm_blocks == 0:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            yield
+            return
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _sigterm_blocks += 1
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _sigterm_blocks -= 1
+        if _sigterm_blocks == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
