@@ -176,6 +176,20 @@ def _exit_on_lost_lease() -> None:
     os._exit(LOST_LEASE_EXIT)
 
 
+def _bind(config: WebhookConfig, rebalancer: Rebalancer) -> Serving:
+    """The HTTP(S) server on ``config.listen``, bound and not yet serving.  Raises OSError (port in use)."""
+    host, port = config.listen_host_port()
+    if config.tls is not None:
+        return create_tls_webhook_server(rebalancer.app, host, port, tls=config.tls)
+    return create_webhook_server(
+        rebalancer.app,
+        host,
+        port,
+        max_body_bytes=config.max_body_bytes,
+        on_error=server_error_hook(rebalancer.controller.metrics, config.max_body_bytes),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_from_args(args)
@@ -201,17 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     # Bind before anything acts: a second webhook started on a port in use must exit before its loop
     # publishes weights or moves a lever.
     try:
-        server: Serving
-        if config.tls is not None:
-            server = create_tls_webhook_server(rebalancer.app, host, port, tls=config.tls)
-        else:
-            server = create_webhook_server(
-                rebalancer.app,
-                host,
-                port,
-                max_body_bytes=config.max_body_bytes,
-                on_error=server_error_hook(controller.metrics, config.max_body_bytes),
-            )
+        server = _bind(config, rebalancer)
     except OSError as exc:
         log.error("cannot listen on %s: %s", config.listen, exc.strerror or exc)
         return 2

@@ -196,6 +196,12 @@ class Controller:
             None if config.dry_run or evict_lever is None else evict_lever.adapters,
             metrics.failures.labels("drain", "availability").inc,
         )
+        metrics.start_nodes(config.node_names, (REBALANCE, EVACUATE))
+        self._init_pass_state()
+
+    def _init_pass_state(self) -> None:
+        """The bookkeeping the passes keep between them: requests not yet reconciled, what was applied and
+        seen, the recent decisions; nothing started."""
         self._rebalance_requested = False
         self._evacuations: dict[str, bool] = {}  # desired evacuation changes not yet reconciled
         self._evacuations_done: set[str] = set()  # evacuations that ended because the node is empty
@@ -204,7 +210,6 @@ class Controller:
         # donor's last batch, i.e. the cooldown) is kept here instead: a dry run arms, waits and names a
         # batch as the real run would, once per cooldown, not on every pass.
         self._dry_run_eviction: dict[str, Any] = {}
-        metrics.start_nodes(config.node_names, (REBALANCE, EVACUATE))
         self._state = WebhookState()
         self._snapshot: Snapshot | None = None
         self._pass_lock = threading.Lock()  # one pass at a time (the loop, start, drains)
