@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mqttlb.commandline import plural
 from mqttlb.webhook.shedding import ShedState, plan_for
@@ -33,6 +34,19 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)  # set for the command
 
 
+STACK_CHECK = ["stack", "--stack-file", "{tmp}/s.yaml", "check"]
+
+
+def bool_for_number(id: str, key: str, value: bool, *, argv: list[str] = STACK_CHECK, before: str = "") -> Case:
+    """A stack file {tmp}/s.yaml that sets ``key`` (dotted: ``ports.webhook``) to a bool where a number
+    belongs, checked with ``argv``; the line names the file, the key and the bool (after ``before``)."""
+    doc: object = value
+    for part in reversed(key.split(".")):
+        doc = {part: doc}
+    expected = f"{before}{{tmp}}/s.yaml: {key}: Input should be a number, not {str(value).lower()}"
+    return Case(id, argv, expected, {"s.yaml": yaml.safe_dump(doc)})
+
+
 CASES = [
     Case("page-receiver-unknown-integration", [*AM, "--page-receiver", "{tmp}/p.yml"],
          "--page-receiver {tmp}/p.yml: amtool check-config refuses it: yaml: unmarshal errors: line * "
@@ -46,19 +60,16 @@ CASES = [
          "--out /proc/mqttlb-x/alertmanager.yml: cannot write: No such file or directory"),
     Case("rules-out-unwritable", ["rules", "generate", "--out", "/proc/mqttlb-x"],
          "--out /proc/mqttlb-x: cannot write: No such file or directory"),
-    Case("stack-nodes-bool", ["stack", "--stack-file", "{tmp}/s.yaml", "check"],
-         "{tmp}/s.yaml: nodes: Input should be a number, not true", {"s.yaml": "nodes: true\n"}),
-    Case("stack-port-bool", ["stack", "--stack-file", "{tmp}/s.yaml", "check"],
-         "{tmp}/s.yaml: ports.webhook: Input should be a number, not false", {"s.yaml": "ports: {webhook: false}\n"}),
-    Case("stack-cpu-bool", ["stack", "--stack-file", "{tmp}/s.yaml", "check"],
-         "{tmp}/s.yaml: node_cpu_cores: Input should be a number, not true", {"s.yaml": "node_cpu_cores: true\n"}),
+    bool_for_number("stack-nodes-bool", "nodes", True),
+    bool_for_number("stack-port-bool", "ports.webhook", False),
+    bool_for_number("stack-cpu-bool", "node_cpu_cores", True),
     Case("stack-state-dir-unwritable", ["stack", "--state-dir", "/proc/mqttlb-x", "check"],
          "error: command line: state_dir: /proc/mqttlb-x: cannot create files in /proc"),
     Case("stack-state-dir-variable-unwritable", ["stack", "check"],
          "error: environment variable MQTTLB_STATE_DIR: state_dir: /proc/mqttlb-x: cannot create files in /proc",
          env={"MQTTLB_STATE_DIR": "/proc/mqttlb-x"}),
-    Case("stack-options-after-the-command", ["stack", "check", "--stack-file", "{tmp}/s.yaml"],
-         "error: {tmp}/s.yaml: nodes: Input should be a number, not true", {"s.yaml": "nodes: true\n"}),
+    bool_for_number("stack-options-after-the-command", "nodes", True,
+                    argv=["stack", "check", "--stack-file", "{tmp}/s.yaml"], before="error: "),
     Case("stack-state-dir-under-a-file", ["stack", "--state-dir", "{tmp}/f/state", "check"],
          "state_dir: {tmp}/f/state: cannot create files in {tmp}/f: Not a directory", {"f": ""}),
     Case("stack-up-state-dir-unwritable", ["stack", "--state-dir", "/proc/mqttlb-x", "up"],
