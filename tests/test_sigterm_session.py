@@ -47,23 +47,7 @@ def session_stack():
         yield
 '''
 
-MODULE_A = '''
-import pytest
-
-from conftest import stand_in
-
-
-@pytest.fixture(scope="module")
-def module_stack():
-    with stand_in("module"):
-        yield
-
-
-def test_uses_both(module_stack, session_stack):
-    pass
-'''
-
-MODULE_B = '''
+HEADER = '''
 import os
 import signal
 import time
@@ -72,22 +56,46 @@ from pathlib import Path
 import pytest
 
 from conftest import stand_in
+'''
 
-
-@pytest.fixture(scope="module")
-def module_b_stack():
-    with stand_in("module_b"):
-        yield
-
-
-def test_is_terminated(session_stack, module_b_stack):
-    os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(30)
-
+NEVER_RUNS = '''
 
 def test_never_runs():
     (Path(os.environ["MARKS"]) / "after").touch()
 '''
+
+
+def module_with_stack(name: str, tests: str) -> str:
+    """A test module's text: a module-scope fixture ``<name>_stack`` that holds the stand-in stack ``name``
+    (marks ``<name>.up`` / ``<name>.down``), then ``tests`` (module text that may use os, signal, time, Path)."""
+    fixture = f'''
+
+@pytest.fixture(scope="module")
+def {name}_stack():
+    with stand_in("{name}"):
+        yield
+
+'''
+    return HEADER + fixture + tests
+
+
+MODULE_A = module_with_stack(
+    "module",
+    '''
+def test_uses_both(module_stack, session_stack):
+    pass
+''',
+)
+
+MODULE_B = module_with_stack(
+    "module_b",
+    '''
+def test_is_terminated(session_stack, module_b_stack):
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+'''
+    + NEVER_RUNS,
+)
 
 MODULES = {"test_a.py": MODULE_A, "test_b.py": MODULE_B}
 
@@ -120,11 +128,8 @@ def test_uses_it(stopping_stack, session_stack):
 MODULE_LATER = '''
 import os
 from pathlib import Path
-
-
-def test_never_runs():
-    (Path(os.environ["MARKS"]) / "after").touch()
 '''
+MODULE_LATER += NEVER_RUNS
 
 
 def run_session(tmp_path: Path, modules: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], list[str], float]:
