@@ -30,7 +30,6 @@ Prints percentiles; asserts nothing about time.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from benchargs import bench_parser, within
 from benchstats import describe
 
 from mqttlb import contract
@@ -220,16 +220,15 @@ def reconcile_passes(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--notifications", type=int, default=1000, help="fast path: notifications (default 1000)")
-    parser.add_argument("--passes", type=int, default=300, help="reconcile passes (default 300)")
-    parser.add_argument("--nodes", type=int, default=3, help="Mosquitto nodes (default 3)")
+    parser = bench_parser(__doc__)
+    count = within(int, 1, 100_000)
+    parser.add_argument(
+        "--notifications", type=count, default=1000, help="fast path: notifications, 1..100000 (default 1000)"
+    )
+    parser.add_argument("--passes", type=count, default=300, help="reconcile passes, 1..100000 (default 300)")
+    parser.add_argument("--nodes", type=within(int, 2, 16), default=3, help="Mosquitto nodes, 2..16 (default 3)")
     parser.add_argument("--warmup-timeout", type=float, default=120, help="seconds to wait for a hot node")
     args = parser.parse_args(argv)
-    if not 1 <= args.notifications <= 100_000 or not 1 <= args.passes <= 100_000:
-        parser.error("--notifications and --passes must be 1..100000")
-    if not 2 <= args.nodes <= 16:
-        parser.error("--nodes must be 2..16")
 
     def progress(line: str) -> None:
         print(line, flush=True)

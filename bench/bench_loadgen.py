@@ -13,7 +13,6 @@ the machine is shared.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from benchargs import bench_parser
 
 from mqttlb.loadgen.limits import raise_nofile_limit
 from mqttlb.loadgen.report import Report
@@ -121,7 +121,7 @@ def churn(port: int, clients: int, duration: float, workers: int) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser(__doc__)
     p.add_argument("--clients", type=int, default=10_000, help="concurrent idle clients to ramp and hold")
     p.add_argument("--connect-rate", type=float, default=2_500, help="connects/s asked for during the ramp")
     p.add_argument("--hold", type=float, default=10, help="seconds to hold the clients after the ramp")
