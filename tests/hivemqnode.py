@@ -19,7 +19,9 @@ from pathlib import Path
 import requests
 from stackutil import free_port, process, wait_until
 
+from mqttlb.brokers.hivemq import API_PREFIX
 from mqttlb.brokers.hivemq_node import JAR_IN_CHECKOUT, launcher_args
+from mqttlb.stack.topology import HIVEMQ_METRICS_PATH, LOOPBACK, Service
 
 REPO = Path(__file__).resolve().parents[1]
 JAR = REPO / JAR_IN_CHECKOUT
@@ -41,15 +43,22 @@ class Node:
     launcher_start_ms: int = 0  # what the launcher printed: build + HiveMQ start + extension start
 
     @property
+    def http(self) -> Service:
+        """The extension's HTTP endpoint (availability, metrics, eviction API), as the stack's topology has one."""
+        return Service(self.name, LOOPBACK, LOOPBACK, self.http_port)
+
+    @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        """``http://127.0.0.1:<http_port>``, the eviction adapter's base URL."""
+        return self.http.url()
 
     @property
     def metrics_url(self) -> str:
-        return f"{self.base}/metrics"
+        return self.http.url(HIVEMQ_METRICS_PATH)
 
     def api(self, path: str) -> str:
-        return f"{self.base}/mqttlb/v1/{path}"
+        """The URL of ``/mqttlb/v1/<path>``."""
+        return self.http.url(API_PREFIX + path)
 
     def rss_bytes(self) -> int:
         """Resident memory of the node's JVM, from /proc (bytes)."""
