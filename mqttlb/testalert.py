@@ -179,10 +179,10 @@ def recorded(
     (not yet, or the webhook does not answer); ``token_file``: the webhook's bearer token; ``ca_file``:
     the CA of an https URL."""
     try:
-        headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"} if token_file else {}
+        headers = {"Authorization": f"Bearer {read_token(token_file)}"} if token_file else {}
         url = f"{webhook.rstrip('/')}/status"
         document = requests.get(url, headers=headers, timeout=timeout, verify=ca_file or True).json()
-    except (OSError, requests.RequestException, ValueError):
+    except (AlertSendError, requests.RequestException, ValueError):
         return None
     for entry in document.get("recent", []) if isinstance(document, dict) else []:
         if entry.get("kind") == OutcomeKind.TEST.value and test_id in entry.get("test_ids", []):
