@@ -18,7 +18,7 @@ from mqttlb.brokers.eviction import ClientLoad
 from mqttlb.params import EvictionParams, load_params
 from mqttlb.webhook import eviction_policy as ep
 from mqttlb.webhook.plan import Desired, Observation, decide_pass, timing_for
-from mqttlb.webhook.policy import NodeSample
+from mqttlb.webhook.policy import NodeSample, new_connection_shares
 from mqttlb.webhook.state import WebhookState
 
 PARAMS = load_params()
@@ -27,6 +27,13 @@ TIMING = timing_for(PARAMS, 5.0)
 SETTINGS = ep.eviction_settings(PARAMS, TIMING.step_seconds, TIMING.pass_seconds)
 NODES = ["node1", "node2", "node3"]
 NOW = 1_000_000.0
+
+
+def shares(weights: dict[str, int], active: dict[str, float] | None = None) -> dict[str, float]:
+    """The shipped base policy's share of new connections for ``weights`` at ``active`` connections (equal if
+    not given, so the shares follow the weights)."""
+    samples = {n: NodeSample(0.5, a, 1.0, envoy_active=a) for n, a in (active or {}).items()}
+    return new_connection_shares(weights, samples, PARAMS.policy)
 
 
 def client(i: int, rate: float, persistent: bool = False, prefix: str = "c") -> ClientLoad:
@@ -151,6 +158,7 @@ def test_donors_are_above_the_mean_by_the_target_and_recipients_below(cpu: dict[
         spread,
         cpu,
         weights,
+        shares=shares(weights),
         armed=True,
         reason="t",
         evacuating=(),
@@ -169,11 +177,30 @@ def test_nothing_is_evicted_until_the_weights_favour_the_recipients() -> None:
     cpu = {"node1": 0.8, "node2": 0.8, "node3": 0.0}
     spread = ep.spread_of(cpu)
     common = dict(armed=True, reason="t", evacuating=(), last_eviction={}, cooldown_seconds=35, params=EV, now=NOW)
-    neutral = ep.intent(spread, cpu, dict.fromkeys(cpu, 100), **common)  # type: ignore[arg-type]
+    even = dict.fromkeys(cpu, 100)
+    neutral = ep.intent(spread, cpu, even, shares=shares(even), **common)  # type: ignore[arg-type]
     assert not neutral.donors and "weights do not favour" in (neutral.waiting or "")
-    steered = ep.intent(spread, cpu, {"node1": 50, "node2": 50, "node3": 150}, **common)  # type: ignore[arg-type]
+    weights = {"node1": 50, "node2": 50, "node3": 150}
+    steered = ep.intent(spread, cpu, weights, shares=shares(weights), **common)  # type: ignore[arg-type]
     assert [d.node for d in steered.donors] == ["node1", "node2"] and steered.recipients == ("node3",)
     assert steered.room == pytest.approx(0.8 * 2 / 3)
+
+
+def test_under_least_request_an_empty_recipient_is_favoured_whatever_its_raw_weight() -> None:
+    """restart-pileup, seed 1 (docs/experiment/restart-pileup/runs): node3 came back empty and least request's
+    weights for it fell to 21 (weight ~ share x (active + 1)), below the donors' 100 and 128.  Envoy still
+    sends it nearly every new connection (21 / 1 against 100 / 151), so the lever must evict; comparing raw
+    weights held it back for the whole run."""
+    cpu = {"node1": 0.81, "node2": 0.86, "node3": 0.03}
+    spread = ep.spread_of(cpu)
+    weights = {"node1": 100, "node2": 128, "node3": 21}
+    common = dict(armed=True, reason="t", evacuating=(), last_eviction={}, cooldown_seconds=35, params=EV, now=NOW)
+    piled = shares(weights, {"node1": 150, "node2": 150, "node3": 0})
+    assert piled["node3"] > 0.9
+    lr = ep.intent(spread, cpu, weights, shares=piled, **common)  # type: ignore[arg-type]
+    assert [d.node for d in lr.donors] == ["node2", "node1"] and lr.waiting is None
+    even = ep.intent(spread, cpu, weights, shares=shares(weights), **common)  # type: ignore[arg-type]
+    assert not even.donors and "weights do not favour the recipients over node1, node2" in (even.waiting or "")
 
 
 def test_cooldown_and_unarmed_and_no_recipient() -> None:
@@ -181,6 +208,7 @@ def test_cooldown_and_unarmed_and_no_recipient() -> None:
     spread = ep.spread_of(cpu)
     weights = {"node1": 20, "node2": 150, "node3": 150}
     base = dict(reason="t", evacuating=(), cooldown_seconds=35, params=EV, now=NOW)
+    base = dict(base, shares=shares(weights))
     cooling = ep.intent(spread, cpu, weights, armed=True, last_eviction={"node1": NOW - 10}, **base)  # type: ignore[arg-type]
     assert not cooling.donors and "cooldown" in (cooling.waiting or "")
     later = ep.intent(spread, cpu, weights, armed=True, last_eviction={"node1": NOW - 35}, **base)  # type: ignore[arg-type]
@@ -250,6 +278,24 @@ def test_decide_pass_steers_first_then_names_the_donors_and_starts_their_cooldow
     assert armed.state.evict_armed and armed.weights_changed  # armed: the weights move first
     assert {d.node for d in armed.eviction.donors} == {"node1", "node2"}
     assert armed.state.last_eviction == dict.fromkeys(["node1", "node2"], NOW + SETTINGS.after_seconds)
+
+
+def test_decide_pass_evicts_onto_a_returned_empty_node_under_least_request() -> None:
+    """The pile-up after a restart, as the controller sees it: node3 is back with no connection and least
+    request's weights put it below the donors' raw weights; it still takes the evicted clients."""
+    assert PARAMS.policy.base_policy == "LEAST_REQUEST"
+    conns = {"node1": 150.0, "node2": 150.0, "node3": 0.0}
+    seen = Observation(
+        samples={n: NodeSample(cpu=c, connections=conns[n], age_seconds=1, envoy_active=conns[n])
+                 for n, c in PILE_UP.items()},
+        fast_cpu={n: min(c, 0.5) for n, c in PILE_UP.items()},
+    )
+    state = WebhookState(nodes=NODES, weights={"node1": 100, "node2": 128, "node3": 21}, evict_armed=True,
+                         evict_since=NOW - 60, evict_mark=0.25, evict_reason="test")
+    quiet = Desired(rebalance_firing=False, shed_firing=False)
+    result = decide_pass(state, quiet, seen, PARAMS.policy, TIMING, NODES, NOW, SETTINGS)
+    assert {d.node for d in result.eviction.donors} == {"node1", "node2"}, result.eviction.waiting
+    assert result.state.weights["node3"] < result.state.weights["node1"]  # raw weights still say otherwise
 
 
 def test_decide_pass_without_settings_or_disabled_never_evicts() -> None:

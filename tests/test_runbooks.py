@@ -20,7 +20,7 @@ from mqttlb.contract import OutcomeKind
 from mqttlb.params import load_params
 from mqttlb.webhook import eviction_policy
 from mqttlb.webhook.plan import Desired, Observation, PassResult, decide_pass, timing_for
-from mqttlb.webhook.policy import NodeSample
+from mqttlb.webhook.policy import NodeSample, new_connection_shares
 from mqttlb.webhook.state import WebhookState
 
 RUNBOOKS = Path(__file__).resolve().parents[1] / "docs" / "runbooks"
@@ -154,6 +154,7 @@ def _intent(
         eviction_policy.spread_of(cpu),
         cpu,
         weights,
+        shares=new_connection_shares(weights, {}, POLICY),  # equal connection counts: shares follow the weights
         armed=True,
         reason="test",
         evacuating=(),

@@ -331,7 +331,9 @@ class Controller:
         if evacuate is not None:
             plan = EvictionIntent(evacuate=(evacuate,), reason="evacuation (dry run)")
         else:
-            plan = intent(spread_of(cpu), cpu, state.weights, armed=True, reason="operator request (dry run)",
+            # shares={}: the preview skips the weight check (weights_first=False), the real run steers first
+            plan = intent(spread_of(cpu), cpu, state.weights, shares={}, armed=True,
+                          reason="operator request (dry run)",
                           evacuating=(), last_eviction={}, cooldown_seconds=0.0, params=self.eviction.params,
                           now=self.clock(), weights_first=False)
             if plan.waiting is not None:

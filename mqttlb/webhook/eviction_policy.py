@@ -15,8 +15,11 @@ No I/O and no clock: the controller passes the observation, the state and ``now`
   ``spread_target`` of the mean.  An operator request (rebalance now) arms it at once.
 * **Donors and recipients** (EMQX's terms).  Donors: above the mean by more than ``spread_target``,
   out of cooldown; their **surplus** is ``cpu - mean``.  Recipients: below the mean.  Without a
-  recipient, or while a donor's weight is not below the recipients' mean weight (the weights must
-  favour the recipients first, so the evicted clients land there), nothing is evicted.
+  recipient, or while a donor's share of the next new connections is not below the recipients' mean
+  share (the weights must favour the recipients first, so the evicted clients land there), nothing is
+  evicted.  Shares, not raw weights: under LEAST_REQUEST an empty node with a low weight still takes
+  most new connections, since Envoy divides each weight by the node's active connections + 1
+  (``policy.new_connection_shares``).
 * **Victims.**  Each client's CPU share is the node's CPU times its share of the node's inbound
   messages.  Clients are taken lightest-first-that-fits from the heaviest down, so their load adds up
   to the surplus without passing it: a client heavier than the whole surplus is never taken (moving
@@ -185,6 +188,7 @@ def intent(
     cpu: Mapping[str, float],
     weights: Mapping[str, int],
     *,
+    shares: Mapping[str, float],
     armed: bool,
     reason: str,
     evacuating: Iterable[str],
@@ -194,8 +198,11 @@ def intent(
     now: float,
     weights_first: bool = True,
 ) -> EvictionIntent:
-    """The donors and recipients of this pass.  ``cpu``: the nodes that take part (see :func:`spread_of`).
-    ``weights_first`` False skips the weight check (a dry-run preview: the real run steers first)."""
+    """The donors and recipients of this pass.  ``cpu``: the nodes that take part (see :func:`spread_of`);
+    ``weights``: Envoy's weights (recorded with each donor); ``shares``: node -> the share (0..1) of the
+    next new connections those weights give under Envoy's base policy (``policy.new_connection_shares``),
+    which decides whether the weights favour the recipients.  ``weights_first`` False skips that check
+    (a dry-run preview: the real run steers first)."""
     evacuate = tuple(sorted(evacuating))
     if not armed or spread is None:
         return EvictionIntent(evacuate=evacuate, reason="evacuation" if evacuate else "")
@@ -210,8 +217,8 @@ def intent(
     elif not ready:
         waiting = f"donors {', '.join(sorted(above))} in cooldown"
     elif weights_first:
-        recipient_weight = sum(weights[r] for r in recipients) / len(recipients)
-        unfavoured = sorted(n for n in ready if weights[n] >= recipient_weight)
+        recipient_share = sum(shares[r] for r in recipients) / len(recipients)
+        unfavoured = sorted(n for n in ready if shares[n] >= recipient_share)
         if unfavoured:
             waiting = f"weights do not favour the recipients over {', '.join(unfavoured)} yet"
     if waiting is not None:

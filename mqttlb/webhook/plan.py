@@ -31,7 +31,7 @@ Every pass returns one :class:`PassResult` with typed :class:`Step` outcomes; th
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -327,7 +327,8 @@ def decide_pass(
     shed = _shed(state, new, desired, observation, params, timing, now)
     if shed is not None:
         steps.append(shed)
-    intent = _eviction_intent(state, new, cpu, eviction, now)
+    intent = _eviction_intent(state, new, cpu, eviction, now, shares_of=lambda w: policy.new_connection_shares(
+        {n: w.get(n, params.neutral_weight) for n in nodes}, observation.samples, params))
     for donor in intent.donors:  # the cooldown runs from the decision, whatever the broker answers
         new.last_eviction[donor.node] = now
     acts = any(s.acts for s in steps) or bool(intent.donors)
@@ -393,8 +394,11 @@ def _eviction_intent(
     cpu: Mapping[str, float],
     settings: EvictionSettings | None,
     now: float,
+    *,
+    shares_of: Callable[[Mapping[str, int]], Mapping[str, float]],
 ) -> EvictionIntent:
-    """Donors of this pass (with the weights as this pass leaves them) and the evacuations under way."""
+    """Donors of this pass (with the weights as this pass leaves them) and the evacuations under way.
+    ``shares_of``: weights -> each node's share of the next new connections under Envoy's base policy."""
     evacuating = new.evacuating
     if settings is None or not settings.params.enabled:
         return EvictionIntent(evacuate=tuple(sorted(evacuating)), reason="evacuation" if evacuating else "")
@@ -402,6 +406,7 @@ def _eviction_intent(
         eviction_policy.spread_of(cpu),
         cpu,
         new.weights,
+        shares=shares_of(new.weights),
         armed=new.evict_armed,
         reason=new.evict_reason,
         evacuating=evacuating,

@@ -171,6 +171,20 @@ def _envoy_active(sample: NodeSample | None) -> float | None:
     return sample.envoy_active if sample.envoy_active is not None else sample.connections
 
 
+def new_connection_shares(
+    weights: Mapping[str, int], samples: Mapping[str, NodeSample], params: PolicyParams
+) -> dict[str, float]:
+    """Node -> the share (0..1, summing to 1) of the next new connections that ``weights`` give under Envoy's
+    base policy (``params.base_policy``) at the nodes' active connections (Envoy's own where known, else
+    the broker's; see ``policy_base.pick_shares``).  Raises ValueError for no weight or all weights 0."""
+    return policy_base.pick_shares(
+        weights,
+        params.base_policy,
+        active={n: _envoy_active(samples.get(n)) for n in weights},
+        active_request_bias=params.active_request_bias,
+    )
+
+
 def _stepped(before: Mapping[str, int], targets: Mapping[str, float], params: PolicyParams) -> dict[str, int]:
     """``before`` with each node of ``targets`` that is more than the hysteresis band
     (``hysteresis * neutral_weight``) from its target moved one bounded step toward it."""
