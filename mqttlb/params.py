@@ -151,6 +151,12 @@ class PolicyParams(_Strict):
     # the stack's Envoy cluster and the policy's conversion of shares into weights both read it.
     active_request_bias: float = Field(ge=0, le=10)
     hysteresis: float = Field(ge=0, lt=1)
+    # What the weights aim at: "spare-share" (each node's share of the new connections from its spare CPU)
+    # or "connection-count" (the connections each node should hold for even CPU; policy_base.count_targets).
+    steer_target: Literal["spare-share", "connection-count"] = "spare-share"
+    count_gain: float = Field(default=0.5, gt=0, le=1)
+    # Steer whenever the CPU spread is above the hysteresis, not only while a rebalance alert fires.
+    steer_below_alert: bool = False
     # Minimum time between two changes of one lever; None = the measurement lag (scrape interval +
     # rate window), so the effect of one step is measured before the next.
     cooldown_seconds: float | None = Field(default=None, ge=0)
@@ -204,7 +210,9 @@ class EvictionParams(_Strict):
     A node is a **donor** when its CPU is above the cluster mean by more than ``spread_target``
     (utilisation points, 0..1), a **recipient** when below the mean.  Evicting starts automatically once
     the cluster has been imbalanced for ``after`` without the weights reducing its max squared
-    deviation by ``min_improvement`` (a fraction), and stops when every node is within
+    deviation by ``min_improvement`` (a fraction), or sooner, after ``idle_after``, when fewer clients
+    connected through Envoy in that time than the donors' surplus amounts to (the weights steer only new
+    connections, so they have too little to steer), and stops when every node is within
     ``spread_target`` of the mean.  Bounds: at most ``max_per_second`` clients/s per node, at most
     ``max_fraction`` of a node's clients per batch, one batch per node per ``cooldown_seconds``
     (None = the step interval: a batch's effect is measured before the next).  Persistent sessions on
@@ -213,12 +221,23 @@ class EvictionParams(_Strict):
 
     enabled: bool = True
     after: Duration = "30s"
+    idle_after: Duration = "10s"
     min_improvement: float = Field(default=0.25, gt=0, lt=1)
     spread_target: float = Field(default=0.05, gt=0, lt=1)
     max_per_second: float = Field(default=20.0, gt=0, le=10000)
     max_fraction: float = Field(default=0.25, gt=0, le=1)
     cooldown_seconds: float | None = Field(default=None, ge=0)
     allow_persistent: bool = False
+
+    @model_validator(mode="after")
+    def _idle_after_not_after_after(self) -> EvictionParams:
+        if duration_seconds(self.idle_after) > duration_seconds(self.after):
+            raise invalid(
+                f"need idle_after <= after (it arms sooner, never later), got {self.idle_after} > {self.after}",
+                "idle_after",
+                "after",
+            )
+        return self
 
 
 class BrokerCpuParams(_Strict):

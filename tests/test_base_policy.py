@@ -80,11 +80,58 @@ def test_bias_zero_is_round_robin() -> None:
         lambda: policy_base.weights_for_shares({"a": 1.0}, "LEAST_REQUEST", neutral_weight=100,
                                                active_request_bias=-1.0),
         lambda: policy_base.pick_shares({"a": 0, "b": 0}, "ROUND_ROBIN"),
+        lambda: policy_base.count_targets({}, {}, 0.5),
+        lambda: policy_base.count_targets({"a": 0.5}, {"b": 10}, 0.5),
+        lambda: policy_base.count_targets({"a": 0.5, "b": 0.1}, {"a": 0, "b": 0}, 0.5),
+        lambda: policy_base.count_targets({"a": 0.5, "b": 0.1}, {"a": -1, "b": 5}, 0.5),
+        lambda: policy_base.count_targets({"a": 0.5, "b": 0.1}, {"a": 5, "b": 5}, 0.0),
+        lambda: policy_base.count_targets({"a": 0.5, "b": 0.1}, {"a": 5, "b": 5}, 1.5),
+        lambda: policy_base.weights_for_counts({"a": 0.0, "b": 0.0}, "ROUND_ROBIN", neutral_weight=100),
+        lambda: policy_base.weights_for_counts({"a": 1.0}, "RANDOM", neutral_weight=100),  # type: ignore[arg-type]
     ],
 )
 def test_bad_input_is_refused(call: object) -> None:
     with pytest.raises(ValueError):
         call()  # type: ignore[operator]
+
+
+def test_count_targets_move_connections_from_the_hot_node_in_proportion_to_its_excess() -> None:
+    cpu = {"node1": 0.9, "node2": 0.6, "node3": 0.6}  # mean 0.7; 0.7 x 3 / 300 = 0.007 per connection
+    counts = dict.fromkeys(NODES, 100.0)
+    full = policy_base.count_targets(cpu, counts, 1.0)
+    # node1 is 0.2 above the mean: 0.2 / 0.007 = 28.6 connections fewer; the others 14.3 more each
+    assert full["node1"] == pytest.approx(100 - 0.2 / 0.007) and full["node2"] == pytest.approx(100 + 0.1 / 0.007)
+    assert sum(full.values()) == pytest.approx(300.0)
+    half = policy_base.count_targets(cpu, counts, 0.5)
+    assert half["node1"] == pytest.approx(100 - 0.1 / 0.007)  # the gain scales the move
+
+
+def test_count_targets_with_even_cpu_keep_the_counts_as_they_are() -> None:
+    """Integral action: once the CPU is even the targets are the counts that made it so, not neutral."""
+    counts = {"node1": 40.0, "node2": 130.0, "node3": 130.0}
+    assert policy_base.count_targets(dict.fromkeys(NODES, 0.6), counts, 0.5) == pytest.approx(counts)
+
+
+def test_count_targets_never_steer_a_node_empty() -> None:
+    targets = policy_base.count_targets({"node1": 1.0, "node2": 0.0, "node3": 0.0}, dict.fromkeys(NODES, 10.0), 1.0)
+    assert min(targets.values()) > 0 and sum(targets.values()) == pytest.approx(30.0)
+    assert targets["node1"] == pytest.approx(min(targets.values()))
+
+
+@pytest.mark.parametrize("bias", [0.0, 1.0, 2.0])
+def test_count_weights_make_arrivals_match_departures_at_the_targets(bias: float) -> None:
+    """Departures are proportional to the connections held (every client's session ends alike), so at the
+    targets each node's share of the new connections must be its share of the targets."""
+    targets = {"node1": 40.0, "node2": 130.0, "node3": 130.0}
+    for base in ("ROUND_ROBIN", "LEAST_REQUEST"):
+        weights = policy_base.weights_for_counts(targets, base, neutral_weight=100, active_request_bias=bias)
+        assert sum(weights.values()) / 3 == pytest.approx(100.0)
+        shares = policy_base.pick_shares(weights, base, active=targets, active_request_bias=bias)
+        assert shares == pytest.approx({n: t / 300 for n, t in targets.items()})
+        # a node below its target gets more than its share, so least request itself closes the gap
+        if base == "LEAST_REQUEST" and bias > 0:
+            below = policy_base.pick_shares(weights, base, active={**targets, "node1": 10.0}, active_request_bias=bias)
+            assert below["node1"] > 40 / 300
 
 
 def _params(base: str, **policy_overrides: object) -> Params:
@@ -106,9 +153,33 @@ def test_decide_targets_depend_on_the_base_policy() -> None:
     rr, lr = targets["ROUND_ROBIN"], targets["LEAST_REQUEST"]
     assert rr["node2"] == pytest.approx(rr["node3"])  # RR ignores what a node holds
     assert lr["node2"] > lr["node3"]  # LR: node2's 200 connections lower its dynamic weight; the weight makes up
-    # at the current counts both give node2 and node3 the same share of the next connections
-    shares = policy_base.pick_shares(lr, "LEAST_REQUEST", active={n: s.connections for n, s in samples.items()})
+    # at the counts that even the CPU (where least request will evaluate them once the connections land),
+    # node2 and node3 get the same share of the next connections and node1 a sliver
+    cpu = {n: s.cpu or 0.0 for n, s in samples.items()}
+    even = policy_base.count_targets(cpu, {n: float(s.connections or 0) for n, s in samples.items()}, 1.0)
+    shares = policy_base.pick_shares(lr, "LEAST_REQUEST", active=even)
     assert shares["node2"] == pytest.approx(shares["node3"]) and shares["node1"] < shares["node2"] / 10
+
+
+def test_least_request_weights_hold_the_share_of_a_node_back_from_a_restart() -> None:
+    """restart-pileup (docs/experiment/restart-pileup/runs, seed 3): node3 came back empty beside two nodes with
+    150 connections each.  Weights computed at the current counts (0 against 150) gave node3 50 and the donors
+    150 and 133: node3's dynamic weight 50 / (a + 1) fell to the donors' after about 40 arrivals, and 34 of 74
+    evicted clients went back to the donors.  At the counts that even the CPU node3 keeps the larger weight."""
+    samples = {
+        "node1": NodeSample(cpu=0.78, connections=150, age_seconds=1, envoy_active=150),
+        "node2": NodeSample(cpu=0.78, connections=150, age_seconds=1, envoy_active=150),
+        "node3": NodeSample(cpu=0.0, connections=0, age_seconds=1, envoy_active=0),
+    }
+    p = _params("LEAST_REQUEST").policy
+    d = policy.decide(NODES, samples, dict.fromkeys(NODES, 100), {}, p, now=100.0, last_change=None,
+                      cooldown_seconds=10)
+    target = {n.node: n.target_weight or 0.0 for n in d.nodes}
+    assert target["node3"] > 10 * target["node1"]
+    assert d.weights["node3"] == 100 + p.max_step and d.weights["node1"] == 100 - p.max_step
+    # landing: with node3 at 75 of the 300 connections (the first batch in), it still takes most new ones
+    landed = policy_base.pick_shares(d.weights, "LEAST_REQUEST", active={"node1": 113, "node2": 112, "node3": 75})
+    assert landed["node3"] > 0.5
 
 
 def test_least_request_counts_what_envoy_holds_not_clients_that_bypass_it() -> None:
@@ -131,6 +202,45 @@ def test_least_request_counts_what_envoy_holds_not_clients_that_bypass_it() -> N
     through_envoy = targets(0.0)
     assert through_envoy["node1"] < through_envoy["node2"] / 10  # steered away, as Envoy will see it
     assert targets(None)["node1"] > through_envoy["node1"]  # unknown: the broker's count stands in
+
+
+def test_connection_count_target_holds_even_cpu_where_spare_shares_walk_back_to_neutral() -> None:
+    """Even CPU over unequal counts (a heavy client on node1): the spare-share target is neutral, which would
+    put the light clients back on node1; the connection-count target keeps the counts that evened the CPU."""
+    samples = {
+        "node1": NodeSample(cpu=0.6, connections=40, age_seconds=1, envoy_active=40),
+        "node2": NodeSample(cpu=0.6, connections=130, age_seconds=1, envoy_active=130),
+        "node3": NodeSample(cpu=0.6, connections=130, age_seconds=1, envoy_active=130),
+    }
+
+    def target(steer_target: str) -> dict[str, float]:
+        p = _params("LEAST_REQUEST", steer_target=steer_target).policy
+        d = policy.decide(NODES, samples, dict.fromkeys(NODES, 100), {}, p, now=100.0, last_change=None,
+                          cooldown_seconds=10)
+        return {n.node: n.target_weight or 0.0 for n in d.nodes}
+
+    counts, spare = target("connection-count"), target("spare-share")
+    active = {n: float(s.connections or 0) for n, s in samples.items()}
+    assert policy_base.pick_shares(counts, "LEAST_REQUEST", active=active)["node1"] == pytest.approx(40 / 300)
+    assert policy_base.pick_shares(spare, "LEAST_REQUEST", active=active)["node1"] == pytest.approx(1 / 3)
+
+
+def test_steer_below_alert_steers_without_a_firing_alert() -> None:
+    from mqttlb.webhook.plan import Desired, Observation, decide_pass, timing_for
+    from mqttlb.webhook.state import WebhookState
+
+    quiet = Desired(rebalance_firing=False, shed_firing=False)
+    cpu = {"node1": 0.6, "node2": 0.3, "node3": 0.3}  # spread 0.3: max squared deviation 0.04, not above the alert's
+    seen = Observation(samples={n: NodeSample(cpu=c, connections=80, age_seconds=1, envoy_active=80)
+                                for n, c in cpu.items()}, fast_cpu=cpu)
+    for below, moves in ((False, False), (True, True)):
+        params = _params("LEAST_REQUEST", steer_target="connection-count", steer_below_alert=below)
+        state = WebhookState(nodes=NODES, weights=dict.fromkeys(NODES, 100))
+        result = decide_pass(state, quiet, seen, params.policy, timing_for(params, 5.0), NODES, 100.0)
+        assert result.weights_changed is moves
+        if moves:
+            assert result.state.weights["node1"] < 100 < result.state.weights["node2"]
+            assert "steering below the alert" in result.steps[0].reason
 
 
 def test_params_refuse_an_unknown_base_and_a_negative_bias() -> None:

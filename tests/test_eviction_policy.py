@@ -218,12 +218,19 @@ def test_cooldown_and_unarmed_and_no_recipient() -> None:
 
 # ----------------------------------------------------------------------------- the trigger
 def step(
-    episode: ep.Episode, cpu: dict[str, float], now: float, *, imbalanced: bool | None = None, requested: bool = False
+    episode: ep.Episode,
+    cpu: dict[str, float],
+    now: float,
+    *,
+    imbalanced: bool | None = None,
+    requested: bool = False,
+    placement: ep.Placement | None = None,
 ) -> ep.Episode:
     spread = ep.spread_of(cpu)
     flag = ep.imbalanced(spread, SETTINGS) if imbalanced is None else imbalanced
     return ep.next_episode(
-        episode, spread, imbalanced=flag, requested=requested, params=EV, after_seconds=SETTINGS.after_seconds, now=now
+        episode, spread, imbalanced=flag, requested=requested, params=EV, after_seconds=SETTINGS.after_seconds,
+        now=now, placement=placement,
     )
 
 
@@ -236,6 +243,54 @@ def test_arms_after_the_configured_time_when_weights_do_not_reduce_the_spread() 
     assert not step(episode, PILE_UP, NOW + SETTINGS.after_seconds - 1).armed
     armed = step(episode, PILE_UP, NOW + SETTINGS.after_seconds)
     assert armed.armed and "did not reduce" in armed.reason
+
+
+def test_clients_to_move_is_the_donors_surplus_over_the_cpu_per_client() -> None:
+    spread = ep.spread_of({"node1": 0.8, "node2": 0.8, "node3": 0.0})
+    # 1.6 CPU over 300 clients; each donor is 0.267 above the mean 0.533: 50 clients each
+    assert ep.clients_to_move(spread, {"node1": 150, "node2": 150, "node3": 0}, 0.05) == pytest.approx(100.0)
+    assert ep.clients_to_move(spread, {"node1": 150, "node2": 150}, 0.05) is None  # a count unknown
+    assert ep.clients_to_move(spread, dict.fromkeys(NODES, 0.0), 0.05) is None
+
+
+IDLE = ep.Placement(connects_total=5000.0, clients_to_move=100.0)
+IDLE_AFTER = 10.0  # params.yaml's eviction.idle_after
+
+
+@pytest.mark.parametrize(
+    ("connects_later", "to_move", "at", "armed"),
+    [
+        (5000.0, 100.0, IDLE_AFTER, True),  # nobody connected: the weights have nothing to steer
+        (5099.0, 100.0, IDLE_AFTER, True),  # fewer connects than clients to move
+        (5100.0, 100.0, IDLE_AFTER, False),  # enough connects: give the weights until `after`
+        (5000.0, 100.0, IDLE_AFTER - 1, False),  # not yet idle_after
+        (None, 100.0, IDLE_AFTER, False),  # Envoy's count unknown: only `after` arms
+        (5000.0, None, IDLE_AFTER, False),  # clients to move unknown
+        (4000.0, 100.0, IDLE_AFTER, False),  # Envoy restarted (its count went down): not evidence
+    ],
+)
+def test_arms_early_when_too_few_clients_connect_for_the_weights_to_steer(
+    connects_later: float | None, to_move: float | None, at: float, armed: bool
+) -> None:
+    assert EV.idle_after == "10s"
+    episode = step(ep.Episode(), PILE_UP, NOW, placement=IDLE)
+    assert episode.connects_mark == 5000.0 and not episode.armed
+    later = step(episode, PILE_UP, NOW + at, placement=ep.Placement(connects_later, to_move))
+    assert later.armed is armed
+    if armed:
+        assert "the weights have too little to steer" in later.reason and later.since == NOW
+
+
+def test_an_envoy_restart_restarts_the_connect_count() -> None:
+    episode = step(ep.Episode(), PILE_UP, NOW, placement=IDLE)
+    restarted = step(episode, PILE_UP, NOW + 5, placement=ep.Placement(30.0, 100.0))
+    assert restarted.since == NOW and restarted.connects_mark == 30.0 and not restarted.armed
+    assert step(restarted, PILE_UP, NOW + IDLE_AFTER, placement=ep.Placement(40.0, 100.0)).armed
+
+
+def test_idle_after_may_not_exceed_after() -> None:
+    with pytest.raises(ValueError, match="need idle_after <= after"):
+        load_params({"eviction": {"idle_after": "1m", "after": "30s"}})
 
 
 def test_a_shrinking_spread_restarts_the_window() -> None:
@@ -291,11 +346,30 @@ def test_decide_pass_evicts_onto_a_returned_empty_node_under_least_request() -> 
         fast_cpu={n: min(c, 0.5) for n, c in PILE_UP.items()},
     )
     state = WebhookState(nodes=NODES, weights={"node1": 100, "node2": 128, "node3": 21}, evict_armed=True,
-                         evict_since=NOW - 60, evict_mark=0.25, evict_reason="test")
+                         evict_since=NOW - 60, evict_mark=0.25, evict_reason="test",
+                         last_weight_change=NOW - 1)  # in the step interval: the weights stay as they are
     quiet = Desired(rebalance_firing=False, shed_firing=False)
     result = decide_pass(state, quiet, seen, PARAMS.policy, TIMING, NODES, NOW, SETTINGS)
     assert {d.node for d in result.eviction.donors} == {"node1", "node2"}, result.eviction.waiting
-    assert result.state.weights["node3"] < result.state.weights["node1"]  # raw weights still say otherwise
+    assert not result.weights_changed and result.state.weights["node3"] < result.state.weights["node1"]
+
+
+def test_decide_pass_arms_early_after_a_restart_when_nobody_connects() -> None:
+    """restart-pileup: node3 is back, the clients are long-lived and Envoy opens no new connection: the lever
+    arms after idle_after (10 s), not after `after` (30 s)."""
+    conns = {"node1": 150.0, "node2": 150.0, "node3": 0.0}
+    seen = Observation(
+        samples={n: NodeSample(cpu=c, connections=conns[n], age_seconds=1, envoy_active=conns[n])
+                 for n, c in PILE_UP.items()},
+        connects_total=900.0,
+    )
+    quiet = Desired(rebalance_firing=False, shed_firing=False)
+    state = decide_pass(WebhookState(nodes=NODES, weights=dict.fromkeys(NODES, 100)), quiet, seen, PARAMS.policy,
+                        TIMING, NODES, NOW, SETTINGS).state
+    assert state.evict_since == NOW and state.evict_connects_mark == 900.0 and not state.evict_armed
+    armed = decide_pass(state, quiet, seen, PARAMS.policy, TIMING, NODES, NOW + 10, SETTINGS)
+    assert armed.state.evict_armed and "only 0 clients connected through Envoy in 10s" in armed.state.evict_reason
+    assert {d.node for d in armed.eviction.donors} == {"node1", "node2"}
 
 
 def test_decide_pass_without_settings_or_disabled_never_evicts() -> None:

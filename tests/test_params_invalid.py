@@ -121,6 +121,16 @@ STACK_CASES = [
         file="params: {policy: {hysteresis: -0.1}}\n",
     ),
     StackCase(
+        "unknown-steer-target",
+        "{file}: params.policy.steer_target: Input should be 'spare-share' or 'connection-count' (got 'cpu')",
+        file="params: {policy: {steer_target: cpu}}\n",
+    ),
+    StackCase(
+        "count-gain-above-one",
+        "{file}: params.policy.count_gain: Input should be less than or equal to 1 (got 1.5)",
+        file="params: {policy: {count_gain: 1.5}}\n",
+    ),
+    StackCase(
         "repeat-before-group-interval",
         "{file}: params.alertmanager.repeat_interval: need group_interval <= repeat_interval, got 1m > 30s",
         file="params: {alertmanager: {group_interval: 1m, repeat_interval: 30s}}\n",

@@ -62,7 +62,9 @@ RECENT_DECISIONS = 50  # audit entries kept in memory for /status
 START_GRACE_SECONDS = 60.0
 #: WebhookState fields a dry run carries from pass to pass itself (it commits no state): the evict lever's
 #: trigger episode and cooldown.
-DRY_RUN_EVICTION_FIELDS = frozenset({"evict_since", "evict_mark", "evict_armed", "evict_reason", "last_eviction"})
+DRY_RUN_EVICTION_FIELDS = frozenset(
+    {"evict_since", "evict_mark", "evict_connects_mark", "evict_armed", "evict_reason", "last_eviction"}
+)
 
 
 class LeverError(RuntimeError):

@@ -12,7 +12,11 @@ No I/O and no clock: the controller passes the observation, the state and ``now`
   at the first imbalanced pass with the spread at that moment as its mark; if the spread falls to
   ``(1 - min_improvement) x mark`` the weights are working and the window restarts from there.  After
   ``after`` seconds without that, the episode is **armed**: eviction runs until every node is within
-  ``spread_target`` of the mean.  An operator request (rebalance now) arms it at once.
+  ``spread_target`` of the mean.  It arms sooner, after ``idle_after``, when fewer clients have connected
+  through Envoy since the window opened than the donors' surplus amounts to in clients
+  (:func:`clients_to_move`): weights steer only new connections, and with so few of them they cannot
+  even the load (a node back from a restart beside long-lived clients; clients that never reconnect).
+  An operator request (rebalance now) arms it at once.
 * **Donors and recipients** (EMQX's terms).  Donors: above the mean by more than ``spread_target``,
   out of cooldown; their **surplus** is ``cpu - mean``.  Recipients: below the mean.  Without a
   recipient, or while a donor's share of the next new connections is not below the recipients' mean
@@ -111,12 +115,40 @@ class Episode:
     """The automatic trigger's bookkeeping (persisted in the controller state).
 
     ``since``: start of the current window (None: not imbalanced); ``mark``: the max squared deviation
-    at its start; ``armed``: evicting until the spread is inside ``spread_target``; ``reason``: why."""
+    at its start; ``armed``: evicting until the spread is inside ``spread_target``; ``reason``: why;
+    ``connects_mark``: Envoy's connections opened to the cluster so far, at the window's start (None:
+    unknown)."""
 
     since: float | None = None
     mark: float | None = None
     armed: bool = False
     reason: str = ""
+    connects_mark: float | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What the weights have had to work with since the window opened: ``connects_total``, Envoy's
+    connections opened to the cluster so far (``cx_total`` summed over its hosts; None = unknown), and
+    ``clients_to_move`` (:func:`clients_to_move`; None = unknown)."""
+
+    connects_total: float | None = None
+    clients_to_move: float | None = None
+
+
+def clients_to_move(spread: Spread | None, connections: Mapping[str, float], spread_target: float) -> float | None:
+    """About how many clients the donors hold beyond the mean load: each donor's surplus (CPU above the
+    mean by more than ``spread_target``, utilisation) over the cluster's CPU per connection (sum of CPU over
+    sum of ``connections`` of the nodes in ``spread``).  None when a node's count is unknown or there are
+    no connections.  An estimate of the mean client: enough to tell tens from hundreds."""
+    if spread is None or any(n not in connections for n in spread.deviations):
+        return None
+    total = sum(connections[n] for n in spread.deviations)
+    used = sum(spread.mean + d for d in spread.deviations.values())
+    if total <= 0 or used <= 0:
+        return None
+    per_client = used / total
+    return sum(d / per_client for d in spread.deviations.values() if d > spread_target)
 
 
 def next_episode(
@@ -128,9 +160,11 @@ def next_episode(
     params: EvictionParams,
     after_seconds: float,
     now: float,
+    placement: Placement | None = None,
 ) -> Episode:
     """The episode after one pass.  ``imbalanced``: a rebalance alert fires or the imbalance condition
-    holds; ``requested``: the operator asked to rebalance now (arms at once)."""
+    holds; ``requested``: the operator asked to rebalance now (arms at once); ``placement``: the
+    connections the weights could place (None: unknown, so only ``after`` arms)."""
     if spread is None:
         return Episode()
     inside = spread.max_abs_deviation <= params.spread_target
@@ -138,21 +172,44 @@ def next_episode(
         if inside:
             return Episode()
         reason = "operator request" if requested and not episode.armed else episode.reason
-        return Episode(episode.since or now, episode.mark, True, reason)
+        return Episode(episode.since or now, episode.mark, True, reason, episode.connects_mark)
     if not imbalanced:
         return Episode()
     msd = spread.max_squared_deviation
+    connects = placement.connects_total if placement else None
     if episode.since is None or episode.mark is None or msd <= (1 - params.min_improvement) * episode.mark:
-        return Episode(now, msd, False, "")
-    if now - episode.since >= after_seconds:
+        return Episode(now, msd, False, "", connects)
+    elapsed = now - episode.since
+    if elapsed >= after_seconds:
         return Episode(
             episode.since,
             episode.mark,
             True,
-            f"imbalanced for {now - episode.since:.0f}s and the weights did not reduce the max squared "
+            f"imbalanced for {elapsed:.0f}s and the weights did not reduce the max squared "
             f"deviation by {params.min_improvement:g} ({episode.mark:.3f} -> {msd:.3f})",
+            episode.connects_mark,
         )
+    idle = _too_few_connects(episode, placement, elapsed, duration_seconds(params.idle_after))
+    if idle is not None:
+        return Episode(episode.since, episode.mark, True, idle, episode.connects_mark)
+    if connects is not None and episode.connects_mark is not None and connects < episode.connects_mark:
+        return Episode(episode.since, episode.mark, False, "", connects)  # Envoy restarted: count from here
     return episode
+
+
+def _too_few_connects(episode: Episode, placement: Placement | None, elapsed: float, idle_after: float) -> str | None:
+    """Why the weights have too little to steer (the reason to arm early), or None."""
+    if placement is None or placement.connects_total is None or placement.clients_to_move is None:
+        return None
+    if episode.connects_mark is None or elapsed < idle_after:
+        return None
+    placed = placement.connects_total - episode.connects_mark
+    if placed < 0 or placed >= placement.clients_to_move:
+        return None
+    return (
+        f"only {placed:.0f} clients connected through Envoy in {elapsed:.0f}s against about "
+        f"{placement.clients_to_move:.0f} to move: the weights have too little to steer"
+    )
 
 
 @dataclass(frozen=True)

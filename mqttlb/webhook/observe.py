@@ -106,6 +106,7 @@ class ClusterObserver:
             fast_cpu=_per_node(parts["cpu_fast"]),
             down=down,
             active_connections=sum(e.cx_active for e in endpoints.values()),
+            connects_total=float(sum(e.cx_total for e in endpoints.values())) if endpoints else None,
             cluster_connections=sum(connections) if connections else None,
         )
 

@@ -50,7 +50,9 @@ class Observation:
     ``samples``: per-node CPU (rate window) and connections; ``fast_cpu``: per-node short-window
     CPU (0..1), for early steering; ``down``: nodes that cannot take connections now;
     ``active_connections``: Envoy's active upstream connections of the cluster (None = unknown);
-    ``cluster_connections``: MQTT connections the brokers report (None = unknown).
+    ``cluster_connections``: MQTT connections the brokers report (None = unknown);
+    ``connects_total``: Envoy's upstream connections opened to the cluster so far (``cx_total`` summed over
+    its hosts; None = unknown).
     """
 
     samples: Mapping[str, NodeSample]
@@ -58,6 +60,7 @@ class Observation:
     down: frozenset[str] = frozenset()
     active_connections: int | None = None
     cluster_connections: float | None = None
+    connects_total: float | None = None
 
 
 @dataclass(frozen=True)
@@ -308,8 +311,8 @@ def decide_pass(
         n for n in hot if observation.fast_cpu[n] >= SATURATED or cpu.get(n, 0.0) > timing.cpu_high
     ]
     early = bool(sustained) and new.hot_excess >= early_steer_excess(timing) - 1e-9
-    _next_episode(state, new, desired, cpu, eviction, now)
-    if desired.rebalance_firing or early or new.evict_armed:
+    _next_episode(state, new, desired, observation, cpu, eviction, now)
+    if desired.rebalance_firing or early or new.evict_armed or params.steer_below_alert:
         if desired.rebalance_firing:
             why = f"{', '.join(a for a in desired.firing_alerts) or 'rebalance alert'} firing"
         elif early:
@@ -317,8 +320,10 @@ def decide_pass(
                 f"early steer: short-window CPU of {', '.join(hot)} above {timing.cpu_high} "
                 f"for {now - (new.hot_since or now):.0f}s (excess {new.hot_excess:.2f} utilisation-seconds)"
             )
-        else:
+        elif new.evict_armed:
             why = f"evicting ({new.evict_reason}): weights favour the recipients first"
+        else:
+            why = "steering below the alert (steer_below_alert)"
         steps.append(_steer(state, new, observation, params, timing, nodes, now, why))
     else:
         recover = _recover(state, new, observation, params, timing, now)
@@ -362,6 +367,7 @@ def _next_episode(
     state: WebhookState,
     new: WebhookState,
     desired: Desired,
+    observation: Observation,
     cpu: Mapping[str, float],
     settings: EvictionSettings | None,
     now: float,
@@ -369,16 +375,26 @@ def _next_episode(
     """Advance the evict lever's automatic trigger (``eviction_policy.next_episode``) into ``new``."""
     if settings is None or not settings.params.enabled:
         new.evict_since, new.evict_mark, new.evict_armed, new.evict_reason = None, None, False, ""
+        new.evict_connects_mark = None
         return
     spread = eviction_policy.spread_of(cpu)
+    counts = {
+        n: c for n in cpu if (c := policy.envoy_active(observation.samples.get(n))) is not None
+    }
     episode = eviction_policy.next_episode(
-        eviction_policy.Episode(state.evict_since, state.evict_mark, state.evict_armed, state.evict_reason),
+        eviction_policy.Episode(
+            state.evict_since, state.evict_mark, state.evict_armed, state.evict_reason, state.evict_connects_mark
+        ),
         spread,
         imbalanced=desired.rebalance_firing or eviction_policy.imbalanced(spread, settings),
         requested=desired.rebalance_requested,
         params=settings.params,
         after_seconds=settings.after_seconds,
         now=now,
+        placement=eviction_policy.Placement(
+            observation.connects_total,
+            eviction_policy.clients_to_move(spread, counts, settings.params.spread_target),
+        ),
     )
     new.evict_since, new.evict_mark, new.evict_armed, new.evict_reason = (
         episode.since,
@@ -386,6 +402,7 @@ def _next_episode(
         episode.armed,
         episode.reason,
     )
+    new.evict_connects_mark = episode.connects_mark
 
 
 def _eviction_intent(
@@ -426,4 +443,5 @@ def _carry(state: WebhookState, new: WebhookState) -> WebhookState:
     kept.hot_checked = new.hot_checked
     kept.evict_since, kept.evict_mark = new.evict_since, new.evict_mark
     kept.evict_armed, kept.evict_reason = new.evict_armed, new.evict_reason
+    kept.evict_connects_mark = new.evict_connects_mark
     return kept

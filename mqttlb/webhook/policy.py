@@ -147,24 +147,42 @@ def _smoothed(
 
 
 def _targets(cpu: Mapping[str, float], samples: Mapping[str, NodeSample], params: PolicyParams) -> dict[str, float]:
-    """Target weight of each node in ``cpu`` (node -> smoothed utilisation 0..1): its share of the new
-    connections from spare CPU (``policy_base.target_shares``), turned into the weights that make Envoy's
-    base policy (``params.base_policy``) hand out that share at the nodes' current connection counts
-    (``policy_base.weights_for_shares``: Envoy's own active count where known, else the broker's); the mean
-    target is ``neutral_weight``."""
+    """Target weight of each node in ``cpu`` (node -> smoothed utilisation 0..1); the mean target is
+    ``neutral_weight``.
+
+    ``spare-share``: each node's share of the new connections from spare CPU
+    (``policy_base.target_shares``), turned into the weights that make Envoy's base policy
+    (``params.base_policy``) hand out that share (``policy_base.weights_for_shares``) at the connection
+    counts that would even the CPU (``policy_base.count_targets`` at full gain, from Envoy's own active
+    counts where known, else the broker's).  At those counts, not the current ones: under least request a
+    node that holds few connections now (back from a restart, a recipient of evicted clients) would
+    otherwise get a weight so low that its share collapses after the first few arrivals.
+    ``connection-count``: the weights under which the base policy settles each node at its count target
+    (``policy_base.weights_for_counts`` of ``count_targets`` at ``count_gain``)."""
     # Targets depend on the samples only, never on the current weights: bounded steps then converge,
     # and the weights cannot inflate or deflate over time.
+    active = {n: envoy_active(samples.get(n)) for n in cpu}
+    counts = {n: c for n, c in active.items() if c is not None and c >= 0}
+    complete = len(counts) == len(cpu) and sum(counts.values()) >= len(cpu)
+    if params.steer_target == "connection-count" and complete:
+        return policy_base.weights_for_counts(
+            policy_base.count_targets(cpu, counts, params.count_gain),
+            params.base_policy,
+            neutral_weight=params.neutral_weight,
+            active_request_bias=params.active_request_bias,
+        )
+    at: Mapping[str, float | None] = policy_base.count_targets(cpu, counts, 1.0) if complete else active
     shares = policy_base.target_shares(cpu, params.spare_exponent)
     return policy_base.weights_for_shares(
         shares,
         params.base_policy,
         neutral_weight=params.neutral_weight,
-        active={n: _envoy_active(samples.get(n)) for n in cpu},
+        active=at,
         active_request_bias=params.active_request_bias,
     )
 
 
-def _envoy_active(sample: NodeSample | None) -> float | None:
+def envoy_active(sample: NodeSample | None) -> float | None:
     """The active-connection count Envoy's least request sees for a node: Envoy's own, else the broker's."""
     if sample is None:
         return None
@@ -180,7 +198,7 @@ def new_connection_shares(
     return policy_base.pick_shares(
         weights,
         params.base_policy,
-        active={n: _envoy_active(samples.get(n)) for n in weights},
+        active={n: envoy_active(samples.get(n)) for n in weights},
         active_request_bias=params.active_request_bias,
     )
 

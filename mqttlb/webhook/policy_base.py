@@ -49,6 +49,63 @@ def target_shares(cpu: Mapping[str, float], spare_exponent: float) -> dict[str, 
     return {n: s / total for n, s in spare.items()}
 
 
+def count_targets(
+    cpu: Mapping[str, float], counts: Mapping[str, float], gain: float, *, floor_fraction: float = 0.2
+) -> dict[str, float]:
+    """Each node's target number of connections: ``n_i - gain x (c_i - mean c) / k``, where ``k`` is the
+    cluster's CPU per connection (``sum c / sum n``), so a node ``d`` above the mean CPU is to hold the
+    connections that carry ``gain x d`` fewer.  Targets sum to ``sum n``; none is below ``floor_fraction``
+    of the mean count (a node is never steered empty).
+
+    ``cpu``: node -> utilisation 0..1; ``counts``: node -> active connections (same nodes, >= 0, summing
+    to > 0); ``gain``: 0 < gain <= 1, the share of the estimated move asked for at once (the CPU lags the
+    counts by the rate window, so less than 1 keeps a second step from counting the first one's move
+    twice).  ``k`` is the *mean* cost of a connection: the clients that move are mostly lighter than the
+    heavy ones that stay, so the move asked for errs on the small side and the next step adds to it
+    (integral action: with even CPU the targets are the counts as they are, whatever they are).
+    Raises ValueError for no node, different node sets, a negative or all-zero count, or a gain out of
+    range."""
+    if not cpu or set(cpu) != set(counts):
+        raise ValueError("count_targets() needs the same nodes, at least one, in cpu and counts")
+    if not 0 < gain <= 1 or not 0 <= floor_fraction < 1:
+        raise ValueError(f"need 0 < gain <= 1 and 0 <= floor_fraction < 1, got {gain}, {floor_fraction}")
+    if any(n < 0 for n in counts.values()) or sum(counts.values()) <= 0:
+        raise ValueError("counts must be >= 0 and not all 0")
+    total = sum(counts.values())
+    used = sum(min(1.0, max(0.0, c)) for c in cpu.values())
+    mean_cpu = used / len(cpu)
+    floor = floor_fraction * total / len(cpu)
+    per_connection = used / total
+    if not per_connection > 0:  # no CPU in use (or too little to divide by): nothing to even out
+        return {n: float(counts[n]) for n in counts}
+    raw = {n: max(floor, counts[n] - gain * (min(1.0, max(0.0, cpu[n])) - mean_cpu) / per_connection) for n in cpu}
+    scale = total / sum(raw.values())
+    return {n: v * scale for n, v in raw.items()}
+
+
+def weights_for_counts(
+    targets: Mapping[str, float], base: BasePolicy, *, neutral_weight: float, active_request_bias: float = 1.0
+) -> dict[str, float]:
+    """Weights (floats, mean ``neutral_weight``) under which Envoy's base policy settles each node at its
+    ``targets`` connections while clients come and go (arrivals match departures, which are proportional
+    to the connections held).  ROUND_ROBIN: arrivals ~ w, so ``w ~ n``.  LEAST_REQUEST: arrivals ~
+    ``w / (n + 1) ** bias``, so ``w ~ n x (n + 1) ** bias``; a node above its target then gets fewer new
+    connections than it loses and one below more, so Envoy steers the counts toward the targets at the
+    pace of the churn, between two decisions.  Raises ValueError for an unknown base, no node, a negative
+    target or bias, or all targets 0."""
+    if base not in BASE_POLICIES:
+        raise ValueError(f"base policy must be one of {', '.join(BASE_POLICIES)}, got {base!r}")
+    if not targets or any(t < 0 for t in targets.values()) or sum(targets.values()) <= 0 or active_request_bias < 0:
+        raise ValueError("weights_for_counts() needs targets >= 0, not all 0, and a bias >= 0")
+    nodes = sorted(targets)
+    if base == "ROUND_ROBIN":
+        raw = {n: float(targets[n]) for n in nodes}
+    else:
+        raw = {n: targets[n] * (targets[n] + 1.0) ** active_request_bias for n in nodes}
+    mean = sum(raw.values()) / len(raw)
+    return {n: neutral_weight * raw[n] / mean for n in nodes}
+
+
 def _active_factors(
     nodes: list[str], active: Mapping[str, float | None], bias: float
 ) -> dict[str, float]:

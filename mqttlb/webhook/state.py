@@ -47,6 +47,7 @@ class WebhookState(BaseModel):
     # and the nodes the operator asked to evacuate (drained, emptied batch by batch).
     evict_since: float | None = None
     evict_mark: float | None = Field(default=None, ge=0)
+    evict_connects_mark: float | None = Field(default=None, ge=0)  # Envoy's connects total at evict_since
     evict_armed: bool = False
     evict_reason: str = ""
     last_eviction: dict[str, float] = Field(default_factory=dict)

@@ -21,6 +21,7 @@ from mqttlb.loadgen.scenarios.workloads import (
     gateway_sites_workload,
     heterogeneous_workload,
     pareto_workload,
+    reconnecting_publishers,
     restart_workload,
 )
 from mqttlb.loadgen.workload import Workload
@@ -114,6 +115,23 @@ def _pareto(short: bool, slow: bool) -> Scenario:
         PARETO_CORES, duration, duration / 2, 10.0, build)
 
 
+def _even_load(short: bool) -> Scenario:
+    duration = 30.0 if short else 150.0
+    clients, rate = (40, 4.0) if short else (240, 10.0)
+    session = (20.0, 60.0)
+
+    def build(port: int, seed: int) -> Workload:
+        return reconnecting_publishers(port, duration, seed, rates=[rate] * clients, session=session, ramp=10.0)
+
+    return Scenario(
+        "even-load",
+        f"the control: {clients} publishers all alike ({rate:g} msg/s, pareto's mean) connecting over 10 s and "
+        f"reconnecting every {session[0]:g}-{session[1]:g} s, on pareto's CPU",
+        "nothing to steer: every client carries the same load, so any policy that keeps the counts even is "
+        "balanced and what remains is the measurement's noise floor (CPU sampling, the shared machine)",
+        PARETO_CORES, duration, duration / 2, 10.0, build)
+
+
 def _restart(short: bool, nodes: int) -> Scenario:
     warmup, down, after = (10.0, 5.0, 15.0) if short else (40.0, 30.0, 110.0)
     publishers, sensors = (40, 10) if short else (240, 60)
@@ -153,7 +171,7 @@ def _flash_crowd(short: bool) -> Scenario:
         0.017, duration, crowd_at, 0.0, build)
 
 
-NAMES = ("gateway-sites", "heterogeneous", "pareto", "slow-churn", "restart-pileup", "flash-crowd")
+NAMES = ("gateway-sites", "heterogeneous", "pareto", "slow-churn", "restart-pileup", "flash-crowd", "even-load")
 
 
 def scenario(name: str, *, short: bool = False, nodes: int = 3) -> Scenario:
@@ -165,6 +183,7 @@ def scenario(name: str, *, short: bool = False, nodes: int = 3) -> Scenario:
         "slow-churn": lambda: _pareto(short, slow=True),
         "restart-pileup": lambda: _restart(short, nodes),
         "flash-crowd": lambda: _flash_crowd(short),
+        "even-load": lambda: _even_load(short),
     }
     if name not in makers:
         raise ValueError(f"unknown scenario {name!r}; one of {', '.join(NAMES)}")

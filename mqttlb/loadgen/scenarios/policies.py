@@ -5,7 +5,9 @@
 * ``weighted-cpu-rr``: ROUND_ROBIN with the webhook's weights by spare CPU (evict lever off);
 * ``weighted-cpu-lr``: LEAST_REQUEST with the same weights, converted for least request
   (``mqttlb.webhook.policy_base``; evict lever off);
-* ``weighted-cpu+evict``: LEAST_REQUEST, weights and the evict lever (``params.eviction``).
+* ``weighted-cpu+evict``: LEAST_REQUEST, weights and the evict lever (``params.eviction``);
+* ``weighted-cpu-counts``: LEAST_REQUEST, weights aimed at the connection counts that even the CPU
+  (``policy.steer_target: connection-count``), steering below the alert (``steer_below_alert``); evict off.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ LEAST_REQUEST = "least-request"
 WEIGHTED_RR = "weighted-cpu-rr"
 WEIGHTED_LR = "weighted-cpu-lr"
 WEIGHTED_EVICT = "weighted-cpu+evict"
+WEIGHTED_COUNTS = "weighted-cpu-counts"
 EVICT_OFF = {"eviction": {"enabled": False}}
 
 POLICIES: dict[str, ArmSetup] = {
@@ -28,10 +31,13 @@ POLICIES: dict[str, ArmSetup] = {
                           "(evict off)", "LEAST_REQUEST", True, EVICT_OFF),
     WEIGHTED_EVICT: ArmSetup(WEIGHTED_EVICT, "LEAST_REQUEST + webhook weights by spare CPU and the evict lever",
                              "LEAST_REQUEST", True, {"eviction": {"enabled": True}}),
+    WEIGHTED_COUNTS: ArmSetup(WEIGHTED_COUNTS, "LEAST_REQUEST + webhook weights toward the connection counts that "
+                              "even the CPU, steering below the alert (evict off)", "LEAST_REQUEST", True,
+                              {**EVICT_OFF, "policy": {"steer_target": "connection-count", "steer_below_alert": True}}),
 }
 BASELINES = (ROUND_ROBIN, LEAST_REQUEST)
-WEIGHTED = (WEIGHTED_RR, WEIGHTED_LR, WEIGHTED_EVICT)
-WITHOUT_EVICTION = (ROUND_ROBIN, LEAST_REQUEST, WEIGHTED_RR, WEIGHTED_LR)
+WEIGHTED = (WEIGHTED_RR, WEIGHTED_LR, WEIGHTED_EVICT, WEIGHTED_COUNTS)
+WITHOUT_EVICTION = (ROUND_ROBIN, LEAST_REQUEST, WEIGHTED_RR, WEIGHTED_LR, WEIGHTED_COUNTS)
 
 
 def parse_policies(text: str) -> list[str]:

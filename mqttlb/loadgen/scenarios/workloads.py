@@ -195,9 +195,17 @@ def pareto_workload(
     after sessions uniform in ``session`` seconds, so each reconnect re-places one client.  Raises
     WorkloadError."""
     rates = pareto_rates(seed, clients, mean_rate, alpha, cap=50 * mean_rate)
+    return reconnecting_publishers(port, duration, seed, rates=rates, session=session, ramp=ramp)
+
+
+def reconnecting_publishers(
+    port: int, duration: float, seed: int, *, rates: list[float], session: tuple[float, float], ramp: float
+) -> Workload:
+    """One QoS 0 publisher per entry of ``rates`` (msg/s), connecting evenly over ``ramp`` seconds and
+    reconnecting after sessions uniform in ``session`` seconds.  Raises WorkloadError."""
     low, high = session
     profiles = [
-        _profile(name=f"c{i}", count=1, rate=rate, size=64, qos=0, start=round(ramp * i / clients, 3),
+        _profile(name=f"c{i}", count=1, rate=rate, size=64, qos=0, start=round(ramp * i / len(rates), 3),
                  session={"kind": "uniform", "a": low, "b": high})
         for i, rate in enumerate(rates)
     ]
