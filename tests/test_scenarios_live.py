@@ -1,4 +1,4 @@
-"""Smoke runs of the scenario runner on real stacks (``--short``: about 80 s and 50 s).
+"""Smoke runs of the scenario runner on real stacks (``--short``: about 80 s and 70 s).
 
 Too slow for ``make test`` (marker ``scenario``); ``make test-scenarios`` runs them.  They prove the
 pipeline — one runner for every scenario and policy, stacks, timed node stop and start, sampling, run
@@ -49,10 +49,13 @@ def test_pareto_smoke_runs_least_request_and_weighted_cpu_on_it(tmp_path: Path) 
                  "--out", str(out), "--log-level", "WARNING"]) == 0
 
 
-def test_restart_pileup_smoke_stops_and_restarts_the_node(tmp_path: Path) -> None:
+def test_restart_pileup_smoke_stops_and_restarts_the_node_and_the_lever_refills_it(tmp_path: Path) -> None:
+    """node3 stops at t=10 s and returns empty at t=15 s beside long-lived clients.  At 0.01 cores per node the
+    pile-up is above the imbalance threshold, nobody connects, so the lever arms after eviction.idle_after
+    (10 s) and evicted clients land on node3 through Envoy before the run ends at t=50 s."""
     out = tmp_path / "restart"
     rc = main(["--scenario", "restart-pileup", "--short", "--seeds", "1", "--policies", "weighted-cpu+evict",
-               "--out", str(out), "--log-level", "WARNING"])
+               "--node-cpu-cores", "0.01", "--out", str(out), "--log-level", "WARNING"])
     assert rc == 0
     record = _records(out)["weighted-cpu+evict"]
     assert [e[1:] for e in record["events"]] == [["stop", "node3"], ["start", "node3"]]
@@ -63,3 +66,7 @@ def test_restart_pileup_smoke_stops_and_restarts_the_node(tmp_path: Path) -> Non
     assert max(int(r["connections_node3"]) for r in rows if float(r["t"]) < 9) > 0
     load = json.loads((out / "runs" / "seed1-weighted-cpu-evict.loadgen.json").read_text())
     assert load["unexpected_disconnects"] > 0 and load["qos1"]["acked"] > 0
+    assert record["figures"]["evicted"] > 0, record["figures"]
+    audit = [json.loads(line) for line in (out / "runs" / "seed1-weighted-cpu-evict.evictions.jsonl").open()]
+    assert audit and all("node3" in a["details"]["recipients"] for a in audit)
+    assert max(int(r["connections_node3"]) for r in rows if float(r["t"]) > 40) > 0  # refilled

@@ -133,7 +133,7 @@ def _even_load(short: bool) -> Scenario:
 
 
 def _restart(short: bool, nodes: int) -> Scenario:
-    warmup, down, after = (10.0, 5.0, 15.0) if short else (40.0, 30.0, 110.0)
+    warmup, down, after = (10.0, 5.0, 35.0) if short else (40.0, 30.0, 110.0)
     publishers, sensors = (40, 10) if short else (240, 60)
     duration = warmup + down + after
     node = f"node{nodes}"
