@@ -26,7 +26,7 @@ help:
 	@echo "make dashboard-images  draw the dashboards of a loaded throwaway stack into docs/images/ (~4 min)"
 	@echo "make experiment SCENARIO=<name> SEEDS=1,2,3 [POLICIES=...] [PARAMS=shipped|fast]  run a named scenario"
 	@echo "                    under each policy and seed (report in reports/experiment-<name>/); scenarios: gateway-sites"
-	@echo "                    (default), heterogeneous, pareto, slow-churn, restart-pileup, flash-crowd, even-load; ~2.7 min per run"
+	@echo "                    (default), heterogeneous, pareto, slow-churn, restart-pileup(-long), flash-crowd, even-load; ~2.7 min per run"
 	@echo "make test-scenarios smoke runs of the scenario runner on real stacks (~2.5 min; not in make test)"
 	@echo "make bench          run the benchmarks in bench/ and print figures"
 

@@ -29,7 +29,7 @@ def test_every_scenario_builds_a_seeded_workload_inside_its_run(name: str, short
     assert s.build(18830, 2) == w  # same seed, same load
     assert s.steerable and s.description
     if short:
-        assert s.duration <= 40
+        assert s.duration <= 50  # restart-pileup: 35 s after the return, for the lever to refill the node
 
 
 def test_unknown_scenario_is_refused() -> None:

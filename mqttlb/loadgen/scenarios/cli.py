@@ -1,8 +1,8 @@
 """``mqttlb experiment [--scenario NAME]``: run a named scenario (default gateway-sites) under each policy and
 seed, write its report.
 
-Scenarios (``catalog.py``): gateway-sites, heterogeneous, pareto, slow-churn, restart-pileup, flash-crowd, and
-the control even-load.
+Scenarios (``catalog.py``): gateway-sites, heterogeneous, pareto, slow-churn, restart-pileup, restart-pileup-long,
+flash-crowd, and the control even-load.
 Policies (``policies.py``): round-robin, least-request, weighted-cpu-rr, weighted-cpu-lr, weighted-cpu+evict.
 Each (seed, policy) runs on a fresh stack (``runner.py``); ``--out`` gets ``runs/`` (one record, samples,
 connects, load report and evict audit per run, kept across invocations so seeds can be added), ``report.md``
