@@ -88,6 +88,9 @@ def test_bias_zero_is_round_robin() -> None:
         lambda: policy_base.count_targets({"a": 0.5, "b": 0.1}, {"a": 5, "b": 5}, 1.5),
         lambda: policy_base.weights_for_counts({"a": 0.0, "b": 0.0}, "ROUND_ROBIN", neutral_weight=100),
         lambda: policy_base.weights_for_counts({"a": 1.0}, "RANDOM", neutral_weight=100),  # type: ignore[arg-type]
+        lambda: policy_base.shares_toward_counts({"a": 1.0}, {"a": 1.0}, 0.0),
+        lambda: policy_base.shares_toward_counts({"a": 1.0}, {"b": 1.0}, 5.0),
+        lambda: policy_base.shares_toward_counts({"a": 1.0, "b": 1.0}, {"a": 0.0, "b": 0.0}, 5.0),
     ],
 )
 def test_bad_input_is_refused(call: object) -> None:
@@ -132,6 +135,41 @@ def test_count_weights_make_arrivals_match_departures_at_the_targets(bias: float
         if base == "LEAST_REQUEST" and bias > 0:
             below = policy_base.pick_shares(weights, base, active={**targets, "node1": 10.0}, active_request_bias=bias)
             assert below["node1"] > 40 / 300
+
+
+def test_shares_toward_counts_reach_the_targets_in_one_step() -> None:
+    """Departures take each node's share of what it holds; the shares of the arrivals make up the rest, so after
+    ``arrivals`` connects (and as many departures) every node is at its target."""
+    active = {"node1": 80.0, "node2": 80.0, "node3": 80.0}
+    targets = {"node1": 72.0, "node2": 84.0, "node3": 84.0}
+    for arrivals in (70.0, 210.0):
+        shares = policy_base.shares_toward_counts(targets, active, arrivals)
+        assert sum(shares.values()) == pytest.approx(1.0)
+        after = {n: active[n] + arrivals * (shares[n] - active[n] / 240) for n in active}
+        assert after == pytest.approx(targets)
+    slow, fast = (policy_base.shares_toward_counts(targets, active, a)["node1"] for a in (70.0, 210.0))
+    assert slow < fast < 1 / 3  # fewer arrivals: each must go more firmly where it is needed
+
+
+def test_shares_toward_counts_with_nobody_connecting_send_everything_below_target() -> None:
+    shares = policy_base.shares_toward_counts({"node1": 100.0, "node2": 100.0, "node3": 100.0},
+                                              {"node1": 150.0, "node2": 150.0, "node3": 0.0}, 1.0, floor=0.01)
+    assert shares["node3"] > 0.95 and shares["node1"] == pytest.approx(shares["node2"])
+
+
+def test_count_target_decisions_steer_harder_when_fewer_clients_connect() -> None:
+    samples = {n: NodeSample(cpu=c, connections=80, age_seconds=1, envoy_active=80)
+               for n, c in {"node1": 0.8, "node2": 0.6, "node3": 0.6}.items()}
+    p = _params("LEAST_REQUEST", steer_target="connection-count").policy
+
+    def hot_share(connects_per_second: float | None) -> float:
+        d = policy.decide(NODES, samples, dict.fromkeys(NODES, 100), {}, p, now=100.0, last_change=None,
+                          cooldown_seconds=35, connects_per_second=connects_per_second)
+        target = {n.node: n.target_weight or 0.0 for n in d.nodes}
+        return policy_base.pick_shares(target, "LEAST_REQUEST", active={n: 80.0 for n in NODES})["node1"]
+
+    assert hot_share(2.0) < hot_share(6.0) < 1 / 3
+    assert hot_share(None) < 1 / 3  # unknown churn: the long-run weights still lean away from node1
 
 
 def _params(base: str, **policy_overrides: object) -> Params:

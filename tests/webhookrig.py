@@ -124,6 +124,7 @@ class PrometheusStub(_StubServer):
             "fast": dict.fromkeys(nodes, 0.3),
             "connections": dict.fromkeys(nodes, 0.0),
             "up": dict.fromkeys(nodes, 1.0),
+            "connects": {"": 0.0},  # per cluster: one series without a node label
         }
         self.queries = 0
         super().__init__()
@@ -147,12 +148,15 @@ class PrometheusStub(_StubServer):
             "connections": (contract.NODE_CONNECTIONS, values["connections"]),
             "cpu_fast": (contract.NODE_CPU_FAST, values["fast"]),
             "up": (contract.BROKER_UP, values["up"]),
+            "connects": (contract.CLUSTER_CONNECTS_RATE, values["connects"]),
         }
         assert set(sources) == set(PARTS), "the stub must answer every part of the observation query"
         result = []
         for part, (name, per_node) in sources.items():
             for node, value in per_node.items():
-                labels = {contract.CLUSTER_LABEL: self.cluster, contract.NODE_LABEL: node, PART_LABEL: part}
+                labels = {contract.CLUSTER_LABEL: self.cluster, PART_LABEL: part}
+                if node:
+                    labels[contract.NODE_LABEL] = node
                 if name is not None:
                     labels["__name__"] = name
                 result.append({"metric": labels, "value": [now, repr(float(value))]})

@@ -25,19 +25,21 @@ PARTS = {
     "connections": "{connections}",
     "cpu_fast": "{fast}",
     "up": "{up}",
+    "connects": "{connects}",
 }
 
 
 def observation_query(cluster: str, cluster_label: str = contract.CLUSTER_LABEL) -> str:
     """CPU (rate window and short window), sample times, connections and ``up`` of every node of
-    ``cluster`` (the value of the label ``cluster_label``) in ONE instant query; each part tagged with
-    ``PART_LABEL`` so they can be split."""
+    ``cluster`` (the value of the label ``cluster_label``), and the cluster's connects/s (rate window), in
+    ONE instant query; each part tagged with ``PART_LABEL`` so they can be split."""
     selector = cluster_selector(cluster, cluster_label)
     names = {
         "rule": f"{contract.NODE_CPU}{selector}",
         "connections": f"{contract.NODE_CONNECTIONS}{selector}",
         "fast": f"{contract.NODE_CPU_FAST}{selector}",
         "up": f"{contract.BROKER_UP}{selector}",
+        "connects": f"{contract.CLUSTER_CONNECTS_RATE}{selector}",
     }
     return " or ".join(
         f'label_replace({template.format(**names)}, "{PART_LABEL}", "{part}", "", "")'
@@ -62,6 +64,12 @@ def _per_node(samples: list[InstantSample]) -> dict[str, float]:
         for s in samples
         if contract.NODE_LABEL in s.labels and math.isfinite(s.value)
     }
+
+
+def _cluster_value(samples: list[InstantSample]) -> float | None:
+    """The one finite value of a per-cluster series, or None (no series yet, or not finite)."""
+    values = [s.value for s in samples if math.isfinite(s.value)]
+    return sum(values) if values else None
 
 
 class ClusterObserver:
@@ -107,6 +115,7 @@ class ClusterObserver:
             down=down,
             active_connections=sum(e.cx_active for e in endpoints.values()),
             connects_total=float(sum(e.cx_total for e in endpoints.values())) if endpoints else None,
+            connects_per_second=_cluster_value(parts["connects"]),
             cluster_connections=sum(connections) if connections else None,
         )
 

@@ -52,7 +52,8 @@ class Observation:
     ``active_connections``: Envoy's active upstream connections of the cluster (None = unknown);
     ``cluster_connections``: MQTT connections the brokers report (None = unknown);
     ``connects_total``: Envoy's upstream connections opened to the cluster so far (``cx_total`` summed over
-    its hosts; None = unknown).
+    its hosts; None = unknown); ``connects_per_second``: the cluster's client connects/s over the rate
+    window (``contract.CLUSTER_CONNECTS_RATE``; None = unknown).
     """
 
     samples: Mapping[str, NodeSample]
@@ -61,6 +62,7 @@ class Observation:
     active_connections: int | None = None
     cluster_connections: float | None = None
     connects_total: float | None = None
+    connects_per_second: float | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,7 @@ def _steer(
         state.last_weight_change,
         draining=frozenset(state.draining) | observation.down,
         cooldown_seconds=timing.step_seconds,
+        connects_per_second=observation.connects_per_second,
     )
     new.smoothed_cpu = decision.smoothed_cpu
     details = {

@@ -146,7 +146,9 @@ def _smoothed(
     return smoothed
 
 
-def _targets(cpu: Mapping[str, float], samples: Mapping[str, NodeSample], params: PolicyParams) -> dict[str, float]:
+def _targets(
+    cpu: Mapping[str, float], samples: Mapping[str, NodeSample], params: PolicyParams, *, arrivals: float = 0.0
+) -> dict[str, float]:
     """Target weight of each node in ``cpu`` (node -> smoothed utilisation 0..1); the mean target is
     ``neutral_weight``.
 
@@ -157,18 +159,28 @@ def _targets(cpu: Mapping[str, float], samples: Mapping[str, NodeSample], params
     counts where known, else the broker's).  At those counts, not the current ones: under least request a
     node that holds few connections now (back from a restart, a recipient of evicted clients) would
     otherwise get a weight so low that its share collapses after the first few arrivals.
-    ``connection-count``: the weights under which the base policy settles each node at its count target
-    (``policy_base.weights_for_counts`` of ``count_targets`` at ``count_gain``)."""
+    ``connection-count``: each node's count target (``count_targets`` at ``count_gain``) reached within one
+    step: with ``arrivals`` (new connections expected in one step interval) > 0, the shares that bring the
+    counts there by the next decision (``policy_base.shares_toward_counts``), as weights at the targets;
+    with none known, the weights under which the base policy settles at the targets in the long run
+    (``policy_base.weights_for_counts``)."""
     # Targets depend on the samples only, never on the current weights: bounded steps then converge,
     # and the weights cannot inflate or deflate over time.
     active = {n: envoy_active(samples.get(n)) for n in cpu}
     counts = {n: c for n, c in active.items() if c is not None and c >= 0}
     complete = len(counts) == len(cpu) and sum(counts.values()) >= len(cpu)
     if params.steer_target == "connection-count" and complete:
-        return policy_base.weights_for_counts(
-            policy_base.count_targets(cpu, counts, params.count_gain),
+        goal = policy_base.count_targets(cpu, counts, params.count_gain)
+        if arrivals <= 0:
+            return policy_base.weights_for_counts(
+                goal, params.base_policy, neutral_weight=params.neutral_weight,
+                active_request_bias=params.active_request_bias,
+            )
+        return policy_base.weights_for_shares(
+            policy_base.shares_toward_counts(goal, counts, arrivals, floor=policy_base.MIN_SPARE),
             params.base_policy,
             neutral_weight=params.neutral_weight,
+            active=goal,
             active_request_bias=params.active_request_bias,
         )
     at: Mapping[str, float | None] = policy_base.count_targets(cpu, counts, 1.0) if complete else active
@@ -235,8 +247,12 @@ def decide(
     draining: frozenset[str] = frozenset(),
     *,
     cooldown_seconds: float,
+    connects_per_second: float | None = None,
 ) -> Decision:
     """One rebalancing decision over *all* ``nodes`` (never the alerting node alone).
+
+    ``connects_per_second``: the cluster's client connects/s (None = unknown); with ``connection-count``
+    targets it sets how many arrivals one step places (see :func:`_targets`).
 
     ``cooldown_seconds``: minimum time since ``last_change`` (the controller's step interval,
     ``mqttlb.params.step_interval_seconds``).
@@ -270,7 +286,7 @@ def decide(
 
     cpu = {n: smoothed[n] for n in steerable}
     spread = max(cpu.values()) - min(cpu.values())
-    targets = _targets(cpu, samples, params)
+    targets = _targets(cpu, samples, params, arrivals=(connects_per_second or 0.0) * cooldown)
     if spread < params.hysteresis:
         return result(
             before, targets, f"CPU spread {spread:.3f} below hysteresis {params.hysteresis}{stale_note}"

@@ -106,6 +106,29 @@ def weights_for_counts(
     return {n: neutral_weight * raw[n] / mean for n in nodes}
 
 
+def shares_toward_counts(
+    targets: Mapping[str, float], active: Mapping[str, float], arrivals: float, *, floor: float = 0.0
+) -> dict[str, float]:
+    """Each node's share (0..1, summing to 1) of the next ``arrivals`` new connections that brings it from
+    ``active`` to its ``targets`` connections by then, while clients leave every node in proportion to what
+    it holds: ``a_i / sum a + (target_i - a_i) / arrivals``, at least ``floor``, normalised.
+
+    ``arrivals``: the new connections expected before the next decision (connects/s x the step interval,
+    > 0).  Few arrivals (slow churn, or nobody connecting) make the shares extreme: a node below its target
+    takes nearly all of them; many make them gentle.  Raises ValueError for different node sets, a negative
+    count or target, all counts 0, or ``arrivals`` <= 0."""
+    if set(targets) != set(active) or not targets:
+        raise ValueError("shares_toward_counts() needs the same nodes, at least one, in targets and active")
+    if arrivals <= 0 or any(v < 0 for v in (*targets.values(), *active.values())) or sum(active.values()) <= 0:
+        raise ValueError("need arrivals > 0, targets and counts >= 0, and counts not all 0")
+    held = sum(active.values())
+    raw = {n: max(floor, active[n] / held + (targets[n] - active[n]) / arrivals) for n in targets}
+    total = sum(raw.values())
+    if total <= 0:
+        return {n: 1.0 / len(raw) for n in raw}
+    return {n: v / total for n, v in raw.items()}
+
+
 def _active_factors(
     nodes: list[str], active: Mapping[str, float | None], bias: float
 ) -> dict[str, float]:
