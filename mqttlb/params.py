@@ -213,8 +213,10 @@ class EvictionParams(_Strict):
     deviation by ``min_improvement`` (a fraction), or sooner, after ``idle_after``, when fewer clients
     connected through Envoy in that time than the donors' surplus amounts to (the weights steer only new
     connections, so they have too little to steer), and stops when every node is within
-    ``spread_target`` of the mean.  Bounds: at most ``max_per_second`` clients/s per node, at most
-    ``max_fraction`` of a node's clients per batch, one batch per node per ``cooldown_seconds``
+    ``spread_target`` of the mean.  A batch waits until the recipients would take at least
+    ``min_recipient_share`` of the new connections (what Envoy's base policy makes of the weights).
+    Bounds: at most ``max_per_second`` clients/s per node, at most ``max_fraction`` of a node's clients per
+    batch, one batch per node per ``cooldown_seconds``
     (None = the step interval: a batch's effect is measured before the next).  Persistent sessions on
     independent brokers are evicted only with ``allow_persistent``.
     """
@@ -224,6 +226,7 @@ class EvictionParams(_Strict):
     idle_after: Duration = "10s"
     min_improvement: float = Field(default=0.25, gt=0, lt=1)
     spread_target: float = Field(default=0.05, gt=0, lt=1)
+    min_recipient_share: float = Field(default=0.8, gt=0, le=1)
     max_per_second: float = Field(default=20.0, gt=0, le=10000)
     max_fraction: float = Field(default=0.25, gt=0, le=1)
     cooldown_seconds: float | None = Field(default=None, ge=0)

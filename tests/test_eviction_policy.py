@@ -180,7 +180,11 @@ def test_nothing_is_evicted_until_the_weights_favour_the_recipients() -> None:
     even = dict.fromkeys(cpu, 100)
     neutral = ep.intent(spread, cpu, even, shares=shares(even), **common)  # type: ignore[arg-type]
     assert not neutral.donors and "weights do not favour" in (neutral.waiting or "")
-    weights = {"node1": 50, "node2": 50, "node3": 150}
+    halfway = {"node1": 50, "node2": 50, "node3": 150}  # node3 would take 60 %: 40 % of the evicted come back
+    waiting = ep.intent(spread, cpu, halfway, shares=shares(halfway), **common)  # type: ignore[arg-type]
+    assert not waiting.donors and "they would take 60% of the new connections, at least 80% wanted" in (
+        waiting.waiting or "")
+    weights = {"node1": 10, "node2": 10, "node3": 200}  # 91 %
     steered = ep.intent(spread, cpu, weights, shares=shares(weights), **common)  # type: ignore[arg-type]
     assert [d.node for d in steered.donors] == ["node1", "node2"] and steered.recipients == ("node3",)
     assert steered.room == pytest.approx(0.8 * 2 / 3)
@@ -330,9 +334,12 @@ def test_decide_pass_steers_first_then_names_the_donors_and_starts_their_cooldow
     armed = decide_pass(
         state, quiet, observe(PILE_UP), PARAMS.policy, TIMING, NODES, NOW + SETTINGS.after_seconds, SETTINGS
     )
-    assert armed.state.evict_armed and armed.weights_changed  # armed: the weights move first
-    assert {d.node for d in armed.eviction.donors} == {"node1", "node2"}
-    assert armed.state.last_eviction == dict.fromkeys(["node1", "node2"], NOW + SETTINGS.after_seconds)
+    assert armed.state.evict_armed and armed.weights_changed  # armed: the weights move first ...
+    assert not armed.eviction.donors and "enough yet" in (armed.eviction.waiting or "")  # ... one bounded step
+    later = NOW + SETTINGS.after_seconds + TIMING.step_seconds
+    landed = decide_pass(armed.state, quiet, observe(PILE_UP), PARAMS.policy, TIMING, NODES, later, SETTINGS)
+    assert landed.weights_changed and {d.node for d in landed.eviction.donors} == {"node1", "node2"}
+    assert landed.state.last_eviction == dict.fromkeys(["node1", "node2"], later)
 
 
 def test_decide_pass_evicts_onto_a_returned_empty_node_under_least_request() -> None:

@@ -20,10 +20,11 @@ No I/O and no clock: the controller passes the observation, the state and ``now`
 * **Donors and recipients** (EMQX's terms).  Donors: above the mean by more than ``spread_target``,
   out of cooldown; their **surplus** is ``cpu - mean``.  Recipients: below the mean.  Without a
   recipient, or while a donor's share of the next new connections is not below the recipients' mean
-  share (the weights must favour the recipients first, so the evicted clients land there), nothing is
-  evicted.  Shares, not raw weights: under LEAST_REQUEST an empty node with a low weight still takes
-  most new connections, since Envoy divides each weight by the node's active connections + 1
-  (``policy.new_connection_shares``).
+  share, or while the recipients together would take less than ``min_recipient_share`` of the new
+  connections (the weights must favour the recipients first, so the evicted clients land there and are
+  not disconnected for nothing), nothing is evicted.  Shares, not raw weights: under LEAST_REQUEST an
+  empty node with a low weight still takes most new connections, since Envoy divides each weight by the
+  node's active connections + 1 (``policy.new_connection_shares``).
 * **Victims.**  Each client's CPU share is the node's CPU times its share of the node's inbound
   messages.  Clients are taken lightest-first-that-fits from the heaviest down, so their load adds up
   to the surplus without passing it: a client heavier than the whole surplus is never taken (moving
@@ -276,8 +277,14 @@ def intent(
     elif weights_first:
         recipient_share = sum(shares[r] for r in recipients) / len(recipients)
         unfavoured = sorted(n for n in ready if shares[n] >= recipient_share)
+        landing = sum(shares[r] for r in recipients)
         if unfavoured:
             waiting = f"weights do not favour the recipients over {', '.join(unfavoured)} yet"
+        elif landing < params.min_recipient_share:
+            waiting = (
+                f"weights do not favour the recipients enough yet: they would take {landing:.0%} of the new "
+                f"connections, at least {params.min_recipient_share:.0%} wanted"
+            )
     if waiting is not None:
         return EvictionIntent(recipients=recipients, evacuate=evacuate, reason=reason, waiting=waiting)
     donors = tuple(
