@@ -24,6 +24,7 @@ import requests
 
 from mqttlb.commandline import argument_type, parse_args, refuse
 from mqttlb.logs import add_log_flags
+from mqttlb.secure import SecretError, read_secret
 
 DEFAULT_STATE_DIR = Path(".stack")
 
@@ -51,13 +52,14 @@ def local_ca(state_dir: Path) -> Path | None:
 
 
 def bearer_headers(token_file: Path | None) -> dict[str, str]:
-    """``Authorization: Bearer <token>`` from ``token_file`` (None: no header); StatusError when unreadable."""
+    """``Authorization: Bearer <token>`` from ``token_file`` (None: no header); StatusError when unreadable or
+    empty (``secure.read_secret``)."""
     if token_file is None:
         return {}
     try:
-        return {"Authorization": f"Bearer {Path(token_file).read_text().strip()}"}
-    except OSError as exc:
-        raise StatusError(f"webhook token {token_file}: cannot read: {exc.strerror or exc}") from None
+        return {"Authorization": f"Bearer {read_secret(Path(token_file), 'webhook token')}"}
+    except SecretError as exc:
+        raise StatusError(str(exc)) from None
 
 
 def is_webhook_refusal(response: requests.Response) -> bool:

@@ -44,6 +44,7 @@ from mqttlb.contract import (
     OutcomeKind,
 )
 from mqttlb.logs import add_log_flags
+from mqttlb.secure import SecretError, read_secret
 from mqttlb.status import DEFAULT_STATE_DIR
 
 POLL_SECONDS = 0.5
@@ -120,15 +121,12 @@ def alert_document(
 
 
 def read_token(token_file: Path) -> str:
-    """The bearer token in ``token_file`` (surrounding whitespace stripped); raises AlertSendError when the
-    file cannot be read or holds nothing."""
+    """The bearer token in ``token_file`` (surrounding whitespace stripped, ``secure.read_secret``); raises
+    AlertSendError when the file cannot be read or holds nothing."""
     try:
-        token = token_file.read_text().strip()
-    except OSError as exc:
-        raise AlertSendError(f"cannot read the webhook's token file {token_file}: {exc.strerror or exc}") from None
-    if not token:
-        raise AlertSendError(f"the webhook's token file {token_file} is empty")
-    return token
+        return read_secret(token_file, "the webhook's token file")
+    except SecretError as exc:
+        raise AlertSendError(str(exc)) from None
 
 
 def check_webhook(webhook: str, token_file: Path | None, timeout: float, ca_file: str | None = None) -> None:

@@ -167,7 +167,7 @@ def test_the_sent_alert_routes_to_the_webhook(tmp_path: Path) -> None:
         ),
         (
             ["--alertmanager", "x", "--webhook", "x", "--cluster", "c", "--webhook-token-file", "{tmp}/no-token"],
-            "cannot read the webhook's token file {tmp}/no-token",
+            "the webhook's token file {tmp}/no-token: cannot read",
         ),
         (
             ["--alertmanager", "x", "--webhook", "x", "--cluster", "c", "--duration", "0"],
@@ -191,7 +191,7 @@ class _Answer:
 @pytest.mark.parametrize(
     ("token", "status", "message"),
     [
-        ("", 200, "the webhook's token file {tmp}/token is empty"),
+        ("", 200, "the webhook's token file {tmp}/token: empty"),
         ("wrong", 401, "the webhook at http://wh/status refuses the token in {tmp}/token (401)"),
         ("right", 503, "the webhook at http://wh/status answered 503, not 200"),
     ],

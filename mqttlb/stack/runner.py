@@ -27,6 +27,7 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from mqttlb.commandline import plural
 from mqttlb.envoy_admin import EndpointStatus, EnvoyAdminClient, EnvoyAdminError
+from mqttlb.secure import SecretError, read_secret
 from mqttlb.shipped import checkout_root
 from mqttlb.stack import builders
 from mqttlb.stack.addresses import stack_addresses
@@ -96,10 +97,10 @@ def _http_ok(
     """GET ``url`` answers 200 (with the bearer token in ``token_file``, or as builders.WEB_USER with the
     password in ``password_file``, if given; ``verify``: the CA file of an https URL)."""
     try:
-        headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"} if token_file is not None else {}
-        auth = (builders.WEB_USER, password_file.read_text().strip()) if password_file is not None else None
+        headers = {"Authorization": f"Bearer {read_secret(token_file)}"} if token_file is not None else {}
+        auth = (builders.WEB_USER, read_secret(password_file)) if password_file is not None else None
         return requests.get(url, timeout=timeout, headers=headers, auth=auth, verify=verify).status_code == 200
-    except OSError:  # the token file is not there (yet)
+    except SecretError:  # the token or password file is not there (yet), or still empty
         return False
     except requests.RequestException:
         return False
