@@ -10,7 +10,7 @@ invalid JSON or UTF-8, JSON nested too deeply for the parser, an object with the
 (``{"node": "node2", "node": "node3"}``: JSON parsers differ on which one wins, so none is guessed),
 a value of the wrong type or shape.
 An error message never echoes the body: it names the field and the problem, at most
-``MAX_ERROR_CHARS`` characters.
+``MAX_ERROR_CHARS`` characters on one line (``http_call.one_line``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from mqttlb.contract import ACTION_LABEL, ALERTNAME_LABEL, Action
+from mqttlb.http_call import one_line
 from mqttlb.webhook.eds import CLA_TYPE
 
 ACTIONS = tuple(action.value for action in Action)
@@ -33,7 +34,7 @@ class PayloadError(ValueError):
     """A body the route cannot take; ``status`` is the HTTP answer (400 or 422), the message is short."""
 
     def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(_short(message))
+        super().__init__(one_line(message, MAX_ERROR_CHARS))
         self.status = status
 
 
@@ -70,7 +71,7 @@ class Notification(BaseModel):
             raise PayloadError("an alert carries no action label", 422)
         unknown = sorted(str(a) for a in actions if a not in ACTIONS)
         if unknown:
-            raise PayloadError(f"unknown action {_short(unknown[0], 60)!r} (known: {', '.join(ACTIONS)})", 422)
+            raise PayloadError(f"unknown action {one_line(unknown[0], 60)!r} (known: {', '.join(ACTIONS)})", 422)
         return {str(a) for a in actions}
 
     def alert_names(self) -> list[str]:
@@ -78,7 +79,7 @@ class Notification(BaseModel):
 
     def summary(self, max_names: int = 5) -> str:
         """``"firing MqttBrokerCpuHigh, MqttClusterImbalanced (2 alerts)"``: bounded, for one log line."""
-        names = [_short(n, 60) for n in self.alert_names()]
+        names = [one_line(n, 60) for n in self.alert_names()]
         shown = ", ".join(names[:max_names]) + (f" and {len(names) - max_names} more" if len(names) > max_names else "")
         return f"{self.status} {shown} ({len(self.alerts)} alert{'s' if len(self.alerts) != 1 else ''})"
 
@@ -138,10 +139,6 @@ class DiscoveryRequest(BaseModel):
         return self.resource_names or []
 
 
-def _short(text: str, limit: int = MAX_ERROR_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 class _DuplicateKey(ValueError):
     """A JSON object of the body names the same key twice (``args[0]``: the key)."""
 
@@ -165,7 +162,7 @@ def load_json(body: bytes, what: str = "body") -> Any:
     except RecursionError:
         raise PayloadError(f"{what} is nested too deeply") from None
     except _DuplicateKey as exc:
-        key = _short(repr(exc.args[0]), 40)
+        key = one_line(repr(exc.args[0]), 40)
         raise PayloadError(
             f"{what} gives the key {key} more than once in one JSON object; give each key once"
         ) from None
@@ -182,14 +179,14 @@ def _validate(model: type[BaseModel], document: Any, what: str) -> Any:
         raise PayloadError(f"{what} is nested too deeply") from None
     except ValidationError as exc:
         errors = exc.errors(include_input=False, include_url=False, include_context=False)[:3]
-        problems = "; ".join(f"{'.'.join(_short(str(p), 40) for p in e['loc']) or what}: {e['msg']}" for e in errors)
+        problems = "; ".join(f"{'.'.join(one_line(str(p), 40) for p in e['loc']) or what}: {e['msg']}" for e in errors)
         raise PayloadError(f"{what} does not match the expected schema: {problems}") from None
 
 
 def _describe(value: Any) -> str:
     """A short description of a value the caller sent, without echoing large or nested ones."""
     if isinstance(value, str | int | float | bool) or value is None:
-        return _short(repr(value), 40)
+        return one_line(repr(value), 40)
     return f"a JSON {'array' if isinstance(value, list) else 'object'}"
 
 
@@ -228,5 +225,5 @@ def parse_discovery_request(body: bytes) -> DiscoveryRequest:
     raises PayloadError (400) for anything else (another ``type_url`` included)."""
     request: DiscoveryRequest = _validate(DiscoveryRequest, load_json(body or b"{}"), "DiscoveryRequest")
     if request.type_url != CLA_TYPE:
-        raise PayloadError(f"unsupported type_url {_short(request.type_url, 100)!r} (expected {CLA_TYPE})")
+        raise PayloadError(f"unsupported type_url {one_line(request.type_url, 100)!r} (expected {CLA_TYPE})")
     return request
