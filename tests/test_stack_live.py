@@ -419,3 +419,33 @@ def test_test_alert_goes_through_alertmanager_and_the_webhook_records_it_without
     status = requests.get(live_stack.topology.webhook.url("/status"), headers=webhook_headers(live_stack), timeout=5)
     status = status.json()
     assert all(a["alertname"] != "MqttlbTestAlert" for a in status["firing"]["alerts"]), status["firing"]
+
+
+def test_the_webhooks_observation_reads_connects_per_second_and_envoys_opened_connections(live_stack: Stack) -> None:
+    """What the connection-count target and the evict lever's early trigger read on a real stack: the cluster's
+    connects/s (recording rule ``CLUSTER_CONNECTS_RATE``, part of the one observation query) and Envoy's
+    connections opened per host (``cx_total``, summed)."""
+    from stackutil import prometheus_api, wait_until
+
+    from mqttlb.envoy_admin import EnvoyAdminClient
+    from mqttlb.webhook.observe import ClusterObserver
+
+    cfg = live_stack.cfg
+    observer = ClusterObserver(cfg.cluster, contract.ENVOY_CLUSTER, cfg.node_names, prometheus_api(live_stack),
+                               EnvoyAdminClient(f"http://127.0.0.1:{cfg.ports.envoy_admin}"))
+    # the brokers' connects counters must have been scraped once before the connects, or rate() sees no increase
+    wait_until(lambda: observer.observe(time.time()).connects_per_second is not None, 60, "the connects/s series")
+    before = observer.observe(time.time()).connects_total
+    assert before is not None
+    tag = uuid.uuid4().hex[:8]
+    clients = [c for i in range(6) if (c := _mqtt_connects(cfg.ports.envoy_listener, f"obs-{tag}-{i}"))]
+    try:
+        assert len(clients) == 6
+        seen = wait_until(lambda: (o := observer.observe(time.time())).connects_per_second and o, 60,
+                          "connects/s in the observation")
+        assert seen.connects_per_second is not None and seen.connects_per_second > 0
+        assert seen.connects_total is not None and seen.connects_total >= before + 6
+    finally:
+        for client in clients:
+            client.loop_stop()
+            client.disconnect()

@@ -216,6 +216,7 @@ def _steer(
         "donors": decision.donors(),
         "recipients": decision.recipients(),
         "down": sorted(observation.down),
+        "connects_per_second": observation.connects_per_second,
     }
     if not decision.changed:
         return Step(OutcomeKind.NOOP, f"{why}: {decision.reason}", dict(state.weights), dict(state.weights), details)
