@@ -181,7 +181,7 @@ def eviction_line(eviction: Mapping[str, Any] | None) -> str:
     if target is not None:
         parts.append(
             f"max squared deviation {_cell(msd, '{:.4f}')} vs target {target * target:.4f} "
-            f"(every node within {target:g} of the mean)"
+            f"(target: every node within {target:g} of the mean)"
         )
     return "evict lever: available, " + "; ".join(parts)
 

@@ -379,6 +379,33 @@ def test_decide_pass_arms_early_after_a_restart_when_nobody_connects() -> None:
     assert {d.node for d in armed.eviction.donors} == {"node1", "node2"}
 
 
+@pytest.mark.parametrize("base", ["LEAST_REQUEST", "ROUND_ROBIN"])
+def test_an_armed_lever_evicts_once_the_weights_settle_below_min_recipient_share(base: str) -> None:
+    """Trial of 2026-12-01: at 0.65/0.65/0.30 the settled spare-CPU weights give the recipient 78 % (least
+    request) or 73 % (round robin) of the new connections, never the 80 % wanted; nobody reconnects, so the
+    lever waited forever.  Once a step leaves the weights where they are, it evicts."""
+    params = load_params({"policy": {"base_policy": base}})
+    settings = ep.eviction_settings(params, TIMING.step_seconds, TIMING.pass_seconds)
+    cpu = {"node1": 0.65, "node2": 0.65, "node3": 0.30}
+    seen = Observation(samples={n: NodeSample(cpu=c, connections=100, age_seconds=1, envoy_active=100)
+                                for n, c in cpu.items()})
+    quiet = Desired(rebalance_firing=False, shed_firing=False)
+    state = WebhookState(nodes=NODES, weights=dict.fromkeys(NODES, 100), evict_armed=True, evict_since=NOW,
+                         evict_mark=0.05, evict_reason="test")
+    waited = []
+    for step_no in range(12):
+        result = decide_pass(state, quiet, seen, params.policy, TIMING, NODES, NOW + step_no * TIMING.step_seconds,
+                             settings)
+        if result.eviction.donors:
+            break
+        waited.append(result.eviction.waiting or "")
+        state = result.state
+    else:
+        pytest.fail(f"never evicted: {waited[-1]}")
+    assert any("enough yet" in w for w in waited)  # it did wait while the weights still moved
+    assert not result.weights_changed and {d.node for d in result.eviction.donors} == {"node1", "node2"}
+
+
 def test_decide_pass_without_settings_or_disabled_never_evicts() -> None:
     quiet = Desired(rebalance_firing=False, shed_firing=False, rebalance_requested=True)
     state = WebhookState(nodes=NODES, weights={"node1": 50, "node2": 50, "node3": 150})

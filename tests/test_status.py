@@ -125,7 +125,7 @@ def test_render_says_whether_the_evict_lever_is_armed_and_what_it_does(tmp_path:
     harness.controller.reconcile_once()
     idle = status.eviction_line(harness.client.get("/status").get_json()["eviction"])
     assert idle.startswith("evict lever: available, not armed; no evacuation; ")
-    assert idle.endswith("max squared deviation 0.0900 vs target 0.0025 (every node within 0.05 of the mean)")
+    assert idle.endswith("max squared deviation 0.0900 vs target 0.0025 (target: every node within 0.05 of the mean)")
     assert harness.client.post("/rebalance", json={}, headers=AUTH).status_code == 202
     assert harness.client.post("/evacuate", json={"node": "node3"}, headers=AUTH).status_code == 202
     harness.controller.reconcile_once()  # node3 drained, the lever armed by the request
@@ -152,7 +152,7 @@ def test_eviction_line_says_why_the_lever_cannot_act_and_what_it_waits_for() -> 
     }
     assert status.eviction_line(waiting) == (
         "evict lever: available, armed (imbalanced for 31s); waiting: donors node1 in cooldown; no evacuation; "
-        "max squared deviation - vs target 0.0100 (every node within 0.1 of the mean)"
+        "max squared deviation - vs target 0.0100 (target: every node within 0.1 of the mean)"
     )
     assert status.eviction_line(None) == "evict lever: not reported by this webhook"
 

@@ -21,10 +21,11 @@ No I/O and no clock: the controller passes the observation, the state and ``now`
   out of cooldown; their **surplus** is ``cpu - mean``.  Recipients: below the mean.  Without a
   recipient, or while a donor's share of the next new connections is not below the recipients' mean
   share, or while the recipients together would take less than ``min_recipient_share`` of the new
-  connections (the weights must favour the recipients first, so the evicted clients land there and are
-  not disconnected for nothing), nothing is evicted.  Shares, not raw weights: under LEAST_REQUEST an
-  empty node with a low weight still takes most new connections, since Envoy divides each weight by the
-  node's active connections + 1 (``policy.new_connection_shares``).
+  connections and the weights are still moving toward them (the weights must favour the recipients
+  first, so the evicted clients land there and are not disconnected for nothing), nothing is evicted.
+  Shares, not raw weights: under LEAST_REQUEST an empty node with a low weight still takes most new
+  connections, since Envoy divides each weight by the node's active connections + 1
+  (``policy.new_connection_shares``).
 * **Victims.**  Each client's CPU share is the node's CPU times its share of the node's inbound
   messages.  Clients are taken lightest-first-that-fits from the heaviest down, so their load adds up
   to the surplus without passing it: a client heavier than the whole surplus is never taken (moving
@@ -255,12 +256,15 @@ def intent(
     params: EvictionParams,
     now: float,
     weights_first: bool = True,
+    weights_settled: bool = False,
 ) -> EvictionIntent:
     """The donors and recipients of this pass.  ``cpu``: the nodes that take part (see :func:`spread_of`);
     ``weights``: Envoy's weights (recorded with each donor); ``shares``: node -> the share (0..1) of the
     next new connections those weights give under Envoy's base policy (``policy.new_connection_shares``),
     which decides whether the weights favour the recipients.  ``weights_first`` False skips that check
-    (a dry-run preview: the real run steers first)."""
+    (a dry-run preview: the real run steers first).  ``weights_settled``: the policy left the weights as they
+    are at a step it was free to take (they will favour the recipients no more), so ``min_recipient_share``
+    is not waited for: without it an imbalance whose weights settle below that share would wait forever."""
     evacuate = tuple(sorted(evacuating))
     if not armed or spread is None:
         return EvictionIntent(evacuate=evacuate, reason="evacuation" if evacuate else "")
@@ -280,7 +284,7 @@ def intent(
         landing = sum(shares[r] for r in recipients)
         if unfavoured:
             waiting = f"weights do not favour the recipients over {', '.join(unfavoured)} yet"
-        elif landing < params.min_recipient_share:
+        elif landing < params.min_recipient_share and not weights_settled:
             waiting = (
                 f"weights do not favour the recipients enough yet: they would take {landing:.0%} of the new "
                 f"connections, at least {params.min_recipient_share:.0%} wanted"

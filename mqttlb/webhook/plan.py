@@ -195,7 +195,8 @@ def _steer(
     nodes: list[str],
     now: float,
     why: str,
-) -> Step:
+) -> tuple[Step, bool]:
+    """The steering step of this pass, and whether the weights have settled (``policy.Decision.settled``)."""
     usable = {n: s for n, s in observation.samples.items() if n not in observation.down}
     decision = policy.decide(
         nodes,
@@ -219,10 +220,12 @@ def _steer(
         "connects_per_second": observation.connects_per_second,
     }
     if not decision.changed:
-        return Step(OutcomeKind.NOOP, f"{why}: {decision.reason}", dict(state.weights), dict(state.weights), details)
+        step = Step(OutcomeKind.NOOP, f"{why}: {decision.reason}", dict(state.weights), dict(state.weights), details)
+        return step, decision.settled
     new.weights = decision.weights
     new.last_weight_change = now
-    return Step(OutcomeKind.REBALANCE, f"{why}: {decision.reason}", dict(state.weights), dict(new.weights), details)
+    step = Step(OutcomeKind.REBALANCE, f"{why}: {decision.reason}", dict(state.weights), dict(new.weights), details)
+    return step, decision.settled
 
 
 def _recover(
@@ -303,6 +306,7 @@ def decide_pass(
     lever carries it out after the weights of this pass are applied."""
     new = state.model_copy(deep=True)
     steps: list[Step] = []
+    settled = False  # the weights have gone as far toward their targets as they will (set when steering)
     new.hot_since, new.hot_excess, hot = early_hot(state, observation, timing, nodes, now)
     new.hot_checked = now if hot else None
     cpu = taking_part_cpu(state, observation, params, nodes)
@@ -328,7 +332,8 @@ def decide_pass(
             why = f"evicting ({new.evict_reason}): weights favour the recipients first"
         else:
             why = "steering below the alert (steer_below_alert)"
-        steps.append(_steer(state, new, observation, params, timing, nodes, now, why))
+        step, settled = _steer(state, new, observation, params, timing, nodes, now, why)
+        steps.append(step)
     else:
         recover = _recover(state, new, observation, params, timing, now)
         if recover is not None:
@@ -337,7 +342,7 @@ def decide_pass(
     if shed is not None:
         steps.append(shed)
     intent = _eviction_intent(state, new, cpu, eviction, now, shares_of=lambda w: policy.new_connection_shares(
-        {n: w.get(n, params.neutral_weight) for n in nodes}, observation.samples, params))
+        {n: w.get(n, params.neutral_weight) for n in nodes}, observation.samples, params), weights_settled=settled)
     for donor in intent.donors:  # the cooldown runs from the decision, whatever the broker answers
         new.last_eviction[donor.node] = now
     acts = any(s.acts for s in steps) or bool(intent.donors)
@@ -417,9 +422,11 @@ def _eviction_intent(
     now: float,
     *,
     shares_of: Callable[[Mapping[str, int]], Mapping[str, float]],
+    weights_settled: bool = False,
 ) -> EvictionIntent:
     """Donors of this pass (with the weights as this pass leaves them) and the evacuations under way.
-    ``shares_of``: weights -> each node's share of the next new connections under Envoy's base policy."""
+    ``shares_of``: weights -> each node's share of the next new connections under Envoy's base policy;
+    ``weights_settled``: this pass's steering left the weights where they are although it could move them."""
     evacuating = new.evacuating
     if settings is None or not settings.params.enabled:
         return EvictionIntent(evacuate=tuple(sorted(evacuating)), reason="evacuation" if evacuating else "")
@@ -428,6 +435,7 @@ def _eviction_intent(
         cpu,
         new.weights,
         shares=shares_of(new.weights),
+        weights_settled=weights_settled,
         armed=new.evict_armed,
         reason=new.evict_reason,
         evacuating=evacuating,

@@ -3,11 +3,11 @@
 Pure functions, no I/O and no clock: the caller passes ``now``.  A node's target share of the new
 connections grows with its spare CPU capacity (1 - smoothed utilisation); :mod:`policy_base` turns the
 shares into the weights that give them under Envoy's base policy (ROUND_ROBIN or LEAST_REQUEST, the
-latter at the nodes' current connection counts), normalised so the mean target of the nodes that
-take part equals ``neutral_weight``.  Each decision moves a weight at most ``max_step`` toward its
-target, keeps it in ``[min_weight, max_weight]`` (``min_weight`` > 0, so never all zero), ignores
-differences below ``hysteresis`` and respects the step interval (``cooldown_seconds``) between two changes.  Nodes
-without a fresh sample, and DRAINING nodes, keep their weight.
+latter at the connection counts that would even the CPU, see :func:`_targets`), normalised so the mean
+target of the nodes that take part equals ``neutral_weight``.  Each decision moves a weight at most
+``max_step`` toward its target, keeps it in ``[min_weight, max_weight]`` (``min_weight`` > 0, so never all
+zero), ignores differences below ``hysteresis`` and respects the step interval (``cooldown_seconds``)
+between two changes.  Nodes without a fresh sample, and DRAINING nodes, keep their weight.
 """
 
 from __future__ import annotations
@@ -55,6 +55,9 @@ class Decision:
     changed: bool
     reason: str
     nodes: list[NodeDecision] = field(default_factory=list)
+    # The decision was free to move the weights (two or more fresh nodes, out of cooldown) and left them
+    # as they are: they have gone as far toward their targets as they will (hysteresis, bounds).
+    settled: bool = False
 
     def donors(self) -> list[str]:
         """Nodes holding more connections than their weight share, largest surplus first."""
@@ -266,7 +269,7 @@ def decide(
     active = {n for n in nodes if n not in draining}
     steerable = sorted(fresh & active)
 
-    def result(after: Mapping[str, int], targets: Mapping[str, float], reason: str) -> Decision:
+    def result(after: Mapping[str, int], targets: Mapping[str, float], reason: str, free: bool = False) -> Decision:
         after = dict(after)
         return Decision(
             weights=after,
@@ -274,6 +277,7 @@ def decide(
             changed=after != before,
             reason=reason,
             nodes=_node_details(nodes, samples, before, after, smoothed, targets, fresh, active),
+            settled=free and after == before,
         )
 
     stale = sorted(set(nodes) - fresh)
@@ -289,12 +293,14 @@ def decide(
     targets = _targets(cpu, samples, params, arrivals=(connects_per_second or 0.0) * cooldown)
     if spread < params.hysteresis:
         return result(
-            before, targets, f"CPU spread {spread:.3f} below hysteresis {params.hysteresis}{stale_note}"
+            before, targets, f"CPU spread {spread:.3f} below hysteresis {params.hysteresis}{stale_note}", free=True
         )
     after = _stepped(before, targets, params)
     summary = _spread_summary(cpu, spread)
     if after == before:
-        return result(after, targets, f"{summary}; weights already within hysteresis of target{stale_note}")
+        return result(
+            after, targets, f"{summary}; weights already within hysteresis of target{stale_note}", free=True
+        )
     return result(after, targets, f"{summary}; weights moved toward spare capacity{stale_note}")
 
 
