@@ -212,8 +212,8 @@ class EvictionParams(_Strict):
     the cluster has been imbalanced for ``after`` without the weights reducing its max squared
     deviation by ``min_improvement`` (a fraction), or sooner, after ``idle_after``, when fewer clients
     connected through Envoy in that time than the donors' surplus amounts to (the weights steer only new
-    connections, so they have too little to steer), and stops when every node is within
-    ``spread_target`` of the mean.  A batch waits until the recipients would take at least
+    connections, so they have too little to steer), and stops when no node is above the mean by more than
+    ``spread_target`` (no donor left).  A batch waits until the recipients would take at least
     ``min_recipient_share`` of the new connections (what Envoy's base policy makes of the weights).
     Bounds: at most ``max_per_second`` clients/s per node, at most ``max_fraction`` of a node's clients per
     batch, one batch per node per ``cooldown_seconds``

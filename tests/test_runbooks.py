@@ -213,6 +213,10 @@ def stops_inside_the_target() -> None:
         )
 
     assert not after(inside).armed and after(outside).armed
+    # a node below the mean alone (no donor) has nobody to take clients from: the lever stops too
+    # (trial of 2026-12-01: 0.24/0.24/0.12 stayed armed, steering every step and blocking recovery)
+    cold = eviction_policy.spread_of({"node1": 0.24, "node2": 0.24, "node3": 0.12})
+    assert cold is not None and cold.max_abs_deviation > target and not after(cold).armed
 
 
 def one_batch_per_node_per_step_interval() -> None:
@@ -263,7 +267,8 @@ STATED: list[tuple[str, Callable[[], None], tuple[str, ...]]] = [
     ("**adds up to at most the donor's surplus**", victims_add_up_to_the_surplus, STEERING),
     ("**one batch per node per step interval**", one_batch_per_node_per_step_interval, STEERING),
     ("**persistent sessions stay**", persistent_sessions_stay, STEERING),
-    ("**stops when every node is within `eviction.spread_target`**", stops_inside_the_target, IMBALANCED),
+    ("**stops when no node is above the mean by more than `eviction.spread_target`**", stops_inside_the_target,
+     IMBALANCED),
     ("**evicts every evictable client at the bounded rate**", evacuates_at_the_bounded_rate, HIGH),
     ("one level per step interval", sheds_one_level_per_interval, CRITICAL),
     ("never taken below `policy.shed_min_connections`", shed_basis_has_a_floor, CRITICAL),

@@ -572,7 +572,7 @@ def web_client(topo: Topology) -> dict[str, Any]:
     return {"basic_auth": web_login(topo), **({"ca_file": ca} if ca is not None else {})}
 
 
-def _webhook_params(params: Params, lb_policy: str) -> dict[str, Any]:
+def webhook_params(params: Params, lb_policy: str) -> dict[str, Any]:
     """The webhook's parameters as JSON, with ``policy.base_policy`` = the Envoy ``lb_policy`` the stack runs
     (the stack file's ``lb_policy`` is the one source; the weights are computed for it)."""
     data = params.model_dump(mode="json", exclude_none=True)
@@ -604,7 +604,7 @@ def webhook_config(topo: Topology) -> dict[str, Any]:
         "prometheus_auth": web_client(topo),
         "alertmanager_auth": web_client(topo),
         **({"tls": {"cert_file": str(topo.state.tls_cert), "key_file": str(topo.state.tls_key)}} if cfg.tls else {}),
-        "params_overrides": _webhook_params(cfg.params, cfg.lb_policy),
+        "params_overrides": webhook_params(cfg.params, cfg.lb_policy),
         **({"xds_grpc_listen": topo.webhook_xds.listen, "xds_token_file": str(topo.state.xds_token)} if ads else {}),
     }
 

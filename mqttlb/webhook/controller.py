@@ -274,7 +274,7 @@ class Controller:
 
     def request_rebalance(self) -> None:
         """The operator's "rebalance now": the next pass arms the evict lever (no ``after`` wait); it
-        steers the weights first and evicts from the donors until the spread is inside its target.
+        steers the weights first and evicts from the donors until none is left.
 
         Raises ValueError (nothing recorded) when the lever cannot act (:meth:`evict_available`)."""
         why = self.evict_available()
@@ -284,10 +284,10 @@ class Controller:
         if seen is not None:
             spread = spread_of(taking_part_cpu(self._state, seen, self.policy, self.config.node_names))
             target = self.eviction.params.spread_target
-            if spread is not None and spread.max_abs_deviation <= target:
+            if spread is not None and spread.max_surplus <= target:
                 raise ValueError(
-                    f"nothing to rebalance: every node is within spread_target {target:g} of the mean CPU "
-                    f"(largest deviation {spread.max_abs_deviation:.3f})"
+                    f"nothing to rebalance: no node is above the mean CPU by more than spread_target {target:g} "
+                    f"(largest {spread.max_surplus:.3f})"
                 )
         with self._drain_lock:
             self._rebalance_requested = True

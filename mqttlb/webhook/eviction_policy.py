@@ -11,8 +11,9 @@ No I/O and no clock: the controller passes the observation, the state and ``now`
   ``imbalance_max_squared_deviation`` at a mean of at least ``imbalance_min_mean``).  A window opens
   at the first imbalanced pass with the spread at that moment as its mark; if the spread falls to
   ``(1 - min_improvement) x mark`` the weights are working and the window restarts from there.  After
-  ``after`` seconds without that, the episode is **armed**: eviction runs until every node is within
-  ``spread_target`` of the mean.  It arms sooner, after ``idle_after``, when fewer clients have connected
+  ``after`` seconds without that, the episode is **armed**: eviction runs until no node is above the mean
+  by more than ``spread_target`` (no donor is left; a node below the mean alone has nobody to take
+  clients from).  It arms sooner, after ``idle_after``, when fewer clients have connected
   through Envoy since the window opened than the donors' surplus amounts to in clients
   (:func:`clients_to_move`): weights steer only new connections, and with so few of them they cannot
   even the load (a node back from a restart beside long-lived clients; clients that never reconnect).
@@ -102,6 +103,12 @@ class Spread:
     def max_abs_deviation(self) -> float:
         return max((abs(d) for d in self.deviations.values()), default=0.0)
 
+    @property
+    def max_surplus(self) -> float:
+        """The largest CPU above the mean (utilisation; 0 when none is above): a donor needs more than
+        ``spread_target``."""
+        return max((d for d in self.deviations.values()), default=0.0)
+
 
 def spread_of(cpu: Mapping[str, float]) -> Spread | None:
     """The spread of ``cpu`` (node -> utilisation; non-finite values are left out); None for < 2 nodes."""
@@ -117,7 +124,8 @@ class Episode:
     """The automatic trigger's bookkeeping (persisted in the controller state).
 
     ``since``: start of the current window (None: not imbalanced); ``mark``: the max squared deviation
-    at its start; ``armed``: evicting until the spread is inside ``spread_target``; ``reason``: why;
+    at its start; ``armed``: evicting until no node is above the mean by more than ``spread_target``;
+    ``reason``: why;
     ``connects_mark``: Envoy's connections opened to the cluster so far, at the window's start (None:
     unknown)."""
 
@@ -169,9 +177,9 @@ def next_episode(
     connections the weights could place (None: unknown, so only ``after`` arms)."""
     if spread is None:
         return Episode()
-    inside = spread.max_abs_deviation <= params.spread_target
+    no_donor = spread.max_surplus <= params.spread_target
     if episode.armed or requested:
-        if inside:
+        if no_donor:  # nothing left to evict from (a node below the mean alone cannot be helped by evicting)
             return Episode()
         reason = "operator request" if requested and not episode.armed else episode.reason
         return Episode(episode.since or now, episode.mark, True, reason, episode.connects_mark)

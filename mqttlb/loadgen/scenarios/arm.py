@@ -74,7 +74,7 @@ class ArmRun:
     load: Report
     wall_start: float
     sampler_errors: int
-    stack_params: dict[str, Any]  # the stack's parameters as validated (mqttlb.params.Params, as JSON)
+    stack_params: dict[str, Any]  # the webhook's parameters (mqttlb.params.Params as JSON, base policy = lb_policy)
     stack_settings: dict[str, Any]  # lb_policy, scrape_interval, slow_start_window of the stack file
     cpu_budget: CpuBudget
 
@@ -229,6 +229,7 @@ def run_arm(
     workload ``make_workload(envoy_port)`` with ``events``, stop the stack.  Raises RuntimeError
     (StackError, no samples) and OSError."""
     from mqttlb.params import duration_seconds
+    from mqttlb.stack.builders import webhook_params
     from mqttlb.stack.ephemeral import running_stack  # the stack only when an arm runs
 
     cfg = _stack_config(setup, base, state_dir)
@@ -277,7 +278,7 @@ def run_arm(
         load=load,
         wall_start=wall_start,
         sampler_errors=sampler.errors + connects.errors,
-        stack_params=cfg.params.model_dump(mode="json"),
+        stack_params=webhook_params(cfg.params, cfg.lb_policy),  # as the webhook runs them (base policy = lb_policy)
         stack_settings={key: str(getattr(cfg, key)) for key in ("lb_policy", "scrape_interval", "slow_start_window")},
         cpu_budget=budget,
     )
