@@ -28,6 +28,7 @@ from mqttlb.loadgen.report import Report
 from mqttlb.loadgen.sampler import NodeSampler
 from mqttlb.loadgen.scenarios.analysis import ConnectSample
 from mqttlb.loadgen.workload import Workload
+from mqttlb.params import duration_seconds
 from mqttlb.yamlfile import deep_merge
 
 if TYPE_CHECKING:
@@ -228,7 +229,6 @@ def run_arm(
     """Start a stack with the ``base`` settings (:func:`base_config`) in ``state_dir`` (free ports), run the
     workload ``make_workload(envoy_port)`` with ``events``, stop the stack.  Raises RuntimeError
     (StackError, no samples) and OSError."""
-    from mqttlb.params import duration_seconds
     from mqttlb.stack.builders import webhook_params
     from mqttlb.stack.ephemeral import running_stack  # the stack only when an arm runs
 
