@@ -572,10 +572,11 @@ def web_client(topo: Topology) -> dict[str, Any]:
     return {"basic_auth": web_login(topo), **({"ca_file": ca} if ca is not None else {})}
 
 
-def webhook_params(params: Params, lb_policy: str) -> dict[str, Any]:
+def webhook_params(params: Params, lb_policy: str, *, exclude_none: bool = True) -> dict[str, Any]:
     """The webhook's parameters as JSON, with ``policy.base_policy`` = the Envoy ``lb_policy`` the stack runs
-    (the stack file's ``lb_policy`` is the one source; the weights are computed for it)."""
-    data = params.model_dump(mode="json", exclude_none=True)
+    (the stack file's ``lb_policy`` is the one source; the weights are computed for it); unset keys (None)
+    left out unless ``exclude_none`` is False."""
+    data = params.model_dump(mode="json", exclude_none=exclude_none)
     data["policy"]["base_policy"] = lb_policy
     return data
 

@@ -278,7 +278,7 @@ def run_arm(
         load=load,
         wall_start=wall_start,
         sampler_errors=sampler.errors + connects.errors,
-        stack_params=webhook_params(cfg.params, cfg.lb_policy),  # as the webhook runs them (base policy = lb_policy)
+        stack_params=webhook_params(cfg.params, cfg.lb_policy, exclude_none=False),  # as the webhook runs them
         stack_settings={key: str(getattr(cfg, key)) for key in ("lb_policy", "scrape_interval", "slow_start_window")},
         cpu_budget=budget,
     )
