@@ -102,8 +102,7 @@ def weights_for_counts(
         raw = {n: float(targets[n]) for n in nodes}
     else:
         raw = {n: targets[n] * (targets[n] + 1.0) ** active_request_bias for n in nodes}
-    mean = sum(raw.values()) / len(raw)
-    return {n: neutral_weight * raw[n] / mean for n in nodes}
+    return _mean_at(raw, neutral_weight)
 
 
 def shares_toward_counts(
@@ -127,6 +126,12 @@ def shares_toward_counts(
     if total <= 0:
         return {n: 1.0 / len(raw) for n in raw}
     return {n: v / total for n, v in raw.items()}
+
+
+def _mean_at(raw: Mapping[str, float], neutral_weight: float) -> dict[str, float]:
+    """``raw`` scaled so that its mean is ``neutral_weight`` (raw values > 0 in total)."""
+    mean = sum(raw.values()) / len(raw)
+    return {n: neutral_weight * v / mean for n, v in raw.items()}
 
 
 def _active_factors(
@@ -174,8 +179,7 @@ def weights_for_shares(
     else:
         factors = _active_factors(nodes, active or {}, active_request_bias)
         raw = {n: shares[n] / total * factors[n] for n in nodes}
-    mean = sum(raw.values()) / len(raw)
-    return {n: neutral_weight * raw[n] / mean for n in nodes}
+    return _mean_at(raw, neutral_weight)
 
 
 def pick_shares(
