@@ -380,10 +380,11 @@ def test_decide_pass_arms_early_after_a_restart_when_nobody_connects() -> None:
 
 
 @pytest.mark.parametrize("base", ["LEAST_REQUEST", "ROUND_ROBIN"])
-def test_an_armed_lever_evicts_once_the_weights_settle_below_min_recipient_share(base: str) -> None:
-    """Trial of 2026-12-01: at 0.65/0.65/0.30 the settled spare-CPU weights give the recipient 78 % (least
+def test_an_armed_lever_evicts_once_the_weights_near_targets_below_min_recipient_share(base: str) -> None:
+    """Trial of 2026-12-01: at 0.65/0.65/0.30 the spare-CPU target weights give the recipient 78 % (least
     request) or 73 % (round robin) of the new connections, never the 80 % wanted; nobody reconnects, so the
-    lever waited forever.  Once a step leaves the weights where they are, it evicts."""
+    lever waited forever.  It waits while the weights are far from their targets and evicts once they give
+    the recipient the targets' share less LANDING_TOLERANCE."""
     params = load_params({"policy": {"base_policy": base}})
     settings = ep.eviction_settings(params, TIMING.step_seconds, TIMING.pass_seconds)
     cpu = {"node1": 0.65, "node2": 0.65, "node3": 0.30}
@@ -402,8 +403,36 @@ def test_an_armed_lever_evicts_once_the_weights_settle_below_min_recipient_share
         state = result.state
     else:
         pytest.fail(f"never evicted: {waited[-1]}")
-    assert any("enough yet" in w for w in waited)  # it did wait while the weights still moved
-    assert not result.weights_changed and {d.node for d in result.eviction.donors} == {"node1", "node2"}
+    assert any("enough yet" in w for w in waited)  # it did wait while the weights were far from their targets
+    landing = new_connection_shares(result.state.weights, seen.samples, params.policy)["node3"]
+    assert landing < params.eviction.min_recipient_share
+    assert {d.node for d in result.eviction.donors} == {"node1", "node2"}
+
+
+def test_the_landing_gate_is_judged_against_the_target_weights_share() -> None:
+    """Restart run of 2026-12-01 (seed 3): at 50/50/200 on 118/118/64 connections node3 takes 79 % under least
+    request, the targets give it more, and a fixed 80 % held the second batch ~130 s.  Within
+    LANDING_TOLERANCE of the targets' share the batch goes; far below it, it waits."""
+    conns = {"node1": 118.0, "node2": 118.0, "node3": 64.0}
+    samples = {n: NodeSample(cpu=c, connections=conns[n], age_seconds=1, envoy_active=conns[n])
+               for n, c in {"node1": 0.55, "node2": 0.55, "node3": 0.25}.items()}
+    weights = {"node1": 50, "node2": 50, "node3": 200}
+    shares = new_connection_shares(weights, samples, PARAMS.policy)
+    assert 0.75 < shares["node3"] < PARAMS.eviction.min_recipient_share
+    spread = ep.spread_of({n: s.cpu or 0.0 for n, s in samples.items()})
+
+    def gate(target_node3: float) -> ep.EvictionIntent:
+        targets = {"node1": (1 - target_node3) / 2, "node2": (1 - target_node3) / 2, "node3": target_node3}
+        return ep.intent(spread, {n: s.cpu or 0.0 for n, s in samples.items()}, weights, shares=shares,
+                         armed=True, reason="test", evacuating=(), last_eviction={}, cooldown_seconds=35,
+                         params=PARAMS.eviction, now=NOW, target_shares=targets)
+
+    assert gate(shares["node3"] + ep.LANDING_TOLERANCE / 2).donors  # near the targets' share: go
+    far = gate(0.95)  # the targets give far more: the next steps take the weights past 80 %
+    assert not far.donors and "at least 80%" in (far.waiting or "")
+    assert not ep.intent(spread, {n: s.cpu or 0.0 for n, s in samples.items()}, weights, shares=shares, armed=True,
+                         reason="test", evacuating=(), last_eviction={}, cooldown_seconds=35,
+                         params=PARAMS.eviction, now=NOW).donors  # no target known: 80 % is waited for
 
 
 def test_decide_pass_without_settings_or_disabled_never_evicts() -> None:

@@ -195,8 +195,8 @@ def _steer(
     nodes: list[str],
     now: float,
     why: str,
-) -> tuple[Step, bool]:
-    """The steering step of this pass, and whether the weights have settled (``policy.Decision.settled``)."""
+) -> tuple[Step, dict[str, float]]:
+    """The steering step of this pass, and the weights the policy steers toward (``policy.Decision.targets``)."""
     usable = {n: s for n, s in observation.samples.items() if n not in observation.down}
     decision = policy.decide(
         nodes,
@@ -221,11 +221,11 @@ def _steer(
     }
     if not decision.changed:
         step = Step(OutcomeKind.NOOP, f"{why}: {decision.reason}", dict(state.weights), dict(state.weights), details)
-        return step, decision.settled
+        return step, decision.targets
     new.weights = decision.weights
     new.last_weight_change = now
     step = Step(OutcomeKind.REBALANCE, f"{why}: {decision.reason}", dict(state.weights), dict(new.weights), details)
-    return step, decision.settled
+    return step, decision.targets
 
 
 def _recover(
@@ -306,7 +306,7 @@ def decide_pass(
     lever carries it out after the weights of this pass are applied."""
     new = state.model_copy(deep=True)
     steps: list[Step] = []
-    settled = False  # the weights have gone as far toward their targets as they will (set when steering)
+    targets: dict[str, float] = {}  # the weights the policy steers toward (set when steering)
     new.hot_since, new.hot_excess, hot = early_hot(state, observation, timing, nodes, now)
     new.hot_checked = now if hot else None
     cpu = taking_part_cpu(state, observation, params, nodes)
@@ -332,7 +332,7 @@ def decide_pass(
             why = f"evicting ({new.evict_reason}): weights favour the recipients first"
         else:
             why = "steering below the alert (steer_below_alert)"
-        step, settled = _steer(state, new, observation, params, timing, nodes, now, why)
+        step, targets = _steer(state, new, observation, params, timing, nodes, now, why)
         steps.append(step)
     else:
         recover = _recover(state, new, observation, params, timing, now)
@@ -342,7 +342,7 @@ def decide_pass(
     if shed is not None:
         steps.append(shed)
     intent = _eviction_intent(state, new, cpu, eviction, now, shares_of=lambda w: policy.new_connection_shares(
-        {n: w.get(n, params.neutral_weight) for n in nodes}, observation.samples, params), weights_settled=settled)
+        {n: w.get(n, params.neutral_weight) for n in nodes}, observation.samples, params), target_weights=targets)
     for donor in intent.donors:  # the cooldown runs from the decision, whatever the broker answers
         new.last_eviction[donor.node] = now
     acts = any(s.acts for s in steps) or bool(intent.donors)
@@ -422,11 +422,11 @@ def _eviction_intent(
     now: float,
     *,
     shares_of: Callable[[Mapping[str, int]], Mapping[str, float]],
-    weights_settled: bool = False,
+    target_weights: Mapping[str, float] | None = None,
 ) -> EvictionIntent:
     """Donors of this pass (with the weights as this pass leaves them) and the evacuations under way.
     ``shares_of``: weights -> each node's share of the next new connections under Envoy's base policy;
-    ``weights_settled``: this pass's steering left the weights where they are although it could move them."""
+    ``target_weights``: the weights this pass's steering aims at (None or empty: it did not steer)."""
     evacuating = new.evacuating
     if settings is None or not settings.params.enabled:
         return EvictionIntent(evacuate=tuple(sorted(evacuating)), reason="evacuation" if evacuating else "")
@@ -435,7 +435,8 @@ def _eviction_intent(
         cpu,
         new.weights,
         shares=shares_of(new.weights),
-        weights_settled=weights_settled,
+        target_shares=shares_of({**new.weights, **{n: round(w) for n, w in target_weights.items()}})
+        if target_weights else None,
         armed=new.evict_armed,
         reason=new.evict_reason,
         evacuating=evacuating,

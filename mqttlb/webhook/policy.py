@@ -55,9 +55,9 @@ class Decision:
     changed: bool
     reason: str
     nodes: list[NodeDecision] = field(default_factory=list)
-    # The decision was free to move the weights (two or more fresh nodes, out of cooldown) and left them
-    # as they are: they have gone as far toward their targets as they will (hysteresis, bounds).
-    settled: bool = False
+    # The weights the policy steers toward (node -> weight within [min_weight, max_weight]), for the fresh,
+    # non-draining nodes; computed in the step interval too.  Empty with fewer than two such nodes.
+    targets: dict[str, float] = field(default_factory=dict)
 
     def donors(self) -> list[str]:
         """Nodes holding more connections than their weight share, largest surplus first."""
@@ -269,7 +269,7 @@ def decide(
     active = {n for n in nodes if n not in draining}
     steerable = sorted(fresh & active)
 
-    def result(after: Mapping[str, int], targets: Mapping[str, float], reason: str, free: bool = False) -> Decision:
+    def result(after: Mapping[str, int], targets: Mapping[str, float], reason: str) -> Decision:
         after = dict(after)
         return Decision(
             weights=after,
@@ -277,30 +277,25 @@ def decide(
             changed=after != before,
             reason=reason,
             nodes=_node_details(nodes, samples, before, after, smoothed, targets, fresh, active),
-            settled=free and after == before,
+            targets={n: _clamp(t, params.min_weight, params.max_weight) for n, t in targets.items()},
         )
 
     stale = sorted(set(nodes) - fresh)
     stale_note = f"; no fresh data for {', '.join(stale)} (weights kept)" if stale else ""
     if len(steerable) < 2:
         return result(before, {}, f"fewer than two fresh, non-draining nodes: nothing to balance{stale_note}")
+    cpu = {n: smoothed[n] for n in steerable}
+    targets = _targets(cpu, samples, params, arrivals=(connects_per_second or 0.0) * cooldown)
     if last_change is not None and now - last_change < cooldown:
         remaining = cooldown - (now - last_change)
-        return result(before, {}, f"cooldown: {remaining:.1f}s left{stale_note}")
-
-    cpu = {n: smoothed[n] for n in steerable}
+        return result(before, targets, f"cooldown: {remaining:.1f}s left{stale_note}")
     spread = max(cpu.values()) - min(cpu.values())
-    targets = _targets(cpu, samples, params, arrivals=(connects_per_second or 0.0) * cooldown)
     if spread < params.hysteresis:
-        return result(
-            before, targets, f"CPU spread {spread:.3f} below hysteresis {params.hysteresis}{stale_note}", free=True
-        )
+        return result(before, targets, f"CPU spread {spread:.3f} below hysteresis {params.hysteresis}{stale_note}")
     after = _stepped(before, targets, params)
     summary = _spread_summary(cpu, spread)
     if after == before:
-        return result(
-            after, targets, f"{summary}; weights already within hysteresis of target{stale_note}", free=True
-        )
+        return result(after, targets, f"{summary}; weights already within hysteresis of target{stale_note}")
     return result(after, targets, f"{summary}; weights moved toward spare capacity{stale_note}")
 
 
