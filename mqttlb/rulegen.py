@@ -147,6 +147,12 @@ def _cadvisor_cpu(p: Params, rate: str) -> str:
     )
 
 
+def cpu_rate_window(p: Params) -> str:
+    """The range (a Prometheus duration) the per-node CPU is a rate over: ``broker_cpu.cadvisor_rate_window``
+    for the cAdvisor source, else ``rate_window``.  Connection counts averaged over it match the CPU."""
+    return p.broker_cpu.cadvisor_rate_window if p.broker_cpu.source == "cadvisor" else p.rate_window
+
+
 def node_cpu_expr(p: Params, rate: str) -> str:
     """Per-node CPU utilisation (0..1) from the source ``p.broker_cpu.source`` names, with ``rate``
     (``rate`` or ``irate``) over the rate window: finite samples of up nodes only."""

@@ -263,6 +263,42 @@ def test_connection_count_target_holds_even_cpu_where_spare_shares_walk_back_to_
     assert policy_base.pick_shares(spare, "LEAST_REQUEST", active=active)["node1"] == pytest.approx(1 / 3)
 
 
+def test_predicted_cpu_moves_each_node_by_the_connections_moved_since_the_window() -> None:
+    """The CPU is a rate over the window; the counts now differ from their window average by what moved since:
+    node1 lost 40 connections, node2 gained them, at the window's mean cost 0.9 / 150 = 0.006 each."""
+    samples = {"node1": NodeSample(cpu=0.6, connections=60, age_seconds=1, window_connections=100),
+               "node2": NodeSample(cpu=0.3, connections=90, age_seconds=1, window_connections=50)}
+    predicted = policy.predicted_cpu({"node1": 0.6, "node2": 0.3}, samples)
+    assert predicted == pytest.approx({"node1": 0.36, "node2": 0.54})
+    unknown = {**samples, "node2": NodeSample(cpu=0.3, connections=90, age_seconds=1)}
+    assert policy.predicted_cpu({"node1": 0.6, "node2": 0.3}, unknown) == {"node1": 0.6, "node2": 0.3}
+    assert policy.predicted_cpu({"node1": 1.0, "node2": 0.0}, {
+        "node1": NodeSample(cpu=1.0, connections=200, age_seconds=1, window_connections=10),
+        "node2": NodeSample(cpu=0.0, connections=0, age_seconds=1, window_connections=10)})["node1"] == 1.0
+
+
+def test_count_target_does_not_ask_again_for_a_move_the_cpu_has_not_seen_yet() -> None:
+    """Slow-churn overshoot (2026-12-01): the CPU still shows node1 hot from the counts of the last 30 s, but the
+    clients that even it have already moved.  With the window averages known, the count target keeps the counts
+    where they are; without them it would move the same clients a second time."""
+    cpu = {"node1": 0.7, "node2": 0.4, "node3": 0.4}
+    window = {"node1": 100.0, "node2": 100.0, "node3": 100.0}
+    now = {"node1": 60.0, "node2": 120.0, "node3": 120.0}  # node1 0.2 above the mean at 0.005 a connection: moved
+
+    def count_target(with_window: bool) -> dict[str, float]:
+        samples = {n: NodeSample(cpu=c, connections=now[n], age_seconds=1, envoy_active=now[n],
+                                 window_connections=window[n] if with_window else None) for n, c in cpu.items()}
+        p = _params("LEAST_REQUEST", steer_target="connection-count", count_gain=1.0).policy
+        d = policy.decide(NODES, samples, dict.fromkeys(NODES, 100), {}, p, now=100.0, last_change=None,
+                          cooldown_seconds=35)
+        target = {n.node: n.target_weight or 0.0 for n in d.nodes}
+        return policy_base.pick_shares(target, "LEAST_REQUEST", active=now)
+
+    held = {n: c / sum(now.values()) for n, c in now.items()}  # the share that keeps the counts as they are
+    assert count_target(True) == pytest.approx(held, abs=0.01)
+    assert count_target(False)["node1"] < held["node1"] / 2  # the measured CPU alone: node1 steered empty again
+
+
 def test_steer_below_alert_steers_without_a_firing_alert() -> None:
     from mqttlb.webhook.plan import Desired, Observation, decide_pass, timing_for
     from mqttlb.webhook.state import WebhookState

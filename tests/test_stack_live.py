@@ -428,11 +428,13 @@ def test_the_webhooks_observation_reads_connects_per_second_and_envoys_opened_co
     from stackutil import prometheus_api, wait_until
 
     from mqttlb.envoy_admin import EnvoyAdminClient
+    from mqttlb.rulegen import cpu_rate_window
     from mqttlb.webhook.observe import ClusterObserver
 
     cfg = live_stack.cfg
     observer = ClusterObserver(cfg.cluster, contract.ENVOY_CLUSTER, cfg.node_names, prometheus_api(live_stack),
-                               EnvoyAdminClient(f"http://127.0.0.1:{cfg.ports.envoy_admin}"))
+                               EnvoyAdminClient(f"http://127.0.0.1:{cfg.ports.envoy_admin}"),
+                               cpu_window=cpu_rate_window(cfg.params))
     # the brokers' connects counters must have been scraped once before the connects, or rate() sees no increase
     wait_until(lambda: observer.observe(time.time()).connects_per_second is not None, 60, "the connects/s series")
     before = observer.observe(time.time()).connects_total
@@ -445,6 +447,8 @@ def test_the_webhooks_observation_reads_connects_per_second_and_envoys_opened_co
                           "connects/s in the observation")
         assert seen.connects_per_second is not None and seen.connects_per_second > 0
         assert seen.connects_total is not None and seen.connects_total >= before + 6
+        # the connections averaged over the CPU's rate window, which the count target's predictor reads
+        assert all(s.window_connections is not None for s in seen.samples.values()), seen.samples
     finally:
         for client in clients:
             client.loop_stop()

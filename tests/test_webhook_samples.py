@@ -85,8 +85,9 @@ def test_observation_query_and_firing_set_use_the_configured_cluster_label():
     from mqttlb.webhook.firing import FiringSet
     from mqttlb.webhook.observe import PARTS, observation_query
 
-    query = observation_query("c1", "broker_fleet")
+    query = observation_query("c1", "broker_fleet", cpu_window="45s")
     assert query.count('{broker_fleet="c1"}') == len(PARTS) and contract.CLUSTER_LABEL not in query
+    assert f'avg_over_time({contract.NODE_CONNECTIONS}{{broker_fleet="c1"}}[45s])' in query
 
     class Alert:
         status, startsAt, endsAt, fingerprint = "firing", "2026-11-30T12:00:00Z", "0001-01-01T00:00:00Z", ""

@@ -42,6 +42,8 @@ from stackutil import free_port, loopback_topology, process, wait_until
 
 from mqttlb import contract
 from mqttlb.envoy_admin import EnvoyAdminClient
+from mqttlb.params import load_params
+from mqttlb.rulegen import cpu_rate_window
 from mqttlb.stack import builders
 from mqttlb.stack.ephemeral import FAST_PARAMS
 from mqttlb.stack.render import mosquitto_config
@@ -115,14 +117,19 @@ class PrometheusStub(_StubServer):
     Samples are always fresh (``timestamp()`` answers now).  ``queries`` counts the answers.
     """
 
-    def __init__(self, cluster: str = CLUSTER, nodes: tuple[str, ...] = NODES) -> None:
-        self.expected = observation_query(cluster)
+    def __init__(
+        self, cluster: str = CLUSTER, nodes: tuple[str, ...] = NODES, params: Mapping[str, Any] | None = None
+    ) -> None:
+        # the webhook under test asks over its own parameters' CPU window (FAST_PARAMS unless given)
+        cpu_window = cpu_rate_window(load_params(dict(params if params is not None else FAST_PARAMS)))
+        self.expected = observation_query(cluster, cpu_window=cpu_window)
         self.cluster = cluster
         self.lock = threading.Lock()
         self.values: dict[str, dict[str, float]] = {
             "cpu": dict.fromkeys(nodes, 0.3),
             "fast": dict.fromkeys(nodes, 0.3),
             "connections": dict.fromkeys(nodes, 0.0),
+            "connections_window": {},  # none: the policy uses the CPU as measured
             "up": dict.fromkeys(nodes, 1.0),
             "connects": {"": 0.0},  # per cluster: one series without a node label
         }
@@ -146,6 +153,7 @@ class PrometheusStub(_StubServer):
             "cpu": (contract.NODE_CPU, values["cpu"]),
             "cpu_timestamp": (None, dict.fromkeys(values["cpu"], now)),
             "connections": (contract.NODE_CONNECTIONS, values["connections"]),
+            "connections_window": (None, values["connections_window"]),
             "cpu_fast": (contract.NODE_CPU_FAST, values["fast"]),
             "up": (contract.BROKER_UP, values["up"]),
             "connects": (contract.CLUSTER_CONNECTS_RATE, values["connects"]),

@@ -16,6 +16,7 @@ from mqttlb.envoy_admin import EnvoyAdminClient
 from mqttlb.logs import add_log_flags, setup_from_args
 from mqttlb.prometheus_api import PrometheusApi
 from mqttlb.reload import Accepted, reload_on_sighup
+from mqttlb.rulegen import cpu_rate_window
 from mqttlb.secure import SecretError, client_session, load_credentials
 from mqttlb.webhook.app import create_app, server_error_hook
 from mqttlb.webhook.config import ConfigError, WebhookConfig, WebhookConfigError, load_config, load_token
@@ -98,6 +99,7 @@ class Rebalancer:
                 PrometheusApi(config.prometheus_url, timeout, session=prometheus_session),
                 envoy,
                 config.params().mqtt_cluster_label,
+                cpu_window=cpu_rate_window(config.params()),
             ),
             publisher=EdsFilePublisher(config.eds_path),
             shed_lever=shed_lever_of(config, envoy, timeout),

@@ -23,18 +23,21 @@ PARTS = {
     "cpu": "{rule}",
     "cpu_timestamp": "timestamp({rule})",
     "connections": "{connections}",
+    "connections_window": "avg_over_time({connections}[{cpu_window}])",
     "cpu_fast": "{fast}",
     "up": "{up}",
     "connects": "{connects}",
 }
 
 
-def observation_query(cluster: str, cluster_label: str = contract.CLUSTER_LABEL) -> str:
-    """CPU (rate window and short window), sample times, connections and ``up`` of every node of
-    ``cluster`` (the value of the label ``cluster_label``), and the cluster's connects/s (rate window), in
-    ONE instant query; each part tagged with ``PART_LABEL`` so they can be split."""
+def observation_query(cluster: str, cluster_label: str = contract.CLUSTER_LABEL, *, cpu_window: str) -> str:
+    """CPU (rate window and short window), sample times, connections (now and averaged over ``cpu_window``,
+    the range the CPU is a rate over: ``rulegen.cpu_rate_window``) and ``up`` of every node of ``cluster``
+    (the value of the label ``cluster_label``), and the cluster's connects/s (rate window), in ONE instant
+    query; each part tagged with ``PART_LABEL`` so they can be split."""
     selector = cluster_selector(cluster, cluster_label)
     names = {
+        "cpu_window": cpu_window,
         "rule": f"{contract.NODE_CPU}{selector}",
         "connections": f"{contract.NODE_CONNECTIONS}{selector}",
         "fast": f"{contract.NODE_CPU_FAST}{selector}",
@@ -83,18 +86,23 @@ class ClusterObserver:
         prometheus: PrometheusApi,
         envoy: EnvoyAdminClient,
         cluster_label: str = contract.CLUSTER_LABEL,
+        *,
+        cpu_window: str,
     ) -> None:
         self.cluster = cluster
         self.envoy_cluster = envoy_cluster
         self.nodes = list(nodes)
         self.prometheus = prometheus
         self.envoy = envoy
-        self.query = observation_query(cluster, cluster_label)
+        self.query = observation_query(cluster, cluster_label, cpu_window=cpu_window)
 
     def observe(self, now: float) -> Observation:
         try:
             parts = split_parts(self.prometheus.query(self.query))
-            samples = node_samples_from(parts["cpu"], parts["cpu_timestamp"], parts["connections"], self.nodes, now)
+            samples = node_samples_from(
+                parts["cpu"], parts["cpu_timestamp"], parts["connections"], self.nodes, now,
+                window_connections=parts["connections_window"],
+            )
         except PrometheusApiError as exc:
             raise LeverError("prometheus", str(exc)) from exc
         up = _per_node(parts["up"])

@@ -29,6 +29,9 @@ class NodeSample:
     # by.  Clients that reach the broker past Envoy count in ``connections`` but not here.  None = unknown
     # (the policy then uses ``connections``).
     envoy_active: float | None = None
+    # The broker's connections averaged over the range the CPU is a rate over: the counts the CPU sample
+    # reflects (see :func:`predicted_cpu`).  None = unknown.
+    window_connections: float | None = None
 
 
 @dataclass(frozen=True)
@@ -162,10 +165,11 @@ def _targets(
     counts where known, else the broker's).  At those counts, not the current ones: under least request a
     node that holds few connections now (back from a restart, a recipient of evicted clients) would
     otherwise get a weight so low that its share collapses after the first few arrivals.
-    ``connection-count``: each node's count target (``count_targets`` at ``count_gain``) reached within one
-    step: with ``arrivals`` (new connections expected in one step interval) > 0, the shares that bring the
-    counts there by the next decision (``policy_base.shares_toward_counts``), as weights at the targets;
-    with none known, the weights under which the base policy settles at the targets in the long run
+    ``connection-count``: each node's count target (``count_targets`` at ``count_gain``, from the CPU the
+    counts held now will give, :func:`predicted_cpu`) reached within one step: with ``arrivals`` (new
+    connections expected in one step interval) > 0, the shares that bring the counts there by the next
+    decision (``policy_base.shares_toward_counts``), as weights at the targets; with none known, the
+    weights under which the base policy settles at the targets in the long run
     (``policy_base.weights_for_counts``)."""
     # Targets depend on the samples only, never on the current weights: bounded steps then converge,
     # and the weights cannot inflate or deflate over time.
@@ -173,7 +177,7 @@ def _targets(
     counts = {n: c for n, c in active.items() if c is not None and c >= 0}
     complete = len(counts) == len(cpu) and sum(counts.values()) >= len(cpu)
     if params.steer_target == "connection-count" and complete:
-        goal = policy_base.count_targets(cpu, counts, params.count_gain)
+        goal = policy_base.count_targets(predicted_cpu(cpu, samples), counts, params.count_gain)
         if arrivals <= 0:
             return policy_base.weights_for_counts(
                 goal, params.base_policy, neutral_weight=params.neutral_weight,
@@ -195,6 +199,25 @@ def _targets(
         active=at,
         active_request_bias=params.active_request_bias,
     )
+
+
+def predicted_cpu(cpu: Mapping[str, float], samples: Mapping[str, NodeSample]) -> dict[str, float]:
+    """Each node's utilisation (0..1) as it will be once the CPU's rate window covers the connections the node
+    holds now: ``c_i + k x (n_i - w_i)``, ``n_i`` the broker's connections now, ``w_i`` their average over the
+    rate window (the counts the CPU sample reflects) and ``k`` the cluster's mean CPU per connection over the
+    window (``sum c / sum w``), clamped to 0..1.  A Smith predictor: the measured CPU lags the counts by the
+    rate window, so a target computed from it alone counts the clients moved since as not moved yet and
+    overshoots.  ``cpu`` as measured when a node has no count or window average, or none are known."""
+    known = {
+        n: (s.connections, s.window_connections)
+        for n in cpu
+        if (s := samples.get(n)) is not None and s.connections is not None and s.window_connections is not None
+    }
+    window_total = sum(w for _, w in known.values())
+    if len(known) < len(cpu) or window_total <= 0:
+        return dict(cpu)
+    per_connection = sum(cpu.values()) / window_total
+    return {n: _clamp(cpu[n] + per_connection * (now - window), 0.0, 1.0) for n, (now, window) in known.items()}
 
 
 def envoy_active(sample: NodeSample | None) -> float | None:

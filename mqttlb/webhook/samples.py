@@ -42,19 +42,25 @@ def node_samples_from(
     connections: list[InstantSample],
     nodes: Sequence[str],
     now: float,
+    *,
+    window_connections: list[InstantSample] | None = None,
 ) -> dict[str, NodeSample]:
-    """Combine the three query results; ``timestamp()`` gives each CPU sample's real age."""
+    """Combine the query results; ``timestamp()`` gives each CPU sample's real age; ``window_connections``:
+    the connections averaged over the CPU's rate window (None: not asked for)."""
     cpu_by = _by_node(cpu, contract.NODE_CPU)
     ts_by = _by_node(cpu_timestamps, f"timestamp({contract.NODE_CPU})")
     conn_by = _by_node(connections, contract.NODE_CONNECTIONS)
+    window_by = _by_node(window_connections or [], f"avg_over_time({contract.NODE_CONNECTIONS})")
     result = {}
     for node in nodes:
         c = cpu_by.get(node)
         t = ts_by.get(node)
         k = conn_by.get(node)
+        w = window_by.get(node)
         result[node] = NodeSample(
             cpu=c.value if c is not None else None,
             connections=k.value if k is not None else None,
             age_seconds=max(0.0, now - t.value) if t is not None else None,
+            window_connections=w.value if w is not None else None,
         )
     return result
