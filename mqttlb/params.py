@@ -1,24 +1,35 @@
 """The one parameter file (``params.yaml``), validated once, at load.
 
 Every parameter is checked here and nowhere else: Prometheus durations (:data:`Duration`), label
-selectors (:data:`Selector`), thresholds, the weight order, the shed levels and every rule between
-two fields.  The rule generator, the Alertmanager config, the dashboards, the stack and the webhook
-take a :class:`Params` as valid.  A bad value is refused with one line naming the key and where it
-came from (:class:`ParamsError`, or the loader of the config that embeds the parameters).
+selectors (:data:`Selector`), numbers (a YAML ``true``/``false`` is not one), thresholds, the weight
+order, the shed levels and every rule between two fields.  The rule generator, the Alertmanager config,
+the dashboards, the stack and the webhook take a :class:`Params` as valid.  A bad value is refused with
+one line naming the key and where it came from (:class:`ParamsError`, or the loader of the config that
+embeds the parameters).
 """
 
 from __future__ import annotations
 
 import re
+import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlparse
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mqttlb import contract
-from mqttlb.yamlfile import ConfigError, Sources, deep_merge, invalid, load_yaml_mapping, one_line
+from mqttlb.yamlfile import ConfigError, Sources, deep_merge, invalid, load_yaml_mapping, not_a_bool, one_line
 
 DEFAULT_PARAMS_FILE = Path(__file__).with_name("params.yaml")
 
@@ -107,8 +118,32 @@ ClusterLabel = Annotated[str, AfterValidator(_check_cluster_label)]
 """The name of the MQTT cluster label: a Prometheus label name that is not in :data:`TAKEN_LABELS`."""
 
 
+def _takes_only_numbers(annotation: Any) -> bool:
+    """Whether a field of this type holds an int or float (or a list of them; ``None`` aside), never a bool."""
+    if get_origin(annotation) is list:
+        return _takes_only_numbers(get_args(annotation)[0])
+    if get_origin(annotation) is Annotated:
+        return _takes_only_numbers(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        kinds = [kind for kind in get_args(annotation) if kind is not type(None)]
+        return bool(kinds) and all(_takes_only_numbers(kind) for kind in kinds)
+    return annotation in (int, float)
+
+
 class _Strict(BaseModel):
+    """Base of every parameter model: unknown keys refused, frozen, and a YAML ``true``/``false`` refused for
+    every int or float field (and in a list of them) with ``Input should be a number, not true``; pydantic's
+    lax mode would read it as 1 or 0.  Ints stay fine for float fields, strings for durations."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_not_bools(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name is not None and _takes_only_numbers(cls.model_fields[info.field_name].annotation):
+            for item in value if isinstance(value, list) else [value]:
+                not_a_bool(item)
+        return value
 
 
 class AlertmanagerTiming(_Strict):

@@ -129,6 +129,14 @@ def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
     return merged
 
 
+def not_a_bool(value: Any) -> Any:
+    """``value`` unchanged, unless it is a YAML ``true``/``false`` given for a number (pydantic's lax mode
+    would read it as 1 or 0): ValueError ``"Input should be a number, not true"`` then."""
+    if isinstance(value, bool):
+        raise ValueError(f"Input should be a number, not {str(value).lower()}")
+    return value
+
+
 def invalid(message: str, *fields: str) -> PydanticCustomError:
     """The error a cross-field validator raises: ``message`` plus the (dotted, relative) ``fields`` it
     involves, so that :func:`one_line` names the field whose source set the offending value."""

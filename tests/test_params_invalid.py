@@ -131,6 +131,27 @@ STACK_CASES = [
         file="params: {policy: {count_gain: 1.5}}\n",
     ),
     StackCase(
+        "count-gain-bool",
+        "{file}: params.policy.count_gain: Input should be a number, not true (got True)",
+        file="params: {policy: {count_gain: true}}\n",
+        up=True,
+    ),
+    StackCase(
+        "max-fraction-bool",
+        "{file}: params.eviction.max_fraction: Input should be a number, not false (got False)",
+        file="params: {eviction: {max_fraction: false}}\n",
+    ),
+    StackCase(
+        "neutral-weight-bool",
+        "{file}: params.policy.neutral_weight: Input should be a number, not true (got True)",
+        file="params: {policy: {neutral_weight: true}}\n",
+    ),
+    StackCase(
+        "shed-level-bool",
+        "{file}: params.policy.shed_levels: Input should be a number, not true (got [0.8, True])",
+        file="params: {policy: {shed_levels: [0.8, true]}}\n",
+    ),
+    StackCase(
         "repeat-before-group-interval",
         "{file}: params.alertmanager.repeat_interval: need group_interval <= repeat_interval, got 1m > 30s",
         file="params: {alertmanager: {group_interval: 1m, repeat_interval: 30s}}\n",
@@ -569,6 +590,46 @@ def test_kubernetes_params_refused(overrides: dict[str, Any], message: str) -> N
     with pytest.raises(ParamsError) as caught:
         load_params(overrides)
     assert str(caught.value) == message
+
+
+def _number_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys of ``data`` whose value is a number or a list of numbers (bools are not numbers)."""
+    keys = []
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            keys += _number_keys(value, dotted + ".")
+        values = value if isinstance(value, list) else [value]
+        if values and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            keys.append(dotted)
+    return keys
+
+
+NUMBER_KEYS = [*_number_keys(load_params().model_dump()), "policy.cooldown_seconds", "eviction.cooldown_seconds"]
+
+
+@pytest.mark.parametrize("value", [True, False])
+@pytest.mark.parametrize("key", NUMBER_KEYS)
+def test_every_number_param_refuses_a_bool(key: str, value: bool) -> None:
+    """YAML's true/false where a number belongs: pydantic's lax mode would read 1 or 0 (count_gain: true
+    passed as 1.0)."""
+    override: Any = value if "shed_levels" not in key else [value]
+    for part in reversed(key.split(".")):
+        override = {part: override}
+    with pytest.raises(ParamsError) as caught:
+        load_params(override)
+    assert str(caught.value).startswith(
+        f"parameter overrides: {key}: Input should be a number, not {str(value).lower()} (got "
+    )
+
+
+def test_numbers_and_durations_still_taken() -> None:
+    assert len(NUMBER_KEYS) >= 20
+    params = load_params(
+        {"policy": {"count_gain": 1, "cooldown_seconds": 5, "steer_below_alert": True}, "eviction": {"after": "1m"}}
+    )
+    assert (params.policy.count_gain, params.policy.cooldown_seconds) == (1.0, 5.0)
+    assert (params.policy.steer_below_alert, params.eviction.after) == (True, "1m")
 
 
 # --- the shared pieces ------------------------------------------------------------------------------------

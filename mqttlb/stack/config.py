@@ -32,7 +32,7 @@ from mqttlb.params import (
     with_defaults,
 )
 from mqttlb.shipped import PACKAGE_DIR, STACK_FILE, checkout_root, shipped
-from mqttlb.yamlfile import ConfigError, Sources, deep_merge, invalid, load_yaml_mapping, one_line
+from mqttlb.yamlfile import ConfigError, Sources, deep_merge, invalid, load_yaml_mapping, not_a_bool, one_line
 
 DEFAULT_STACK_FILE = shipped(STACK_FILE)
 MAX_NODES = 64
@@ -62,14 +62,6 @@ class Ports(BaseModel):
     @classmethod
     def _no_bool(cls, value: Any) -> Any:
         return not_a_bool(value)
-
-
-def not_a_bool(value: Any) -> Any:
-    """``value`` unchanged, unless it is a YAML ``true``/``false`` given for a number (pydantic would read
-    it as 1 or 0): ValueError then."""
-    if isinstance(value, bool):
-        raise ValueError(f"Input should be a number, not {str(value).lower()}")
-    return value
 
 
 NO_SLOW_START = "0s"  # slow_start_window as kept (Envoy seconds) when slow start is off
