@@ -7,6 +7,10 @@ Examples::
         --profile sensor:200:rate=0.2,qos=1,session=exp:30 --profile sub:2
     mqttlb loadgen --workload workload.yaml --duration 30 --json-out report.json
     mqttlb loadgen --port 18831 --duration 20 --profile hot:4:rate=1000   # one broker, no Envoy
+
+Without ``--port`` (and no ``port:`` in the workload file) the clients connect to the stack's Envoy MQTT
+listener: ``ports.envoy_listener`` of the stack file (``$MQTTLB_STACK_FILE`` over stack/stack.yaml, as
+``mqttlb stack`` reads it; 1883 as shipped).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from mqttlb.loadgen.limits import raise_nofile_limit
 from mqttlb.loadgen.shard import run_sharded
 from mqttlb.loadgen.workload import Churn, WorkloadError, build_workload, load_workload_yaml, parse_profile
 from mqttlb.logs import add_log_flags
+from mqttlb.stack.config import StackConfigError, load_stack_config
+from mqttlb.stack.topology import native_topology
 
 log = logging.getLogger("loadgen")
 
@@ -90,7 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--workload", type=Path, metavar="FILE", help="YAML workload file (see docs/loadgen.md)")
     p.add_argument("--duration", type=finite, help="run length in seconds (required here or in the workload file)")
     p.add_argument("--host", help="broker or Envoy listener address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (default 1883, the Envoy listener)")
+    p.add_argument(
+        "--port",
+        type=int,
+        help="port (default: the workload file's port, else the stack's Envoy MQTT listener: ports.envoy_listener "
+        "of the stack file that `mqttlb stack` reads, $MQTTLB_STACK_FILE over stack/stack.yaml; 1883 as shipped)",
+    )
     p.add_argument(
         "--allow-remote",
         action="store_true",
@@ -159,7 +170,20 @@ _SETTINGS = {
 }
 
 
+def stack_listener_port() -> int:
+    """The port of the stack's Envoy MQTT listener, as ``mqttlb stack`` lays the stack out
+    (:func:`mqttlb.stack.topology.native_topology` of :func:`mqttlb.stack.config.load_stack_config`: the stack
+    file, ``$MQTTLB_STACK_FILE``, ``MQTTLB_PORT_ENVOY_LISTENER``).  Raises WorkloadError, one line with the
+    stack's own error naming the key and its source."""
+    try:
+        return native_topology(load_stack_config()).envoy_listener.port
+    except StackConfigError as exc:
+        raise WorkloadError(f"no --port given, and the stack's listener port is unknown: {exc}") from None
+
+
 def workload_from_args(args: argparse.Namespace) -> Any:
+    """The run's Workload from the flags (they win over a ``--workload`` file); a port set by neither is the
+    stack's listener's (:func:`stack_listener_port`).  Raises WorkloadError."""
     settings = {key: getattr(args, attr) for key, attr in _SETTINGS.items() if getattr(args, attr) is not None}
     if args.workload is not None:
         try:
@@ -175,6 +199,8 @@ def workload_from_args(args: argparse.Namespace) -> Any:
         churn = Churn.parse(args.churn)
         profiles = [p if p.session else p.model_copy(update={"session": churn}) for p in workload.profiles]
         workload = workload.model_copy(update={"profiles": profiles})
+    if "port" not in workload.model_fields_set:
+        workload = workload.model_copy(update={"port": stack_listener_port()})
     return workload
 
 
