@@ -234,3 +234,75 @@ def test_every_arm_derives_from_one_read_of_the_stack_settings(tmp_path: Path) -
     assert off.ports.envoy_listener != on.ports.envoy_listener and on.state_dir == tmp_path / "b"
     assert on.node_cpu_cores == off.node_cpu_cores == 0.025
     assert off.params.eviction.max_per_second == base.params.eviction.max_per_second
+
+
+# --- runs already in --out ----------------------------------------------------------------------------------
+
+
+def _run_on_disk(out: Path, scenario_name: str, seed: int, policy: str, param_set: str = "shipped") -> Path:
+    """One finished run of ``policy`` written under ``out/runs`` the way the runner writes it (figures from
+    even 30 % CPU samples, so never imbalanced); the record's path."""
+    from mqttlb.loadgen.balance import Sample
+    from mqttlb.loadgen.report import Report
+    from mqttlb.loadgen.scenarios import catalog, runner
+    from mqttlb.loadgen.scenarios.arm import ArmRun, CpuBudget, base_config, recorded_params, recorded_settings
+    from mqttlb.loadgen.scenarios.policies import POLICIES
+
+    scenario = catalog.scenario(scenario_name, short=True)
+    base = base_config(3, 0.025)
+    nodes = ["node1", "node2", "node3"]
+    samples = [Sample(float(t), dict.fromkeys(nodes, 0.3), dict.fromkeys(nodes, 10), dict.fromkeys(nodes, 100))
+               for t in range(int(scenario.duration) + 1)]
+    load = Report("w", seed, scenario.duration, 3, 3, 3, {}, 0, 3, {"1": 10}, 0, 10, {"lost": 0}, {})
+    run = ArmRun(POLICIES[policy], nodes, samples, [], [], [], load, 0.0, 0, recorded_params(base),
+                 recorded_settings(base), CpuBudget(0.1, 0.5, 2))
+    runs = out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    runner.write_run(runs, run, runner.figures_of(run, scenario, seed), runner.record_meta(scenario, param_set, run,
+                                                                                              base))
+    return runs / f"{runner.slug(seed, policy)}.json"
+
+
+def test_runs_kept_are_those_of_the_same_scenario_and_parameter_set(tmp_path: Path) -> None:
+    from mqttlb.loadgen.scenarios import runner
+
+    _run_on_disk(tmp_path, "pareto", 1, "round-robin")
+    _run_on_disk(tmp_path, "pareto", 2, "round-robin", param_set="fast")
+    _run_on_disk(tmp_path, "heterogeneous", 1, "least-request")
+    kept = runner.kept_runs(tmp_path / "runs", "pareto", [1, 2], ["round-robin", "least-request"], "shipped")
+    assert kept == [(1, "round-robin")]
+
+
+def test_reused_runs_are_said_with_how_to_run_them_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Trial: a second `mqttlb experiment --out X` reported the old runs as new, saying nothing."""
+    _run_on_disk(tmp_path, "pareto", 1, "round-robin")
+    _run_on_disk(tmp_path, "pareto", 1, "least-request")
+    argv = ["--scenario", "pareto", "--short", "--seeds", "1", "--policies", "round-robin,least-request",
+            "--out", str(tmp_path)]
+    assert scenario_main(argv) == 0  # nothing left to run: no stack started
+    err = capsys.readouterr().err
+    line = (f"reusing 2 runs already in {tmp_path / 'runs'} (same scenario and parameter set) instead of running "
+            "them: seed1-round-robin, seed1-least-request; to run them again pass --fresh, a new --out, or delete "
+            "their files")
+    reuse = [entry for entry in err.splitlines() if "reusing" in entry]
+    assert len(reuse) == 1 and reuse[0].endswith(f" WARNING mqttlb.loadgen.scenarios: {line}"), err
+    assert (tmp_path / "report.md").is_file()
+
+
+def test_fresh_runs_again_and_excludes_report_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _run_on_disk(tmp_path, "pareto", 1, "round-robin")
+    monkeypatch.setenv("PATH", str(tmp_path / "no-binaries"))  # a run that does start fails at once
+    argv = ["--scenario", "pareto", "--short", "--seeds", "1", "--policies", "round-robin", "--out", str(tmp_path)]
+    assert scenario_main([*argv, "--fresh"]) == 1
+    err = capsys.readouterr().err
+    assert "reusing" not in err and "missing binary" in err
+    with pytest.raises(SystemExit) as exited:
+        scenario_main([*argv, "--fresh", "--report-only"])
+    assert exited.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert scenario_main([*argv, "--report-only"]) == 0
+    assert "reusing" not in capsys.readouterr().err

@@ -229,7 +229,6 @@ def run_arm(
     """Start a stack with the ``base`` settings (:func:`base_config`) in ``state_dir`` (free ports), run the
     workload ``make_workload(envoy_port)`` with ``events``, stop the stack.  Raises RuntimeError
     (StackError, no samples) and OSError."""
-    from mqttlb.stack.builders import webhook_params
     from mqttlb.stack.ephemeral import running_stack  # the stack only when an arm runs
 
     cfg = _stack_config(setup, base, state_dir)
@@ -278,10 +277,23 @@ def run_arm(
         load=load,
         wall_start=wall_start,
         sampler_errors=sampler.errors + connects.errors,
-        stack_params=webhook_params(cfg.params, cfg.lb_policy, exclude_none=False),  # as the webhook runs them
-        stack_settings={key: str(getattr(cfg, key)) for key in ("lb_policy", "scrape_interval", "slow_start_window")},
+        stack_params=recorded_params(cfg),
+        stack_settings=recorded_settings(cfg),
         cpu_budget=budget,
     )
+
+
+def recorded_params(cfg: StackConfig) -> dict[str, Any]:
+    """The parameters a run of ``cfg`` records: the webhook's, as it runs them (:class:`mqttlb.params.Params` as
+    JSON, unset keys as None, base policy = ``cfg.lb_policy``)."""
+    from mqttlb.stack.builders import webhook_params
+
+    return webhook_params(cfg.params, cfg.lb_policy, exclude_none=False)
+
+
+def recorded_settings(cfg: StackConfig) -> dict[str, str]:
+    """The stack settings a run of ``cfg`` records: lb_policy, scrape_interval and slow_start_window, as text."""
+    return {key: str(getattr(cfg, key)) for key in ("lb_policy", "scrape_interval", "slow_start_window")}
 
 
 def base_config(nodes: int, node_cpu_cores: float, **overrides: Any) -> StackConfig:

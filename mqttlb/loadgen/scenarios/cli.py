@@ -5,8 +5,10 @@ Scenarios (``catalog.py``): gateway-sites, heterogeneous, pareto, slow-churn, re
 flash-crowd, and the control even-load.
 Policies (``policies.py``): round-robin, least-request, weighted-cpu-rr, weighted-cpu-lr, weighted-cpu+evict.
 Each (seed, policy) runs on a fresh stack (``runner.py``); ``--out`` gets ``runs/`` (one record, samples,
-connects, load report and evict audit per run, kept across invocations so seeds can be added), ``report.md``
-(``bench_report.py``), ``summary.json`` and ``msd.png``.  ``--report-only`` redraws the report from ``runs/``.
+connects, load report and evict audit per run, kept across invocations so seeds can be added: a run already there
+for the same scenario and ``--params`` is reused, one warning line says which, ``--fresh`` runs them again),
+``report.md`` (``bench_report.py``), ``summary.json`` and ``msd.png``.  ``--report-only`` redraws the report from
+``runs/``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mqttlb.atomic import atomic_write_text
-from mqttlb.commandline import parse_args, refuse
+from mqttlb.commandline import parse_args, plural, refuse
 from mqttlb.loadgen.limits import raise_nofile_limit
 from mqttlb.loadgen.scenarios import bench_report, catalog, metrics, runner
 from mqttlb.loadgen.scenarios.arm import base_config
@@ -59,7 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU capacity credited to each node (default: the scenario's)")
     p.add_argument("--short", action="store_true",
                    help="smoke run: seconds per run and a small load; proves the pipeline, not the figures")
-    p.add_argument("--report-only", action="store_true", help="redraw the report from --out/runs, run nothing")
+    once = p.add_mutually_exclusive_group()
+    once.add_argument("--report-only", action="store_true", help="redraw the report from --out/runs, run nothing")
+    once.add_argument("--fresh", action="store_true",
+                      help="run every requested seed and policy again, overwriting its run in --out/runs (default: a "
+                      "run already there for the same scenario and --params is reused, and a line says which)")
     p.add_argument("--keep-state", action="store_true", help="keep each stack's state dir under --out/state")
     add_log_flags(p)
     return p
@@ -161,6 +167,15 @@ def write_report(scenario: catalog.Scenario, out: Path, took: float | None) -> P
     return out / "report.md"
 
 
+def _say_reused(runs_dir: Path, kept: list[tuple[int, str]]) -> None:
+    """One warning line naming the runs in ``runs_dir`` that are reused rather than run, and how to run them."""
+    if kept:
+        names = ", ".join(runner.slug(seed, policy) for seed, policy in kept)
+        log.warning("reusing %s already in %s (same scenario and parameter set) instead of running them: %s; to run "
+                    "them again pass --fresh, a new --out, or delete their files", plural(len(kept), "run"), runs_dir,
+                    names)
+
+
 def _interrupt(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -184,10 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         base = base_config(args.nodes, args.node_cpu_cores or scenario.node_cpu_cores, **runner.PARAM_SETS[args.params])
+        if not args.fresh:
+            _say_reused(out / "runs", runner.kept_runs(out / "runs", scenario.name, seeds, policies, args.params))
         with tempfile.TemporaryDirectory(prefix="mqttlb-scenario-") as tmp:
             state_root = out / "state" if args.keep_state else Path(tmp)
             runner.run_all(scenario, seeds, policies, param_set=args.params, base=base, out=out,
-                           state_root=state_root)
+                           state_root=state_root, fresh=args.fresh)
         report = write_report(scenario, out, time.monotonic() - started)
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM while a stack runs (mqttlb.stack.ephemeral)
         log.error("interrupted; the running stack was stopped; finished runs are in %s", out / "runs")

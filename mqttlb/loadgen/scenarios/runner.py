@@ -4,8 +4,8 @@ For every (seed, policy) the runner starts a stack with the policy's Envoy ``lb_
 (:mod:`policies`), runs the scenario's workload and node events through it (:func:`arm.run_arm`), and writes
 under ``out/runs/``: ``<seed>-<policy>.json`` (:class:`metrics.RunFigures`), the samples, Envoy's per-node
 connects, the load report and the evict audit entries.  A run already on disk for the same scenario and
-parameter set is kept, so an interrupted benchmark resumes and seeds can be added later; the report
-(:mod:`bench_report`) is drawn from whatever ``out/runs/`` holds.
+parameter set is kept (:func:`kept_runs`; ``fresh`` runs it again), so an interrupted benchmark resumes and
+seeds can be added later; the report (:mod:`bench_report`) is drawn from whatever ``out/runs/`` holds.
 """
 
 from __future__ import annotations
@@ -135,6 +135,38 @@ def load_runs(runs_dir: Path) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: (r["figures"]["seed"], r["figures"]["policy"]))
 
 
+def record_meta(scenario: Scenario, param_set: str, run: ArmRun, base: StackConfig) -> dict[str, Any]:
+    """What a run's record keeps beside its figures: scenario, parameter set, workload, the stack's parameters
+    and settings as the run had them, node events, the machine's cores and the cores credited to each node."""
+    return {
+        "scenario": scenario.name,
+        "param_set": param_set,
+        "workload": run.load.workload,
+        "stack_params": run.stack_params,
+        "stack_settings": run.stack_settings,
+        "events": run.events,
+        "cores": run.cpu_budget.cores,
+        "node_cpu_cores": base.node_cpu_cores,
+    }
+
+
+def kept_runs(
+    runs_dir: Path, scenario: str, seeds: Sequence[int], policies: Sequence[str], param_set: str
+) -> list[tuple[int, str]]:
+    """The ``(seed, policy)`` pairs, seed-major, whose record in ``runs_dir`` is of ``scenario`` and
+    ``param_set``: :func:`run_all` keeps them rather than run them again (a record of another scenario or
+    parameter set is run again and overwritten)."""
+    kept = []
+    for seed in seeds:
+        for name in policies:
+            record = runs_dir / f"{slug(seed, name)}.json"
+            if record.exists():
+                meta = json.loads(record.read_text())
+                if meta.get("scenario") == scenario and meta.get("param_set") == param_set:
+                    kept.append((seed, name))
+    return kept
+
+
 def _build(scenario: Scenario, seed: int, port: int) -> Workload:
     return scenario.build(port, seed)
 
@@ -148,36 +180,26 @@ def run_all(
     base: StackConfig,
     out: Path,
     state_root: Path,
+    fresh: bool = False,
     on_run: Callable[[metrics.RunFigures], None] = lambda _f: None,
 ) -> list[metrics.RunFigures]:
     """Run ``scenario`` for every seed and policy (seed-major) on the ``base`` stack settings, skipping a run
-    whose record for the same scenario and ``param_set`` is already in ``out/runs``; the figures of the runs
-    done now.  Raises what :func:`arm.run_arm` raises (RuntimeError, OSError, ValueError)."""
+    whose record for the same scenario and ``param_set`` is already in ``out/runs`` (:func:`kept_runs`) unless
+    ``fresh``; the figures of the runs done now.  Raises what :func:`arm.run_arm` raises (RuntimeError,
+    OSError, ValueError)."""
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
+    kept = set() if fresh else set(kept_runs(runs_dir, scenario.name, seeds, policies, param_set))
     done: list[metrics.RunFigures] = []
     for seed in seeds:
         for name in policies:
-            record = runs_dir / f"{slug(seed, name)}.json"
-            if record.exists():
-                meta = json.loads(record.read_text())
-                if meta.get("scenario") == scenario.name and meta.get("param_set") == param_set:
-                    log.info("seed %d, %s: already on disk, kept", seed, name)
-                    continue
+            if (seed, name) in kept:
+                log.info("seed %d, %s: already on disk, kept", seed, name)
+                continue
             run = run_arm(POLICIES[name], functools.partial(_build, scenario, seed), scenario.events,
                           base=base, state_dir=state_root / slug(seed, name))
             figures = figures_of(run, scenario, seed)
-            meta = {
-                "scenario": scenario.name,
-                "param_set": param_set,
-                "workload": run.load.workload,
-                "stack_params": run.stack_params,
-                "stack_settings": run.stack_settings,
-                "events": run.events,
-                "cores": run.cpu_budget.cores,
-                "node_cpu_cores": base.node_cpu_cores,
-            }
-            write_run(runs_dir, run, figures, meta)
+            write_run(runs_dir, run, figures, record_meta(scenario, param_set, run, base))
             log.info("seed %d, %s: CPU max sq. dev. %.4f, settle %s s, reversals %d, QoS1 lost %d, generator CPU "
                      "%.0f %%", seed, name, figures.msd, figures.settle.seconds, figures.reversals, figures.qos1_lost,
                      figures.generator_cpu_share * 100)
