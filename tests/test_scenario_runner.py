@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -165,6 +166,30 @@ def test_report_says_when_the_target_is_missed_or_seeds_are_few() -> None:
     assert "**not zero**" in text
     with pytest.raises(ValueError):
         bench_report.render(catalog.scenario("pareto"), [], {})
+
+
+def test_settling_says_never_imbalanced_not_0_s() -> None:
+    """Trial: a run whose spread never reached the threshold had "0 s" of settling, like one that settled at
+    once."""
+    never = metrics.Settle(0.04, None, 0.0)
+    assert never.describe() == "never imbalanced"
+    assert metrics.Settle(0.04, 30.0, None).describe() == "onset 30 s, never below"
+    assert metrics.Settle(0.04, 30.0, 12.4).describe() == "onset 30 s, 12 s"
+
+    def row(settles: list[metrics.Settle]) -> str:
+        runs = {seed: dataclasses.replace(_figures("least-request", seed, 0.01), settle=settle)
+                for seed, settle in enumerate(settles, start=1)}
+        return bench_report.summary_rows({"least-request": runs})[0][5]
+
+    assert row([never, never, never]) == "never imbalanced"
+    assert row([metrics.Settle(0.04, 30.0, 10.0), never, metrics.Settle(0.04, 30.0, 14.0)]) == (
+        "12 [10-14] s; never imbalanced: 1 of 3"
+    )
+    assert row([metrics.Settle(0.04, 30.0, None), never]) == "-; never below: 1 of 2; never imbalanced: 1 of 2"
+    assert row([metrics.Settle(0.04, 30.0, 8.0), metrics.Settle(0.04, 31.0, None)]) == "8 [8-8] s; never below: 1 of 2"
+    text = bench_report.render(catalog.scenario("pareto"), [{"figures": dataclasses.replace(
+        _figures("round-robin", 1, 0.01), settle=never).as_dict(), "scenario": "pareto"}], {})
+    assert "| never imbalanced |" in text and "| 0 [0-0] s |" not in text
 
 
 def test_run_records_round_trip_through_the_runs_directory(tmp_path: Path) -> None:

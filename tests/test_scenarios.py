@@ -306,3 +306,30 @@ def test_fresh_runs_again_and_excludes_report_only(
     assert "not allowed with argument" in capsys.readouterr().err
     assert scenario_main([*argv, "--report-only"]) == 0
     assert "reusing" not in capsys.readouterr().err
+
+
+NEWER_KEYS = {"eviction": ["idle_after", "min_recipient_share"], "policy": ["steer_target", "count_gain",
+                                                                           "steer_below_alert", "cooldown_seconds"]}
+
+
+def test_the_settings_table_has_the_newer_keys_and_a_dash_for_a_record_that_predates_one(tmp_path: Path) -> None:
+    """Trial: the smoke report's Settings table lacked the keys added since the first benchmark."""
+    import json
+
+    from mqttlb.loadgen.scenarios import catalog
+    from mqttlb.loadgen.scenarios.cli import write_report
+
+    scenario = catalog.scenario("pareto", short=True)
+    record = _run_on_disk(tmp_path, "pareto", 1, "round-robin")
+    text = write_report(scenario, tmp_path, None).read_text()
+    assert "steer_target spare-share, count_gain 0.5, steer_below_alert false" in text
+    assert "idle_after 10s" in text and "min_recipient_share 0.8" in text
+    old = json.loads(record.read_text())
+    for section, keys in NEWER_KEYS.items():
+        for key in keys:
+            del old["stack_params"][section][key]
+    record.write_text(json.dumps(old))
+    text = write_report(scenario, tmp_path, None).read_text()
+    assert "steer_target -, count_gain -, steer_below_alert -" in text
+    assert "idle_after -" in text and "min_recipient_share -" in text
+    assert "step interval scrape + rate_window" in text

@@ -54,10 +54,16 @@ def by_policy(figures: Sequence[metrics.RunFigures]) -> dict[str, dict[int, metr
 
 
 def _settle_cell(runs: Mapping[int, metrics.RunFigures]) -> str:
-    settled = [r.settle.seconds for r in runs.values() if r.settle.seconds is not None]
-    never = len(runs) - len(settled)
+    """Settling over the seeds of the runs that were imbalanced: ``12 [10-14] s``, then how many never went back
+    below the threshold and how many were never above it; ``never imbalanced`` when no run was."""
+    imbalanced = [r.settle for r in runs.values() if r.settle.onset is not None]
+    if not imbalanced:
+        return "never imbalanced"
+    settled = [s.seconds for s in imbalanced if s.seconds is not None]
     text = _range(metrics.spread(settled), "{:.0f}") + " s" if settled else "-"
-    return text + (f"; never: {never} of {len(runs)}" if never else "")
+    never_below, never_above = len(imbalanced) - len(settled), len(runs) - len(imbalanced)
+    text += f"; never below: {never_below} of {len(runs)}" if never_below else ""
+    return text + (f"; never imbalanced: {never_above} of {len(runs)}" if never_above else "")
 
 
 def summary_rows(grouped: Mapping[str, Mapping[int, metrics.RunFigures]]) -> list[list[str]]:
@@ -94,11 +100,8 @@ SUMMARY_HEAD = [
 def seed_rows(figures: Sequence[metrics.RunFigures]) -> list[list[str]]:
     rows = []
     for f in sorted(figures, key=lambda f: (f.seed, list(POLICIES).index(f.policy))):
-        settle = "never imbalanced" if f.settle.onset is None else (
-            f"onset {f.settle.onset:.0f} s, " + ("never below" if f.settle.seconds is None
-                                                  else f"{f.settle.seconds:.0f} s"))
         rows.append([str(f.seed), f"`{f.policy}`", _f(f.msd), _f(f.msd_max),
-                     " / ".join(f"{v:.2f}" for v in f.mean_cpu.values()), settle, str(f.reversals),
+                     " / ".join(f"{v:.2f}" for v in f.mean_cpu.values()), f.settle.describe(), str(f.reversals),
                      str(f.weight_changes), f"{f.qos1_lost} / {f.qos1_published}", str(f.evicted),
                      f"{f.generator_cpu_share * 100:.0f} %"])
     return rows

@@ -20,6 +20,7 @@ import logging
 import signal
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,8 @@ def _check(args: argparse.Namespace) -> tuple[catalog.Scenario, list[int], list[
 
 
 def settings_of(scenario: catalog.Scenario, records: list[dict[str, Any]], took: float | None) -> dict[str, str]:
-    """The report's settings table, from the first record's stack parameters."""
+    """The report's settings table, from the first record's stack parameters; a parameter the record predates
+    (a key added since) shows as ``-``."""
     first = records[0]
     params, stack = first["stack_params"], first["stack_settings"]
     ev, policy = params["eviction"], params["policy"]
@@ -110,11 +112,11 @@ def settings_of(scenario: catalog.Scenario, records: list[dict[str, Any]], took:
         "stack": f"a fresh stack per run; scrape {stack['scrape_interval']}, Envoy slow start "
         f"{stack['slow_start_window']}; rate_window {params['rate_window']}, imbalance threshold "
         f"{params['imbalance_max_squared_deviation']} for {params['imbalance_for']}, cpu_high {params['cpu_high']}",
-        "weights": f"spare_exponent {policy['spare_exponent']}, active_request_bias {policy['active_request_bias']}, "
-        f"max_step {policy['max_step']}, hysteresis {policy['hysteresis']}, step interval "
-        f"{policy['cooldown_seconds'] or 'scrape + rate_window'}",
-        "evict lever (weighted-cpu+evict)": f"after {ev['after']}, spread_target {ev['spread_target']}, "
-        f"max_per_second {ev['max_per_second']}, max_fraction {ev['max_fraction']}",
+        "weights": _listed(policy, ["spare_exponent", "active_request_bias", "max_step", "hysteresis",
+                                    "steer_target", "count_gain", "steer_below_alert"])
+        + f", step interval {policy.get('cooldown_seconds') or 'scrape + rate_window'}",
+        "evict lever (weighted-cpu+evict)": _listed(ev, ["after", "idle_after", "spread_target", "min_recipient_share",
+                                                         "max_per_second", "max_fraction"]),
         "load per run": f"{scenario.duration:g} s; measured from t = {scenario.measure_from:g} s",
         "seeds": ", ".join(map(str, seeds)),
         "sampling": "every 1 s; CPU = broker process CPU (psutil) over the rate window / credited cores; "
@@ -124,6 +126,16 @@ def settings_of(scenario: catalog.Scenario, records: list[dict[str, Any]], took:
     if took is not None:
         settings["wall time of this invocation"] = f"{took:.0f} s"
     return settings
+
+
+def _listed(section: Mapping[str, Any], keys: Sequence[str]) -> str:
+    """``key value, ...`` for the ``keys`` of a record's parameter ``section`` (booleans as in YAML); a key the
+    record predates is ``-``."""
+
+    def shown(value: Any) -> str:
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    return ", ".join(f"{key} {shown(section[key]) if key in section else '-'}" for key in keys)
 
 
 def scenario_cores(records: list[dict[str, Any]]) -> float:

@@ -28,6 +28,13 @@ class Settle:
     onset: float | None
     seconds: float | None
 
+    def describe(self) -> str:
+        """``never imbalanced``, ``onset 30 s, never below`` or ``onset 30 s, 12 s`` (never "0 s" for a run
+        that was never above the threshold)."""
+        if self.onset is None:
+            return "never imbalanced"
+        return f"onset {self.onset:.0f} s, " + ("never below" if self.seconds is None else f"{self.seconds:.0f} s")
+
 
 def settle(times: Sequence[float], msd: Sequence[float], *, onset_from: float, threshold: float) -> Settle:
     """:class:`Settle` of the series ``msd`` at ``times`` (ascending, seconds).  ValueError when the lengths

@@ -200,9 +200,9 @@ def run_all(
                           base=base, state_dir=state_root / slug(seed, name))
             figures = figures_of(run, scenario, seed)
             write_run(runs_dir, run, figures, record_meta(scenario, param_set, run, base))
-            log.info("seed %d, %s: CPU max sq. dev. %.4f, settle %s s, reversals %d, QoS1 lost %d, generator CPU "
-                     "%.0f %%", seed, name, figures.msd, figures.settle.seconds, figures.reversals, figures.qos1_lost,
-                     figures.generator_cpu_share * 100)
+            log.info("seed %d, %s: CPU max sq. dev. %.4f, settling %s, reversals %d, QoS1 lost %d, generator CPU "
+                     "%.0f %%", seed, name, figures.msd, figures.settle.describe(), figures.reversals,
+                     figures.qos1_lost, figures.generator_cpu_share * 100)
             on_run(figures)
             done.append(figures)
     return done
