@@ -7,7 +7,8 @@
   (``mqttlb.webhook.policy_base``; evict lever off);
 * ``weighted-cpu+evict``: LEAST_REQUEST, weights and the evict lever (``params.eviction``);
 * ``weighted-cpu-counts``: LEAST_REQUEST, weights aimed at the connection counts that even the CPU
-  (``policy.steer_target: connection-count``), steering below the alert (``steer_below_alert``); evict off.
+  (``policy.steer_target: connection-count``), steering below the alert (``steer_below_alert``); evict off;
+* ``weighted-cpu-counts+evict``: the same weights with the evict lever on.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ WEIGHTED_RR = "weighted-cpu-rr"
 WEIGHTED_LR = "weighted-cpu-lr"
 WEIGHTED_EVICT = "weighted-cpu+evict"
 WEIGHTED_COUNTS = "weighted-cpu-counts"
+WEIGHTED_COUNTS_EVICT = "weighted-cpu-counts+evict"
 EVICT_OFF = {"eviction": {"enabled": False}}
+EVICT_ON = {"eviction": {"enabled": True}}
+COUNT_TARGET = {"policy": {"steer_target": "connection-count", "steer_below_alert": True}}
 
 POLICIES: dict[str, ArmSetup] = {
     ROUND_ROBIN: ArmSetup(ROUND_ROBIN, "Envoy ROUND_ROBIN; webhook dry-run", "ROUND_ROBIN", False, EVICT_OFF),
@@ -30,13 +34,16 @@ POLICIES: dict[str, ArmSetup] = {
     WEIGHTED_LR: ArmSetup(WEIGHTED_LR, "LEAST_REQUEST + webhook weights by spare CPU, converted for least request "
                           "(evict off)", "LEAST_REQUEST", True, EVICT_OFF),
     WEIGHTED_EVICT: ArmSetup(WEIGHTED_EVICT, "LEAST_REQUEST + webhook weights by spare CPU and the evict lever",
-                             "LEAST_REQUEST", True, {"eviction": {"enabled": True}}),
+                             "LEAST_REQUEST", True, EVICT_ON),
     WEIGHTED_COUNTS: ArmSetup(WEIGHTED_COUNTS, "LEAST_REQUEST + webhook weights toward the connection counts that "
                               "even the CPU, steering below the alert (evict off)", "LEAST_REQUEST", True,
-                              {**EVICT_OFF, "policy": {"steer_target": "connection-count", "steer_below_alert": True}}),
+                              {**EVICT_OFF, **COUNT_TARGET}),
+    WEIGHTED_COUNTS_EVICT: ArmSetup(WEIGHTED_COUNTS_EVICT, "LEAST_REQUEST + webhook weights toward the connection "
+                                    "counts that even the CPU, steering below the alert, and the evict lever",
+                                    "LEAST_REQUEST", True, {**EVICT_ON, **COUNT_TARGET}),
 }
 BASELINES = (ROUND_ROBIN, LEAST_REQUEST)
-WEIGHTED = (WEIGHTED_RR, WEIGHTED_LR, WEIGHTED_EVICT, WEIGHTED_COUNTS)
+WEIGHTED = (WEIGHTED_RR, WEIGHTED_LR, WEIGHTED_EVICT, WEIGHTED_COUNTS, WEIGHTED_COUNTS_EVICT)
 WITHOUT_EVICTION = (ROUND_ROBIN, LEAST_REQUEST, WEIGHTED_RR, WEIGHTED_LR, WEIGHTED_COUNTS)
 
 
