@@ -27,7 +27,7 @@ help:
 	@echo "make experiment SCENARIO=<name> SEEDS=1,2,3 [POLICIES=...] [PARAMS=shipped|fast]  run a named scenario"
 	@echo "                    under each policy and seed (report in reports/experiment-<name>/); scenarios: gateway-sites"
 	@echo "                    (default), heterogeneous, pareto, slow-churn, restart-pileup(-long), flash-crowd, even-load; ~2.7 min per run"
-	@echo "make test-scenarios smoke runs of the scenario runner on real stacks (~2.5 min; not in make test)"
+	@echo "make test-scenarios the restart-pileup smoke run on real stacks (~1.5 min; the pareto one is in make test)"
 	@echo "make bench          run the benchmarks in bench/ and print figures"
 
 install:
@@ -62,7 +62,8 @@ test: install lint typecheck helm
 test-slow: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -ra -m "slow and not hivemq and not scenario"
 
-# Smoke runs of the scenario runner (tests/test_scenarios_live.py, about 2.5 min).
+# The restart-pileup smoke run of the scenario runner (tests/test_scenarios_live.py, about 1.5 min); the short
+# pareto run, the benchmark's short variant, is in `make test`.
 test-scenarios: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest -q -ra -m scenario
 

@@ -1,9 +1,9 @@
 """Smoke runs of the scenario runner on real stacks (``--short``: about 80 s and 70 s).
 
-Too slow for ``make test`` (marker ``scenario``); ``make test-scenarios`` runs them.  They prove the
-pipeline — one runner for every scenario and policy, stacks, timed node stop and start, sampling, run
-records, the report — not the scenarios' figures, which need the full-length runs with seeds
-(``make experiment SCENARIO=... SEEDS=1,2,3``).
+The short ``pareto`` run is the benchmark's short variant in ``make test``; the ``restart-pileup`` one (marker
+``scenario``) runs in ``make test-scenarios``. They prove the pipeline — one runner for every scenario and
+policy, stacks, timed node stop and start, sampling, run records, the report — not the scenarios' figures,
+which need the full-length runs with seeds (``make experiment SCENARIO=... SEEDS=1,2,3``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 
 from mqttlb.loadgen.scenarios.cli import main
 
-pytestmark = [pytest.mark.live, pytest.mark.scenario]
+pytestmark = [pytest.mark.live]
 
 
 def _records(out: Path) -> dict[str, dict[str, Any]]:
@@ -49,6 +49,7 @@ def test_pareto_smoke_runs_least_request_and_weighted_cpu_on_it(tmp_path: Path) 
                  "--out", str(out), "--log-level", "WARNING"]) == 0
 
 
+@pytest.mark.scenario
 def test_restart_pileup_smoke_stops_and_restarts_the_node_and_the_lever_refills_it(tmp_path: Path) -> None:
     """node3 stops at t=10 s and returns empty at t=15 s beside long-lived clients.  At 0.01 cores per node the
     pile-up is above the imbalance threshold, nobody connects, so the lever arms after eviction.idle_after
