@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import http.server
 import secrets
+import socket
 import subprocess
 import threading
 import time
@@ -66,6 +67,17 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def tcp_listener(accept_timeout: float) -> Iterator[socket.socket]:
+    """A TCP listener on a free loopback port that never answers (a stand-in for a broker or Envoy);
+    ``accept()`` gives up after ``accept_timeout`` seconds."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        server.settimeout(accept_timeout)
+        yield server
 
 
 def token_headers(token_file: Path) -> dict[str, str]:

@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from stackutil import tcp_listener
 
 from mqttlb.loadgen import cli
 from mqttlb.loadgen.workload import WorkloadError, load_workload_yaml, parse_profile, role_stated
@@ -17,10 +18,7 @@ ROLE = "does not say what its clients do"
 @pytest.fixture
 def listener():
     """A TCP listener standing in for the broker: a refused run never connects to it."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(8)
-        server.settimeout(0.2)
+    with tcp_listener(0.2) as server:
         yield server
 
 

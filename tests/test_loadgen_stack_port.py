@@ -4,10 +4,10 @@ no load at all)."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
+from stackutil import tcp_listener
 
 from mqttlb.loadgen import cli
 
@@ -15,10 +15,7 @@ from mqttlb.loadgen import cli
 @pytest.fixture
 def listener():
     """A TCP listener standing in for the stack's Envoy (it never answers CONNECT)."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(8)
-        server.settimeout(5)
+    with tcp_listener(5) as server:
         yield server
 
 
