@@ -250,7 +250,7 @@ class EvictionParams(_Strict):
     connections, so they have too little to steer), and stops when no node is above the mean by more than
     ``spread_target`` (no donor left).  A batch waits until the recipients would take at least
     ``min_recipient_share`` of the new connections (what Envoy's base policy makes of the weights), or the
-    share the policy's target weights give them less 5 points when that is lower.
+    share the policy's target weights give them less 5 points when that is lower, and always more than half.
     Bounds: at most ``max_per_second`` clients/s per node, at most ``max_fraction`` of a node's clients per
     batch, one batch per node per ``cooldown_seconds``
     (None = the step interval: a batch's effect is measured before the next).  Persistent sessions on

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 from pathlib import Path
 
@@ -272,6 +273,11 @@ def test_predicted_cpu_moves_each_node_by_the_connections_moved_since_the_window
     assert predicted == pytest.approx({"node1": 0.36, "node2": 0.54})
     unknown = {**samples, "node2": NodeSample(cpu=0.3, connections=90, age_seconds=1)}
     assert policy.predicted_cpu({"node1": 0.6, "node2": 0.3}, unknown) == {"node1": 0.6, "node2": 0.3}
+    for bad in (math.nan, math.inf, -5.0):  # trial: a NaN average made every node read as saturated
+        odd = {**samples, "node2": NodeSample(cpu=0.3, connections=90, age_seconds=1, window_connections=bad)}
+        assert policy.predicted_cpu({"node1": 0.6, "node2": 0.3}, odd) == {"node1": 0.6, "node2": 0.3}
+        odd = {**samples, "node1": NodeSample(cpu=0.6, connections=bad, age_seconds=1, window_connections=100)}
+        assert policy.predicted_cpu({"node1": 0.6, "node2": 0.3}, odd) == {"node1": 0.6, "node2": 0.3}
     assert policy.predicted_cpu({"node1": 1.0, "node2": 0.0}, {
         "node1": NodeSample(cpu=1.0, connections=200, age_seconds=1, window_connections=10),
         "node2": NodeSample(cpu=0.0, connections=0, age_seconds=1, window_connections=10)})["node1"] == 1.0

@@ -381,8 +381,8 @@ def test_decide_pass_arms_early_after_a_restart_when_nobody_connects() -> None:
 
 @pytest.mark.parametrize("base", ["LEAST_REQUEST", "ROUND_ROBIN"])
 def test_an_armed_lever_evicts_once_the_weights_near_targets_below_min_recipient_share(base: str) -> None:
-    """Trial of 2026-12-01: at 0.65/0.65/0.30 the spare-CPU target weights give the recipient 78 % (least
-    request) or 73 % (round robin) of the new connections, never the 80 % wanted; nobody reconnects, so the
+    """Trial of 2026-12-01: at 0.65/0.65/0.30 the spare-CPU target weights give the recipient 79 % (least
+    request) or 67 % (round robin) of the new connections, never the 80 % wanted; nobody reconnects, so the
     lever waited forever.  It waits while the weights are far from their targets and evicts once they give
     the recipient the targets' share less LANDING_TOLERANCE."""
     params = load_params({"policy": {"base_policy": base}})
@@ -433,6 +433,23 @@ def test_the_landing_gate_is_judged_against_the_target_weights_share() -> None:
     assert not ep.intent(spread, {n: s.cpu or 0.0 for n, s in samples.items()}, weights, shares=shares, armed=True,
                          reason="test", evacuating=(), last_eviction={}, cooldown_seconds=35,
                          params=PARAMS.eviction, now=NOW).donors  # no target known: 80 % is waited for
+
+
+def test_the_landing_gate_never_sends_half_or_more_of_the_evicted_clients_elsewhere() -> None:
+    """Trial of 2026-12-01: node2, the one recipient, holds 300 connections, so at the target weights least request
+    gives it 31 % of the new connections and the gate's aim followed the target down to 26 %: most evicted
+    clients would have gone to node3 (above the mean) or back to node1.  Half or less is never enough."""
+    conns = {"node1": 20.0, "node2": 300.0, "node3": 5.0}
+    samples = {n: NodeSample(cpu=c, connections=conns[n], age_seconds=1, envoy_active=conns[n])
+               for n, c in {"node1": 0.80, "node2": 0.55, "node3": 0.70}.items()}
+    cpu = {n: s.cpu or 0.0 for n, s in samples.items()}
+    weights = {"node1": 10, "node2": 286, "node3": 10}
+    shares = new_connection_shares(weights, samples, PARAMS.policy)
+    assert shares["node2"] < ep.MIN_LANDING
+    held = ep.intent(ep.spread_of(cpu), cpu, weights, shares=shares, armed=True, reason="test", evacuating=(),
+                     last_eviction={}, cooldown_seconds=35, params=PARAMS.eviction, now=NOW, target_shares=shares)
+    assert not held.donors and "at least 50%" in (held.waiting or "")
+    assert ep.landing_aim(("node2",), {"node1": 0.0, "node2": 0.02, "node3": 0.98}, PARAMS.eviction) > ep.MIN_LANDING
 
 
 def test_decide_pass_without_settings_or_disabled_never_evicts() -> None:

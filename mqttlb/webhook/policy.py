@@ -201,17 +201,22 @@ def _targets(
     )
 
 
+def _usable_count(value: float | None) -> bool:
+    return value is not None and math.isfinite(value) and value >= 0
+
+
 def predicted_cpu(cpu: Mapping[str, float], samples: Mapping[str, NodeSample]) -> dict[str, float]:
     """Each node's utilisation (0..1) as it will be once the CPU's rate window covers the connections the node
     holds now: ``c_i + k x (n_i - w_i)``, ``n_i`` the broker's connections now, ``w_i`` their average over the
     rate window (the counts the CPU sample reflects) and ``k`` the cluster's mean CPU per connection over the
     window (``sum c / sum w``), clamped to 0..1.  A Smith predictor: the measured CPU lags the counts by the
     rate window, so a target computed from it alone counts the clients moved since as not moved yet and
-    overshoots.  ``cpu`` as measured when a node has no count or window average, or none are known."""
+    overshoots.  ``cpu`` as measured when a node has no count or window average (None, negative or not
+    finite), or the window averages sum to 0."""
     known = {
         n: (s.connections, s.window_connections)
         for n in cpu
-        if (s := samples.get(n)) is not None and s.connections is not None and s.window_connections is not None
+        if (s := samples.get(n)) is not None and _usable_count(s.connections) and _usable_count(s.window_connections)
     }
     window_total = sum(w for _, w in known.values())
     if len(known) < len(cpu) or window_total <= 0:
