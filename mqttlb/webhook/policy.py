@@ -201,8 +201,8 @@ def _targets(
     )
 
 
-def _usable_count(value: float | None) -> bool:
-    return value is not None and math.isfinite(value) and value >= 0
+def _usable_count(value: float) -> bool:
+    return math.isfinite(value) and value >= 0
 
 
 def predicted_cpu(cpu: Mapping[str, float], samples: Mapping[str, NodeSample]) -> dict[str, float]:
@@ -213,11 +213,12 @@ def predicted_cpu(cpu: Mapping[str, float], samples: Mapping[str, NodeSample]) -
     rate window, so a target computed from it alone counts the clients moved since as not moved yet and
     overshoots.  ``cpu`` as measured when a node has no count or window average (None, negative or not
     finite), or the window averages sum to 0."""
-    known = {
-        n: (s.connections, s.window_connections)
-        for n in cpu
-        if (s := samples.get(n)) is not None and _usable_count(s.connections) and _usable_count(s.window_connections)
-    }
+    known: dict[str, tuple[float, float]] = {}
+    for n in cpu:
+        sample = samples.get(n)
+        if sample is not None and sample.connections is not None and sample.window_connections is not None:
+            if _usable_count(sample.connections) and _usable_count(sample.window_connections):
+                known[n] = (sample.connections, sample.window_connections)
     window_total = sum(w for _, w in known.values())
     if len(known) < len(cpu) or window_total <= 0:
         return dict(cpu)
