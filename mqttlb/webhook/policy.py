@@ -216,9 +216,9 @@ def predicted_cpu(cpu: Mapping[str, float], samples: Mapping[str, NodeSample]) -
     known: dict[str, tuple[float, float]] = {}
     for n in cpu:
         sample = samples.get(n)
-        if sample is not None and sample.connections is not None and sample.window_connections is not None:
-            if _usable_count(sample.connections) and _usable_count(sample.window_connections):
-                known[n] = (sample.connections, sample.window_connections)
+        now, window = (sample.connections, sample.window_connections) if sample else (None, None)
+        if now is not None and window is not None and _usable_count(now) and _usable_count(window):
+            known[n] = (now, window)
     window_total = sum(w for _, w in known.values())
     if len(known) < len(cpu) or window_total <= 0:
         return dict(cpu)
