@@ -264,13 +264,27 @@ def _run_on_disk(out: Path, scenario_name: str, seed: int, policy: str, param_se
 
 
 def test_runs_kept_are_those_of_the_same_scenario_and_parameter_set(tmp_path: Path) -> None:
-    from mqttlb.loadgen.scenarios import runner
+    from mqttlb.loadgen.scenarios import catalog, runner
+    from mqttlb.loadgen.scenarios.arm import base_config
 
     _run_on_disk(tmp_path, "pareto", 1, "round-robin")
     _run_on_disk(tmp_path, "pareto", 2, "round-robin", param_set="fast")
     _run_on_disk(tmp_path, "heterogeneous", 1, "least-request")
-    kept = runner.kept_runs(tmp_path / "runs", "pareto", [1, 2], ["round-robin", "least-request"], "shipped")
+    identity = runner.run_identity(catalog.scenario("pareto", short=True), "shipped", base_config(3, 0.025))
+    kept = runner.kept_runs(tmp_path / "runs", identity, [1, 2], ["round-robin", "least-request"])
     assert kept == [(1, "round-robin")]
+
+
+@pytest.mark.parametrize("other", [{"nodes": 5}, {"node_cpu_cores": 0.5}, {"duration": 150.0}])
+def test_a_run_of_other_nodes_cores_or_length_is_run_again(tmp_path: Path, other: dict[str, object]) -> None:
+    """Trial: `--nodes 5 --node-cpu-cores 0.5` reused a 3-node run, and a full run would have reused a --short one."""
+    from mqttlb.loadgen.scenarios import catalog, runner
+    from mqttlb.loadgen.scenarios.arm import base_config
+
+    _run_on_disk(tmp_path, "pareto", 1, "round-robin")
+    identity = runner.run_identity(catalog.scenario("pareto", short=True), "shipped", base_config(3, 0.025))
+    assert runner.kept_runs(tmp_path / "runs", identity, [1], ["round-robin"]) == [(1, "round-robin")]
+    assert runner.kept_runs(tmp_path / "runs", {**identity, **other}, [1], ["round-robin"]) == []
 
 
 def test_reused_runs_are_said_with_how_to_run_them_again(
@@ -283,9 +297,9 @@ def test_reused_runs_are_said_with_how_to_run_them_again(
             "--out", str(tmp_path)]
     assert scenario_main(argv) == 0  # nothing left to run: no stack started
     err = capsys.readouterr().err
-    line = (f"reusing 2 runs already in {tmp_path / 'runs'} (same scenario and parameter set) instead of running "
-            "them: seed1-round-robin, seed1-least-request; to run them again pass --fresh, a new --out, or delete "
-            "their files")
+    line = (f"reusing 2 runs already in {tmp_path / 'runs'} (same scenario, parameters, nodes, cores and length) "
+            "instead of running them: seed1-round-robin, seed1-least-request; to run them again pass --fresh, a new "
+            "--out, or delete their files")
     reuse = [entry for entry in err.splitlines() if "reusing" in entry]
     assert len(reuse) == 1 and reuse[0].endswith(f" WARNING mqttlb.loadgen.scenarios: {line}"), err
     assert (tmp_path / "report.md").is_file()

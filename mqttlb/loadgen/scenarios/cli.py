@@ -183,9 +183,9 @@ def _say_reused(runs_dir: Path, kept: list[tuple[int, str]]) -> None:
     """One warning line naming the runs in ``runs_dir`` that are reused rather than run, and how to run them."""
     if kept:
         names = ", ".join(runner.slug(seed, policy) for seed, policy in kept)
-        log.warning("reusing %s already in %s (same scenario and parameter set) instead of running them: %s; to run "
-                    "them again pass --fresh, a new --out, or delete their files", plural(len(kept), "run"), runs_dir,
-                    names)
+        log.warning("reusing %s already in %s (same scenario, parameters, nodes, cores and length) instead of "
+                    "running them: %s; to run them again pass --fresh, a new --out, or delete their files",
+                    plural(len(kept), "run"), runs_dir, names)
 
 
 def _interrupt(_signum: int, _frame: Any) -> None:
@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         base = base_config(args.nodes, args.node_cpu_cores or scenario.node_cpu_cores, **runner.PARAM_SETS[args.params])
         if not args.fresh:
-            _say_reused(out / "runs", runner.kept_runs(out / "runs", scenario.name, seeds, policies, args.params))
+            identity = runner.run_identity(scenario, args.params, base)
+            _say_reused(out / "runs", runner.kept_runs(out / "runs", identity, seeds, policies))
         with tempfile.TemporaryDirectory(prefix="mqttlb-scenario-") as tmp:
             state_root = out / "state" if args.keep_state else Path(tmp)
             runner.run_all(scenario, seeds, policies, param_set=args.params, base=base, out=out,

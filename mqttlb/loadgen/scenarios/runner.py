@@ -135,34 +135,45 @@ def load_runs(runs_dir: Path) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: (r["figures"]["seed"], r["figures"]["policy"]))
 
 
-def record_meta(scenario: Scenario, param_set: str, run: ArmRun, base: StackConfig) -> dict[str, Any]:
-    """What a run's record keeps beside its figures: scenario, parameter set, workload, the stack's parameters
-    and settings as the run had them, node events, the machine's cores and the cores credited to each node."""
+def run_identity(scenario: Scenario, param_set: str, base: StackConfig) -> dict[str, Any]:
+    """What must match for a run on disk to stand for a run asked for now: the scenario, the parameter set, the
+    number of nodes, the cores credited to each and the seconds of load (a ``--short`` run lasts far less)."""
     return {
         "scenario": scenario.name,
         "param_set": param_set,
+        "nodes": base.nodes,
+        "node_cpu_cores": base.node_cpu_cores,
+        "duration": scenario.duration,
+    }
+
+
+def record_meta(scenario: Scenario, param_set: str, run: ArmRun, base: StackConfig) -> dict[str, Any]:
+    """What a run's record keeps beside its figures: its identity (:func:`run_identity`), workload, the stack's
+    parameters and settings as the run had them, node events and the machine's cores."""
+    return {
+        **run_identity(scenario, param_set, base),
         "workload": run.load.workload,
         "stack_params": run.stack_params,
         "stack_settings": run.stack_settings,
         "events": run.events,
         "cores": run.cpu_budget.cores,
-        "node_cpu_cores": base.node_cpu_cores,
     }
 
 
 def kept_runs(
-    runs_dir: Path, scenario: str, seeds: Sequence[int], policies: Sequence[str], param_set: str
+    runs_dir: Path, identity: Mapping[str, Any], seeds: Sequence[int], policies: Sequence[str]
 ) -> list[tuple[int, str]]:
-    """The ``(seed, policy)`` pairs, seed-major, whose record in ``runs_dir`` is of ``scenario`` and
-    ``param_set``: :func:`run_all` keeps them rather than run them again (a record of another scenario or
-    parameter set is run again and overwritten)."""
+    """The ``(seed, policy)`` pairs, seed-major, whose record in ``runs_dir`` has the same ``identity``
+    (:func:`run_identity`): :func:`run_all` keeps them rather than run them again (any other record is run
+    again and overwritten).  A key a record predates (runs before 2026-12-01 lack ``nodes`` and
+    ``duration``) is not compared."""
     kept = []
     for seed in seeds:
         for name in policies:
             record = runs_dir / f"{slug(seed, name)}.json"
             if record.exists():
                 meta = json.loads(record.read_text())
-                if meta.get("scenario") == scenario and meta.get("param_set") == param_set:
+                if all(meta.get(key, value) == value for key, value in identity.items()):
                     kept.append((seed, name))
     return kept
 
@@ -184,12 +195,12 @@ def run_all(
     on_run: Callable[[metrics.RunFigures], None] = lambda _f: None,
 ) -> list[metrics.RunFigures]:
     """Run ``scenario`` for every seed and policy (seed-major) on the ``base`` stack settings, skipping a run
-    whose record for the same scenario and ``param_set`` is already in ``out/runs`` (:func:`kept_runs`) unless
+    whose record of the same identity is already in ``out/runs`` (:func:`kept_runs`) unless
     ``fresh``; the figures of the runs done now.  Raises what :func:`arm.run_arm` raises (RuntimeError,
     OSError, ValueError)."""
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    kept = set() if fresh else set(kept_runs(runs_dir, scenario.name, seeds, policies, param_set))
+    kept = set() if fresh else set(kept_runs(runs_dir, run_identity(scenario, param_set, base), seeds, policies))
     done: list[metrics.RunFigures] = []
     for seed in seeds:
         for name in policies:
