@@ -130,19 +130,28 @@ def _takes_only_numbers(annotation: Any) -> bool:
     return annotation in (int, float)
 
 
-class _Strict(BaseModel):
-    """Base of every parameter model: unknown keys refused, frozen, and a YAML ``true``/``false`` refused for
-    every int or float field (and in a list of them) with ``Input should be a number, not true``; pydantic's
-    lax mode would read it as 1 or 0.  Ints stay fine for float fields, strings for durations."""
+def _not_text(value: Any) -> Any:
+    """``value`` unchanged, unless it is a string given for a number (pydantic's lax mode would parse it; YAML
+    reads ``1e9`` as text, as it wants a dot: ``1.0e9``): ValueError naming the text then."""
+    if isinstance(value, str):
+        raise ValueError("Input should be a number, not text")
+    return value
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class _Strict(BaseModel):
+    """Base of every parameter model: unknown keys refused, frozen, and for every int or float field (and in
+    a list of them) a YAML ``true``/``false`` (``Input should be a number, not true``), a string and an
+    infinite or NaN value refused; pydantic's lax mode would read them as 1, 0, the parsed text or infinity.
+    Ints stay fine for float fields, strings for durations."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
-    def _numbers_are_not_bools(cls, value: Any, info: ValidationInfo) -> Any:
+    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         if info.field_name is not None and _takes_only_numbers(cls.model_fields[info.field_name].annotation):
             for item in value if isinstance(value, list) else [value]:
-                not_a_bool(item)
+                _not_text(not_a_bool(item))
         return value
 
 

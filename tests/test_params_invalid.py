@@ -152,6 +152,26 @@ STACK_CASES = [
         file="params: {policy: {shed_levels: [0.8, true]}}\n",
     ),
     StackCase(
+        "min-recipient-share-text",
+        "{file}: params.eviction.min_recipient_share: Input should be a number, not text (got '0.8')",
+        file="params: {eviction: {min_recipient_share: \"0.8\"}}\n",
+    ),
+    StackCase(
+        "max-weight-1e9-is-text-in-yaml",
+        "{file}: params.policy.max_weight: Input should be a number, not text (got '1e9')",
+        file="params: {policy: {max_weight: 1e9}}\n",
+    ),
+    StackCase(
+        "cooldown-infinite",
+        "{file}: params.policy.cooldown_seconds: Input should be a finite number (got inf)",
+        file="params: {policy: {cooldown_seconds: .inf}}\n",
+    ),
+    StackCase(
+        "count-gain-nan",
+        "{file}: params.policy.count_gain: Input should be a finite number (got nan)",
+        file="params: {policy: {count_gain: .nan}}\n",
+    ),
+    StackCase(
         "repeat-before-group-interval",
         "{file}: params.alertmanager.repeat_interval: need group_interval <= repeat_interval, got 1m > 30s",
         file="params: {alertmanager: {group_interval: 1m, repeat_interval: 30s}}\n",
@@ -621,6 +641,18 @@ def test_every_number_param_refuses_a_bool(key: str, value: bool) -> None:
     assert str(caught.value).startswith(
         f"parameter overrides: {key}: Input should be a number, not {str(value).lower()} (got "
     )
+
+
+@pytest.mark.parametrize("value", ["0.5", "1", ".inf"])
+@pytest.mark.parametrize("key", NUMBER_KEYS)
+def test_every_number_param_refuses_text(key: str, value: str) -> None:
+    """Trial of 2026-12-01: min_recipient_share: "0.8" and count_gain: "0.5" were parsed from text."""
+    override: Any = value if "shed_levels" not in key else [value]
+    for part in reversed(key.split(".")):
+        override = {part: override}
+    with pytest.raises(ParamsError) as caught:
+        load_params(override)
+    assert str(caught.value).startswith(f"parameter overrides: {key}: Input should be a number, not text (got ")
 
 
 def test_numbers_and_durations_still_taken() -> None:
