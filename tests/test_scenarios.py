@@ -305,6 +305,15 @@ def test_reused_runs_are_said_with_how_to_run_them_again(
     assert (tmp_path / "report.md").is_file()
 
 
+def test_a_short_run_is_not_reported_as_a_full_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Trial of 2026-12-01: --report-only without --short described a --short run as the full scenario
+    (240 publishers, measured from t = 75 s) with the short run's figures."""
+    _run_on_disk(tmp_path, "pareto", 1, "round-robin")
+    assert scenario_main(["--scenario", "pareto", "--report-only", "--out", str(tmp_path)]) == 2
+    assert "lasted 30 s, not the 150 s of pareto as asked" in capsys.readouterr().err
+    assert scenario_main(["--scenario", "pareto", "--short", "--report-only", "--out", str(tmp_path)]) == 0
+
+
 def test_fresh_runs_again_and_excludes_report_only(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -162,10 +162,16 @@ def _msd_chart(out: Path, records: list[dict[str, Any]], threshold: float) -> st
 
 def write_report(scenario: catalog.Scenario, out: Path, took: float | None) -> Path:
     """``report.md``, ``summary.json`` and ``msd.png`` from ``out/runs``; ValueError when it holds no run of
-    ``scenario``."""
+    ``scenario``, or runs of another length (``--short`` runs reported as full ones, or the other way round:
+    the report would describe a load they did not have)."""
     records = [r for r in runner.load_runs(out / "runs") if r["scenario"] == scenario.name]
     if not records:
         raise ValueError(f"no run of {scenario.name} under {out / 'runs'}")
+    lengths = sorted({float(r["duration"]) for r in records if "duration" in r} - {scenario.duration})
+    if lengths:
+        raise ValueError(f"runs under {out / 'runs'} lasted {', '.join(f'{d:g}' for d in lengths)} s, not the "
+                         f"{scenario.duration:g} s of {scenario.name} as asked: report them with or without --short "
+                         "as they were run")
     settings = settings_of(scenario, records, took)
     text = bench_report.render(scenario, records, settings)
     threshold = float(records[0]["stack_params"]["imbalance_max_squared_deviation"])
