@@ -184,7 +184,9 @@ class PolicyParams(_Strict):
 
     neutral_weight: int = Field(gt=0)
     min_weight: int = Field(gt=0)
-    max_weight: int = Field(gt=0)
+    # Envoy refuses an EDS update whose endpoint weights in a locality sum above 2^32 - 1
+    # (endpoint_components.proto, load_balancing_weight); MAX_NODES (64) x 1e6 stays far below.
+    max_weight: int = Field(gt=0, le=1_000_000)
     max_step: int = Field(gt=0)
     ewma_alpha: float = Field(gt=0, le=1)
     spare_exponent: float = Field(gt=0, le=4)

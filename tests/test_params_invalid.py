@@ -162,6 +162,11 @@ STACK_CASES = [
         file="params: {policy: {max_weight: 1e9}}\n",
     ),
     StackCase(
+        "max-weight-above-envoy-bound",
+        "{file}: params.policy.max_weight: Input should be less than or equal to 1000000 (got 2000000000)",
+        file="params: {policy: {max_weight: 2000000000}}\n",
+    ),
+    StackCase(
         "cooldown-infinite",
         "{file}: params.policy.cooldown_seconds: Input should be a finite number (got inf)",
         file="params: {policy: {cooldown_seconds: .inf}}\n",
