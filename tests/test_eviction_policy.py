@@ -452,6 +452,28 @@ def test_the_landing_gate_never_sends_half_or_more_of_the_evicted_clients_elsewh
     assert ep.landing_aim(("node2",), {"node1": 0.0, "node2": 0.02, "node3": 0.98}, PARAMS.eviction) > ep.MIN_LANDING
 
 
+def test_a_donor_the_weights_cannot_disfavour_is_said_so_not_yet() -> None:
+    """Trial of 2026-12-01: a donor with 10 heavy clients beside recipients holding 300 idle ones each keeps the
+    largest share under least request even at min_weight; the status said "yet" for good."""
+    conns = {"node1": 10.0, "node2": 300.0, "node3": 300.0}
+    samples = {n: NodeSample(cpu=c, connections=conns[n], age_seconds=1, envoy_active=conns[n])
+               for n, c in {"node1": 0.26, "node2": 0.10, "node3": 0.06}.items()}
+    cpu = {n: s.cpu or 0.0 for n, s in samples.items()}
+    weights = {"node1": 11, "node2": 127, "node3": 162}
+    shares = new_connection_shares(weights, samples, PARAMS.policy)
+
+    def waiting(target: dict[str, float] | None) -> str:
+        result = ep.intent(ep.spread_of(cpu), cpu, weights, shares=shares, armed=True, reason="test",
+                           evacuating=(), last_eviction={}, cooldown_seconds=35, params=PARAMS.eviction, now=NOW,
+                           target_shares=target)
+        assert not result.donors
+        return result.waiting or ""
+
+    assert waiting(shares).startswith("weights cannot favour the recipients over node1: even at their targets")
+    assert waiting(None) == "weights do not favour the recipients over node1 yet"
+    assert waiting({"node1": 0.1, "node2": 0.45, "node3": 0.45}).endswith("yet")  # the targets will get there
+
+
 def test_decide_pass_without_settings_or_disabled_never_evicts() -> None:
     quiet = Desired(rebalance_firing=False, shed_firing=False, rebalance_requested=True)
     state = WebhookState(nodes=NODES, weights={"node1": 50, "node2": 50, "node3": 150})

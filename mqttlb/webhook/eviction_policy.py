@@ -304,7 +304,7 @@ def intent(
         landing = sum(shares[r] for r in recipients)
         aim = landing_aim(recipients, target_shares, params)
         if unfavoured:
-            waiting = f"weights do not favour the recipients over {', '.join(unfavoured)} yet"
+            waiting = _unfavoured_reason(unfavoured, recipients, target_shares)
         elif landing < aim:
             waiting = (
                 f"weights do not favour the recipients enough yet: they would take {landing:.0%} of the new "
@@ -320,6 +320,24 @@ def intent(
     )
     room = max(-spread.deviations[r] for r in recipients)
     return EvictionIntent(donors, recipients, room, evacuate, reason)
+
+
+def _unfavoured_reason(
+    unfavoured: Sequence[str], recipients: Sequence[str], target_shares: Mapping[str, float] | None
+) -> str:
+    """Why the lever waits on donors whose share of the new connections is not below the recipients' mean:
+    "yet" while the policy's target weights would change that, else that they cannot (under least request a
+    donor holding few connections keeps a large share even at ``min_weight``; its evicted clients would
+    come back to it)."""
+    names = ", ".join(unfavoured)
+    if target_shares:
+        mean = sum(target_shares.get(r, 0.0) for r in recipients) / len(recipients)
+        stuck = [n for n in unfavoured if target_shares.get(n, 0.0) >= mean]
+        if stuck:
+            return (f"weights cannot favour the recipients over {', '.join(stuck)}: even at their targets "
+                    f"{stuck[0]} would take {target_shares.get(stuck[0], 0.0):.0%} of the new connections against "
+                    f"the recipients' {mean:.0%} each, so its evicted clients would come back to it")
+    return f"weights do not favour the recipients over {names} yet"
 
 
 def landing_aim(
