@@ -378,7 +378,13 @@ def step_interval_seconds(params: Params, scrape_interval_seconds: float) -> flo
     measurement lag — one scrape plus the rate window, after which a step's effect is fully measured."""
     if params.policy.cooldown_seconds is not None:
         return params.policy.cooldown_seconds
-    return scrape_interval_seconds + duration_seconds(params.rate_window)
+    return measurement_lag_seconds(scrape_interval_seconds, params.rate_window)
+
+
+def measurement_lag_seconds(scrape_interval_seconds: float, rate_window: str) -> float:
+    """Seconds until a change shows in full in a rate over ``rate_window`` (a Prometheus duration) scraped
+    every ``scrape_interval_seconds``: one scrape plus the window."""
+    return scrape_interval_seconds + duration_seconds(rate_window)
 
 
 def check_rate_window(params: Params, scrape_interval: str, key: str = "rate_window") -> None:

@@ -347,6 +347,9 @@ def test_the_settings_table_has_the_newer_keys_and_a_dash_for_a_record_that_pred
     text = write_report(scenario, tmp_path, None).read_text()
     assert "steer_target spare-share, count_gain 0.5, steer_below_alert false" in text
     assert "idle_after 10s" in text and "min_recipient_share 0.8" in text
+    assert "neutral_weight 100, min_weight 10, max_weight 400" in text and "ewma_alpha 0.5" in text
+    assert "min_improvement 0.25" in text and "allow_persistent false" in text
+    assert "step interval 35 s (scrape + rate_window)" in text  # trial: the value was not given
     old = json.loads(record.read_text())
     for section, keys in NEWER_KEYS.items():
         for key in keys:
@@ -355,4 +358,4 @@ def test_the_settings_table_has_the_newer_keys_and_a_dash_for_a_record_that_pred
     text = write_report(scenario, tmp_path, None).read_text()
     assert "steer_target -, count_gain -, steer_below_alert -" in text
     assert "idle_after -" in text and "min_recipient_share -" in text
-    assert "step interval scrape + rate_window" in text
+    assert "step interval 35 s (scrape + rate_window)" in text

@@ -31,6 +31,7 @@ from mqttlb.loadgen.scenarios import bench_report, catalog, metrics, runner
 from mqttlb.loadgen.scenarios.arm import base_config
 from mqttlb.loadgen.scenarios.policies import POLICIES, parse_policies
 from mqttlb.logs import add_log_flags
+from mqttlb.params import duration_seconds, measurement_lag_seconds
 
 log = logging.getLogger("mqttlb.loadgen.scenarios")
 
@@ -112,11 +113,13 @@ def settings_of(scenario: catalog.Scenario, records: list[dict[str, Any]], took:
         "stack": f"a fresh stack per run; scrape {stack['scrape_interval']}, Envoy slow start "
         f"{stack['slow_start_window']}; rate_window {params['rate_window']}, imbalance threshold "
         f"{params['imbalance_max_squared_deviation']} for {params['imbalance_for']}, cpu_high {params['cpu_high']}",
-        "weights": _listed(policy, ["spare_exponent", "active_request_bias", "max_step", "hysteresis",
-                                    "steer_target", "count_gain", "steer_below_alert"])
-        + f", step interval {policy.get('cooldown_seconds') or 'scrape + rate_window'}",
-        "evict lever (weighted-cpu+evict)": _listed(ev, ["after", "idle_after", "spread_target", "min_recipient_share",
-                                                         "max_per_second", "max_fraction"]),
+        "weights": _listed(policy, ["neutral_weight", "min_weight", "max_weight", "spare_exponent",
+                                    "active_request_bias", "max_step", "hysteresis", "ewma_alpha", "steer_target",
+                                    "count_gain", "steer_below_alert"])
+        + f", step interval {_step_interval(policy, stack, params)}",
+        "evict lever (the arms with evict)": _listed(ev, ["after", "idle_after", "min_improvement", "spread_target",
+                                                          "min_recipient_share", "max_per_second", "max_fraction",
+                                                          "cooldown_seconds", "allow_persistent"]),
         "load per run": f"{scenario.duration:g} s; measured from t = {scenario.measure_from:g} s",
         "seeds": ", ".join(map(str, seeds)),
         "sampling": "every 1 s; CPU = broker process CPU (psutil) over the rate window / credited cores; "
@@ -126,6 +129,15 @@ def settings_of(scenario: catalog.Scenario, records: list[dict[str, Any]], took:
     if took is not None:
         settings["wall time of this invocation"] = f"{took:.0f} s"
     return settings
+
+
+def _step_interval(policy: Mapping[str, Any], stack: Mapping[str, Any], params: Mapping[str, Any]) -> str:
+    """The step interval a run had: ``policy.cooldown_seconds``, else scrape + rate window
+    (``mqttlb.params.step_interval_seconds``), in seconds."""
+    if policy.get("cooldown_seconds") is not None:
+        return f"{float(policy['cooldown_seconds']):g} s"
+    seconds = measurement_lag_seconds(duration_seconds(stack["scrape_interval"]), params["rate_window"])
+    return f"{seconds:g} s (scrape + rate_window)"
 
 
 def _listed(section: Mapping[str, Any], keys: Sequence[str]) -> str:
