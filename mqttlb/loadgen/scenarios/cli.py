@@ -141,10 +141,12 @@ def _step_interval(policy: Mapping[str, Any], stack: Mapping[str, Any], params: 
 
 
 def _listed(section: Mapping[str, Any], keys: Sequence[str]) -> str:
-    """``key value, ...`` for the ``keys`` of a record's parameter ``section`` (booleans as in YAML); a key the
-    record predates is ``-``."""
+    """``key value, ...`` for the ``keys`` of a record's parameter ``section`` (booleans as in YAML, None as
+    ``unset``); a key the record predates is ``-``."""
 
     def shown(value: Any) -> str:
+        if value is None:
+            return "unset"
         return str(value).lower() if isinstance(value, bool) else str(value)
 
     return ", ".join(f"{key} {shown(section[key]) if key in section else '-'}" for key in keys)
