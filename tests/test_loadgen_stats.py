@@ -125,3 +125,17 @@ def test_merging_shard_reports_sums_counts_and_merges_latency_exactly() -> None:
     assert m.latency_ms == whole.summary_ms()
     with pytest.raises(ValueError):
         merge_reports([])
+
+
+def test_report_text_says_when_no_latency_was_measured() -> None:
+    """Trial of 2026-12-01: a run without subscribers printed "latency ms: p50 None p95 None ..."."""
+    from mqttlb.loadgen.report import Report
+
+    def text(latency: dict[str, float | None]) -> str:
+        return Report("w", 1, 5.0, 5, 5, 5, {}, 0, 5, {"0": 5}, 0, 0, {}, latency).to_text()
+
+    assert "latency ms: none measured" in text({"p50": None, "p95": None, "p99": None, "max": None, "count": 0})
+    assert "None" not in text({"count": 0})
+    measured = text({"p50": 1.0, "p95": 2.0, "p99": 3.0, "max": 4.0, "count": 9})
+    assert "latency ms: p50 1.0 p95 2.0 p99 3.0 max 4.0 (n=9)" in measured
+    assert "5 ok of 5 attempts (1.0 ok/s over the run)" in measured

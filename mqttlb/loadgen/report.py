@@ -70,7 +70,7 @@ class Report:
                 f"elapsed {self.elapsed_s:.1f} s{' (stopped early)' if self.stopped_early else ''}, "
                 f"seed {self.seed}, {plural(self.clients, 'client')}",
                 f"connections: {self.connects_ok} ok of {self.connect_attempts} attempts "
-                f"({self.connect_rate:.1f}/s), peak {self.peak_connected} concurrent, "
+                f"({self.connect_rate:.1f} ok/s over the run), peak {self.peak_connected} concurrent, "
                 f"failures {self.connect_failures_total} ({failures}), "
                 f"unexpected disconnects {self.unexpected_disconnects}",
                 f"published: qos0 {self.published.get('0', 0)}, qos1 {self.published.get('1', 0)} "
@@ -79,6 +79,7 @@ class Report:
                 f"qos1 delivery check: acked {q.get('acked', 0)}, received {q.get('received_unique', 0)}, "
                 f"lost {q.get('lost', 0)}, duplicates {q.get('duplicates', 0)}, "
                 f"received without ack {q.get('received_without_ack', 0)}",
+                "latency ms: none measured (no message came back to a subscriber)" if not lat.get("count") else
                 f"latency ms: p50 {lat.get('p50')} p95 {lat.get('p95')} p99 {lat.get('p99')} "
                 f"max {lat.get('max')} (n={lat.get('count')})",
             ]
