@@ -110,3 +110,15 @@ def test_the_printed_commands_are_make_targets_only_in_the_checkout(tmp_path: Pa
         "`mqttlb stack down`",
         "`mqttlb stack status`",
     )
+
+
+def test_a_temporary_stack_does_not_tell_the_user_to_run_make_stack_down(tmp_path: Path) -> None:
+    """Trial of 2026-12-01: each experiment stack's log ended with "stop with `make stack-down`", which acts on
+    the user's own stack, not the temporary one."""
+    from mqttlb.stack.ephemeral import temporary_commands
+
+    cfg = free_ports_config(tmp_path / "state")
+    commands = temporary_commands(cfg)
+    assert Stack(cfg, commands=commands).commands == commands  # what every "stop with ..." message prints
+    assert f"`mqttlb stack --state-dir {cfg.state_dir} down`" in commands.down and "make" not in commands.down
+    assert commands.status == f"`mqttlb stack --state-dir {cfg.state_dir} status`"

@@ -14,7 +14,7 @@ from typing import Any
 
 from mqttlb.params import SHORT_LIVED_STACK_PARAMS
 from mqttlb.stack.config import StackConfig, load_stack_config
-from mqttlb.stack.runner import Stack
+from mqttlb.stack.runner import OperatorCommands, Stack
 from mqttlb.stack.topology import LOOPBACK
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,16 @@ def stack_config(state_dir: Path, nodes: int = 3, **overrides: Any) -> StackConf
     return load_stack_config(env={}, overrides=settings)
 
 
+def temporary_commands(cfg: StackConfig) -> OperatorCommands:
+    """What a temporary stack's messages say instead of ``make stack-down``, which acts on the user's own
+    stack: the run that started it stops it; ``mqttlb stack --state-dir DIR down`` if that run was killed."""
+    state = f"--state-dir {cfg.state_dir}"
+    return OperatorCommands(
+        f"the end of the run that started it (a temporary stack; if that run was killed: `mqttlb stack {state} down`)",
+        f"`mqttlb stack {state} status`",
+    )
+
+
 @contextlib.contextmanager
 def running_stack(
     cfg: StackConfig, out: Callable[[str], None] | None = None, timeout: float = 120.0
@@ -116,7 +126,7 @@ def running_stack(
     first block: the test session's, tests/sigterm_stops.py, or the experiment's), which then stays in
     charge and must raise.  SIGKILL leaves it running: `mqttlb stack --state-dir DIR down`.
     """
-    stack = Stack(cfg, out=out or (lambda line: log.info("[stack] %s", line)))
+    stack = Stack(cfg, out=out or (lambda line: log.info("[stack] %s", line)), commands=temporary_commands(cfg))
     with _sigterm_exits():
         try:
             stack.up(timeout=timeout)

@@ -122,12 +122,16 @@ def _pid_alive(pid: int) -> bool:
 
 
 class Stack:
-    def __init__(self, cfg: StackConfig, out: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, cfg: StackConfig, out: Callable[[str], None] | None = None, commands: OperatorCommands | None = None
+    ) -> None:
+        """``commands``: how the messages tell the operator to stop the stack and ask for its status
+        (:func:`operator_commands` unless given: a temporary stack names its own)."""
         self.cfg = cfg
         self.topology = native_topology(cfg)
         self.paths: Paths = self.topology.state
         self.out = out or (lambda line: print(line, flush=True))
-        self.commands = operator_commands()
+        self.commands = commands or operator_commands()
 
     # --- supervisord plumbing -------------------------------------------------------
     def _rpc(self) -> xmlrpc.client.ServerProxy:
