@@ -8,6 +8,7 @@ independent brokers, never a donor that is not above the mean; table tests for t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 
 import pytest
 from hypothesis import given, settings
@@ -435,19 +436,29 @@ def test_the_landing_gate_is_judged_against_the_target_weights_share() -> None:
                          params=PARAMS.eviction, now=NOW).donors  # no target known: 80 % is waited for
 
 
+def _armed(
+    cpu: dict[str, float], conns: dict[str, float], weights: dict[str, int]
+) -> tuple[dict[str, float], Callable[[Mapping[str, float] | None], ep.EvictionIntent]]:
+    """The shares ``weights`` give at ``conns`` under the shipped base policy, and the armed lever's intent for
+    given target shares (None: no target known)."""
+    samples = {n: NodeSample(cpu=c, connections=conns[n], age_seconds=1, envoy_active=conns[n]) for n, c in cpu.items()}
+    shares = new_connection_shares(weights, samples, PARAMS.policy)
+
+    def intent(target: Mapping[str, float] | None) -> ep.EvictionIntent:
+        return ep.intent(ep.spread_of(cpu), cpu, weights, shares=shares, armed=True, reason="test", evacuating=(),
+                         last_eviction={}, cooldown_seconds=35, params=PARAMS.eviction, now=NOW, target_shares=target)
+
+    return shares, intent
+
+
 def test_the_landing_gate_never_sends_half_or_more_of_the_evicted_clients_elsewhere() -> None:
     """Trial of 2026-12-01: node2, the one recipient, holds 300 connections, so at the target weights least request
     gives it 31 % of the new connections and the gate's aim followed the target down to 26 %: most evicted
     clients would have gone to node3 (above the mean) or back to node1.  Half or less is never enough."""
-    conns = {"node1": 20.0, "node2": 300.0, "node3": 5.0}
-    samples = {n: NodeSample(cpu=c, connections=conns[n], age_seconds=1, envoy_active=conns[n])
-               for n, c in {"node1": 0.80, "node2": 0.55, "node3": 0.70}.items()}
-    cpu = {n: s.cpu or 0.0 for n, s in samples.items()}
-    weights = {"node1": 10, "node2": 286, "node3": 10}
-    shares = new_connection_shares(weights, samples, PARAMS.policy)
+    shares, intent = _armed({"node1": 0.80, "node2": 0.55, "node3": 0.70},
+                            {"node1": 20.0, "node2": 300.0, "node3": 5.0}, {"node1": 10, "node2": 286, "node3": 10})
     assert shares["node2"] < ep.MIN_LANDING
-    held = ep.intent(ep.spread_of(cpu), cpu, weights, shares=shares, armed=True, reason="test", evacuating=(),
-                     last_eviction={}, cooldown_seconds=35, params=PARAMS.eviction, now=NOW, target_shares=shares)
+    held = intent(shares)  # the weights are at their targets
     assert not held.donors and "at least 50%" in (held.waiting or "")
     assert ep.landing_aim(("node2",), {"node1": 0.0, "node2": 0.02, "node3": 0.98}, PARAMS.eviction) > ep.MIN_LANDING
 
@@ -455,17 +466,11 @@ def test_the_landing_gate_never_sends_half_or_more_of_the_evicted_clients_elsewh
 def test_a_donor_the_weights_cannot_disfavour_is_said_so_not_yet() -> None:
     """Trial of 2026-12-01: a donor with 10 heavy clients beside recipients holding 300 idle ones each keeps the
     largest share under least request even at min_weight; the status said "yet" for good."""
-    conns = {"node1": 10.0, "node2": 300.0, "node3": 300.0}
-    samples = {n: NodeSample(cpu=c, connections=conns[n], age_seconds=1, envoy_active=conns[n])
-               for n, c in {"node1": 0.26, "node2": 0.10, "node3": 0.06}.items()}
-    cpu = {n: s.cpu or 0.0 for n, s in samples.items()}
-    weights = {"node1": 11, "node2": 127, "node3": 162}
-    shares = new_connection_shares(weights, samples, PARAMS.policy)
+    shares, intent = _armed({"node1": 0.26, "node2": 0.10, "node3": 0.06},
+                            {"node1": 10.0, "node2": 300.0, "node3": 300.0}, {"node1": 11, "node2": 127, "node3": 162})
 
     def waiting(target: dict[str, float] | None) -> str:
-        result = ep.intent(ep.spread_of(cpu), cpu, weights, shares=shares, armed=True, reason="test",
-                           evacuating=(), last_eviction={}, cooldown_seconds=35, params=PARAMS.eviction, now=NOW,
-                           target_shares=target)
+        result = intent(target)
         assert not result.donors
         return result.waiting or ""
 
