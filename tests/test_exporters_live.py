@@ -372,7 +372,7 @@ def test_series_move_with_load(rig: Rig) -> None:
             and total(now, contract.BROKER_CLIENTS_CONNECTED) == 0
         )
 
-    wait_until(disconnects_counted, 6 * SYS_INTERVAL + 5, "disconnects counted")
+    wait_until(disconnects_counted, 30, "disconnects counted")  # $SYS every 1 s; 11 s timed out once on a busy CI run
     wait_until(
         lambda: total(parse_as_exposed(rig.scrape(rig.envoy_stats)), contract.ENVOY_ENDPOINT_CX_ACTIVE) == 0,
         10,
