@@ -3,8 +3,9 @@
 For every (seed, policy) the runner starts a stack with the policy's Envoy ``lb_policy`` and webhook mode
 (:mod:`policies`), runs the scenario's workload and node events through it (:func:`arm.run_arm`), and writes
 under ``out/runs/``: ``<seed>-<policy>.json`` (:class:`metrics.RunFigures`), the samples, Envoy's per-node
-connects, the load report and the evict audit entries.  A run already on disk for the same scenario and
-parameter set is kept (:func:`kept_runs`; ``fresh`` runs it again), so an interrupted benchmark resumes and
+connects, the load report and the evict audit entries.  A run already on disk of the same identity (scenario,
+parameter set, nodes, credited cores, length: :func:`run_identity`) is kept (:func:`kept_runs`; ``fresh`` runs
+it again), so an interrupted benchmark resumes and
 seeds can be added later; the report (:mod:`bench_report`) is drawn from whatever ``out/runs/`` holds.
 """
 
