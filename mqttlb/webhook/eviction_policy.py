@@ -299,9 +299,9 @@ def intent(
     elif not ready:
         waiting = f"donors {', '.join(sorted(above))} in cooldown"
     elif weights_first:
-        recipient_share = sum(shares[r] for r in recipients) / len(recipients)
+        recipient_share = _total_share(shares, recipients) / len(recipients)
         unfavoured = sorted(n for n in ready if shares[n] >= recipient_share)
-        landing = sum(shares[r] for r in recipients)
+        landing = _total_share(shares, recipients)
         aim = landing_aim(recipients, target_shares, params)
         if unfavoured:
             waiting = _unfavoured_reason(unfavoured, recipients, target_shares)
@@ -322,6 +322,11 @@ def intent(
     return EvictionIntent(donors, recipients, room, evacuate, reason)
 
 
+def _total_share(shares: Mapping[str, float], nodes: Sequence[str]) -> float:
+    """The share (0..1) of the new connections ``nodes`` take together; a node missing from ``shares`` takes none."""
+    return sum(shares.get(n, 0.0) for n in nodes)
+
+
 def _unfavoured_reason(
     unfavoured: Sequence[str], recipients: Sequence[str], target_shares: Mapping[str, float] | None
 ) -> str:
@@ -331,7 +336,7 @@ def _unfavoured_reason(
     come back to it)."""
     names = ", ".join(unfavoured)
     if target_shares:
-        mean = sum(target_shares.get(r, 0.0) for r in recipients) / len(recipients)
+        mean = _total_share(target_shares, recipients) / len(recipients)
         stuck = [n for n in unfavoured if target_shares.get(n, 0.0) >= mean]
         if stuck:
             return (f"weights cannot favour the recipients over {', '.join(stuck)}: even at their targets "
@@ -349,7 +354,7 @@ def landing_aim(
     :data:`MIN_LANDING` or less (more than half of the evicted clients must land on the recipients)."""
     if not target_shares:
         return params.min_recipient_share
-    target = sum(target_shares.get(r, 0.0) for r in recipients)
+    target = _total_share(target_shares, recipients)
     return max(min(params.min_recipient_share, target - LANDING_TOLERANCE), MIN_LANDING + 1e-9)
 
 

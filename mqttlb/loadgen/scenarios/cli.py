@@ -231,13 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         base = base_config(args.nodes, args.node_cpu_cores or scenario.node_cpu_cores, **runner.PARAM_SETS[args.params])
-        if not args.fresh:
-            identity = runner.run_identity(scenario, args.params, base)
-            _say_reused(out / "runs", runner.kept_runs(out / "runs", identity, seeds, policies))
+        kept = [] if args.fresh else runner.kept_runs(
+            out / "runs", runner.run_identity(scenario, args.params, base), seeds, policies
+        )
+        _say_reused(out / "runs", kept)
         with tempfile.TemporaryDirectory(prefix="mqttlb-scenario-") as tmp:
             state_root = out / "state" if args.keep_state else Path(tmp)
             runner.run_all(scenario, seeds, policies, param_set=args.params, base=base, out=out,
-                           state_root=state_root, fresh=args.fresh)
+                           state_root=state_root, kept=kept)
         report = write_report(scenario, out, time.monotonic() - started)
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM while a stack runs (mqttlb.stack.ephemeral)
         log.error("interrupted; the running stack was stopped; finished runs are in %s", out / "runs")

@@ -4,9 +4,9 @@ For every (seed, policy) the runner starts a stack with the policy's Envoy ``lb_
 (:mod:`policies`), runs the scenario's workload and node events through it (:func:`arm.run_arm`), and writes
 under ``out/runs/``: ``<seed>-<policy>.json`` (:class:`metrics.RunFigures`), the samples, Envoy's per-node
 connects, the load report and the evict audit entries.  A run already on disk of the same identity (scenario,
-parameter set, nodes, credited cores, length: :func:`run_identity`) is kept (:func:`kept_runs`; ``fresh`` runs
-it again), so an interrupted benchmark resumes and
-seeds can be added later; the report (:mod:`bench_report`) is drawn from whatever ``out/runs/`` holds.
+parameter set, nodes, credited cores, length: :func:`run_identity`) can be kept (:func:`kept_runs` finds it;
+:func:`run_all` skips what it is given), so an interrupted benchmark resumes and seeds can be added
+later; the report (:mod:`bench_report`) is drawn from whatever ``out/runs/`` holds.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import functools
 import io
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -192,16 +192,15 @@ def run_all(
     base: StackConfig,
     out: Path,
     state_root: Path,
-    fresh: bool = False,
+    kept: Collection[tuple[int, str]] = (),
     on_run: Callable[[metrics.RunFigures], None] = lambda _f: None,
 ) -> list[metrics.RunFigures]:
-    """Run ``scenario`` for every seed and policy (seed-major) on the ``base`` stack settings, skipping a run
-    whose record of the same identity is already in ``out/runs`` (:func:`kept_runs`) unless
-    ``fresh``; the figures of the runs done now.  Raises what :func:`arm.run_arm` raises (RuntimeError,
+    """Run ``scenario`` for every seed and policy (seed-major) on the ``base`` stack settings, skipping the
+    ``(seed, policy)`` pairs in ``kept`` (their records in ``out/runs`` stay: :func:`kept_runs` finds them);
+    the figures of the runs done now.  Raises what :func:`arm.run_arm` raises (RuntimeError,
     OSError, ValueError)."""
     runs_dir = out / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
-    kept = set() if fresh else set(kept_runs(runs_dir, run_identity(scenario, param_set, base), seeds, policies))
     done: list[metrics.RunFigures] = []
     for seed in seeds:
         for name in policies:
