@@ -283,6 +283,25 @@ def test_predicted_cpu_moves_each_node_by_the_connections_moved_since_the_window
         "node2": NodeSample(cpu=0.0, connections=0, age_seconds=1, window_connections=10)})["node1"] == 1.0
 
 
+@pytest.mark.parametrize("steer_target", ["spare-share", "connection-count"])
+def test_a_count_that_is_not_a_number_never_reaches_the_weights(steer_target: str) -> None:
+    """A NaN or infinite active count (scraped text) is unknown, like a negative one: finite weights, the
+    same as with the count missing."""
+    def targets(active: float | None) -> dict[str, float]:
+        samples = {n: NodeSample(cpu=c, connections=100, age_seconds=1, envoy_active=100.0)
+                   for n, c in {"node1": 0.8, "node2": 0.4, "node3": 0.4}.items()}
+        samples["node2"] = NodeSample(cpu=0.4, connections=None, age_seconds=1, envoy_active=active)
+        p = _params("LEAST_REQUEST", steer_target=steer_target).policy
+        d = policy.decide(NODES, samples, dict.fromkeys(NODES, 100), {}, p, now=100.0, last_change=None,
+                          cooldown_seconds=10)
+        return {n.node: n.target_weight or 0.0 for n in d.nodes}
+
+    for bad in (math.nan, math.inf, -1.0):
+        weights = targets(bad)
+        assert all(math.isfinite(w) for w in weights.values()), (bad, weights)
+        assert weights == targets(None), bad
+
+
 def test_count_target_does_not_ask_again_for_a_move_the_cpu_has_not_seen_yet() -> None:
     """Slow-churn overshoot (2026-12-01): the CPU still shows node1 hot from the counts of the last 30 s, but the
     clients that even it have already moved.  With the window averages known, the count target keeps the counts

@@ -173,8 +173,8 @@ def _targets(
     (``policy_base.weights_for_counts``)."""
     # Targets depend on the samples only, never on the current weights: bounded steps then converge,
     # and the weights cannot inflate or deflate over time.
-    active = {n: envoy_active(samples.get(n)) for n in cpu}
-    counts = {n: c for n, c in active.items() if c is not None and c >= 0}
+    active = {n: _usable_or_none(envoy_active(samples.get(n))) for n in cpu}
+    counts = {n: c for n, c in active.items() if c is not None}
     complete = len(counts) == len(cpu) and sum(counts.values()) >= len(cpu)
     if params.steer_target == "connection-count" and complete:
         goal = policy_base.count_targets(predicted_cpu(cpu, samples), counts, params.count_gain)
@@ -203,6 +203,11 @@ def _targets(
 
 def _usable_count(value: float) -> bool:
     return math.isfinite(value) and value >= 0
+
+
+def _usable_or_none(count: float | None) -> float | None:
+    """``count``, or None (unknown) when it is negative or not finite (NaN/inf from scraped text)."""
+    return count if count is not None and _usable_count(count) else None
 
 
 def predicted_cpu(cpu: Mapping[str, float], samples: Mapping[str, NodeSample]) -> dict[str, float]:
