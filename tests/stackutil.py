@@ -318,3 +318,28 @@ class Fleet:
         for client in self.clients.values():
             client.disconnect()
             client.loop_stop()
+
+
+def stack_diagnosis(stack: Stack, log_lines: int = 40) -> str:
+    """What a failed live test needs to say why: the webhook's /status (firing set, observations, last
+    decisions), the alerts Alertmanager holds, the supervised processes' states and the webhook log's tail.
+    Each part that cannot be read says why instead; never raises."""
+    parts: list[str] = []
+
+    def add(title: str, read: Callable[[], Any]) -> None:
+        try:
+            parts.append(f"--- {title}\n{read()}")
+        except Exception as exc:  # noqa: BLE001 (a diagnosis reports what it cannot read)
+            parts.append(f"--- {title}: cannot read: {exc}")
+
+    add("webhook /status", lambda: requests.get(stack.topology.webhook.url("/status"), headers=webhook_headers(stack),
+                                                 timeout=3).text)
+    add("Alertmanager alerts", lambda: [
+        (a["labels"].get("alertname"), a["labels"].get("node"), a["status"]["state"])
+        for a in requests.get(stack.topology.alertmanager.url("/api/v2/alerts"), auth=web_auth(stack),
+                              timeout=3).json()
+    ])
+    add("processes", lambda: "\n".join(status.line() for status in stack.status()))
+    add(f"webhook log, last {log_lines} lines",
+        lambda: "\n".join((stack.paths.logs / "webhook.log").read_text().splitlines()[-log_lines:]))
+    return "\n".join(parts)
