@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from webhookhttp import AUTH, FakeEvictionSide, build
+from webhookhttp import AUTH, FakeEvictionSide, alert, build, notification
 
 from mqttlb import contract
 from mqttlb.brokers.control import MosquittoControl
@@ -81,3 +81,27 @@ def test_the_plugin_rate_bound_is_never_below_the_levers(tmp_path: Path, rate: f
 def test_a_password_without_a_username_is_refused() -> None:
     with pytest.raises(ValueError, match="password_file needs username"):
         MosquittoControl.model_validate({"kind": "mosquitto", "password_file": "/x"})
+
+
+def test_an_evacuation_waits_while_envoy_sheds_and_the_preview_says_so(tmp_path: Path) -> None:
+    """A shed level in force caps new connections at or below the count: an evacuated client may not get back
+    in (benchmark, 2026-12-01: 467 failed reconnects after a batch at level 2).  The evacuation pauses and
+    resumes once shedding lifts; a dry run says why it would wait."""
+    harness = build(tmp_path, cpu={"node1": 0.9, "node2": 0.9, "node3": 0.9})
+    sides = {n: FakeEvictionSide() for n in harness.config.node_names}
+    harness.controller.evict_lever = EvictLever(sides)
+    harness.controller.reconcile_once()
+    assert harness.client.post("/evacuate", json={"node": "node2"}, headers=AUTH).status_code == 202
+    harness.controller.reconcile_once()  # drained
+    harness.controller.reconcile_once()  # evacuating, first batch
+    before = len(sides["node2"].evicted)
+    assert before and harness.controller.state.evacuating == ["node2"]
+    shed = alert(contract.ALERT_CPU_CRITICAL, None, action=contract.Action.SHED.value)
+    assert harness.client.post("/alerts", json=notification(shed), headers=AUTH).status_code == 200
+    for level in (1, 2):  # one level stricter per step interval
+        harness.controller.reconcile_once()
+        assert harness.controller.state.shed_level == level
+        harness.clock.advance(40)
+    assert len(sides["node2"].evicted) == before and harness.controller.state.evacuating == ["node2"]
+    preview = harness.client.post("/evacuate", json={"node": "node2", "dry_run": True}, headers=AUTH).get_json()
+    assert preview["batches"][0]["waiting"].startswith("new connections are being shed (level ")

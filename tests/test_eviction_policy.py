@@ -20,6 +20,7 @@ from mqttlb.params import EvictionParams, load_params
 from mqttlb.webhook import eviction_policy as ep
 from mqttlb.webhook.plan import Desired, Observation, decide_pass, timing_for
 from mqttlb.webhook.policy import NodeSample, new_connection_shares
+from mqttlb.webhook.shedding import max_level
 from mqttlb.webhook.state import WebhookState
 
 PARAMS = load_params()
@@ -360,6 +361,37 @@ def test_decide_pass_evicts_onto_a_returned_empty_node_under_least_request() -> 
     result = decide_pass(state, quiet, seen, PARAMS.policy, TIMING, NODES, NOW, SETTINGS)
     assert {d.node for d in result.eviction.donors} == {"node1", "node2"}, result.eviction.waiting
     assert not result.weights_changed and result.state.weights["node3"] < result.state.weights["node1"]
+
+
+@pytest.mark.parametrize("lever_on", [True, False])
+def test_nothing_is_evicted_while_envoy_sheds_new_connections(lever_on: bool) -> None:
+    """Benchmark, 2026-12-01 (heterogeneous, seed 2): a batch went while the saturated cluster was shed at
+    level 2, and about 10 evicted clients failed 467 reconnects ("closed before CONNACK") to the run's end.
+    While any shed level is in force neither a rebalance batch nor an evacuation goes; both resume once it
+    lifts."""
+    conns = {"node1": 150.0, "node2": 150.0, "node3": 0.0}
+    seen = Observation(
+        samples={n: NodeSample(cpu=c, connections=conns[n], age_seconds=1, envoy_active=conns[n])
+                 for n, c in PILE_UP.items()},
+        fast_cpu={n: min(c, 0.5) for n, c in PILE_UP.items()},
+    )
+    quiet = Desired(rebalance_firing=False, shed_firing=False)
+    settings_ = SETTINGS if lever_on else ep.eviction_settings(load_params({"eviction": {"enabled": False}}), 35, 2.5)
+
+    def evicts(shed_level: int) -> ep.EvictionIntent:
+        state = WebhookState(nodes=NODES, weights={"node1": 100, "node2": 128, "node3": 21}, evict_armed=lever_on,
+                             evict_since=NOW - 60, evict_mark=0.25, evict_reason="test", last_weight_change=NOW - 1,
+                             shed_level=shed_level, shed_anchor=300 if shed_level else None,
+                             last_shed_change=NOW - 1, evacuating=["node2"])
+        return decide_pass(state, quiet, seen, PARAMS.policy, TIMING, NODES, NOW, settings_).eviction
+
+    for level in (1, 2, max_level(PARAMS.policy.shed_levels)):
+        held = evicts(level)
+        assert not held.acts, (level, held)
+        assert held.waiting == (f"new connections are being shed (level {level}): an evicted client might not get "
+                                "back in; eviction resumes once shedding lifts")
+    lifted = evicts(0)
+    assert lifted.evacuate == ("node2",) and bool(lifted.donors) is lever_on, lifted.waiting
 
 
 def test_decide_pass_arms_early_after_a_restart_when_nobody_connects() -> None:

@@ -38,7 +38,7 @@ from mqttlb.webhook.availability import AvailabilitySync
 from mqttlb.webhook.config import WebhookConfig
 from mqttlb.webhook.eds import Endpoint, cluster_load_assignment, discovery_response
 from mqttlb.webhook.evict_lever import EVACUATE, REBALANCE, BatchOutcome, EvictLever
-from mqttlb.webhook.eviction_policy import EvictionIntent, eviction_settings, intent, spread_of
+from mqttlb.webhook.eviction_policy import EvictionIntent, eviction_settings, intent, shed_waiting, spread_of
 from mqttlb.webhook.firing import FiringSet
 from mqttlb.webhook.metrics import WebhookMetrics
 from mqttlb.webhook.plan import (
@@ -330,6 +330,8 @@ class Controller:
             raise ValueError("nothing observed yet: try again after the first pass")
         assert self.evict_lever is not None
         cpu = taking_part_cpu(state, seen, self.policy, self.config.node_names)
+        if state.shed_level > 0:  # the real run waits too (eviction_policy.intent)
+            return [{"waiting": shed_waiting(state.shed_level), "recipients": []}]
         if evacuate is not None:
             plan = EvictionIntent(evacuate=(evacuate,), reason="evacuation (dry run)")
         else:

@@ -276,6 +276,7 @@ def intent(
     now: float,
     weights_first: bool = True,
     target_shares: Mapping[str, float] | None = None,
+    shed_level: int = 0,
 ) -> EvictionIntent:
     """The donors and recipients of this pass.  ``cpu``: the nodes that take part (see :func:`spread_of`);
     ``weights``: Envoy's weights (recorded with each donor); ``shares``: node -> the share (0..1) of the
@@ -284,8 +285,12 @@ def intent(
     (a dry-run preview: the real run steers first).  ``target_shares``: node -> the share the policy's
     target weights would give (None: unknown); the recipients' share is waited for up to
     ``min_recipient_share`` or that target's share less :data:`LANDING_TOLERANCE`, whichever is lower:
-    without the target an imbalance whose weights settle below ``min_recipient_share`` would wait forever."""
+    without the target an imbalance whose weights settle below ``min_recipient_share`` would wait forever.
+    ``shed_level`` > 0 (Envoy sheds new connections, :mod:`shedding`): nothing is evicted, evacuations
+    included (:func:`shed_waiting`)."""
     evacuate = tuple(sorted(evacuating))
+    if shed_level > 0 and (evacuate or armed):
+        return EvictionIntent(reason=reason, waiting=shed_waiting(shed_level))
     if not armed or spread is None:
         return EvictionIntent(evacuate=evacuate, reason="evacuation" if evacuate else "")
     recipients = tuple(sorted(n for n, d in spread.deviations.items() if d < 0))
@@ -299,17 +304,7 @@ def intent(
     elif not ready:
         waiting = f"donors {', '.join(sorted(above))} in cooldown"
     elif weights_first:
-        recipient_share = _total_share(shares, recipients) / len(recipients)
-        unfavoured = sorted(n for n in ready if shares[n] >= recipient_share)
-        landing = _total_share(shares, recipients)
-        aim = landing_aim(recipients, target_shares, params)
-        if unfavoured:
-            waiting = _unfavoured_reason(unfavoured, recipients, target_shares)
-        elif landing < aim:
-            waiting = (
-                f"weights do not favour the recipients enough yet: they would take {landing:.0%} of the new "
-                f"connections, at least {aim:.0%} wanted"
-            )
+        waiting = _landing_wait(ready, recipients, shares, target_shares, params)
     if waiting is not None:
         return EvictionIntent(recipients=recipients, evacuate=evacuate, reason=reason, waiting=waiting)
     donors = tuple(
@@ -322,9 +317,38 @@ def intent(
     return EvictionIntent(donors, recipients, room, evacuate, reason)
 
 
+def shed_waiting(level: int) -> str:
+    """Why the lever waits at shed ``level`` > 0: Envoy's cap then holds the connection count (level 1) or
+    below it, or the listener refuses every new connection (the hard stop), so an evicted client may find no
+    way back in (a 2026-12-01 heterogeneous benchmark run, seed 2, evicted at a shed level and about 10
+    clients failed 467 reconnects, "closed before CONNACK", until the run ended)."""
+    return (f"new connections are being shed (level {level}): an evicted client might not get back in; "
+            "eviction resumes once shedding lifts")
+
+
 def _total_share(shares: Mapping[str, float], nodes: Sequence[str]) -> float:
     """The share (0..1) of the new connections ``nodes`` take together; a node missing from ``shares`` takes none."""
     return sum(shares.get(n, 0.0) for n in nodes)
+
+
+def _landing_wait(
+    ready: Sequence[str],
+    recipients: Sequence[str],
+    shares: Mapping[str, float],
+    target_shares: Mapping[str, float] | None,
+    params: EvictionParams,
+) -> str | None:
+    """Why the evicted clients would not land on the ``recipients`` yet (see :func:`intent`), or None."""
+    recipient_share = _total_share(shares, recipients) / len(recipients)
+    unfavoured = sorted(n for n in ready if shares[n] >= recipient_share)
+    if unfavoured:
+        return _unfavoured_reason(unfavoured, recipients, target_shares)
+    landing = _total_share(shares, recipients)
+    aim = landing_aim(recipients, target_shares, params)
+    if landing < aim:
+        return (f"weights do not favour the recipients enough yet: they would take {landing:.0%} of the new "
+                f"connections, at least {aim:.0%} wanted")
+    return None
 
 
 def _unfavoured_reason(

@@ -426,9 +426,12 @@ def _eviction_intent(
 ) -> EvictionIntent:
     """Donors of this pass (with the weights as this pass leaves them) and the evacuations under way.
     ``shares_of``: weights -> each node's share of the next new connections under Envoy's base policy;
-    ``target_weights``: the weights this pass's steering aims at (None or empty: it did not steer)."""
+    ``target_weights``: the weights this pass's steering aims at (None or empty: it did not steer).  While
+    Envoy sheds (the shed level as this pass leaves it) nothing is evicted (``eviction_policy.shed_waiting``)."""
     evacuating = new.evacuating
     if settings is None or not settings.params.enabled:
+        if evacuating and new.shed_level > 0:
+            return EvictionIntent(reason="evacuation", waiting=eviction_policy.shed_waiting(new.shed_level))
         return EvictionIntent(evacuate=tuple(sorted(evacuating)), reason="evacuation" if evacuating else "")
     return eviction_policy.intent(
         eviction_policy.spread_of(cpu),
@@ -444,6 +447,7 @@ def _eviction_intent(
         cooldown_seconds=settings.cooldown_seconds,
         params=settings.params,
         now=now,
+        shed_level=new.shed_level,
     )
 
 
