@@ -85,7 +85,7 @@ def test_a_password_without_a_username_is_refused() -> None:
 
 def test_an_evacuation_waits_while_envoy_sheds_and_the_preview_says_so(tmp_path: Path) -> None:
     """A shed level in force caps new connections at or below the count: an evacuated client may not get back
-    in (benchmark, 2026-12-01: 467 failed reconnects after a batch at level 2).  The evacuation pauses and
+    in (benchmark, 2026-12-01: 467 failed reconnects after a batch while shedding).  The evacuation pauses and
     resumes once shedding lifts; a dry run says why it would wait."""
     harness = build(tmp_path, cpu={"node1": 0.9, "node2": 0.9, "node3": 0.9})
     sides = {n: FakeEvictionSide() for n in harness.config.node_names}

@@ -365,8 +365,8 @@ def test_decide_pass_evicts_onto_a_returned_empty_node_under_least_request() -> 
 
 @pytest.mark.parametrize("lever_on", [True, False])
 def test_nothing_is_evicted_while_envoy_sheds_new_connections(lever_on: bool) -> None:
-    """Benchmark, 2026-12-01 (heterogeneous, seed 2): a batch went while the saturated cluster was shed at
-    level 2, and about 10 evicted clients failed 467 reconnects ("closed before CONNACK") to the run's end.
+    """Benchmark, 2026-12-01 (heterogeneous, seed 2): a batch went while the saturated cluster was being shed,
+    and about 10 evicted clients failed 467 reconnects ("closed before CONNACK") to the run's end.
     While any shed level is in force neither a rebalance batch nor an evacuation goes; both resume once it
     lifts."""
     conns = {"node1": 150.0, "node2": 150.0, "node3": 0.0}
