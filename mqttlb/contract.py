@@ -223,5 +223,6 @@ FAILURE_REASONS: dict[str, tuple[str, ...]] = {
     "audit": ("write",),  # the audit log could not be written (disk full or read-only): the pass goes on
     "http": ("exception",),  # an HTTP handler crashed (a bug): answered with a JSON 500
 }
-REJECT_ROUTES = ("alerts", "drain", "rebalance", "evacuate", "eds", "status", "other")  # other: any other path
-REJECT_REASONS = ("unauthorised", "too_large", "invalid_payload", "unknown_action", "wrong_route")
+# other: any other path
+REJECT_ROUTES = ("alerts", "drain", "rebalance", "evacuate", "eds", "status", "metrics", "home", "other")
+REJECT_REASONS = ("unauthorised", "too_large", "invalid_payload", "unknown_action", "wrong_route", "refused")

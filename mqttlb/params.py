@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -202,7 +203,7 @@ class PolicyParams(_Strict):
     steer_target: Literal["spare-share", "connection-count"] = "spare-share"
     count_gain: float = Field(default=0.5, gt=0, le=1)
     # Steer whenever the CPU spread is above the hysteresis, not only while a rebalance alert fires.
-    steer_below_alert: bool = False
+    steer_below_alert: StrictBool = False
     # Minimum time between two changes of one lever; None = the measurement lag (scrape interval +
     # rate window), so the effect of one step is measured before the next.
     cooldown_seconds: float | None = Field(default=None, ge=0)
@@ -250,6 +251,13 @@ class PolicyParams(_Strict):
         return self
 
 
+# The evict lever's recipients must take more than this share of the new connections whatever the policy's
+# targets give them: below it most evicted clients would land on the donors or on nodes above the mean, and
+# disconnecting them is for nothing (trial: a recipient holding 300 connections got 31 % under least request
+# at its target weights).  ``min_recipient_share`` must be above it, or it would do nothing.
+MIN_LANDING = 0.5
+
+
 class EvictionParams(_Strict):
     """The evict lever: moving clients that are already connected off donor nodes (issue 14).
 
@@ -268,16 +276,16 @@ class EvictionParams(_Strict):
     independent brokers are evicted only with ``allow_persistent``.
     """
 
-    enabled: bool = True
+    enabled: StrictBool = True
     after: Duration = "30s"
     idle_after: Duration = "10s"
     min_improvement: float = Field(default=0.25, gt=0, lt=1)
     spread_target: float = Field(default=0.05, gt=0, lt=1)
-    min_recipient_share: float = Field(default=0.8, gt=0, le=1)
+    min_recipient_share: float = Field(default=0.8, gt=MIN_LANDING, le=1)
     max_per_second: float = Field(default=20.0, gt=0, le=10000)
     max_fraction: float = Field(default=0.25, gt=0, le=1)
     cooldown_seconds: float | None = Field(default=None, ge=0)
-    allow_persistent: bool = False
+    allow_persistent: StrictBool = False
 
     @model_validator(mode="after")
     def _idle_after_not_after_after(self) -> EvictionParams:

@@ -101,7 +101,7 @@ def fetch_status(
         response.raise_for_status()
         document = response.json()
     except requests.ConnectionError:
-        raise StatusError(f"nothing answers at {endpoint}: is the webhook running? (`make stack-status`)") from None
+        raise StatusError(f"nothing answers at {endpoint}: is the webhook running? (`make stack-up` starts the local stack)") from None
     except (requests.RequestException, ValueError) as exc:
         raise StatusError(f"{endpoint}: {type(exc).__name__}: {str(exc)[:200]}") from None
     if not isinstance(document, dict) or "nodes" not in document:

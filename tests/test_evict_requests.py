@@ -105,3 +105,31 @@ def test_an_evacuation_waits_while_envoy_sheds_and_the_preview_says_so(tmp_path:
     assert len(sides["node2"].evicted) == before and harness.controller.state.evacuating == ["node2"]
     preview = harness.client.post("/evacuate", json={"node": "node2", "dry_run": True}, headers=AUTH).get_json()
     assert preview["batches"][0]["waiting"].startswith("new connections are being shed (level ")
+
+
+def test_status_and_rebalance_say_the_lever_waits_while_envoy_sheds(tmp_path: Path) -> None:
+    """Trial of 2026-12-01: at shed level 1 with nothing armed, `mqttlb status` said "available, not armed" and
+    nothing more, and `POST /rebalance` answered a bare 202, though nothing would be evicted."""
+    harness = build(tmp_path, cpu={"node1": 0.95, "node2": 0.85, "node3": 0.75})
+    harness.controller.evict_lever = EvictLever({n: FakeEvictionSide() for n in harness.config.node_names})
+    harness.controller.reconcile_once()
+    assert harness.controller.status()["eviction"]["waiting"] is None
+    shed = alert(contract.ALERT_CPU_CRITICAL, None, action=contract.Action.SHED.value)
+    assert harness.client.post("/alerts", json=notification(shed), headers=AUTH).status_code == 200
+    harness.controller.reconcile_once()
+    waiting = "new connections are being shed (level 1): an evicted client might not get back in"
+    assert harness.controller.status()["eviction"]["waiting"].startswith(waiting)
+    answer = harness.client.post("/rebalance", json={}, headers=AUTH)
+    assert answer.status_code == 202 and answer.get_json()["waiting"].startswith(waiting)
+
+
+def test_an_empty_rebalance_body_is_refused_like_the_other_operator_routes(tmp_path: Path) -> None:
+    """Trial: a bare `curl -X POST .../rebalance` armed the lever, where /drain and /evacuate refuse it."""
+    harness = build(tmp_path, cpu={"node1": 0.95, "node2": 0.5, "node3": 0.45})
+    harness.controller.evict_lever = EvictLever({n: FakeEvictionSide() for n in harness.config.node_names})
+    harness.controller.reconcile_once()
+    for route in ("/rebalance", "/drain", "/evacuate"):
+        answer = harness.client.post(route, data=b"", headers=AUTH)
+        assert answer.status_code == 400 and "not valid JSON" in answer.get_json()["error"], route
+    harness.controller.reconcile_once()
+    assert not harness.controller.state.evict_armed

@@ -157,6 +157,26 @@ STACK_CASES = [
         file="params: {eviction: {min_recipient_share: \"0.8\"}}\n",
     ),
     StackCase(
+        "min-recipient-share-half-does-nothing",  # trial: the lever never acts at half or less (MIN_LANDING)
+        "{file}: params.eviction.min_recipient_share: Input should be greater than 0.5 (got 0.3)",
+        file="params: {eviction: {min_recipient_share: 0.3}}\n",
+    ),
+    StackCase(
+        "evict-switch-text",  # trial: "no", "off" and 1 were read as switches
+        "{file}: params.eviction.enabled: Input should be a valid boolean (got 'no')",
+        file="params: {eviction: {enabled: \"no\"}}\n",
+    ),
+    StackCase(
+        "steer-below-alert-number",
+        "{file}: params.policy.steer_below_alert: Input should be a valid boolean (got 1)",
+        file="params: {policy: {steer_below_alert: 1}}\n",
+    ),
+    StackCase(
+        "exponent-without-sign-is-text-in-yaml",  # params.yaml's header said 1.0e9 would do
+        "{file}: params.policy.max_weight: Input should be a number, not text (got '1.0e9')",
+        file="params: {policy: {max_weight: 1.0e9}}\n",
+    ),
+    StackCase(
         "max-weight-1e9-is-text-in-yaml",
         "{file}: params.policy.max_weight: Input should be a number, not text (got '1e9')",
         file="params: {policy: {max_weight: 1e9}}\n",
@@ -317,6 +337,14 @@ STACK_CASES = [
         f"{{file}}: state_dir: is the checkout's stack/ folder, whose files are tracked; {OWN_FOLDER} "
         "(got '{repo}/stack')",
         file="state_dir: {repo}/stack\n",
+    ),
+    StackCase(
+        "state-dir-a-folder-of-other-files",  # trial: --state-dir / (or /etc, a typo) was accepted
+        "{file}: state_dir: holds files a stack does not write (EnvoyEndpointUnhealthy.md, MqttBrokerCpuCritical.md, "
+        "MqttBrokerCpuHigh.md) and no stack.json: it is not a stack's state dir, and the stack would write its "
+        "tokens, configs and logs among them; name a new or empty folder, such as .stack (got '{repo}/docs/runbooks')",
+        file="state_dir: {repo}/docs/runbooks\n",
+        up=True,
     ),
     StackCase(
         "MQTTLB_STACK_FILE-missing",

@@ -314,6 +314,21 @@ def test_a_short_run_is_not_reported_as_a_full_one(tmp_path: Path, capsys: pytes
     assert scenario_main(["--scenario", "pareto", "--short", "--report-only", "--out", str(tmp_path)]) == 0
 
 
+def test_a_report_never_pools_runs_made_with_other_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Trial of 2026-12-01: --report-only pooled a seed run with `--params fast` on 5 nodes into the median of a
+    shipped one, labelled with the first run's settings; and --params/--nodes/--node-cpu-cores went unchecked."""
+    _run_on_disk(tmp_path, "pareto", 1, "round-robin")
+    other = _run_on_disk(tmp_path, "pareto", 2, "round-robin", param_set="fast")
+    argv = ["--scenario", "pareto", "--short", "--report-only", "--out", str(tmp_path)]
+    assert scenario_main(argv) == 2
+    assert ("1 run under " in (err := capsys.readouterr().err) and "was made with other settings than asked "
+            "(seed2-round-robin: param_set fast (asked shipped))" in err), err
+    other.unlink()
+    assert scenario_main(argv) == 0
+    assert scenario_main([*argv, "--node-cpu-cores", "0.5"]) == 2
+    assert "node_cpu_cores 0.025 (asked 0.5)" in capsys.readouterr().err
+
+
 def test_fresh_runs_again_and_excludes_report_only(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -473,7 +473,7 @@ def test_draining_the_last_node_is_refused_at_once(h: Harness):
     before = h.world()
     refused = h.client.post("/drain", data=body({"node": "node3", "draining": True}), headers=AUTH)
     assert refused.status_code == 409 and "last node" in refused.json["error"]
-    assert h.rejected("drain", "invalid_payload") == 1
+    assert h.rejected("drain", "refused") == 1
     h.controller.reconcile_once()
     assert h.world() == before
     assert h.eds_health()["node3"] == "HEALTHY"

@@ -192,11 +192,15 @@ class StackConfig(BaseModel):
         return ports
 
 
+RECORD_FILE = "stack.json"  # the settings a stack was last started with (mqttlb.stack.render)
+
+
 def refuse_source_folder(state_dir: Path) -> None:
     """Raise ValueError when ``state_dir`` (absolute) is where mqttlb's own files are: a folder holding the
     package or a checkout (``mqttlb/__init__.py`` or ``stack/stack.yaml`` in it: the checkout root, a
-    site-packages), the package folder or a folder inside it, or the checkout's ``stack/`` folder.  The stack
-    writes tokens, secrets and configs into its state dir, which must be a folder of its own."""
+    site-packages), the package folder or a folder inside it, the checkout's ``stack/`` folder, or an existing
+    folder with no ``stack.json`` that holds files a stack does not write (not a state dir).  The stack writes tokens,
+    secrets and configs into its state dir, which must be a folder of its own."""
     resolved = state_dir.resolve()
     root = checkout_root()
     own = "name a folder of its own, such as .stack"
@@ -209,6 +213,25 @@ def refuse_source_folder(state_dir: Path) -> None:
         raise ValueError(f"is inside the mqttlb package ({PACKAGE_DIR}); {own}")
     if root is not None and resolved == (root / STACK_FILE).parent:
         raise ValueError(f"is the checkout's {Path(STACK_FILE).parent}/ folder, whose files are tracked; {own}")
+    foreign = _foreign_entries(resolved)
+    if foreign:
+        raise ValueError(
+            f"holds files a stack does not write ({', '.join(foreign)}) and no {RECORD_FILE}: it is not a stack's "
+            "state dir, and the stack would write its tokens, configs and logs among them; name a new or empty "
+            "folder, such as .stack"
+        )
+
+
+def _foreign_entries(state_dir: Path, shown: int = 3) -> list[str]:
+    """Up to ``shown`` names in an existing ``state_dir`` without ``stack.json`` that are not the stack's own
+    (``topology.layout_names``: a render that failed half-way leaves only those); [] for a new, empty or
+    recorded state dir."""
+    from mqttlb.stack.topology import layout_names
+
+    if not state_dir.is_dir() or (state_dir / RECORD_FILE).exists():
+        return []
+    own = layout_names()
+    return sorted(p.name for p in state_dir.iterdir() if p.name not in own)[:shown]
 
 
 ENV_SCALARS = {
@@ -383,8 +406,6 @@ def check_state_dir(state_dir: Path) -> None:
             f"state_dir: {state_dir}: cannot create files in {where}: {exc.strerror or exc}"
         ) from None
 
-
-RECORD_FILE = "stack.json"
 
 
 def recorded_config(state_dir: Path) -> StackConfig | None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from mqttlb.stack.config import StackConfig
+from mqttlb.stack.config import RECORD_FILE, StackConfig
 
 LOOPBACK = "127.0.0.1"
 ANY_ADDRESS = "0.0.0.0"
@@ -164,6 +164,13 @@ class Paths:
     def hivemq_token(self) -> Path:
         """The bearer token of every HiveMQ node's mqttlb extension API (the webhook reads it too)."""
         return self.root / "hivemq" / "token"
+
+
+def layout_names() -> frozenset[str]:
+    """The names a stack writes directly in its state dir: the first part of each :class:`Paths` entry, the broker
+    folders (``mosquitto/``, ``hivemq/``) and ``stack.json`` (``config.RECORD_FILE``)."""
+    below = {entry.parts[0] for entry in vars(Paths).values() if isinstance(entry, _Below)}
+    return frozenset(below | {"mosquitto", "hivemq", RECORD_FILE})
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,8 @@ ROUTES = {
     "/evacuate": "evacuate",
     "/v3/discovery:endpoints": "eds",
     "/status": "status",
+    "/metrics": "metrics",
+    "/": "home",
 }
 OTHER_ROUTE = "other"
 #: Probes answer without a credential: liveness and readiness only (no state, no weights).
@@ -300,7 +302,7 @@ def create_app(
         except KeyError:
             return reject(404, f"unknown node {str(getattr(wish, 'node', ''))[:100]!r}", "invalid_payload")
         except ValueError as exc:
-            return reject(409, str(exc), "invalid_payload")
+            return reject(409, str(exc), "refused")
 
     def act_drain(wish: Any) -> tuple[Response, int]:
         controller.request_drain(wish.node, wish.draining)
@@ -309,8 +311,8 @@ def create_app(
     def act_rebalance(wish: Any) -> tuple[Response, int]:
         if wish.dry_run:
             return jsonify({"result": "dry_run", "batches": controller.eviction_preview()}), 200
-        controller.request_rebalance()
-        return jsonify({"result": "accepted"}), 202
+        waiting = controller.request_rebalance()
+        return jsonify({"result": "accepted", **({"waiting": waiting} if waiting else {})}), 202
 
     def act_evacuate(wish: Any) -> tuple[Response, int]:
         if wish.dry_run and not wish.evacuate:

@@ -272,9 +272,10 @@ class Controller:
             return "no node has an eviction side configured (nodes[].eviction)"
         return None
 
-    def request_rebalance(self) -> None:
+    def request_rebalance(self) -> str | None:
         """The operator's "rebalance now": the next pass arms the evict lever (no ``after`` wait); it
-        steers the weights first and evicts from the donors until none is left.
+        steers the weights first and evicts from the donors until none is left.  Returns why nothing will be
+        evicted for now (Envoy sheds new connections: ``eviction_policy.shed_waiting``), else None.
 
         Raises ValueError (nothing recorded) when the lever cannot act (:meth:`evict_available`)."""
         why = self.evict_available()
@@ -292,6 +293,7 @@ class Controller:
         with self._drain_lock:
             self._rebalance_requested = True
         self.wake()
+        return shed_waiting(self._state.shed_level) if self._state.shed_level > 0 else None
 
     def request_evacuate(self, node: str, evacuate: bool) -> None:
         """Evacuate ``node`` (drain it, then evict every evictable client at the bounded rate) or stop
@@ -781,7 +783,7 @@ class Controller:
             "armed": state.evict_armed,
             "reason": state.evict_reason,
             "imbalanced_since": state.evict_since,
-            "waiting": self._last_eviction_wait,
+            "waiting": shed_waiting(state.shed_level) if state.shed_level > 0 else self._last_eviction_wait,
             "evacuating": list(state.evacuating),
             "last_batch": dict(state.last_eviction),
             "max_squared_deviation": None if spread is None else round(spread.max_squared_deviation, 4),

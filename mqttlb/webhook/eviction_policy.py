@@ -47,17 +47,13 @@ from dataclasses import dataclass
 
 from mqttlb import contract
 from mqttlb.brokers.eviction import ClientLoad
-from mqttlb.params import EvictionParams, Params, duration_seconds
+from mqttlb.params import MIN_LANDING, EvictionParams, Params, duration_seconds
 
 OWN_CLIENT_IDS = frozenset({contract.HEALTH_CHECK_CLIENT_ID, contract.EVICTION_CONTROL_CLIENT_ID})
 # How far (share of the new connections, 0..1) the recipients' share may stay below what the policy's target
 # weights give them: the weights stop within the policy's hysteresis of their targets and move with the CPU's
 # noise, so they rarely give exactly the targets' share (a restart run waited ~130 s at 79 % against 80 %).
 LANDING_TOLERANCE = 0.05
-# The recipients must take more than this share of the new connections whatever the targets give them: below
-# it most evicted clients would land on the donors or on nodes above the mean, and disconnecting them is for
-# nothing (trial: a recipient holding 300 connections got 31 % under least request at its target weights).
-MIN_LANDING = 0.5
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,9 @@ class WebhookMetrics:
         )
         self.rejected = self._counter(
             contract.WEBHOOK_REJECTED,
-            "Requests refused before any decision (401, 400, 413, 422), by route and reason",
+            "Requests refused: 401 unauthorised, 400/404 invalid_payload (an unknown node), 404/405 wrong_route, "
+            "413 too_large, 422 unknown_action, 409 refused (the operator request cannot be carried out now), "
+            "by route and reason",
             ["route", "reason"],
         )
         self.decision_seconds = self._histogram(

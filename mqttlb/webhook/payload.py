@@ -208,8 +208,9 @@ def parse_drain(body: bytes) -> DrainRequest:
 
 
 def parse_rebalance(body: bytes) -> RebalanceRequest:
-    """``POST /rebalance``: ``{}`` or ``{"dry_run": bool}``; raises PayloadError (400)."""
-    request: RebalanceRequest = _validate(RebalanceRequest, load_json(body or b"{}"), "rebalance request")
+    """``POST /rebalance``: ``{}`` or ``{"dry_run": bool}``; raises PayloadError (400), for an empty body too (a bare
+    ``curl -X POST`` would otherwise arm the lever, where ``/drain`` and ``/evacuate`` refuse it)."""
+    request: RebalanceRequest = _validate(RebalanceRequest, load_json(body), "rebalance request")
     return request
 
 

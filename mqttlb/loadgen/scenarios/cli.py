@@ -6,7 +6,8 @@ flash-crowd, and the control even-load.
 Policies (``policies.py``): round-robin, least-request, weighted-cpu-rr, weighted-cpu-lr, weighted-cpu+evict.
 Each (seed, policy) runs on a fresh stack (``runner.py``); ``--out`` gets ``runs/`` (one record, samples,
 connects, load report and evict audit per run, kept across invocations so seeds can be added: a run already there
-for the same scenario and ``--params`` is reused, one warning line says which, ``--fresh`` runs them again),
+for the same scenario, parameters, nodes, cores and length is reused, one warning line says which, ``--fresh``
+runs them again; one of the same seed and policy made otherwise is overwritten),
 ``report.md`` (``bench_report.py``), ``summary.json`` and ``msd.png``.  ``--report-only`` redraws the report from
 ``runs/``.
 """
@@ -64,10 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--short", action="store_true",
                    help="smoke run: seconds per run and a small load; proves the pipeline, not the figures")
     once = p.add_mutually_exclusive_group()
-    once.add_argument("--report-only", action="store_true", help="redraw the report from --out/runs, run nothing")
+    once.add_argument("--report-only", action="store_true",
+                      help="redraw the report from every run in --out/runs (--seeds and --policies do not pick; "
+                      "--params, --nodes, --node-cpu-cores and --short must match how they were run), run nothing")
     once.add_argument("--fresh", action="store_true",
                       help="run every requested seed and policy again, overwriting its run in --out/runs (default: a "
-                      "run already there for the same scenario and --params is reused, and a line says which)")
+                      "run already there for the same scenario, --params, --nodes, --node-cpu-cores and length is "
+                      "reused, and a line says which; a run of the same seed and policy made with other settings is "
+                      "run again and overwritten)")
     p.add_argument("--keep-state", action="store_true", help="keep each stack's state dir under --out/state")
     add_log_flags(p)
     return p
@@ -174,10 +179,14 @@ def _msd_chart(out: Path, records: list[dict[str, Any]], threshold: float) -> st
                                threshold_label="imbalance threshold").name
 
 
-def write_report(scenario: catalog.Scenario, out: Path, took: float | None) -> Path:
+def write_report(
+    scenario: catalog.Scenario, out: Path, took: float | None, identity: Mapping[str, Any] | None = None
+) -> Path:
     """``report.md``, ``summary.json`` and ``msd.png`` from ``out/runs``; ValueError when it holds no run of
-    ``scenario``, or runs of another length (``--short`` runs reported as full ones, or the other way round:
-    the report would describe a load they did not have)."""
+    ``scenario``, runs of another length (``--short`` runs reported as full ones, or the other way round:
+    the report would describe a load they did not have), or runs whose identity differs from ``identity``
+    (:func:`runner.run_identity`: the report would pool runs of other parameters, nodes or cores under the
+    first run's settings)."""
     records = [r for r in runner.load_runs(out / "runs") if r["scenario"] == scenario.name]
     if not records:
         raise ValueError(f"no run of {scenario.name} under {out / 'runs'}")
@@ -186,6 +195,8 @@ def write_report(scenario: catalog.Scenario, out: Path, took: float | None) -> P
         raise ValueError(f"runs under {out / 'runs'} lasted {', '.join(f'{d:g}' for d in lengths)} s, not the "
                          f"{scenario.duration:g} s of {scenario.name} as asked: report them with or without --short "
                          "as they were run")
+    if identity is not None:
+        _refuse_other_identities(records, identity, out / "runs")
     settings = settings_of(scenario, records, took)
     text = bench_report.render(scenario, records, settings)
     threshold = float(records[0]["stack_params"]["imbalance_max_squared_deviation"])
@@ -197,6 +208,19 @@ def write_report(scenario: catalog.Scenario, out: Path, took: float | None) -> P
     summary = {"scenario": scenario.name, "settings": settings, "runs": [f.as_dict() for f in figures]}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     return out / "report.md"
+
+
+def _refuse_other_identities(records: list[dict[str, Any]], identity: Mapping[str, Any], runs_dir: Path) -> None:
+    """ValueError naming the runs (up to five) that were made with other settings than ``identity``."""
+    odd = [(runner.slug(r["figures"]["seed"], r["figures"]["policy"]), differs) for r in records
+           if (differs := runner.identity_differences(r, identity))]
+    if odd:
+        named = "; ".join(f"{name}: " + ", ".join(f"{k} {v} (asked {identity[k]})" for k, v in differs.items())
+                          for name, differs in odd[:5])
+        raise ValueError(f"{plural(len(odd), 'run')} under {runs_dir} {'was' if len(odd) == 1 else 'were'} made with "
+                         "other settings than asked "
+                         f"({named}{'; ...' if len(odd) > 5 else ''}): report them with the flags they were run with "
+                         "(--params, --nodes, --node-cpu-cores), or move them to another --out")
 
 
 def _say_reused(runs_dir: Path, kept: list[tuple[int, str]]) -> None:
@@ -221,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     if args.report_only:
         try:
-            log.info("report written to %s", write_report(scenario, out, None))
+            base = base_config(args.nodes, args.node_cpu_cores or scenario.node_cpu_cores,
+                               **runner.PARAM_SETS[args.params])
+            identity = runner.run_identity(scenario, args.params, base)
+            log.info("report written to %s", write_report(scenario, out, None, identity))
         except (ValueError, OSError, KeyError) as exc:
             return refuse(exc, "mqttlb experiment")
         return 0
@@ -231,15 +258,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         base = base_config(args.nodes, args.node_cpu_cores or scenario.node_cpu_cores, **runner.PARAM_SETS[args.params])
-        kept = [] if args.fresh else runner.kept_runs(
-            out / "runs", runner.run_identity(scenario, args.params, base), seeds, policies
-        )
+        identity = runner.run_identity(scenario, args.params, base)
+        kept = [] if args.fresh else runner.kept_runs(out / "runs", identity, seeds, policies)
         _say_reused(out / "runs", kept)
         with tempfile.TemporaryDirectory(prefix="mqttlb-scenario-") as tmp:
             state_root = out / "state" if args.keep_state else Path(tmp)
             runner.run_all(scenario, seeds, policies, param_set=args.params, base=base, out=out,
                            state_root=state_root, kept=kept)
-        report = write_report(scenario, out, time.monotonic() - started)
+        report = write_report(scenario, out, time.monotonic() - started, identity)
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM while a stack runs (mqttlb.stack.ephemeral)
         log.error("interrupted; the running stack was stopped; finished runs are in %s", out / "runs")
         return EXIT_INTERRUPTED

@@ -161,20 +161,25 @@ def record_meta(scenario: Scenario, param_set: str, run: ArmRun, base: StackConf
     }
 
 
+def identity_differences(record: Mapping[str, Any], identity: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of ``identity`` (:func:`run_identity`) on which a run ``record`` differs, with the record's value.
+    A key the record predates (runs before 2026-12-01 lack ``nodes`` and ``duration``) is not compared."""
+    return {key: record[key] for key, value in identity.items() if key in record and record[key] != value}
+
+
 def kept_runs(
     runs_dir: Path, identity: Mapping[str, Any], seeds: Sequence[int], policies: Sequence[str]
 ) -> list[tuple[int, str]]:
     """The ``(seed, policy)`` pairs, seed-major, whose record in ``runs_dir`` has the same ``identity``
     (:func:`run_identity`): :func:`run_all` keeps them rather than run them again (any other record is run
-    again and overwritten).  A key a record predates (runs before 2026-12-01 lack ``nodes`` and
-    ``duration``) is not compared."""
+    again and overwritten); see :func:`identity_differences`."""
     kept = []
     for seed in seeds:
         for name in policies:
             record = runs_dir / f"{slug(seed, name)}.json"
             if record.exists():
                 meta = json.loads(record.read_text())
-                if all(meta.get(key, value) == value for key, value in identity.items()):
+                if not identity_differences(meta, identity):
                     kept.append((seed, name))
     return kept
 
