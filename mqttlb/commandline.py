@@ -55,3 +55,16 @@ def argument_type(convert: Callable[[str], T], *errors: type[Exception]) -> Call
 
     parse.__name__ = getattr(convert, "__name__", "value")  # argparse names a type by its __name__
     return parse
+
+
+def seconds_up_to(most: float) -> Callable[[str], float]:
+    """An argparse ``type=`` for a time in seconds, more than 0 and at most ``most`` (NaN and infinity
+    refused): ``must be more than 0 and at most 300 seconds, got -1``."""
+
+    def seconds(text: str) -> float:
+        value = float(text)
+        if not 0 < value <= most:  # also refuses nan and inf
+            raise ValueError(f"must be more than 0 and at most {most:g} seconds, got {text}")
+        return value
+
+    return argument_type(seconds)

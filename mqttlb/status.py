@@ -22,7 +22,7 @@ from typing import Any
 
 import requests
 
-from mqttlb.commandline import argument_type, parse_args, refuse
+from mqttlb.commandline import argument_type, parse_args, refuse, seconds_up_to
 from mqttlb.logs import add_log_flags
 from mqttlb.secure import SecretError, read_secret
 
@@ -101,7 +101,9 @@ def fetch_status(
         response.raise_for_status()
         document = response.json()
     except requests.ConnectionError:
-        raise StatusError(f"nothing answers at {endpoint}: is the webhook running? (`make stack-up` starts the local stack)") from None
+        raise StatusError(
+            f"nothing answers at {endpoint}: is the webhook running? (`make stack-up` starts the local stack)"
+        ) from None
     except (requests.RequestException, ValueError) as exc:
         raise StatusError(f"{endpoint}: {type(exc).__name__}: {str(exc)[:200]}") from None
     if not isinstance(document, dict) or "nodes" not in document:
@@ -198,13 +200,6 @@ def _not_negative(text: str) -> int:
     return value
 
 
-def _timeout(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 300:  # also refuses nan and inf
-        raise ValueError(f"must be more than 0 and at most 300 seconds, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mqttlb status", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -229,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many recent decisions to show (default 10; 0 for none)",
     )
     parser.add_argument(
-        "--timeout", type=argument_type(_timeout), default=5.0, help="HTTP timeout in seconds, > 0 (default 5)"
+        "--timeout", type=seconds_up_to(300), default=5.0, help="HTTP timeout in seconds, > 0 (default 5)"
     )
     add_log_flags(parser)
     return parser

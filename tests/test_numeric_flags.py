@@ -1,12 +1,14 @@
-"""Numeric flags of `mqttlb status` and `mqttlb test-alert` are validated by argparse: a bad value is a
-usage error (exit 2, one line naming the flag), never a traceback or a raw ValueError."""
+"""Numeric flags of `mqttlb status`, `test-alert`, `stack up` and `dashboards render` are validated by argparse:
+a bad value is a usage error (exit 2, one line naming the flag), never a traceback or a raw ValueError."""
 
 from __future__ import annotations
 
 import pytest
 
 from mqttlb import status, testalert
+from mqttlb.dashboards import cli as dashboards_cli
 from mqttlb.loadgen.workload import WorkloadError, build_workload, parse_profile
+from mqttlb.stack import cli as stack_cli
 
 
 @pytest.mark.parametrize(
@@ -20,6 +22,11 @@ from mqttlb.loadgen.workload import WorkloadError, build_workload, parse_profile
         (status.main, ["--last", "-1"], "argument --last: must be 0 or more, got -1"),
         (testalert.main, ["--duration", "-5"], "argument --duration: must be between 0 and 86400 seconds"),
         (testalert.main, ["--wait", "nan"], "argument --wait: must be between 0 and 86400 seconds"),
+        # trial of 2026-12-01: `stack up --timeout nan` started the stack and left it running; -1 started it too
+        (stack_cli.main, ["up", "--timeout", "nan"], "argument --timeout: must be more than 0 and at most 3600"),
+        (stack_cli.main, ["up", "--timeout", "-1"], "argument --timeout: must be more than 0 and at most 3600"),
+        # trial: `dashboards render --timeout -1` failed in the HTTP library instead
+        (dashboards_cli.main, ["render", "--timeout", "-1"], "argument --timeout: must be more than 0 and at most 300"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else None,
 )

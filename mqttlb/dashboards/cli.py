@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mqttlb.commandline import argument_type, parse_args, refuse
+from mqttlb.commandline import argument_type, parse_args, refuse, seconds_up_to
 from mqttlb.dashboards import build
 from mqttlb.dashboards.execute import (
     Window,
@@ -112,7 +112,7 @@ def _query_flags(parser: argparse.ArgumentParser, prometheus_required: bool) -> 
         help="Prometheus scrape interval, used for $__rate_interval as Grafana does (default: 5s)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=10.0, help="HTTP timeout per query in seconds (default: 10)"
+        "--timeout", type=seconds_up_to(300), default=10.0, help="HTTP timeout per query in seconds, > 0 (default: 10)"
     )
 
 

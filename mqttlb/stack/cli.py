@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mqttlb.commandline import parse_args, plural, refuse
+from mqttlb.commandline import parse_args, plural, refuse, seconds_up_to
 from mqttlb.logs import add_log_flags
 from mqttlb.stack.config import (
     ENV_SCALARS,
@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         "render configs, start everything, wait until each part answers; on a running stack, start "
         "only the parts that are not running",
     )
-    up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness (default 90)")
+    up.add_argument("--timeout", type=seconds_up_to(3600), default=90.0,
+                    help="seconds to wait for readiness, > 0 (default 90)")
     add("down", "stop every process the stack started (by PID) and check no listener is left")
     add("status", "one line per component; exit status 1 if any is down")
     add("check", "validate the stack file, the state dir and the binaries without starting anything")

@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--scenario", default=DEFAULT_SCENARIO, choices=catalog.NAMES,
                    help=f"the scenario to run (default {DEFAULT_SCENARIO})")
-    p.add_argument("--out", type=Path, help="report directory (default ./experiment-<scenario>)")
+    p.add_argument("--out", type=Path,
+                   help="report directory (default reports/experiment-<scenario>, as make experiment)")
     p.add_argument("--seeds", default="1,2,3", help="comma-separated workload seeds (default 1,2,3)")
     p.add_argument("--policies", default=",".join(POLICIES),
                    help=f"comma-separated subset of {', '.join(POLICIES)} (default: all, in that order)")
@@ -98,7 +99,7 @@ def _check(args: argparse.Namespace) -> tuple[catalog.Scenario, list[int], list[
     if args.node_cpu_cores is not None and not 0 < args.node_cpu_cores <= 64:
         raise ValueError("--node-cpu-cores must be in (0, 64]")
     if args.out is None:
-        args.out = Path(f"experiment-{args.scenario}")
+        args.out = Path("reports") / f"experiment-{args.scenario}"
     return catalog.scenario(args.scenario, short=args.short, nodes=args.nodes), seeds, policies
 
 
