@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 from mqttlb.logs import setup_from_args
@@ -68,3 +69,13 @@ def seconds_up_to(most: float) -> Callable[[str], float]:
         return value
 
     return argument_type(seconds)
+
+
+def _folder(text: str) -> Path:
+    if not text.strip():
+        raise ValueError(f"must name a folder, not a blank (got {text!r})")
+    return Path(text)
+
+
+#: An argparse ``type=`` for a folder: a non-blank path (``--state-dir ""`` would mean the current folder).
+folder = argument_type(_folder)

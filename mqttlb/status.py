@@ -22,7 +22,7 @@ from typing import Any
 
 import requests
 
-from mqttlb.commandline import argument_type, parse_args, refuse, seconds_up_to
+from mqttlb.commandline import argument_type, folder, parse_args, refuse, seconds_up_to
 from mqttlb.logs import add_log_flags
 from mqttlb.secure import SecretError, read_secret
 
@@ -173,7 +173,8 @@ def eviction_line(eviction: Mapping[str, Any] | None) -> str:
     evacuation = f"evacuating {', '.join(map(str, evacuating))}" if evacuating else "no evacuation"
     if not eviction.get("available"):  # an evacuation still runs when only eviction.enabled is false
         why = eviction.get("unavailable_reason") or "no reason given"
-        return f"evict lever: unavailable ({why})" + (f"; {evacuation}" if evacuating else "")
+        waiting = f"; waiting: {eviction['waiting']}" if evacuating and eviction.get("waiting") else ""
+        return f"evict lever: unavailable ({why})" + (f"; {evacuation}{waiting}" if evacuating else "")
     parts = [f"armed ({eviction.get('reason') or 'no reason given'})" if eviction.get("armed") else "not armed"]
     if eviction.get("waiting"):
         parts.append(f"waiting: {eviction['waiting']}")
@@ -206,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--url", help="the webhook's base URL (default: the local stack's, from --state-dir)")
     parser.add_argument(
-        "--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="the local stack's state dir (default .stack)"
+        "--state-dir", type=folder, default=DEFAULT_STATE_DIR, help="the local stack's state dir (default .stack)"
     )
     parser.add_argument(
         "--token-file",
@@ -224,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many recent decisions to show (default 10; 0 for none)",
     )
     parser.add_argument(
-        "--timeout", type=seconds_up_to(300), default=5.0, help="HTTP timeout in seconds, > 0 (default 5)"
+        "--timeout", type=seconds_up_to(300), default=5.0,
+        help="HTTP timeout in seconds, more than 0 and at most 300 (default 5)",
     )
     add_log_flags(parser)
     return parser

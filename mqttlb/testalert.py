@@ -32,7 +32,7 @@ from typing import Any
 
 import requests
 
-from mqttlb.commandline import argument_type, parse_args, refuse
+from mqttlb.commandline import argument_type, folder, parse_args, refuse
 from mqttlb.contract import (
     ACTION_LABEL,
     ALERT_TEST,
@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mqttlb test-alert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="the local stack's state dir (default .stack)"
+        "--state-dir", type=folder, default=DEFAULT_STATE_DIR, help="the local stack's state dir (default .stack)"
     )
     parser.add_argument("--alertmanager", help="Alertmanager's base URL (default: the local stack's)")
     parser.add_argument("--webhook", help="the webhook's base URL (default: the local stack's)")

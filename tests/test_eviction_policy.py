@@ -383,7 +383,11 @@ def test_nothing_is_evicted_while_envoy_sheds_new_connections(lever_on: bool) ->
                              evict_since=NOW - 60, evict_mark=0.25, evict_reason="test", last_weight_change=NOW - 1,
                              shed_level=shed_level, shed_anchor=300 if shed_level else None,
                              last_shed_change=NOW - 1, evacuating=["node2"])
-        return decide_pass(state, quiet, seen, PARAMS.policy, TIMING, NODES, NOW, settings_).eviction
+        result = decide_pass(state, quiet, seen, PARAMS.policy, TIMING, NODES, NOW, settings_)
+        steering = [s.reason for s in result.steps if s.reason.startswith("evicting (")]
+        assert (bool(steering) is lever_on) and all(
+            ("nobody is evicted while new connections are shed" in r) == (shed_level > 0) for r in steering)
+        return result.eviction
 
     for level in (1, 2, max_level(PARAMS.policy.shed_levels)):
         held = evicts(level)

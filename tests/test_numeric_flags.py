@@ -27,6 +27,10 @@ from mqttlb.stack import cli as stack_cli
         (stack_cli.main, ["up", "--timeout", "-1"], "argument --timeout: must be more than 0 and at most 3600"),
         # trial: `dashboards render --timeout -1` failed in the HTTP library instead
         (dashboards_cli.main, ["render", "--timeout", "-1"], "argument --timeout: must be more than 0 and at most 300"),
+        # trial: `--state-dir ""` became the current folder, past the stack file's "must name a folder"
+        (stack_cli.main, ["--state-dir", "", "check"], "argument --state-dir: must name a folder, not a blank"),
+        (stack_cli.main, ["--state-dir", " ", "check"], "argument --state-dir: must name a folder, not a blank"),
+        (status.main, ["--state-dir", ""], "argument --state-dir: must name a folder, not a blank"),
     ],
     ids=lambda v: " ".join(v) if isinstance(v, list) else None,
 )

@@ -141,6 +141,9 @@ def test_eviction_line_says_why_the_lever_cannot_act_and_what_it_waits_for() -> 
     off = {"available": False, "unavailable_reason": "the evict lever is off (eviction.enabled: false)"}
     assert status.eviction_line(off) == "evict lever: unavailable (the evict lever is off (eviction.enabled: false))"
     assert status.eviction_line({**off, "evacuating": ["node2"]}).endswith("; evacuating node2")
+    shed = "new connections are being shed (level 2): an evicted client might not get back in"
+    assert status.eviction_line({**off, "evacuating": ["node2"], "waiting": shed}).endswith(  # trial: it was hidden
+        f"; evacuating node2; waiting: {shed}")
     waiting = {
         "available": True,
         "armed": True,

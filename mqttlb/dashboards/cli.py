@@ -112,7 +112,8 @@ def _query_flags(parser: argparse.ArgumentParser, prometheus_required: bool) -> 
         help="Prometheus scrape interval, used for $__rate_interval as Grafana does (default: 5s)",
     )
     parser.add_argument(
-        "--timeout", type=seconds_up_to(300), default=10.0, help="HTTP timeout per query in seconds, > 0 (default: 10)"
+        "--timeout", type=seconds_up_to(300), default=10.0,
+        help="HTTP timeout per query in seconds, more than 0 and at most 300 (default: 10)",
     )
 
 

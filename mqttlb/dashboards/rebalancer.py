@@ -183,9 +183,10 @@ def failures(params: Params) -> G.TimeSeries:
 def rejected_requests(params: Params) -> G.TimeSeries:
     return c.timeseries(
         "Rejected requests",
-        f"Requests the webhook refused before deciding anything (increase of {contract.WEBHOOK_REJECTED}, "
-        "rounded to whole requests), by route and reason: bad token, malformed or oversized payload, "
-        "unknown action.",
+        f"Requests the webhook refused (increase of {contract.WEBHOOK_REJECTED}, rounded to whole requests), by "
+        "route and reason: unauthorised (bad token), invalid_payload (malformed JSON, an unknown node), too_large, "
+        "unknown_action, wrong_route (unknown path or method), refused (an operator request that cannot be "
+        "carried out now: 409).",
         c.targets((count_query(contract.WEBHOOK_REJECTED, "route, reason", params), "{{route}}: {{reason}}")),
         "none",
         bars=True,

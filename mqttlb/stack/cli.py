@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mqttlb.commandline import parse_args, plural, refuse, seconds_up_to
+from mqttlb.commandline import folder, parse_args, plural, refuse, seconds_up_to
 from mqttlb.logs import add_log_flags
 from mqttlb.stack.config import (
     ENV_SCALARS,
@@ -31,7 +31,7 @@ def _add_stack_options(parser: argparse.ArgumentParser) -> None:
     """The options every subcommand takes: ``--stack-file``, ``--nodes``, ``--state-dir`` and the log flags."""
     parser.add_argument("--stack-file", type=Path, help="stack file with settings that override stack/stack.yaml")
     parser.add_argument("--nodes", type=int, help="number of Mosquitto nodes (overrides the stack file)")
-    parser.add_argument("--state-dir", type=Path, help="where configs, logs, data and PIDs live (default .stack)")
+    parser.add_argument("--state-dir", type=folder, help="where configs, logs, data and PIDs live (default .stack)")
     add_log_flags(parser)
 
 
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         "only the parts that are not running",
     )
     up.add_argument("--timeout", type=seconds_up_to(3600), default=90.0,
-                    help="seconds to wait for readiness, > 0 (default 90)")
+                    help="seconds to wait for readiness, more than 0 and at most 3600 (default 90)")
     add("down", "stop every process the stack started (by PID) and check no listener is left")
     add("status", "one line per component; exit status 1 if any is down")
     add("check", "validate the stack file, the state dir and the binaries without starting anything")

@@ -329,7 +329,8 @@ def decide_pass(
                 f"for {now - (new.hot_since or now):.0f}s (excess {new.hot_excess:.2f} utilisation-seconds)"
             )
         elif new.evict_armed:
-            why = f"evicting ({new.evict_reason}): weights favour the recipients first"
+            why = f"evicting ({new.evict_reason}): weights favour the recipients first" + (
+                "; nobody is evicted while new connections are shed" if new.shed_level > 0 else "")
         else:
             why = "steering below the alert (steer_below_alert)"
         step, targets = _steer(state, new, observation, params, timing, nodes, now, why)
