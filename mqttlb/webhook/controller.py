@@ -293,7 +293,7 @@ class Controller:
         with self._drain_lock:
             self._rebalance_requested = True
         self.wake()
-        return shed_waiting(self._state.shed_level) if self._state.shed_level > 0 else None
+        return shed_waiting(self._state.shed_level)
 
     def request_evacuate(self, node: str, evacuate: bool) -> None:
         """Evacuate ``node`` (drain it, then evict every evictable client at the bounded rate) or stop
@@ -332,8 +332,9 @@ class Controller:
             raise ValueError("nothing observed yet: try again after the first pass")
         assert self.evict_lever is not None
         cpu = taking_part_cpu(state, seen, self.policy, self.config.node_names)
-        if state.shed_level > 0:  # the real run waits too (eviction_policy.intent)
-            return [{"waiting": shed_waiting(state.shed_level), "recipients": []}]
+        shedding = shed_waiting(state.shed_level)
+        if shedding is not None:  # the real run waits too (plan._eviction_intent)
+            return [{"waiting": shedding, "recipients": []}]
         if evacuate is not None:
             plan = EvictionIntent(evacuate=(evacuate,), reason="evacuation (dry run)")
         else:
@@ -783,7 +784,7 @@ class Controller:
             "armed": state.evict_armed,
             "reason": state.evict_reason,
             "imbalanced_since": state.evict_since,
-            "waiting": shed_waiting(state.shed_level) if state.shed_level > 0 else self._last_eviction_wait,
+            "waiting": shed_waiting(state.shed_level) or self._last_eviction_wait,
             "evacuating": list(state.evacuating),
             "last_batch": dict(state.last_eviction),
             "max_squared_deviation": None if spread is None else round(spread.max_squared_deviation, 4),

@@ -272,7 +272,6 @@ def intent(
     now: float,
     weights_first: bool = True,
     target_shares: Mapping[str, float] | None = None,
-    shed_level: int = 0,
 ) -> EvictionIntent:
     """The donors and recipients of this pass.  ``cpu``: the nodes that take part (see :func:`spread_of`);
     ``weights``: Envoy's weights (recorded with each donor); ``shares``: node -> the share (0..1) of the
@@ -282,11 +281,8 @@ def intent(
     target weights would give (None: unknown); the recipients' share is waited for up to
     ``min_recipient_share`` or that target's share less :data:`LANDING_TOLERANCE`, whichever is lower:
     without the target an imbalance whose weights settle below ``min_recipient_share`` would wait forever.
-    ``shed_level`` > 0 (Envoy sheds new connections, :mod:`shedding`): nothing is evicted, evacuations
-    included (:func:`shed_waiting`)."""
+    While Envoy sheds, the caller does not ask (:func:`shed_waiting`)."""
     evacuate = tuple(sorted(evacuating))
-    if shed_level > 0 and (evacuate or armed):
-        return EvictionIntent(reason=reason, waiting=shed_waiting(shed_level))
     if not armed or spread is None:
         return EvictionIntent(evacuate=evacuate, reason="evacuation" if evacuate else "")
     recipients = tuple(sorted(n for n, d in spread.deviations.items() if d < 0))
@@ -313,11 +309,14 @@ def intent(
     return EvictionIntent(donors, recipients, room, evacuate, reason)
 
 
-def shed_waiting(level: int) -> str:
-    """Why the lever waits at shed ``level`` > 0: Envoy's cap then holds the connection count (level 1) or
-    below it, or the listener refuses every new connection (the hard stop), so an evicted client may find no
-    way back in (a 2026-12-01 heterogeneous benchmark run, seed 2, evicted at a shed level and about 10
-    clients failed 467 reconnects, "closed before CONNACK", until the run ended)."""
+def shed_waiting(level: int) -> str | None:
+    """Why nothing is evicted, evacuations included, at shed ``level`` (None at 0: nothing to wait for).  Above
+    0, Envoy's cap holds the connection count (level 1) or goes below it, or the listener refuses every new
+    connection (the hard stop), so an evicted client may find no way back in (a 2026-12-01 heterogeneous
+    benchmark run, seed 2, evicted at a shed level and about 10 clients failed 467 reconnects, "closed before
+    CONNACK", until the run ended)."""
+    if level <= 0:
+        return None
     return (f"new connections are being shed (level {level}): an evicted client might not get back in; "
             "eviction resumes once shedding lifts")
 

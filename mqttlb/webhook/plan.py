@@ -430,9 +430,10 @@ def _eviction_intent(
     ``target_weights``: the weights this pass's steering aims at (None or empty: it did not steer).  While
     Envoy sheds (the shed level as this pass leaves it) nothing is evicted (``eviction_policy.shed_waiting``)."""
     evacuating = new.evacuating
+    shedding = eviction_policy.shed_waiting(new.shed_level)
+    if shedding is not None and (evacuating or new.evict_armed):
+        return EvictionIntent(reason=new.evict_reason if new.evict_armed else "evacuation", waiting=shedding)
     if settings is None or not settings.params.enabled:
-        if evacuating and new.shed_level > 0:
-            return EvictionIntent(reason="evacuation", waiting=eviction_policy.shed_waiting(new.shed_level))
         return EvictionIntent(evacuate=tuple(sorted(evacuating)), reason="evacuation" if evacuating else "")
     return eviction_policy.intent(
         eviction_policy.spread_of(cpu),
@@ -448,7 +449,6 @@ def _eviction_intent(
         cooldown_seconds=settings.cooldown_seconds,
         params=settings.params,
         now=now,
-        shed_level=new.shed_level,
     )
 
 
