@@ -320,6 +320,17 @@ class Fleet:
             client.loop_stop()
 
 
+def active_alerts(stack: Stack, alertname: str | None = None) -> list[dict[str, Any]]:
+    """The alerts the stack's Alertmanager holds active (not silenced or inhibited), optionally of one
+    ``alertname``; raises requests' HTTPError when it refuses."""
+    params = {"active": "true", **({"filter": f'alertname="{alertname}"'} if alertname else {})}
+    response = requests.get(stack.topology.alertmanager.url("/api/v2/alerts"), params=params, auth=web_auth(stack),
+                            timeout=5)
+    response.raise_for_status()
+    alerts: list[dict[str, Any]] = response.json()
+    return alerts
+
+
 def stack_diagnosis(stack: Stack, log_lines: int = 40) -> str:
     """What a failed live test needs to say why: the webhook's /status (firing set, observations, last
     decisions), the alerts Alertmanager holds, the supervised processes' states and the webhook log's tail.
@@ -334,10 +345,8 @@ def stack_diagnosis(stack: Stack, log_lines: int = 40) -> str:
 
     add("webhook /status", lambda: requests.get(stack.topology.webhook.url("/status"), headers=webhook_headers(stack),
                                                  timeout=3).text)
-    add("Alertmanager alerts", lambda: [
-        (a["labels"].get("alertname"), a["labels"].get("node"), a["status"]["state"])
-        for a in requests.get(stack.topology.alertmanager.url("/api/v2/alerts"), auth=web_auth(stack),
-                              timeout=3).json()
+    add("Alertmanager's active alerts", lambda: [
+        (a["labels"].get("alertname"), a["labels"].get("node"), a["status"]["state"]) for a in active_alerts(stack)
     ])
     add("processes", lambda: "\n".join(status.line() for status in stack.status()))
     add(f"webhook log, last {log_lines} lines",

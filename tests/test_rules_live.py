@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import requests
-from stackutil import web_auth
+from stackutil import active_alerts, web_auth
 
 from mqttlb import contract as s
 from mqttlb import rulegen
@@ -104,14 +104,7 @@ def _fanout(port: int, topic: str, count: int) -> Iterator[None]:
 
 
 def _firing_cpu_high(stack: Stack) -> list[dict[str, Any]]:
-    response = requests.get(
-        f"http://127.0.0.1:{stack.cfg.ports.alertmanager}/api/v2/alerts",
-        params={"filter": f'alertname="{s.ALERT_CPU_HIGH}"', "active": "true"},
-        auth=web_auth(stack),
-        timeout=5,
-    )
-    response.raise_for_status()
-    return response.json()
+    return active_alerts(stack, s.ALERT_CPU_HIGH)
 
 
 def test_generated_rules_load_and_evaluate_in_prometheus(live_stack: Stack) -> None:

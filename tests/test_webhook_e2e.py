@@ -7,8 +7,7 @@ import json
 import time
 
 import pytest
-import requests
-from stackutil import connect_through_envoy, stack_diagnosis, wait_until, web_auth
+from stackutil import active_alerts, connect_through_envoy, stack_diagnosis, wait_until
 
 from mqttlb.loadgen.hot import HotNodeDriver, fan_out_subscribers
 from mqttlb.stack.runner import Stack
@@ -27,18 +26,12 @@ def envoy_weights(stack: Stack) -> dict[str, int]:
     return {h.node: h.weight for h in stack.envoy_hosts()}
 
 
-def firing_alerts(stack: Stack) -> list[str]:
-    alerts = requests.get(stack.topology.alertmanager.url("/api/v2/alerts"), params={"active": "true"},
-                          auth=web_auth(stack), timeout=5).json()
-    return sorted(f"{a['labels'].get('alertname')} {a['labels'].get('node', '')}".strip() for a in alerts)
-
-
 def wait_calm(stack: Stack, timeout: float = 120.0) -> None:
     """Until every weight is neutral and no alert fires: a test before this one on the shared stack (the rules
     test's hot broker) leaves the weights stepping back and its alerts resolving for a while."""
     neutral = stack.cfg.params.policy.neutral_weight
     try:
-        wait_until(lambda: set(envoy_weights(stack).values()) == {neutral} and not firing_alerts(stack),
+        wait_until(lambda: set(envoy_weights(stack).values()) == {neutral} and not active_alerts(stack),
                    timeout, "neutral weights and no alert firing", interval=1.0)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{stack_diagnosis(stack)}") from None

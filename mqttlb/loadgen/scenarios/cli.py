@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mqttlb.atomic import atomic_write_text
 from mqttlb.commandline import parse_args, plural, refuse
@@ -33,6 +33,9 @@ from mqttlb.loadgen.scenarios.arm import base_config
 from mqttlb.loadgen.scenarios.policies import POLICIES, parse_policies
 from mqttlb.logs import add_log_flags
 from mqttlb.params import duration_seconds, measurement_lag_seconds
+
+if TYPE_CHECKING:
+    from mqttlb.stack.config import StackConfig
 
 log = logging.getLogger("mqttlb.loadgen.scenarios")
 
@@ -233,6 +236,13 @@ def _say_reused(runs_dir: Path, kept: list[tuple[int, str]]) -> None:
                     plural(len(kept), "run"), runs_dir, names)
 
 
+def _asked(args: argparse.Namespace, scenario: catalog.Scenario) -> tuple[StackConfig, dict[str, Any]]:
+    """The stack settings the flags ask for (``--nodes``, ``--node-cpu-cores`` or the scenario's, ``--params``)
+    and the run identity they make (:func:`runner.run_identity`).  Raises StackConfigError (a ValueError)."""
+    base = base_config(args.nodes, args.node_cpu_cores or scenario.node_cpu_cores, **runner.PARAM_SETS[args.params])
+    return base, runner.run_identity(scenario, args.params, base)
+
+
 def _interrupt(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -246,9 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out
     if args.report_only:
         try:
-            base = base_config(args.nodes, args.node_cpu_cores or scenario.node_cpu_cores,
-                               **runner.PARAM_SETS[args.params])
-            identity = runner.run_identity(scenario, args.params, base)
+            _, identity = _asked(args, scenario)
             log.info("report written to %s", write_report(scenario, out, None, identity))
         except (ValueError, OSError, KeyError) as exc:
             return refuse(exc, "mqttlb experiment")
@@ -258,8 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     try:
-        base = base_config(args.nodes, args.node_cpu_cores or scenario.node_cpu_cores, **runner.PARAM_SETS[args.params])
-        identity = runner.run_identity(scenario, args.params, base)
+        base, identity = _asked(args, scenario)
         kept = [] if args.fresh else runner.kept_runs(out / "runs", identity, seeds, policies)
         _say_reused(out / "runs", kept)
         with tempfile.TemporaryDirectory(prefix="mqttlb-scenario-") as tmp:
